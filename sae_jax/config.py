@@ -1,0 +1,104 @@
+"""Configuration of an SAE training run (a frozen dataclass built from absl flags).
+
+Defaults are the original's (REFERENCE.md §4, "CLI defaults"), except where a
+comment says otherwise; configs/demo.flags scales them down for a CPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+
+DATA_SOURCES = ("synthetic", "statink", "splatnlp_tsv")
+
+
+@dataclass(frozen=True)
+class SAETrainConfig:
+    # --- SAE shape
+    expansion_factor: float = 4.0
+    clip_max: float = 6.0
+    # --- optimiser
+    lr: float = 1e-5
+    weight_decay: float = 0.01  # torch AdamW's default, which the original used
+    grad_clip: float = 1.0
+    lr_final_fraction: float = 0.1  # cosine from lr to 0.1 x lr
+    # --- loss and schedules (per SAE step)
+    l1_coeff: float = 5e-6
+    l1_start: float = 0.0
+    l1_warmup_steps: int = 6000
+    target_usage: float = 0.05
+    usage_coeff: float = 1.5
+    usage_floor: float = 0.05
+    usage_warmup_steps: int = 6000
+    usage_period: int = 60000
+    usage_ema_decay: float = 0.99
+    # Reproduce the original's two defects (frozen decoder, gradient-free usage term).
+    original_behaviour: bool = False
+    # --- buffer and training loop
+    buffer_size: int = 819_200
+    buffer_dtype: str = "float32"  # or "bfloat16"
+    min_buffer: int = 50_000  # start SAE training once this many activations are buffered
+    primary_batch_size: int = 32
+    sae_batch_size: int = 1024
+    sae_steps_per_primary_step: int = 4
+    epochs: int = 10
+    data_fraction: float = 0.005
+    # --- dead-feature resampling
+    resample_steps: tuple[int, ...] = (7000, 14000, 28000)
+    resample_weight: float = 0.2
+    resample_bias: float = 0.0
+    dead_threshold: float = 1e-8
+    # --- data and bookkeeping
+    data_source: str = "synthetic"
+    data_path: str = ""
+    num_builds: int = 200_000  # synthetic world size
+    seed: int = 0
+    log_every: int = 100  # SAE steps between metric transfers to the host
+    checkpoint_every: int = 1000  # SAE steps between checkpoints
+    eval_builds: int = 20_000  # held-out builds for evaluation
+    extra: dict = field(default_factory=dict)
+
+    def validate(self, *, total_sae_steps: int | None = None) -> None:
+        """Refuse settings that cannot work, with a message naming the setting."""
+        errors = []
+        if not self.expansion_factor > 0:
+            errors.append(f"expansion_factor must be > 0, got {self.expansion_factor}")
+        if self.sae_batch_size <= 0:
+            errors.append(f"sae_batch_size must be positive, got {self.sae_batch_size}")
+        if self.buffer_size < self.sae_batch_size:
+            errors.append(f"buffer_size {self.buffer_size} is smaller than one SAE batch "
+                          f"(sae_batch_size {self.sae_batch_size})")
+        if self.min_buffer > self.buffer_size:
+            errors.append(f"min_buffer {self.min_buffer} exceeds buffer_size {self.buffer_size}")
+        if self.buffer_dtype not in ("float32", "bfloat16"):
+            errors.append(f"buffer_dtype must be float32 or bfloat16, got {self.buffer_dtype!r}")
+        if self.data_source not in DATA_SOURCES:
+            errors.append(f"unknown data source {self.data_source!r}; choose one of {DATA_SOURCES}")
+        if self.data_source != "synthetic" and not self.data_path:
+            errors.append(f"data source {self.data_source!r} needs --data_path")
+        if not 0 < self.target_usage < 1:
+            errors.append(f"target_usage must be in (0, 1), got {self.target_usage}")
+        if self.lr <= 0:
+            errors.append(f"lr must be positive, got {self.lr}")
+        if any(s <= 0 for s in self.resample_steps):
+            errors.append(f"resample_steps must be positive, got {self.resample_steps}")
+        if total_sae_steps is not None:
+            late = [s for s in self.resample_steps if s > total_sae_steps]
+            if late:
+                errors.append(f"resample step(s) {late} lie beyond the run's {total_sae_steps} "
+                              "SAE steps")
+        if errors:
+            raise ValueError("invalid SAE training settings:\n  " + "\n  ".join(errors))
+
+    def to_json(self, path: str | os.PathLike) -> None:
+        with open(path, "w") as f:
+            json.dump(dataclasses.asdict(self), f, indent=2)
+
+    @classmethod
+    def from_json(cls, path: str | os.PathLike) -> SAETrainConfig:
+        with open(path) as f:
+            raw = json.load(f)
+        raw["resample_steps"] = tuple(raw.get("resample_steps", ()))
+        return cls(**raw)

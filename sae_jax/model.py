@@ -1,0 +1,155 @@
+"""The sparse autoencoder (REFERENCE.md §4) in Flax NNX.
+
+``x_c = x - b_dec; pre = x_c @ W_enc + b_enc; h = clip(relu(pre), 0, clip_max);
+recon = h @ unit_rows(W_dec) + b_dec``.
+
+Layout (SAELens's): ``W_enc`` (d_in, d_sae), ``b_enc`` (d_sae,), ``W_dec``
+(d_sae, d_in) whose rows are the dictionary atoms, ``b_dec`` (d_in,). Atoms are
+normalised at use time (as the original does) and also kept at unit norm by the
+optimiser's projection, so the stored and the used dictionary agree.
+
+``usage_ema`` (d_sae,) is the running firing rate used for dead-feature
+detection and the usage penalty; it is training state, not a parameter.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+ATOM_NORM_EPS = 1e-12
+
+
+@dataclass(frozen=True)
+class SAEConfig:
+    input_dim: int = 512
+    expansion_factor: float = 4.0
+    clip_max: float = 6.0
+
+    def __post_init__(self):
+        if self.input_dim <= 0:
+            raise ValueError(f"SAE input_dim must be positive, got {self.input_dim}")
+        if not self.expansion_factor > 0:
+            raise ValueError(f"SAE expansion_factor must be > 0, got {self.expansion_factor}")
+        if self.hidden_dim <= 0:
+            raise ValueError(
+                f"SAE expansion_factor {self.expansion_factor} x input_dim {self.input_dim} "
+                "gives no features"
+            )
+
+    @property
+    def hidden_dim(self) -> int:
+        return int(self.input_dim * self.expansion_factor)
+
+    def to_json(self, path: str | os.PathLike) -> None:
+        with open(path, "w") as f:
+            json.dump(dataclasses.asdict(self), f, indent=2)
+
+    @classmethod
+    def from_json(cls, path: str | os.PathLike) -> SAEConfig:
+        with open(path) as f:
+            return cls(**json.load(f))
+
+
+class UsageEMA(nnx.Variable):
+    """Running per-feature firing rate (not trained by the optimiser)."""
+
+
+def unit_rows(w: jax.Array) -> jax.Array:
+    """Each row scaled to unit L2 norm (zero rows stay zero)."""
+    norm = jnp.sqrt(jnp.sum(w * w, axis=-1, keepdims=True))
+    return w / jnp.maximum(norm, ATOM_NORM_EPS)
+
+
+def _kaiming_uniform_relu(key, shape, fan_in, dtype=jnp.float32):
+    bound = math.sqrt(2.0) * math.sqrt(3.0 / fan_in)
+    return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+
+# {"W_enc": (d_in, d_sae), "b_enc": (d_sae,), "W_dec": (d_sae, d_in), "b_dec": (d_in,)}
+SAEParams = dict
+
+
+def encode(params: SAEParams, x: jax.Array, clip_max: float) -> tuple[jax.Array, jax.Array]:
+    """Pure encoder: ``(pre, post)`` from a params dict (used inside jitted loops)."""
+    x = x.astype(params["W_enc"].dtype)
+    pre = (x - params["b_dec"]) @ params["W_enc"] + params["b_enc"]
+    post = jnp.clip(jax.nn.relu(pre), 0.0, clip_max)
+    return pre, post
+
+
+def decode(params: SAEParams, h: jax.Array, *, frozen_decoder: bool = False) -> jax.Array:
+    """Pure decoder through unit-norm atoms; ``frozen_decoder`` reproduces the original's
+    no-grad dictionary (its decoder weight never learns)."""
+    atoms = unit_rows(params["W_dec"])
+    if frozen_decoder:
+        atoms = jax.lax.stop_gradient(atoms)
+    return h @ atoms + params["b_dec"]
+
+
+class SparseAutoencoder(nnx.Module):
+    """Shapes: ``x: Float[Array, "... d_in"]``, features ``Float[Array, "... d_sae"]``."""
+
+    def __init__(self, config: SAEConfig, *, rngs: nnx.Rngs):
+        self.config = config
+        d, h = config.input_dim, config.hidden_dim
+        # kaiming-uniform (fan_in, relu) like the original, for both weights.
+        self.W_enc = nnx.Param(_kaiming_uniform_relu(rngs.params(), (d, h), fan_in=d))
+        self.b_enc = nnx.Param(jnp.zeros((h,)))
+        self.W_dec = nnx.Param(unit_rows(_kaiming_uniform_relu(rngs.params(), (h, d), fan_in=h)))
+        self.b_dec = nnx.Param(jnp.zeros((d,)))
+        self.usage_ema = UsageEMA(jnp.zeros((h,)))
+
+    @property
+    def hidden_dim(self) -> int:
+        return self.config.hidden_dim
+
+    def params(self) -> SAEParams:
+        """The trainable parameters as a plain dict (the optimiser's pytree)."""
+        return {k: getattr(self, k)[...] for k in ("W_enc", "b_enc", "W_dec", "b_dec")}
+
+    def set_params(self, params: SAEParams) -> None:
+        for k in ("W_enc", "b_enc", "W_dec", "b_dec"):
+            getattr(self, k)[...] = params[k]
+
+    def encode(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """``(pre, post)``: pre-activations and the clipped-ReLU feature activations."""
+        return encode(self.params(), x, self.config.clip_max)
+
+    def atoms(self) -> jax.Array:
+        """Unit-norm dictionary ``(d_sae, d_in)``."""
+        return unit_rows(self.W_dec[...])
+
+    def decode(self, h: jax.Array, *, frozen_decoder: bool = False) -> jax.Array:
+        return decode(self.params(), h, frozen_decoder=frozen_decoder)
+
+    def __call__(self, x: jax.Array, *, frozen_decoder: bool = False):
+        """``(recon, post, pre)``."""
+        pre, post = self.encode(x)
+        return self.decode(post, frozen_decoder=frozen_decoder), post, pre
+
+
+def create_sae(config: SAEConfig, seed: int = 0) -> SparseAutoencoder:
+    return SparseAutoencoder(config, rngs=nnx.Rngs(seed))
+
+
+def sae_from_params(config: SAEConfig, params: SAEParams, usage_ema=None) -> SparseAutoencoder:
+    """An SAE module holding the given parameters (and usage EMA, zeros if None)."""
+    sae = nnx.eval_shape(lambda: create_sae(config))
+    for k in ("W_enc", "b_enc", "W_dec", "b_dec"):
+        expect = getattr(sae, k).shape
+        got = tuple(params[k].shape)
+        if got != tuple(expect):
+            raise ValueError(f"SAE parameter {k} has shape {got}, expected {tuple(expect)} "
+                             f"for {config}")
+        setattr(sae, k, nnx.Param(jnp.asarray(params[k])))
+    ema = jnp.zeros((config.hidden_dim,)) if usage_ema is None else jnp.asarray(usage_ema)
+    sae.usage_ema = UsageEMA(ema)
+    return sae
