@@ -1,0 +1,91 @@
+"""Import a SplatNLP run directory (PyTorch checkpoints) into this project's on-disk layout.
+
+    python -m bridge.import_splatnlp --run_dir=RUN [--sae=SAE.pth] [--model=MODEL.pth] --out=OUT
+
+Writes ``OUT/model`` (a primary model directory), ``OUT/sae`` (an SAE directory,
+when ``--sae`` is given) and ``OUT/run.json``, so every later command (SAE
+training with ``--primary_dir=OUT/model``, analysis, steering, SAELens export)
+works on the imported models. torch is not needed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from absl import app, flags, logging
+
+from bridge.splatnlp import SplatNLPRun, load_splatnlp
+from primary.model import count_params
+from primary.store import save_primary
+from sae_jax.store import save_sae
+
+_RUN_DIR = flags.DEFINE_string("run_dir", None, "SplatNLP run directory (model_params.json, "
+                               "vocab.json, weapon_vocab.json, model .pth).")
+_SAE = flags.DEFINE_string("sae", None, "The SAE's .pth (absolute, or relative to run_dir).")
+_MODEL = flags.DEFINE_string("model", None, "The model's .pth; default: the single .pth in "
+                             "run_dir that is not the SAE.")
+_OUT = flags.DEFINE_string("out", None, "Output directory (created).")
+
+# run.json defaults for an imported run: the original's data is not carried along, so later
+# commands that need builds fall back to the built-in synthetic source.
+IMPORTED_DATA_SOURCE = "synthetic"
+IMPORTED_NUM_BUILDS = 20000
+
+
+def write_imported_run(run: SplatNLPRun, out: str | os.PathLike, *, imported_from: str) -> dict:
+    """Write ``out/model``, ``out/sae`` (if the run has an SAE) and ``out/run.json``."""
+    out = Path(out).absolute()
+    out.mkdir(parents=True, exist_ok=True)
+    model_dir = save_primary(out / "model", run.primary, run.vocab, run.weapon_vocab)
+    if run.sae is not None:
+        save_sae(out / "sae", run.sae)
+    info = {
+        "primary_model_dir": str(model_dir.absolute()),
+        "data_source": IMPORTED_DATA_SOURCE,
+        "data_path": "",
+        "num_builds": IMPORTED_NUM_BUILDS,
+        "seed": 0,
+        "imported_from": str(Path(imported_from).absolute()),
+    }
+    with open(out / "run.json", "w") as f:
+        json.dump(info, f, indent=2)
+    return info
+
+
+def import_run(run_dir: str, out: str, *, sae: str | None = None,
+               model: str | None = None) -> tuple[SplatNLPRun, dict]:
+    run = load_splatnlp(run_dir, sae, model_file=model)
+    return run, write_imported_run(run, out, imported_from=run_dir)
+
+
+def _summary(run: SplatNLPRun, out: str, seconds: float) -> str:
+    c = run.config
+    lines = [
+        f"imported {run.model_path}",
+        f"  primary: {count_params(run.primary):,} parameters (embedding {c.embedding_dim}, "
+        f"hidden {c.hidden_dim}, {c.num_layers} layers, {c.num_heads} heads, "
+        f"{c.num_inducing_points} inducing points, layer norm {c.use_layer_norm})",
+        f"  vocab: {len(run.vocab)} tokens, {len(run.weapon_vocab)} weapons",
+    ]
+    if run.sae is not None:
+        lines.append(f"  sae: {run.sae_path}: {run.sae.config.input_dim} -> "
+                     f"{run.sae.hidden_dim} features")
+    lines += [f"  note: {n}" for n in run.notes]
+    lines.append(f"wrote {Path(out).absolute()} in {seconds:.2f} s")
+    return "\n".join(lines)
+
+
+def main(argv):
+    del argv
+    logging.set_verbosity(logging.WARNING)  # orbax logs every write step at INFO
+    start = time.perf_counter()
+    run, _ = import_run(_RUN_DIR.value, _OUT.value, sae=_SAE.value, model=_MODEL.value)
+    print(_summary(run, _OUT.value, time.perf_counter() - start))
+
+
+if __name__ == "__main__":
+    flags.mark_flags_as_required(["run_dir", "out"])
+    app.run(main)

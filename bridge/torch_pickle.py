@@ -1,0 +1,199 @@
+"""Read PyTorch's zip checkpoints (``torch.save``'s default format) without torch.
+
+A ``.pth`` written by ``torch.save(state_dict)`` is a zip archive::
+
+    <name>/data.pkl        pickle of the object; tensors refer to storages by persistent id
+    <name>/data/<key>      raw bytes of storage <key>
+    <name>/byteorder       "little" or "big" (absent in old files: little)
+    <name>/version         format version
+
+The pickle is read by :class:`RestrictedUnpickler`, which resolves only the
+globals that rebuilding tensors and ordered dicts needs. Any other global
+(``os.system``, ``builtins.eval``, ...) raises :class:`UnsafeCheckpointError`
+before anything is called, so a hostile checkpoint cannot run code.
+
+Storages become numpy arrays; tensors are views with the stored size, stride
+and offset, copied into contiguous arrays. bfloat16 comes back as
+``ml_dtypes.bfloat16``.
+"""
+
+from __future__ import annotations
+
+import collections
+import io
+import os
+import pickle
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import ml_dtypes
+import numpy as np
+
+
+class UnsafeCheckpointError(pickle.UnpicklingError):
+    """The checkpoint's pickle asks for a global that tensor rebuilding does not need."""
+
+
+class CheckpointFormatError(ValueError):
+    """The file is not a readable PyTorch zip checkpoint."""
+
+
+# torch's legacy typed-storage names, as written into every zip checkpoint.
+STORAGE_DTYPES: dict[str, np.dtype] = {
+    "FloatStorage": np.dtype(np.float32),
+    "DoubleStorage": np.dtype(np.float64),
+    "HalfStorage": np.dtype(np.float16),
+    "BFloat16Storage": np.dtype(ml_dtypes.bfloat16),
+    "LongStorage": np.dtype(np.int64),
+    "IntStorage": np.dtype(np.int32),
+    "ShortStorage": np.dtype(np.int16),
+    "CharStorage": np.dtype(np.int8),
+    "ByteStorage": np.dtype(np.uint8),
+    "BoolStorage": np.dtype(np.bool_),
+}
+
+
+@dataclass(frozen=True)
+class StorageType:
+    """Marker standing in for ``torch.<Name>Storage``: only its dtype is used. Not callable."""
+
+    name: str
+    dtype: np.dtype
+
+
+def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=False,
+                       backward_hooks=None, metadata=None):
+    """Our stand-in for ``torch._utils._rebuild_tensor_v2``: a strided view, copied."""
+    if not isinstance(storage, np.ndarray):
+        raise CheckpointFormatError(f"tensor storage is {type(storage).__name__}, not a storage")
+    size, stride = tuple(int(s) for s in size), tuple(int(s) for s in stride)
+    offset = int(storage_offset)
+    if len(size) != len(stride):
+        raise CheckpointFormatError(f"tensor size {size} and stride {stride} differ in rank")
+    if any(s < 0 for s in size) or any(s < 0 for s in stride) or offset < 0:
+        raise CheckpointFormatError(f"negative size/stride/offset: {size} {stride} {offset}")
+    if 0 in size:
+        return np.zeros(size, storage.dtype)
+    last = offset + sum((n - 1) * s for n, s in zip(size, stride))
+    if last >= storage.size:
+        raise CheckpointFormatError(
+            f"tensor of size {size}, stride {stride}, offset {offset} reads element {last} "
+            f"of a storage with {storage.size} elements"
+        )
+    item = storage.dtype.itemsize
+    view = np.lib.stride_tricks.as_strided(
+        storage[offset:], shape=size, strides=tuple(s * item for s in stride), writeable=False
+    )
+    return np.array(view, copy=True)
+
+
+def _rebuild_parameter(data, requires_grad=False, backward_hooks=None):
+    """``torch._utils._rebuild_parameter``: an ``nn.Parameter`` is just its data here."""
+    return data
+
+
+_ALLOWED_CALLABLES = {
+    ("collections", "OrderedDict"): collections.OrderedDict,
+    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_v2,
+    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+}
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """Unpickles ``data.pkl``, resolving storages from the zip and refusing other globals."""
+
+    def __init__(self, file, archive: zipfile.ZipFile, prefix: str, byteorder: str, where: str):
+        super().__init__(file)
+        self._archive = archive
+        self._prefix = prefix
+        self._byteorder = byteorder
+        self._where = where
+        self._storages: dict[str, np.ndarray] = {}
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in _ALLOWED_CALLABLES:
+            return _ALLOWED_CALLABLES[(module, name)]
+        if module == "torch" and name in STORAGE_DTYPES:
+            return StorageType(name, STORAGE_DTYPES[name])
+        raise UnsafeCheckpointError(
+            f"{self._where}: refusing to load global {module}.{name}: a state-dict checkpoint "
+            "needs only tensors and ordered dicts, so this file may run code when unpickled"
+        )
+
+    def persistent_load(self, pid):
+        if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"):
+            raise UnsafeCheckpointError(f"{self._where}: unexpected persistent id {pid!r}")
+        _, storage_type, key, _location, numel = pid
+        if not isinstance(storage_type, StorageType):
+            raise CheckpointFormatError(f"{self._where}: storage {key!r} has no storage type")
+        key = str(key)
+        if key not in self._storages:
+            self._storages[key] = self._read_storage(key, storage_type.dtype, int(numel))
+        return self._storages[key]
+
+    def _read_storage(self, key: str, dtype: np.dtype, numel: int) -> np.ndarray:
+        member = f"{self._prefix}data/{key}"
+        try:
+            raw = self._archive.read(member)
+        except KeyError:
+            missing = f"{self._where}: storage file {member} is missing"
+            raise CheckpointFormatError(missing) from None
+        need = numel * dtype.itemsize
+        if len(raw) < need:
+            raise CheckpointFormatError(
+                f"{self._where}: storage {member} has {len(raw)} bytes, needs {need} "
+                f"({numel} x {dtype})"
+            )
+        stored = dtype.newbyteorder("<" if self._byteorder == "little" else ">")
+        arr = np.frombuffer(raw, dtype=stored, count=numel)
+        return arr.astype(dtype, copy=True)  # native byte order, writable, owns its memory
+
+
+def _archive_prefix(archive: zipfile.ZipFile, where: str) -> str:
+    pickles = [n for n in archive.namelist() if n == "data.pkl" or n.endswith("/data.pkl")]
+    if len(pickles) != 1:
+        raise CheckpointFormatError(
+            f"{where}: expected one data.pkl in the archive, found {len(pickles) or 'none'}"
+        )
+    return pickles[0][: -len("data.pkl")]
+
+
+def load_torch_pickle(path: str | os.PathLike):
+    """The object a ``torch.save`` zip holds, with tensors as numpy arrays."""
+    where = str(path)
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"no checkpoint file at {where}")
+    if not zipfile.is_zipfile(path):
+        raise CheckpointFormatError(
+            f"{where} is not a zip checkpoint; only torch.save's default (zip) format is read. "
+            "Re-save it with torch >= 1.6 without _use_new_zipfile_serialization=False"
+        )
+    with zipfile.ZipFile(path) as archive:
+        prefix = _archive_prefix(archive, where)
+        byteorder = "little"
+        if f"{prefix}byteorder" in archive.namelist():
+            byteorder = archive.read(f"{prefix}byteorder").decode().strip()
+        if byteorder not in ("little", "big"):
+            raise CheckpointFormatError(f"{where}: unknown byteorder {byteorder!r}")
+        data = archive.read(f"{prefix}data.pkl")
+        unpickler = RestrictedUnpickler(io.BytesIO(data), archive, prefix, byteorder, where)
+        return unpickler.load()
+
+
+def load_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """A flat ``{name: array}`` state dict from a ``.pth`` file (``torch.save(sd)``)."""
+    obj = load_torch_pickle(path)
+    if not isinstance(obj, Mapping):
+        raise CheckpointFormatError(
+            f"{path} holds a {type(obj).__name__}, not a state dict (name -> tensor mapping)"
+        )
+    out: dict[str, np.ndarray] = {}
+    for key, value in obj.items():
+        if not isinstance(value, np.ndarray):
+            raise CheckpointFormatError(
+                f"{path}: entry {key!r} is a {type(value).__name__}, not a tensor"
+            )
+        out[str(key)] = value
+    return out
