@@ -1,0 +1,111 @@
+"""Harvesting the frozen primary model's pooled vectors (the SAE's input).
+
+Training: :func:`make_harvest_fn` builds one jitted function that runs
+``SetCompletionModel.pooled`` on a batch (inference: no dropout) and pushes the
+vectors of the real rows (``weight > 0``) into the device-resident
+:class:`~sae_jax.buffer.ActivationBuffer`. The buffer is donated and never
+leaves the device; the function also returns a device flag saying whether the
+harvested rows were all finite, so faults can be caught without a host sync.
+
+Evaluation and analysis: :func:`harvest_array` streams a whole ``Examples``
+set through the model and returns the pooled vectors as one host array.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from sae_jax.buffer import ActivationBuffer, push
+
+MODEL_INPUTS = ("tokens", "weapons", "key_padding_mask")
+
+
+def model_inputs(batch: dict, *, with_weight: bool = True) -> dict:
+    """The arrays of a batch that the primary's forward needs (targets stay on the host)."""
+    keys = MODEL_INPUTS + (("weight",) if with_weight else ())
+    missing = [k for k in keys if k not in batch]
+    if missing:
+        raise KeyError(f"batch lacks {missing}; it has {sorted(batch)}")
+    return {k: batch[k] for k in keys}
+
+
+def pooled_vectors(graphdef: nnx.GraphDef, primary_state: nnx.State, batch: dict) -> jax.Array:
+    """``Float[Array, "b hidden"]``: the frozen primary's pooled vectors (call inside jit)."""
+    model = nnx.merge(graphdef, primary_state)
+    return model.pooled(batch["tokens"], batch["weapons"], batch["key_padding_mask"])
+
+
+def _harvest(graphdef, primary_state, buffer: ActivationBuffer, batch: dict):
+    x = pooled_vectors(graphdef, primary_state, batch)
+    valid = batch["weight"] > 0
+    # Only real rows count: padding rows are neither stored nor checked.
+    finite = jnp.all(jnp.isfinite(x) | ~valid[:, None])
+    return push(buffer, x, valid), finite
+
+
+def make_harvest_fn(graphdef: nnx.GraphDef):
+    """``fn(primary_state, buffer, batch) -> (buffer, all_finite)``, jitted, buffer donated.
+
+    ``batch``: ``tokens (B, L) int``, ``weapons (B, 1) int``, ``key_padding_mask (B, L) bool``,
+    ``weight (B,)``; ``all_finite`` is a device bool scalar over the rows that were pushed.
+    """
+    return jax.jit(partial(_harvest, graphdef), donate_argnums=(1,))
+
+
+@partial(jax.jit, static_argnums=0, donate_argnums=2)
+def harvest_into_buffer(primary_graphdef: nnx.GraphDef, primary_state: nnx.State,
+                        buffer: ActivationBuffer, batch: dict) -> ActivationBuffer:
+    """One-off form of :func:`make_harvest_fn` (graphdef static): returns the new buffer."""
+    return _harvest(primary_graphdef, primary_state, buffer, batch)[0]
+
+
+@partial(jax.jit, static_argnums=0)
+def _pooled_jit(graphdef, primary_state, batch):
+    return pooled_vectors(graphdef, primary_state, batch)
+
+
+def pad_batch(batch: dict, batch_size: int) -> dict:
+    """Pad a short (last) batch to ``batch_size`` rows so every call has one shape.
+
+    Padding rows copy row 0's inputs (a valid set, so attention never sees an all-padding
+    row) and get ``weight`` 0.
+    """
+    n = len(batch["weight"])
+    if n == batch_size:
+        return batch
+    if n > batch_size:
+        raise ValueError(f"batch of {n} rows is larger than the batch size {batch_size}")
+    out = {}
+    for k, v in batch.items():
+        v = np.asarray(v)
+        fill = np.zeros_like(v[:1]) if k == "weight" else v[:1]
+        out[k] = np.concatenate([v, np.repeat(fill, batch_size - n, axis=0)], axis=0)
+    return out
+
+
+def harvest_array(primary, examples, batch_size: int) -> np.ndarray:
+    """``Float[ndarray, "n hidden"]``: pooled vectors of every example, in example order.
+
+    Streams fixed-size batches (the last one padded) through the frozen model.
+    """
+    from primary.examples import iterate_batches
+
+    if batch_size <= 0:
+        raise ValueError(f"harvest batch size must be positive, got {batch_size}")
+    graphdef, state = nnx.split(primary)
+    out = []
+    for batch in iterate_batches(examples, batch_size, seed=0, epoch=0, shuffle=False,
+                                 drop_remainder=False):
+        valid = np.asarray(batch["weight"]) > 0
+        padded = pad_batch(model_inputs(batch), batch_size)
+        x = _pooled_jit(graphdef, state, padded)
+        out.append((x, valid))
+    if not out:
+        return np.zeros((0, primary.config.hidden_dim), np.float32)
+    rows = [np.asarray(x)[: len(valid)][valid] for x, valid in out]
+    return np.concatenate(rows, axis=0).astype(np.float32)
