@@ -1,0 +1,176 @@
+"""Feature analysis of a trained SAE over a whole dataset, in one streaming pass on device.
+
+Per feature (REFERENCE.md §7): firing count and frequency (active = ``|h| > 0.01``
+like the original), activation sum and mean when active, maximum, the top-k
+activating rows, a histogram over fixed bins on ``(0, clip_max]``, and
+co-activation counts ``(h > 0)^T (h > 0)`` over a chosen set of features. Then
+the original's sparsity ranking and each feature's logit influence (its
+decoder atom pushed through the primary's output layer, without bias).
+
+The accumulators are device arrays updated by one jitted, donated function per
+batch; batches have a fixed size with a ``valid`` row mask, so the last partial
+batch does not trigger a recompile.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+ACTIVE_THRESHOLD = 0.01  # the original's "active" test: |h| > 0.01
+MIN_FREQUENCY, MAX_FREQUENCY = 0.01, 0.30  # the original's interpretability window
+
+
+class FeatureStats(NamedTuple):
+    """Streaming accumulators. ``F`` features, ``k`` top rows, ``nb`` bins, ``N`` co-act features.
+
+    num_rows ``()`` int32; active_count ``(F,)`` int32; act_sum ``(F,)`` float32 (sum of
+    ``h`` over all rows, the original's numerator); max_act ``(F,)``; top_values / top_rows
+    ``(F, k)`` (row = global index of the row in the stream, -1 while unfilled); hist
+    ``(F, nb)`` int32 over ``(0, clip_max]``; coact ``(N, N)`` int32 over ``coact_features``.
+    """
+
+    num_rows: jax.Array
+    active_count: jax.Array
+    act_sum: jax.Array
+    max_act: jax.Array
+    top_values: jax.Array
+    top_rows: jax.Array
+    hist: jax.Array
+    coact: jax.Array
+    coact_features: jax.Array
+
+
+def init_stats(num_features: int, *, top_k: int = 16, num_bins: int = 32,
+               coact_features=None) -> FeatureStats:
+    """Empty accumulators; ``coact_features`` (N,) ints selects the co-activation features
+    (None = all, which costs ``F^2`` ints)."""
+    if top_k <= 0 or num_bins <= 0:
+        raise ValueError(f"top_k and num_bins must be positive, got {top_k}, {num_bins}")
+    if coact_features is None:
+        coact_features = np.arange(num_features)
+    coact_features = np.asarray(coact_features, np.int32)
+    if coact_features.size and (coact_features.min() < 0 or coact_features.max() >= num_features):
+        raise IndexError(f"coact_features must lie in [0, {num_features}), got "
+                         f"{coact_features.min()}..{coact_features.max()}")
+    n = len(coact_features)
+    return FeatureStats(
+        num_rows=jnp.zeros((), jnp.int32),
+        active_count=jnp.zeros((num_features,), jnp.int32),
+        act_sum=jnp.zeros((num_features,), jnp.float32),
+        max_act=jnp.zeros((num_features,), jnp.float32),
+        top_values=jnp.full((num_features, top_k), -jnp.inf, jnp.float32),
+        top_rows=jnp.full((num_features, top_k), -1, jnp.int32),
+        hist=jnp.zeros((num_features, num_bins), jnp.int32),
+        coact=jnp.zeros((n, n), jnp.int32),
+        coact_features=jnp.asarray(coact_features),
+    )
+
+
+def histogram_edges(num_bins: int, clip_max: float) -> np.ndarray:
+    """``(nb + 1,)`` edges of the fixed bins over ``(0, clip_max]``."""
+    return np.linspace(0.0, clip_max, num_bins + 1)
+
+
+@partial(jax.jit, static_argnames=("clip_max",), donate_argnums=0)
+def update_stats(stats: FeatureStats, h: jax.Array, valid: jax.Array, row_offset: jax.Array,
+                 *, clip_max: float) -> FeatureStats:
+    """Fold one batch of activations ``h (B, F)`` into ``stats``.
+
+    ``valid (B,)`` bool marks real rows; ``row_offset`` is the global index of row 0.
+    """
+    h = h.astype(jnp.float32)
+    valid_f = valid.astype(jnp.float32)[:, None]
+    hv = h * valid_f
+    active = (jnp.abs(h) > ACTIVE_THRESHOLD) & valid[:, None]
+    count = stats.active_count + active.sum(0, dtype=jnp.int32)
+    act_sum = stats.act_sum + hv.sum(0)
+    max_act = jnp.maximum(stats.max_act, jnp.where(valid[:, None], h, -jnp.inf).max(0))
+
+    # Top-k merge: running best and this batch, side by side, one lax.top_k.
+    k = stats.top_values.shape[1]
+    rows = row_offset + jnp.arange(h.shape[0], dtype=jnp.int32)
+    batch_vals = jnp.where(valid[:, None], h, -jnp.inf).T  # (F, B)
+    cand_vals = jnp.concatenate([stats.top_values, batch_vals], axis=1)
+    cand_rows = jnp.concatenate(
+        [stats.top_rows, jnp.broadcast_to(rows, batch_vals.shape)], axis=1)
+    top_values, pick = jax.lax.top_k(cand_vals, k)
+    top_rows = jnp.take_along_axis(cand_rows, pick, axis=1)
+
+    # Histogram over (0, clip_max]: bin b holds (b*w, (b+1)*w]; zeros are not counted.
+    nb = stats.hist.shape[1]
+    width = clip_max / nb
+    bins = jnp.clip(jnp.ceil(h / width).astype(jnp.int32) - 1, 0, nb - 1)
+    counted = ((h > 0) & valid[:, None]).astype(jnp.int32)
+    feat = jnp.broadcast_to(jnp.arange(h.shape[1]), h.shape)
+    hist = stats.hist.at[feat, bins].add(counted)
+
+    # Co-activation counts of the chosen features (exact in float32 per batch).
+    fired = ((h[:, stats.coact_features] > 0) & valid[:, None]).astype(jnp.float32)
+    coact = stats.coact + jnp.round(fired.T @ fired).astype(jnp.int32)
+
+    return FeatureStats(stats.num_rows + valid.sum(dtype=jnp.int32), count, act_sum, max_act,
+                        top_values, top_rows, hist, coact, stats.coact_features)
+
+
+def stats_from_batches(batches, num_features: int, *, clip_max: float, top_k: int = 16,
+                       num_bins: int = 32, coact_features=None) -> FeatureStats:
+    """Stream an iterable of ``(h (B, F), valid (B,))`` through :func:`update_stats`."""
+    stats = init_stats(num_features, top_k=top_k, num_bins=num_bins,
+                       coact_features=coact_features)
+    offset = 0
+    for h, valid in batches:
+        stats = update_stats(stats, jnp.asarray(h), jnp.asarray(valid, bool),
+                             jnp.int32(offset), clip_max=float(clip_max))
+        offset += int(np.shape(h)[0])
+    return stats
+
+
+class FeatureSummary(NamedTuple):
+    """Host-side per-feature numbers derived from :class:`FeatureStats` (all ``(F,)``)."""
+
+    frequency: np.ndarray  # fraction of rows where the feature is active
+    mean_when_active: np.ndarray  # act_sum / active_count (0 where never active)
+    score: np.ndarray  # mean_when_active / sqrt(frequency) (0 where never active)
+    max_act: np.ndarray
+
+
+def summarize(stats: FeatureStats) -> FeatureSummary:
+    n = max(int(stats.num_rows), 1)
+    count = np.asarray(stats.active_count, np.float64)
+    freq = count / n
+    mean = np.divide(np.asarray(stats.act_sum, np.float64), count, out=np.zeros_like(count),
+                     where=count > 0)
+    score = np.divide(mean, np.sqrt(freq), out=np.zeros_like(freq), where=freq > 0)
+    return FeatureSummary(freq, mean, score, np.asarray(stats.max_act, np.float64))
+
+
+def rank_features(summary: FeatureSummary, *, top_k: int | None = None,
+                  min_frequency: float = MIN_FREQUENCY,
+                  max_frequency: float = MAX_FREQUENCY) -> np.ndarray:
+    """The original's sparsity ranking: keep ``min < frequency < max``, order by score
+    (descending; ties by feature id), return the first ``top_k`` feature ids."""
+    keep = np.flatnonzero((summary.frequency > min_frequency)
+                          & (summary.frequency < max_frequency))
+    order = keep[np.lexsort((keep, -summary.score[keep]))]
+    return order if top_k is None else order[:top_k]
+
+
+def logit_influence(atoms: jax.Array, output_kernel: jax.Array) -> jax.Array:
+    """``(F, V)``: each unit decoder atom ``(F, d_in)`` through the output layer's kernel
+    ``(d_in, V)``, without bias: how a unit of the feature moves every token's logit."""
+    return jnp.asarray(atoms) @ jnp.asarray(output_kernel)
+
+
+def top_tokens(influence: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per feature, the ``n`` most promoted and the ``n`` most suppressed token ids,
+    ``(F, n)`` each (promoted by descending influence, suppressed by ascending)."""
+    influence = np.asarray(influence)
+    n = min(n, influence.shape[1])
+    promoted = np.argsort(-influence, axis=1, kind="stable")[:, :n]
+    suppressed = np.argsort(influence, axis=1, kind="stable")[:, :n]
+    return promoted, suppressed
