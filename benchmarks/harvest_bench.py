@@ -1,0 +1,151 @@
+"""Harvest throughput: primary forward to pooled vectors into the activation buffer.
+
+Ours: one jitted, buffer-donating call (pooled + push). The original: the torch
+forward under ``torch.inference_mode`` with the pooled vector copied into a
+preallocated circular buffer tensor. Both sides run the same weights (ours
+copied into the torch model), and the pooled vectors are compared.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from benchmarks.timing import time_calls
+from bridge.harvest import make_harvest_fn
+from primary.model import PrimaryConfig, count_params, create_model
+from sae_jax.buffer import create_buffer
+
+FULL_SIZE = PrimaryConfig(vocab_size=140, weapon_vocab_size=130, embedding_dim=32,
+                          hidden_dim=512, num_layers=3, num_heads=8, num_inducing_points=32,
+                          use_layer_norm=True)
+DEMO_FALLBACK = PrimaryConfig(vocab_size=140, weapon_vocab_size=130, embedding_dim=32,
+                              hidden_dim=128, num_layers=2, num_heads=4, num_inducing_points=16,
+                              use_layer_norm=True)
+_FLAG_TO_FIELD = {
+    "embedding_dim": "embedding_dim", "hidden_dim": "hidden_dim", "num_layers": "num_layers",
+    "num_heads": "num_heads", "num_inducing_points": "num_inducing_points",
+    "use_layer_norm": "use_layer_norm",
+}
+
+
+def demo_config(flagfile: str = "configs/primary_demo.flags") -> tuple[PrimaryConfig, str]:
+    """The demo primary's shape from its flagfile if present, else a small stand-in."""
+    try:
+        with open(flagfile) as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return DEMO_FALLBACK, "built-in demo size (no configs/primary_demo.flags)"
+    values = {}
+    for line in lines:
+        line = line.strip()
+        if not line.startswith("--") or "=" not in line:
+            continue
+        name, value = line[2:].split("=", 1)
+        if name in _FLAG_TO_FIELD:
+            field = _FLAG_TO_FIELD[name]
+            if field == "use_layer_norm":
+                values[field] = value.lower() in ("true", "1", "yes")
+            else:
+                values[field] = int(value)
+    cfg = PrimaryConfig(vocab_size=140, weapon_vocab_size=130,
+                        **{**{k: getattr(DEMO_FALLBACK, k) for k in _FLAG_TO_FIELD}, **values})
+    return cfg, flagfile
+
+
+def random_builds(cfg: PrimaryConfig, batch: int, length: int, seed: int = 0):
+    """``tokens (b, length)`` right-padded, ``weapons (b, 1)``, ``mask (b, length)`` True=pad;
+    set sizes uniform in 1..length."""
+    rng = np.random.default_rng(seed)
+    sizes = rng.integers(1, length + 1, size=batch)
+    ability_ids = np.array([i for i in range(cfg.vocab_size) if i != cfg.pad_token_id])
+    tokens = rng.choice(ability_ids, size=(batch, length))
+    mask = np.arange(length)[None, :] >= sizes[:, None]
+    tokens = np.where(mask, cfg.pad_token_id, tokens).astype(np.int32)
+    weapons = rng.integers(0, cfg.weapon_vocab_size, size=(batch, 1)).astype(np.int32)
+    return tokens, weapons, mask
+
+
+def torch_state_dict(model) -> dict:
+    """Our parameters under the original's state-dict names (torch Linear = (out, in))."""
+    import torch
+
+    out = {}
+    for path, value in nnx.to_flat_state(nnx.state(model, nnx.Param)):
+        parts = [str(p) for p in path]
+        arr = np.asarray(value[...] if hasattr(value, "__getitem__") else value)
+        leaf = parts[-1]
+        owner = parts[:-1]
+        if owner and owner[-1] in ("fc1", "fc2"):
+            owner = owner[:-1] + ["0" if owner[-1] == "fc1" else "2"]
+        if owner and owner[-1] == "in_proj":
+            name = ".".join(owner[:-1] + [f"in_proj_{'weight' if leaf == 'kernel' else 'bias'}"])
+        else:
+            torch_leaf = {"kernel": "weight", "scale": "weight", "embedding": "weight"}.get(
+                leaf, leaf)
+            name = ".".join(owner + [torch_leaf])
+        if leaf == "kernel":
+            arr = arr.T
+        out[name] = torch.from_numpy(np.array(arr, dtype=np.float32))
+    return out
+
+
+def bench_harvest(cfg: PrimaryConfig, *, batch: int, length: int, reps: int,
+                  torch_reps: int, buffer_rows: int = 4096) -> dict:
+    """Builds/s of ours and of the torch forward, with the pooled outputs compared."""
+    model = create_model(cfg, seed=0)
+    inputs = random_builds(cfg, batch, length)
+    graphdef, state = nnx.split(model)
+    harvest = make_harvest_fn(graphdef)
+    tokens, weapons, mask = (jnp.asarray(a) for a in inputs)
+    batch_arrays = {"tokens": tokens, "weapons": weapons, "key_padding_mask": mask,
+                    "weight": jnp.ones((batch,), jnp.float32)}
+    holder = {"buf": create_buffer(buffer_rows, cfg.hidden_dim)}
+
+    def ours():
+        holder["buf"], finite = harvest(state, holder["buf"], batch_arrays)
+        jax.block_until_ready((holder["buf"], finite))
+
+    ours_t = time_calls(ours, reps=reps, warmup=1)  # the warmup call compiles
+    out = {"config": {k: getattr(cfg, k) for k in ("embedding_dim", "hidden_dim", "num_layers",
+                                                   "num_heads", "num_inducing_points",
+                                                   "use_layer_norm")},
+           "params": count_params(model), "batch": batch, "tokens": length,
+           "ours_s_best": ours_t["best"], "ours_s_median": ours_t["median"],
+           "ours_builds_per_s": batch / ours_t["best"]}
+    try:
+        import torch
+    except ImportError:
+        return out
+    from benchmarks.original_torch import SetCompletionModel
+
+    tmodel = SetCompletionModel(cfg.vocab_size, cfg.weapon_vocab_size, cfg.embedding_dim,
+                                cfg.hidden_dim, cfg.output_dim, cfg.num_layers, cfg.num_heads,
+                                cfg.num_inducing_points, cfg.use_layer_norm, 0.0,
+                                cfg.pad_token_id)
+    tmodel.load_state_dict(torch_state_dict(model), strict=True)
+    tmodel.eval()
+    t_tokens, t_weapons = (torch.from_numpy(a.astype(np.int64)) for a in inputs[:2])
+    t_mask = torch.from_numpy(inputs[2])
+    t_buf = torch.zeros(buffer_rows, cfg.hidden_dim)
+    pos = {"i": 0}
+
+    def original():
+        with torch.inference_mode():
+            pooled = tmodel.pooled(t_tokens, t_weapons, t_mask)
+            tmodel.output_layer(pooled)  # the original runs the whole forward
+            i = pos["i"]
+            t_buf[i:i + batch] = pooled  # its circular buffer append
+            pos["i"] = (i + batch) % (buffer_rows - batch + 1)
+        return pooled
+
+    torch_t = time_calls(original, reps=torch_reps, warmup=1)
+    ours_pooled = np.asarray(model.pooled(tokens, weapons, mask))
+    theirs = original().numpy()
+    out.update(torch_s_best=torch_t["best"], torch_s_median=torch_t["median"],
+               torch_builds_per_s=batch / torch_t["best"],
+               speedup=torch_t["best"] / ours_t["best"],
+               pooled_max_abs_diff=float(np.max(np.abs(ours_pooled - theirs))))
+    return out

@@ -1,0 +1,306 @@
+"""Benchmarks: ours vs a PyTorch re-creation of the original, matmul roofline, scaling.
+
+    python benchmarks/run.py --quick                 # under 5 minutes on a 2-core CPU
+    python benchmarks/run.py --out benchmarks/results/full.json
+
+Prints tables and writes one JSON with the headline ratios
+(``sae_speedup_vs_original``, ``sae_roofline_fraction``,
+``harvest_speedup_vs_original``), every raw figure and the machine description.
+All timings exclude compilation; each figure is the best of several timed calls
+(other processes on a shared machine only ever add time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+# Run as a script from anywhere: the repository root holds the packages.
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO_ROOT not in sys.path:
+    sys.path.insert(0, REPO_ROOT)
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+from benchmarks import harvest_bench, sae_bench  # noqa: E402
+from benchmarks.timing import load_average, machine_info  # noqa: E402
+
+# The headline shapes: the seed's SAE (512 -> 2048) at the original's batch of 1024.
+HEADLINE = dict(d_in=512, d_sae=2048, batch=1024, matmul_n=2048, buffer_capacity=819_200,
+                harvest_batch=256, harvest_tokens=20, full_size_harvest=True)
+
+
+def _plan(mode: str) -> dict:
+    if mode == "quick":
+        return dict(HEADLINE, matmul_reps=5, buffer_rows=100_000, torch_steps=8, jax_k=16,
+                    jax_calls=3, k_sweep=(), demo_reps=5, demo_torch_reps=3, full_reps=2,
+                    full_torch_reps=1, d_sae_sweep=(2048, 8192, 24576),
+                    batch_sweep=(256, 1024, 4096), sweep_steps=2, sweep_calls=2,
+                    torch_sweep=False)
+    if mode == "smoke":  # seconds: exercises every section at toy sizes
+        return dict(d_in=32, d_sae=128, batch=64, matmul_n=128, buffer_capacity=4096,
+                    harvest_batch=8, harvest_tokens=6, full_size_harvest=False, matmul_reps=2,
+                    buffer_rows=1000, torch_steps=2, jax_k=2, jax_calls=2, k_sweep=(1,),
+                    demo_reps=2, demo_torch_reps=1, full_reps=1, full_torch_reps=1,
+                    d_sae_sweep=(64, 128), batch_sweep=(32, 64), sweep_steps=2, sweep_calls=1,
+                    torch_sweep=True)
+    return dict(HEADLINE, matmul_reps=10, buffer_rows=100_000, torch_steps=20, jax_k=32,
+                jax_calls=5, k_sweep=(1, 8, 32), demo_reps=10, demo_torch_reps=5, full_reps=3,
+                full_torch_reps=3, d_sae_sweep=(2048, 4096, 8192, 16384, 24576),
+                batch_sweep=(256, 512, 1024, 2048, 4096), sweep_steps=4, sweep_calls=3,
+                torch_sweep=True)
+
+
+def _log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')} load {load_average()}] {msg}", flush=True)
+
+
+def _table(title: str, header: list[str], rows: list[list]) -> None:
+    cells = [header] + [[f"{c:,.1f}" if isinstance(c, float) else str(c) for c in r]
+                        for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    print(f"\n{title}")
+    for i, r in enumerate(cells):
+        print("  " + "  ".join(c.rjust(w) for c, w in zip(r, widths)))
+        if i == 0:
+            print("  " + "  ".join("-" * w for w in widths))
+
+
+def run_sae(plan: dict, xla_gflops: float, have_torch: bool) -> dict:
+    d_in, b, h = plan["d_in"], plan["batch"], plan["d_sae"]
+    data = sae_bench.random_activations(plan["buffer_rows"], d_in)
+    out = {"d_in": d_in, "d_sae": h, "batch": b, "buffer_rows": plan["buffer_rows"],
+           "step_source": sae_bench.STEP_SOURCE}
+    if have_torch:
+        _log("SAE: original torch loop")
+        out["original_torch"] = sae_bench.bench_torch_original(d_in, h, b, data,
+                                                               steps=plan["torch_steps"])
+    _log(f"SAE: ours, fixed mode, {plan['jax_k']} steps per call")
+    out["ours_fixed"] = sae_bench.bench_jax_sae(d_in, h, b, data, steps_per_call=plan["jax_k"],
+                                                calls=plan["jax_calls"])
+    _log("SAE: ours, original-behaviour mode")
+    out["ours_original_behaviour"] = sae_bench.bench_jax_sae(
+        d_in, h, b, data, steps_per_call=plan["jax_k"], calls=plan["jax_calls"],
+        original_behaviour=True)
+    _log("SAE: bare matmul chain of the same shapes")
+    out["matmul_chain"] = sae_bench.bench_matmul_chain(d_in, h, b, steps_per_call=plan["jax_k"],
+                                                       calls=plan["jax_calls"])
+    out["ours_fixed_k_sweep"] = {}
+    for k in plan["k_sweep"]:
+        _log(f"SAE: ours, fixed mode, K={k}")
+        out["ours_fixed_k_sweep"][str(k)] = sae_bench.bench_jax_sae(
+            d_in, h, b, data, steps_per_call=k, calls=max(2, 64 // k))
+    for name in ("ours_fixed", "ours_original_behaviour", "matmul_chain", "original_torch"):
+        if name in out:
+            out[name]["roofline_fraction"] = out[name]["gflops_per_s"] / xla_gflops
+    return out
+
+
+def run_harvest(plan: dict) -> dict:
+    demo_cfg, demo_source = harvest_bench.demo_config(
+        os.path.join(REPO_ROOT, "configs", "primary_demo.flags"))
+    shape = dict(batch=plan["harvest_batch"], length=plan["harvest_tokens"])
+    _log(f"harvest: demo-size primary ({demo_source})")
+    demo = harvest_bench.bench_harvest(demo_cfg, **shape, reps=plan["demo_reps"],
+                                       torch_reps=plan["demo_torch_reps"])
+    demo["config_source"] = demo_source
+    out = {"demo": demo}
+    if plan["full_size_harvest"]:
+        _log("harvest: full-size primary (83M parameters)")
+        out["full_size"] = harvest_bench.bench_harvest(
+            harvest_bench.FULL_SIZE, **shape, reps=plan["full_reps"],
+            torch_reps=plan["full_torch_reps"])
+    return out
+
+
+def run_scaling(plan: dict, xla_gflops: float, have_torch: bool) -> dict:
+    d_in, batch = plan["d_in"], plan["batch"]
+    data = sae_bench.random_activations(plan["buffer_rows"], d_in)
+    by_d_sae, by_batch = {}, {}
+    for h in plan["d_sae_sweep"]:
+        _log(f"scaling: d_sae {h}")
+        r = sae_bench.bench_jax_sae(d_in, h, batch, data,
+                                    steps_per_call=plan["sweep_steps"], calls=plan["sweep_calls"])
+        r["roofline_fraction"] = r["gflops_per_s"] / xla_gflops
+        if have_torch and plan["torch_sweep"]:
+            t = sae_bench.bench_torch_original(d_in, h, batch, data, steps=3, warmup=1)
+            r["original_torch_activations_per_s"] = t["activations_per_s"]
+            r["speedup_vs_original"] = r["activations_per_s"] / t["activations_per_s"]
+        by_d_sae[str(h)] = r
+    for b in plan["batch_sweep"]:
+        _log(f"scaling: batch {b}")
+        r = sae_bench.bench_jax_sae(d_in, plan["d_sae"], b, data,
+                                    steps_per_call=plan["sweep_steps"], calls=plan["sweep_calls"])
+        r["roofline_fraction"] = r["gflops_per_s"] / xla_gflops
+        by_batch[str(b)] = r
+    return {"by_d_sae": by_d_sae, "by_batch": by_batch,
+            "buffer_memory": buffer_memory(plan["buffer_capacity"], d_in)}
+
+
+def buffer_memory(capacity: int, dim: int) -> dict:
+    """Bytes of the activation buffer in float32 and bfloat16, allocated where it fits."""
+    from sae_jax.buffer import create_buffer
+
+    out = {"capacity": capacity, "dim": dim}
+    for dtype, width in (("float32", 4), ("bfloat16", 2)):
+        entry = {"bytes_computed": capacity * dim * width}
+        try:
+            buf = create_buffer(capacity, dim, dtype)
+            buf.data.block_until_ready()
+            entry["bytes_allocated"] = int(buf.data.nbytes)
+            del buf
+        except Exception as e:  # out of memory on a small device: report, do not fail
+            entry["allocation_error"] = f"{type(e).__name__}: {e}"[:200]
+        out[dtype] = entry
+    return out
+
+
+def headline(results: dict) -> dict:
+    sae = results["sae"]
+    ours = sae["ours_fixed"]
+    head = {"sae_roofline_fraction": ours["roofline_fraction"],
+            "sae_fraction_of_matmul_chain": ours["activations_per_s"]
+            / sae["matmul_chain"]["activations_per_s"],
+            "sae_step_source": sae["step_source"]}
+    if "original_torch" in sae:
+        orig = sae["original_torch"]["activations_per_s"]
+        head["sae_speedup_vs_original"] = ours["activations_per_s"] / orig
+        head["sae_original_behaviour_speedup_vs_original"] = (
+            sae["ours_original_behaviour"]["activations_per_s"] / orig)
+        # Useful FLOP/s ratio: credits the extra work of learning the decoder.
+        head["sae_flop_rate_ratio_vs_original"] = (ours["gflops_per_s"]
+                                                   / sae["original_torch"]["gflops_per_s"])
+    harvest = results.get("harvest", {})
+    for basis in ("full_size", "demo"):
+        if "speedup" in harvest.get(basis, {}):
+            head["harvest_speedup_vs_original"] = harvest[basis]["speedup"]
+            head["harvest_speedup_basis"] = basis
+            break
+    for basis in ("full_size", "demo"):
+        if "speedup" in harvest.get(basis, {}):
+            head[f"harvest_speedup_{basis}"] = harvest[basis]["speedup"]
+    return head
+
+
+def print_tables(results: dict) -> None:
+    mm = results["matmul"]
+    _table(f"matmul {mm['n']}^3 float32 (GFLOP/s, best of several)", ["backend", "GFLOP/s"],
+           [["XLA (jnp.dot, jit)", mm["xla_gflops"]]]
+           + ([["torch", mm["torch_gflops"]]] if "torch_gflops" in mm else []))
+    sae = results["sae"]
+    rows = []
+    for name, label in (("original_torch", "original loop (torch, 12BDH)"),
+                        ("ours_fixed", "ours fixed (10BDH)"),
+                        ("ours_original_behaviour", "ours original-behaviour (8BDH)"),
+                        ("matmul_chain", "bare matmul chain (10BDH)")):
+        if name in sae:
+            r = sae[name]
+            rows.append([label, r["step_ms_best"], r["activations_per_s"], r["gflops_per_s"],
+                         f"{100 * r['roofline_fraction']:.0f}%"])
+    for k, r in sae.get("ours_fixed_k_sweep", {}).items():
+        rows.append([f"ours fixed, K={k}", r["step_ms_best"], r["activations_per_s"],
+                     r["gflops_per_s"], f"{100 * r['gflops_per_s'] / mm['xla_gflops']:.0f}%"])
+    _table(f"SAE training {sae['d_in']}->{sae['d_sae']}, batch {sae['batch']} "
+           f"(step: {sae['step_source']})",
+           ["", "ms/step", "activations/s", "GFLOP/s", "of XLA matmul"], rows)
+    if "harvest" in results:
+        rows = []
+        for basis, r in results["harvest"].items():
+            rows.append([f"{basis} ({r['params'] / 1e6:.1f}M params)", r["ours_builds_per_s"],
+                         r.get("torch_builds_per_s", "-"),
+                         f"{r['speedup']:.2f}x" if "speedup" in r else "-",
+                         f"{r['pooled_max_abs_diff']:.1e}" if "pooled_max_abs_diff" in r else "-"])
+        demo = results["harvest"]["demo"]
+        _table(f"harvest, batch {demo['batch']}, {demo['tokens']} tokens (builds/s)",
+               ["primary", "ours", "original", "speedup", "pooled diff"], rows)
+    if "scaling" in results:
+        sc = results["scaling"]
+        rows = [[h, r["step_ms_best"], r["activations_per_s"],
+                 f"{100 * r['roofline_fraction']:.0f}%",
+                 f"{r['speedup_vs_original']:.2f}x" if "speedup_vs_original" in r else "-"]
+                for h, r in sc["by_d_sae"].items()]
+        _table(f"scaling: dictionary size (batch {sae['batch']}, fixed mode)",
+               ["features", "ms/step", "activations/s", "of XLA matmul", "vs original"], rows)
+        rows = [[b, r["step_ms_best"], r["activations_per_s"],
+                 f"{100 * r['roofline_fraction']:.0f}%"] for b, r in sc["by_batch"].items()]
+        _table(f"scaling: batch size ({sae['d_sae']} features, fixed mode)",
+               ["batch", "ms/step", "activations/s", "of XLA matmul"], rows)
+        mem = sc["buffer_memory"]
+        rows = [[dt, f"{mem[dt]['bytes_computed'] / 1e9:.2f} GB",
+                 f"{mem[dt]['bytes_allocated'] / 1e9:.2f} GB" if "bytes_allocated" in mem[dt]
+                 else mem[dt].get("allocation_error", "-")] for dt in ("float32", "bfloat16")]
+        _table(f"activation buffer {mem['capacity']:,} x {mem['dim']}",
+               ["dtype", "computed", "allocated"], rows)
+    head = results["headline"]
+    print("\nheadline")
+    for k, v in head.items():
+        print(f"  {k}: {v:.3f}" if isinstance(v, float) else f"  {k}: {v}")
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller sweeps, under 5 minutes")
+    parser.add_argument("--smoke", action="store_true",
+                        help="toy sizes, seconds: checks the harness, not the machine")
+    parser.add_argument("--out", default=os.path.join(REPO_ROOT, "benchmarks", "results",
+                                                      "latest.json"))
+    parser.add_argument("--torch_threads", type=int, default=2)
+    parser.add_argument("--skip", default="", help="comma list of: harvest, scaling")
+    args = parser.parse_args(argv)
+    skip = {s for s in args.skip.split(",") if s}
+    unknown = skip - {"harvest", "scaling"}
+    if unknown:
+        parser.error(f"--skip: unknown section(s) {sorted(unknown)}; choose harvest, scaling")
+
+    try:
+        import torch
+
+        torch.set_num_threads(args.torch_threads)
+        have_torch = True
+    except ImportError:
+        have_torch = False
+        print("torch not installed (pip install -r benchmarks/requirements.txt): "
+              "measuring ours only", file=sys.stderr)
+    t_start = time.perf_counter()
+    mode = "smoke" if args.smoke else "quick" if args.quick else "full"
+    plan = _plan(mode)
+    results = {"mode": mode, "machine": machine_info(),
+               "plan": {k: list(v) if isinstance(v, tuple) else v for k, v in plan.items()}}
+    if have_torch:
+        from benchmarks.fidelity import check_against_original
+
+        _log("checking the torch re-creation against the original's fixture outputs")
+        results["torch_recreation_check"] = check_against_original()
+    _log("matmul roofline")
+    results["matmul"] = sae_bench.bench_matmul(plan["matmul_n"], reps=plan["matmul_reps"])
+    xla = results["matmul"]["xla_gflops"]
+    results["sae"] = run_sae(plan, xla, have_torch)
+    if "harvest" not in skip:
+        results["harvest"] = run_harvest(plan)
+    if "scaling" not in skip:
+        results["scaling"] = run_scaling(plan, xla, have_torch)
+    results["headline"] = headline(results)
+    results["wall_s"] = time.perf_counter() - t_start
+    results["machine"]["load_average_at_end"] = load_average()
+    print_tables(results)
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(results, f, indent=2, default=_json_default)
+    print(f"\nwrote {args.out} ({results['wall_s']:.0f} s)")
+    return results
+
+
+def _json_default(o):
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, jax.Array):
+        return np.asarray(o).tolist()
+    raise TypeError(f"cannot write {type(o).__name__} to JSON")
+
+
+if __name__ == "__main__":
+    main()
