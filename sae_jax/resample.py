@@ -16,7 +16,8 @@ feature is re-pointed at an input the SAE reconstructs badly:
    ``s`` is the live features' mean encoder-column norm (1 when none is live), so
    a new feature starts on the scale of its peers instead of at a fixed size
    that may be far too large or too small for the data; ``b_enc[j] =
-   resample_bias``.
+   resample_bias``. (A chosen input equal to ``b_dec`` gives no direction; a
+   random one is used instead.)
 4. Zero the Adam moments (``mu``, ``nu``) of exactly those encoder columns,
    encoder biases and decoder rows, and set their usage EMA to the live
    features' mean usage (so they are not judged dead again at once).
@@ -100,7 +101,7 @@ def resample_dead_features(
     n_dead = jnp.sum(dead, dtype=jnp.int32)
 
     n_cand = num_candidates(buffer.capacity, d_sae)
-    key_rows, key_pick = jax.random.split(key)
+    key_rows, key_pick, key_dir = jax.random.split(key, 3)
     rows = jax.random.randint(key_rows, (n_cand,), 0, jnp.maximum(buffer.fill, 1))
     cand = buffer.data[rows].astype(jnp.float32)
     err = reconstruction_errors(params, cand, cfg.clip_max)
@@ -112,7 +113,11 @@ def resample_dead_features(
     rank = (jnp.cumsum(dead) - 1) % n_pick
     chosen = cand[order[rank]]  # (d_sae, d_in)
 
-    direction = unit_rows(chosen - params["b_dec"])
+    offset = chosen - params["b_dec"]
+    # An input equal to b_dec gives no direction: use a random one instead.
+    flat = jnp.sum(jnp.square(offset), axis=-1, keepdims=True) == 0
+    offset = jnp.where(flat, jax.random.normal(key_dir, offset.shape), offset)
+    direction = unit_rows(offset)
     col_norms = jnp.linalg.norm(params["W_enc"], axis=0)
     n_live = jnp.sum(live)
     live_norm = jnp.sum(jnp.where(live, col_norms, 0.0)) / jnp.maximum(n_live, 1)
