@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
@@ -199,11 +200,12 @@ def _check_shapes(state, mappings, sizes: dict[str, int], *, source: str, what: 
             )
 
 
-def _to_float32(x: np.ndarray, name: str, source: str) -> np.ndarray:
-    if not np.issubdtype(x.dtype, np.floating) and x.dtype.name != "bfloat16":
+def _to_float32(x, name: str, source: str):
+    """float32 copy of a tensor; ``astype`` keeps this working on shape-only (traced) input."""
+    if not jnp.issubdtype(x.dtype, jnp.floating):  # jnp's check knows bfloat16
         raise CheckpointMismatchError(f"{source}: tensor {name!r} has dtype {x.dtype}, "
                                       "expected floating point")
-    return np.asarray(x, np.float32)
+    return x.astype(np.float32)
 
 
 def _set_path(tree: dict, path: tuple, value) -> None:
@@ -233,6 +235,8 @@ def abstract_primary(config: PrimaryConfig) -> SetCompletionModel:
 def convert_primary_state(state: dict[str, np.ndarray], config: PrimaryConfig, *,
                           source: str = "state dict") -> dict:
     """A SetCompletionModel state dict -> our nested parameter dict (float32 numpy).
+
+    Works on numpy arrays, and under ``jax.eval_shape`` on shape-only input.
 
     Raises :class:`CheckpointMismatchError` naming any missing, unexpected or
     mis-shaped tensor.
@@ -270,7 +274,7 @@ def primary_from_params(config: PrimaryConfig, params: dict) -> SetCompletionMod
     """A SetCompletionModel holding ``params`` (skips random initialisation)."""
     graphdef, abstract = _abstract_split(config)
     state = jax.tree.map(lambda x: x, abstract)  # a fresh State: the cached one stays abstract
-    state.replace_by_pure_dict(jax.tree.map(jax.numpy.asarray, params))
+    state.replace_by_pure_dict(jax.tree.map(jnp.asarray, params))
     return nnx.merge(graphdef, state)
 
 
@@ -302,7 +306,7 @@ def convert_sae_state(state: dict[str, np.ndarray], *, expected_input_dim: int |
         if m.transpose:
             values[m.target[0]] = values[m.target[0]].T
     usage_ema = values.pop("usage_ema")
-    unused = _to_float32(state["decoder.bias"], "decoder.bias", source)
+    unused = np.asarray(_to_float32(state["decoder.bias"], "decoder.bias", source))
     notes = [f"decoder.bias is unused by the original's forward pass (max |value| "
              f"{float(np.abs(unused).max(initial=0.0)):.3g}); not imported"]
     return config, values, usage_ema, notes
