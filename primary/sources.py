@@ -1,0 +1,74 @@
+"""One entry point for gear-build data, whatever its source, and default vocabularies.
+
+Sources: ``synthetic`` (the built-in world, :mod:`primary.synthetic`),
+``statink`` (a stat.ink battle CSV), ``splatnlp_tsv`` (SplatNLP's tokenized
+TSV, read with that run's vocabularies).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from absl import logging
+
+from primary.builds import BuildSet
+from primary.splatnlp_tsv import read_splatnlp_tsv
+from primary.statink import read_statink_csv
+from primary.synthetic import generate_builds
+from primary.vocab import Vocab, WeaponVocab
+from primary.weapons import WEAPON_GAME_IDS
+
+SOURCES: tuple[str, ...] = ("synthetic", "statink", "splatnlp_tsv")
+
+
+def _cap(builds: BuildSet, num_builds: int, seed: int) -> BuildSet:
+    """At most ``num_builds`` builds (a seeded random subset, in file order); <= 0 keeps all."""
+    if num_builds <= 0 or len(builds) <= num_builds:
+        return builds
+    keep = np.sort(np.random.default_rng([int(seed), 0xCA9]).choice(
+        len(builds), num_builds, replace=False))
+    return builds.subset(keep)
+
+
+def load_builds(source: str, *, path: str = "", num_builds: int = 200_000, seed: int = 0,
+                vocab: Vocab | str | None = None,
+                weapon_vocab: WeaponVocab | str | None = None) -> BuildSet:
+    """Builds from ``source``.
+
+    num_builds: for ``synthetic`` how many to generate; for file sources at
+    most this many (a seeded random subset), ``<= 0`` for all.
+    vocab, weapon_vocab: ``splatnlp_tsv`` only (objects or paths to the json files).
+    """
+    if source not in SOURCES:
+        raise ValueError(f"unknown data source {source!r}; valid sources: {', '.join(SOURCES)}")
+    if source == "synthetic":
+        if num_builds <= 0:
+            raise ValueError(f"synthetic data needs num_builds > 0, got {num_builds}")
+        return generate_builds(num_builds, seed)
+    if not path:
+        raise ValueError(f"data source {source!r} needs a path")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{source} data file {path} does not exist")
+    if source == "statink":
+        builds, summary = read_statink_csv(path)
+        logging.info("%s", summary)
+    else:
+        if vocab is None or weapon_vocab is None:
+            raise ValueError("data source 'splatnlp_tsv' needs vocab and weapon_vocab "
+                             "(the run's vocab.json and weapon_vocab.json)")
+        if not isinstance(vocab, Vocab):
+            vocab = Vocab.load(vocab)
+        if not isinstance(weapon_vocab, WeaponVocab):
+            weapon_vocab = WeaponVocab.load(weapon_vocab)
+        builds = read_splatnlp_tsv(path, vocab, weapon_vocab)
+    return _cap(builds, num_builds, seed)
+
+
+def default_vocabs(builds: BuildSet | None = None) -> tuple[Vocab, WeaponVocab]:
+    """The canonical token vocabulary, and a weapon vocabulary over every weapon in the table
+    (plus any other weapon in ``builds``), so synthetic and stat.ink builds always map."""
+    game_ids = set(WEAPON_GAME_IDS)
+    if builds is not None:
+        game_ids |= {int(g) for g in np.unique(builds.weapons)}
+    return Vocab.canonical(), WeaponVocab.from_game_ids(game_ids)
