@@ -160,3 +160,17 @@ def test_buildset_helpers(world):
         BuildSet(part.weapons, part.ap, part.concepts, ("just_one",))
     with pytest.raises(ValueError, match="ap must be"):
         BuildSet(part.weapons, part.ap[:, :5])
+
+
+def test_check_slots_legal_rejects_rule_breaks():
+    col = {a: i for i, a in enumerate(ABILITIES)}
+    mains = np.array([[col["comeback"], col["ninja_squid"], col["stealth_jump"]]] * 4)
+    subs = np.full((4, 9), col["swim_speed_up"])
+    mains[1, 0] = col["ninja_squid"]  # a clothes ability on the head
+    subs[2, 4] = col["haunt"]  # a main-only ability in a sub slot
+    mains[3, 2] = -1  # an empty slot
+    assert check_slots_legal(mains, subs).tolist() == [True, False, False, False]
+    ap = slots_to_ap(mains[:1], subs[:1])
+    assert ap[0, col["swim_speed_up"]] == 27 and ap.sum() == 57
+    with pytest.raises(ValueError, match="expected mains"):
+        check_slots_legal(mains[:, :2], subs)
