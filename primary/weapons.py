@@ -131,7 +131,7 @@ WEAPONS: tuple[Weapon, ...] = (
     _w(5050, "gaen_ff", "Douser Dualies FF", "dualie", "Ink Mine", "Triple Splashdown"),
     # Brellas
     _w(6000, "parashelter", "Splat Brella", "brella", "Sprinkler", "Triple Inkstrike"),
-    _w(6010, "campingshelter", "Tenta Brella", "brella", "Squid Beakon", "Big Bubbler"),
+    _w(6010, "campingshelter", "Tenta Brella", "brella", "Squid Beakon", "Ink Vac"),
     _w(6020, "spygadget", "Undercover Brella", "brella", "Ink Mine", "Reefslider"),
     # Stringers
     _w(7010, "tristringer", "Tri-Stringer", "stringer", "Toxic Mist", "Killer Wail 5.1"),
