@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -80,26 +79,39 @@ def _average_ranks(column: jax.Array) -> jax.Array:
     return (below + upto + 1) / 2.0
 
 
-@partial(jax.jit)
-def auroc(scores, labels) -> jax.Array:
+@jax.jit
+def _auroc_chunk(scores: jax.Array, labels: jax.Array) -> jax.Array:
+    ranks = jax.vmap(_average_ranks, in_axes=1, out_axes=1)(scores)  # (n, Fc)
+    pos = labels.sum(0)
+    neg = labels.shape[0] - pos
+    rank_sum = ranks.T @ labels  # (Fc, C)
+    auc = (rank_sum - pos * (pos + 1) / 2.0) / jnp.maximum(pos * neg, 1.0)
+    return jnp.where((pos > 0) & (neg > 0), auc, 0.5)
+
+
+def auroc(scores, labels) -> np.ndarray:
     """AUROC of every feature for every concept, ``(F, C)``, by the rank-sum formula
     (ties count one half). ``scores (n, F)``, ``labels (n, C)``; 0.5 where a concept has
     no positives or no negatives."""
     scores = jnp.asarray(scores, jnp.float32)
     labels = jnp.asarray(labels, jnp.float32)
-    ranks = jax.vmap(_average_ranks, in_axes=1, out_axes=1)(scores)  # (n, F)
-    pos = labels.sum(0)
-    neg = labels.shape[0] - pos
-    rank_sum = ranks.T @ labels  # (F, C)
-    auc = (rank_sum - pos * (pos + 1) / 2.0) / jnp.maximum(pos * neg, 1.0)
-    return jnp.where((pos > 0) & (neg > 0), auc, 0.5)
+    n, f = scores.shape
+    chunk = int(max(1, min(f, CHUNK_ELEMENTS // max(1, 4 * n))))
+    parts = []
+    for start in range(0, f, chunk):
+        block = scores[:, start:start + chunk]
+        if block.shape[1] < chunk:
+            block = jnp.pad(block, ((0, 0), (0, chunk - block.shape[1])))
+        parts.append(np.asarray(_auroc_chunk(block, labels)))
+    return np.concatenate(parts)[:f]
 
 
-def concept_recovery(sae_acts, pooled, labels, concept_names) -> dict:
+def concept_recovery(sae_acts, pooled, labels, concept_names, *, return_matrices=False):
     """Best SAE feature and best raw neuron (either sign) for each concept.
 
     ``sae_acts (n, F)``, ``pooled (n, D)``, ``labels (n, C)`` bool. Returns the
-    ``concepts.json`` dict: ``{"rows": [...], "summary": {...}}``.
+    ``concepts.json`` dict: ``{"rows": [...], "summary": {...}}``; with
+    ``return_matrices`` also the SAE's ``(F, C)`` best-F1 and AUROC matrices.
     """
     labels = np.asarray(labels, bool)
     n, c = labels.shape
@@ -108,15 +120,18 @@ def concept_recovery(sae_acts, pooled, labels, concept_names) -> dict:
     if np.shape(sae_acts)[0] != n or np.shape(pooled)[0] != n:
         raise ValueError(f"rows differ: sae_acts {np.shape(sae_acts)}, pooled "
                          f"{np.shape(pooled)}, labels {labels.shape}")
-    sae_f1, sae_thr = best_f1(sae_acts, labels)
-    feature = np.argmax(sae_f1, axis=0)
-    sae_auc = np.asarray(auroc(sae_acts, labels))
-
+    # SAE features and both signs of every neuron in one matrix: one sort, one compile.
+    num_features = np.shape(sae_acts)[1]
     d = np.shape(pooled)[1]
-    signed = np.concatenate([np.asarray(pooled), -np.asarray(pooled)], axis=1)
-    neuron_f1, _ = best_f1(signed, labels)
+    pooled = np.asarray(pooled, np.float32)
+    scores = np.concatenate([np.asarray(sae_acts, np.float32), pooled, -pooled], axis=1)
+    f1_all, thr_all = best_f1(scores, labels)
+    auc_all = np.asarray(auroc(scores, labels))
+    sae_f1, sae_thr, sae_auc = (f1_all[:num_features], thr_all[:num_features],
+                                auc_all[:num_features])
+    neuron_f1, neuron_auc = f1_all[num_features:], auc_all[num_features:]
+    feature = np.argmax(sae_f1, axis=0)
     neuron_pick = np.argmax(neuron_f1, axis=0)
-    neuron_auc = np.asarray(auroc(signed, labels))
 
     rows = []
     for j, name in enumerate(concept_names):
@@ -140,7 +155,8 @@ def concept_recovery(sae_acts, pooled, labels, concept_names) -> dict:
         "total": len(rows),
         "num_builds": int(n),
     }
-    return {"rows": rows, "summary": summary}
+    result = {"rows": rows, "summary": summary}
+    return (result, sae_f1, sae_auc) if return_matrices else result
 
 
 def write_concepts(path: str | os.PathLike, result: dict) -> None:

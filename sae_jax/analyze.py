@@ -1,0 +1,353 @@
+"""Analyse a trained SAE run: feature statistics, concept recovery, the HTML feature browser.
+
+``analyze(workdir)`` reads ``workdir/run.json`` (the primary model directory and
+the data settings), rebuilds the run's evaluation builds (the test split, made
+the way training made it), takes the pooled vector of every full build, and
+writes ``workdir/concepts.json`` (when the builds carry planted concepts) and
+``workdir/report/index.html``.
+
+    python -m sae_jax.analyze --workdir=DIR [--top_features=64] [--num_builds=N]
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from functools import partial
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from tqdm import tqdm
+
+from bridge.harvest import pad_batch, pooled_vectors
+from bridge.steering import edit_feature_params
+from primary.vocab import ABILITIES, MASK, NULL, PAD, BuildError, ap_to_token_multihot
+from sae_jax import analysis
+from sae_jax.concepts import concept_recovery, write_concepts
+from sae_jax.model import encode
+
+BATCH_SIZE = 512
+TOP_EXAMPLES = 8  # top activating builds shown per feature
+STEERED_EXAMPLES = 4  # of those, how many are steered (feature set to 0 and to its max)
+TOP_PREDICTIONS = 5
+INFLUENCE_TOKENS = 8
+HIST_BINS = 30
+COACT_MAX_FEATURES = 4096  # co-activation counts over all features up to this size
+
+
+# ---------------------------------------------------------------- evaluation builds
+
+def full_build_inputs(builds, vocab, weapon_vocab, *, where: str = "builds") -> dict:
+    """Model inputs for each full build: ``tokens (n, L)`` right-padded, ``weapons (n, 1)``,
+    ``key_padding_mask (n, L)`` (True = pad), ``weight (n,)`` ones. An empty build is
+    ``[<NULL>]``; a token the vocabulary lacks is an error naming it."""
+    multihot = ap_to_token_multihot(builds.ap)  # (n, 138)
+    ids = vocab.ability_token_ids
+    present_missing = multihot[:, ids < 0].any(0)
+    if present_missing.any():
+        from primary.vocab import ABILITY_TOKENS
+
+        bad = [t for t, m in zip(np.asarray(ABILITY_TOKENS)[ids < 0], present_missing) if m]
+        raise BuildError(f"tokens {bad[:5]} of {where} are not in {vocab.source}")
+    lengths = multihot.sum(1)
+    width = max(1, int(lengths.max(initial=0)))
+    tokens = np.full((len(builds), width), vocab.pad_id, np.int32)
+    # Place each row's token ids left-aligned, in tokenisation order.
+    pos = np.cumsum(multihot, axis=1) - 1
+    rows, cols = np.nonzero(multihot)
+    tokens[rows, pos[rows, cols]] = ids[cols]
+    tokens[lengths == 0, 0] = vocab.null_id
+    weapons = weapon_vocab.encode_game_ids(builds.weapons, where=where)[:, None]
+    return {"tokens": tokens, "weapons": weapons.astype(np.int32),
+            "key_padding_mask": tokens == vocab.pad_id,
+            "weight": np.ones(len(builds), np.float32)}
+
+
+@partial(jax.jit, static_argnums=0)
+def _pooled_jit(graphdef, state, batch):
+    return pooled_vectors(graphdef, state, batch)
+
+
+def pooled_of_inputs(primary, inputs: dict, *, batch_size: int = BATCH_SIZE) -> np.ndarray:
+    """``(n, hidden)`` pooled vectors of the rows of ``inputs`` (fixed-size padded batches)."""
+    graphdef, state = nnx.split(primary)
+    n = len(inputs["weight"])
+    out = []
+    for start in tqdm(range(0, n, batch_size), desc="pooled vectors", unit="batch",
+                      leave=False):
+        part = {k: v[start:start + batch_size] for k, v in inputs.items()}
+        m = len(part["weight"])
+        batch = pad_batch(part, batch_size) if n >= batch_size else part
+        batch = {k: v for k, v in batch.items() if k != "weight"}
+        out.append(np.asarray(_pooled_jit(graphdef, state, batch))[:m])
+    return np.concatenate(out).astype(np.float32) if out else np.zeros((0, 0), np.float32)
+
+
+@partial(jax.jit, static_argnames=("clip_max",))
+def _encode_jit(params, x, *, clip_max):
+    return encode(params, x, clip_max)[1]
+
+
+def sae_activations(sae, pooled: np.ndarray, *, batch_size: int = BATCH_SIZE):
+    """Yield ``(h (B, F), valid (B,))`` batches of SAE activations of ``pooled``."""
+    params, clip = sae.params(), float(sae.config.clip_max)
+    n = len(pooled)
+    size = min(batch_size, max(n, 1))
+    for start in range(0, n, size):
+        part = pooled[start:start + size]
+        valid = np.zeros(size, bool)
+        valid[: len(part)] = True
+        if len(part) < size:
+            part = np.concatenate([part, np.zeros((size - len(part), part.shape[1]), part.dtype)])
+        yield _encode_jit(params, jnp.asarray(part), clip_max=clip), valid
+
+
+def _run_settings(workdir: Path) -> tuple[dict, object]:
+    from sae_jax.config import SAETrainConfig
+
+    run_path = workdir / "run.json"
+    if not run_path.exists():
+        raise FileNotFoundError(f"{workdir} has no run.json; is it an SAE run directory?")
+    with open(run_path) as f:
+        run = json.load(f)
+    if "primary_model_dir" not in run:
+        raise ValueError(f"{run_path} names no primary_model_dir")
+    if (workdir / "train_config.json").exists():
+        cfg = SAETrainConfig.from_json(workdir / "train_config.json")
+    else:  # an imported run: only run.json says how its data was made
+        cfg = SAETrainConfig(data_source=run.get("data_source", "synthetic"),
+                             data_path=run.get("data_path", "") or "",
+                             num_builds=int(run.get("num_builds", 200_000)),
+                             seed=int(run.get("seed", 0)))
+    return run, cfg
+
+
+def evaluation_builds(workdir, vocab, weapon_vocab, *, limit: int | None = None):
+    """The run's held-out builds: the test split, made with the same source, seed and split
+    seed as training (``sae_jax.run_setup``), at most ``limit`` (default the run's
+    ``eval_builds``)."""
+    from primary.examples import split_builds
+    from primary.sources import load_builds
+    from sae_jax.run_setup import split_seed
+
+    workdir = Path(workdir)
+    run, cfg = _run_settings(workdir)
+    primary_dir = Path(run["primary_model_dir"])
+    builds = load_builds(cfg.data_source, path=cfg.data_path or None, num_builds=cfg.num_builds,
+                         seed=cfg.seed, vocab=vocab, weapon_vocab=weapon_vocab)
+    _, _, test_idx = split_builds(len(builds), split_seed(primary_dir, cfg))
+    test_idx = test_idx[: (cfg.eval_builds if limit is None else int(limit))]
+    if len(test_idx) == 0:
+        raise ValueError(f"the run in {workdir} has no test builds to analyse")
+    return builds.subset(test_idx)
+
+
+# ---------------------------------------------------------------- steering of top examples
+
+@partial(jax.jit, static_argnames=("graphdef", "clip_max"))
+def _steered_logits(graphdef, state, sae_params, pooled, features, values, *, clip_max):
+    """``pooled (N, k, D)``, ``features (N,)``, ``values (N, S)`` -> ``(N, 1 + S, k, V)``:
+    slot 0 the model's own logits, slot 1 + s the logits with feature set to ``values[:, s]``
+    (reconstruction error kept, so only the edit differs)."""
+    primary = nnx.merge(graphdef, state)
+
+    def per_feature(x, f, vals):
+        edited = jax.vmap(lambda v: edit_feature_params(sae_params, clip_max, x, f, v, True))(vals)
+        return jnp.concatenate([primary.head(x)[None], primary.head(edited)], axis=0)
+
+    return jax.vmap(per_feature)(pooled, features, values)
+
+
+def _special_ids(vocab) -> np.ndarray:
+    return np.array([vocab.token_to_id[t] for t in (PAD, NULL, MASK) if t in vocab.token_to_id])
+
+
+def _top_token_lists(logits: np.ndarray, vocab, n: int) -> list[list[str]]:
+    """Top ``n`` ability tokens per row of ``logits (..., V)`` (special tokens left out)."""
+    z = np.array(logits, np.float64)
+    z[..., _special_ids(vocab)] = -np.inf
+    top = np.argsort(-z, axis=-1, kind="stable")[..., :n]
+    return [[vocab.id_to_token[int(i)] for i in row] for row in top.reshape(-1, n)]
+
+
+def _prediction_change(before: np.ndarray, after: np.ndarray, vocab) -> dict:
+    """How the model's top predictions move between two logit rows ``(V,)``."""
+    top_b = _top_token_lists(before, vocab, TOP_PREDICTIONS)[0]
+    top_a = _top_token_lists(after, vocab, TOP_PREDICTIONS)[0]
+    prob_delta = 1 / (1 + np.exp(-after)) - 1 / (1 + np.exp(-before))
+    prob_delta[_special_ids(vocab)] = 0.0
+    up = [(vocab.id_to_token[int(i)], float(prob_delta[i])) for i in np.argsort(-prob_delta)[:3]
+          if prob_delta[i] > 0.005]
+    down = [(vocab.id_to_token[int(i)], float(prob_delta[i])) for i in np.argsort(prob_delta)[:3]
+            if prob_delta[i] < -0.005]
+    return {"top": top_a, "entered": [t for t in top_a if t not in top_b],
+            "left": [t for t in top_b if t not in top_a], "rose": up, "fell": down}
+
+
+# ---------------------------------------------------------------- the whole analysis
+
+def _describe_build(builds, i: int) -> dict:
+    from primary.weapons import weapon_name
+
+    ap = builds.ap[i]
+    abilities = sorted(((ABILITIES[j], int(v)) for j, v in enumerate(ap) if v > 0),
+                       key=lambda kv: (-kv[1], kv[0]))
+    return {"weapon": weapon_name(int(builds.weapons[i])), "abilities": abilities,
+            "concepts": builds.concepts_of(i)}
+
+
+def analyse_features(primary, vocab, sae, builds, pooled: np.ndarray, *,
+                     top_features: int = 64) -> dict:
+    """Everything the report shows, as a JSON-ready dict (see :mod:`sae_jax.report`).
+
+    ``pooled (n, D)``: pooled vectors of the full ``builds``.
+    """
+    num_features = sae.hidden_dim
+    clip = float(sae.config.clip_max)
+    coact = None if num_features <= COACT_MAX_FEATURES else np.zeros(0, np.int32)
+    stats = analysis.stats_from_batches(
+        sae_activations(sae, pooled), num_features, clip_max=clip, top_k=TOP_EXAMPLES,
+        num_bins=HIST_BINS, coact_features=coact)
+    summary = analysis.summarize(stats)
+    ranked = analysis.rank_features(summary)
+    shown = ranked[:top_features]
+
+    kernel = primary.output_layer.kernel[...]
+    influence = np.asarray(analysis.logit_influence(sae.atoms(), kernel))
+    promoted, suppressed = analysis.top_tokens(influence, INFLUENCE_TOKENS)
+
+    concepts, sae_f1, sae_auc = None, None, None
+    if builds.concepts is not None and len(builds.concept_names):
+        h = np.concatenate([np.asarray(b)[v] for b, v in sae_activations(sae, pooled)])
+        concepts, sae_f1, sae_auc = concept_recovery(
+            h, pooled, builds.concepts, builds.concept_names, return_matrices=True)
+
+    top_rows = np.asarray(stats.top_rows)
+    top_vals = np.asarray(stats.top_values)
+    steering = {}
+    if len(shown):
+        k = min(STEERED_EXAMPLES, len(pooled))
+        rows = np.maximum(top_rows[shown, :k], 0)
+        values = np.stack([np.zeros(len(shown)), summary.max_act[shown]], axis=1)
+        graphdef, state = nnx.split(primary)
+        logits = np.asarray(_steered_logits(
+            graphdef, state, sae.params(), jnp.asarray(pooled[rows]), jnp.asarray(shown),
+            jnp.asarray(values, jnp.float32), clip_max=clip))
+        for i, f in enumerate(shown):
+            items = []
+            for e in range(k):
+                if top_rows[f, e] < 0 or top_vals[f, e] <= 0:
+                    continue
+                before = logits[i, 0, e]
+                items.append({
+                    "row": int(rows[i, e]),
+                    "before": _top_token_lists(before, vocab, TOP_PREDICTIONS)[0],
+                    "zero": _prediction_change(before, logits[i, 1, e], vocab),
+                    "max": _prediction_change(before, logits[i, 2, e], vocab),
+                })
+            steering[int(f)] = items
+
+    coact_counts = np.asarray(stats.coact) if coact is None else None
+    pages = []
+    for rank, f in enumerate(shown):
+        f = int(f)
+        examples = [dict(_describe_build(builds, int(r)), row=int(r), activation=float(v))
+                    for r, v in zip(top_rows[f], top_vals[f]) if r >= 0 and v > 0]
+        page = {
+            "id": f, "rank": rank + 1, "score": float(summary.score[f]),
+            "frequency": float(summary.frequency[f]),
+            "mean_when_active": float(summary.mean_when_active[f]),
+            "max_act": float(summary.max_act[f]),
+            "hist": np.asarray(stats.hist[f]).tolist(),
+            "top_examples": examples,
+            "promoted": [(vocab.id_to_token[int(t)], float(influence[f, t])) for t in promoted[f]],
+            "suppressed": [(vocab.id_to_token[int(t)], float(influence[f, t]))
+                           for t in suppressed[f]],
+            "steering": steering.get(f, []),
+            "concept": None, "coactive": [],
+        }
+        if sae_f1 is not None:
+            c = int(np.argmax(sae_f1[f]))
+            page["concept"] = {"name": builds.concept_names[c], "f1": float(sae_f1[f, c]),
+                               "auroc": float(sae_auc[f, c]),
+                               "best_detector": concepts["rows"][c]["feature"] == f}
+        if coact_counts is not None and coact_counts[f, f] > 0:
+            ratio = coact_counts[f] / coact_counts[f, f]
+            ratio[f] = -1
+            page["coactive"] = [(int(g), float(ratio[g])) for g in np.argsort(-ratio)[:5]
+                                if ratio[g] > 0]
+        pages.append(page)
+
+    in_window = set(ranked.tolist())
+    table = [{"id": int(f), "score": float(summary.score[f]),
+              "frequency": float(summary.frequency[f]),
+              "mean_when_active": float(summary.mean_when_active[f]),
+              "max_act": float(summary.max_act[f]), "in_window": int(f) in in_window}
+             for f in np.lexsort((np.arange(num_features), -summary.score))]
+    return {
+        "num_builds": int(len(pooled)), "num_features": int(num_features),
+        "d_in": int(sae.config.input_dim), "clip_max": clip,
+        "hist_edges": analysis.histogram_edges(HIST_BINS, clip).tolist(),
+        "num_ranked": int(len(ranked)),
+        "dead": int(np.sum(summary.frequency == 0)),
+        "dense": int(np.sum(summary.frequency >= analysis.MAX_FREQUENCY)),
+        "pages": pages, "features": table, "concepts": concepts,
+    }
+
+
+def analyze(workdir, *, top_features: int = 64, num_builds: int | None = None) -> dict:
+    """Analyse the SAE run in ``workdir``; writes ``concepts.json`` (synthetic data only) and
+    ``report/index.html``. Returns the concept summary (empty dict without concepts)."""
+    from primary.store import load_primary
+    from sae_jax.report import write_report
+    from sae_jax.store import load_sae
+
+    t0 = time.perf_counter()
+    workdir = Path(workdir).absolute()
+    run, _ = _run_settings(workdir)
+    primary, vocab, weapon_vocab = load_primary(run["primary_model_dir"])
+    sae = load_sae(workdir / "sae")
+    if sae.config.input_dim != primary.config.hidden_dim:
+        raise ValueError(f"{workdir}/sae takes {sae.config.input_dim}-d inputs but the primary "
+                         f"model in {run['primary_model_dir']} pools to "
+                         f"{primary.config.hidden_dim}")
+    builds = evaluation_builds(workdir, vocab, weapon_vocab, limit=num_builds)
+    inputs = full_build_inputs(builds, vocab, weapon_vocab, where=f"{workdir} test builds")
+    pooled = pooled_of_inputs(primary, inputs)
+    doc = analyse_features(primary, vocab, sae, builds, pooled, top_features=top_features)
+    doc["title"] = f"SAE features of {workdir.name}"
+    doc["run"] = {k: run.get(k) for k in ("primary_model_dir", "data_source", "num_builds",
+                                          "seed")}
+    if doc["concepts"] is not None:
+        write_concepts(workdir / "concepts.json", doc["concepts"])
+    index = write_report(workdir / "report", doc)
+    summary = doc["concepts"]["summary"] if doc["concepts"] is not None else {}
+    print(f"analysed {doc['num_builds']} held-out builds, {doc['num_features']} features "
+          f"({doc['num_ranked']} in the 1%-30% window) in {time.perf_counter() - t0:.1f}s")
+    if summary:
+        print(f"concept recovery: {summary['recovered']}/{summary['total']} concepts with "
+              f"SAE F1 >= 0.8; mean F1 SAE {summary['mean_sae_f1']:.3f} vs raw neuron "
+              f"{summary['mean_neuron_f1']:.3f}")
+    print(f"feature browser: {index}")
+    return summary
+
+
+def main(argv):
+    del argv
+    from absl import flags
+
+    f = flags.FLAGS
+    analyze(f.workdir, top_features=f.top_features, num_builds=f.num_builds)
+
+
+if __name__ == "__main__":
+    from absl import app, flags
+
+    flags.DEFINE_string("workdir", None, "SAE run directory (holds run.json and sae/)")
+    flags.DEFINE_integer("top_features", 64, "ranked features given a full section")
+    flags.DEFINE_integer("num_builds", None, "analyse at most this many held-out builds")
+    flags.mark_flag_as_required("workdir")
+    app.run(main)
