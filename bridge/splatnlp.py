@@ -205,7 +205,7 @@ def _to_float32(x, name: str, source: str):
     if not jnp.issubdtype(x.dtype, jnp.floating):  # jnp's check knows bfloat16
         raise CheckpointMismatchError(f"{source}: tensor {name!r} has dtype {x.dtype}, "
                                       "expected floating point")
-    return x.astype(np.float32)
+    return x.astype(np.float32, copy=False)
 
 
 def _set_path(tree: dict, path: tuple, value) -> None:

@@ -23,6 +23,7 @@ import collections
 import io
 import os
 import pickle
+import sys
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -146,9 +147,12 @@ class RestrictedUnpickler(pickle.Unpickler):
                 f"{self._where}: storage {member} has {len(raw)} bytes, needs {need} "
                 f"({numel} x {dtype})"
             )
-        stored = dtype.newbyteorder("<" if self._byteorder == "little" else ">")
-        arr = np.frombuffer(raw, dtype=stored, count=numel)
-        return arr.astype(dtype, copy=True)  # native byte order, writable, owns its memory
+        # Read-only view of the bytes; tensors are copied out of it.
+        arr = np.frombuffer(raw, dtype=dtype, count=numel)
+        if self._byteorder != sys.byteorder and dtype.itemsize > 1:
+            # Swap through an unsigned view: extension dtypes (bfloat16) have no byte order.
+            arr = arr.view(f"u{dtype.itemsize}").byteswap().view(dtype)
+        return arr
 
 
 def _archive_prefix(archive: zipfile.ZipFile, where: str) -> str:

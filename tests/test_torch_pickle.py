@@ -4,6 +4,8 @@ import collections
 import json
 import os
 import pickle
+import struct
+import zipfile
 from pathlib import Path
 
 import ml_dtypes
@@ -76,6 +78,18 @@ def test_dtypes_round_trip(tmp_path, byteorder):
         assert back[k].dtype == v.dtype, k
         assert back[k].dtype.isnative, k
         np.testing.assert_array_equal(back[k], v, err_msg=k)
+
+
+def test_big_endian_storage_bytes_are_swapped(tmp_path):
+    state = {"f32": np.array([1.5, -2.0], np.float32),
+             "bf16": np.array([1.5], ml_dtypes.bfloat16)}
+    path = write_state_dict(tmp_path / "be.pth", state, byteorder="big")
+    with zipfile.ZipFile(path) as z:  # the bytes on disk really are big-endian
+        assert z.read("archive/data/0") == struct.pack(">2f", 1.5, -2.0)
+        assert z.read("archive/data/1") == bytes([0x3F, 0xC0])
+    back = load_state_dict(path)
+    np.testing.assert_array_equal(back["f32"], state["f32"])
+    assert float(back["bf16"][0]) == 1.5
 
 
 def test_strided_views_share_storage(tmp_path):

@@ -8,6 +8,7 @@ prefixed, truncated, strided, big-endian or malicious checkpoints.
 from __future__ import annotations
 
 import struct
+import sys
 import zipfile
 from pathlib import Path
 
@@ -99,8 +100,9 @@ def write_state_dict(path, state: dict[str, np.ndarray], *, views=None, archive=
         key = str(i)
         keys[name] = key
         flat = np.concatenate([arr.reshape(-1), np.zeros(storage_pad, arr.dtype)])
-        order = "<" if byteorder == "little" else ">"
-        storages[key] = flat.astype(flat.dtype.newbyteorder(order)).tobytes()
+        if byteorder != sys.byteorder and flat.dtype.itemsize > 1:
+            flat = flat.view(f"u{flat.dtype.itemsize}").byteswap()
+        storages[key] = flat.tobytes()
         p.str_(name)
         p.tensor(key, arr.dtype, flat.size, 0, arr.shape, _contiguous_strides(arr.shape))
     for name, (base, offset, size, stride) in views.items():
