@@ -3,17 +3,21 @@
 import html
 import html.parser
 import json
+from types import SimpleNamespace
 
 import jax
 import numpy as np
 import pytest
 
+from primary.examples import split_builds
 from primary.model import PrimaryConfig, create_model
+from primary.store import save_primary
 from primary.synthetic import generate_builds
 from primary.vocab import Vocab, WeaponVocab
-from sae_jax.analyze import analyse_features, full_build_inputs, pooled_of_inputs
+from sae_jax.analyze import analyse_features, analyze, full_build_inputs, pooled_of_inputs
 from sae_jax.model import SAEConfig, create_sae
 from sae_jax.report import render_report, token_label, write_report
+from sae_jax.store import save_sae
 
 VOID = {"meta", "br", "input", "rect", "line", "img", "link", "hr"}
 
@@ -69,11 +73,12 @@ def setup():
     sae.set_params(params)
     doc = analyse_features(primary, vocab, sae, builds, pooled, top_features=6)
     doc["title"] = "test report"
-    return builds, vocab, weapon_vocab, inputs, doc
+    return SimpleNamespace(builds=builds, vocab=vocab, weapon_vocab=weapon_vocab, inputs=inputs,
+                           doc=doc, primary=primary, sae=sae)
 
 
 def test_full_build_inputs_tokenise_each_build(setup):
-    builds, vocab, _, inputs, _ = setup
+    builds, vocab, inputs = setup.builds, setup.vocab, setup.inputs
     for i in range(0, len(builds), 17):
         ids = inputs["tokens"][i][~inputs["key_padding_mask"][i]]
         assert vocab.decode(ids) == builds.tokens(i)
@@ -82,7 +87,7 @@ def test_full_build_inputs_tokenise_each_build(setup):
 
 
 def test_doc_ranks_and_describes_features(setup):
-    builds, _, _, _, doc = setup
+    builds, doc = setup.builds, setup.doc
     pages = doc["pages"]
     assert 0 < len(pages) <= 6
     scores = [p["score"] for p in pages]
@@ -101,7 +106,7 @@ def test_doc_ranks_and_describes_features(setup):
 
 
 def test_report_structure(setup, tmp_path):
-    builds, _, _, _, doc = setup
+    builds, doc = setup.builds, setup.doc
     index = write_report(tmp_path / "report", doc)
     assert index.exists() and (tmp_path / "report" / "features.json").exists()
     text = index.read_text()
@@ -137,9 +142,34 @@ def test_report_structure(setup, tmp_path):
     assert [p["id"] for p in data["pages"]] == [p["id"] for p in doc["pages"]]
 
 
+def test_analyze_workdir_end_to_end(setup, tmp_path):
+    """analyze() on a run directory: rebuilds the test split, writes concepts.json and
+    the report, returns the concept summary."""
+    builds = setup.builds
+    save_primary(tmp_path / "model", setup.primary, setup.vocab, setup.weapon_vocab)
+    save_sae(tmp_path / "sae", setup.sae)
+    (tmp_path / "run.json").write_text(json.dumps({
+        "primary_model_dir": str(tmp_path / "model"), "data_source": "synthetic",
+        "data_path": "", "num_builds": len(builds), "seed": 3}))
+    summary = analyze(tmp_path, top_features=3)
+    concepts = json.loads((tmp_path / "concepts.json").read_text())
+    assert summary == concepts["summary"]
+    _, _, test_idx = split_builds(len(builds), 3)
+    assert summary["num_builds"] == len(test_idx)
+    assert summary["total"] == len(builds.concept_names)
+    assert {"concept", "feature", "sae_f1", "sae_auroc", "neuron", "neuron_f1",
+            "neuron_sign"} <= set(concepts["rows"][0])
+    text = (tmp_path / "report" / "index.html").read_text()
+    assert text.count('<section class="feature"') <= 3 and "Concept recovery" in text
+
+
+def test_analyze_refuses_a_directory_without_run_json(tmp_path):
+    with pytest.raises(FileNotFoundError, match="run.json"):
+        analyze(tmp_path)
+
+
 def test_report_escapes_text(setup):
-    *_, doc = setup
-    doc = dict(doc, title="<script>alert(1)</script>")
+    doc = dict(setup.doc, title="<script>alert(1)</script>")
     text = render_report(doc)
     assert "<script>alert(1)</script>" not in text
     assert "&lt;script&gt;" in text
