@@ -72,8 +72,12 @@ def init_stats(num_features: int, *, top_k: int = 16, num_bins: int = 32,
 
 
 def histogram_edges(num_bins: int, clip_max: float) -> np.ndarray:
-    """``(nb + 1,)`` edges of the fixed bins over ``(0, clip_max]``."""
-    return np.linspace(0.0, clip_max, num_bins + 1)
+    """``(nb + 1,)`` fixed edges over ``(0, clip_max]``: ``0``, then log-spaced from
+    ``clip_max / 1000`` to ``clip_max``, so small and large activations both resolve.
+    Bin ``b`` holds ``(edges[b], edges[b + 1]]``."""
+    if num_bins < 2:
+        return np.array([0.0, clip_max])
+    return np.concatenate([[0.0], np.geomspace(clip_max * 1e-3, clip_max, num_bins)])
 
 
 @partial(jax.jit, static_argnames=("clip_max",), donate_argnums=0)
@@ -101,10 +105,10 @@ def update_stats(stats: FeatureStats, h: jax.Array, valid: jax.Array, row_offset
     top_values, pick = jax.lax.top_k(cand_vals, k)
     top_rows = jnp.take_along_axis(cand_rows, pick, axis=1)
 
-    # Histogram over (0, clip_max]: bin b holds (b*w, (b+1)*w]; zeros are not counted.
+    # Histogram over (0, clip_max] with fixed edges; zeros are not counted.
     nb = stats.hist.shape[1]
-    width = clip_max / nb
-    bins = jnp.clip(jnp.ceil(h / width).astype(jnp.int32) - 1, 0, nb - 1)
+    upper = jnp.asarray(histogram_edges(nb, clip_max)[1:], h.dtype)
+    bins = jnp.minimum(jnp.searchsorted(upper, h, side="left"), nb - 1)
     counted = ((h > 0) & valid[:, None]).astype(jnp.int32)
     feat = jnp.broadcast_to(jnp.arange(h.shape[1]), h.shape)
     hist = stats.hist.at[feat, bins].add(counted)

@@ -275,8 +275,10 @@ def analyse_features(primary, vocab, sae, builds, pooled: np.ndarray, *,
                                "auroc": float(sae_auc[f, c]),
                                "best_detector": concepts["rows"][c]["feature"] == f}
         if coact_counts is not None and coact_counts[f, f] > 0:
+            # P(g fires | f fires), over features that are neither dead nor dense.
             ratio = coact_counts[f] / coact_counts[f, f]
-            ratio[f] = -1
+            ratio[(summary.frequency >= analysis.MAX_FREQUENCY) | (summary.frequency == 0)] = 0
+            ratio[f] = 0
             page["coactive"] = [(int(g), float(ratio[g])) for g in np.argsort(-ratio)[:5]
                                 if ratio[g] > 0]
         pages.append(page)
@@ -337,8 +339,9 @@ def analyze(workdir, *, top_features: int = 64, num_builds: int | None = None) -
 
 def main(argv):
     del argv
-    from absl import flags
+    from absl import flags, logging
 
+    logging.set_verbosity(logging.WARNING)  # checkpoint-library chatter drowns the summary
     f = flags.FLAGS
     analyze(f.workdir, top_features=f.top_features, num_builds=f.num_builds)
 

@@ -54,7 +54,7 @@ def histogram_svg(counts, edges, *, width: int = 300, height: int = 110) -> str:
     """Inline SVG bar chart of ``counts (nb,)`` over bin ``edges (nb + 1,)``."""
     counts = [int(c) for c in counts]
     top = max(max(counts, default=0), 1)
-    pad_l, pad_b, pad_t = 34, 18, 6
+    pad_l, pad_b, pad_t = 34, 26, 6
     w, h = width - pad_l - 4, height - pad_b - pad_t
     bw = w / max(len(counts), 1)
     bars = []
@@ -64,13 +64,14 @@ def histogram_svg(counts, edges, *, width: int = 300, height: int = 110) -> str:
         bars.append(f'<rect x="{x:.1f}" y="{pad_t + h - bh:.1f}" width="{max(bw - 1, 1):.1f}" '
                     f'height="{bh:.1f}"><title>({edges[i]:.2f}, {edges[i + 1]:.2f}]: {c}'
                     '</title></rect>')
+    ticks = sorted({1, len(counts) // 3, 2 * len(counts) // 3, len(counts)} - {0})
+    labels = "".join(
+        f'<text x="{pad_l + i * bw:.1f}" y="{pad_t + h + 11}" class="tick" '
+        f'text-anchor="middle">{edges[i]:.2g}</text>' for i in ticks)
     axis = (f'<line x1="{pad_l}" y1="{pad_t + h}" x2="{pad_l + w}" y2="{pad_t + h}" '
-            'class="axis"/>'
-            f'<text x="{pad_l}" y="{height - 4}" class="tick">{edges[0]:g}</text>'
-            f'<text x="{pad_l + w}" y="{height - 4}" class="tick" text-anchor="end">'
-            f'{edges[-1]:g}</text>'
-            f'<text x="{pad_l + w / 2}" y="{height - 4}" class="tick" text-anchor="middle">'
-            'activation</text>'
+            f'class="axis"/>{labels}'
+            f'<text x="{pad_l + w / 2}" y="{height - 1}" class="tick" text-anchor="middle">'
+            'activation (log bins)</text>'
             f'<text x="{pad_l - 4}" y="{pad_t + 8}" class="tick" text-anchor="end">{top}</text>'
             f'<text x="{pad_l - 4}" y="{pad_t + h}" class="tick" text-anchor="end">0</text>')
     return (f'<svg class="hist" width="{width}" height="{height}" role="img" '
@@ -137,12 +138,13 @@ def _concept_badge(page: dict) -> str:
             f'(F1 {c["f1"]:.2f}, AUROC {c["auroc"]:.2f}){star}</span>')
 
 
-def _feature_section(page: dict, edges) -> str:
+def _feature_section(page: dict, edges, shown: set) -> str:
     examples_by_row = {ex["row"]: ex for ex in page["top_examples"]}
     search = " ".join([f"f{page['id']}", str(page["id"])]
                       + [token_label(t) + " " + t for t, _ in page["promoted"][:4]]
                       + ([page["concept"]["name"]] if page.get("concept") else [])).lower()
-    coactive = ", ".join(f'<a href="#f{g}">#{g}</a> {r:.0%}' for g, r in page["coactive"])
+    coactive = ", ".join((f'<a href="#f{g}">#{g}</a>' if g in shown else f"#{g}") + f" {r:.0%}"
+                         for g, r in page["coactive"])
     examples = "".join(_build_line(ex) for ex in page["top_examples"])
     return f"""
 <section class="feature" id="f{page['id']}" data-freq="{page['frequency']:.6f}"
@@ -150,7 +152,7 @@ def _feature_section(page: dict, edges) -> str:
  <h3>#{page['rank']} &middot; feature {page['id']} {_concept_badge(page)}</h3>
  <div class="stats">score {_num(page['score'])} &middot; fires on {page['frequency']:.2%} of
   builds &middot; mean when active {page['mean_when_active']:.3f} &middot;
-  max {page['max_act']:.3f}{' &middot; fires with ' + coactive if coactive else ''}</div>
+  max {page['max_act']:.3f}{' &middot; often fires with ' + coactive if coactive else ''}</div>
  <div class="grid">
   <div><h4>Activation histogram</h4>{histogram_svg(page['hist'], edges)}</div>
   <div><h4>Promotes</h4><ul class="infl">{_influence_list(page['promoted'])}</ul></div>
@@ -171,11 +173,11 @@ def _concept_table(concepts: dict | None, shown: set) -> str:
     for r in concepts["rows"]:
         link = (f'<a href="#f{r["feature"]}">{r["feature"]}</a>' if r["feature"] in shown
                 else str(r["feature"]))
-        sign = "\u2212" if r.get("neuron_sign", 1) < 0 else "+"
+        sign = "\u2212x" if r.get("neuron_sign", 1) < 0 else "+x"
         cls = ' class="recovered"' if r["sae_f1"] >= 0.8 else ""
         rows.append(f'<tr{cls}><td>{_e(r["concept"])}</td><td>{r.get("positives", "")}</td>'
                     f'<td>{link}</td><td>{r["sae_f1"]:.3f}</td><td>{r["sae_auroc"]:.3f}</td>'
-                    f'<td>{sign}{r["neuron"]}</td><td>{r["neuron_f1"]:.3f}</td>'
+                    f'<td>{r["neuron"]} ({sign})</td><td>{r["neuron_f1"]:.3f}</td>'
                     f'<td>{r.get("neuron_auroc", float("nan")):.3f}</td></tr>')
     return f"""
 <section id="concepts"><h2>Concept recovery</h2>
@@ -184,7 +186,8 @@ def _concept_table(concepts: dict | None, shown: set) -> str:
 (either sign). Recovered (F1 &ge; 0.8): <b>{s['recovered']}/{s['total']}</b>; mean F1
 SAE <b>{s['mean_sae_f1']:.3f}</b> vs neuron <b>{s['mean_neuron_f1']:.3f}</b>.</p>
 <table class="concepts"><tr><th>concept</th><th>builds</th><th>SAE feature</th><th>F1</th>
-<th>AUROC</th><th>neuron</th><th>F1</th><th>AUROC</th></tr>{''.join(rows)}</table></section>"""
+<th>AUROC</th><th>neuron (sign)</th><th>F1</th><th>AUROC</th></tr>
+{''.join(rows)}</table></section>"""
 
 
 def _feature_table(features: list, shown: set) -> str:
@@ -267,7 +270,7 @@ def render_report(doc: dict) -> str:
     edges = doc["hist_edges"]
     run = doc.get("run") or {}
     run_line = " &middot; ".join(f"{_e(k)}: {_e(v)}" for k, v in run.items() if v is not None)
-    sections = "".join(_feature_section(p, edges) for p in pages)
+    sections = "".join(_feature_section(p, edges, shown) for p in pages)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
