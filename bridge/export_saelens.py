@@ -35,10 +35,15 @@ WEIGHTS_FILENAME = "sae_weights.safetensors"
 DEFAULT_HOOK_NAME = "pooled"  # the input of the primary model's output layer
 DEFAULT_MODEL_NAME = "splatnlp-set-completion"
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "SAE run workdir or import output (holds sae/).")
-_OUT = flags.DEFINE_string("out", None, "Output directory for cfg.json and the safetensors.")
-_HOOK_NAME = flags.DEFINE_string("hook_name", DEFAULT_HOOK_NAME, "Hook point name to record.")
-_MODEL_NAME = flags.DEFINE_string("model_name", DEFAULT_MODEL_NAME, "Model name to record.")
+
+
+def define_flags() -> None:
+    """Flags are defined only when run as a program, so importing this module defines none."""
+    flags.DEFINE_string("workdir", None, "SAE run workdir or import output (holds sae/).")
+    flags.DEFINE_string("out", None, "Output directory for cfg.json and the safetensors.")
+    flags.DEFINE_string("hook_name", DEFAULT_HOOK_NAME, "Hook point name to record.")
+    flags.DEFINE_string("model_name", DEFAULT_MODEL_NAME, "Model name to record.")
+    flags.mark_flags_as_required(["workdir", "out"])
 
 
 def saelens_tensors(sae: SparseAutoencoder) -> dict[str, np.ndarray]:
@@ -118,8 +123,8 @@ def export_workdir(workdir: str | os.PathLike, out: str | os.PathLike, *,
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)  # orbax logs every read step at INFO
-    out = export_workdir(_WORKDIR.value, _OUT.value, hook_name=_HOOK_NAME.value,
-                         model_name=_MODEL_NAME.value)
+    f = flags.FLAGS
+    out = export_workdir(f.workdir, f.out, hook_name=f.hook_name, model_name=f.model_name)
     with open(out / CFG_FILENAME) as f:
         cfg = json.load(f)
     print(f"wrote {out.absolute()}: SAELens standard SAE, d_in {cfg['d_in']}, "
@@ -128,5 +133,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    flags.mark_flags_as_required(["workdir", "out"])
+    define_flags()
     app.run(main)

@@ -22,12 +22,17 @@ from primary.model import count_params
 from primary.store import save_primary
 from sae_jax.store import save_sae
 
-_RUN_DIR = flags.DEFINE_string("run_dir", None, "SplatNLP run directory (model_params.json, "
-                               "vocab.json, weapon_vocab.json, model .pth).")
-_SAE = flags.DEFINE_string("sae", None, "The SAE's .pth (absolute, or relative to run_dir).")
-_MODEL = flags.DEFINE_string("model", None, "The model's .pth; default: the single .pth in "
-                             "run_dir that is not the SAE.")
-_OUT = flags.DEFINE_string("out", None, "Output directory (created).")
+
+def define_flags() -> None:
+    """Flags are defined only when run as a program, so importing this module defines none."""
+    flags.DEFINE_string("run_dir", None, "SplatNLP run directory (model_params.json, "
+                        "vocab.json, weapon_vocab.json, model .pth).")
+    flags.DEFINE_string("sae", None, "The SAE's .pth (absolute, or relative to run_dir).")
+    flags.DEFINE_string("model", None, "The model's .pth; default: the single .pth in "
+                        "run_dir that is not the SAE.")
+    flags.DEFINE_string("out", None, "Output directory (created).")
+    flags.mark_flags_as_required(["run_dir", "out"])
+
 
 # run.json defaults for an imported run: the original's data is not carried along, so later
 # commands that need builds fall back to the built-in synthetic source.
@@ -82,10 +87,11 @@ def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)  # orbax logs every write step at INFO
     start = time.perf_counter()
-    run, _ = import_run(_RUN_DIR.value, _OUT.value, sae=_SAE.value, model=_MODEL.value)
-    print(_summary(run, _OUT.value, time.perf_counter() - start))
+    f = flags.FLAGS
+    run, _ = import_run(f.run_dir, f.out, sae=f.sae, model=f.model)
+    print(_summary(run, f.out, time.perf_counter() - start))
 
 
 if __name__ == "__main__":
-    flags.mark_flags_as_required(["run_dir", "out"])
+    define_flags()
     app.run(main)

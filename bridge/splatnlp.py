@@ -285,7 +285,8 @@ def convert_sae_state(state: dict[str, np.ndarray], *, expected_input_dim: int |
     ``input_dim`` and the expansion factor come from ``encoder.weight``'s shape.
     """
     state = strip_ddp_prefix(state, source=source)
-    mappings = SAE_NAME_MAP + SAE_UNUSED
+    # The unused tensors are accounted for when present and not required.
+    mappings = SAE_NAME_MAP + tuple(m for m in SAE_UNUSED if m.source in state)
     what = "the SAE layout"
     _check_coverage(state, mappings, source=source, what=what)
     d_sae, d_in = (int(s) for s in state["encoder.weight"].shape)
@@ -306,9 +307,12 @@ def convert_sae_state(state: dict[str, np.ndarray], *, expected_input_dim: int |
         if m.transpose:
             values[m.target[0]] = values[m.target[0]].T
     usage_ema = values.pop("usage_ema")
-    unused = np.asarray(_to_float32(state["decoder.bias"], "decoder.bias", source))
-    notes = [f"decoder.bias is unused by the original's forward pass (max |value| "
-             f"{float(np.abs(unused).max(initial=0.0)):.3g}); not imported"]
+    notes = []
+    for m in SAE_UNUSED:
+        if m.source in state:
+            unused = np.asarray(_to_float32(state[m.source], m.source, source))
+            notes.append(f"{m.source} is unused by the original's forward pass (max |value| "
+                         f"{float(np.abs(unused).max(initial=0.0)):.3g}); not imported")
     return config, values, usage_ema, notes
 
 

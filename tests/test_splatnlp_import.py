@@ -20,6 +20,7 @@ from bridge.splatnlp import (
     CheckpointMismatchError,
     abstract_primary,
     convert_primary_state,
+    convert_sae_state,
     load_splatnlp,
 )
 from bridge.steering import HookMode, hooked_forward
@@ -54,9 +55,9 @@ def batch(cases):
 
 @pytest.fixture(scope="module")
 def ours(run, cases):
-    """Every compared quantity, computed through our models and the steering hook."""
+    """Every compared quantity, computed through our models and the steering hook (two jitted
+    modes: each compile costs seconds on a small CPU)."""
     tokens, weapons, mask = batch(cases)
-    probe = hooked_forward(run.primary, run.sae, tokens, weapons, mask, HookMode.NO_CHANGE)
     recon = hooked_forward(run.primary, run.sae, tokens, weapons, mask, HookMode.RECON)
     feature = int(cases["edit_feature"])
     edit = hooked_forward(run.primary, run.sae, tokens, weapons, mask, HookMode.EDIT,
@@ -64,11 +65,11 @@ def ours(run, cases):
     zero = hooked_forward(run.primary, run.sae, tokens, weapons, mask, HookMode.EDIT,
                           feature=feature, value=0.0)
     return {
-        "pooled": probe.pooled,
-        "logits": probe.logits,
-        "sae_pre": probe.sae_pre,
-        "sae_post": probe.sae_post,
-        "sae_recon": run.sae(probe.pooled)[0],
+        "pooled": edit.pooled,  # HookResult carries the unedited pooled vector
+        "logits": run.primary.head(edit.pooled),
+        "sae_pre": edit.sae_pre,  # ... and its SAE activations
+        "sae_post": edit.sae_post,
+        "sae_recon": run.sae(edit.pooled)[0],
         "recon_logits": recon.logits,
         "edit_logits": edit.logits,
         "zero_logits": zero.logits,
@@ -174,6 +175,18 @@ def test_sae_input_dim_must_match_primary(tmp_path):
     write_state_dict(d / "small_sae.pth", sd)
     with pytest.raises(CheckpointMismatchError, match="input dim 16 .* hidden_dim 32"):
         load_splatnlp(d, "small_sae.pth")
+
+
+def test_sae_without_unused_decoder_bias_still_imports():
+    sd = load_state_dict(FIXTURE / "sae.pth")
+    del sd["decoder.bias"]
+    config, params, usage_ema, notes = convert_sae_state(sd, expected_input_dim=32)
+    assert (config.input_dim, config.hidden_dim) == (32, 128) and notes == []
+    np.testing.assert_array_equal(params["W_enc"], sd["encoder.weight"].T)
+    np.testing.assert_array_equal(params["b_dec"], sd["decoder_bias"])
+    del sd["usage_ema"]
+    with pytest.raises(CheckpointMismatchError, match="missing 1 tensor.*usage_ema"):
+        convert_sae_state(sd)
 
 
 def test_import_cli_round_trip(tmp_path, cases):
