@@ -266,3 +266,20 @@ def test_full_size_mismatch_names_model_params_value():
     shape_only = {k: jax.ShapeDtypeStruct(s, jnp.float32) for k, s in layout.items()}
     with pytest.raises(CheckpointMismatchError, match=r"num_inducing_points=32.*\(32, 512\)"):
         jax.eval_shape(lambda sd: convert_primary_state(sd, FULL), shape_only)
+
+
+@pytest.mark.parametrize("use_layer_norm, embedding_dim", [(False, 16), (True, 32), (False, 32)])
+def test_name_map_variants_shapes_only(use_layer_norm, embedding_dim):
+    """No layer norms (their tensors absent), and no input_proj when embedding_dim == hidden_dim."""
+    cfg = PrimaryConfig(vocab_size=20, weapon_vocab_size=5, embedding_dim=embedding_dim,
+                        hidden_dim=32, num_layers=1, num_heads=4, num_inducing_points=4,
+                        use_layer_norm=use_layer_norm)
+    layout = torch_layout(cfg)
+    if embedding_dim == cfg.hidden_dim:
+        del layout["input_proj.weight"], layout["input_proj.bias"]
+    assert any("layer_norm1" in k for k in layout) == use_layer_norm
+    shape_only = {k: jax.ShapeDtypeStruct(s, jnp.float32) for k, s in layout.items()}
+    converted = jax.eval_shape(lambda sd: convert_primary_state(sd, cfg), shape_only)
+    want = nnx.state(abstract_primary(cfg), nnx.Param).to_pure_dict()
+    assert jax.tree.map(lambda x: x.shape, converted) == jax.tree.map(lambda x: x.shape, want)
+    assert ("input_proj" in converted) == (embedding_dim != cfg.hidden_dim)
