@@ -13,7 +13,7 @@ set through the model and returns the pooled vectors as one host array.
 
 from __future__ import annotations
 
-from functools import partial
+from functools import lru_cache, partial
 
 import jax
 import jax.numpy as jnp
@@ -48,11 +48,13 @@ def _harvest(graphdef, primary_state, buffer: ActivationBuffer, batch: dict):
     return push(buffer, x, valid), finite
 
 
+@lru_cache(maxsize=16)
 def make_harvest_fn(graphdef: nnx.GraphDef):
     """``fn(primary_state, buffer, batch) -> (buffer, all_finite)``, jitted, buffer donated.
 
     ``batch``: ``tokens (B, L) int``, ``weapons (B, 1) int``, ``key_padding_mask (B, L) bool``,
     ``weight (B,)``; ``all_finite`` is a device bool scalar over the rows that were pushed.
+    Cached per graphdef, so repeated runs of one model compile once.
     """
     return jax.jit(partial(_harvest, graphdef), donate_argnums=(1,))
 
@@ -67,6 +69,23 @@ def harvest_into_buffer(primary_graphdef: nnx.GraphDef, primary_state: nnx.State
 @partial(jax.jit, static_argnums=0)
 def _pooled_jit(graphdef, primary_state, batch):
     return pooled_vectors(graphdef, primary_state, batch)
+
+
+def pad_to_width(batch: dict, width: int, pad_id: int) -> dict:
+    """Right-pad ``tokens`` and ``key_padding_mask`` to ``width`` positions, so batches of
+    every length bucket share one compiled shape (padding is masked: the result is equal)."""
+    length = batch["tokens"].shape[1]
+    if length == width:
+        return batch
+    if length > width:
+        raise ValueError(f"batch has {length} token positions, more than the width {width}")
+    extra = width - length
+    out = dict(batch)
+    out["tokens"] = np.pad(np.asarray(batch["tokens"]), ((0, 0), (0, extra)),
+                           constant_values=pad_id)
+    out["key_padding_mask"] = np.pad(np.asarray(batch["key_padding_mask"]), ((0, 0), (0, extra)),
+                                     constant_values=True)
+    return out
 
 
 def pad_batch(batch: dict, batch_size: int) -> dict:
@@ -93,7 +112,7 @@ def harvest_array(primary, examples, batch_size: int) -> np.ndarray:
 
     Streams fixed-size batches (the last one padded) through the frozen model.
     """
-    from primary.examples import iterate_batches
+    from primary.examples import LENGTH_BUCKETS, iterate_batches
 
     if batch_size <= 0:
         raise ValueError(f"harvest batch size must be positive, got {batch_size}")
@@ -102,7 +121,8 @@ def harvest_array(primary, examples, batch_size: int) -> np.ndarray:
     for batch in iterate_batches(examples, batch_size, seed=0, epoch=0, shuffle=False,
                                  drop_remainder=False):
         valid = np.asarray(batch["weight"]) > 0
-        padded = pad_batch(model_inputs(batch), batch_size)
+        padded = pad_batch(pad_to_width(model_inputs(batch), LENGTH_BUCKETS[-1],
+                                        primary.config.pad_token_id), batch_size)
         x = _pooled_jit(graphdef, state, padded)
         out.append((x, valid))
     if not out:

@@ -6,33 +6,39 @@ import numpy as np
 from flax import nnx
 
 from bridge.harvest import harvest_into_buffer, make_harvest_fn, pad_batch
-from primary.model import PrimaryConfig, create_model
 from primary.sharding import batch_sharding, make_mesh, replicate, shard_batch
 from sae_jax.buffer import create_buffer, valid_rows
+from tests.tiny_setup import HIDDEN, primary_for, tiny_world
 
-VOCAB, WEAPONS, HIDDEN = 20, 5, 16
 
-
-def tiny_primary(seed=0):
-    cfg = PrimaryConfig(vocab_size=VOCAB, weapon_vocab_size=WEAPONS, embedding_dim=8,
-                        hidden_dim=HIDDEN, num_layers=1, num_heads=2, num_inducing_points=4)
-    return create_model(cfg, seed)
+def tiny_primary():
+    _, vocab, weapon_vocab = tiny_world()
+    return primary_for(vocab, weapon_vocab)
 
 
 def random_batch(seed, b=8, length=6):
+    _, vocab, weapon_vocab = tiny_world()
     rng = np.random.default_rng(seed)
     lengths = rng.integers(1, length + 1, size=b)
-    tokens = rng.integers(0, VOCAB - 1, size=(b, length))
+    tokens = rng.integers(0, len(vocab), size=(b, length))
+    tokens = np.where(tokens == vocab.pad_id, vocab.null_id, tokens)
     mask = np.arange(length)[None, :] >= lengths[:, None]
-    tokens = np.where(mask, VOCAB - 1, tokens).astype(np.int32)
-    weapons = rng.integers(0, WEAPONS, size=(b, 1)).astype(np.int32)
+    tokens = np.where(mask, vocab.pad_id, tokens).astype(np.int32)
+    weapons = rng.integers(0, len(weapon_vocab), size=(b, 1)).astype(np.int32)
     weight = np.ones((b,), np.float32)
     return {"tokens": tokens, "weapons": weapons, "key_padding_mask": mask, "weight": weight}
 
 
+@nnx.jit
+def _reference_pooled(model, tokens, weapons, mask):
+    return model.pooled(tokens, weapons, mask)
+
+
 def expected_pooled(model, batch):
-    return np.asarray(model.pooled(jnp.asarray(batch["tokens"]), jnp.asarray(batch["weapons"]),
-                                   jnp.asarray(batch["key_padding_mask"])))
+    """The model's own pooled vectors (reference, jitted separately from the harvest path)."""
+    return np.asarray(_reference_pooled(model, jnp.asarray(batch["tokens"]),
+                                        jnp.asarray(batch["weapons"]),
+                                        jnp.asarray(batch["key_padding_mask"])))
 
 
 def test_harvest_equals_pooled_and_keeps_only_valid_rows():
@@ -52,7 +58,7 @@ def test_harvest_equals_pooled_and_keeps_only_valid_rows():
 
 
 def test_harvest_into_buffer_matches_harvest_fn():
-    model = tiny_primary(3)
+    model = tiny_primary()
     graphdef, state = nnx.split(model)
     batch = random_batch(5)
     a = harvest_into_buffer(graphdef, state, create_buffer(16, HIDDEN), batch)
@@ -63,7 +69,7 @@ def test_harvest_into_buffer_matches_harvest_fn():
 
 
 def test_non_finite_activations_are_flagged_only_for_valid_rows():
-    model = tiny_primary()
+    model = nnx.clone(tiny_primary())
     weapons = model.weapon_embedding.embedding
     weapons[...] = weapons[...].at[2].set(jnp.nan)  # builds with weapon 2 give NaN vectors
     graphdef, state = nnx.split(model)
@@ -81,7 +87,7 @@ def test_non_finite_activations_are_flagged_only_for_valid_rows():
 
 
 def test_sharded_harvest_equals_single_device():
-    model = tiny_primary(4)
+    model = tiny_primary()
     graphdef, state = nnx.split(model)
     harvest = make_harvest_fn(graphdef)
     batch = random_batch(9, b=8)
@@ -99,3 +105,33 @@ def test_pad_batch_appends_zero_weight_rows():
     assert all(len(v) == 8 for v in padded.values())
     np.testing.assert_array_equal(padded["weight"], [1, 1, 1, 0, 0, 0, 0, 0])
     assert not padded["key_padding_mask"][3:].all(axis=1).any()  # no all-padding row
+
+
+def test_harvest_array_streams_every_example_in_order():
+    from bridge.harvest import harvest_array
+    from primary.examples import iterate_batches, make_examples
+
+    builds, vocab, weapon_vocab = tiny_world()
+    examples = make_examples(builds.subset(np.arange(5)), vocab, weapon_vocab, seed=1)
+    model = tiny_primary()
+    got = harvest_array(model, examples, 8)  # 5 builds x 6 examples: last batch padded
+    batches = list(iterate_batches(examples, 1000, seed=0, epoch=0, shuffle=False,
+                                   drop_remainder=False))
+    assert len(batches) == 1
+    batch = batches[0]
+    valid = np.asarray(batch["weight"]) > 0
+    want = expected_pooled(model, batch)[valid]
+    assert got.shape == (int(valid.sum()), HIDDEN) and got.shape[0] % 8 != 0
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_pad_to_width_leaves_pooled_unchanged():
+    from bridge.harvest import pad_to_width
+
+    model = tiny_primary()
+    _, vocab, _ = tiny_world()
+    batch = random_batch(13, length=5)
+    wide = pad_to_width(batch, 9, vocab.pad_id)
+    assert wide["tokens"].shape == (8, 9) and wide["key_padding_mask"][:, 5:].all()
+    np.testing.assert_allclose(expected_pooled(model, wide), expected_pooled(model, batch),
+                               rtol=1e-5, atol=1e-6)

@@ -1,0 +1,146 @@
+"""Held-out evaluation of an SAE on the frozen primary model's pooled vectors.
+
+Reconstruction: ``mse`` (mean over elements), ``fve`` (fraction of variance
+explained, ``1 - sum||x - recon||^2 / sum||x - mean(x)||^2``). Sparsity: ``l0``
+(mean active features per input), ``dead_fraction`` (never fired on the set),
+``dense_fraction`` (fires on more than 30% of inputs). Downstream fidelity:
+the primary's binary cross-entropy against the multi-hot targets with the true
+pooled vector (``l_true``), the SAE reconstruction spliced in (``l_spliced``)
+and the pooled vector mean-ablated (``l_ablated``);
+``loss_recovered = (l_ablated - l_spliced) / (l_ablated - l_true)``.
+
+One jitted call per batch returns per-batch sums; the host combines them in
+float64 (variance through per-batch means, which stays exact for large sets).
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from bridge.harvest import model_inputs, pad_batch, pad_to_width, pooled_vectors
+from sae_jax.model import decode, encode
+
+DENSE_THRESHOLD = 0.30
+
+
+def bce_with_logits(logits: jax.Array, targets: jax.Array) -> jax.Array:
+    """Element-wise binary cross-entropy with logits: ``softplus(z) - z * t``."""
+    return jax.nn.softplus(logits) - logits * targets
+
+
+@partial(jax.jit, static_argnums=(0, 4))
+def _batch_sums(graphdef, primary_state, sae_params, batch, clip_max):
+    model = nnx.merge(graphdef, primary_state)
+    x = pooled_vectors(graphdef, primary_state, batch)
+    valid = batch["weight"] > 0
+    vf = valid.astype(jnp.float32)
+    n = vf.sum()
+    _, h = encode(sae_params, x, clip_max)
+    recon = decode(sae_params, h)
+    # Padding rows may hold anything (even NaN): zero them before any sum.
+    x = jnp.where(valid[:, None], x, 0.0)
+    recon = jnp.where(valid[:, None], recon, 0.0)
+    mean_b = x.sum(0) / jnp.maximum(n, 1.0)
+    m2 = jnp.sum(vf * jnp.sum((x - mean_b) ** 2, axis=-1))
+    sq_err = jnp.sum((x - recon) ** 2)
+    active = (h > 0) & valid[:, None]
+    targets = batch["targets"].astype(jnp.float32)
+
+    def bce_rows(z):  # (B,) mean over the vocabulary
+        return jnp.mean(bce_with_logits(z, targets), axis=-1)
+
+    return {
+        "n": n,
+        "mean": mean_b,
+        "m2": m2,
+        "sq_err": sq_err,
+        "active_per_feature": active.sum(0),
+        "active_total": active.sum(),
+        "bce_true": jnp.sum(vf * bce_rows(model.head(x))),
+        "bce_spliced": jnp.sum(vf * bce_rows(model.head(recon))),
+        "target_sum": (targets * vf[:, None]).sum(0),
+    }
+
+
+@partial(jax.jit, static_argnums=0)
+def _head(graphdef, primary_state, pooled):
+    return nnx.merge(graphdef, primary_state).head(pooled)
+
+
+def _combine(parts: list[dict]) -> dict:
+    """Per-batch device sums -> float64 host totals."""
+    host = jax.device_get(parts)
+    n_b = np.array([p["n"] for p in host], np.float64)
+    means = np.stack([p["mean"] for p in host]).astype(np.float64)
+    n = n_b.sum()
+    mean = (n_b[:, None] * means).sum(0) / n
+    # Total scatter = within-batch scatter + between-batch scatter (exact).
+    m2 = sum(float(p["m2"]) for p in host) + float((n_b * ((means - mean) ** 2).sum(1)).sum())
+
+    def total(name):
+        return sum(np.asarray(p[name], np.float64) for p in host)
+
+    return {"n": n, "mean": mean, "m2": m2, "sq_err": total("sq_err"),
+            "active_per_feature": total("active_per_feature"),
+            "active_total": total("active_total"), "bce_true": total("bce_true"),
+            "bce_spliced": total("bce_spliced"), "target_sum": total("target_sum")}
+
+
+def evaluate_sae(primary, sae, examples, *, batch_size: int,
+                 original_behaviour: bool = False) -> dict:
+    """Reconstruction, sparsity and downstream-fidelity metrics of ``sae`` on ``examples``.
+
+    ``primary``: a SetCompletionModel; ``sae``: a SparseAutoencoder whose input_dim is the
+    primary's hidden size; ``examples``: primary.examples.Examples (held-out builds).
+    ``original_behaviour`` only labels the result (the forward pass is the same).
+    """
+    from primary.examples import LENGTH_BUCKETS, iterate_batches
+
+    d_model = primary.config.hidden_dim
+    if sae.config.input_dim != d_model:
+        raise ValueError(f"SAE input_dim {sae.config.input_dim} does not match the primary "
+                         f"model's pooled size {d_model}")
+    graphdef, state = nnx.split(primary)
+    params = sae.params()
+    parts = []
+    for batch in iterate_batches(examples, batch_size, seed=0, epoch=0, shuffle=False,
+                                 drop_remainder=False):
+        inputs = pad_to_width(model_inputs(batch), LENGTH_BUCKETS[-1],
+                              primary.config.pad_token_id)
+        inputs["targets"] = batch["targets"]
+        parts.append(_batch_sums(graphdef, state, params, pad_batch(inputs, batch_size),
+                                 float(sae.config.clip_max)))
+    if not parts:
+        raise ValueError("evaluation set is empty: no examples to evaluate the SAE on")
+    t = _combine(parts)
+    n = t["n"]
+    if n == 0:
+        raise ValueError("evaluation set has no rows with weight > 0")
+    vocab = t["target_sum"].shape[0]
+    # Mean ablation gives every row the same logits z: sum_rows BCE = n*sum softplus(z) - z.t_sum
+    z = np.asarray(_head(graphdef, state, jnp.asarray(t["mean"], jnp.float32)), np.float64)
+    softplus = np.logaddexp(0.0, z)
+    l_ablated = float((n * softplus.sum() - (z * t["target_sum"]).sum()) / (n * vocab))
+    l_true = float(t["bce_true"] / n)
+    l_spliced = float(t["bce_spliced"] / n)
+    gap = l_ablated - l_true
+    loss_recovered = float((l_ablated - l_spliced) / gap) if abs(gap) > 1e-12 else float("nan")
+    frac_active = t["active_per_feature"] / n
+    return {
+        "num_inputs": int(n),
+        "mse": float(t["sq_err"] / (n * d_model)),
+        "fve": float(1.0 - t["sq_err"] / t["m2"]) if t["m2"] > 0 else float("nan"),
+        "l0": float(t["active_total"] / n),
+        "dead_fraction": float(np.mean(frac_active == 0)),
+        "dense_fraction": float(np.mean(frac_active > DENSE_THRESHOLD)),
+        "l_true": l_true,
+        "l_spliced": l_spliced,
+        "l_ablated": l_ablated,
+        "loss_recovered": loss_recovered,
+        "original_behaviour": bool(original_behaviour),
+    }

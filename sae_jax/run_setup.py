@@ -1,0 +1,155 @@
+"""What an SAE run needs before its loop: the frozen primary model, its data, the plan.
+
+- :func:`obtain_primary`: load a primary model directory, or train the demo
+  primary into ``workdir/primary_run`` (reusing a finished one there).
+- :func:`prepare_data`: builds split by build with the primary run's seed, so
+  the evaluation builds were never seen by the primary nor by the SAE;
+  examples of the train split feed harvesting, examples of the test split
+  (at most ``eval_builds`` builds) feed evaluation.
+- :func:`plan_run`: how many primary batches per epoch (``data_fraction``) and
+  how many SAE steps the run will make; known before any work, so the settings
+  can be validated against it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from primary.store import load_primary
+from sae_jax.config import SAETrainConfig
+from sae_jax.flagfile import config_from_flagfile
+
+DEMO_PRIMARY_FLAGS = Path(__file__).resolve().parent.parent / "configs" / "primary_demo.flags"
+# Fields of the primary's training config that decide which builds exist and how they split.
+DATA_FIELDS = ("data_source", "data_path", "num_builds", "seed")
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """Shape of a run: ``total_batches`` primary batches, SAE steps from batch
+    ``first_train_batch`` (1-based) on, ``sae_steps_per_batch`` per batch."""
+
+    batches_per_epoch: int
+    epochs: int
+    first_train_batch: int
+    sae_steps_per_batch: int
+
+    @property
+    def total_batches(self) -> int:
+        return self.batches_per_epoch * self.epochs
+
+    @property
+    def total_sae_steps(self) -> int:
+        trained = max(0, self.total_batches - self.first_train_batch + 1)
+        return trained * self.sae_steps_per_batch
+
+
+def plan_run(cfg: SAETrainConfig, full_batches_per_epoch: int) -> RunPlan:
+    """The run's plan from the number of full primary batches in one pass over the train
+    examples; each epoch uses the first ``data_fraction`` of its shuffled order."""
+    if full_batches_per_epoch <= 0:
+        raise ValueError(f"the training split gives no full primary batch of "
+                         f"{cfg.primary_batch_size}; use more builds or a smaller batch")
+    if not 0 < cfg.data_fraction <= 1:
+        raise ValueError(f"data_fraction must be in (0, 1], got {cfg.data_fraction}")
+    per_epoch = max(1, int(round(full_batches_per_epoch * cfg.data_fraction)))
+    first = max(1, math.ceil(cfg.min_buffer / cfg.primary_batch_size))
+    plan = RunPlan(per_epoch, cfg.epochs, first, cfg.sae_steps_per_primary_step)
+    if plan.total_sae_steps <= 0:
+        raise ValueError(
+            f"the run never trains the SAE: {plan.total_batches} primary batches of "
+            f"{cfg.primary_batch_size} ({cfg.epochs} epochs x {per_epoch}) never fill "
+            f"min_buffer {cfg.min_buffer}; raise epochs or data_fraction, or lower min_buffer")
+    return plan
+
+
+def check_devices(cfg: SAETrainConfig, num_devices: int) -> None:
+    """Buffer rows, primary batches and SAE batches are split evenly over the devices."""
+    for name in ("primary_batch_size", "sae_batch_size", "buffer_size"):
+        value = getattr(cfg, name)
+        if value % num_devices:
+            raise ValueError(f"{name} {value} is not divisible by the {num_devices} devices of "
+                             f"the data mesh; choose a multiple of {num_devices}")
+
+
+def demo_primary_config(cfg: SAETrainConfig, primary_cfg=None):
+    """The demo primary's training config (``configs/primary_demo.flags`` unless given),
+    with its data settings taken from the SAE run so both see the same builds and split."""
+    from primary.training import PrimaryTrainConfig
+
+    if primary_cfg is None:
+        if not DEMO_PRIMARY_FLAGS.exists():
+            raise FileNotFoundError(f"no demo primary settings at {DEMO_PRIMARY_FLAGS}; pass "
+                                    "--primary_dir to use an already trained primary model")
+        primary_cfg = config_from_flagfile(PrimaryTrainConfig, DEMO_PRIMARY_FLAGS,
+                                           ignore=("workdir",))
+    names = {f.name for f in dataclasses.fields(primary_cfg)}
+    same = {k: getattr(cfg, k) for k in DATA_FIELDS if k in names}
+    return dataclasses.replace(primary_cfg, **same)
+
+
+def obtain_primary(cfg: SAETrainConfig, workdir: Path, *, primary_dir=None, primary_cfg=None,
+                   devices=None):
+    """``(model, vocab, weapon_vocab, primary_dir, split_seed)`` for the run."""
+    if primary_dir is None:
+        from primary.training import train_primary
+
+        pcfg = demo_primary_config(cfg, primary_cfg)
+        run_dir = workdir / "primary_run"
+        print(f"training the demo primary model in {run_dir} (reused if already finished)")
+        train_primary(pcfg, run_dir, devices=devices)
+        primary_dir = run_dir / "model"
+    primary_dir = Path(primary_dir).absolute()
+    model, vocab, weapon_vocab = load_primary(primary_dir)
+    return model, vocab, weapon_vocab, primary_dir, split_seed(primary_dir, cfg)
+
+
+def split_seed(primary_dir: Path, cfg: SAETrainConfig) -> int:
+    """The seed the primary run drew and split its builds with (its ``train_config.json``
+    beside the model directory), so the SAE's evaluation builds are the primary's held-out
+    test builds; ``cfg.seed`` when that is unknown or the data settings differ."""
+    train_config = primary_dir.parent / "train_config.json"
+    if not train_config.exists():
+        return cfg.seed
+    with open(train_config) as f:
+        primary_settings = json.load(f)
+    differs = [k for k in ("data_source", "num_builds")
+               if k in primary_settings and primary_settings[k] != getattr(cfg, k)]
+    if differs:
+        print(f"note: the primary model was trained with other data settings ({differs}); "
+              "its held-out builds cannot be matched, the SAE's own split is used")
+        return cfg.seed
+    return int(primary_settings.get("seed", cfg.seed))
+
+
+def prepare_data(cfg: SAETrainConfig, vocab, weapon_vocab, *, seed: int):
+    """``(train_examples, eval_examples, num_builds)``: builds drawn and split with ``seed``,
+    examples made as the primary run makes its train and test examples (seed, seed + 2)."""
+    from primary.examples import make_examples, split_builds
+    from primary.sources import load_builds
+
+    builds = load_builds(cfg.data_source, path=cfg.data_path,
+                         num_builds=cfg.num_builds, seed=seed, vocab=vocab,
+                         weapon_vocab=weapon_vocab)
+    train_idx, _, test_idx = split_builds(len(builds), seed)
+    test_idx = test_idx[: cfg.eval_builds]
+    if len(train_idx) == 0 or len(test_idx) == 0:
+        raise ValueError(f"{len(builds)} builds from {cfg.data_source!r} leave an empty train or "
+                         "test split; use more builds")
+    train = make_examples(builds.subset(train_idx), vocab, weapon_vocab, seed=seed)
+    evaluation = make_examples(builds.subset(test_idx), vocab, weapon_vocab, seed=seed + 2)
+    return train, evaluation, len(builds)
+
+
+def write_run_json(workdir: Path, cfg: SAETrainConfig, primary_dir: Path, num_builds: int,
+                   seed: int):
+    info = {"primary_model_dir": str(Path(primary_dir).absolute()),
+            "data_source": cfg.data_source, "data_path": cfg.data_path,
+            "num_builds": int(num_builds), "seed": int(seed)}
+    with open(os.path.join(workdir, "run.json"), "w") as f:
+        json.dump(info, f, indent=2)

@@ -1,0 +1,112 @@
+"""Train a sparse autoencoder on the primary model's pooled activations.
+
+    python -m sae_jax.train --flagfile=configs/demo.flags --workdir=DIR [--primary_dir=...]
+
+Without ``--primary_dir`` the demo primary model is trained first (into
+``DIR/primary_run``, settings from ``configs/primary_demo.flags``). Writes
+``DIR/{metrics.json, metrics.jsonl, train_config.json, run.json, checkpoints/,
+sae/, curves.png}``; restarting with the same ``--workdir`` resumes from the
+latest checkpoint. Flags given on the command line override the flagfile.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import typing
+
+from absl import app, flags
+
+from sae_jax.config import SAETrainConfig
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (created; resumed if it exists).")
+_PRIMARY_DIR = flags.DEFINE_string(
+    "primary_dir", None, "Primary model directory to explain; default: train the demo primary.")
+_ANALYZE = flags.DEFINE_bool("analyze", True, "Run the feature analysis after training.")
+_STOP_AFTER = flags.DEFINE_integer(
+    "stop_after_steps", None, "Checkpoint and stop after this many SAE steps (resumable).")
+
+_HELP = {
+    "expansion_factor": "SAE features per input dimension (512 x 4 = 2048 features).",
+    "clip_max": "Upper clip of the feature activations.",
+    "lr": "Peak AdamW learning rate (cosine-annealed to lr_final_fraction x lr).",
+    "original_behaviour": "Reproduce the original's frozen decoder and gradient-free usage term.",
+    "buffer_size": "Activation buffer capacity (rows).",
+    "buffer_dtype": "Buffer storage dtype: float32 or bfloat16.",
+    "min_buffer": "Buffered activations needed before SAE training starts.",
+    "resample_steps": "Comma-separated SAE steps at which dead features are resampled.",
+    "data_source": "synthetic, statink or splatnlp_tsv.",
+    "data_fraction": "Fraction of the training examples used per epoch.",
+    "log_every": "SAE steps between metric transfers to the host.",
+    "checkpoint_every": "SAE steps between checkpoints.",
+    "eval_builds": "Held-out builds used for evaluation (at most).",
+}
+
+
+def _define_config_flags() -> None:
+    """One flag per SAETrainConfig field, defaulting to the field's default."""
+    hints = typing.get_type_hints(SAETrainConfig)
+    for f in dataclasses.fields(SAETrainConfig):
+        if f.name == "extra":
+            continue
+        kind, default = hints[f.name], f.default
+        doc = _HELP.get(f.name, f"SAETrainConfig.{f.name}")
+        if kind is bool:
+            flags.DEFINE_bool(f.name, default, doc)
+        elif kind is int:
+            flags.DEFINE_integer(f.name, default, doc)
+        elif kind is float:
+            flags.DEFINE_float(f.name, default, doc)
+        elif kind is str:
+            flags.DEFINE_string(f.name, default, doc)
+        elif typing.get_origin(kind) is tuple:
+            flags.DEFINE_list(f.name, [str(s) for s in default], doc)
+        else:
+            raise TypeError(f"no flag type for SAETrainConfig.{f.name}: {kind}")
+
+
+_define_config_flags()
+
+
+def config_from_flags(values=flags.FLAGS) -> SAETrainConfig:
+    """The frozen run config from parsed flags; resample_steps parsed as integers."""
+    settings = {}
+    for f in dataclasses.fields(SAETrainConfig):
+        if f.name == "extra":
+            continue
+        value = values[f.name].value
+        if f.name == "resample_steps":
+            try:
+                value = tuple(int(s) for s in value if str(s).strip())
+            except ValueError:
+                raise ValueError(f"--resample_steps must be comma-separated integers, got "
+                                 f"{','.join(value)!r}") from None
+        settings[f.name] = value
+    return SAETrainConfig(**settings)
+
+
+def main(argv) -> int:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if not _WORKDIR.value:
+        raise app.UsageError("--workdir is required")
+    from sae_jax.checkpoint import CheckpointMismatch
+    from sae_jax.training import TrainingFault, metrics_summary, train_sae
+
+    try:
+        cfg = config_from_flags()
+        result = train_sae(cfg, _WORKDIR.value, primary_dir=_PRIMARY_DIR.value,
+                           stop_after_steps=_STOP_AFTER.value, analyze=_ANALYZE.value)
+    except (ValueError, FileNotFoundError, TrainingFault, CheckpointMismatch) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    if result.get("stopped"):
+        print(f"stopped after {result['steps']} SAE steps; run again to resume")
+        return 0
+    print(f"done: {_WORKDIR.value}")
+    print(metrics_summary(result))
+    return 0
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,346 @@
+"""The SAE training run, end to end: harvest, train, checkpoint, evaluate, report.
+
+:func:`train_sae` is what ``python -m sae_jax.train`` calls. The loop follows
+the original's decoupled scheme (REFERENCE.md §5): every primary batch is run
+through the frozen primary model and its pooled vectors are pushed into the
+device-resident activation buffer; once the buffer holds ``min_buffer`` rows,
+``sae_steps_per_primary_step`` SAE steps run in one ``lax.scan`` call. Nothing
+comes back to the host except every ``log_every`` SAE steps (a metrics line and
+the progress bar) and at checkpoints.
+
+Exact resume: the data order is a pure function of (seed, epoch, batch index),
+batches and resampling draw their randomness with ``fold_in(key, step)``, and a
+checkpoint holds the train state, the buffer, the data position and the key; a
+run killed at any moment and restarted ends with the same parameters.
+
+Faults: non-finite activations (checked on device per harvested batch) or a
+non-finite loss stop the run with a message naming the SAE step; checkpoints
+are written only after the health check, so the last one is always good.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import time
+from itertools import islice
+from pathlib import Path
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from tqdm import tqdm
+
+from bridge.harvest import make_harvest_fn, model_inputs, pad_to_width
+from primary.sharding import batch_sharding, make_mesh, replicate, shard_batch
+from sae_jax.buffer import create_buffer
+from sae_jax.checkpoint import RunCheckpointer
+from sae_jax.config import SAETrainConfig
+from sae_jax.evaluate import evaluate_sae
+from sae_jax.model import SAEConfig, create_sae, sae_from_params
+from sae_jax.plots import plot_curves
+from sae_jax.run_setup import (
+    RunPlan,
+    check_devices,
+    obtain_primary,
+    plan_run,
+    prepare_data,
+    write_run_json,
+)
+from sae_jax.step import TrainState, init_train_state, make_train_steps
+from sae_jax.store import save_sae
+
+EVAL_BATCH_SIZE = 512
+CHECKPOINTS_KEPT = 3
+
+
+class TrainingFault(RuntimeError):
+    """Training stopped on non-finite activations or loss; the last checkpoint is good."""
+
+
+class Health(NamedTuple):
+    """Device-side fault record: the first SAE step at which something went wrong (-1: never)
+    and the number of features resampled since the last log."""
+
+    bad_activation_step: jax.Array
+    bad_loss_step: jax.Array
+    resampled: jax.Array
+
+
+def _fresh_health() -> Health:
+    minus_one = jnp.full((), -1, jnp.int32)
+    return Health(minus_one, minus_one, jnp.zeros((), jnp.int32))
+
+
+@jax.jit
+def _note(health: Health, activations_finite, loss_finite, n_resampled, step) -> Health:
+    """Fold one primary batch's checks into the record (no host sync)."""
+    bad_act = jnp.where((health.bad_activation_step < 0) & ~activations_finite, step,
+                        health.bad_activation_step)
+    bad_loss = jnp.where((health.bad_loss_step < 0) & ~loss_finite, step, health.bad_loss_step)
+    return Health(bad_act, bad_loss, health.resampled + n_resampled)
+
+
+def _raise_if_unhealthy(health: Health, ckpt: RunCheckpointer) -> None:
+    bad_act, bad_loss = int(health.bad_activation_step), int(health.bad_loss_step)
+    if bad_act < 0 and bad_loss < 0:
+        return
+    last = ckpt.latest_step()
+    kept = (f"the last good checkpoint (SAE step {last}) in {ckpt.directory} is intact"
+            if last is not None else "no checkpoint had been written yet")
+    if bad_act >= 0:
+        what = (f"non-finite activations (NaN or Inf) came out of the primary model at SAE "
+                f"step {bad_act}")
+    else:
+        what = f"the SAE loss became non-finite (NaN or Inf) at SAE step {bad_loss}"
+    raise TrainingFault(f"training stopped: {what}; {kept}")
+
+
+def _checkpoint_tree(state: TrainState, buffer, next_batch: int, rows_seen: int, key) -> dict:
+    return {
+        "train_state": state,
+        "buffer": buffer._asdict(),
+        "position": {"next_batch": np.asarray(next_batch, np.int64),
+                     "rows_seen": np.asarray(rows_seen, np.int64)},
+        "rng": key,
+    }
+
+
+def _crossed(prev: int, now: int, every: int) -> bool:
+    return every > 0 and now // every > prev // every
+
+
+def _batches_from(train_examples, cfg: SAETrainConfig, plan: RunPlan, start: int):
+    """``(global index, batch)`` from global batch ``start`` on; each epoch's order is a pure
+    function of (seed, epoch), each epoch uses its first ``batches_per_epoch`` batches."""
+    from primary.examples import iterate_batches
+
+    per_epoch = plan.batches_per_epoch
+    for epoch in range(start // per_epoch, plan.epochs):
+        first = start - epoch * per_epoch if epoch == start // per_epoch else 0
+        batches = iterate_batches(train_examples, cfg.primary_batch_size, seed=cfg.seed,
+                                  epoch=epoch, shuffle=True, drop_remainder=True)
+        for b, batch in enumerate(islice(batches, first, per_epoch), start=first):
+            yield epoch * per_epoch + b, batch
+
+
+def _max_width() -> int:
+    """Token positions of every harvested batch: one shape, one compilation (the length
+    buckets save little here, where a batch's longest example nearly always needs the top one)."""
+    from primary.examples import LENGTH_BUCKETS
+
+    return LENGTH_BUCKETS[-1]
+
+
+def _host_metrics(metrics: dict, health: Health) -> dict:
+    host = jax.device_get(metrics)
+    out = {k: (v.item() if hasattr(v, "item") else v) for k, v in host.items()}
+    out["n_resampled"] = int(health.resampled)
+    out["finite"] = bool(out.get("finite", True))
+    return out
+
+
+def _append_jsonl(path: Path, row: dict) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def _truncate_metrics(path: Path, upto_step: int | None) -> None:
+    """Keep only lines at or before ``upto_step`` (all gone on a fresh start)."""
+    if upto_step is None or not path.exists():
+        path.write_text("")
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line).get("step", 0) <= upto_step:
+                kept.append(line)
+        except json.JSONDecodeError:
+            continue  # a line torn by a kill
+    path.write_text("".join(k + "\n" for k in kept))
+
+
+def _run_loop(cfg, plan, workdir: Path, primary, train_examples, mesh, ckpt, sae_config,
+              stop_after_steps):
+    """The harvest/train loop; returns ``(state, stopped_early, last_metrics)``."""
+    rows = batch_sharding(mesh)
+    sae = create_sae(sae_config, seed=cfg.seed)
+    state = replicate(init_train_state(sae, cfg, plan.total_sae_steps), mesh)
+    buffer = create_buffer(cfg.buffer_size, sae_config.input_dim, cfg.buffer_dtype, rows)
+    buffer = buffer._replace(write_pos=replicate(buffer.write_pos, mesh),
+                             fill=replicate(buffer.fill, mesh))
+    key = replicate(jax.random.PRNGKey(cfg.seed), mesh)
+    next_batch, rows_seen = 0, 0
+
+    latest = ckpt.latest_step()
+    if latest is not None:
+        like = _checkpoint_tree(state, buffer, 0, 0, key)
+        restored = ckpt.restore(latest, like, what=f"the flags of this run ({sae_config}, "
+                                f"buffer_size {cfg.buffer_size})")
+        if not np.array_equal(np.asarray(restored["rng"]), np.asarray(key)):
+            raise ValueError(f"checkpoint {ckpt.directory}/{latest} was made with another seed "
+                             f"than --seed={cfg.seed}; use a fresh --workdir")
+        state = restored["train_state"]
+        buffer = type(buffer)(**restored["buffer"])
+        next_batch = int(restored["position"]["next_batch"])
+        rows_seen = int(restored["position"]["rows_seen"])
+        print(f"resuming from the checkpoint at SAE step {latest} "
+              f"(primary batch {next_batch} of {plan.total_batches})")
+    metrics_path = workdir / "metrics.jsonl"
+    _truncate_metrics(metrics_path, latest)
+
+    graphdef, primary_state = nnx.split(primary)
+    primary_state = replicate(primary_state, mesh)
+    harvest = make_harvest_fn(graphdef)
+    width = _max_width()
+    train_steps = make_train_steps(cfg, plan.total_sae_steps, plan.sae_steps_per_batch,
+                                   batch_sharding=rows)
+    step = int(latest or 0)
+    health, metrics, last_logged = _fresh_health(), None, {}
+    all_true, no_resample = jnp.asarray(True), jnp.zeros((), jnp.int32)
+    t0 = time.perf_counter()
+    bar = tqdm(total=plan.total_batches, initial=next_batch, unit="batch", desc="SAE run",
+               dynamic_ncols=True)
+    stopped = False
+    for g, batch in _batches_from(train_examples, cfg, plan, next_batch):
+        weight = np.asarray(batch["weight"])
+        inputs = pad_to_width(model_inputs(batch), width, primary.config.pad_token_id)
+        buffer, act_ok = harvest(primary_state, buffer, shard_batch(inputs, mesh))
+        rows_seen += int((weight > 0).sum())
+        prev = step
+        loss_ok, n_res = all_true, no_resample
+        if min(rows_seen, cfg.buffer_size) >= cfg.min_buffer:
+            state, metrics = train_steps(state, buffer, key)
+            step += plan.sae_steps_per_batch
+            loss_ok, n_res = metrics["finite"], metrics["n_resampled"]
+        health = _note(health, act_ok, loss_ok, n_res, np.int32(prev))
+        bar.update(1)
+        final = g + 1 == plan.total_batches
+        stop = stop_after_steps is not None and step >= stop_after_steps
+        if step == prev and not final:
+            continue
+        if metrics is not None and (_crossed(prev, step, cfg.log_every) or final or stop):
+            _raise_if_unhealthy(health, ckpt)
+            last_logged = _host_metrics(metrics, health)
+            last_logged.update(step=step, epoch=g // plan.batches_per_epoch, primary_batch=g + 1,
+                               buffer_fill=min(rows_seen, cfg.buffer_size),
+                               seconds=round(time.perf_counter() - t0, 3))
+            _append_jsonl(metrics_path, last_logged)
+            health = health._replace(resampled=no_resample)
+            bar.set_postfix(step=step, loss=f"{last_logged['loss']:.4g}",
+                            mse=f"{last_logged['mse']:.3g}", l0=f"{last_logged['l0']:.1f}")
+        if step > 0 and (_crossed(prev, step, cfg.checkpoint_every) or final or stop):
+            _raise_if_unhealthy(health, ckpt)
+            ckpt.save(step, _checkpoint_tree(state, buffer, g + 1, rows_seen, key))
+        if stop:
+            stopped = True
+            break
+    bar.close()
+    _raise_if_unhealthy(health, ckpt)
+    return state, stopped, last_logged, time.perf_counter() - t0
+
+
+def _estimate_plan(cfg: SAETrainConfig, primary_dir) -> RunPlan:
+    """The plan, from the data alone (before any training), for validating the settings."""
+    from primary.examples import make_examples, num_batches, split_builds
+    from primary.sources import default_vocabs, load_builds
+
+    if primary_dir is not None:
+        from primary.store import load_primary
+
+        _, vocab, weapon_vocab = load_primary(primary_dir)
+        builds = load_builds(cfg.data_source, path=cfg.data_path,
+                             num_builds=cfg.num_builds, seed=cfg.seed, vocab=vocab,
+                             weapon_vocab=weapon_vocab)
+    else:
+        builds = load_builds(cfg.data_source, path=cfg.data_path, num_builds=cfg.num_builds,
+                             seed=cfg.seed)
+        vocab, weapon_vocab = default_vocabs(builds)
+    train_idx, _, _ = split_builds(len(builds), cfg.seed)
+    examples = make_examples(builds.subset(train_idx), vocab, weapon_vocab, seed=cfg.seed)
+    return plan_run(cfg, num_batches(examples, cfg.primary_batch_size, drop_remainder=True))
+
+
+def _run_analysis(workdir: Path):
+    try:
+        module = importlib.import_module("sae_jax.analyze")
+    except ModuleNotFoundError as e:
+        if e.name != "sae_jax.analyze":
+            raise
+        print("note: sae_jax.analyze is not available; skipping the analysis step")
+        return None
+    print("analysing the features ...")
+    return module.analyze(workdir)
+
+
+def train_sae(cfg: SAETrainConfig, workdir, *, primary_dir=None, primary_flagfile_cfg=None,
+              devices=None, stop_after_steps: int | None = None, analyze: bool = True) -> dict:
+    """Run (or resume) an SAE training run in ``workdir``; returns the final metrics.
+
+    ``primary_dir``: a primary model directory; None trains the demo primary into
+    ``workdir/primary_run`` (``primary_flagfile_cfg``, a PrimaryTrainConfig, replaces
+    ``configs/primary_demo.flags``). ``devices``: the data-parallel mesh (default all).
+    ``stop_after_steps``: checkpoint and return once this many SAE steps are done (the
+    run resumes from there when called again). ``analyze``: run ``sae_jax.analyze``
+    afterwards when it exists.
+    """
+    t_start = time.perf_counter()
+    workdir = Path(workdir).absolute()
+    cfg.validate()
+    mesh = make_mesh(devices)
+    check_devices(cfg, mesh.size)
+    plan = _estimate_plan(cfg, primary_dir)
+    cfg.validate(total_sae_steps=plan.total_sae_steps)
+    workdir.mkdir(parents=True, exist_ok=True)
+    cfg.to_json(workdir / "train_config.json")
+
+    primary, vocab, weapon_vocab, primary_dir, seed = obtain_primary(
+        cfg, workdir, primary_dir=primary_dir, primary_cfg=primary_flagfile_cfg,
+        devices=devices)
+    train_examples, eval_examples, num_builds = prepare_data(cfg, vocab, weapon_vocab, seed=seed)
+    write_run_json(workdir, cfg, primary_dir, num_builds, seed)
+    sae_config = SAEConfig(primary.config.hidden_dim, cfg.expansion_factor, cfg.clip_max)
+    print(f"SAE {sae_config.input_dim} -> {sae_config.hidden_dim} features; "
+          f"{plan.total_batches} primary batches of {cfg.primary_batch_size}, "
+          f"{plan.total_sae_steps} SAE steps of {cfg.sae_batch_size} on {mesh.size} device(s)")
+
+    with RunCheckpointer(workdir / "checkpoints", keep=CHECKPOINTS_KEPT) as ckpt:
+        state, stopped, last, loop_seconds = _run_loop(
+            cfg, plan, workdir, primary, train_examples, mesh, ckpt, sae_config,
+            stop_after_steps)
+    steps = int(state.step)
+    if stopped:
+        return {"stopped": True, "steps": steps, "seconds": time.perf_counter() - t_start}
+
+    params, usage_ema = jax.device_get((state.params, state.usage_ema))
+    sae = sae_from_params(sae_config, params, usage_ema)
+    save_sae(workdir / "sae", sae)
+    print("evaluating on held-out builds ...")
+    result = evaluate_sae(primary, sae, eval_examples, batch_size=EVAL_BATCH_SIZE,
+                          original_behaviour=cfg.original_behaviour)
+    result.update(
+        steps=steps, seconds=round(time.perf_counter() - t_start, 2),
+        loop_seconds=round(loop_seconds, 2), num_devices=mesh.size,
+        d_in=sae_config.input_dim, d_sae=sae_config.hidden_dim,
+        primary_model_dir=str(primary_dir),
+        final_train={k: last[k] for k in ("loss", "mse", "l1", "kl", "l0", "dead_count")
+                     if k in last},
+    )
+    with open(workdir / "metrics.json", "w") as f:
+        json.dump(result, f, indent=2)
+    plot_curves(workdir / "metrics.jsonl", workdir / "curves.png",
+                resample_steps=cfg.resample_steps)
+    if analyze:
+        _run_analysis(workdir)
+    return result
+
+
+def metrics_summary(result: dict) -> str:
+    """One line per metric, for the command line."""
+    keys = ("fve", "mse", "l0", "dead_fraction", "dense_fraction", "loss_recovered", "l_true",
+            "l_spliced", "l_ablated", "steps", "seconds")
+    return "\n".join(f"  {k:16s} {result[k]:.6g}" if isinstance(result[k], float)
+                     else f"  {k:16s} {result[k]}" for k in keys if k in result)
+
