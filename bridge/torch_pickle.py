@@ -63,6 +63,10 @@ class StorageType:
     name: str
     dtype: np.dtype
 
+    def __setstate__(self, state):
+        # Pickle's BUILD opcode could otherwise rewrite the marker's dtype.
+        raise UnsafeCheckpointError(f"checkpoint tries to modify storage type {self.name}")
+
 
 def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=False,
                        backward_hooks=None, metadata=None):
@@ -95,6 +99,23 @@ def _rebuild_parameter(data, requires_grad=False, backward_hooks=None):
     return data
 
 
+class _AllowedCall:
+    """What an allowed global resolves to: calls through, and refuses pickle's BUILD opcode,
+    which could otherwise set attributes (e.g. default arguments) on our functions."""
+
+    __slots__ = ("_fn", "_name")
+
+    def __init__(self, fn, name: str):
+        self._fn = fn
+        self._name = name
+
+    def __call__(self, *args):
+        return self._fn(*args)
+
+    def __setstate__(self, state):
+        raise UnsafeCheckpointError(f"checkpoint tries to modify {self._name}")
+
+
 _ALLOWED_CALLABLES = {
     ("collections", "OrderedDict"): collections.OrderedDict,
     ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_v2,
@@ -115,7 +136,7 @@ class RestrictedUnpickler(pickle.Unpickler):
 
     def find_class(self, module: str, name: str):
         if (module, name) in _ALLOWED_CALLABLES:
-            return _ALLOWED_CALLABLES[(module, name)]
+            return _AllowedCall(_ALLOWED_CALLABLES[(module, name)], f"{module}.{name}")
         if module == "torch" and name in STORAGE_DTYPES:
             return StorageType(name, STORAGE_DTYPES[name])
         raise UnsafeCheckpointError(

@@ -162,3 +162,18 @@ def test_non_state_dict_object_is_refused(tmp_path):
     data = pickle.dumps([1, 2, 3], protocol=2)
     with pytest.raises(CheckpointFormatError, match="not a state dict"):
         load_state_dict(write_archive(tmp_path / "list.pth", data))
+
+
+def test_build_opcode_cannot_alter_the_readers_functions(tmp_path):
+    import bridge.torch_pickle as tp
+
+    defaults = tp._rebuild_tensor_v2.__defaults__
+    # GLOBAL rebuild fn; state (None, {"__defaults__": (1,)}); BUILD; STOP
+    data = (b"\x80\x02ctorch._utils\n_rebuild_tensor_v2\nN}X\x0c\x00\x00\x00__defaults__"
+            b"(K\x01ts\x86b.")
+    with pytest.raises(UnsafeCheckpointError, match="modify torch._utils._rebuild_tensor_v2"):
+        load_torch_pickle(write_archive(tmp_path / "build.pth", data))
+    assert tp._rebuild_tensor_v2.__defaults__ == defaults
+    marker = b"\x80\x02ctorch\nFloatStorage\n}X\x05\x00\x00\x00dtypeX\x01\x00\x00\x00Osb."
+    with pytest.raises(UnsafeCheckpointError, match="modify storage type"):
+        load_torch_pickle(write_archive(tmp_path / "marker.pth", marker))
