@@ -1,0 +1,79 @@
+"""Data parallelism with ``jax.sharding``: one mesh axis, batch split, parameters replicated.
+
+Every jitted step in the project takes replicated parameters and a batch whose
+leading axis is split over the ``"data"`` mesh axis; XLA then inserts the
+gradient all-reduce itself. The same helpers serve primary training, activation
+harvesting and SAE training.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+DATA_AXIS = "data"
+
+
+def make_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
+    """A 1-D mesh with axis ``"data"`` over ``devices`` (default: every device of every host)."""
+    devices = list(jax.devices() if devices is None else devices)
+    if not devices:
+        raise ValueError("make_mesh needs at least one device, got an empty list")
+    return Mesh(np.asarray(devices, dtype=object), (DATA_AXIS,))
+
+
+def num_data_shards(mesh: Mesh) -> int:
+    return int(mesh.shape[DATA_AXIS])
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    """Leading (batch) axis split over ``"data"``, every other axis whole."""
+    return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    """A full copy on every device of the mesh (parameters, optimiser state)."""
+    return NamedSharding(mesh, PartitionSpec())
+
+
+def replicate(tree, mesh: Mesh):
+    """Place every array of a pytree on every device of ``mesh``."""
+    return jax.device_put(tree, replicated(mesh))
+
+
+def check_batch_divisible(batch_size: int, shards: int, *, where: str = "batch") -> None:
+    """Refuse a batch that cannot be split evenly over ``shards`` devices."""
+    if batch_size <= 0:
+        raise ValueError(f"{where}: empty batch (batch size {batch_size})")
+    if batch_size % shards:
+        raise ValueError(
+            f"{where}: batch size {batch_size} is not divisible by the {shards} devices of the "
+            f"data mesh; choose a batch size that is a multiple of {shards}"
+        )
+
+
+def shard_batch(batch: Mapping[str, np.ndarray], mesh: Mesh, *, where: str = "batch") -> dict:
+    """Host arrays ``{name: (B, ...)}`` -> device arrays with the batch axis split over the mesh.
+
+    All arrays must share the leading size ``B``, a multiple of the device count. On several
+    hosts each host passes its own slice of the global batch.
+    """
+    if not batch:
+        raise ValueError(f"{where}: empty batch dict")
+    sizes = {name: np.shape(x)[0] if np.ndim(x) else None for name, x in batch.items()}
+    if None in sizes.values() or len(set(sizes.values())) != 1:
+        raise ValueError(f"{where}: arrays disagree on the batch size (leading axis): {sizes}")
+    sharding = batch_sharding(mesh)
+    local = next(iter(sizes.values()))
+    if jax.process_count() > 1:
+        here = jax.process_index()
+        local_devices = sum(d.process_index == here for d in mesh.devices.flat)
+        check_batch_divisible(local, local_devices, where=where)
+        return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
+                for k, v in batch.items()}
+    check_batch_divisible(local, num_data_shards(mesh), where=where)
+    return {k: jax.device_put(np.asarray(v), sharding) for k, v in batch.items()}
+

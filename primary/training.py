@@ -1,0 +1,421 @@
+"""Training the primary model: set completion with BCE over the vocabulary, data parallel.
+
+``train_primary(cfg, workdir)`` loads builds, splits them 70/10/20 by build,
+makes completion examples, and trains a :class:`SetCompletionModel` with AdamW
+on binary cross-entropy over the whole vocabulary. The batch is split over a
+1-D device mesh and the parameters replicated (XLA adds the gradient
+all-reduce). The training step is a pure jitted function of (params, optimiser
+state, batch, dropout key) with the state donated.
+
+Exact resume: the data order of an epoch is a pure function of (seed, epoch),
+the dropout key of a step is ``fold_in(key(seed), step)``, and checkpoints hold
+parameters, optimiser state and step, so a run killed after a checkpoint and
+restarted ends with the same parameters as one that never stopped.
+
+Workdir layout: ``train_config.json``, ``metrics.jsonl`` (one line per log
+interval and per epoch), ``checkpoints/``, and at the end ``metrics.json`` and
+``model/`` (a primary model directory, see :mod:`primary.store`). A workdir
+whose ``model/`` and ``metrics.json`` exist for the same config is finished:
+``train_primary`` returns its metrics without training again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from tqdm.auto import tqdm
+
+from primary import baseline as freq_baseline
+from primary.examples import iterate_batches, make_examples, num_batches, split_builds
+from primary.model import PrimaryConfig, SetCompletionModel, count_params, create_model
+from primary.set_metrics import scores_from_counts
+from primary.sharding import (
+    check_batch_divisible,
+    make_mesh,
+    num_data_shards,
+    replicate,
+    replicated,
+    shard_batch,
+)
+from primary.sources import default_vocabs, load_builds
+from primary.store import save_primary
+from primary.train_checkpoint import TrainCheckpoints
+from primary.vocab import check_id_range
+
+
+@dataclass(frozen=True)
+class PrimaryTrainConfig:
+    """Every setting of a primary training run. Model defaults are the original's
+    published size (83.0 M parameters with the full vocabulary)."""
+
+    # Model (PrimaryConfig names).
+    embedding_dim: int = 32
+    hidden_dim: int = 512
+    num_layers: int = 3
+    num_heads: int = 8
+    num_inducing_points: int = 32
+    use_layer_norm: bool = True
+    dropout: float = 0.0
+    # Optimisation.
+    lr: float = 1e-4
+    weight_decay: float = 0.01
+    batch_size: int = 1024
+    epochs: int = 10
+    # Examples (REFERENCE.md §2).
+    num_instances: int = 5
+    skew_factor: float = 1.2
+    include_null: bool = True
+    # Data.
+    data_source: str = "synthetic"
+    data_path: str = ""
+    vocab_path: str = ""  # splatnlp_tsv only: the vocab.json its token ids refer to
+    weapon_vocab_path: str = ""  # splatnlp_tsv only: its weapon_vocab.json
+    num_builds: int = 200_000
+    seed: int = 0
+    # Bookkeeping (in steps).
+    checkpoint_every: int = 1000
+    log_every: int = 50
+
+    def __post_init__(self):
+        for name in ("batch_size", "epochs", "num_instances", "num_builds", "checkpoint_every",
+                     "log_every"):
+            if int(getattr(self, name)) <= 0:
+                raise ValueError(
+                    f"PrimaryTrainConfig.{name} must be positive, got {getattr(self, name)}"
+                )
+        if self.lr <= 0:
+            raise ValueError(f"PrimaryTrainConfig.lr must be positive, got {self.lr}")
+        if self.weight_decay < 0:
+            raise ValueError(
+                f"PrimaryTrainConfig.weight_decay must be >= 0, got {self.weight_decay}"
+            )
+
+    def model_config(self, vocab_size: int, weapon_vocab_size: int, pad_id: int) -> PrimaryConfig:
+        return PrimaryConfig(
+            vocab_size=vocab_size, weapon_vocab_size=weapon_vocab_size,
+            embedding_dim=self.embedding_dim, hidden_dim=self.hidden_dim,
+            num_layers=self.num_layers, num_heads=self.num_heads,
+            num_inducing_points=self.num_inducing_points, use_layer_norm=self.use_layer_norm,
+            dropout=self.dropout, pad_token_id=pad_id,
+        )
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# ----------------------------------------------------------------------------- pure steps
+
+
+@functools.lru_cache(maxsize=8)
+def make_optimizer(lr: float, weight_decay: float) -> optax.GradientTransformation:
+    """AdamW; cached so that runs with equal settings share one compiled step."""
+    return optax.adamw(lr, weight_decay=weight_decay)
+
+
+def _bce_sums(model: SetCompletionModel, batch: dict, dropout_key):
+    """Summed BCE-with-logits over (example, token) pairs and the logits. ``batch["weight"]``
+    (B,) masks padding rows of a partial batch."""
+    logits = model(batch["tokens"], batch["weapons"], batch["key_padding_mask"],
+                   dropout_key=dropout_key)
+    per_pair = optax.sigmoid_binary_cross_entropy(logits, batch["targets"])
+    return jnp.sum(per_pair * batch["weight"][:, None]), logits
+
+
+def train_step(params, opt_state, batch: dict, dropout_key, *, graphdef, tx):
+    """One AdamW step on the mean BCE over all (example, token) pairs of the batch.
+
+    batch: tokens (B, L) int32, weapons (B, 1) int32, key_padding_mask (B, L) bool,
+    targets (B, V) float32, weight (B,) float32. Returns (params, opt_state, loss).
+    """
+
+    def loss_fn(p):
+        total, _ = _bce_sums(nnx.merge(graphdef, p), batch, dropout_key)
+        pairs = jnp.sum(batch["weight"]) * batch["targets"].shape[1]
+        return total / jnp.maximum(pairs, 1.0)
+
+    loss, grads = jax.value_and_grad(loss_fn)(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss
+
+
+train_step_jit = jax.jit(train_step, static_argnames=("graphdef", "tx"), donate_argnums=(0, 1))
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef",))
+def eval_step(params, batch: dict, *, graphdef):
+    """Sums over the batch: (BCE, weighted pairs, true positives, false positives,
+    false negatives), predictions at sigmoid(logit) > 0.5, i.e. logit > 0."""
+    total, logits = _bce_sums(nnx.merge(graphdef, params), batch, None)
+    w = batch["weight"][:, None] > 0
+    pred, target = (logits > 0) & w, (batch["targets"] > 0.5) & w
+    pairs = jnp.sum(batch["weight"]) * batch["targets"].shape[1]
+    return jnp.stack([total, pairs, jnp.sum(pred & target), jnp.sum(pred & ~target),
+                      jnp.sum(~pred & target)]).astype(jnp.float32)
+
+
+# ----------------------------------------------------------------------------- input checks
+
+
+def check_examples(examples, config: PrimaryConfig, *, where: str) -> None:
+    """Refuse examples the model cannot take, before anything reaches jit (which would clamp
+    out-of-range ids silently): no examples, token or weapon ids out of range."""
+    check_id_range(examples.tokens, config.vocab_size, what="token id", where=where)
+    check_id_range(examples.weapons, config.weapon_vocab_size, what="weapon id", where=where)
+    if examples.pad_id != config.pad_token_id:
+        raise ValueError(f"{where}: padded with token id {examples.pad_id}, the model's pad id "
+                         f"is {config.pad_token_id}")
+    if np.shape(examples.targets)[1:] != (config.vocab_size,):
+        raise ValueError(f"{where}: targets have shape {np.shape(examples.targets)}, the model "
+                         f"predicts {config.vocab_size} tokens")
+
+
+def pad_to_width(batch: dict, width: int, pad_id: int) -> dict:
+    """Right-pad a batch's token columns to ``width`` so that every batch of a run has one
+    shape and each step compiles once (large batches reach the widest bucket anyway)."""
+    tokens = batch["tokens"]
+    extra = width - tokens.shape[1]
+    if extra < 0:
+        raise ValueError(f"batch has {tokens.shape[1]} token columns, more than {width}")
+    if extra == 0:
+        return batch
+    return {**batch,
+            "tokens": np.pad(tokens, ((0, 0), (0, extra)), constant_values=pad_id),
+            "key_padding_mask": np.pad(batch["key_padding_mask"], ((0, 0), (0, extra)),
+                                       constant_values=True)}
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+def eval_primary(model: SetCompletionModel, examples, batch_size: int, *, mesh=None,
+                 where: str = "evaluation examples") -> dict:
+    """Mean BCE ("loss") and micro "f1", "precision", "recall" at sigmoid > 0.5 over every
+    (example, token) pair of ``examples``."""
+    check_examples(examples, model.config, where=where)
+    mesh = mesh if mesh is not None else make_mesh()
+    check_batch_divisible(batch_size, num_data_shards(mesh), where=f"{where}: eval batch size")
+    graphdef, params = nnx.split(model, nnx.Param)
+    params = replicate(params, mesh)
+    return _evaluate(graphdef, params, examples, batch_size, mesh)
+
+
+def _evaluate(graphdef, params, examples, batch_size, mesh) -> dict:
+    sums = jnp.zeros((5,), jnp.float32)
+    width, pad_id = examples.tokens.shape[1], examples.pad_id
+    for i, batch in enumerate(iterate_batches(examples, batch_size, seed=0, epoch=0,
+                                              shuffle=False, drop_remainder=False)):
+        batch = shard_batch(pad_to_width(batch, width, pad_id), mesh, where=f"eval batch {i}")
+        sums = sums + eval_step(params, batch, graphdef=graphdef)
+    total, pairs, tp, fp, fn = (float(x) for x in np.asarray(sums))
+    if pairs == 0:
+        raise ValueError("evaluation saw no examples")
+    return {"loss": total / pairs, **scores_from_counts(tp, fp, fn)}
+
+
+# ----------------------------------------------------------------------------- data
+
+
+@dataclass
+class PrimaryData:
+    vocab: object
+    weapon_vocab: object
+    train: object
+    val: object
+    test: object
+    num_builds: int
+
+
+def prepare_data(cfg: PrimaryTrainConfig) -> PrimaryData:
+    """Builds -> vocabularies -> 70/10/20 split by build -> examples for each part."""
+    builds = load_builds(cfg.data_source, path=cfg.data_path, num_builds=cfg.num_builds,
+                         seed=cfg.seed, vocab=cfg.vocab_path or None,
+                         weapon_vocab=cfg.weapon_vocab_path or None)
+    vocab, weapon_vocab = default_vocabs(builds)
+    parts = split_builds(len(builds.weapons), cfg.seed)
+    examples = [
+        make_examples(builds.subset(idx), vocab, weapon_vocab, num_instances=cfg.num_instances,
+                      skew_factor=cfg.skew_factor, include_null=cfg.include_null,
+                      seed=cfg.seed + offset)
+        for offset, idx in enumerate(parts)
+    ]
+    return PrimaryData(vocab, weapon_vocab, *examples, num_builds=len(builds.weapons))
+
+
+# ----------------------------------------------------------------------------- workdir
+
+
+def _read_json(path: Path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def _write_json(path: Path, obj) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2)
+    os.replace(tmp, path)
+
+
+def _claim_workdir(cfg: PrimaryTrainConfig, workdir: Path) -> None:
+    """Record the config, or check it equals the one already recorded there."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    path = workdir / "train_config.json"
+    if path.exists():
+        recorded = _read_json(path)
+        diff = {k: (recorded.get(k), v) for k, v in cfg.to_dict().items() if recorded.get(k) != v}
+        if diff:
+            shown = ", ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in diff.items())
+            raise ValueError(f"{workdir} holds a run with a different config ({shown}); "
+                             f"use a fresh --workdir")
+    else:
+        _write_json(path, cfg.to_dict())
+
+
+def _finished_metrics(cfg: PrimaryTrainConfig, workdir: Path) -> dict | None:
+    if not ((workdir / "model" / "config.json").exists() and (workdir / "metrics.json").exists()):
+        return None
+    _claim_workdir(cfg, workdir)  # raises if the config differs
+    return _read_json(workdir / "metrics.json")
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop log lines written after ``step`` by a run that was then killed."""
+    if not path.exists():
+        return
+    keep = [line for line in path.read_text().splitlines()
+            if line.strip() and json.loads(line).get("step", 0) <= step]
+    path.write_text("".join(line + "\n" for line in keep))
+
+
+def _append_log(path: Path, record: dict) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+def train_primary(cfg: PrimaryTrainConfig, workdir: str | os.PathLike, *, devices=None,
+                  stop_after_steps: int | None = None) -> dict:
+    """Train (or resume, or return the finished run in) ``workdir``; returns the final metrics.
+
+    ``devices``: the data-parallel devices (default: all). ``stop_after_steps``: return as if
+    killed once that many steps are done (for tests of resume); no final files are written.
+    """
+    workdir = Path(workdir).absolute()
+    finished = _finished_metrics(cfg, workdir)
+    if finished is not None:
+        return finished
+    _claim_workdir(cfg, workdir)
+
+    mesh = make_mesh(devices)
+    shards = num_data_shards(mesh)
+    check_batch_divisible(cfg.batch_size, shards, where="PrimaryTrainConfig.batch_size")
+    data = prepare_data(cfg)
+    model_cfg = cfg.model_config(len(data.vocab), len(data.weapon_vocab), data.vocab.pad_id)
+    for name in ("train", "val", "test"):
+        check_examples(getattr(data, name), model_cfg, where=f"{name} examples")
+    steps_per_epoch = num_batches(data.train, cfg.batch_size)
+    if steps_per_epoch == 0:
+        raise ValueError(f"{len(data.train.tokens)} training examples make no full batch of "
+                         f"batch_size {cfg.batch_size}")
+    total_steps = steps_per_epoch * cfg.epochs
+    pad_id = model_cfg.pad_token_id
+
+    model = create_model(model_cfg, cfg.seed)
+    graphdef, params = nnx.split(model, nnx.Param)
+    tx = make_optimizer(cfg.lr, cfg.weight_decay)
+    state = replicate((params, tx.init(params)), mesh)
+
+    base = freq_baseline.fit_baseline(data.train, len(data.weapon_vocab), pad_id=pad_id,
+                                      null_id=data.vocab.null_id)
+    base = freq_baseline.choose_threshold(base, data.val)
+    base_val = freq_baseline.evaluate_baseline(base, data.val)
+
+    ckpts = TrainCheckpoints(workdir / "checkpoints")
+    log_path = workdir / "metrics.jsonl"
+    start, seconds_before = 0, 0.0
+    latest = ckpts.latest_step()
+    if latest is not None:
+        state, progress = ckpts.restore(latest, state, replicated(mesh))
+        start, seconds_before = latest, float(progress.get("seconds", 0.0))
+        _truncate_log(log_path, start)
+    elif log_path.exists():
+        log_path.unlink()
+
+    base_key = jax.random.key(cfg.seed)
+    params, opt_state = state
+    t0 = time.perf_counter()
+    loss_sum, loss_n = jnp.zeros((), jnp.float32), 0
+    bar = tqdm(total=total_steps, initial=start, desc="primary training", unit="step")
+    step = start
+    val = None
+    for epoch in range(start // steps_per_epoch, cfg.epochs):
+        skip = start - epoch * steps_per_epoch if epoch == start // steps_per_epoch else 0
+        batches = iterate_batches(data.train, cfg.batch_size, seed=cfg.seed, epoch=epoch,
+                                  shuffle=True, drop_remainder=True)
+        for i, batch in enumerate(batches):
+            if i < skip:
+                continue
+            where = f"training batch {i} of epoch {epoch}"
+            batch = pad_to_width(batch, data.train.tokens.shape[1], pad_id)
+            dropout_key = jax.random.fold_in(base_key, step)
+            params, opt_state, loss = train_step_jit(
+                params, opt_state, shard_batch(batch, mesh, where=where), dropout_key,
+                graphdef=graphdef, tx=tx)
+            step += 1
+            loss_sum, loss_n = loss_sum + loss, loss_n + 1
+            bar.update(1)
+            if step % cfg.log_every == 0:
+                mean_loss = float(loss_sum) / loss_n
+                loss_sum, loss_n = jnp.zeros((), jnp.float32), 0
+                bar.set_postfix(loss=f"{mean_loss:.4f}")
+                _append_log(log_path, {"step": step, "epoch": epoch, "train_loss": mean_loss})
+            if step % cfg.checkpoint_every == 0 or step == total_steps:
+                ckpts.save(step, (params, opt_state), {
+                    "epoch": step // steps_per_epoch, "batch_in_epoch": step % steps_per_epoch,
+                    "seconds": seconds_before + time.perf_counter() - t0})
+            if stop_after_steps is not None and step >= stop_after_steps:
+                bar.close()
+                ckpts.close()
+                return {"stopped_at_step": step}
+        val = _evaluate(graphdef, params, data.val, cfg.batch_size, mesh)
+        record = {"step": step, "epoch": epoch + 1, **{f"val_{k}": v for k, v in val.items()},
+                  **{f"baseline_{k}": v for k, v in base_val.items()}}
+        _append_log(log_path, record)
+        tqdm.write(f"epoch {epoch + 1}/{cfg.epochs}: val loss {val['loss']:.4f} "
+                   f"F1 {val['f1']:.4f} (baseline F1 {base_val['f1']:.4f})")
+    bar.close()
+    ckpts.close()
+    seconds = seconds_before + time.perf_counter() - t0
+
+    if val is None:  # resumed from the final checkpoint: only the evaluation was missing
+        val = _evaluate(graphdef, params, data.val, cfg.batch_size, mesh)
+    test = _evaluate(graphdef, params, data.test, cfg.batch_size, mesh)
+    base_test = freq_baseline.evaluate_baseline(base, data.test)
+    model = nnx.merge(graphdef, jax.device_get(params))
+    save_primary(workdir / "model", model, data.vocab, data.weapon_vocab)
+    metrics = {
+        **{f"val_{k}": v for k, v in val.items()},
+        **{f"baseline_{k}": v for k, v in base_val.items() if k != "threshold"},
+        "baseline_threshold": base.threshold,
+        **{f"test_{k}": v for k, v in test.items()},
+        **{f"baseline_test_{k}": v for k, v in base_test.items() if k != "threshold"},
+        "steps": step, "epochs": cfg.epochs, "seconds": seconds,
+        "num_params": count_params(model), "num_builds": data.num_builds,
+        "num_train_examples": len(data.train.tokens), "num_devices": shards,
+        "vocab_size": len(data.vocab), "weapon_vocab_size": len(data.weapon_vocab),
+    }
+    _write_json(workdir / "metrics.json", metrics)
+    return metrics

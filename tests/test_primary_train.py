@@ -1,0 +1,148 @@
+"""End-to-end primary training: outputs, finished-run reuse, exact resume, sharding, bad input."""
+
+import dataclasses
+import json
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+
+from primary import training
+from primary.examples import Examples
+from primary.store import load_primary
+from primary.train_checkpoint import TrainCheckpoints
+from primary.training import PrimaryTrainConfig, eval_primary, prepare_data, train_primary
+
+# 60 synthetic builds -> 42 train builds x 6 examples = 252 -> 7 steps of 32 per epoch.
+TINY = PrimaryTrainConfig(
+    embedding_dim=8, hidden_dim=16, num_layers=1, num_heads=2, num_inducing_points=4,
+    lr=3e-3, batch_size=32, epochs=2, num_builds=60, seed=3, checkpoint_every=3, log_every=2,
+)
+
+
+def params_of(workdir):
+    model, _, _ = load_primary(workdir / "model")
+    return nnx.state(model, nnx.Param).to_pure_dict()
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+    """An uninterrupted run over all 4 forced CPU devices."""
+    workdir = tmp_path_factory.mktemp("full")
+    return workdir, train_primary(TINY, workdir)
+
+
+def test_run_writes_metrics_and_a_loadable_model(full_run):
+    workdir, metrics = full_run
+    assert jax.device_count() == 4 and metrics["num_devices"] == 4
+    for key in ("val_f1", "val_loss", "val_precision", "val_recall", "baseline_f1",
+                "baseline_precision", "baseline_recall", "steps", "seconds", "num_params"):
+        assert key in metrics, key
+    for key in ("val_f1", "val_precision", "val_recall", "baseline_f1", "test_f1"):
+        assert 0.0 <= metrics[key] <= 1.0
+    assert metrics["steps"] == 2 * (252 // 32)
+    assert json.loads((workdir / "metrics.json").read_text()) == metrics
+    assert json.loads((workdir / "train_config.json").read_text()) == TINY.to_dict()
+    lines = [json.loads(x) for x in (workdir / "metrics.jsonl").read_text().splitlines()]
+    epochs = [r for r in lines if "val_f1" in r]
+    assert [r["epoch"] for r in epochs] == [1, 2]
+    assert epochs[-1]["val_f1"] == pytest.approx(metrics["val_f1"])
+    assert all(np.isfinite(r["train_loss"]) for r in lines if "train_loss" in r)
+
+    # The saved model reproduces the run's own validation numbers.
+    model, vocab, _ = load_primary(workdir / "model")
+    assert len(vocab) == metrics["vocab_size"]
+    data = prepare_data(TINY)
+    again = eval_primary(model, data.val, TINY.batch_size)
+    assert again["f1"] == pytest.approx(metrics["val_f1"], abs=1e-6)
+    assert again["loss"] == pytest.approx(metrics["val_loss"], rel=1e-5)
+
+
+def test_finished_workdir_is_reused_and_a_different_config_refused(full_run, monkeypatch):
+    workdir, metrics = full_run
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished run must not load data again")
+
+    monkeypatch.setattr(training, "prepare_data", no_training)
+    assert train_primary(TINY, workdir) == metrics
+    with pytest.raises(ValueError, match="hidden_dim: 16 there, 32 now"):
+        train_primary(dataclasses.replace(TINY, hidden_dim=32), workdir)
+
+
+def test_killed_and_resumed_run_ends_with_the_same_parameters(full_run, tmp_path):
+    workdir, metrics = full_run
+    out = train_primary(TINY, tmp_path, stop_after_steps=5)
+    assert out == {"stopped_at_step": 5}
+    assert not (tmp_path / "model").exists()
+    ckpts = TrainCheckpoints(tmp_path / "checkpoints")
+    assert ckpts.latest_step() == 3  # steps 4 and 5 are lost, as in a kill
+    ckpts.close()
+    resumed = train_primary(TINY, tmp_path)
+    assert resumed["steps"] == metrics["steps"]
+    jax.tree.map(np.testing.assert_array_equal, params_of(tmp_path), params_of(workdir))
+    assert resumed["val_f1"] == metrics["val_f1"]
+    # Log lines of the lost steps were dropped, so each step is logged once.
+    steps = [json.loads(x)["step"] for x in (tmp_path / "metrics.jsonl").read_text().splitlines()
+             if "train_loss" in x]
+    assert steps == sorted(set(steps))
+
+
+def drop_key_biases(params: dict) -> dict:
+    """Attention key biases cut out of the in_proj bias [q | k | v]: a key bias shifts all of a
+    query's scores equally, which softmax ignores, so its gradient is zero up to float noise
+    that Adam rescales into full-size steps. Their (null) effect is checked through the logits."""
+    def cut(path, x):
+        if jax.tree_util.keystr(path).endswith("['in_proj']['bias']"):
+            d = x.shape[0] // 3
+            return np.concatenate([x[:d], x[2 * d:]])
+        return x
+
+    return jax.tree_util.tree_map_with_path(cut, params)
+
+
+def test_four_devices_match_one(full_run, tmp_path):
+    workdir, _ = full_run
+    single = train_primary(TINY, tmp_path, devices=jax.devices()[:1])
+    assert single["num_devices"] == 1
+    # Sums over 4 shards run in another order; Adam divides by the gradient's own scale, so
+    # on the few elements whose gradient is near zero that float noise moves the parameter by
+    # a small fraction of lr (3e-3) per step.
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5),
+                 drop_key_biases(params_of(tmp_path)), drop_key_biases(params_of(workdir)))
+    val = prepare_data(TINY).val
+    inputs = (val.tokens, val.weapons, val.tokens == val.pad_id)
+    one, four = (load_primary(d / "model")[0] for d in (tmp_path, workdir))
+    np.testing.assert_allclose(one(*inputs), four(*inputs), rtol=1e-5, atol=1e-5)
+
+
+def _examples(model_cfg, tokens, weapons):
+    tokens = np.asarray(tokens, np.int32)
+    pad = model_cfg.pad_token_id
+    lengths = (tokens != pad).sum(1).astype(np.int32)
+    targets = np.zeros((len(tokens), model_cfg.vocab_size), bool)
+    return Examples(tokens, lengths, np.asarray(weapons, np.int32), np.arange(len(tokens)),
+                    targets, pad, 0)
+
+
+def test_bad_input_is_refused_before_jit_naming_the_value(full_run):
+    workdir, _ = full_run
+    model, _, _ = load_primary(workdir / "model")
+    c = model.config
+    good = _examples(c, [[1, 2, c.pad_token_id]], [[0]])
+    with pytest.raises(ValueError, match=r"token id 999 at position \(0, 1\) of my set"):
+        eval_primary(model, _examples(c, [[1, 999, c.pad_token_id]], [[0]]), 4, where="my set")
+    bad_weapon = c.weapon_vocab_size
+    with pytest.raises(ValueError, match=f"weapon id {bad_weapon} .* of my set"):
+        eval_primary(model, dataclasses.replace(good, weapons=np.array([[bad_weapon]])), 4,
+                     where="my set")
+    with pytest.raises(ValueError, match="empty batch of token ids from my set"):
+        eval_primary(model, _examples(c, np.zeros((0, 3)), np.zeros((0, 1))), 4, where="my set")
+    with pytest.raises(ValueError, match="batch size 6 is not divisible by the 4 devices"):
+        eval_primary(model, good, 6)
+
+
+def test_batch_size_must_split_over_the_devices(tmp_path):
+    with pytest.raises(ValueError, match="batch size 30 is not divisible by the 4 devices"):
+        train_primary(dataclasses.replace(TINY, batch_size=30), tmp_path)
