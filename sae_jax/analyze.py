@@ -263,9 +263,10 @@ def analyse_features(primary, vocab, sae, builds, pooled: np.ndarray, *,
             "max_act": float(summary.max_act[f]),
             "hist": np.asarray(stats.hist[f]).tolist(),
             "top_examples": examples,
-            "promoted": [(vocab.id_to_token[int(t)], float(influence[f, t])) for t in promoted[f]],
+            "promoted": [(vocab.id_to_token[int(t)], float(influence[f, t])) for t in promoted[f]
+                         if influence[f, t] > 0],
             "suppressed": [(vocab.id_to_token[int(t)], float(influence[f, t]))
-                           for t in suppressed[f]],
+                           for t in suppressed[f] if influence[f, t] < 0],
             "steering": steering.get(f, []),
             "concept": None, "coactive": [],
         }

@@ -97,7 +97,8 @@ def test_doc_ranks_and_describes_features(setup):
         acts = [ex["activation"] for ex in p["top_examples"]]
         assert acts == sorted(acts, reverse=True) and acts[0] == pytest.approx(p["max_act"])
         assert sum(p["hist"]) >= round(p["frequency"] * doc["num_builds"])  # h > 0 vs > 0.01
-        assert len(p["promoted"]) == len(p["suppressed"]) > 0
+        assert p["promoted"] and p["suppressed"]
+        assert all(v > 0 for _, v in p["promoted"]) and all(v < 0 for _, v in p["suppressed"])
         assert p["steering"] and all(len(s["before"]) == 5 for s in p["steering"])
         assert p["concept"]["name"] in builds.concept_names
         ex = p["top_examples"][0]
