@@ -102,6 +102,8 @@ def bench_harvest(cfg: PrimaryConfig, *, batch: int, length: int, reps: int,
     tokens, weapons, mask = (jnp.asarray(a) for a in inputs)
     batch_arrays = {"tokens": tokens, "weapons": weapons, "key_padding_mask": mask,
                     "weight": jnp.ones((batch,), jnp.float32)}
+    if buffer_rows % batch:
+        raise ValueError(f"buffer_rows {buffer_rows} must be a multiple of the batch {batch}")
     holder = {"buf": create_buffer(buffer_rows, cfg.hidden_dim)}
 
     def ours():
@@ -130,7 +132,7 @@ def bench_harvest(cfg: PrimaryConfig, *, batch: int, length: int, reps: int,
     t_tokens, t_weapons = (torch.from_numpy(a.astype(np.int64)) for a in inputs[:2])
     t_mask = torch.from_numpy(inputs[2])
     t_buf = torch.zeros(buffer_rows, cfg.hidden_dim)
-    pos = {"i": 0}
+    pos = {"i": 0, "pooled": None}
 
     def original():
         with torch.inference_mode():
@@ -138,12 +140,15 @@ def bench_harvest(cfg: PrimaryConfig, *, batch: int, length: int, reps: int,
             tmodel.output_layer(pooled)  # the original runs the whole forward
             i = pos["i"]
             t_buf[i:i + batch] = pooled  # its circular buffer append
-            pos["i"] = (i + batch) % (buffer_rows - batch + 1)
-        return pooled
+            pos["i"] = (i + batch) % buffer_rows
+        pos["pooled"] = pooled
 
     torch_t = time_calls(original, reps=torch_reps, warmup=1)
-    ours_pooled = np.asarray(model.pooled(tokens, weapons, mask))
-    theirs = original().numpy()
+    # The rows our last call pushed (the buffer is a whole number of batches long).
+    buf = holder["buf"]
+    end = int(buf.write_pos) or buffer_rows
+    ours_pooled = np.asarray(buf.data[end - batch:end])
+    theirs = pos["pooled"].numpy()
     out.update(torch_s_best=torch_t["best"], torch_s_median=torch_t["median"],
                torch_builds_per_s=batch / torch_t["best"],
                speedup=torch_t["best"] / ours_t["best"],

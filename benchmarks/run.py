@@ -37,7 +37,7 @@ HEADLINE = dict(d_in=512, d_sae=2048, batch=1024, matmul_n=2048, buffer_capacity
 def _plan(mode: str) -> dict:
     if mode == "quick":
         return dict(HEADLINE, matmul_reps=5, buffer_rows=100_000, torch_steps=8, jax_k=16,
-                    jax_calls=3, k_sweep=(), demo_reps=5, demo_torch_reps=3, full_reps=2,
+                    jax_calls=3, k_sweep=(), demo_reps=5, demo_torch_reps=3, full_reps=1,
                     full_torch_reps=1, d_sae_sweep=(2048, 8192, 24576),
                     batch_sweep=(256, 1024, 4096), sweep_steps=2, sweep_calls=2,
                     torch_sweep=False)
@@ -193,9 +193,9 @@ def print_tables(results: dict) -> None:
            + ([["torch", mm["torch_gflops"]]] if "torch_gflops" in mm else []))
     sae = results["sae"]
     rows = []
-    for name, label in (("original_torch", "original loop (torch, 12BDH)"),
-                        ("ours_fixed", "ours fixed (10BDH)"),
-                        ("ours_original_behaviour", "ours original-behaviour (8BDH)"),
+    for name, label in (("original_torch", "original loop (torch, 14BDH)"),
+                        ("ours_fixed", "ours fixed (12BDH)"),
+                        ("ours_original_behaviour", "ours original-behaviour (10BDH)"),
                         ("matmul_chain", "bare matmul chain (10BDH)")):
         if name in sae:
             r = sae[name]
