@@ -37,7 +37,15 @@ the gradient of the soft log-odds. Three reasons for this form:
 
 ``tau_j = USAGE_TEMPERATURE * std_rows(pre_j)`` (no gradient through it) makes
 the estimate scale-free: it is as sharp for a feature whose pre-activations
-spread over 0.01 as for one spread over 10.
+spread over 0.01 as for one spread over 10. One standard deviation is soft on
+purpose: every row gets some of the push, weighted toward those nearest to the
+threshold. Much sharper estimates (0.1 std) put the whole push on a few rows at
+the threshold, overshoot, and left many features dead on the sparse-dictionary
+check of ``benchmarks/sae_fix_quality.py``.
+
+With a live gradient the usage coefficient is a real constraint (every feature
+is pulled toward ``target_usage``), so it needs choosing relative to the
+reconstruction error of the data at hand; the original's 1.5 was never felt.
 
 ``cfg.original_behaviour`` reproduces the original's two defects for
 comparison: the usage term has no gradient and the decoder atoms are under
@@ -57,7 +65,7 @@ from sae_jax.schedules import l1_coefficient, usage_coefficient
 
 USAGE_CLIP = 1e-7
 # Softness of the firing estimate, in units of each feature's batch std of pre-activations.
-USAGE_TEMPERATURE = 0.1
+USAGE_TEMPERATURE = 1.0
 _STD_FLOOR = 1e-6
 
 
@@ -66,12 +74,13 @@ def bernoulli_kl(rho: float, p: jax.Array) -> jax.Array:
     return rho * jnp.log(rho / p) + (1.0 - rho) * jnp.log((1.0 - rho) / (1.0 - p))
 
 
-def soft_usage_logit(pre: jax.Array, temperature: float = USAGE_TEMPERATURE) -> jax.Array:
+def soft_usage_logit(pre: jax.Array, temperature: float | None = None) -> jax.Array:
     """``logit(mean_rows(sigmoid(pre / tau)))`` per feature, in log space.
 
     pre: (batch, d_sae) -> (d_sae,). ``tau`` is ``temperature`` times each feature's
     batch std of ``pre`` (held constant for the gradient).
     """
+    temperature = USAGE_TEMPERATURE if temperature is None else temperature
     n = pre.shape[0]
     spread = jax.lax.stop_gradient(jnp.std(pre, axis=0))
     z = pre / (temperature * jnp.maximum(spread, _STD_FLOOR))
