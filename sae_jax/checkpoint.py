@@ -50,7 +50,10 @@ class RunCheckpointer:
         self.directory = Path(directory).absolute()
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                                enable_async_checkpointing=False)
-        self._manager = ocp.CheckpointManager(self.directory, options=options)
+        # The handler is named up front so that a fresh manager (a resumed run) can read the
+        # metadata of checkpoints it did not write.
+        self._manager = ocp.CheckpointManager(self.directory, options=options,
+                                              item_handlers=ocp.StandardCheckpointHandler())
 
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
@@ -63,7 +66,7 @@ class RunCheckpointer:
         self._manager.save(step, args=ocp.args.StandardSave(named), force=True)
         self._manager.wait_until_finished()
 
-    def restore(self, step: int, like, *, what: str = "the configuration"):
+    def restore(self, step: int, like, *, what: str = "this configuration"):
         """The checkpoint at ``step`` in the structure, shapes, dtypes and shardings of
         ``like`` (arrays); a missing array or a shape mismatch raises
         :class:`CheckpointMismatch` naming the array and both shapes."""

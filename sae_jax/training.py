@@ -177,7 +177,7 @@ def _run_loop(cfg, plan, workdir: Path, primary, train_examples, mesh, ckpt, sae
     latest = ckpt.latest_step()
     if latest is not None:
         like = _checkpoint_tree(state, buffer, 0, 0, key)
-        restored = ckpt.restore(latest, like, what=f"the flags of this run ({sae_config}, "
+        restored = ckpt.restore(latest, like, what=f"this run ({sae_config}, "
                                 f"buffer_size {cfg.buffer_size})")
         if not np.array_equal(np.asarray(restored["rng"]), np.asarray(key)):
             raise ValueError(f"checkpoint {ckpt.directory}/{latest} was made with another seed "
@@ -243,17 +243,19 @@ def _run_loop(cfg, plan, workdir: Path, primary, train_examples, mesh, ckpt, sae
 
 
 def _estimate_plan(cfg: SAETrainConfig, primary_dir) -> RunPlan:
-    """The plan, from the data alone (before any training), for validating the settings."""
+    """The plan, from the data alone (before any training), for validating the settings.
+
+    The number of examples does not depend on the vocabularies, except that a SplatNLP TSV
+    holds ids of its run's own ones (read from the primary model directory)."""
     from primary.examples import make_examples, num_batches, split_builds
     from primary.sources import default_vocabs, load_builds
+    from primary.vocab import Vocab, WeaponVocab
 
-    if primary_dir is not None:
-        from primary.store import load_primary
-
-        _, vocab, weapon_vocab = load_primary(primary_dir)
-        builds = load_builds(cfg.data_source, path=cfg.data_path,
-                             num_builds=cfg.num_builds, seed=cfg.seed, vocab=vocab,
-                             weapon_vocab=weapon_vocab)
+    if cfg.data_source == "splatnlp_tsv" and primary_dir is not None:
+        vocab = Vocab.load(Path(primary_dir) / "vocab.json")
+        weapon_vocab = WeaponVocab.load(Path(primary_dir) / "weapon_vocab.json")
+        builds = load_builds(cfg.data_source, path=cfg.data_path, num_builds=cfg.num_builds,
+                             seed=cfg.seed, vocab=vocab, weapon_vocab=weapon_vocab)
     else:
         builds = load_builds(cfg.data_source, path=cfg.data_path, num_builds=cfg.num_builds,
                              seed=cfg.seed)
@@ -261,6 +263,20 @@ def _estimate_plan(cfg: SAETrainConfig, primary_dir) -> RunPlan:
     train_idx, _, _ = split_builds(len(builds), cfg.seed)
     examples = make_examples(builds.subset(train_idx), vocab, weapon_vocab, seed=cfg.seed)
     return plan_run(cfg, num_batches(examples, cfg.primary_batch_size, drop_remainder=True))
+
+
+def _note_changed_settings(cfg: SAETrainConfig, path: Path) -> None:
+    """Say which settings differ from those a resumed run was started with."""
+    if not path.exists():
+        return
+    try:
+        before = SAETrainConfig.from_json(path)
+    except (ValueError, TypeError, KeyError):
+        return
+    changed = [f"{k}: {getattr(before, k)!r} -> {getattr(cfg, k)!r}"
+               for k in cfg.__dataclass_fields__ if getattr(before, k) != getattr(cfg, k)]
+    if changed:
+        print(f"note: settings differ from the run recorded in {path}: " + "; ".join(changed))
 
 
 def _run_analysis(workdir: Path):
@@ -294,6 +310,7 @@ def train_sae(cfg: SAETrainConfig, workdir, *, primary_dir=None, primary_flagfil
     plan = _estimate_plan(cfg, primary_dir)
     cfg.validate(total_sae_steps=plan.total_sae_steps)
     workdir.mkdir(parents=True, exist_ok=True)
+    _note_changed_settings(cfg, workdir / "train_config.json")
     cfg.to_json(workdir / "train_config.json")
 
     primary, vocab, weapon_vocab, primary_dir, seed = obtain_primary(

@@ -61,8 +61,8 @@ def test_harvest_into_buffer_matches_harvest_fn():
     model = tiny_primary()
     graphdef, state = nnx.split(model)
     batch = random_batch(5)
-    a = harvest_into_buffer(graphdef, state, create_buffer(16, HIDDEN), batch)
-    b, _ = make_harvest_fn(graphdef)(state, create_buffer(16, HIDDEN), batch)
+    a = harvest_into_buffer(graphdef, state, create_buffer(32, HIDDEN), batch)
+    b, _ = make_harvest_fn(graphdef)(state, create_buffer(32, HIDDEN), batch)
     np.testing.assert_array_equal(np.asarray(a.data), np.asarray(b.data))
     np.testing.assert_allclose(np.asarray(valid_rows(a)), expected_pooled(model, batch),
                                rtol=1e-5, atol=1e-6)
@@ -76,13 +76,13 @@ def test_non_finite_activations_are_flagged_only_for_valid_rows():
     harvest = make_harvest_fn(graphdef)
     batch = random_batch(7)
     batch["weapons"][:] = 0
-    _, ok = harvest(state, create_buffer(16, HIDDEN), batch)
+    _, ok = harvest(state, create_buffer(32, HIDDEN), batch)
     assert bool(ok)
     batch["weapons"][3] = 2
-    _, bad = harvest(state, create_buffer(16, HIDDEN), batch)
+    _, bad = harvest(state, create_buffer(32, HIDDEN), batch)
     assert not bool(bad)
     batch["weight"][3] = 0.0  # the NaN row is padding: not pushed, not a fault
-    buf, ok = harvest(state, create_buffer(16, HIDDEN), batch)
+    buf, ok = harvest(state, create_buffer(32, HIDDEN), batch)
     assert bool(ok) and np.isfinite(np.asarray(valid_rows(buf))).all()
 
 
@@ -125,13 +125,17 @@ def test_harvest_array_streams_every_example_in_order():
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
-def test_pad_to_width_leaves_pooled_unchanged():
+def test_padding_to_full_width_leaves_harvest_unchanged():
     from bridge.harvest import pad_to_width
 
-    model = tiny_primary()
     _, vocab, _ = tiny_world()
-    batch = random_batch(13, length=5)
-    wide = pad_to_width(batch, 9, vocab.pad_id)
-    assert wide["tokens"].shape == (8, 9) and wide["key_padding_mask"][:, 5:].all()
-    np.testing.assert_allclose(expected_pooled(model, wide), expected_pooled(model, batch),
+    graphdef, state = nnx.split(tiny_primary())
+    harvest = make_harvest_fn(graphdef)
+    batch = random_batch(13)
+    wide = pad_to_width(batch, 16, vocab.pad_id)
+    assert wide["tokens"].shape == (8, 16) and wide["key_padding_mask"][:, 6:].all()
+    assert (wide["tokens"][:, 6:] == vocab.pad_id).all()
+    narrow_buf, _ = harvest(state, create_buffer(32, HIDDEN), batch)
+    wide_buf, _ = harvest(state, create_buffer(32, HIDDEN), wide)
+    np.testing.assert_allclose(np.asarray(wide_buf.data), np.asarray(narrow_buf.data),
                                rtol=1e-5, atol=1e-6)

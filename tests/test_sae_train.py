@@ -1,0 +1,197 @@
+"""End-to-end SAE runs on a tiny primary: files, exact resume, faults, bad settings, sharding."""
+
+import dataclasses
+import json
+import shutil
+
+import jax
+import numpy as np
+import pytest
+
+from primary.store import load_primary, save_primary
+from primary.training import PrimaryTrainConfig
+from sae_jax.checkpoint import CheckpointMismatch, RunCheckpointer
+from sae_jax.config import SAETrainConfig
+from sae_jax.run_setup import demo_primary_config
+from sae_jax.store import load_sae
+from sae_jax.training import TrainingFault, train_sae
+from tests.tiny_setup import primary_for, tiny_world
+
+# 60 builds -> 42 train builds x 6 examples = 252 -> 15 batches of 16 per epoch; SAE training
+# starts at batch 4 (min_buffer 64): 27 SAE steps over 2 epochs, resampling at step 15.
+CFG = SAETrainConfig(
+    expansion_factor=2.0, lr=3e-3, l1_coeff=1e-3, l1_warmup_steps=10, usage_warmup_steps=10,
+    usage_period=100, buffer_size=128, min_buffer=64, primary_batch_size=16, sae_batch_size=32,
+    sae_steps_per_primary_step=1, epochs=2, data_fraction=1.0, resample_steps=(15,),
+    num_builds=60, seed=0, log_every=5, checkpoint_every=10, eval_builds=20,
+)
+TOTAL_STEPS = 27
+PRIMARY = PrimaryTrainConfig(embedding_dim=8, hidden_dim=16, num_layers=1, num_heads=2,
+                             num_inducing_points=4, batch_size=16, epochs=1, lr=1e-3,
+                             log_every=5, checkpoint_every=100)
+
+
+def finished_demo_primary(workdir):
+    """Lay out ``workdir/primary_run`` as a finished demo primary run (an untrained tiny model:
+    training it is primary.training's business), which train_sae must find and reuse."""
+    run = workdir / "primary_run"
+    run.mkdir(parents=True)
+    pcfg = demo_primary_config(CFG, PRIMARY)
+    assert (pcfg.num_builds, pcfg.seed) == (CFG.num_builds, CFG.seed)  # data settings aligned
+    (run / "train_config.json").write_text(json.dumps(pcfg.to_dict()))
+    (run / "metrics.json").write_text("{}")
+    _, vocab, weapon_vocab = tiny_world(CFG.num_builds, CFG.seed)
+    save_primary(run / "model", primary_for(vocab, weapon_vocab), vocab, weapon_vocab)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """An uninterrupted run on all 4 devices, in the layout of a run with its own demo primary."""
+    workdir = tmp_path_factory.mktemp("reference")
+    finished_demo_primary(workdir)
+    result = train_sae(CFG, workdir, primary_flagfile_cfg=PRIMARY, analyze=False)
+    return workdir, result
+
+
+def final_params(workdir):
+    return {k: np.asarray(v) for k, v in load_sae(workdir / "sae").params().items()}
+
+
+def copy_primary(reference_dir, tmp_path):
+    """A private copy of the reference's primary run (model dir + its train_config.json)."""
+    dst = tmp_path / "primary_run"
+    shutil.copytree(reference_dir / "primary_run", dst)
+    return dst / "model"
+
+
+def test_run_writes_every_file_and_sane_metrics(reference):
+    workdir, result = reference
+    for name in ("metrics.json", "metrics.jsonl", "train_config.json", "run.json", "curves.png",
+                 "sae/config.json", "primary_run/model/config.json"):
+        assert (workdir / name).exists(), name
+    metrics = json.loads((workdir / "metrics.json").read_text())
+    for key in ("fve", "mse", "l0", "dead_fraction", "dense_fraction", "loss_recovered",
+                "l_true", "l_spliced", "l_ablated", "steps", "seconds", "original_behaviour"):
+        assert key in metrics, key
+    assert metrics["steps"] == result["steps"] == TOTAL_STEPS
+    assert metrics["original_behaviour"] is False
+    assert 0 <= metrics["dead_fraction"] <= 1 and metrics["l0"] > 0 and metrics["mse"] > 0
+    run = json.loads((workdir / "run.json").read_text())
+    assert run["primary_model_dir"] == str((workdir / "primary_run" / "model").absolute())
+    assert run["num_builds"] == 60 and run["data_source"] == "synthetic"
+    assert SAETrainConfig.from_json(workdir / "train_config.json") == CFG
+    lines = [json.loads(x) for x in (workdir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines] == [5, 10, 15, 20, 25, 27]
+    assert sum(r["n_resampled"] for r in lines) == sum(
+        r["n_resampled"] for r in lines if r["step"] == 15)  # resampling only at step 15
+    sae = load_sae(workdir / "sae")
+    assert sae.config.input_dim == 16 and sae.config.hidden_dim == 32
+    with RunCheckpointer(workdir / "checkpoints") as ckpt:
+        assert ckpt.latest_step() == TOTAL_STEPS
+
+
+@pytest.mark.parametrize("delete_last", [False, True], ids=["at-stop", "killed-after-stop"])
+def test_killed_and_resumed_run_ends_with_same_params(reference, tmp_path, delete_last):
+    ref_dir, ref_result = reference
+    primary_dir = ref_dir / "primary_run" / "model"
+    out = train_sae(CFG, tmp_path, primary_dir=primary_dir, stop_after_steps=12, analyze=False)
+    assert out["stopped"] and out["steps"] == 12
+    assert not (tmp_path / "sae").exists()
+    if delete_last:  # as if killed after step 12 before its checkpoint landed: resume from 10
+        shutil.rmtree(tmp_path / "checkpoints" / "12")
+    resumed = train_sae(CFG, tmp_path, primary_dir=primary_dir, analyze=False)
+    assert resumed["steps"] == TOTAL_STEPS
+    want, got = final_params(ref_dir), final_params(tmp_path)
+    for k in want:
+        np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+    assert resumed["fve"] == ref_result["fve"]
+    steps = [json.loads(x)["step"] for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    # The stop logs step 12; a resume from step 10 drops the lines written after it.
+    assert steps == ([5, 10, 15, 20, 25, 27] if delete_last else [5, 10, 12, 15, 20, 25, 27])
+
+
+def test_nan_activations_stop_run_and_keep_last_good_checkpoint(reference, tmp_path):
+    ref_dir, _ = reference
+    primary_dir = copy_primary(ref_dir, tmp_path)
+    workdir = tmp_path / "run"
+    train_sae(CFG, workdir, primary_dir=primary_dir, stop_after_steps=6, analyze=False)
+    good = load_primary(primary_dir)
+    model, vocab, weapon_vocab = load_primary(primary_dir)
+    table = model.weapon_embedding.embedding
+    table[...] = table[...] * np.nan
+    save_primary(primary_dir, model, vocab, weapon_vocab)
+    with pytest.raises(TrainingFault, match=r"non-finite activations .* at SAE step 6\b.*"
+                                            r"last good checkpoint \(SAE step 6\)"):
+        train_sae(CFG, workdir, primary_dir=primary_dir, analyze=False)
+    with RunCheckpointer(workdir / "checkpoints") as ckpt:
+        assert ckpt.latest_step() == 6
+    # The kept checkpoint is good: with the primary repaired, the run finishes exactly as
+    # the uninterrupted reference did.
+    save_primary(primary_dir, *good)
+    train_sae(CFG, workdir, primary_dir=primary_dir, analyze=False)
+    want, got = final_params(ref_dir), final_params(workdir)
+    for k in want:
+        np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(buffer_size=16), "smaller than one SAE batch"),
+    (dict(expansion_factor=0.0), "expansion_factor must be > 0"),
+    (dict(resample_steps=(15, 500)), r"resample step\(s\) \[500\] lie beyond the run's 27"),
+    (dict(data_source="nowhere"), "unknown data source 'nowhere'"),
+    (dict(min_buffer=10_000, buffer_size=10_000), "never fill min_buffer"),
+    (dict(primary_batch_size=18), "not divisible by the 4 devices"),
+])
+def test_bad_settings_refused_before_any_work(tmp_path, change, message):
+    workdir = tmp_path / "run"
+    with pytest.raises(ValueError, match=message):
+        train_sae(dataclasses.replace(CFG, **change), workdir, primary_flagfile_cfg=PRIMARY,
+                  analyze=False)
+    assert not workdir.exists()
+
+
+def test_checkpoint_of_other_shape_is_a_clear_error(reference, tmp_path):
+    primary_dir = reference[0] / "primary_run" / "model"
+    train_sae(CFG, tmp_path, primary_dir=primary_dir, stop_after_steps=1, analyze=False)
+    wider = dataclasses.replace(CFG, expansion_factor=4.0)
+    message = r"W_dec with shape \(32, 16\), but this run .* needs \(64, 16\)"
+    with pytest.raises(CheckpointMismatch, match=message):
+        train_sae(wider, tmp_path, primary_dir=primary_dir, analyze=False)
+
+
+def test_sharded_run_equals_single_device(reference, tmp_path):
+    ref_dir, ref_result = reference
+    assert ref_result["num_devices"] == 4
+    one = train_sae(CFG, tmp_path, primary_dir=ref_dir / "primary_run" / "model",
+                    devices=jax.devices()[:1], analyze=False)
+    assert one["num_devices"] == 1
+    want, got = final_params(ref_dir), final_params(tmp_path)
+    for k in want:
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-4, atol=1e-5, err_msg=k)
+    assert one["fve"] == pytest.approx(ref_result["fve"], rel=1e-4, abs=1e-5)
+
+
+def test_cli_reads_flagfile_and_command_line_overrides():
+    from pathlib import Path
+
+    from absl import flags
+
+    from sae_jax import train as cli
+    from sae_jax.flagfile import config_from_flagfile
+
+    demo = Path(__file__).resolve().parents[1] / "configs" / "demo.flags"
+    values = flags.FLAGS
+    try:
+        values(["train", f"--flagfile={demo}", "--workdir=/tmp/x"])
+        from_file = cli.config_from_flags(values)
+        values.unparse_flags()
+        values(["train", f"--flagfile={demo}", "--lr=0.5", "--resample_steps=7,9",
+                "--original_behaviour", "--workdir=/tmp/x"])
+        overridden = cli.config_from_flags(values)
+    finally:
+        values.unparse_flags()
+    assert from_file == config_from_flagfile(SAETrainConfig, demo)  # both readers agree
+    assert from_file.resample_steps == (1000, 2000) and from_file.lr == 1e-3
+    assert overridden == dataclasses.replace(from_file, lr=0.5, resample_steps=(7, 9),
+                                             original_behaviour=True)
+    from_file.validate()
