@@ -225,6 +225,13 @@ def analyse_features(primary, vocab, sae, builds, pooled: np.ndarray, *,
         concepts, sae_f1, sae_auc = concept_recovery(
             h, pooled, builds.concepts, builds.concept_names, return_matrices=True)
 
+    if concepts is not None:
+        # Concept detectors get a section too, even when they rank below the cut.
+        extra = [r["feature"] for r in concepts["rows"]
+                 if r["feature"] not in set(shown.tolist()) and summary.max_act[r["feature"]] > 0]
+        shown = np.concatenate([shown, np.array(sorted(set(extra)), shown.dtype)])
+    rank_of = {int(f): i + 1 for i, f in enumerate(ranked)}
+
     top_rows = np.asarray(stats.top_rows)
     top_vals = np.asarray(stats.top_values)
     steering = {}
@@ -252,12 +259,12 @@ def analyse_features(primary, vocab, sae, builds, pooled: np.ndarray, *,
 
     coact_counts = np.asarray(stats.coact) if coact is None else None
     pages = []
-    for rank, f in enumerate(shown):
+    for f in shown:
         f = int(f)
         examples = [dict(_describe_build(builds, int(r)), row=int(r), activation=float(v))
                     for r, v in zip(top_rows[f], top_vals[f]) if r >= 0 and v > 0]
         page = {
-            "id": f, "rank": rank + 1, "score": float(summary.score[f]),
+            "id": f, "rank": rank_of.get(f), "score": float(summary.score[f]),
             "frequency": float(summary.frequency[f]),
             "mean_when_active": float(summary.mean_when_active[f]),
             "max_act": float(summary.max_act[f]),
@@ -294,11 +301,22 @@ def analyse_features(primary, vocab, sae, builds, pooled: np.ndarray, *,
         "num_builds": int(len(pooled)), "num_features": int(num_features),
         "d_in": int(sae.config.input_dim), "clip_max": clip,
         "hist_edges": analysis.histogram_edges(HIST_BINS, clip).tolist(),
-        "num_ranked": int(len(ranked)),
+        "num_ranked": int(len(ranked)), "num_top": int(len(ranked[:top_features])),
         "dead": int(np.sum(summary.frequency == 0)),
         "dense": int(np.sum(summary.frequency >= analysis.MAX_FREQUENCY)),
         "pages": pages, "features": table, "concepts": concepts,
     }
+
+
+def _training_metrics(workdir: Path) -> dict:
+    """The held-out evaluation numbers of the run (``metrics.json``), if any."""
+    path = workdir / "metrics.json"
+    if not path.exists():
+        return {}
+    with open(path) as f:
+        metrics = json.load(f)
+    keys = ("fve", "mse", "l0", "dead_fraction", "dense_fraction", "loss_recovered", "steps")
+    return {k: metrics[k] for k in keys if isinstance(metrics.get(k), (int, float))}
 
 
 def analyze(workdir, *, top_features: int = 64, num_builds: int | None = None) -> dict:
@@ -324,6 +342,9 @@ def analyze(workdir, *, top_features: int = 64, num_builds: int | None = None) -
     doc["title"] = f"SAE features of {workdir.name}"
     doc["run"] = {k: run.get(k) for k in ("primary_model_dir", "data_source", "num_builds",
                                           "seed")}
+    doc["metrics"] = _training_metrics(workdir)
+    if (workdir / "curves.png").exists():
+        doc["curves_png"] = str(workdir / "curves.png")
     if doc["concepts"] is not None:
         write_concepts(workdir / "concepts.json", doc["concepts"])
     index = write_report(workdir / "report", doc)

@@ -1,8 +1,8 @@
-"""The static HTML feature browser: ``DIR/report/index.html``, one self-contained file.
+"""The static HTML feature browser: ``DIR/report/index.html``.
 
 Opens straight from disk (no server, no network): inline CSS and JavaScript,
-histograms as inline SVG. It renders the dict that
-:func:`sae_jax.analyze.analyse_features` builds:
+histograms as inline SVG, training curves as a PNG beside the page. It renders
+the dict that :func:`sae_jax.analyze.analyse_features` builds:
 
 - the concept-recovery table (best SAE feature vs best raw neuron per concept);
 - one section per top-ranked feature (sparsity score order): activation
@@ -17,6 +17,7 @@ from __future__ import annotations
 import html
 import json
 import os
+import shutil
 from pathlib import Path
 
 from primary.vocab import AP_THRESHOLDS, STANDARD_ABILITIES
@@ -138,6 +139,12 @@ def _concept_badge(page: dict) -> str:
             f'(F1 {c["f1"]:.2f}, AUROC {c["auroc"]:.2f}){star}</span>')
 
 
+def _rank_label(page: dict) -> str:
+    if page["rank"] is not None:
+        return f"#{page['rank']}"
+    return '<span class="unranked">outside the 1%&ndash;30% window</span>'
+
+
 def _feature_section(page: dict, edges, shown: set) -> str:
     examples_by_row = {ex["row"]: ex for ex in page["top_examples"]}
     search = " ".join([f"f{page['id']}", str(page["id"])]
@@ -149,7 +156,7 @@ def _feature_section(page: dict, edges, shown: set) -> str:
     return f"""
 <section class="feature" id="f{page['id']}" data-freq="{page['frequency']:.6f}"
  data-search="{_e(search)}">
- <h3>#{page['rank']} &middot; feature {page['id']} {_concept_badge(page)}</h3>
+ <h3>{_rank_label(page)} &middot; feature {page['id']} {_concept_badge(page)}</h3>
  <div class="stats">score {_num(page['score'])} &middot; fires on {page['frequency']:.2%} of
   builds &middot; mean when active {page['mean_when_active']:.3f} &middot;
   max {page['max_act']:.3f}{' &middot; often fires with ' + coactive if coactive else ''}</div>
@@ -188,6 +195,26 @@ SAE <b>{s['mean_sae_f1']:.3f}</b> vs neuron <b>{s['mean_neuron_f1']:.3f}</b>.</p
 <table class="concepts"><tr><th>concept</th><th>builds</th><th>SAE feature</th><th>F1</th>
 <th>AUROC</th><th>neuron (sign)</th><th>F1</th><th>AUROC</th></tr>
 {''.join(rows)}</table></section>"""
+
+
+def _training_block(doc: dict) -> str:
+    """The run's held-out metrics and, when present, its training curves (curves.png)."""
+    metrics = doc.get("metrics") or {}
+    names = {"fve": "variance explained", "mse": "MSE", "l0": "active features per build",
+             "dead_fraction": "dead", "dense_fraction": "dense (>30%)",
+             "loss_recovered": "loss recovered", "steps": "SAE steps"}
+    def fmt(k, v):
+        if k == "steps":
+            return f"{int(v)}"
+        return f"{v:.1%}" if k.endswith("_fraction") else f"{v:.3g}"
+
+    items = " &middot; ".join(f"{_e(names.get(k, k))} <b>{fmt(k, float(v))}</b>"
+                              for k, v in metrics.items())
+    curves = ('<details><summary>training curves</summary><img src="curves.png" '
+              'alt="training curves" width="900"></details>' if doc.get("curves_png") else "")
+    if not items and not curves:
+        return ""
+    return f'<section id="training"><h2>Training</h2><p>{items}</p>{curves}</section>'
 
 
 def _feature_table(features: list, shown: set) -> str:
@@ -236,7 +263,7 @@ ul.infl{list-style:none;padding:0;margin:0}
 svg.hist rect{fill:#4a78c2}svg.hist .axis{stroke:#888}
 svg.hist .tick{font-size:10px;fill:#666}
 tr.recovered td{background:#effaef}
-.hidden{display:none}
+.hidden{display:none}.unranked{color:#a15c00;font-size:14px}
 """
 
 _JS = """
@@ -271,6 +298,9 @@ def render_report(doc: dict) -> str:
     run = doc.get("run") or {}
     run_line = " &middot; ".join(f"{_e(k)}: {_e(v)}" for k, v in run.items() if v is not None)
     sections = "".join(_feature_section(p, edges, shown) for p in pages)
+    num_top = doc.get("num_top", len(pages))
+    extras = len(pages) - num_top
+    extra_note = f", then {extras} more concept detectors" if extras > 0 else ""
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -282,8 +312,9 @@ def render_report(doc: dict) -> str:
 {doc['num_builds']} held-out full builds. {doc['num_ranked']} features fire on 1%&ndash;30% of
 builds (the ranking window); {doc['dead']} never fire; {doc['dense']} fire on 30% or more.
 Features are ranked by mean-when-active / &radic;frequency.<br><small>{run_line}</small></p>
+{_training_block(doc)}
 {_concept_table(doc.get('concepts'), shown)}
-<h2>Top {len(pages)} features</h2>
+<h2>Top {num_top} features{extra_note}</h2>
 <div class="controls">filter <input id="q" type="search"
  placeholder="feature id, token, concept"> frequency from <input id="fmin" type="number"
  min="0" max="100" step="0.5" value="0">% to <input id="fmax" type="number" min="0" max="100"
@@ -295,13 +326,16 @@ Features are ranked by mean-when-active / &radic;frequency.<br><small>{run_line}
 
 
 def write_report(out_dir: str | os.PathLike, doc: dict) -> Path:
-    """Write ``out_dir/index.html`` (and ``features.json``, the same data for scripts)."""
+    """Write ``out_dir/index.html``, ``features.json`` (the same data, for scripts) and a
+    copy of the run's training curves when ``doc["curves_png"]`` names them."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     index = out / "index.html"
     tmp = out / "index.html.tmp"
     tmp.write_text(render_report(doc), encoding="utf-8")
     os.replace(tmp, index)
+    if doc.get("curves_png"):
+        shutil.copyfile(doc["curves_png"], out / "curves.png")
     with open(out / "features.json", "w") as f:
         json.dump({k: v for k, v in doc.items() if k != "features"}, f)
     return index

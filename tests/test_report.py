@@ -89,11 +89,18 @@ def test_full_build_inputs_tokenise_each_build(setup):
 def test_doc_ranks_and_describes_features(setup):
     builds, doc = setup.builds, setup.doc
     pages = doc["pages"]
-    assert 0 < len(pages) <= 6
-    scores = [p["score"] for p in pages]
+    top = pages[:doc["num_top"]]
+    assert 0 < len(top) <= 6
+    assert [p["rank"] for p in top] == list(range(1, len(top) + 1))
+    scores = [p["score"] for p in top]
     assert scores == sorted(scores, reverse=True)
+    # After the top come the concept detectors that missed the cut, and nothing else.
+    detectors = {r["feature"] for r in doc["concepts"]["rows"]}
+    assert {p["id"] for p in pages[len(top):]} <= detectors
+    assert detectors <= {p["id"] for p in pages} | {
+        f["id"] for f in doc["features"] if f["max_act"] == 0}
     for p in pages:
-        assert 0.01 < p["frequency"] < 0.30
+        assert p["rank"] is None or 0.01 < p["frequency"] < 0.30
         acts = [ex["activation"] for ex in p["top_examples"]]
         assert acts == sorted(acts, reverse=True) and acts[0] == pytest.approx(p["max_act"])
         assert sum(p["hist"]) >= round(p["frequency"] * doc["num_builds"])  # h > 0 vs > 0.01
@@ -107,7 +114,10 @@ def test_doc_ranks_and_describes_features(setup):
 
 
 def test_report_structure(setup, tmp_path):
-    builds, doc = setup.builds, setup.doc
+    builds = setup.builds
+    curves = tmp_path / "curves.png"
+    curves.write_bytes(b"\x89PNG\r\n\x1a\n")
+    doc = dict(setup.doc, curves_png=str(curves), metrics={"fve": 0.9, "l0": 12.5})
     index = write_report(tmp_path / "report", doc)
     assert index.exists() and (tmp_path / "report" / "features.json").exists()
     text = index.read_text()
@@ -117,9 +127,11 @@ def test_report_structure(setup, tmp_path):
     checker.close()
     assert not checker.errors, checker.errors[:5]
     assert checker.stack == [], checker.stack
-    # Self-contained: only in-page links, no external resources.
-    assert all(u.startswith("#") for u in checker.urls), checker.urls[:5]
-    assert "http://" not in text and "https://" not in text and "<img" not in text
+    # Self-contained: in-page links and files beside the page, nothing external.
+    for u in checker.urls:
+        assert u.startswith("#") or (index.parent / u).is_file(), u
+    assert "http://" not in text and "https://" not in text
+    assert 'src="curves.png"' in text and "variance explained" in text
     # Sections in ranked order, each with its parts.
     positions = [text.index(f'id="f{p["id"]}"') for p in doc["pages"]]
     assert positions == sorted(positions)
@@ -161,7 +173,9 @@ def test_analyze_workdir_end_to_end(setup, tmp_path):
     assert {"concept", "feature", "sae_f1", "sae_auroc", "neuron", "neuron_f1",
             "neuron_sign"} <= set(concepts["rows"][0])
     text = (tmp_path / "report" / "index.html").read_text()
-    assert text.count('<section class="feature"') <= 3 and "Concept recovery" in text
+    detectors = {r["feature"] for r in concepts["rows"]}
+    assert 3 <= text.count('<section class="feature"') <= 3 + len(detectors)
+    assert "Concept recovery" in text
 
 
 def test_analyze_refuses_a_directory_without_run_json(tmp_path):
