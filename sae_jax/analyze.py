@@ -145,6 +145,22 @@ def evaluation_builds(workdir, vocab, weapon_vocab, *, limit: int | None = None)
     return builds.subset(test_idx)
 
 
+def known_builds(builds, vocab, weapon_vocab):
+    """The builds whose weapon and tokens the model's vocabularies hold (an imported model
+    may know fewer weapons than the synthetic world draws); says how many were left out."""
+    multihot = ap_to_token_multihot(builds.ap)
+    ok = np.isin(builds.weapons, weapon_vocab.game_ids)
+    ok &= ~multihot[:, vocab.ability_token_ids < 0].any(1)
+    if ok.all():
+        return builds
+    if not ok.any():
+        raise BuildError(f"none of the {len(builds)} evaluation builds fits the model's "
+                         f"vocabularies ({vocab.source}, {weapon_vocab.source})")
+    print(f"note: {int((~ok).sum())} of {len(builds)} evaluation builds use weapons or tokens "
+          "the model does not know; analysing the other ones")
+    return builds.subset(np.flatnonzero(ok))
+
+
 # ---------------------------------------------------------------- steering of top examples
 
 @partial(jax.jit, static_argnames=("graphdef", "clip_max"))
@@ -335,7 +351,8 @@ def analyze(workdir, *, top_features: int = 64, num_builds: int | None = None) -
         raise ValueError(f"{workdir}/sae takes {sae.config.input_dim}-d inputs but the primary "
                          f"model in {run['primary_model_dir']} pools to "
                          f"{primary.config.hidden_dim}")
-    builds = evaluation_builds(workdir, vocab, weapon_vocab, limit=num_builds)
+    builds = known_builds(evaluation_builds(workdir, vocab, weapon_vocab, limit=num_builds),
+                          vocab, weapon_vocab)
     inputs = full_build_inputs(builds, vocab, weapon_vocab, where=f"{workdir} test builds")
     pooled = pooled_of_inputs(primary, inputs)
     doc = analyse_features(primary, vocab, sae, builds, pooled, top_features=top_features)

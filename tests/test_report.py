@@ -13,8 +13,14 @@ from primary.examples import split_builds
 from primary.model import PrimaryConfig, create_model
 from primary.store import save_primary
 from primary.synthetic import generate_builds
-from primary.vocab import Vocab, WeaponVocab
-from sae_jax.analyze import analyse_features, analyze, full_build_inputs, pooled_of_inputs
+from primary.vocab import BuildError, Vocab, WeaponVocab
+from sae_jax.analyze import (
+    analyse_features,
+    analyze,
+    full_build_inputs,
+    known_builds,
+    pooled_of_inputs,
+)
 from sae_jax.model import SAEConfig, create_sae
 from sae_jax.report import render_report, token_label, write_report
 from sae_jax.store import save_sae
@@ -84,6 +90,18 @@ def test_full_build_inputs_tokenise_each_build(setup):
         assert vocab.decode(ids) == builds.tokens(i)
     assert inputs["tokens"].shape[0] == len(builds)
     assert inputs["weapons"].shape == (len(builds), 1)
+
+
+def test_known_builds_drops_unknown_weapons(setup):
+    builds, vocab = setup.builds, setup.vocab
+    kept_weapons = np.unique(builds.weapons)[::2]
+    small = WeaponVocab.from_game_ids(kept_weapons)
+    kept = known_builds(builds, vocab, small)
+    assert len(kept) == int(np.isin(builds.weapons, kept_weapons).sum()) < len(builds)
+    assert np.isin(kept.weapons, kept_weapons).all()
+    assert known_builds(builds, vocab, setup.weapon_vocab) is builds
+    with pytest.raises(BuildError, match="none of the"):
+        known_builds(builds, vocab, WeaponVocab.from_game_ids([99999]))
 
 
 def test_doc_ranks_and_describes_features(setup):
