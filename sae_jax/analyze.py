@@ -24,7 +24,15 @@ from tqdm import tqdm
 
 from bridge.harvest import pad_batch, pooled_vectors
 from bridge.steering import edit_feature_params
-from primary.vocab import ABILITIES, MASK, NULL, PAD, BuildError, ap_to_token_multihot
+from primary.vocab import (
+    ABILITIES,
+    ABILITY_TOKENS,
+    MASK,
+    NULL,
+    PAD,
+    BuildError,
+    ap_to_token_multihot,
+)
 from sae_jax import analysis
 from sae_jax.concepts import concept_recovery, write_concepts
 from sae_jax.model import encode
@@ -48,8 +56,6 @@ def full_build_inputs(builds, vocab, weapon_vocab, *, where: str = "builds") -> 
     ids = vocab.ability_token_ids
     present_missing = multihot[:, ids < 0].any(0)
     if present_missing.any():
-        from primary.vocab import ABILITY_TOKENS
-
         bad = [t for t, m in zip(np.asarray(ABILITY_TOKENS)[ids < 0], present_missing) if m]
         raise BuildError(f"tokens {bad[:5]} of {where} are not in {vocab.source}")
     lengths = multihot.sum(1)
@@ -273,7 +279,17 @@ def analyse_features(primary, vocab, sae, builds, pooled: np.ndarray, *,
                 })
             steering[int(f)] = items
 
-    coact_counts = np.asarray(stats.coact) if coact is None else None
+    # Co-activation over all features when small enough, else a second pass over the shown.
+    if coact is None:
+        coact_ids, coact_counts = np.arange(num_features), np.asarray(stats.coact)
+    else:
+        coact_ids = np.asarray(shown)
+        coact_counts = np.asarray(analysis.stats_from_batches(
+            sae_activations(sae, pooled), num_features, clip_max=clip, top_k=1, num_bins=1,
+            coact_features=coact_ids).coact)
+    coact_pos = {int(f): i for i, f in enumerate(coact_ids)}
+    live = (summary.frequency[coact_ids] < analysis.MAX_FREQUENCY) & (
+        summary.frequency[coact_ids] > 0)
     pages = []
     for f in shown:
         f = int(f)
@@ -298,13 +314,13 @@ def analyse_features(primary, vocab, sae, builds, pooled: np.ndarray, *,
             page["concept"] = {"name": builds.concept_names[c], "f1": float(sae_f1[f, c]),
                                "auroc": float(sae_auc[f, c]),
                                "best_detector": concepts["rows"][c]["feature"] == f}
-        if coact_counts is not None and coact_counts[f, f] > 0:
+        i = coact_pos.get(f)
+        if i is not None and coact_counts[i, i] > 0:
             # P(g fires | f fires), over features that are neither dead nor dense.
-            ratio = coact_counts[f] / coact_counts[f, f]
-            ratio[(summary.frequency >= analysis.MAX_FREQUENCY) | (summary.frequency == 0)] = 0
-            ratio[f] = 0
-            page["coactive"] = [(int(g), float(ratio[g])) for g in np.argsort(-ratio)[:5]
-                                if ratio[g] > 0]
+            ratio = np.where(live, coact_counts[i] / coact_counts[i, i], 0.0)
+            ratio[i] = 0
+            page["coactive"] = [(int(coact_ids[g]), float(ratio[g]))
+                                for g in np.argsort(-ratio)[:5] if ratio[g] > 0]
         pages.append(page)
 
     in_window = set(ranked.tolist())

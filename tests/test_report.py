@@ -14,6 +14,7 @@ from primary.model import PrimaryConfig, create_model
 from primary.store import save_primary
 from primary.synthetic import generate_builds
 from primary.vocab import BuildError, Vocab, WeaponVocab
+from sae_jax import analyze as analyze_module
 from sae_jax.analyze import (
     analyse_features,
     analyze,
@@ -80,7 +81,7 @@ def setup():
     doc = analyse_features(primary, vocab, sae, builds, pooled, top_features=6)
     doc["title"] = "test report"
     return SimpleNamespace(builds=builds, vocab=vocab, weapon_vocab=weapon_vocab, inputs=inputs,
-                           doc=doc, primary=primary, sae=sae)
+                           doc=doc, primary=primary, sae=sae, pooled=pooled)
 
 
 def test_full_build_inputs_tokenise_each_build(setup):
@@ -129,6 +130,31 @@ def test_doc_ranks_and_describes_features(setup):
         ex = p["top_examples"][0]
         assert ex["abilities"] and sum(ap for _, ap in ex["abilities"]) == 57
     assert doc["concepts"]["summary"]["total"] == len(builds.concept_names)
+
+
+def _check_coactive(doc, fired, allowed):
+    freq = fired.mean(0)
+    for p in doc["pages"]:
+        f = p["id"]
+        for g, ratio in p["coactive"]:
+            assert g != f and g in allowed and 0 < freq[g] < 0.30
+            expect = (fired[:, f] & fired[:, g]).sum() / fired[:, f].sum()
+            assert ratio == pytest.approx(expect)
+
+
+def test_coactivation_lists_match_numpy(setup, monkeypatch):
+    h = np.concatenate([np.asarray(b)[v] for b, v in
+                        analyze_module.sae_activations(setup.sae, setup.pooled)])
+    fired = h > 0
+    _check_coactive(setup.doc, fired, set(range(h.shape[1])))
+    assert any(p["coactive"] for p in setup.doc["pages"])
+    # Too many features for a full matrix: a second pass over the shown features only.
+    monkeypatch.setattr(analyze_module, "COACT_MAX_FEATURES", 8)
+    doc = analyse_features(setup.primary, setup.vocab, setup.sae, setup.builds, setup.pooled,
+                           top_features=6)
+    shown = {p["id"] for p in doc["pages"]}
+    _check_coactive(doc, fired, shown)
+    assert any(p["coactive"] for p in doc["pages"])
 
 
 def test_report_structure(setup, tmp_path):
