@@ -1,6 +1,7 @@
 """Dead-feature resampling: what changes, what must not, and where candidates come from."""
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -23,7 +24,13 @@ CAPACITY, FILL, LATE = 512, 400, 300  # rows [LATE, FILL) are the only badly rec
 
 
 def _trained_state():
-    """Params and an optimiser state whose Adam moments are all non-zero."""
+    """Params and an optimiser state whose Adam moments are all non-zero (fresh dicts)."""
+    params, opt_state, usage = _trained_state_cached()
+    return dict(params), opt_state, usage
+
+
+@functools.lru_cache(maxsize=1)
+def _trained_state_cached():
     params = create_sae(SAEConfig(input_dim=D, expansion_factor=EXP), seed=0).params()
     opt = make_optimizer(CFG, total_steps=10)
     opt_state = opt.init(params)
@@ -47,6 +54,10 @@ def _buffer():
     return push(create_buffer(CAPACITY, D), rows), np.asarray(late)
 
 
+# One compiled resampler for every test (same shapes throughout).
+_resample = jax.jit(lambda p, o, u, b, k: resample_dead_features(p, o, u, b, k, CFG))
+
+
 def _adam(opt_state):
     return optax.tree_utils.tree_get_all_with_path(opt_state, "ScaleByAdamState")[0][1]
 
@@ -56,8 +67,7 @@ def resampled():
     params, opt_state, usage = _trained_state()
     buf, late = _buffer()
     before = jax.tree.map(np.asarray, (params, opt_state, usage))
-    fn = jax.jit(lambda p, o, u, b, k: resample_dead_features(p, o, u, b, k, CFG))
-    after = fn(params, opt_state, usage, buf, jax.random.key(3))
+    after = _resample(params, opt_state, usage, buf, jax.random.key(3))
     return before, jax.tree.map(np.asarray, after), late
 
 
@@ -120,7 +130,7 @@ def test_nothing_dead_changes_nothing():
     usage = usage.at[DEAD].set(0.05)
     buf, _ = _buffer()
     before = jax.tree.map(np.asarray, (params, opt_state, usage))
-    *after, n = resample_dead_features(params, opt_state, usage, buf, jax.random.key(0), CFG)
+    *after, n = _resample(params, opt_state, usage, buf, jax.random.key(0))
     assert int(n) == 0
     for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(after)):
         np.testing.assert_array_equal(a, np.asarray(b))
@@ -128,9 +138,9 @@ def test_nothing_dead_changes_nothing():
 
 def test_all_errors_zero_falls_back_to_uniform():
     params, opt_state, usage = _trained_state()
-    buf = push(create_buffer(64, D), jnp.zeros((64, D)))
+    buf = push(create_buffer(CAPACITY, D), jnp.zeros((FILL, D)))
     # b_dec is zero and no feature fires: every error is zero, and every x - b_dec too.
-    new, _, _, n = resample_dead_features(params, opt_state, usage, buf, jax.random.key(0), CFG)
+    new, _, _, n = _resample(params, opt_state, usage, buf, jax.random.key(0))
     assert int(n) == len(DEAD)
     for leaf in jax.tree.leaves(new):
         assert np.all(np.isfinite(np.asarray(leaf)))

@@ -68,7 +68,7 @@ def _setup(seed=0, d=6, exp=4, batch=64):
 def test_loss_terms_match_numpy():
     params, x, ema = _setup()
     step = 57
-    total, aux = sae_loss(params, x, ema, step, CFG)
+    total, aux = jax.jit(lambda p, x, e: sae_loss(p, x, e, step, CFG))(params, x, ema)
     p = {k: np.asarray(v, np.float64) for k, v in params.items()}
     xn = np.asarray(x, np.float64)
     pre = (xn - p["b_dec"]) @ p["W_enc"] + p["b_enc"]
@@ -92,7 +92,8 @@ def test_loss_terms_match_numpy():
     np.testing.assert_allclose(np.asarray(aux["usage_ema"]), ema_new, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(float(total), mse + l1c * l1 + uc * kl, rtol=1e-5)
     # The switch changes gradients only, never values.
-    total_orig, aux_orig = sae_loss(params, x, ema, step, _original(CFG))
+    orig = _original(CFG)
+    total_orig, aux_orig = jax.jit(lambda p, x, e: sae_loss(p, x, e, step, orig))(params, x, ema)
     assert float(total_orig) == pytest.approx(float(total), rel=1e-6)
     assert float(aux_orig["kl"]) == pytest.approx(float(aux["kl"]), rel=1e-6)
 
@@ -123,7 +124,7 @@ def _dead_and_overused(bias_dead):
 
 
 def _kl_grad(params, x, ema, cfg):
-    return jax.grad(lambda p: sae_loss(p, x, ema, 10, cfg)[1]["kl"])(params)
+    return jax.jit(jax.grad(lambda p: sae_loss(p, x, ema, 10, cfg)[1]["kl"]))(params)
 
 
 @pytest.mark.parametrize("bias_dead", [-3.0, -300.0])
@@ -153,8 +154,8 @@ def test_usage_gradient_is_zero_in_original_mode():
 def test_decoder_gradient_zero_only_in_original_mode():
     params, x, ema = _setup(seed=7)
     loss = lambda p, cfg: sae_loss(p, x, ema, 10, cfg)[0]
-    fixed = jax.grad(loss)(params, CFG)
-    orig = jax.grad(loss)(params, _original(CFG))
+    fixed = jax.jit(jax.grad(lambda p: loss(p, CFG)))(params)
+    orig = jax.jit(jax.grad(lambda p: loss(p, _original(CFG))))(params)
     assert bool(jnp.all(orig["W_dec"] == 0))
     assert float(jnp.max(jnp.abs(fixed["W_dec"]))) > 0
     assert float(jnp.max(jnp.abs(orig["W_enc"]))) > 0  # the encoder still learns
