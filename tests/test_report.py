@@ -227,6 +227,14 @@ def test_analyze_refuses_a_directory_without_run_json(tmp_path):
         analyze(tmp_path)
 
 
+def test_report_without_concepts(setup):
+    """Real data carries no planted concepts: no table, no badges, the rest unchanged."""
+    pages = [dict(p, concept=None) for p in setup.doc["pages"]]
+    text = render_report(dict(setup.doc, concepts=None, pages=pages))
+    assert 'id="concepts"' not in text and "concept:" not in text
+    assert text.count('<section class="feature"') == len(pages)
+
+
 def test_report_escapes_text(setup):
     doc = dict(setup.doc, title="<script>alert(1)</script>")
     text = render_report(doc)
