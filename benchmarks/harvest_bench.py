@@ -92,6 +92,16 @@ def torch_state_dict(model) -> dict:
     return out
 
 
+def _flops_per_call(fn, *args) -> float | None:
+    """XLA's FLOP count of one call (from the lowered program; no compile)."""
+    try:
+        cost = fn.lower(*args).cost_analysis()
+    except Exception:  # cost analysis is best-effort on some backends
+        return None
+    cost = cost[0] if isinstance(cost, list) else cost
+    return float(cost["flops"]) if cost and "flops" in cost else None
+
+
 def bench_harvest(cfg: PrimaryConfig, *, batch: int, length: int, reps: int,
                   torch_reps: int, buffer_rows: int = 4096) -> dict:
     """Builds/s of ours and of the torch forward, with the pooled outputs compared."""
@@ -111,12 +121,15 @@ def bench_harvest(cfg: PrimaryConfig, *, batch: int, length: int, reps: int,
         jax.block_until_ready((holder["buf"], finite))
 
     ours_t = time_calls(ours, reps=reps, warmup=1)  # the warmup call compiles
+    flops = _flops_per_call(harvest, state, holder["buf"], batch_arrays)
     out = {"config": {k: getattr(cfg, k) for k in ("embedding_dim", "hidden_dim", "num_layers",
                                                    "num_heads", "num_inducing_points",
                                                    "use_layer_norm")},
            "params": count_params(model), "batch": batch, "tokens": length,
            "ours_s_best": ours_t["best"], "ours_s_median": ours_t["median"],
-           "ours_builds_per_s": batch / ours_t["best"]}
+           "ours_builds_per_s": batch / ours_t["best"],
+           "xla_flops_per_batch": flops,
+           "ours_gflops_per_s": flops / ours_t["best"] / 1e9 if flops else None}
     try:
         import torch
     except ImportError:

@@ -94,6 +94,8 @@ def run_sae(plan: dict, xla_gflops: float, have_torch: bool) -> dict:
         _log(f"SAE: ours, fixed mode, K={k}")
         out["ours_fixed_k_sweep"][str(k)] = sae_bench.bench_jax_sae(
             d_in, h, b, data, steps_per_call=k, calls=max(2, 64 // k))
+        out["ours_fixed_k_sweep"][str(k)]["roofline_fraction"] = (
+            out["ours_fixed_k_sweep"][str(k)]["gflops_per_s"] / xla_gflops)
     for name in ("ours_fixed", "ours_original_behaviour", "matmul_chain", "original_torch"):
         if name in out:
             out[name]["roofline_fraction"] = out[name]["gflops_per_s"] / xla_gflops
@@ -188,9 +190,12 @@ def headline(results: dict) -> dict:
 
 def print_tables(results: dict) -> None:
     mm = results["matmul"]
-    _table(f"matmul {mm['n']}^3 float32 (GFLOP/s, best of several)", ["backend", "GFLOP/s"],
-           [["XLA (jnp.dot, jit)", mm["xla_gflops"]]]
-           + ([["torch", mm["torch_gflops"]]] if "torch_gflops" in mm else []))
+    again = results.get("matmul_repeat", {})
+    _table(f"matmul {mm['n']}^3 float32 (GFLOP/s, best of several; measured before and after "
+           "the SAE section)", ["backend", "before", "after"],
+           [["XLA (jnp.dot, jit)", mm["xla_gflops"], again.get("xla_gflops", "-")]]
+           + ([["torch", mm["torch_gflops"], again.get("torch_gflops", "-")]]
+              if "torch_gflops" in mm else []))
     sae = results["sae"]
     rows = []
     for name, label in (("original_torch", "original loop (torch, 14BDH)"),
@@ -201,9 +206,10 @@ def print_tables(results: dict) -> None:
             r = sae[name]
             rows.append([label, r["step_ms_best"], r["activations_per_s"], r["gflops_per_s"],
                          f"{100 * r['roofline_fraction']:.0f}%"])
+    # Fractions are of the better XLA matmul measurement.
     for k, r in sae.get("ours_fixed_k_sweep", {}).items():
         rows.append([f"ours fixed, K={k}", r["step_ms_best"], r["activations_per_s"],
-                     r["gflops_per_s"], f"{100 * r['gflops_per_s'] / mm['xla_gflops']:.0f}%"])
+                     r["gflops_per_s"], f"{100 * r['roofline_fraction']:.0f}%"])
     _table(f"SAE training {sae['d_in']}->{sae['d_sae']}, batch {sae['batch']} "
            f"(step: {sae['step_source']})",
            ["", "ms/step", "activations/s", "GFLOP/s", "of XLA matmul"], rows)
@@ -279,6 +285,19 @@ def main(argv=None) -> dict:
     results["matmul"] = sae_bench.bench_matmul(plan["matmul_n"], reps=plan["matmul_reps"])
     xla = results["matmul"]["xla_gflops"]
     results["sae"] = run_sae(plan, xla, have_torch)
+    # A second roofline measurement: on a shared machine the better of the two is the
+    # closer to what the hardware can do, and every fraction is recomputed against it.
+    _log("matmul roofline, second measurement")
+    again = sae_bench.bench_matmul(plan["matmul_n"], reps=plan["matmul_reps"])
+    results["matmul_repeat"] = again
+    if again["xla_gflops"] > xla:
+        xla = results["matmul"]["xla_gflops_best_of_runs"] = again["xla_gflops"]
+        for entry in results["sae"].values():
+            if isinstance(entry, dict) and "gflops_per_s" in entry:
+                entry["roofline_fraction"] = entry["gflops_per_s"] / xla
+        for entry in results["sae"].get("ours_fixed_k_sweep", {}).values():
+            entry["roofline_fraction"] = entry["gflops_per_s"] / xla
+    results["matmul"].setdefault("xla_gflops_best_of_runs", xla)
     if "harvest" not in skip:
         results["harvest"] = run_harvest(plan)
     if "scaling" not in skip:

@@ -75,7 +75,7 @@ def bench_matmul(n: int = 2048, reps: int = 5) -> dict:
         import torch
     except ImportError:
         return out
-    ta, tb = torch.from_numpy(np.asarray(a)), torch.from_numpy(np.asarray(b))
+    ta, tb = torch.from_numpy(np.array(a)), torch.from_numpy(np.array(b))
     tt = time_calls(lambda: torch.mm(ta, tb), reps=reps, warmup=2)
     out.update(torch_gflops=2 * n**3 / tt["best"] / 1e9,
                torch_gflops_median=2 * n**3 / tt["median"] / 1e9)
