@@ -84,8 +84,10 @@ def soft_usage_logit(pre: jax.Array, temperature: float | None = None) -> jax.Ar
     n = pre.shape[0]
     spread = jax.lax.stop_gradient(jnp.std(pre, axis=0))
     z = pre / (temperature * jnp.maximum(spread, _STD_FLOOR))
-    log_fire = jax.nn.logsumexp(jax.nn.log_sigmoid(z), axis=0) - math.log(n)
-    log_silent = jax.nn.logsumexp(jax.nn.log_sigmoid(-z), axis=0) - math.log(n)
+    log_sig = jax.nn.log_sigmoid(z)
+    log_fire = jax.nn.logsumexp(log_sig, axis=0) - math.log(n)
+    # log(1 - sigmoid(z)) = log_sigmoid(z) - z: one softplus per entry instead of two.
+    log_silent = jax.nn.logsumexp(log_sig - z, axis=0) - math.log(n)
     return log_fire - log_silent
 
 
