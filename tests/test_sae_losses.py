@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from sae_jax.config import SAETrainConfig
-from sae_jax.losses import sae_loss
+from sae_jax.losses import sae_loss, soft_usage_logit
 from sae_jax.model import SAEConfig, create_sae
 from sae_jax.schedules import l1_coefficient, learning_rate_schedule, usage_coefficient
 
@@ -159,3 +159,17 @@ def test_decoder_gradient_zero_only_in_original_mode():
     assert bool(jnp.all(orig["W_dec"] == 0))
     assert float(jnp.max(jnp.abs(fixed["W_dec"]))) > 0
     assert float(jnp.max(jnp.abs(orig["W_enc"]))) > 0  # the encoder still learns
+
+
+def test_soft_usage_logit_matches_direct_formula():
+    pre = jax.random.normal(jax.random.key(0), (50, 7)) * jnp.arange(1.0, 8.0) - 1.0
+    got = np.asarray(soft_usage_logit(pre, temperature=0.5))
+    p = np.asarray(pre, np.float64)
+    tau = 0.5 * p.std(axis=0)
+    s = np.mean(1 / (1 + np.exp(-p / tau)), axis=0)
+    np.testing.assert_allclose(got, np.log(s / (1 - s)), rtol=1e-4, atol=1e-5)
+    # Far below zero it stays finite and its gradient still reaches the nearest rows.
+    far = pre - 1e4
+    grad = jax.grad(lambda q: jnp.sum(soft_usage_logit(q)))(far)
+    assert np.all(np.isfinite(np.asarray(soft_usage_logit(far))))
+    assert np.all(np.asarray(grad).max(axis=0) > 0)
