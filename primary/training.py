@@ -381,7 +381,8 @@ def train_primary(cfg: PrimaryTrainConfig, workdir: str | os.PathLike, *, device
                 mean_loss = float(loss_sum) / loss_n
                 loss_sum, loss_n = jnp.zeros((), jnp.float32), 0
                 bar.set_postfix(loss=f"{mean_loss:.4f}")
-                _append_log(log_path, {"step": step, "epoch": epoch, "train_loss": mean_loss})
+                _append_log(log_path,
+                            {"step": step, "epoch": epoch + 1, "train_loss": mean_loss})
             if step % cfg.checkpoint_every == 0 or step == total_steps:
                 ckpts.save(step, (params, opt_state), {
                     "epoch": step // steps_per_epoch, "batch_in_epoch": step % steps_per_epoch,

@@ -17,7 +17,7 @@ from primary.training import PrimaryTrainConfig, eval_primary, prepare_data, tra
 # 60 synthetic builds -> 42 train builds x 6 examples = 252 -> 7 steps of 32 per epoch.
 TINY = PrimaryTrainConfig(
     embedding_dim=8, hidden_dim=16, num_layers=1, num_heads=2, num_inducing_points=4,
-    lr=3e-3, batch_size=32, epochs=2, num_builds=60, seed=3, checkpoint_every=3, log_every=2,
+    lr=3e-3, batch_size=32, epochs=2, num_builds=60, seed=3, checkpoint_every=5, log_every=2,
 )
 
 
@@ -73,11 +73,11 @@ def test_finished_workdir_is_reused_and_a_different_config_refused(full_run, mon
 
 def test_killed_and_resumed_run_ends_with_the_same_parameters(full_run, tmp_path):
     workdir, metrics = full_run
-    out = train_primary(TINY, tmp_path, stop_after_steps=5)
-    assert out == {"stopped_at_step": 5}
+    out = train_primary(TINY, tmp_path, stop_after_steps=8)
+    assert out == {"stopped_at_step": 8}
     assert not (tmp_path / "model").exists()
     ckpts = TrainCheckpoints(tmp_path / "checkpoints")
-    assert ckpts.latest_step() == 3  # steps 4 and 5 are lost, as in a kill
+    assert ckpts.latest_step() == 5  # steps 6 to 8 are lost, as in a kill
     ckpts.close()
     resumed = train_primary(TINY, tmp_path)
     assert resumed["steps"] == metrics["steps"]
