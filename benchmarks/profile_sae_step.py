@@ -161,6 +161,27 @@ def build_pieces(d_in: int, d_sae: int, batch: int, k: int) -> dict:
     return pieces
 
 
+def xla_costs(d_in: int, d_sae: int, batch: int) -> dict:
+    """Load-independent work of the loss's value-and-gradient per variant, from XLA's cost
+    analysis of the lowered program: FLOPs in units of BDH, transcendentals per (B, H)."""
+    params = create_sae(SAEConfig(d_in, d_sae / d_in)).params()
+    x = jax.random.normal(jax.random.key(0), (batch, d_in))
+    ema = jnp.zeros((d_sae,))
+    out = {}
+    for mode, ob in (("fixed", False), ("original_behaviour", True)):
+        cfg = SAETrainConfig(original_behaviour=ob, resample_steps=())
+        for vname, replacements in (("current", {}), *STEP_VARIANTS.items()):
+            with swapped_in_losses(replacements):
+                cost = jax.jit(jax.value_and_grad(
+                    lambda p, cfg=cfg: losses.sae_loss(p, x, ema, 100, cfg)[0])
+                ).lower(params).cost_analysis()
+            cost = cost[0] if isinstance(cost, list) else cost
+            out[f"{mode}/{vname}"] = {
+                "flops_in_bdh": cost["flops"] / (batch * d_in * d_sae),
+                "transcendentals_per_bh": cost.get("transcendentals", 0.0) / (batch * d_sae)}
+    return out
+
+
 def profile(d_in=512, d_sae=2048, batch=1024, k=8, reps=12) -> dict:
     pieces = build_pieces(d_in, d_sae, batch, k)
     for fn, _ in pieces.values():
@@ -191,10 +212,15 @@ def main(argv=None):
     for name, r in result.items():
         print(f"  {name:44s} {r['ms_best']:8.2f} ms  {r['ms_median']:8.2f} ms")
     print(f"  (one BDH matmul = {2 * bdh / 1e9:.2f} GFLOP)")
+    costs = xla_costs(args.d_in, args.d_sae, args.batch)
+    print("loss value-and-gradient work (XLA cost analysis, independent of load)")
+    for name, c in costs.items():
+        print(f"  {name:52s} {c['flops_in_bdh']:6.2f} BDH FLOPs  "
+              f"{c['transcendentals_per_bh']:5.2f} transcendentals per (B, H)")
     if args.out:
         with open(args.out, "w") as f:
             json.dump({"shape": vars(args), "load_average": os.getloadavg(),
-                       "pieces": result}, f, indent=2)
+                       "pieces": result, "xla_costs": costs}, f, indent=2)
     return result
 
 
