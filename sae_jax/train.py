@@ -15,7 +15,7 @@ import dataclasses
 import sys
 import typing
 
-from absl import app, flags
+from absl import app, flags, logging
 
 from sae_jax.config import SAETrainConfig
 
@@ -90,6 +90,7 @@ def main(argv) -> int:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if not _WORKDIR.value:
         raise app.UsageError("--workdir is required")
+    logging.set_verbosity(logging.WARNING)  # keep library INFO chatter (orbax) off the console
     from sae_jax.checkpoint import CheckpointMismatch
     from sae_jax.training import TrainingFault, metrics_summary, train_sae
 

@@ -164,7 +164,7 @@ def _truncate_metrics(path: Path, upto_step: int | None) -> None:
 
 def _run_loop(cfg, plan, workdir: Path, primary, train_examples, mesh, ckpt, sae_config,
               stop_after_steps):
-    """The harvest/train loop; returns ``(state, stopped_early, last_metrics)``."""
+    """The harvest/train loop; returns ``(state, stopped_early, last_logged_metrics, seconds)``."""
     rows = batch_sharding(mesh)
     sae = create_sae(sae_config, seed=cfg.seed)
     state = replicate(init_train_state(sae, cfg, plan.total_sae_steps), mesh)
