@@ -14,7 +14,7 @@ import dataclasses
 import json
 import typing
 
-from absl import app, flags
+from absl import app, flags, logging
 
 from primary.training import PrimaryTrainConfig, train_primary
 
@@ -74,6 +74,8 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if not _WORKDIR.value:
         raise app.UsageError("--workdir is required")
+    if not flags.FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)  # keep checkpoint-library chatter out
     cfg = config_from_flags()
     print(f"training the primary model in {_WORKDIR.value}")
     metrics = train_primary(cfg, _WORKDIR.value, stop_after_steps=_STOP_AFTER.value)
