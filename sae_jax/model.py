@@ -80,7 +80,10 @@ SAEParams = dict
 def encode(params: SAEParams, x: jax.Array, clip_max: float) -> tuple[jax.Array, jax.Array]:
     """Pure encoder: ``(pre, post)`` from a params dict (used inside jitted loops)."""
     x = x.astype(params["W_enc"].dtype)
-    pre = (x - params["b_dec"]) @ params["W_enc"] + params["b_enc"]
+    w = params["W_enc"]
+    # Same as (x - b_dec) @ W_enc, but b_dec's gradient becomes a vector-matrix product
+    # instead of a full (batch, d_in) x (d_in, d_sae) matmul in the backward pass.
+    pre = x @ w + (params["b_enc"] - params["b_dec"] @ w)
     post = jnp.clip(jax.nn.relu(pre), 0.0, clip_max)
     return pre, post
 
