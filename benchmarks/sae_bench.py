@@ -3,15 +3,16 @@
 FLOP count of one SAE step (B = batch, D = input dim, H = features; a matmul of
 (m, k) x (k, n) is 2mkn), the matmuls each implementation performs:
 - forward: encoder 2BDH + decoder 2BHD = 4BDH;
-- backward: dL/dh = dL/drecon @ atoms^T (2BDH); dL/dW_enc = x_c^T dL/dpre (2BDH);
-  dL/dW_dec = h^T dL/drecon (2BDH, only when the decoder learns); and dL/dx_c =
-  dL/dpre @ W_enc^T (2BDH), formed in full only to be summed over rows into the
-  decoder-bias gradient (x_c = x - b_dec); both autodiff systems do this;
+- backward: dL/dh = dL/drecon @ atoms^T (2BDH); dL/dW_enc = x^T dL/dpre (2BDH);
+  dL/dW_dec = h^T dL/drecon (2BDH, only when the decoder learns). The original
+  also forms dL/dx_c = dL/dpre @ W_enc^T (2BDH) in full, only to sum it over rows
+  into the decoder-bias gradient (x_c = x - b_dec); our encoder is written
+  x @ W_enc + (b_enc - b_dec @ W_enc), so that gradient is a vector-matrix product;
 - the original loop adds a second forward (4BDH) to log L0;
 - elementwise work and the optimiser are O(DH + BH) and not counted.
-So: ours fixed mode 12BDH, ours original-behaviour mode 10BDH, the original's loop
-14BDH. The least work a learning step needs is 10BDH (the bias gradient can be a
-vector-matrix product: see BENCHMARKS.md), which the matmul chain below performs.
+So: ours fixed mode 10BDH, ours original-behaviour mode 8BDH, the original's loop
+14BDH. 10BDH is the least work a step that learns the decoder needs, which the
+matmul chain below performs.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ STEP_SOURCE = "sae_jax.step.make_train_steps"
 
 
 def sae_step_flops(batch: int, d_in: int, d_sae: int, *, learn_decoder: bool = True,
-                   bias_grad_matmul: bool = True, second_forward: bool = False) -> int:
+                   bias_grad_matmul: bool = False, second_forward: bool = False) -> int:
     """Matmul FLOPs of one step (module docstring); ``bias_grad_matmul``: the decoder-bias
     gradient is formed through a full (B, D) dL/dx_c."""
     bdh = batch * d_in * d_sae
@@ -94,7 +95,8 @@ def bench_torch_original(d_in: int, d_sae: int, batch: int, buffer: np.ndarray, 
     trainer = SAETrainer(sae, batch_size=batch)
     data = torch.from_numpy(buffer)
     timing = time_calls(lambda: trainer.step(data), reps=steps, warmup=warmup)
-    flops = sae_step_flops(batch, d_in, d_sae, learn_decoder=False, second_forward=True)
+    flops = sae_step_flops(batch, d_in, d_sae, learn_decoder=False, bias_grad_matmul=True,
+                           second_forward=True)
     return _throughput(timing, batch, flops)
 
 

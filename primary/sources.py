@@ -38,14 +38,16 @@ def load_builds(source: str, *, path: str = "", num_builds: int = 200_000, seed:
 
     num_builds: for ``synthetic`` how many to generate; for file sources at
     most this many (a seeded random subset), ``<= 0`` for all.
-    vocab, weapon_vocab: ``splatnlp_tsv`` only (objects or paths to the json files).
+    vocab, weapon_vocab: the model's vocabularies (objects or paths to the json files);
+    needed for ``splatnlp_tsv``; for ``synthetic`` the weapon vocabulary limits the world to
+    weapons the model knows (an imported model may know fewer than the weapon table).
     """
     if source not in SOURCES:
         raise ValueError(f"unknown data source {source!r}; valid sources: {', '.join(SOURCES)}")
     if source == "synthetic":
         if num_builds <= 0:
             raise ValueError(f"synthetic data needs num_builds > 0, got {num_builds}")
-        return generate_builds(num_builds, seed)
+        return generate_builds(num_builds, seed, weapons=_known_table_weapons(weapon_vocab))
     if not path:
         raise ValueError(f"data source {source!r} needs a path")
     if not os.path.exists(path):
@@ -63,6 +65,19 @@ def load_builds(source: str, *, path: str = "", num_builds: int = 200_000, seed:
             weapon_vocab = WeaponVocab.load(weapon_vocab)
         builds = read_splatnlp_tsv(path, vocab, weapon_vocab)
     return _cap(builds, num_builds, seed)
+
+
+def _known_table_weapons(weapon_vocab: WeaponVocab | str | None) -> list[int] | None:
+    """Game ids both in the weapon table and in ``weapon_vocab`` (None: the whole table)."""
+    if weapon_vocab is None:
+        return None
+    if not isinstance(weapon_vocab, WeaponVocab):
+        weapon_vocab = WeaponVocab.load(weapon_vocab)
+    known = sorted(set(WEAPON_GAME_IDS) & {int(g) for g in weapon_vocab.game_ids})
+    if not known:
+        raise ValueError(f"{weapon_vocab.source} holds none of the synthetic world's weapons "
+                         f"(game ids {sorted(WEAPON_GAME_IDS)[:8]} ...)")
+    return known
 
 
 def default_vocabs(builds: BuildSet | None = None) -> tuple[Vocab, WeaponVocab]:

@@ -142,9 +142,10 @@ def evaluation_builds(workdir, vocab, weapon_vocab, *, limit: int | None = None)
     workdir = Path(workdir)
     run, cfg = _run_settings(workdir)
     primary_dir = Path(run["primary_model_dir"])
+    seed = split_seed(primary_dir, cfg)  # training drew and split its builds with this seed
     builds = load_builds(cfg.data_source, path=cfg.data_path or None, num_builds=cfg.num_builds,
-                         seed=cfg.seed, vocab=vocab, weapon_vocab=weapon_vocab)
-    _, _, test_idx = split_builds(len(builds), split_seed(primary_dir, cfg))
+                         seed=seed, vocab=vocab, weapon_vocab=weapon_vocab)
+    _, _, test_idx = split_builds(len(builds), seed)
     test_idx = test_idx[: (cfg.eval_builds if limit is None else int(limit))]
     if len(test_idx) == 0:
         raise ValueError(f"the run in {workdir} has no test builds to analyse")

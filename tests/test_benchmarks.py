@@ -46,8 +46,10 @@ def test_step_flop_count_matches_the_real_loss_gradient(original_behaviour):
 
 def test_original_loop_counts_its_second_forward():
     b, d, h = 8, 4, 16
-    loop = sae_bench.sae_step_flops(b, d, h, learn_decoder=False, second_forward=True)
-    assert loop - sae_bench.sae_step_flops(b, d, h, learn_decoder=False) == 4 * b * d * h
+    loop = sae_bench.sae_step_flops(b, d, h, learn_decoder=False, bias_grad_matmul=True,
+                                    second_forward=True)
+    assert loop - sae_bench.sae_step_flops(b, d, h, learn_decoder=False,
+                                           bias_grad_matmul=True) == 4 * b * d * h
     assert loop > sae_bench.sae_step_flops(b, d, h)
 
 
