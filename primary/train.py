@@ -76,6 +76,9 @@ def main(argv):
         raise app.UsageError("--workdir is required")
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # keep checkpoint-library chatter out
+    from primary.sharding import initialize_multihost_from_env
+
+    initialize_multihost_from_env()
     cfg = config_from_flags()
     print(f"training the primary model in {_WORKDIR.value}")
     metrics = train_primary(cfg, _WORKDIR.value, stop_after_steps=_STOP_AFTER.value)

@@ -91,9 +91,11 @@ def main(argv) -> int:
     if not _WORKDIR.value:
         raise app.UsageError("--workdir is required")
     logging.set_verbosity(logging.WARNING)  # keep library INFO chatter (orbax) off the console
+    from primary.sharding import initialize_multihost_from_env
     from sae_jax.checkpoint import CheckpointMismatch
     from sae_jax.training import TrainingFault, metrics_summary, train_sae
 
+    initialize_multihost_from_env()
     try:
         cfg = config_from_flags()
         result = train_sae(cfg, _WORKDIR.value, primary_dir=_PRIMARY_DIR.value,
