@@ -34,6 +34,10 @@ class SAETrainConfig:
     usage_warmup_steps: int = 6000
     usage_period: int = 60000
     usage_ema_decay: float = 0.99
+    # Rows of each batch the soft firing estimate (the usage penalty's gradient) is taken
+    # on; batch rows are independent draws, so a subsample is an unbiased, cheaper estimate.
+    # 0 = every row.
+    usage_estimate_rows: int = 256
     # Reproduce the original's two defects (frozen decoder, gradient-free usage term).
     original_behaviour: bool = False
     # --- buffer and training loop
@@ -80,6 +84,8 @@ class SAETrainConfig:
             errors.append(f"data source {self.data_source!r} needs --data_path")
         if not 0 < self.target_usage < 1:
             errors.append(f"target_usage must be in (0, 1), got {self.target_usage}")
+        if self.usage_estimate_rows < 0:
+            errors.append(f"usage_estimate_rows must be >= 0, got {self.usage_estimate_rows}")
         if self.lr <= 0:
             errors.append(f"lr must be positive, got {self.lr}")
         if any(s <= 0 for s in self.resample_steps):
