@@ -199,8 +199,8 @@ def print_tables(results: dict) -> None:
     sae = results["sae"]
     rows = []
     for name, label in (("original_torch", "original loop (torch, 14BDH)"),
-                        ("ours_fixed", "ours fixed (12BDH)"),
-                        ("ours_original_behaviour", "ours original-behaviour (10BDH)"),
+                        ("ours_fixed", "ours fixed (10BDH)"),
+                        ("ours_original_behaviour", "ours original-behaviour (8BDH)"),
                         ("matmul_chain", "bare matmul chain (10BDH)")):
         if name in sae:
             r = sae[name]
