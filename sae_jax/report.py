@@ -135,7 +135,9 @@ def _concept_badge(page: dict) -> str:
         return ""
     star = " \u2605 best detector" if c["best_detector"] else ""
     strong = " strong" if c["f1"] >= 0.8 else ""
-    return (f'<span class="badge{strong}">concept: {_e(c["name"])} '
+    # A weak best match is not a meaning: say it is only the closest concept.
+    label = "concept" if c["f1"] >= 0.5 else "closest concept"
+    return (f'<span class="badge{strong}">{label}: {_e(c["name"])} '
             f'(F1 {c["f1"]:.2f}, AUROC {c["auroc"]:.2f}){star}</span>')
 
 
