@@ -10,12 +10,12 @@ the command line override those of the flagfile.
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import typing
 
 from absl import app, flags, logging
 
+from primary.config_flags import config_from_flags as config_from_dataclass_flags
+from primary.config_flags import define_config_flags
 from primary.training import PrimaryTrainConfig, train_primary
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (created; resumed if it exists).")
@@ -48,25 +48,11 @@ _HELP = {
 }
 
 
-def _define_config_flags() -> None:
-    """One flag per PrimaryTrainConfig field, defaulting to the field's default."""
-    hints = typing.get_type_hints(PrimaryTrainConfig)
-    for f in dataclasses.fields(PrimaryTrainConfig):
-        kind, doc = hints[f.name], _HELP.get(f.name, f"PrimaryTrainConfig.{f.name}")
-        define = {bool: flags.DEFINE_bool, int: flags.DEFINE_integer,
-                  float: flags.DEFINE_float, str: flags.DEFINE_string}.get(kind)
-        if define is None:
-            raise TypeError(f"no flag type for PrimaryTrainConfig.{f.name}: {kind}")
-        define(f.name, f.default, doc)
-
-
-_define_config_flags()
+define_config_flags(PrimaryTrainConfig, _HELP)
 
 
 def config_from_flags(values=flags.FLAGS) -> PrimaryTrainConfig:
-    return PrimaryTrainConfig(
-        **{f.name: values[f.name].value for f in dataclasses.fields(PrimaryTrainConfig)}
-    )
+    return config_from_dataclass_flags(PrimaryTrainConfig, values)
 
 
 def main(argv):

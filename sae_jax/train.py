@@ -11,12 +11,12 @@ latest checkpoint. Flags given on the command line override the flagfile.
 
 from __future__ import annotations
 
-import dataclasses
 import sys
-import typing
 
 from absl import app, flags, logging
 
+from primary.config_flags import config_from_flags as config_from_dataclass_flags
+from primary.config_flags import define_config_flags
 from sae_jax.config import SAETrainConfig
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (created; resumed if it exists).")
@@ -34,6 +34,7 @@ _HELP = {
     "buffer_size": "Activation buffer capacity (rows).",
     "buffer_dtype": "Buffer storage dtype: float32 or bfloat16.",
     "min_buffer": "Buffered activations needed before SAE training starts.",
+    "usage_estimate_rows": "Batch rows the usage penalty's soft firing estimate uses (0: all).",
     "resample_steps": "Comma-separated SAE steps at which dead features are resampled.",
     "data_source": "synthetic, statink or splatnlp_tsv.",
     "data_fraction": "Fraction of the training examples used per epoch.",
@@ -43,46 +44,12 @@ _HELP = {
 }
 
 
-def _define_config_flags() -> None:
-    """One flag per SAETrainConfig field, defaulting to the field's default."""
-    hints = typing.get_type_hints(SAETrainConfig)
-    for f in dataclasses.fields(SAETrainConfig):
-        if f.name == "extra":
-            continue
-        kind, default = hints[f.name], f.default
-        doc = _HELP.get(f.name, f"SAETrainConfig.{f.name}")
-        if kind is bool:
-            flags.DEFINE_bool(f.name, default, doc)
-        elif kind is int:
-            flags.DEFINE_integer(f.name, default, doc)
-        elif kind is float:
-            flags.DEFINE_float(f.name, default, doc)
-        elif kind is str:
-            flags.DEFINE_string(f.name, default, doc)
-        elif typing.get_origin(kind) is tuple:
-            flags.DEFINE_list(f.name, [str(s) for s in default], doc)
-        else:
-            raise TypeError(f"no flag type for SAETrainConfig.{f.name}: {kind}")
-
-
-_define_config_flags()
+define_config_flags(SAETrainConfig, _HELP, skip=("extra",))
 
 
 def config_from_flags(values=flags.FLAGS) -> SAETrainConfig:
-    """The frozen run config from parsed flags; resample_steps parsed as integers."""
-    settings = {}
-    for f in dataclasses.fields(SAETrainConfig):
-        if f.name == "extra":
-            continue
-        value = values[f.name].value
-        if f.name == "resample_steps":
-            try:
-                value = tuple(int(s) for s in value if str(s).strip())
-            except ValueError:
-                raise ValueError(f"--resample_steps must be comma-separated integers, got "
-                                 f"{','.join(value)!r}") from None
-        settings[f.name] = value
-    return SAETrainConfig(**settings)
+    """The frozen run config from parsed flags (resample_steps as integers)."""
+    return config_from_dataclass_flags(SAETrainConfig, values, skip=("extra",))
 
 
 def main(argv) -> int:
