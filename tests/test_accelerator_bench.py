@@ -1,0 +1,122 @@
+"""The accelerator benchmark at toy sizes: every section runs and its bookkeeping adds up."""
+
+import json
+import math
+
+import pytest
+
+from benchmarks import accelerator, sae_bench
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    out = tmp_path_factory.mktemp("accelerator") / "smoke.json"
+    results = accelerator.main(["--smoke", "--out", str(out)])
+    with open(out) as f:
+        written = json.load(f)
+    return results, written
+
+
+def _numbers(node):
+    if isinstance(node, dict):
+        for v in node.values():
+            yield from _numbers(v)
+    elif isinstance(node, list):
+        for v in node:
+            yield from _numbers(v)
+    elif isinstance(node, (int, float)) and not isinstance(node, bool):
+        yield node
+
+
+def test_json_has_every_section_and_the_machine(smoke):
+    _, written = smoke
+    for section in ("machine", "plan", "matmul", "sae", "quality", "harvest", "targets"):
+        assert section in written, section
+    assert written["mode"] == "smoke"
+    assert written["machine"]["jax_backend"] == "cpu"
+    assert written["machine"]["device_kind"]
+    assert set(written["targets"]) == {"sae_bf16_roofline_fraction_batch4096",
+                                       "harvest_819200_seconds", "bf16_fve_change"}
+
+
+def test_timings_are_finite_and_positive(smoke):
+    _, written = smoke
+    for section in ("matmul", "sae", "harvest"):
+        for x in _numbers(written[section]):
+            assert math.isfinite(x) and x >= 0, (section, x)
+    for variant in accelerator.VARIANTS:
+        assert written["matmul"][variant]["flops_per_s"] > 0
+    h = written["harvest"]
+    assert h["seconds"] > 0 and h["builds_per_s"] > 0
+    assert h["buffer_rows_filled"] == h["rows"] and h["all_finite"]
+
+
+def test_roofline_fraction_is_flops_over_time_over_the_matching_rate(smoke):
+    _, written = smoke
+    matmul = written["matmul"]
+    assert matmul["flops"] == 2 * matmul["n"] ** 3
+    for shape, entry in written["sae"].items():
+        assert set(entry) == set(written["plan"]["sae_variants"])
+        for variant, r in entry.items():
+            assert r["flops_per_step"] == sae_bench.sae_step_flops(r["batch"], r["d_in"],
+                                                                    r["d_sae"])
+            assert f"{r['d_in']}x{r['d_sae']}" == shape
+            rate = matmul[variant]["flops_per_s"]
+            assert r["matmul_flops_per_s"] == rate
+            expected = r["flops_per_step"] / r["step_s_best"] / rate
+            assert r["roofline_fraction"] == pytest.approx(expected, rel=1e-12)
+            assert r["activations_per_s"] == pytest.approx(r["batch"] / r["step_s_best"],
+                                                           rel=1e-12)
+            assert r["compute_dtype"] == accelerator.VARIANTS[variant][0]
+            assert r["all_losses_finite"]
+
+
+def test_fve_figures_are_bounded_and_the_change_is_their_difference(smoke):
+    _, written = smoke
+    q = written["quality"]["variants"]
+    ref = q[accelerator.REFERENCE_VARIANT]
+    for scores in q.values():
+        assert -1 <= scores["fve"] <= 1
+        assert 0 <= scores["l0"] <= written["quality"]["d_sae"]
+    change = q["bfloat16"]["fve_change_vs_reference"]
+    assert change == pytest.approx(q["bfloat16"]["fve"] - ref["fve"], abs=1e-12)
+    assert written["targets"]["bf16_fve_change"]["value"] == change
+
+
+def test_toy_run_claims_no_target(smoke):
+    # Toy sizes on a CPU say nothing about the GPU targets: every verdict stays null, and
+    # a harvest of fewer than 819,200 rows is only ever reported as extrapolated.
+    _, written = smoke
+    for name, t in written["targets"].items():
+        assert t["met"] is None, name
+    assert written["targets"]["harvest_819200_seconds"]["value"] is None
+    h = written["harvest"]
+    assert "seconds_819200_measured" not in h
+    assert h["seconds_819200_extrapolated"] == pytest.approx(819_200 / h["builds_per_s"])
+
+
+def test_targets_judge_measured_figures():
+    # The verdict logic on hand-made results, as an accelerator run would produce them.
+    results = {"mode": "accelerator", "machine": {"jax_backend": "gpu"},
+               "sae": {"512x2048": {"bfloat16": {"roofline_fraction": 0.61, "batch": 4096}}},
+               "harvest": {"seconds_819200_measured": 31.5},
+               "quality": {"variants": {"bfloat16": {"fve_change_vs_reference": -0.004}}}}
+    t = accelerator.targets(results)
+    assert t["sae_bf16_roofline_fraction_batch4096"]["met"] is True
+    assert t["harvest_819200_seconds"]["value"] == 31.5
+    assert t["harvest_819200_seconds"]["met"] is False
+    assert t["bf16_fve_change"]["met"] is True
+    results["sae"]["512x2048"]["bfloat16"]["roofline_fraction"] = 0.2
+    results["quality"]["variants"]["bfloat16"]["fve_change_vs_reference"] = 0.03
+    t = accelerator.targets(results)
+    assert t["sae_bf16_roofline_fraction_batch4096"]["met"] is False
+    assert t["bf16_fve_change"]["met"] is False
+
+
+def test_bad_flags_are_refused():
+    with pytest.raises(SystemExit):
+        accelerator.main(["--smoke", "--skip", "matmul"])
+    with pytest.raises(SystemExit):
+        accelerator.main(["--smoke", "--harvest_rows", "0"])
+    with pytest.raises(ValueError, match="multiple of the harvest batch"):
+        accelerator.host_batches(accelerator.TOY_PRIMARY, rows=100, batch=64, length=4)
