@@ -11,6 +11,8 @@ import json
 import os
 from dataclasses import dataclass, field
 
+from sae_jax.precision import COMPUTE_DTYPES
+
 DATA_SOURCES = ("synthetic", "statink", "splatnlp_tsv")
 
 
@@ -38,6 +40,9 @@ class SAETrainConfig:
     # on; batch rows are independent draws, so a subsample is an unbiased, cheaper estimate.
     # 0 = every row.
     usage_estimate_rows: int = 256
+    # dtype of the step's matmul operands ("float32" or "bfloat16": float32 sums, params
+    # and optimiser state either way; see sae_jax/precision.py).
+    compute_dtype: str = "float32"
     # Reproduce the original's two defects (frozen decoder, gradient-free usage term).
     original_behaviour: bool = False
     # --- buffer and training loop
@@ -78,6 +83,9 @@ class SAETrainConfig:
             errors.append(f"min_buffer {self.min_buffer} exceeds buffer_size {self.buffer_size}")
         if self.buffer_dtype not in ("float32", "bfloat16"):
             errors.append(f"buffer_dtype must be float32 or bfloat16, got {self.buffer_dtype!r}")
+        if self.compute_dtype not in COMPUTE_DTYPES:
+            errors.append(f"compute_dtype must be one of {COMPUTE_DTYPES}, got "
+                          f"{self.compute_dtype!r}")
         if self.data_source not in DATA_SOURCES:
             errors.append(f"unknown data source {self.data_source!r}; choose one of {DATA_SOURCES}")
         if self.data_source != "synthetic" and not self.data_path:

@@ -125,8 +125,9 @@ def sae_loss(
     """
     _check_batch(params, x, usage_ema)
     x = x.astype(jnp.float32)
-    pre, h = encode(params, x, cfg.clip_max)
-    recon = decode(params, h, frozen_decoder=cfg.original_behaviour)
+    pre, h = encode(params, x, cfg.clip_max, compute_dtype=cfg.compute_dtype)
+    recon = decode(params, h, frozen_decoder=cfg.original_behaviour,
+                   compute_dtype=cfg.compute_dtype)
 
     mse = jnp.mean(jnp.square(recon - x))
     l1 = jnp.mean(jnp.sum(jnp.abs(h), axis=-1))

@@ -24,6 +24,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from sae_jax.precision import matmul
+
 ATOM_NORM_EPS = 1e-12
 
 
@@ -77,24 +79,27 @@ def _kaiming_uniform_relu(key, shape, fan_in, dtype=jnp.float32):
 SAEParams = dict
 
 
-def encode(params: SAEParams, x: jax.Array, clip_max: float) -> tuple[jax.Array, jax.Array]:
-    """Pure encoder: ``(pre, post)`` from a params dict (used inside jitted loops)."""
+def encode(params: SAEParams, x: jax.Array, clip_max: float, *,
+           compute_dtype: str = "float32") -> tuple[jax.Array, jax.Array]:
+    """Pure encoder: ``(pre, post)`` from a params dict (used inside jitted loops).
+    ``compute_dtype`` is that of the big matmul (``sae_jax.precision``)."""
     x = x.astype(params["W_enc"].dtype)
     w = params["W_enc"]
     # Same as (x - b_dec) @ W_enc, but b_dec's gradient becomes a vector-matrix product
     # instead of a full (batch, d_in) x (d_in, d_sae) matmul in the backward pass.
-    pre = x @ w + (params["b_enc"] - params["b_dec"] @ w)
+    pre = matmul(x, w, compute_dtype) + (params["b_enc"] - params["b_dec"] @ w)
     post = jnp.clip(jax.nn.relu(pre), 0.0, clip_max)
     return pre, post
 
 
-def decode(params: SAEParams, h: jax.Array, *, frozen_decoder: bool = False) -> jax.Array:
+def decode(params: SAEParams, h: jax.Array, *, frozen_decoder: bool = False,
+           compute_dtype: str = "float32") -> jax.Array:
     """Pure decoder through unit-norm atoms; ``frozen_decoder`` reproduces the original's
     no-grad dictionary (its decoder weight never learns)."""
     atoms = unit_rows(params["W_dec"])
     if frozen_decoder:
         atoms = jax.lax.stop_gradient(atoms)
-    return h @ atoms + params["b_dec"]
+    return matmul(h, atoms, compute_dtype) + params["b_dec"]
 
 
 class SparseAutoencoder(nnx.Module):

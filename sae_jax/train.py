@@ -33,6 +33,7 @@ _HELP = {
     "original_behaviour": "Reproduce the original's frozen decoder and gradient-free usage term.",
     "buffer_size": "Activation buffer capacity (rows).",
     "buffer_dtype": "Buffer storage dtype: float32 or bfloat16.",
+    "compute_dtype": "SAE step matmul operands: float32, or bfloat16 with float32 sums.",
     "min_buffer": "Buffered activations needed before SAE training starts.",
     "usage_estimate_rows": "Batch rows the usage penalty's soft firing estimate uses (0: all).",
     "resample_steps": "Comma-separated SAE steps at which dead features are resampled.",
