@@ -27,7 +27,12 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from benchmarks import harvest_bench, sae_bench  # noqa: E402
-from benchmarks.timing import load_average, machine_info  # noqa: E402
+from benchmarks.timing import (  # noqa: E402
+    load_average,
+    machine_info,
+    summarize,
+    time_interleaved,
+)
 
 # The headline shapes: the seed's SAE (512 -> 2048) at the original's batch of 1024.
 HEADLINE = dict(d_in=512, d_sae=2048, batch=1024, matmul_n=2048, buffer_capacity=819_200,
@@ -36,20 +41,20 @@ HEADLINE = dict(d_in=512, d_sae=2048, batch=1024, matmul_n=2048, buffer_capacity
 
 def _plan(mode: str) -> dict:
     if mode == "quick":
-        return dict(HEADLINE, matmul_reps=5, buffer_rows=100_000, torch_steps=8, jax_k=16,
-                    jax_calls=3, k_sweep=(), demo_reps=5, demo_torch_reps=3, full_reps=1,
+        return dict(HEADLINE, matmul_reps=3, buffer_rows=100_000, sae_rounds=8, torch_k=8,
+                    jax_k=16, k_sweep=(), demo_reps=5, demo_torch_reps=3, full_reps=1,
                     full_torch_reps=1, d_sae_sweep=(2048, 8192, 24576),
                     batch_sweep=(256, 1024, 4096), sweep_steps=2, sweep_calls=2,
                     torch_sweep=False)
     if mode == "smoke":  # seconds: exercises every section at toy sizes
         return dict(d_in=32, d_sae=128, batch=64, matmul_n=128, buffer_capacity=4096,
-                    harvest_batch=8, harvest_tokens=6, full_size_harvest=False, matmul_reps=2,
-                    buffer_rows=1000, torch_steps=2, jax_k=2, jax_calls=2, k_sweep=(1,),
+                    harvest_batch=8, harvest_tokens=6, full_size_harvest=False, matmul_reps=1,
+                    buffer_rows=1000, sae_rounds=2, torch_k=2, jax_k=2, k_sweep=(1,),
                     demo_reps=2, demo_torch_reps=1, full_reps=1, full_torch_reps=1,
                     d_sae_sweep=(64, 128), batch_sweep=(32, 64), sweep_steps=2, sweep_calls=1,
                     torch_sweep=True)
-    return dict(HEADLINE, matmul_reps=10, buffer_rows=100_000, torch_steps=20, jax_k=32,
-                jax_calls=5, k_sweep=(1, 8, 32), demo_reps=10, demo_torch_reps=5, full_reps=3,
+    return dict(HEADLINE, matmul_reps=5, buffer_rows=100_000, sae_rounds=15, torch_k=16,
+                jax_k=32, k_sweep=(1, 8, 32), demo_reps=10, demo_torch_reps=5, full_reps=3,
                 full_torch_reps=3, d_sae_sweep=(2048, 4096, 8192, 16384, 24576),
                 batch_sweep=(256, 512, 1024, 2048, 4096), sweep_steps=4, sweep_calls=3,
                 torch_sweep=True)
@@ -70,35 +75,89 @@ def _table(title: str, header: list[str], rows: list[list]) -> None:
             print("  " + "  ".join("-" * w for w in widths))
 
 
-def run_sae(plan: dict, xla_gflops: float, have_torch: bool) -> dict:
+# The headline contenders, timed interleaved: name -> (label, FLOPs label, matmul rate basis).
+SAE_CONTENDERS = {
+    "original_torch": ("original loop (torch)", "14BDH", "float32"),
+    "ours_fixed": ("ours, fixed", "10BDH", "float32"),
+    "ours_original_behaviour": ("ours, original behaviour", "8BDH", "float32"),
+    "ours_fixed_bf16": ("ours, fixed, bfloat16 matmuls", "10BDH", "bfloat16"),
+    "matmul_chain": ("bare matmul chain", "10BDH", "float32"),
+}
+
+
+def _sae_contenders(plan: dict, data: np.ndarray, have_torch: bool) -> dict:
+    """name -> (call, FLOPs per unit, units per call) for the interleaved rounds; a unit is
+    one SAE step, or one square matmul."""
+    d_in, b, h, k = plan["d_in"], plan["batch"], plan["d_sae"], plan["jax_k"]
+    out = {}
+    if have_torch:
+        call, flops = sae_bench.torch_original_call(d_in, h, b, data,
+                                                    steps_per_call=plan["torch_k"])
+        out["original_torch"] = (call, flops, plan["torch_k"])
+    for name, kwargs in (("ours_fixed", {}),
+                         ("ours_original_behaviour", {"original_behaviour": True}),
+                         ("ours_fixed_bf16", {"compute_dtype": "bfloat16"})):
+        call, flops = sae_bench.jax_sae_call(d_in, h, b, data, steps_per_call=k, **kwargs)
+        out[name] = (call, flops, k)
+    call, flops = sae_bench.matmul_chain_call(d_in, h, b, steps_per_call=k)
+    out["matmul_chain"] = (call, flops, k)
+    reps = plan["matmul_reps"]
+    for dtype in ("float32", "bfloat16"):
+        call, flops = sae_bench.matmul_call(plan["matmul_n"], dtype, reps=reps)
+        out[f"matmul_{dtype}"] = (call, flops // reps, reps)
+    return out
+
+
+def run_sae(plan: dict, have_torch: bool) -> dict:
+    """Every headline contender and the square-matmul rates, timed in interleaved rounds.
+
+    Ratios are taken per round (both sides under the same load) and summarised by their
+    median; best-of-rounds figures are kept as well."""
     d_in, b, h = plan["d_in"], plan["batch"], plan["d_sae"]
     data = sae_bench.random_activations(plan["buffer_rows"], d_in)
+    contenders = _sae_contenders(plan, data, have_torch)
+    _log(f"SAE: {len(contenders)} contenders, {plan['sae_rounds']} interleaved rounds "
+         f"({', '.join(contenders)})")
+    times = time_interleaved({n: c[0] for n, c in contenders.items()},
+                             rounds=plan["sae_rounds"], warmup=1)
+    per_unit = {n: np.array(times[n]) / c[2] for n, c in contenders.items()}  # s, per round
+    flops = {n: c[1] for n, c in contenders.items()}
+    rate = {n: flops[n] / per_unit[n] for n in contenders}  # FLOP/s, per round
     out = {"d_in": d_in, "d_sae": h, "batch": b, "buffer_rows": plan["buffer_rows"],
-           "step_source": sae_bench.STEP_SOURCE}
-    if have_torch:
-        _log("SAE: original torch loop")
-        out["original_torch"] = sae_bench.bench_torch_original(d_in, h, b, data,
-                                                               steps=plan["torch_steps"])
-    _log(f"SAE: ours, fixed mode, {plan['jax_k']} steps per call")
-    out["ours_fixed"] = sae_bench.bench_jax_sae(d_in, h, b, data, steps_per_call=plan["jax_k"],
-                                                calls=plan["jax_calls"])
-    _log("SAE: ours, original-behaviour mode")
-    out["ours_original_behaviour"] = sae_bench.bench_jax_sae(
-        d_in, h, b, data, steps_per_call=plan["jax_k"], calls=plan["jax_calls"],
-        original_behaviour=True)
-    _log("SAE: bare matmul chain of the same shapes")
-    out["matmul_chain"] = sae_bench.bench_matmul_chain(d_in, h, b, steps_per_call=plan["jax_k"],
-                                                       calls=plan["jax_calls"])
+           "step_source": sae_bench.STEP_SOURCE, "rounds": plan["sae_rounds"],
+           "matmul_n": plan["matmul_n"]}
+    for dtype in ("float32", "bfloat16"):
+        r = rate[f"matmul_{dtype}"]
+        out[f"matmul_{dtype}"] = {"gflops_best": float(r.max()) / 1e9,
+                                  "gflops_median": float(np.median(r)) / 1e9,
+                                  "gflops_all": (r / 1e9).tolist()}
+    for name, (_, _, basis) in SAE_CONTENDERS.items():
+        if name not in contenders:
+            continue
+        entry = sae_bench._throughput(summarize(list(per_unit[name])), b, flops[name])
+        entry["steps_per_call"] = contenders[name][2]
+        # Roofline: this contender's FLOP rate over the square matmul's rate in its dtype,
+        # per round; the median of those, and best over best.
+        fractions = rate[name] / rate[f"matmul_{basis}"]
+        entry["roofline_basis"] = f"XLA {plan['matmul_n']}^3 matmul, {basis}"
+        entry["roofline_fraction"] = float(np.median(fractions))
+        entry["roofline_fraction_best_over_best"] = float(
+            rate[name].max() / rate[f"matmul_{basis}"].max())
+        entry["roofline_fraction_all"] = fractions.tolist()
+        if "original_torch" in contenders and name != "original_torch":
+            speedups = per_unit["original_torch"] / per_unit[name]
+            entry["speedup_vs_original"] = float(np.median(speedups))
+            entry["speedup_vs_original_best_over_best"] = float(
+                per_unit["original_torch"].min() / per_unit[name].min())
+            entry["speedup_vs_original_all"] = speedups.tolist()
+        out[name] = entry
     out["ours_fixed_k_sweep"] = {}
+    xla = out["matmul_float32"]["gflops_best"]
     for k in plan["k_sweep"]:
         _log(f"SAE: ours, fixed mode, K={k}")
-        out["ours_fixed_k_sweep"][str(k)] = sae_bench.bench_jax_sae(
-            d_in, h, b, data, steps_per_call=k, calls=max(2, 64 // k))
-        out["ours_fixed_k_sweep"][str(k)]["roofline_fraction"] = (
-            out["ours_fixed_k_sweep"][str(k)]["gflops_per_s"] / xla_gflops)
-    for name in ("ours_fixed", "ours_original_behaviour", "matmul_chain", "original_torch"):
-        if name in out:
-            out[name]["roofline_fraction"] = out[name]["gflops_per_s"] / xla_gflops
+        r = sae_bench.bench_jax_sae(d_in, h, b, data, steps_per_call=k, calls=max(2, 64 // k))
+        r["roofline_fraction"] = r["gflops_per_s"] / xla
+        out["ours_fixed_k_sweep"][str(k)] = r
     return out
 
 
@@ -162,20 +221,20 @@ def buffer_memory(capacity: int, dim: int) -> dict:
 
 
 def headline(results: dict) -> dict:
+    """The issue's ratios: medians over interleaved rounds of per-round ratios."""
     sae = results["sae"]
     ours = sae["ours_fixed"]
     head = {"sae_roofline_fraction": ours["roofline_fraction"],
-            "sae_fraction_of_matmul_chain": ours["activations_per_s"]
-            / sae["matmul_chain"]["activations_per_s"],
+            "sae_fraction_of_matmul_chain": float(np.median(
+                np.array(ours["roofline_fraction_all"])
+                / np.array(sae["matmul_chain"]["roofline_fraction_all"]))),
+            "sae_bf16_roofline_fraction": sae["ours_fixed_bf16"]["roofline_fraction"],
             "sae_step_source": sae["step_source"]}
-    if "original_torch" in sae:
-        orig = sae["original_torch"]["activations_per_s"]
-        head["sae_speedup_vs_original"] = ours["activations_per_s"] / orig
+    if "speedup_vs_original" in ours:
+        head["sae_speedup_vs_original"] = ours["speedup_vs_original"]
         head["sae_original_behaviour_speedup_vs_original"] = (
-            sae["ours_original_behaviour"]["activations_per_s"] / orig)
-        # Useful FLOP/s ratio: credits the extra work of learning the decoder.
-        head["sae_flop_rate_ratio_vs_original"] = (ours["gflops_per_s"]
-                                                   / sae["original_torch"]["gflops_per_s"])
+            sae["ours_original_behaviour"]["speedup_vs_original"])
+        head["sae_bf16_speedup_vs_original"] = sae["ours_fixed_bf16"]["speedup_vs_original"]
     harvest = results.get("harvest", {})
     for basis in ("full_size", "demo"):
         if "speedup" in harvest.get(basis, {}):
@@ -190,29 +249,31 @@ def headline(results: dict) -> dict:
 
 def print_tables(results: dict) -> None:
     mm = results["matmul"]
-    again = results.get("matmul_repeat", {})
-    _table(f"matmul {mm['n']}^3 float32 (GFLOP/s, best of several; measured before and after "
-           "the SAE section)", ["backend", "before", "after"],
-           [["XLA (jnp.dot, jit)", mm["xla_gflops"], again.get("xla_gflops", "-")]]
-           + ([["torch", mm["torch_gflops"], again.get("torch_gflops", "-")]]
-              if "torch_gflops" in mm else []))
     sae = results["sae"]
+    _table(f"matmul {mm['n']}^3 (GFLOP/s; XLA rows: best / median of the interleaved rounds)",
+           ["", "best", "median"],
+           [["XLA float32", sae["matmul_float32"]["gflops_best"],
+             sae["matmul_float32"]["gflops_median"]],
+            ["XLA bfloat16 operands, float32 sums", sae["matmul_bfloat16"]["gflops_best"],
+             sae["matmul_bfloat16"]["gflops_median"]]]
+           + ([["torch float32 (timed alone)", mm["torch_gflops"], mm["torch_gflops_median"]]]
+              if "torch_gflops" in mm else []))
     rows = []
-    for name, label in (("original_torch", "original loop (torch, 14BDH)"),
-                        ("ours_fixed", "ours fixed (10BDH)"),
-                        ("ours_original_behaviour", "ours original-behaviour (8BDH)"),
-                        ("matmul_chain", "bare matmul chain (10BDH)")):
+    for name, (label, work, basis) in SAE_CONTENDERS.items():
         if name in sae:
             r = sae[name]
-            rows.append([label, r["step_ms_best"], r["activations_per_s"], r["gflops_per_s"],
-                         f"{100 * r['roofline_fraction']:.0f}%"])
-    # Fractions are of the better XLA matmul measurement.
+            rows.append([f"{label} ({work})", r["step_ms_best"], r["step_ms_median"],
+                         r["activations_per_s"], f"{100 * r['roofline_fraction']:.0f}% {basis}",
+                         f"{r['speedup_vs_original']:.2f}x" if "speedup_vs_original" in r
+                         else "-"])
     for k, r in sae.get("ours_fixed_k_sweep", {}).items():
-        rows.append([f"ours fixed, K={k}", r["step_ms_best"], r["activations_per_s"],
-                     r["gflops_per_s"], f"{100 * r['roofline_fraction']:.0f}%"])
-    _table(f"SAE training {sae['d_in']}->{sae['d_sae']}, batch {sae['batch']} "
-           f"(step: {sae['step_source']})",
-           ["", "ms/step", "activations/s", "GFLOP/s", "of XLA matmul"], rows)
+        rows.append([f"ours fixed, K={k} (timed alone)", r["step_ms_best"], r["step_ms_median"],
+                     r["activations_per_s"], f"{100 * r['roofline_fraction']:.0f}% float32",
+                     "-"])
+    _table(f"SAE training {sae['d_in']}->{sae['d_sae']}, batch {sae['batch']}, "
+           f"{sae['rounds']} interleaved rounds (step: {sae['step_source']}; fractions and "
+           "speedups: medians of per-round ratios)",
+           ["", "ms/step best", "median", "activations/s", "of matmul", "vs original"], rows)
     if "harvest" in results:
         rows = []
         for basis, r in results["harvest"].items():
@@ -281,23 +342,11 @@ def main(argv=None) -> dict:
 
         _log("checking the torch re-creation against the original's fixture outputs")
         results["torch_recreation_check"] = check_against_original()
-    _log("matmul roofline")
+    _log("matmul: XLA and torch")
     results["matmul"] = sae_bench.bench_matmul(plan["matmul_n"], reps=plan["matmul_reps"])
-    xla = results["matmul"]["xla_gflops"]
-    results["sae"] = run_sae(plan, xla, have_torch)
-    # A second roofline measurement: on a shared machine the better of the two is the
-    # closer to what the hardware can do, and every fraction is recomputed against it.
-    _log("matmul roofline, second measurement")
-    again = sae_bench.bench_matmul(plan["matmul_n"], reps=plan["matmul_reps"])
-    results["matmul_repeat"] = again
-    if again["xla_gflops"] > xla:
-        xla = results["matmul"]["xla_gflops_best_of_runs"] = again["xla_gflops"]
-        for entry in results["sae"].values():
-            if isinstance(entry, dict) and "gflops_per_s" in entry:
-                entry["roofline_fraction"] = entry["gflops_per_s"] / xla
-        for entry in results["sae"].get("ours_fixed_k_sweep", {}).values():
-            entry["roofline_fraction"] = entry["gflops_per_s"] / xla
-    results["matmul"].setdefault("xla_gflops_best_of_runs", xla)
+    results["sae"] = run_sae(plan, have_torch)
+    # The scaling sweep's fractions are of the best float32 matmul rate seen in this run.
+    xla = max(results["matmul"]["xla_gflops"], results["sae"]["matmul_float32"]["gflops_best"])
     if "harvest" not in skip:
         results["harvest"] = run_harvest(plan)
     if "scaling" not in skip:

@@ -63,69 +63,105 @@ def _throughput(per_step: dict, batch: int, flops: int) -> dict:
     }
 
 
+def matmul_call(n: int, compute_dtype: str = "float32", *, reps: int = 1):
+    """``(call, flops_per_call)``: ``reps`` jitted ``n^3`` matmuls through XLA, float32 or
+    bfloat16 operands (float32 sums), the rate that step in that dtype is measured against."""
+    key_a, key_b = jax.random.split(jax.random.key(0))
+    dtype = jnp.dtype(compute_dtype)
+    a = jax.random.normal(key_a, (n, n), jnp.float32).astype(dtype)
+    b = jax.random.normal(key_b, (n, n), jnp.float32).astype(dtype)
+    dot = jax.jit(partial(jnp.matmul, preferred_element_type=jnp.float32))
+
+    def call():
+        for _ in range(reps):
+            dot(a, b).block_until_ready()
+
+    return call, 2 * n**3 * reps
+
+
 def bench_matmul(n: int = 2048, reps: int = 5) -> dict:
     """GFLOP/s of an ``n^3`` float32 matmul through XLA (jitted jnp.dot) and torch."""
-    key_a, key_b = jax.random.split(jax.random.key(0))
-    a = jax.random.normal(key_a, (n, n), jnp.float32)
-    b = jax.random.normal(key_b, (n, n), jnp.float32)
-    dot = jax.jit(jnp.dot)
-    xla = time_calls(lambda: dot(a, b).block_until_ready(), reps=reps, warmup=2)
-    out = {"n": n, "xla_gflops": 2 * n**3 / xla["best"] / 1e9,
-           "xla_gflops_median": 2 * n**3 / xla["median"] / 1e9}
+    call, flops = matmul_call(n)
+    xla = time_calls(call, reps=reps, warmup=2)
+    out = {"n": n, "xla_gflops": flops / xla["best"] / 1e9,
+           "xla_gflops_median": flops / xla["median"] / 1e9}
     try:
         import torch
     except ImportError:
         return out
-    ta, tb = torch.from_numpy(np.array(a)), torch.from_numpy(np.array(b))
+    rng = np.random.default_rng(0)
+    ta = torch.from_numpy(rng.standard_normal((n, n), dtype=np.float32))
+    tb = torch.from_numpy(rng.standard_normal((n, n), dtype=np.float32))
     tt = time_calls(lambda: torch.mm(ta, tb), reps=reps, warmup=2)
-    out.update(torch_gflops=2 * n**3 / tt["best"] / 1e9,
-               torch_gflops_median=2 * n**3 / tt["median"] / 1e9)
+    out.update(torch_gflops=flops / tt["best"] / 1e9,
+               torch_gflops_median=flops / tt["median"] / 1e9)
     return out
 
 
-def bench_torch_original(d_in: int, d_sae: int, batch: int, buffer: np.ndarray, *,
-                         steps: int, warmup: int = 2) -> dict:
-    """The original's per-step loop (randperm batch, step, second forward for L0)."""
+def torch_original_call(d_in: int, d_sae: int, batch: int, buffer: np.ndarray, *,
+                        steps_per_call: int = 1):
+    """``(call, flops_per_step)``: ``steps_per_call`` steps of the original's loop (randperm
+    batch, step, second forward for L0, ``.item()`` on every logged scalar)."""
     import torch
 
     from benchmarks.original_torch import SAETrainer, SparseAutoencoder
 
     torch.manual_seed(0)
-    sae = SparseAutoencoder(d_in, d_sae / d_in)
-    trainer = SAETrainer(sae, batch_size=batch)
+    trainer = SAETrainer(SparseAutoencoder(d_in, d_sae / d_in), batch_size=batch)
     data = torch.from_numpy(buffer)
-    timing = time_calls(lambda: trainer.step(data), reps=steps, warmup=warmup)
+
+    def call():
+        for _ in range(steps_per_call):
+            trainer.step(data)
+
     flops = sae_step_flops(batch, d_in, d_sae, learn_decoder=False, bias_grad_matmul=True,
                            second_forward=True)
-    return _throughput(timing, batch, flops)
+    return call, flops
 
 
-def bench_jax_sae(d_in: int, d_sae: int, batch: int, buffer: np.ndarray, *,
-                  steps_per_call: int, calls: int, original_behaviour: bool = False,
-                  buffer_dtype: str = "float32") -> dict:
-    """Our SAE training: ``steps_per_call`` steps in one jitted scan; compile excluded."""
+def bench_torch_original(d_in: int, d_sae: int, batch: int, buffer: np.ndarray, *,
+                         steps: int, warmup: int = 2) -> dict:
+    """The original's per-step loop, each step timed on its own."""
+    call, flops = torch_original_call(d_in, d_sae, batch, buffer)
+    return _throughput(time_calls(call, reps=steps, warmup=warmup), batch, flops)
+
+
+def jax_sae_call(d_in: int, d_sae: int, batch: int, buffer: np.ndarray, *, steps_per_call: int,
+                 original_behaviour: bool = False, buffer_dtype: str = "float32",
+                 compute_dtype: str = "float32"):
+    """``(call, flops_per_step)``: ``steps_per_call`` of our SAE steps in one jitted scan,
+    the state carried (and donated) from call to call. The first call compiles."""
     cfg = SAETrainConfig(expansion_factor=d_sae / d_in, sae_batch_size=batch,
                          original_behaviour=original_behaviour, buffer_dtype=buffer_dtype,
-                         buffer_size=buffer.shape[0], min_buffer=min(batch, buffer.shape[0]),
-                         resample_steps=())
+                         compute_dtype=compute_dtype, buffer_size=buffer.shape[0],
+                         min_buffer=min(batch, buffer.shape[0]), resample_steps=())
     total = 100_000
     sae = create_sae(SAEConfig(d_in, d_sae / d_in, cfg.clip_max), seed=0)
-    state = init_train_state(sae, cfg, total)
     rows = buffer.shape[0]
     buf = ActivationBuffer(jnp.asarray(buffer, dtype=buffer_dtype),
                            jnp.zeros((), jnp.int32), jnp.asarray(rows, jnp.int32))
     run = make_train_steps(cfg, total, steps_per_call)
     key = jax.random.key(0)
-    holder = {"state": state}
+    holder = {"state": init_train_state(sae, cfg, total)}
 
     def call():
         holder["state"], metrics = run(holder["state"], buf, key)
         jax.block_until_ready((holder["state"], metrics))
 
+    return call, sae_step_flops(batch, d_in, d_sae, learn_decoder=not original_behaviour)
+
+
+def bench_jax_sae(d_in: int, d_sae: int, batch: int, buffer: np.ndarray, *,
+                  steps_per_call: int, calls: int, original_behaviour: bool = False,
+                  buffer_dtype: str = "float32", compute_dtype: str = "float32") -> dict:
+    """Our SAE training: ``steps_per_call`` steps in one jitted scan; compile excluded."""
+    call, flops = jax_sae_call(d_in, d_sae, batch, buffer, steps_per_call=steps_per_call,
+                               original_behaviour=original_behaviour, buffer_dtype=buffer_dtype,
+                               compute_dtype=compute_dtype)
     timing = time_calls(call, reps=calls, warmup=1)  # the warmup call compiles
-    flops = sae_step_flops(batch, d_in, d_sae, learn_decoder=not original_behaviour)
     out = _throughput(_per_step(timing, steps_per_call), batch, flops)
-    out.update(steps_per_call=steps_per_call, step_source=STEP_SOURCE)
+    out.update(steps_per_call=steps_per_call, step_source=STEP_SOURCE,
+               compute_dtype=compute_dtype)
     return out
 
 
@@ -144,9 +180,9 @@ def _matmul_chain(x, w_enc, w_dec, steps):
     return w_enc, w_dec
 
 
-def bench_matmul_chain(d_in: int, d_sae: int, batch: int, *, steps_per_call: int,
-                       calls: int) -> dict:
-    """What XLA achieves on this machine for the five matmuls a learning step needs (10BDH)."""
+def matmul_chain_call(d_in: int, d_sae: int, batch: int, *, steps_per_call: int):
+    """``(call, flops_per_step)``: the five matmuls a learning step needs (10BDH), with
+    minimal other work: what XLA achieves on this machine for those shapes."""
     k1, k2, k3 = jax.random.split(jax.random.key(1), 3)
     x = jax.random.normal(k1, (batch, d_in))
     holder = {"w": (0.01 * jax.random.normal(k2, (d_in, d_sae)),
@@ -156,8 +192,14 @@ def bench_matmul_chain(d_in: int, d_sae: int, batch: int, *, steps_per_call: int
         holder["w"] = _matmul_chain(x, *holder["w"], steps=steps_per_call)
         jax.block_until_ready(holder["w"])
 
+    return call, sae_step_flops(batch, d_in, d_sae)
+
+
+def bench_matmul_chain(d_in: int, d_sae: int, batch: int, *, steps_per_call: int,
+                       calls: int) -> dict:
+    """Timed :func:`matmul_chain_call`; compile excluded."""
+    call, flops = matmul_chain_call(d_in, d_sae, batch, steps_per_call=steps_per_call)
     timing = time_calls(call, reps=calls, warmup=1)
-    out = _throughput(_per_step(timing, steps_per_call), batch,
-                      sae_step_flops(batch, d_in, d_sae, bias_grad_matmul=False))
+    out = _throughput(_per_step(timing, steps_per_call), batch, flops)
     out["steps_per_call"] = steps_per_call
     return out

@@ -23,7 +23,33 @@ def time_calls(fn: Callable[[], object], *, reps: int, warmup: int = 1) -> dict:
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-    return {"best": min(times), "median": statistics.median(times), "all": times}
+    return summarize(times)
+
+
+def time_interleaved(contenders: dict[str, Callable[[], object]], *, rounds: int,
+                     warmup: int = 1) -> dict[str, list[float]]:
+    """Wall time of each contender's call, ``rounds`` times, one call of each per round.
+
+    Each callable must block until its work is done. Interleaving puts every contender
+    under the same slice of a shared machine's load, so per-round ratios between them
+    are far steadier than figures taken minutes apart. Returns ``{name: [seconds per
+    round]}``; ``warmup`` untimed rounds come first (compilation, caches).
+    """
+    for _ in range(warmup):
+        for fn in contenders.values():
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in contenders}
+    for _ in range(rounds):
+        for name, fn in contenders.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return times
+
+
+def summarize(times: list[float]) -> dict:
+    """``{"best", "median", "all"}`` of a list of timings."""
+    return {"best": min(times), "median": statistics.median(times), "all": list(times)}
 
 
 def cpu_model() -> str:

@@ -1,12 +1,15 @@
 """The benchmark harness's own arithmetic and inputs (no torch needed)."""
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from benchmarks import harvest_bench, sae_bench
-from benchmarks.timing import time_calls
+from benchmarks import run as bench_run
+from benchmarks.timing import time_calls, time_interleaved
 from primary.model import PrimaryConfig
 from sae_jax.config import SAETrainConfig
 from sae_jax.losses import sae_loss
@@ -81,3 +84,33 @@ def test_time_calls_counts_every_rep():
     t = time_calls(lambda: calls.append(1), reps=4, warmup=2)
     assert len(calls) == 6 and len(t["all"]) == 4
     assert t["best"] <= t["median"]
+
+
+def test_time_interleaved_runs_one_call_of_each_per_round():
+    order = []
+    times = time_interleaved({"a": lambda: order.append("a"), "b": lambda: order.append("b")},
+                             rounds=3, warmup=1)
+    assert order == ["a", "b"] * 4
+    assert sorted(times) == ["a", "b"] and all(len(t) == 3 for t in times.values())
+
+
+def test_smoke_run_reports_consistent_ratios(tmp_path):
+    out = tmp_path / "smoke.json"
+    bench_run.main(["--smoke", "--skip", "harvest,scaling", "--out", str(out)])
+    res = json.loads(out.read_text())
+    sae = res["sae"]
+    for name in ("ours_fixed", "ours_original_behaviour", "ours_fixed_bf16", "matmul_chain"):
+        entry = sae[name]
+        assert len(entry["roofline_fraction_all"]) == sae["rounds"]
+        assert entry["roofline_fraction"] == pytest.approx(
+            float(np.median(entry["roofline_fraction_all"])))
+        assert 0 < entry["roofline_fraction"]
+    # Best-over-best fraction is the best step rate over the best matmul rate of its dtype.
+    fixed = sae["ours_fixed"]
+    assert fixed["roofline_fraction_best_over_best"] == pytest.approx(
+        fixed["gflops_per_s"] / sae["matmul_float32"]["gflops_best"], rel=1e-6)
+    assert res["headline"]["sae_roofline_fraction"] == fixed["roofline_fraction"]
+    if "original_torch" in sae:  # torch is a benchmark-only dependency
+        assert fixed["speedup_vs_original"] == pytest.approx(
+            float(np.median(fixed["speedup_vs_original_all"])))
+        assert res["headline"]["sae_speedup_vs_original"] == fixed["speedup_vs_original"]
