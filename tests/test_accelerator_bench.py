@@ -78,6 +78,10 @@ def test_fve_figures_are_bounded_and_the_change_is_their_difference(smoke):
     for scores in q.values():
         assert -1 <= scores["fve"] <= 1
         assert 0 <= scores["l0"] <= written["quality"]["d_sae"]
+    other = written["quality"]["reference_other_seed"]
+    assert -1 <= other["fve"] <= 1 and other["seed"] != written["quality"]["seed"]
+    assert other["fve_change_vs_reference"] == pytest.approx(other["fve"] - ref["fve"],
+                                                             abs=1e-12)
     change = q["bfloat16"]["fve_change_vs_reference"]
     assert change == pytest.approx(q["bfloat16"]["fve"] - ref["fve"], abs=1e-12)
     assert written["targets"]["bf16_fve_change"]["value"] == change
