@@ -20,24 +20,26 @@ import jax.numpy as jnp
 COMPUTE_DTYPES = ("float32", "bfloat16")
 
 
-def _low_dot(a: jax.Array, b: jax.Array, dtype) -> jax.Array:
-    return jnp.matmul(a.astype(dtype), b.astype(dtype), preferred_element_type=jnp.float32)
+def _low_dot(spec: str, a: jax.Array, b: jax.Array, dtype) -> jax.Array:
+    # Transposes stay in the contraction spec: a materialised ``.T`` before a bfloat16
+    # product made XLA's CPU backend fall back to a float32 kernel.
+    return jnp.einsum(spec, a.astype(dtype), b.astype(dtype), preferred_element_type=jnp.float32)
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(2,))
 def _low_matmul(a: jax.Array, b: jax.Array, dtype) -> jax.Array:
-    return _low_dot(a, b, dtype)
+    return _low_dot("mk,kn->mn", a, b, dtype)
 
 
 def _low_matmul_fwd(a, b, dtype):
     # Keep the rounded operands: the backward products use them as they are.
     a_low, b_low = a.astype(dtype), b.astype(dtype)
-    return _low_dot(a_low, b_low, dtype), (a_low, b_low)
+    return _low_dot("mk,kn->mn", a_low, b_low, dtype), (a_low, b_low)
 
 
 def _low_matmul_bwd(dtype, residuals, g):
     a_low, b_low = residuals
-    return _low_dot(g, b_low.T, dtype), _low_dot(a_low.T, g, dtype)
+    return _low_dot("mn,kn->mk", g, b_low, dtype), _low_dot("mk,mn->kn", a_low, g, dtype)
 
 
 _low_matmul.defvjp(_low_matmul_fwd, _low_matmul_bwd)
