@@ -46,7 +46,7 @@ from flax import nnx  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from benchmarks import harvest_bench, sae_bench, sae_fix_quality  # noqa: E402
-from benchmarks.run import _json_default, _log, _table  # noqa: E402
+from benchmarks.output import json_default, log, table  # noqa: E402
 from benchmarks.timing import load_average, machine_info, time_calls  # noqa: E402
 from bridge.harvest import make_harvest_fn  # noqa: E402
 from primary.examples import LENGTH_BUCKETS  # noqa: E402
@@ -193,7 +193,7 @@ def run_sae(plan: dict, matmul: dict) -> dict:
     for d_in, d_sae in plan["sae_shapes"]:
         entry = {}
         for variant in plan["sae_variants"]:
-            _log(f"SAE step {d_in}->{d_sae}, batch {plan['sae_batch']}, {variant}")
+            log(f"SAE step {d_in}->{d_sae}, batch {plan['sae_batch']}, {variant}")
             with _precision(variant):
                 r = bench_sae_step(d_in, d_sae, plan["sae_batch"], data[d_in],
                                    compute_dtype=VARIANTS[variant][0],
@@ -245,7 +245,7 @@ def run_quality(plan: dict, seed: int = 0) -> dict:
            "batch": plan["quality_batch"], "train_rows": n_train, "test_rows": n_test,
            "seed": seed, "reference": REFERENCE_VARIANT, "variants": {}}
     for variant in plan["quality_variants"]:
-        _log(f"accuracy: {steps} SAE steps, {variant}")
+        log(f"accuracy: {steps} SAE steps, {variant}")
         cfg = dataclasses.replace(base, compute_dtype=VARIANTS[variant][0])
         t0 = time.perf_counter()
         with _precision(variant):
@@ -259,7 +259,7 @@ def run_quality(plan: dict, seed: int = 0) -> dict:
     if ref is not None:
         # The noise floor for the change: the reference trained again from another seed
         # (another init and batch order, same data) moves FVE by this much on its own.
-        _log(f"accuracy: {steps} SAE steps, {REFERENCE_VARIANT}, seed {seed + 1}")
+        log(f"accuracy: {steps} SAE steps, {REFERENCE_VARIANT}, seed {seed + 1}")
         cfg = dataclasses.replace(base, compute_dtype=VARIANTS[REFERENCE_VARIANT][0])
         with _precision(REFERENCE_VARIANT):
             state = sae_fix_quality.train(cfg, train_x, steps, chunk, seed + 1)
@@ -295,7 +295,7 @@ def _xla_flops(jitted, *args) -> float | None:
     try:
         cost = jitted.lower(*args).cost_analysis()
     except Exception as e:  # noqa: BLE001 - any backend failure here only loses an extra
-        _log(f"harvest: no XLA cost analysis ({type(e).__name__}: {e})")
+        log(f"harvest: no XLA cost analysis ({type(e).__name__}: {e})")
         return None
     cost = cost[0] if isinstance(cost, list) else cost
     return float(cost["flops"]) if cost and "flops" in cost else None
@@ -308,7 +308,7 @@ def run_harvest(plan: dict) -> dict:
     model = create_model(cfg, seed=0)
     graphdef, state = nnx.split(model)
     harvest = make_harvest_fn(graphdef)
-    _log(f"harvest: generating {rows:,} random builds on the host")
+    log(f"harvest: generating {rows:,} random builds on the host")
     t0 = time.perf_counter()
     batches = host_batches(cfg, rows, batch, length)
     gen_s = time.perf_counter() - t0
@@ -316,7 +316,7 @@ def run_harvest(plan: dict) -> dict:
     # exactly the rows harvested (the donated push costs the same either way).
     capacity = HARVEST_TARGET_ROWS if rows == HARVEST_TARGET_ROWS else rows
 
-    _log("harvest: compiling (one call into a throwaway buffer of the same shape)")
+    log("harvest: compiling (one call into a throwaway buffer of the same shape)")
     scratch, finite = harvest(state, create_buffer(capacity, cfg.hidden_dim), batches[0])
     jax.block_until_ready((scratch, finite))
     del scratch
@@ -402,7 +402,7 @@ def print_tables(results: dict) -> None:
     gpu = results["machine"]["jax_backend"] != "cpu"
     scale, unit = (1e12, "TFLOP/s") if gpu else (1e9, "GFLOP/s")
     mm = results["matmul"]
-    _table(f"matmul {mm['n']}^3 ({unit}, best of {results['plan']['matmul_reps']})",
+    table(f"matmul {mm['n']}^3 ({unit}, best of {results['plan']['matmul_reps']})",
            ["variant", unit, "ms"],
            [[v, mm[v]["flops_per_s"] / scale, 1e3 * mm[v]["seconds_best"]] for v in VARIANTS])
     rows = []
@@ -411,7 +411,7 @@ def print_tables(results: dict) -> None:
             rows.append([shape, variant, r["step_ms_best"], r["activations_per_s"],
                          r["flops_per_s"] / scale, f"{100 * r['roofline_fraction']:.1f}%"])
     if rows:
-        _table(f"SAE training step, batch {results['plan']['sae_batch']} (fixed mode, 10BDH; "
+        table(f"SAE training step, batch {results['plan']['sae_batch']} (fixed mode, 10BDH; "
                "roofline = FLOP/s over the same variant's matmul rate)",
                ["shape", "variant", "ms/step", "activations/s", unit, "of roofline"], rows)
     if "quality" in results:
@@ -425,7 +425,7 @@ def print_tables(results: dict) -> None:
             rows.append([f"{q['reference']}, seed {s['seed']}", f"{s['fve']:.4f}",
                          f"{s['fve_change_vs_reference']:+.4f}", f"{s['l0']:.2f}", s["dead"],
                          s["atoms_recovered"]])
-        _table(f"bfloat16 accuracy: {q['steps']} steps, d {q['d']} -> {q['d_sae']}, batch "
+        table(f"bfloat16 accuracy: {q['steps']} steps, d {q['d']} -> {q['d_sae']}, batch "
                f"{q['batch']}, held-out {q['test_rows']:,} rows (float32 evaluation)",
                ["trained as", "FVE", "change", "L0", "dead", "atoms found"], rows)
     if "harvest" in results:
@@ -434,7 +434,7 @@ def print_tables(results: dict) -> None:
             note = f"{h['seconds_819200_measured']:.2f} s measured"
         else:
             note = f"{h['seconds_819200_extrapolated']:.1f} s EXTRAPOLATED"
-        _table(f"harvest ({h['primary']} primary, {h['params'] / 1e6:.1f}M params, batch "
+        table(f"harvest ({h['primary']} primary, {h['params'] / 1e6:.1f}M params, batch "
                f"{h['batch']}, {h['tokens_per_build']} tokens; host batches pre-generated)",
                ["rows", "seconds", "builds/s", unit, f"{unit} for < 30 s", "819,200 rows"],
                [[f"{h['rows']:,}", f"{h['seconds']:.3f}", h["builds_per_s"],
@@ -486,7 +486,7 @@ def main(argv=None) -> dict:
                "plan": json.loads(json.dumps(plan)), "variants": {
                    v: {"compute_dtype": d, "matmul_precision": p or "default"}
                    for v, (d, p) in VARIANTS.items()}}
-    _log(f"matmul roofline, n={plan['matmul_n']}, on {machine['device_kind']}")
+    log(f"matmul roofline, n={plan['matmul_n']}, on {machine['device_kind']}")
     results["matmul"] = bench_matmul_variants(plan["matmul_n"], plan["matmul_reps"])
     if "sae" not in skip:
         results["sae"] = run_sae(plan, results["matmul"])
@@ -501,7 +501,7 @@ def main(argv=None) -> dict:
     _check_finite(results)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
-        json.dump(results, f, indent=2, default=_json_default)
+        json.dump(results, f, indent=2, default=json_default)
     print(f"\nwrote {args.out} ({results['wall_s']:.0f} s)")
     return results
 

@@ -23,10 +23,10 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
-import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from benchmarks import harvest_bench, sae_bench  # noqa: E402
+from benchmarks.output import json_default, log, table  # noqa: E402
 from benchmarks.timing import (  # noqa: E402
     load_average,
     machine_info,
@@ -44,7 +44,7 @@ def _plan(mode: str) -> dict:
         return dict(HEADLINE, matmul_reps=3, buffer_rows=100_000, sae_rounds=8, torch_k=8,
                     jax_k=16, k_sweep=(), demo_reps=5, demo_torch_reps=3, full_reps=1,
                     full_torch_reps=1, d_sae_sweep=(2048, 8192, 24576),
-                    batch_sweep=(256, 1024, 4096), sweep_steps=2, sweep_calls=2,
+                    batch_sweep=(256, 1024, 4096), sweep_steps=4, sweep_calls=3,
                     torch_sweep=False)
     if mode == "smoke":  # seconds: exercises every section at toy sizes
         return dict(d_in=32, d_sae=128, batch=64, matmul_n=128, buffer_capacity=4096,
@@ -58,21 +58,6 @@ def _plan(mode: str) -> dict:
                 full_torch_reps=3, d_sae_sweep=(2048, 4096, 8192, 16384, 24576),
                 batch_sweep=(256, 512, 1024, 2048, 4096), sweep_steps=4, sweep_calls=3,
                 torch_sweep=True)
-
-
-def _log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')} load {load_average()}] {msg}", flush=True)
-
-
-def _table(title: str, header: list[str], rows: list[list]) -> None:
-    cells = [header] + [[f"{c:,.1f}" if isinstance(c, float) else str(c) for c in r]
-                        for r in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    print(f"\n{title}")
-    for i, r in enumerate(cells):
-        print("  " + "  ".join(c.rjust(w) for c, w in zip(r, widths)))
-        if i == 0:
-            print("  " + "  ".join("-" * w for w in widths))
 
 
 # The headline contenders, timed interleaved: name -> (label, FLOPs label, matmul rate basis).
@@ -116,7 +101,7 @@ def run_sae(plan: dict, have_torch: bool) -> dict:
     d_in, b, h = plan["d_in"], plan["batch"], plan["d_sae"]
     data = sae_bench.random_activations(plan["buffer_rows"], d_in)
     contenders = _sae_contenders(plan, data, have_torch)
-    _log(f"SAE: {len(contenders)} contenders, {plan['sae_rounds']} interleaved rounds "
+    log(f"SAE: {len(contenders)} contenders, {plan['sae_rounds']} interleaved rounds "
          f"({', '.join(contenders)})")
     times = time_interleaved({n: c[0] for n, c in contenders.items()},
                              rounds=plan["sae_rounds"], warmup=1)
@@ -154,7 +139,7 @@ def run_sae(plan: dict, have_torch: bool) -> dict:
     out["ours_fixed_k_sweep"] = {}
     xla = out["matmul_float32"]["gflops_best"]
     for k in plan["k_sweep"]:
-        _log(f"SAE: ours, fixed mode, K={k}")
+        log(f"SAE: ours, fixed mode, K={k}")
         r = sae_bench.bench_jax_sae(d_in, h, b, data, steps_per_call=k, calls=max(2, 64 // k))
         r["roofline_fraction"] = r["gflops_per_s"] / xla
         out["ours_fixed_k_sweep"][str(k)] = r
@@ -165,13 +150,13 @@ def run_harvest(plan: dict) -> dict:
     demo_cfg, demo_source = harvest_bench.demo_config(
         os.path.join(REPO_ROOT, "configs", "primary_demo.flags"))
     shape = dict(batch=plan["harvest_batch"], length=plan["harvest_tokens"])
-    _log(f"harvest: demo-size primary ({demo_source})")
+    log(f"harvest: demo-size primary ({demo_source})")
     demo = harvest_bench.bench_harvest(demo_cfg, **shape, reps=plan["demo_reps"],
                                        torch_reps=plan["demo_torch_reps"])
     demo["config_source"] = demo_source
     out = {"demo": demo}
     if plan["full_size_harvest"]:
-        _log("harvest: full-size primary (83M parameters)")
+        log("harvest: full-size primary (83M parameters)")
         out["full_size"] = harvest_bench.bench_harvest(
             harvest_bench.FULL_SIZE, **shape, reps=plan["full_reps"],
             torch_reps=plan["full_torch_reps"])
@@ -183,7 +168,7 @@ def run_scaling(plan: dict, xla_gflops: float, have_torch: bool) -> dict:
     data = sae_bench.random_activations(plan["buffer_rows"], d_in)
     by_d_sae, by_batch = {}, {}
     for h in plan["d_sae_sweep"]:
-        _log(f"scaling: d_sae {h}")
+        log(f"scaling: d_sae {h}")
         r = sae_bench.bench_jax_sae(d_in, h, batch, data,
                                     steps_per_call=plan["sweep_steps"], calls=plan["sweep_calls"])
         r["roofline_fraction"] = r["gflops_per_s"] / xla_gflops
@@ -193,7 +178,7 @@ def run_scaling(plan: dict, xla_gflops: float, have_torch: bool) -> dict:
             r["speedup_vs_original"] = r["activations_per_s"] / t["activations_per_s"]
         by_d_sae[str(h)] = r
     for b in plan["batch_sweep"]:
-        _log(f"scaling: batch {b}")
+        log(f"scaling: batch {b}")
         r = sae_bench.bench_jax_sae(d_in, plan["d_sae"], b, data,
                                     steps_per_call=plan["sweep_steps"], calls=plan["sweep_calls"])
         r["roofline_fraction"] = r["gflops_per_s"] / xla_gflops
@@ -250,7 +235,7 @@ def headline(results: dict) -> dict:
 def print_tables(results: dict) -> None:
     mm = results["matmul"]
     sae = results["sae"]
-    _table(f"matmul {mm['n']}^3 (GFLOP/s; XLA rows: best / median of the interleaved rounds)",
+    table(f"matmul {mm['n']}^3 (GFLOP/s; XLA rows: best / median of the interleaved rounds)",
            ["", "best", "median"],
            [["XLA float32", sae["matmul_float32"]["gflops_best"],
              sae["matmul_float32"]["gflops_median"]],
@@ -270,7 +255,7 @@ def print_tables(results: dict) -> None:
         rows.append([f"ours fixed, K={k} (timed alone)", r["step_ms_best"], r["step_ms_median"],
                      r["activations_per_s"], f"{100 * r['roofline_fraction']:.0f}% float32",
                      "-"])
-    _table(f"SAE training {sae['d_in']}->{sae['d_sae']}, batch {sae['batch']}, "
+    table(f"SAE training {sae['d_in']}->{sae['d_sae']}, batch {sae['batch']}, "
            f"{sae['rounds']} interleaved rounds (step: {sae['step_source']}; fractions and "
            "speedups: medians of per-round ratios)",
            ["", "ms/step best", "median", "activations/s", "of matmul", "vs original"], rows)
@@ -282,7 +267,7 @@ def print_tables(results: dict) -> None:
                          f"{r['speedup']:.2f}x" if "speedup" in r else "-",
                          f"{r['pooled_max_abs_diff']:.1e}" if "pooled_max_abs_diff" in r else "-"])
         demo = results["harvest"]["demo"]
-        _table(f"harvest, batch {demo['batch']}, {demo['tokens']} tokens (builds/s)",
+        table(f"harvest, batch {demo['batch']}, {demo['tokens']} tokens (builds/s)",
                ["primary", "ours", "original", "speedup", "pooled diff"], rows)
     if "scaling" in results:
         sc = results["scaling"]
@@ -290,17 +275,17 @@ def print_tables(results: dict) -> None:
                  f"{100 * r['roofline_fraction']:.0f}%",
                  f"{r['speedup_vs_original']:.2f}x" if "speedup_vs_original" in r else "-"]
                 for h, r in sc["by_d_sae"].items()]
-        _table(f"scaling: dictionary size (batch {sae['batch']}, fixed mode)",
+        table(f"scaling: dictionary size (batch {sae['batch']}, fixed mode)",
                ["features", "ms/step", "activations/s", "of XLA matmul", "vs original"], rows)
         rows = [[b, r["step_ms_best"], r["activations_per_s"],
                  f"{100 * r['roofline_fraction']:.0f}%"] for b, r in sc["by_batch"].items()]
-        _table(f"scaling: batch size ({sae['d_sae']} features, fixed mode)",
+        table(f"scaling: batch size ({sae['d_sae']} features, fixed mode)",
                ["batch", "ms/step", "activations/s", "of XLA matmul"], rows)
         mem = sc["buffer_memory"]
         rows = [[dt, f"{mem[dt]['bytes_computed'] / 1e9:.2f} GB",
                  f"{mem[dt]['bytes_allocated'] / 1e9:.2f} GB" if "bytes_allocated" in mem[dt]
                  else mem[dt].get("allocation_error", "-")] for dt in ("float32", "bfloat16")]
-        _table(f"activation buffer {mem['capacity']:,} x {mem['dim']}",
+        table(f"activation buffer {mem['capacity']:,} x {mem['dim']}",
                ["dtype", "computed", "allocated"], rows)
     head = results["headline"]
     print("\nheadline")
@@ -340,9 +325,9 @@ def main(argv=None) -> dict:
     if have_torch:
         from benchmarks.fidelity import check_against_original
 
-        _log("checking the torch re-creation against the original's fixture outputs")
+        log("checking the torch re-creation against the original's fixture outputs")
         results["torch_recreation_check"] = check_against_original()
-    _log("matmul: XLA and torch")
+    log("matmul: XLA and torch")
     results["matmul"] = sae_bench.bench_matmul(plan["matmul_n"], reps=plan["matmul_reps"])
     results["sae"] = run_sae(plan, have_torch)
     # The scaling sweep's fractions are of the best float32 matmul rate seen in this run.
@@ -357,17 +342,9 @@ def main(argv=None) -> dict:
     print_tables(results)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
-        json.dump(results, f, indent=2, default=_json_default)
+        json.dump(results, f, indent=2, default=json_default)
     print(f"\nwrote {args.out} ({results['wall_s']:.0f} s)")
     return results
-
-
-def _json_default(o):
-    if isinstance(o, (np.floating, np.integer)):
-        return o.item()
-    if isinstance(o, jax.Array):
-        return np.asarray(o).tolist()
-    raise TypeError(f"cannot write {type(o).__name__} to JSON")
 
 
 if __name__ == "__main__":
