@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from benchmarks.timing import time_calls
+from benchmarks.timing import summarize, time_interleaved
 from bridge.harvest import make_harvest_fn
 from primary.model import PrimaryConfig, count_params, create_model
 from sae_jax.buffer import create_buffer
@@ -102,9 +102,10 @@ def _flops_per_call(fn, *args) -> float | None:
     return float(cost["flops"]) if cost and "flops" in cost else None
 
 
-def bench_harvest(cfg: PrimaryConfig, *, batch: int, length: int, reps: int,
-                  torch_reps: int, buffer_rows: int = 4096) -> dict:
-    """Builds/s of ours and of the torch forward, with the pooled outputs compared."""
+def bench_harvest(cfg: PrimaryConfig, *, batch: int, length: int, rounds: int,
+                  buffer_rows: int = 4096) -> dict:
+    """Builds/s of ours and of the torch forward, timed in interleaved rounds, with the
+    pooled outputs compared. ``speedup`` is the median of the per-round ratios."""
     model = create_model(cfg, seed=0)
     inputs = random_builds(cfg, batch, length)
     graphdef, state = nnx.split(model)
@@ -120,20 +121,45 @@ def bench_harvest(cfg: PrimaryConfig, *, batch: int, length: int, reps: int,
         holder["buf"], finite = harvest(state, holder["buf"], batch_arrays)
         jax.block_until_ready((holder["buf"], finite))
 
-    ours_t = time_calls(ours, reps=reps, warmup=1)  # the warmup call compiles
+    contenders = {"ours": ours}
+    original, pos = _torch_original_harvest(model, cfg, inputs, batch, buffer_rows)
+    if original is not None:
+        contenders["original"] = original
+    times = time_interleaved(contenders, rounds=rounds, warmup=1)  # warmup compiles
+    ours_t = summarize(times["ours"])
     flops = _flops_per_call(harvest, state, holder["buf"], batch_arrays)
     out = {"config": {k: getattr(cfg, k) for k in ("embedding_dim", "hidden_dim", "num_layers",
                                                    "num_heads", "num_inducing_points",
                                                    "use_layer_norm")},
-           "params": count_params(model), "batch": batch, "tokens": length,
+           "params": count_params(model), "batch": batch, "tokens": length, "rounds": rounds,
            "ours_s_best": ours_t["best"], "ours_s_median": ours_t["median"],
            "ours_builds_per_s": batch / ours_t["best"],
            "xla_flops_per_batch": flops,
            "ours_gflops_per_s": flops / ours_t["best"] / 1e9 if flops else None}
+    if original is None:
+        return out
+    torch_t = summarize(times["original"])
+    # The rows our last call pushed (the buffer is a whole number of batches long).
+    buf = holder["buf"]
+    end = int(buf.write_pos) or buffer_rows
+    ours_pooled = np.asarray(buf.data[end - batch:end])
+    ratios = np.array(times["original"]) / np.array(times["ours"])
+    out.update(torch_s_best=torch_t["best"], torch_s_median=torch_t["median"],
+               torch_builds_per_s=batch / torch_t["best"],
+               speedup=float(np.median(ratios)), speedup_all=ratios.tolist(),
+               speedup_best_over_best=torch_t["best"] / ours_t["best"],
+               pooled_max_abs_diff=float(np.max(np.abs(ours_pooled - pos["pooled"].numpy()))))
+    return out
+
+
+def _torch_original_harvest(model, cfg: PrimaryConfig, inputs, batch: int, buffer_rows: int):
+    """``(call, holder)``: the original's forward on our weights under
+    ``torch.inference_mode``, appending to a circular buffer tensor (``holder["pooled"]``:
+    the last pooled batch); ``(None, None)`` without torch."""
     try:
         import torch
     except ImportError:
-        return out
+        return None, None
     from benchmarks.original_torch import SetCompletionModel
 
     tmodel = SetCompletionModel(cfg.vocab_size, cfg.weapon_vocab_size, cfg.embedding_dim,
@@ -145,25 +171,15 @@ def bench_harvest(cfg: PrimaryConfig, *, batch: int, length: int, reps: int,
     t_tokens, t_weapons = (torch.from_numpy(a.astype(np.int64)) for a in inputs[:2])
     t_mask = torch.from_numpy(inputs[2])
     t_buf = torch.zeros(buffer_rows, cfg.hidden_dim)
-    pos = {"i": 0, "pooled": None}
+    holder = {"i": 0, "pooled": None}
 
     def original():
         with torch.inference_mode():
             pooled = tmodel.pooled(t_tokens, t_weapons, t_mask)
             tmodel.output_layer(pooled)  # the original runs the whole forward
-            i = pos["i"]
+            i = holder["i"]
             t_buf[i:i + batch] = pooled  # its circular buffer append
-            pos["i"] = (i + batch) % buffer_rows
-        pos["pooled"] = pooled
+            holder["i"] = (i + batch) % buffer_rows
+        holder["pooled"] = pooled
 
-    torch_t = time_calls(original, reps=torch_reps, warmup=1)
-    # The rows our last call pushed (the buffer is a whole number of batches long).
-    buf = holder["buf"]
-    end = int(buf.write_pos) or buffer_rows
-    ours_pooled = np.asarray(buf.data[end - batch:end])
-    theirs = pos["pooled"].numpy()
-    out.update(torch_s_best=torch_t["best"], torch_s_median=torch_t["median"],
-               torch_builds_per_s=batch / torch_t["best"],
-               speedup=torch_t["best"] / ours_t["best"],
-               pooled_max_abs_diff=float(np.max(np.abs(ours_pooled - theirs))))
-    return out
+    return original, holder

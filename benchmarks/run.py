@@ -42,20 +42,20 @@ HEADLINE = dict(d_in=512, d_sae=2048, batch=1024, matmul_n=2048, buffer_capacity
 def _plan(mode: str) -> dict:
     if mode == "quick":
         return dict(HEADLINE, matmul_reps=3, buffer_rows=100_000, sae_rounds=8, torch_k=8,
-                    jax_k=16, k_sweep=(), demo_reps=5, demo_torch_reps=3, full_reps=1,
-                    full_torch_reps=1, d_sae_sweep=(2048, 8192, 24576),
+                    jax_k=16, k_sweep=(), demo_rounds=5, full_rounds=3,
+                    d_sae_sweep=(2048, 8192, 24576),
                     batch_sweep=(256, 1024, 4096), sweep_steps=4, sweep_calls=3,
                     torch_sweep=False)
     if mode == "smoke":  # seconds: exercises every section at toy sizes
         return dict(d_in=32, d_sae=128, batch=64, matmul_n=128, buffer_capacity=4096,
                     harvest_batch=8, harvest_tokens=6, full_size_harvest=False, matmul_reps=1,
                     buffer_rows=1000, sae_rounds=2, torch_k=2, jax_k=2, k_sweep=(1,),
-                    demo_reps=2, demo_torch_reps=1, full_reps=1, full_torch_reps=1,
+                    demo_rounds=2, full_rounds=1,
                     d_sae_sweep=(64, 128), batch_sweep=(32, 64), sweep_steps=2, sweep_calls=1,
                     torch_sweep=True)
     return dict(HEADLINE, matmul_reps=5, buffer_rows=100_000, sae_rounds=15, torch_k=16,
-                jax_k=32, k_sweep=(1, 8, 32), demo_reps=10, demo_torch_reps=5, full_reps=3,
-                full_torch_reps=3, d_sae_sweep=(2048, 4096, 8192, 16384, 24576),
+                jax_k=32, k_sweep=(1, 8, 32), demo_rounds=10, full_rounds=5,
+                d_sae_sweep=(2048, 4096, 8192, 16384, 24576),
                 batch_sweep=(256, 512, 1024, 2048, 4096), sweep_steps=4, sweep_calls=3,
                 torch_sweep=True)
 
@@ -151,15 +151,13 @@ def run_harvest(plan: dict) -> dict:
         os.path.join(REPO_ROOT, "configs", "primary_demo.flags"))
     shape = dict(batch=plan["harvest_batch"], length=plan["harvest_tokens"])
     log(f"harvest: demo-size primary ({demo_source})")
-    demo = harvest_bench.bench_harvest(demo_cfg, **shape, reps=plan["demo_reps"],
-                                       torch_reps=plan["demo_torch_reps"])
+    demo = harvest_bench.bench_harvest(demo_cfg, **shape, rounds=plan["demo_rounds"])
     demo["config_source"] = demo_source
     out = {"demo": demo}
     if plan["full_size_harvest"]:
         log("harvest: full-size primary (83M parameters)")
         out["full_size"] = harvest_bench.bench_harvest(
-            harvest_bench.FULL_SIZE, **shape, reps=plan["full_reps"],
-            torch_reps=plan["full_torch_reps"])
+            harvest_bench.FULL_SIZE, **shape, rounds=plan["full_rounds"])
     return out
 
 
@@ -267,7 +265,8 @@ def print_tables(results: dict) -> None:
                          f"{r['speedup']:.2f}x" if "speedup" in r else "-",
                          f"{r['pooled_max_abs_diff']:.1e}" if "pooled_max_abs_diff" in r else "-"])
         demo = results["harvest"]["demo"]
-        table(f"harvest, batch {demo['batch']}, {demo['tokens']} tokens (builds/s)",
+        table(f"harvest, batch {demo['batch']}, {demo['tokens']} tokens (builds/s, best of "
+              "interleaved rounds; speedup: median of per-round ratios)",
                ["primary", "ours", "original", "speedup", "pooled diff"], rows)
     if "scaling" in results:
         sc = results["scaling"]
