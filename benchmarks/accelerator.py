@@ -79,6 +79,17 @@ TOY_PRIMARY = PrimaryConfig(vocab_size=140, weapon_vocab_size=130, embedding_dim
                             use_layer_norm=True)
 
 
+# The accuracy check's data and schedule: benchmarks/sae_fix_quality.py's sparse
+# dictionary (64 dims, 256 atoms, 4 active per row) and its settings that learn it
+# (lr 3e-3, L1 3e-3, usage 0.15 with floor 0.005); 6,000 steps of 256 rows converge in
+# seconds on a CPU. (At d = 512 with 1,024 atoms, 1,000-2,000 CPU-sized steps left FVE
+# at 0.2-0.8 with hundreds of dead or dense features, too unsettled to compare.)
+QUALITY_PLAN = dict(quality_d=64, quality_atoms=256, quality_k=4, quality_expansion=4.0,
+                    quality_train_rows=50_000, quality_test_rows=5_000, quality_batch=256,
+                    quality_steps=6000, quality_chunk=500, quality_lr=3e-3, quality_l1=3e-3,
+                    quality_usage=0.15, quality_usage_floor=0.005)
+
+
 def _plan(backend: str, smoke: bool) -> dict:
     """Sizes for this backend; ``harvest_rows``/``harvest_batch`` may be overridden by flags."""
     if smoke:
@@ -87,7 +98,8 @@ def _plan(backend: str, smoke: bool) -> dict:
                     sae_steps_per_call=2, sae_calls=2, sae_variants=tuple(VARIANTS),
                     quality_d=32, quality_atoms=64, quality_k=3, quality_expansion=4.0,
                     quality_train_rows=2000, quality_test_rows=500, quality_batch=64,
-                    quality_steps=200, quality_chunk=100,
+                    quality_steps=200, quality_chunk=100, quality_lr=3e-3, quality_l1=3e-3,
+                    quality_usage=0.15, quality_usage_floor=0.005,
                     quality_variants=(REFERENCE_VARIANT, "bfloat16"),
                     harvest_full_size=False, harvest_rows=256, harvest_batch=64,
                     harvest_fills=1)
@@ -97,10 +109,7 @@ def _plan(backend: str, smoke: bool) -> dict:
                     sae_shapes=(ROOFLINE_SHAPE,), sae_batch=ROOFLINE_BATCH,
                     sae_buffer_rows=16_384, sae_steps_per_call=2, sae_calls=2,
                     sae_variants=("float32_default", "bfloat16"),
-                    quality_d=512, quality_atoms=1024, quality_k=8, quality_expansion=4.0,
-                    quality_train_rows=20_000, quality_test_rows=4000, quality_batch=256,
-                    quality_steps=1000, quality_chunk=250,
-                    quality_variants=(REFERENCE_VARIANT, "bfloat16"),
+                    **QUALITY_PLAN, quality_variants=(REFERENCE_VARIANT, "bfloat16"),
                     # The full-size primary does ~30 builds/s on 2 CPU cores: a short sample.
                     harvest_full_size=True, harvest_rows=1024, harvest_batch=256,
                     harvest_fills=1)
@@ -108,9 +117,7 @@ def _plan(backend: str, smoke: bool) -> dict:
                 sae_shapes=(ROOFLINE_SHAPE, (512, 24_576)), sae_batch=ROOFLINE_BATCH,
                 sae_buffer_rows=262_144, sae_steps_per_call=32, sae_calls=5,
                 sae_variants=tuple(VARIANTS),
-                quality_d=512, quality_atoms=1024, quality_k=8, quality_expansion=4.0,
-                quality_train_rows=100_000, quality_test_rows=10_000, quality_batch=4096,
-                quality_steps=5000, quality_chunk=500, quality_variants=tuple(VARIANTS),
+                **QUALITY_PLAN, quality_variants=tuple(VARIANTS),
                 harvest_full_size=True, harvest_rows=HARVEST_TARGET_ROWS, harvest_batch=4096,
                 harvest_fills=2)
 
@@ -212,17 +219,13 @@ def run_sae(plan: dict, matmul: dict) -> dict:
 
 
 def quality_config(plan: dict) -> SAETrainConfig:
-    """The SAE-fix quality check's schedule (benchmarks/sae_fix_quality.py) at this size.
-
-    At d = 512 the per-element reconstruction error is ~8x smaller than in that check's
-    d = 64, so the L1 and usage coefficients are smaller too (else every feature is pushed
-    dead), and the learning rate is higher so that a short run learns: at d = 512 on 2 CPU
-    cores these settings reached held-out FVE ~0.2 after 400 steps, ~0.58 after 2000.
-    """
+    """The SAE-fix quality check's schedule (benchmarks/sae_fix_quality.py) with the plan's
+    coefficients (``QUALITY_PLAN``)."""
     steps = plan["quality_steps"]
     return SAETrainConfig(
-        expansion_factor=plan["quality_expansion"], lr=1e-2, l1_coeff=1e-4,
-        usage_coeff=0.15, usage_floor=0.005,
+        expansion_factor=plan["quality_expansion"], lr=plan["quality_lr"],
+        l1_coeff=plan["quality_l1"], usage_coeff=plan["quality_usage"],
+        usage_floor=plan["quality_usage_floor"],
         sae_batch_size=plan["quality_batch"], buffer_size=plan["quality_train_rows"],
         min_buffer=plan["quality_batch"], l1_warmup_steps=steps // 8,
         usage_warmup_steps=steps // 8, usage_period=steps * 2,
