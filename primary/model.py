@@ -100,6 +100,8 @@ class MultiHeadAttention(nnx.Module):
     """torch.nn.MultiheadAttention semantics: fused q/k/v input projection, output projection.
 
     ``key_padding_mask``: ``Bool[Array, "b k"]``, True = padding (gets zero weight).
+    ``q`` may lack the batch axis (``(n, d)``: learned queries shared by every set); it
+    is then projected once, not once per set, and broadcast in the attention product.
     """
 
     def __init__(self, dim: int, num_heads: int, dropout: float, *, rngs: nnx.Rngs):
@@ -127,8 +129,8 @@ class MultiHeadAttention(nnx.Module):
             scores = jnp.where(key_padding_mask[:, None, None, :], -jnp.inf, scores)
         attn = jax.nn.softmax(scores, axis=-1)
         attn = _dropout(attn, self.dropout, keys())
-        out = (attn @ vh).swapaxes(-2, -3).reshape(*q.shape[:-1], d)
-        return self.out_proj(out)
+        out = (attn @ vh).swapaxes(-2, -3)  # (b, n, h, d/h)
+        return self.out_proj(out.reshape(*out.shape[:-2], d))
 
 
 class FeedForward(nnx.Module):
@@ -150,7 +152,10 @@ def _layer_norm(dim: int, rngs: nnx.Rngs) -> nnx.LayerNorm:
 
 
 class MAB(nnx.Module):
-    """Multihead attention block: ``x = LN1(q + MHA(q, k, k)); x = LN2(x + FF(x))``."""
+    """Multihead attention block: ``x = LN1(q + MHA(q, k, k)); x = LN2(x + FF(x))``.
+
+    ``q``: ``(b, n, d)``, or ``(n, d)`` learned queries shared by the batch (see
+    MultiHeadAttention); the result is ``(b, n, d)`` either way."""
 
     def __init__(self, dim, num_heads, use_layer_norm, dropout, *, rngs):
         self.mha = MultiHeadAttention(dim, num_heads, dropout, rngs=rngs)
@@ -183,9 +188,8 @@ class ISAB(nnx.Module):
         self.layer_norm = _layer_norm(dim, rngs)  # present whatever use_layer_norm says
 
     def __call__(self, x, key_padding_mask, *, keys: _Keys):
-        points = self.inducing_points[...]
-        inducing = jnp.broadcast_to(points, (x.shape[0],) + points.shape)
-        h = self.mab1(inducing, x, key_padding_mask, keys=keys)
+        # The unbatched points: MAB1 broadcasts them after their (shared) query projection.
+        h = self.mab1(self.inducing_points[...], x, key_padding_mask, keys=keys)
         return self.layer_norm(self.mab2(x, h, keys=keys) + x)
 
 
@@ -198,8 +202,7 @@ class PMA(nnx.Module):
         self.out_proj = nnx.Linear(dim, dim, rngs=rngs)
 
     def __call__(self, x, key_padding_mask, *, keys: _Keys):
-        seeds = jnp.broadcast_to(self.seed_vectors[...], (x.shape[0],) + self.seed_vectors.shape)
-        return self.out_proj(self.mab(seeds, x, key_padding_mask, keys=keys))
+        return self.out_proj(self.mab(self.seed_vectors[...], x, key_padding_mask, keys=keys))
 
 
 class SAB(nnx.Module):
