@@ -51,10 +51,8 @@ from benchmarks.timing import load_average, machine_info, time_calls  # noqa: E4
 from bridge.harvest import make_harvest_fn  # noqa: E402
 from primary.examples import LENGTH_BUCKETS  # noqa: E402
 from primary.model import PrimaryConfig, count_params, create_model  # noqa: E402
-from sae_jax.buffer import ActivationBuffer, create_buffer  # noqa: E402
+from sae_jax.buffer import create_buffer  # noqa: E402
 from sae_jax.config import SAETrainConfig  # noqa: E402
-from sae_jax.model import SAEConfig, create_sae  # noqa: E402
-from sae_jax.step import init_train_state, make_train_steps  # noqa: E402
 
 HARVEST_TARGET_ROWS = 819_200
 HARVEST_TARGET_SECONDS = 30.0
@@ -165,32 +163,22 @@ def bench_sae_step(d_in: int, d_sae: int, batch: int, data: np.ndarray, *, compu
                    steps_per_call: int, calls: int) -> dict:
     """ms/step of ``make_train_steps`` (fixed mode, ``steps_per_call`` steps in one jitted
     scan, batches drawn from a device buffer of ``data``); the warm-up call compiles."""
-    cfg = SAETrainConfig(expansion_factor=d_sae / d_in, sae_batch_size=batch,
-                         buffer_size=data.shape[0], min_buffer=min(batch, data.shape[0]),
-                         resample_steps=(), compute_dtype=compute_dtype)
-    total = 100_000
-    state = init_train_state(create_sae(SAEConfig(d_in, d_sae / d_in, cfg.clip_max), seed=0),
-                             cfg, total)
-    buf = ActivationBuffer(jnp.asarray(data), jnp.zeros((), jnp.int32),
-                           jnp.asarray(data.shape[0], jnp.int32))
-    run = make_train_steps(cfg, total, steps_per_call)
-    key = jax.random.key(0)
-    holder = {"state": state, "finite": True}
+    call, flops = sae_bench.jax_sae_call(d_in, d_sae, batch, data,
+                                         steps_per_call=steps_per_call,
+                                         compute_dtype=compute_dtype)
+    finite = []
 
-    def call():
-        holder["state"], metrics = run(holder["state"], buf, key)
-        jax.block_until_ready((holder["state"], metrics))
-        holder["finite"] &= bool(metrics["finite"])
+    def timed():
+        finite.append(bool(call()["finite"]))
 
-    timing = time_calls(call, reps=calls, warmup=1)
+    timing = time_calls(timed, reps=calls, warmup=1)
     step_s = timing["best"] / steps_per_call
-    flops = sae_bench.sae_step_flops(batch, d_in, d_sae)
     return {"d_in": d_in, "d_sae": d_sae, "batch": batch, "compute_dtype": compute_dtype,
             "steps_per_call": steps_per_call, "calls": calls,
             "step_s_best": step_s, "step_s_median": timing["median"] / steps_per_call,
             "step_ms_best": 1e3 * step_s, "activations_per_s": batch / step_s,
             "flops_per_step": flops, "flops_per_s": flops / step_s,
-            "all_losses_finite": holder["finite"]}
+            "all_losses_finite": all(finite)}
 
 
 def run_sae(plan: dict, matmul: dict) -> dict:

@@ -4,11 +4,12 @@
 
 Every piece is timed interleaved with the others (one call of each per round,
 best of ``--reps`` rounds), so a busy machine disturbs them alike. Pieces:
-the whole step through ``sae_jax.step.make_train_steps`` in both modes, and with
-candidate changes to the loss (``STEP_VARIANTS``); the
-loss's value-and-gradient in both modes; a bare MSE + L1 loss; the soft usage
-estimate (``sae_jax.losses.soft_usage_logit``) alone, and two cheaper forms of
-it; the optimiser update; the batch draw; the five matmuls alone.
+the whole step through ``sae_jax.step.make_train_steps`` in both modes, with
+bfloat16 matmuls, and with a candidate change to the loss (``STEP_VARIANTS``);
+the loss's value-and-gradient in both modes; a bare MSE + L1 loss; the soft
+usage estimate (``sae_jax.losses.soft_usage_logit``) alone on all rows, on the
+256 rows the step uses, and in a candidate form; the optimiser update; the
+batch draw; the five matmuls alone.
 
 The candidate changes are what-if measurements only: they are swapped into
 ``sae_jax.losses`` while one step function is traced and put back afterwards.
@@ -51,32 +52,10 @@ def soft_usage_logit_shared(pre, temperature=losses.USAGE_TEMPERATURE):
     return jax.nn.logsumexp(ls, axis=0) - jax.nn.logsumexp(ls - z, axis=0)
 
 
-def soft_usage_logit_subsampled(pre, temperature=losses.USAGE_TEMPERATURE, rows=256):
-    """The estimate on the first ``rows`` rows of the (already random) batch."""
-    return _ORIGINAL_SOFT_USAGE(pre[:rows], temperature)
-
-
-def encode_bias_folded(params, x, clip_max):
-    """Same value as ``sae_jax.model.encode`` up to rounding: ``(x - b_dec) W = xW - b_dec W``.
-    x is data, so autodiff no longer forms a full (B, D) gradient for ``x - b_dec``: the
-    decoder-bias gradient through the encoder becomes a vector-matrix product."""
-    w = params["W_enc"]
-    x = x.astype(w.dtype)
-    pre = x @ w - params["b_dec"] @ w + params["b_enc"]
-    return pre, jnp.clip(jax.nn.relu(pre), 0.0, clip_max)
-
-
 _ORIGINAL_SOFT_USAGE = losses.soft_usage_logit
-SOFT_USAGE_VARIANTS = {"shared_log_sigmoid": soft_usage_logit_shared,
-                       "subsample_256_rows": soft_usage_logit_subsampled}
+SOFT_USAGE_VARIANTS = {"shared_log_sigmoid": soft_usage_logit_shared}
 # What-if replacements of names inside sae_jax.losses, for whole-step timings.
-STEP_VARIANTS = {
-    "encode_bias_folded": {"encode": encode_bias_folded},
-    "shared_log_sigmoid": {"soft_usage_logit": soft_usage_logit_shared},
-    "encode_bias_folded+shared_log_sigmoid": {"encode": encode_bias_folded,
-                                              "soft_usage_logit": soft_usage_logit_shared},
-    "subsample_256_rows": {"soft_usage_logit": soft_usage_logit_subsampled},
-}
+STEP_VARIANTS = {"shared_log_sigmoid": {"soft_usage_logit": soft_usage_logit_shared}}
 
 
 @contextlib.contextmanager
@@ -103,10 +82,12 @@ def build_pieces(d_in: int, d_sae: int, batch: int, k: int) -> dict:
     key = jax.random.key(0)
     pieces = {}
 
-    def whole_step(name, original_behaviour, total_steps, variant=None):
+    def whole_step(name, original_behaviour, total_steps, variant=None,
+                   compute_dtype="float32"):
         # A distinct total_steps gives each variant its own compiled function.
         cfg = SAETrainConfig(expansion_factor=d_sae / d_in, sae_batch_size=batch,
-                             original_behaviour=original_behaviour, resample_steps=())
+                             original_behaviour=original_behaviour, resample_steps=(),
+                             compute_dtype=compute_dtype)
         with swapped_in_losses(variant or {}):
             run = make_train_steps(cfg, total_steps, k)
             holder = {"s": init_train_state(sae, cfg, total_steps)}
@@ -120,8 +101,7 @@ def build_pieces(d_in: int, d_sae: int, batch: int, k: int) -> dict:
 
     whole_step("step_fixed", False, 100_000)
     whole_step("step_original_behaviour", True, 100_000)
-    whole_step("step_original_behaviour_with_encode_bias_folded", True, 100_001,
-               STEP_VARIANTS["encode_bias_folded"])
+    whole_step("step_fixed_bfloat16", False, 100_001, compute_dtype="bfloat16")
     for i, (vname, replacements) in enumerate(STEP_VARIANTS.items()):
         whole_step(f"step_fixed_with_{vname}", False, 100_002 + i, replacements)
 
@@ -140,9 +120,12 @@ def build_pieces(d_in: int, d_sae: int, batch: int, k: int) -> dict:
 
     pre = encode(params, x, 6.0)[0]
     weights = jnp.linspace(-1.0, 1.0, d_sae)
-    for vname, fn in (("current", _ORIGINAL_SOFT_USAGE), *SOFT_USAGE_VARIANTS.items()):
+    rows = SAETrainConfig().usage_estimate_rows
+    for vname, fn, p in (("all_rows", _ORIGINAL_SOFT_USAGE, pre),
+                         (f"{rows}_rows", _ORIGINAL_SOFT_USAGE, pre[:rows]),
+                         *((f"{n}_all_rows", f, pre) for n, f in SOFT_USAGE_VARIANTS.items())):
         g = jax.jit(jax.value_and_grad(lambda p, fn=fn: jnp.sum(fn(p) * weights)))
-        pieces[f"soft_usage_{vname}"] = (lambda g=g: g(pre), 1)
+        pieces[f"soft_usage_{vname}"] = (lambda g=g, p=p: g(p), 1)
 
     opt = make_optimizer(SAETrainConfig(resample_steps=()), 100_000)
     opt_state = opt.init(params)

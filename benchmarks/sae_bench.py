@@ -130,7 +130,8 @@ def jax_sae_call(d_in: int, d_sae: int, batch: int, buffer: np.ndarray, *, steps
                  original_behaviour: bool = False, buffer_dtype: str = "float32",
                  compute_dtype: str = "float32"):
     """``(call, flops_per_step)``: ``steps_per_call`` of our SAE steps in one jitted scan,
-    the state carried (and donated) from call to call. The first call compiles."""
+    the state carried (and donated) from call to call; ``call()`` returns the step's metrics.
+    The first call compiles."""
     cfg = SAETrainConfig(expansion_factor=d_sae / d_in, sae_batch_size=batch,
                          original_behaviour=original_behaviour, buffer_dtype=buffer_dtype,
                          compute_dtype=compute_dtype, buffer_size=buffer.shape[0],
@@ -147,6 +148,7 @@ def jax_sae_call(d_in: int, d_sae: int, batch: int, buffer: np.ndarray, *, steps
     def call():
         holder["state"], metrics = run(holder["state"], buf, key)
         jax.block_until_ready((holder["state"], metrics))
+        return metrics
 
     return call, sae_step_flops(batch, d_in, d_sae, learn_decoder=not original_behaviour)
 
