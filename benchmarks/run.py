@@ -119,7 +119,7 @@ def run_sae(plan: dict, have_torch: bool) -> dict:
     for name, (_, _, basis) in SAE_CONTENDERS.items():
         if name not in contenders:
             continue
-        entry = sae_bench._throughput(summarize(list(per_unit[name])), b, flops[name])
+        entry = sae_bench.throughput(summarize(list(per_unit[name])), b, flops[name])
         entry["steps_per_call"] = contenders[name][2]
         # Roofline: this contender's FLOP rate over the square matmul's rate in its dtype,
         # per round; the median of those, and best over best.

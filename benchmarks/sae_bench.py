@@ -51,7 +51,8 @@ def _per_step(timing: dict, steps_per_call: int) -> dict:
             for k, v in timing.items()}
 
 
-def _throughput(per_step: dict, batch: int, flops: int) -> dict:
+def throughput(per_step: dict, batch: int, flops: int) -> dict:
+    """ms/step, activations/s and GFLOP/s from per-step timings ``{best, median, ...}``."""
     best = per_step["best"]
     return {
         "step_ms_best": 1e3 * best,
@@ -123,7 +124,7 @@ def bench_torch_original(d_in: int, d_sae: int, batch: int, buffer: np.ndarray, 
                          steps: int, warmup: int = 2) -> dict:
     """The original's per-step loop, each step timed on its own."""
     call, flops = torch_original_call(d_in, d_sae, batch, buffer)
-    return _throughput(time_calls(call, reps=steps, warmup=warmup), batch, flops)
+    return throughput(time_calls(call, reps=steps, warmup=warmup), batch, flops)
 
 
 def jax_sae_call(d_in: int, d_sae: int, batch: int, buffer: np.ndarray, *, steps_per_call: int,
@@ -161,7 +162,7 @@ def bench_jax_sae(d_in: int, d_sae: int, batch: int, buffer: np.ndarray, *,
                                original_behaviour=original_behaviour, buffer_dtype=buffer_dtype,
                                compute_dtype=compute_dtype)
     timing = time_calls(call, reps=calls, warmup=1)  # the warmup call compiles
-    out = _throughput(_per_step(timing, steps_per_call), batch, flops)
+    out = throughput(_per_step(timing, steps_per_call), batch, flops)
     out.update(steps_per_call=steps_per_call, step_source=STEP_SOURCE,
                compute_dtype=compute_dtype)
     return out
@@ -195,13 +196,3 @@ def matmul_chain_call(d_in: int, d_sae: int, batch: int, *, steps_per_call: int)
         jax.block_until_ready(holder["w"])
 
     return call, sae_step_flops(batch, d_in, d_sae)
-
-
-def bench_matmul_chain(d_in: int, d_sae: int, batch: int, *, steps_per_call: int,
-                       calls: int) -> dict:
-    """Timed :func:`matmul_chain_call`; compile excluded."""
-    call, flops = matmul_chain_call(d_in, d_sae, batch, steps_per_call=steps_per_call)
-    timing = time_calls(call, reps=calls, warmup=1)
-    out = _throughput(_per_step(timing, steps_per_call), batch, flops)
-    out["steps_per_call"] = steps_per_call
-    return out
