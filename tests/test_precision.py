@@ -95,14 +95,16 @@ def test_sae_loss_in_bfloat16_is_close_to_float32():
         assert float(jnp.linalg.norm(g16 - g32) / jnp.linalg.norm(g32)) < 5e-2, k
 
 
-def test_bfloat16_step_learns_like_float32():
+@pytest.mark.parametrize("buffer_dtype", ["float32", "bfloat16"])
+def test_bfloat16_step_learns_like_float32(buffer_dtype):
     d = 8
     cfg = SAETrainConfig(expansion_factor=2, lr=3e-3, l1_coeff=1e-3, l1_warmup_steps=5,
                          usage_warmup_steps=5, usage_period=50, sae_batch_size=32,
-                         buffer_size=256, min_buffer=32, resample_steps=())
+                         buffer_size=256, min_buffer=32, resample_steps=(),
+                         buffer_dtype=buffer_dtype)
     k1, k2, k3 = jax.random.split(jax.random.key(5), 3)
     codes = jax.random.uniform(k2, (256, 3)) * jax.random.bernoulli(k3, 0.4, (256, 3))
-    buf = push(create_buffer(256, d), codes @ jax.random.normal(k1, (3, d)))
+    buf = push(create_buffer(256, d, buffer_dtype), codes @ jax.random.normal(k1, (3, d)))
     mse = {}
     for dtype in ("float32", "bfloat16"):
         c = dataclasses.replace(cfg, compute_dtype=dtype)
