@@ -46,7 +46,7 @@ from flax import nnx  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from benchmarks import harvest_bench, sae_bench, sae_fix_quality  # noqa: E402
-from benchmarks.output import json_default, log, table  # noqa: E402
+from benchmarks.output import log, table, write_results  # noqa: E402
 from benchmarks.timing import load_average, machine_info, time_calls  # noqa: E402
 from bridge.harvest import make_harvest_fn  # noqa: E402
 from primary.examples import LENGTH_BUCKETS  # noqa: E402
@@ -490,10 +490,7 @@ def main(argv=None) -> dict:
     results["machine"]["load_average_at_end"] = load_average()
     print_tables(results)
     _check_finite(results)
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(results, f, indent=2, default=json_default)
-    print(f"\nwrote {args.out} ({results['wall_s']:.0f} s)")
+    write_results(results, args.out)
     return results
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import time
 
 import jax
@@ -34,3 +36,11 @@ def json_default(o):
     if isinstance(o, jax.Array):
         return np.asarray(o).tolist()
     raise TypeError(f"cannot write {type(o).__name__} to JSON")
+
+
+def write_results(results: dict, path: str) -> None:
+    """Write a benchmark's results as indented JSON (creating the folder) and say where."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(results, f, indent=2, default=json_default)
+    print(f"\nwrote {path} ({results['wall_s']:.0f} s)")

@@ -13,7 +13,6 @@ All timings exclude compilation; each figure is the best of several timed calls
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -26,7 +25,7 @@ if REPO_ROOT not in sys.path:
 import numpy as np  # noqa: E402
 
 from benchmarks import harvest_bench, sae_bench  # noqa: E402
-from benchmarks.output import json_default, log, table  # noqa: E402
+from benchmarks.output import log, table, write_results  # noqa: E402
 from benchmarks.timing import (  # noqa: E402
     load_average,
     machine_info,
@@ -339,10 +338,7 @@ def main(argv=None) -> dict:
     results["wall_s"] = time.perf_counter() - t_start
     results["machine"]["load_average_at_end"] = load_average()
     print_tables(results)
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(results, f, indent=2, default=json_default)
-    print(f"\nwrote {args.out} ({results['wall_s']:.0f} s)")
+    write_results(results, args.out)
     return results
 
 
