@@ -1,0 +1,15 @@
+"""Run plumbing shared by every training command: the lowest layer of the project.
+
+Nothing here imports ``primary``, ``sae_jax`` or ``bridge``. Modules:
+
+- ``jsonio``: atomic JSON writes and reads that name the file on error.
+- ``metrics_log``: the append-only ``metrics.jsonl`` that survives a torn last line.
+- ``checkpoints``: one orbax wrapper with integrity manifests and fallback to the
+  newest intact checkpoint.
+- ``lock``: one process per workdir.
+- ``resume``: what a rerun on an existing workdir may change.
+- ``hosts``: joining a multi-process run, and which process writes files.
+- ``sharding``: the data-parallel mesh and the batch each process feeds it.
+- ``flags``: absl flags from config dataclasses, and flagfiles read into them.
+- ``cli``: the one-line ``error:`` for user mistakes.
+"""

@@ -1,0 +1,38 @@
+"""Command-line entry points: user mistakes become one ``error:`` line and exit status 1.
+
+A user mistake (bad path, bad data, bad setting) raises one of :data:`USER_ERRORS`
+with a message naming the bad value; the command prints that message instead of a
+traceback. Programming errors still show their traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+
+
+class UserError(Exception):
+    """A mistake the user can fix (the message says what and where)."""
+
+
+# OSError covers missing files, permissions and a full disk; ValueError the bad settings
+# and malformed data the readers and configs refuse; KeyError a missing JSON field;
+# UnicodeDecodeError is a ValueError.
+USER_ERRORS = (UserError, ValueError, OSError, KeyError, json.JSONDecodeError)
+
+
+def report_user_errors(main):
+    """Wrap an absl ``main(argv)``: a user error prints ``error: <message>`` to stderr and
+    returns 1 (absl's ``app.run`` turns the return value into the exit status)."""
+
+    @functools.wraps(main)
+    def wrapped(argv):
+        try:
+            return main(argv)
+        except USER_ERRORS as e:
+            message = e.args[0] if isinstance(e, KeyError) and e.args else e
+            print(f"error: {message}", file=sys.stderr)
+            return 1
+
+    return wrapped
