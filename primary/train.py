@@ -14,9 +14,9 @@ import json
 
 from absl import app, flags, logging
 
-from primary.config_flags import config_from_flags as config_from_dataclass_flags
-from primary.config_flags import define_config_flags
 from primary.training import PrimaryTrainConfig, train_primary
+from runkit.flags import config_from_flags as config_from_dataclass_flags
+from runkit.flags import define_config_flags
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (created; resumed if it exists).")
 _STOP_AFTER = flags.DEFINE_integer(
@@ -62,7 +62,7 @@ def main(argv):
         raise app.UsageError("--workdir is required")
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # keep checkpoint-library chatter out
-    from primary.sharding import initialize_multihost_from_env
+    from runkit.hosts import initialize_multihost_from_env
 
     initialize_multihost_from_env()
     cfg = config_from_flags()

@@ -40,7 +40,11 @@ from primary import baseline as freq_baseline
 from primary.examples import iterate_batches, make_examples, num_batches, split_builds
 from primary.model import PrimaryConfig, SetCompletionModel, count_params, create_model
 from primary.set_metrics import scores_from_counts
-from primary.sharding import (
+from primary.sources import default_vocabs, load_builds
+from primary.store import save_primary
+from primary.train_checkpoint import TrainCheckpoints
+from primary.vocab import check_id_range
+from runkit.sharding import (
     check_batch_divisible,
     make_mesh,
     num_data_shards,
@@ -48,10 +52,6 @@ from primary.sharding import (
     replicated,
     shard_batch,
 )
-from primary.sources import default_vocabs, load_builds
-from primary.store import save_primary
-from primary.train_checkpoint import TrainCheckpoints
-from primary.vocab import check_id_range
 
 
 @dataclass(frozen=True)

@@ -1,15 +1,19 @@
-"""absl flags for a frozen config dataclass: one flag per field, read back into the config.
+"""Settings from the command line and from flagfiles, for frozen config dataclasses.
 
-Both training commands (``primary.train``, ``sae_jax.train``) expose every field
-of their config this way, so a flagfile and the command line can set anything
-the library function takes.
+- :func:`define_config_flags` / :func:`config_from_flags`: one absl flag per field of a
+  config, read back into the config; both training commands expose every field this way.
+- :func:`config_from_flagfile`: an absl flagfile (``--name=value`` lines) read into a
+  config without defining absl flags, for a library function that needs another
+  command's settings (the SAE run trains its demo primary with ``primary_demo.flags``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import typing
 from collections.abc import Mapping
+from pathlib import Path
 
 from absl import flags
 
@@ -51,3 +55,70 @@ def config_from_flags(cls, values=flags.FLAGS, *, skip=()):
                                  f"{element.__name__}, got {','.join(value)!r}") from None
         settings[f.name] = value
     return cls(**settings)
+
+
+# ------------------------------------------------------------------ flagfiles
+
+_TRUE = {"true", "1", "yes", "t"}
+_FALSE = {"false", "0", "no", "f"}
+
+
+def _convert(raw: str, kind, *, name: str, where: str):
+    origin = typing.get_origin(kind)
+    if origin is typing.Union or str(origin) == "<class 'types.UnionType'>":
+        options = [a for a in typing.get_args(kind) if a is not type(None)]
+        if raw.lower() in ("none", ""):
+            return None
+        return _convert(raw, options[0], name=name, where=where)
+    if kind is bool:
+        if raw.lower() in _TRUE:
+            return True
+        if raw.lower() in _FALSE:
+            return False
+        raise ValueError(f"{where}: --{name}={raw!r} is not a boolean")
+    if origin is tuple:
+        args = [a for a in typing.get_args(kind) if a is not Ellipsis] or [str]
+        return tuple(_convert(p.strip(), args[0], name=name, where=where)
+                     for p in raw.split(",") if p.strip())
+    if kind in (int, float, str):
+        try:
+            return kind(raw)
+        except ValueError:
+            raise ValueError(f"{where}: --{name}={raw!r} is not a valid {kind.__name__}") from None
+    raise ValueError(f"{where}: field {name} of type {kind} cannot be read from a flagfile")
+
+
+def read_flag_lines(path: str | os.PathLike) -> dict[str, str]:
+    """``{name: raw value}`` of a flagfile; comments (#, //) and blank lines skipped."""
+    out = {}
+    for line in Path(path).read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith(("#", "//")):
+            continue
+        if not line.startswith("--"):
+            raise ValueError(f"{path}: line {line!r} is not a --flag=value line")
+        name, eq, value = line[2:].partition("=")
+        if not eq:  # "--flag" alone is a boolean true; "--noflag" a boolean false
+            name, value = (name[2:], "false") if name.startswith("no") else (name, "true")
+        out[name.strip()] = value.strip()
+    return out
+
+
+def config_from_flagfile(cls, path: str | os.PathLike, *, ignore: tuple[str, ...] = ()):
+    """An instance of dataclass ``cls`` with the flagfile's values over its defaults.
+
+    A flag that is not a field of ``cls`` (and not in ``ignore``) is an error naming it.
+    """
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    values = {}
+    for name, raw in read_flag_lines(path).items():
+        if name in ignore:
+            continue
+        if name not in fields:
+            if name.startswith("no") and name[2:] in fields:
+                name, raw = name[2:], "false"
+            else:
+                raise ValueError(f"{path}: unknown setting --{name} for {cls.__name__}")
+        values[name] = _convert(raw, hints[name], name=name, where=str(path))
+    return cls(**values)

@@ -8,7 +8,6 @@ harvesting and SAE training.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 
 import jax
@@ -16,22 +15,6 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 DATA_AXIS = "data"
-
-
-def initialize_multihost_from_env() -> bool:
-    """Join a multi-host run when ``JAX_COORDINATOR_ADDRESS`` is set (BUILD.md).
-
-    Must run before anything touches a device; ``JAX_NUM_PROCESSES`` and
-    ``JAX_PROCESS_ID`` are passed on when set (clusters JAX knows detect them itself).
-    """
-    address = os.environ.get("JAX_COORDINATOR_ADDRESS")
-    if not address:
-        return False
-    count, index = os.environ.get("JAX_NUM_PROCESSES"), os.environ.get("JAX_PROCESS_ID")
-    jax.distributed.initialize(coordinator_address=address,
-                               num_processes=int(count) if count else None,
-                               process_id=int(index) if index else None)
-    return True
 
 
 def make_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:

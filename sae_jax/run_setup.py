@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from primary.store import load_primary
+from runkit.flags import config_from_flagfile
 from sae_jax.config import SAETrainConfig
-from sae_jax.flagfile import config_from_flagfile
 
 DEMO_PRIMARY_FLAGS = Path(__file__).resolve().parent.parent / "configs" / "primary_demo.flags"
 # Fields of the primary's training config that decide which builds exist and how they split.

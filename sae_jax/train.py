@@ -15,8 +15,8 @@ import sys
 
 from absl import app, flags, logging
 
-from primary.config_flags import config_from_flags as config_from_dataclass_flags
-from primary.config_flags import define_config_flags
+from runkit.flags import config_from_flags as config_from_dataclass_flags
+from runkit.flags import define_config_flags
 from sae_jax.config import SAETrainConfig
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (created; resumed if it exists).")
@@ -59,7 +59,7 @@ def main(argv) -> int:
     if not _WORKDIR.value:
         raise app.UsageError("--workdir is required")
     logging.set_verbosity(logging.WARNING)  # keep library INFO chatter (orbax) off the console
-    from primary.sharding import initialize_multihost_from_env
+    from runkit.hosts import initialize_multihost_from_env
     from sae_jax.checkpoint import CheckpointMismatch
     from sae_jax.training import TrainingFault, metrics_summary, train_sae
 

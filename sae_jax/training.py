@@ -34,7 +34,7 @@ from flax import nnx
 from tqdm import tqdm
 
 from bridge.harvest import make_harvest_fn, model_inputs, pad_to_width
-from primary.sharding import batch_sharding, make_mesh, replicate, shard_batch
+from runkit.sharding import batch_sharding, make_mesh, replicate, shard_batch
 from sae_jax.buffer import create_buffer
 from sae_jax.checkpoint import RunCheckpointer
 from sae_jax.config import SAETrainConfig

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from primary.sharding import batch_sharding, make_mesh
+from runkit.sharding import batch_sharding, make_mesh
 from sae_jax.buffer import create_buffer, push, sample, valid_rows
 
 

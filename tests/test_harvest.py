@@ -6,7 +6,7 @@ import numpy as np
 from flax import nnx
 
 from bridge.harvest import harvest_into_buffer, make_harvest_fn, pad_batch
-from primary.sharding import batch_sharding, make_mesh, replicate, shard_batch
+from runkit.sharding import batch_sharding, make_mesh, replicate, shard_batch
 from sae_jax.buffer import create_buffer, valid_rows
 from tests.tiny_setup import HIDDEN, primary_for, tiny_world
 

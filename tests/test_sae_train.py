@@ -176,8 +176,8 @@ def test_cli_reads_flagfile_and_command_line_overrides():
 
     from absl import flags
 
+    from runkit.flags import config_from_flagfile
     from sae_jax import train as cli
-    from sae_jax.flagfile import config_from_flagfile
 
     demo = Path(__file__).resolve().parents[1] / "configs" / "demo.flags"
     values = flags.FLAGS

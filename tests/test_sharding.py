@@ -4,7 +4,7 @@ import jax
 import numpy as np
 import pytest
 
-from primary.sharding import (
+from runkit.sharding import (
     DATA_AXIS,
     batch_sharding,
     make_mesh,
