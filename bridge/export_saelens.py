@@ -26,6 +26,7 @@ import numpy as np
 from absl import app, flags, logging
 from safetensors.numpy import save_file
 
+from runkit.jsonio import write_json
 from sae_jax.model import SparseAutoencoder, unit_rows
 from sae_jax.store import load_sae
 
@@ -97,8 +98,7 @@ def export_saelens(sae: SparseAutoencoder, out: str | os.PathLike, *,
     save_file(saelens_tensors(sae), str(out / WEIGHTS_FILENAME))
     cfg = saelens_config(sae, hook_name=hook_name, model_name=model_name,
                          extra_metadata=extra_metadata)
-    with open(out / CFG_FILENAME, "w") as f:
-        json.dump(cfg, f, indent=2)
+    write_json(out / CFG_FILENAME, cfg)
     return out
 
 

@@ -10,7 +10,6 @@ works on the imported models. torch is not needed.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
@@ -20,6 +19,7 @@ from absl import app, flags, logging
 from bridge.splatnlp import SplatNLPRun, load_splatnlp
 from primary.model import count_params
 from primary.store import save_primary
+from runkit.jsonio import write_json
 from sae_jax.store import save_sae
 
 
@@ -55,8 +55,7 @@ def write_imported_run(run: SplatNLPRun, out: str | os.PathLike, *, imported_fro
         "seed": 0,
         "imported_from": str(Path(imported_from).absolute()),
     }
-    with open(out / "run.json", "w") as f:
-        json.dump(info, f, indent=2)
+    write_json(out / "run.json", info)
     return info
 
 

@@ -22,6 +22,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from runkit.jsonio import write_json
+
 LN_EPS = 1e-5
 
 
@@ -71,8 +73,7 @@ class PrimaryConfig:
         return cls(**raw)
 
     def to_json(self, path: str | os.PathLike) -> None:
-        with open(path, "w") as f:
-            json.dump(dataclasses.asdict(self), f, indent=2)
+        write_json(path, dataclasses.asdict(self))
 
 
 def _dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:

@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import os
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,14 +42,18 @@ from primary.model import PrimaryConfig, SetCompletionModel, count_params, creat
 from primary.set_metrics import scores_from_counts
 from primary.sources import default_vocabs, load_builds
 from primary.store import save_primary
-from primary.train_checkpoint import TrainCheckpoints
 from primary.vocab import check_id_range
+from runkit.checkpoints import Checkpoints
+from runkit.hosts import is_writer
+from runkit.jsonio import read_json, write_json
+from runkit.lock import WorkdirLock
+from runkit.metrics_log import MetricsLog
+from runkit.resume import claim_settings
 from runkit.sharding import (
     check_batch_divisible,
     make_mesh,
     num_data_shards,
     replicate,
-    replicated,
     shard_batch,
 )
 
@@ -252,72 +256,59 @@ def prepare_data(cfg: PrimaryTrainConfig) -> PrimaryData:
     return PrimaryData(vocab, weapon_vocab, *examples, num_builds=len(builds.weapons))
 
 
-# ----------------------------------------------------------------------------- workdir
-
-
-def _read_json(path: Path):
-    with open(path) as f:
-        return json.load(f)
-
-
-def _write_json(path: Path, obj) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2)
-    os.replace(tmp, path)
-
-
-def _claim_workdir(cfg: PrimaryTrainConfig, workdir: Path) -> None:
-    """Record the config, or check it equals the one already recorded there."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    path = workdir / "train_config.json"
-    if path.exists():
-        recorded = _read_json(path)
-        diff = {k: (recorded.get(k), v) for k, v in cfg.to_dict().items() if recorded.get(k) != v}
-        if diff:
-            shown = ", ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in diff.items())
-            raise ValueError(f"{workdir} holds a run with a different config ({shown}); "
-                             f"use a fresh --workdir")
-    else:
-        _write_json(path, cfg.to_dict())
-
-
-def _finished_metrics(cfg: PrimaryTrainConfig, workdir: Path) -> dict | None:
-    if not ((workdir / "model" / "config.json").exists() and (workdir / "metrics.json").exists()):
-        return None
-    _claim_workdir(cfg, workdir)  # raises if the config differs
-    return _read_json(workdir / "metrics.json")
-
-
-def _truncate_log(path: Path, step: int) -> None:
-    """Drop log lines written after ``step`` by a run that was then killed."""
-    if not path.exists():
-        return
-    keep = [line for line in path.read_text().splitlines()
-            if line.strip() and json.loads(line).get("step", 0) <= step]
-    path.write_text("".join(line + "\n" for line in keep))
-
-
-def _append_log(path: Path, record: dict) -> None:
-    with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
-
-
 # ----------------------------------------------------------------------------- the run
 
 
+class PrimaryTrainingFault(RuntimeError):
+    """Training stopped on a non-finite loss or model; the last checkpoint is good."""
+
+
+def _finished_metrics(cfg: PrimaryTrainConfig, workdir: Path, override: bool) -> dict | None:
+    """The metrics of a finished run in ``workdir`` with these settings (None when there is
+    none). Other settings are refused unless ``override`` (then the run goes on)."""
+    if not ((workdir / "model" / "config.json").exists() and (workdir / "metrics.json").exists()):
+        return None
+    if claim_settings(workdir, cfg.to_dict(), override=override, write=False):
+        return None
+    return read_json(workdir / "metrics.json", what="primary run metrics")
+
+
+def _all_finite(tree) -> jax.Array:
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+
+
+def _check_finite(ok, step: int, what: str, ckpts: Checkpoints) -> None:
+    if bool(ok):
+        return
+    steps = ckpts.steps()
+    kept = (f"the last good checkpoint (step {steps[-1]}) in {ckpts.directory} is intact"
+            if steps else "no checkpoint had been written yet")
+    raise PrimaryTrainingFault(f"primary training stopped: {what} by step {step}; {kept}; "
+                               "try a lower --lr")
+
+
+def _check_eval(result: dict, split: str, step: int) -> dict:
+    bad = [k for k, v in result.items() if not np.isfinite(v)]
+    if bad:
+        raise PrimaryTrainingFault(f"{split} evaluation after step {step} gave non-finite "
+                                   f"{bad}; the model is not saved as finished")
+    return result
+
+
 def train_primary(cfg: PrimaryTrainConfig, workdir: str | os.PathLike, *, devices=None,
-                  stop_after_steps: int | None = None) -> dict:
+                  stop_after_steps: int | None = None, override: bool = False) -> dict:
     """Train (or resume, or return the finished run in) ``workdir``; returns the final metrics.
 
-    ``devices``: the data-parallel devices (default: all). ``stop_after_steps``: return as if
-    killed once that many steps are done (for tests of resume); no final files are written.
+    ``devices``: the data-parallel devices (default: all, of every process).
+    ``stop_after_steps``: return as if killed once that many steps are done (for tests of
+    resume); no final files are written. ``override``: continue a run whose workdir records
+    other settings (see :mod:`runkit.resume`). Nothing is written to ``workdir`` before the
+    settings and data have been checked.
     """
     workdir = Path(workdir).absolute()
-    finished = _finished_metrics(cfg, workdir)
+    finished = _finished_metrics(cfg, workdir, override)
     if finished is not None:
         return finished
-    _claim_workdir(cfg, workdir)
 
     mesh = make_mesh(devices)
     shards = num_data_shards(mesh)
@@ -330,9 +321,18 @@ def train_primary(cfg: PrimaryTrainConfig, workdir: str | os.PathLike, *, device
     if steps_per_epoch == 0:
         raise ValueError(f"{len(data.train.tokens)} training examples make no full batch of "
                          f"batch_size {cfg.batch_size}")
+    with ExitStack() as stack:
+        if is_writer():
+            stack.enter_context(WorkdirLock(workdir))
+        claim_settings(workdir, cfg.to_dict(), override=override, write=is_writer())
+        ckpts = stack.enter_context(Checkpoints(workdir / "checkpoints"))
+        return _run(cfg, workdir, data, model_cfg, mesh, steps_per_epoch, ckpts,
+                    stop_after_steps)
+
+
+def _run(cfg, workdir, data, model_cfg, mesh, steps_per_epoch, ckpts, stop_after_steps):
     total_steps = steps_per_epoch * cfg.epochs
     pad_id = model_cfg.pad_token_id
-
     model = create_model(model_cfg, cfg.seed)
     graphdef, params = nnx.split(model, nnx.Param)
     tx = make_optimizer(cfg.lr, cfg.weight_decay)
@@ -343,22 +343,23 @@ def train_primary(cfg: PrimaryTrainConfig, workdir: str | os.PathLike, *, device
     base = freq_baseline.choose_threshold(base, data.val)
     base_val = freq_baseline.evaluate_baseline(base, data.val)
 
-    ckpts = TrainCheckpoints(workdir / "checkpoints")
-    log_path = workdir / "metrics.jsonl"
+    log = MetricsLog(workdir / "metrics.jsonl")
     start, seconds_before = 0, 0.0
-    latest = ckpts.latest_step()
-    if latest is not None:
-        state, progress = ckpts.restore(latest, state, replicated(mesh))
-        start, seconds_before = latest, float(progress.get("seconds", 0.0))
-        _truncate_log(log_path, start)
-    elif log_path.exists():
-        log_path.unlink()
+    restored = ckpts.restore_latest(state, what=f"this primary run ({model_cfg})")
+    if restored is not None:
+        state, start = restored.tree, restored.step
+        seconds_before = float(restored.progress.get("seconds", 0.0))
+        print(f"resuming the primary run from its checkpoint at step {start}")
+    if is_writer():
+        log.restart_at(start if restored is not None else None)
 
     base_key = jax.random.key(cfg.seed)
     params, opt_state = state
     t0 = time.perf_counter()
     loss_sum, loss_n = jnp.zeros((), jnp.float32), 0
-    bar = tqdm(total=total_steps, initial=start, desc="primary training", unit="step")
+    finite = jnp.asarray(True)
+    bar = tqdm(total=total_steps, initial=start, desc="primary training", unit="step",
+               disable=not is_writer())
     step = start
     val = None
     for epoch in range(start // steps_per_epoch, cfg.epochs):
@@ -376,37 +377,46 @@ def train_primary(cfg: PrimaryTrainConfig, workdir: str | os.PathLike, *, device
                 graphdef=graphdef, tx=tx)
             step += 1
             loss_sum, loss_n = loss_sum + loss, loss_n + 1
+            finite = finite & jnp.isfinite(loss)
             bar.update(1)
             if step % cfg.log_every == 0:
+                _check_finite(finite, step, "the training loss became non-finite (NaN or Inf)",
+                              ckpts)
                 mean_loss = float(loss_sum) / loss_n
                 loss_sum, loss_n = jnp.zeros((), jnp.float32), 0
                 bar.set_postfix(loss=f"{mean_loss:.4f}")
-                _append_log(log_path,
-                            {"step": step, "epoch": epoch + 1, "train_loss": mean_loss})
+                if is_writer():
+                    log.append({"step": step, "epoch": epoch + 1, "train_loss": mean_loss})
             if step % cfg.checkpoint_every == 0 or step == total_steps:
+                _check_finite(finite & _all_finite(params), step,
+                              "the loss or the parameters became non-finite (NaN or Inf)", ckpts)
                 ckpts.save(step, (params, opt_state), {
                     "epoch": step // steps_per_epoch, "batch_in_epoch": step % steps_per_epoch,
                     "seconds": seconds_before + time.perf_counter() - t0})
             if stop_after_steps is not None and step >= stop_after_steps:
                 bar.close()
-                ckpts.close()
                 return {"stopped_at_step": step}
-        val = _evaluate(graphdef, params, data.val, cfg.batch_size, mesh)
+        val = _check_eval(_evaluate(graphdef, params, data.val, cfg.batch_size, mesh),
+                          "validation", step)
         record = {"step": step, "epoch": epoch + 1, **{f"val_{k}": v for k, v in val.items()},
                   **{f"baseline_{k}": v for k, v in base_val.items()}}
-        _append_log(log_path, record)
+        if is_writer():
+            log.append(record)
         tqdm.write(f"epoch {epoch + 1}/{cfg.epochs}: val loss {val['loss']:.4f} "
                    f"F1 {val['f1']:.4f} (baseline F1 {base_val['f1']:.4f})")
     bar.close()
-    ckpts.close()
+    _check_finite(_all_finite(params), step, "the parameters became non-finite (NaN or Inf)",
+                  ckpts)
     seconds = seconds_before + time.perf_counter() - t0
 
     if val is None:  # resumed from the final checkpoint: only the evaluation was missing
-        val = _evaluate(graphdef, params, data.val, cfg.batch_size, mesh)
-    test = _evaluate(graphdef, params, data.test, cfg.batch_size, mesh)
+        val = _check_eval(_evaluate(graphdef, params, data.val, cfg.batch_size, mesh),
+                          "validation", step)
+    test = _check_eval(_evaluate(graphdef, params, data.test, cfg.batch_size, mesh), "test",
+                       step)
     base_test = freq_baseline.evaluate_baseline(base, data.test)
     model = nnx.merge(graphdef, jax.device_get(params))
-    save_primary(workdir / "model", model, data.vocab, data.weapon_vocab)
+    save_primary(workdir / "model", model, data.vocab, data.weapon_vocab, write=is_writer())
     metrics = {
         **{f"val_{k}": v for k, v in val.items()},
         **{f"baseline_{k}": v for k, v in base_val.items() if k != "threshold"},
@@ -415,8 +425,10 @@ def train_primary(cfg: PrimaryTrainConfig, workdir: str | os.PathLike, *, device
         **{f"baseline_test_{k}": v for k, v in base_test.items() if k != "threshold"},
         "steps": step, "epochs": cfg.epochs, "seconds": seconds,
         "num_params": count_params(model), "num_builds": data.num_builds,
-        "num_train_examples": len(data.train.tokens), "num_devices": shards,
+        "num_train_examples": len(data.train.tokens), "num_devices": num_data_shards(mesh),
+        "num_processes": jax.process_count(),
         "vocab_size": len(data.vocab), "weapon_vocab_size": len(data.weapon_vocab),
     }
-    _write_json(workdir / "metrics.json", metrics)
+    if is_writer():
+        write_json(workdir / "metrics.json", metrics)
     return metrics

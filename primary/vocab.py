@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from runkit.jsonio import write_json
+
 MAIN_ONLY_BY_PIECE: dict[str, tuple[str, ...]] = {
     "head": ("comeback", "last_ditch_effort", "opening_gambit", "tenacity"),
     "clothes": ("ability_doubler", "haunt", "ninja_squid", "respawn_punisher", "thermal_ink"),
@@ -192,8 +194,7 @@ class Vocab:
             return cls(json.load(f), source=str(path))
 
     def save(self, path: str | os.PathLike) -> None:
-        with open(path, "w") as f:
-            json.dump(self.token_to_id, f, indent=2)
+        write_json(path, self.token_to_id)
 
     def encode(self, tokens: Iterable[str], *, where: str = "tokens") -> list[int]:
         out = []
@@ -246,8 +247,7 @@ class WeaponVocab:
             return cls(json.load(f), source=str(path))
 
     def save(self, path: str | os.PathLike) -> None:
-        with open(path, "w") as f:
-            json.dump(self.key_to_id, f, indent=2)
+        write_json(path, self.key_to_id)
 
     def encode_game_ids(self, game_ids: np.ndarray, *, where: str = "weapons") -> np.ndarray:
         """Game weapon ids -> vocab ids; an unknown game id is an error naming it."""

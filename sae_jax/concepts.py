@@ -23,6 +23,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from runkit.jsonio import write_json
+
 RECOVERED_F1 = 0.8  # a concept counts as recovered when its best SAE feature reaches this F1
 CHUNK_ELEMENTS = 1 << 24  # (rows x features x concepts) per chunk: bounds device memory
 
@@ -160,8 +162,7 @@ def concept_recovery(sae_acts, pooled, labels, concept_names, *, return_matrices
 
 
 def write_concepts(path: str | os.PathLike, result: dict) -> None:
-    with open(path, "w") as f:
-        json.dump(result, f, indent=2)
+    write_json(path, result)
 
 
 def load_concepts(path: str | os.PathLike) -> dict | None:

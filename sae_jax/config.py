@@ -11,6 +11,7 @@ import json
 import os
 from dataclasses import dataclass, field
 
+from runkit.jsonio import write_json
 from sae_jax.precision import COMPUTE_DTYPES
 
 DATA_SOURCES = ("synthetic", "statink", "splatnlp_tsv")
@@ -107,8 +108,7 @@ class SAETrainConfig:
             raise ValueError("invalid SAE training settings:\n  " + "\n  ".join(errors))
 
     def to_json(self, path: str | os.PathLike) -> None:
-        with open(path, "w") as f:
-            json.dump(dataclasses.asdict(self), f, indent=2)
+        write_json(path, dataclasses.asdict(self))
 
     @classmethod
     def from_json(cls, path: str | os.PathLike) -> SAETrainConfig:

@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from runkit.jsonio import write_json
 from sae_jax.precision import matmul
 
 ATOM_NORM_EPS = 1e-12
@@ -51,8 +52,7 @@ class SAEConfig:
         return int(self.input_dim * self.expansion_factor)
 
     def to_json(self, path: str | os.PathLike) -> None:
-        with open(path, "w") as f:
-            json.dump(dataclasses.asdict(self), f, indent=2)
+        write_json(path, dataclasses.asdict(self))
 
     @classmethod
     def from_json(cls, path: str | os.PathLike) -> SAEConfig:

@@ -15,12 +15,12 @@ the dict that :func:`sae_jax.analyze.analyse_features` builds:
 from __future__ import annotations
 
 import html
-import json
 import os
 import shutil
 from pathlib import Path
 
 from primary.vocab import AP_THRESHOLDS, STANDARD_ABILITIES
+from runkit.jsonio import write_json
 
 _ABILITY_NAMES = {
     "ink_saver_main": "Ink Saver (Main)", "ink_saver_sub": "Ink Saver (Sub)",
@@ -338,6 +338,6 @@ def write_report(out_dir: str | os.PathLike, doc: dict) -> Path:
     os.replace(tmp, index)
     if doc.get("curves_png"):
         shutil.copyfile(doc["curves_png"], out / "curves.png")
-    with open(out / "features.json", "w") as f:
-        json.dump({k: v for k, v in doc.items() if k != "features"}, f)
+    write_json(out / "features.json", {k: v for k, v in doc.items() if k != "features"},
+               indent=None)
     return index

@@ -16,12 +16,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from primary.store import load_primary
 from runkit.flags import config_from_flagfile
+from runkit.jsonio import write_json
 from sae_jax.config import SAETrainConfig
 
 DEMO_PRIMARY_FLAGS = Path(__file__).resolve().parent.parent / "configs" / "primary_demo.flags"
@@ -151,5 +151,4 @@ def write_run_json(workdir: Path, cfg: SAETrainConfig, primary_dir: Path, num_bu
     info = {"primary_model_dir": str(Path(primary_dir).absolute()),
             "data_source": cfg.data_source, "data_path": cfg.data_path,
             "num_builds": int(num_builds), "seed": int(seed)}
-    with open(os.path.join(workdir, "run.json"), "w") as f:
-        json.dump(info, f, indent=2)
+    write_json(Path(workdir) / "run.json", info)

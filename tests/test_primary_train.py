@@ -12,9 +12,9 @@ from primary import training
 from primary.examples import Examples
 from primary.model import create_model
 from primary.store import load_primary
-from primary.train_checkpoint import TrainCheckpoints
 from primary.training import PrimaryTrainConfig, eval_primary, prepare_data, train_primary
 from primary.vocab import Vocab
+from runkit.checkpoints import Checkpoints
 
 # 60 synthetic builds -> 42 train builds x 6 examples = 252 -> 7 steps of 32 per epoch.
 TINY = PrimaryTrainConfig(
@@ -69,7 +69,7 @@ def test_finished_workdir_is_reused_and_a_different_config_refused(full_run, mon
 
     monkeypatch.setattr(training, "prepare_data", no_training)
     assert train_primary(TINY, workdir) == metrics
-    with pytest.raises(ValueError, match="hidden_dim: 16 there, 32 now"):
+    with pytest.raises(ValueError, match="hidden_dim: 16 -> 32"):
         train_primary(dataclasses.replace(TINY, hidden_dim=32), workdir)
 
 
@@ -78,9 +78,8 @@ def test_killed_and_resumed_run_ends_with_the_same_parameters(full_run, tmp_path
     out = train_primary(TINY, tmp_path, stop_after_steps=8)
     assert out == {"stopped_at_step": 8}
     assert not (tmp_path / "model").exists()
-    ckpts = TrainCheckpoints(tmp_path / "checkpoints")
-    assert ckpts.latest_step() == 5  # steps 6 to 8 are lost, as in a kill
-    ckpts.close()
+    with Checkpoints(tmp_path / "checkpoints") as ckpts:
+        assert ckpts.steps()[-1] == 5  # steps 6 to 8 are lost, as in a kill
     resumed = train_primary(TINY, tmp_path)
     assert resumed["steps"] == metrics["steps"]
     jax.tree.map(np.testing.assert_array_equal, params_of(tmp_path), params_of(workdir))
@@ -109,11 +108,10 @@ def params_at_checkpoint(workdir, step: int, metrics: dict) -> dict:
                                   Vocab.canonical().pad_id)
     _, params = nnx.split(create_model(model_cfg, TINY.seed), nnx.Param)
     like = (params, training.make_optimizer(TINY.lr, TINY.weight_decay).init(params))
-    ckpts = TrainCheckpoints(workdir / "checkpoints")
-    (restored, _), progress = ckpts.restore(step, like)
-    ckpts.close()
-    assert progress["step"] == step
-    return restored.to_pure_dict()
+    with Checkpoints(workdir / "checkpoints") as ckpts:
+        got = ckpts.restore(step, like)
+    assert got.progress["step"] == step
+    return got.tree[0].to_pure_dict()
 
 
 def test_four_devices_match_one(full_run, tmp_path):
