@@ -1,18 +1,26 @@
-"""Check that the torch re-creation reproduces the original's own outputs.
+"""Check that the torch re-creation reproduces a SplatNLP run directory's recorded outputs.
 
-The fixture holds a checkpoint of the original (``model.pth``, ``sae.pth``) and
-its outputs on a few builds (``cases.npz``). Loading with ``strict=True`` checks
-every parameter name and shape; the outputs check the computation.
+A fixture holds a checkpoint in the original's format (``model.pth``, ``sae.pth``) and
+outputs on a few builds (``cases.npz``). Loading with ``strict=True`` checks every
+parameter name and shape; the outputs check the computation. The default is the
+repository's fixture (``tests/fixtures/splatnlp_small``, made by this re-creation:
+there the check guards it against drift); pass another run directory, such as one
+whose outputs came from the original, to check against that.
+
+    python benchmarks/fidelity.py [--fixture DIR]
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import sys
 
 import numpy as np
 
-DEFAULT_FIXTURE = "/work/shared/fixtures/splatnlp_small"
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_FIXTURE = os.path.join(REPO_ROOT, "tests", "fixtures", "splatnlp_small")
 
 
 def check_against_original(fixture_dir: str = DEFAULT_FIXTURE) -> dict:
@@ -48,3 +56,19 @@ def check_against_original(fixture_dir: str = DEFAULT_FIXTURE) -> dict:
     diffs = {k: float(np.max(np.abs(v.numpy() - cases[k]))) for k, v in got.items()}
     return {"fixture": fixture_dir, "max_abs_diff": diffs,
             "ok": all(d <= 1e-5 for d in diffs.values())}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--fixture", default=DEFAULT_FIXTURE,
+                        help="SplatNLP run directory with cases.npz (default: %(default)s)")
+    args = parser.parse_args(argv)
+    if REPO_ROOT not in sys.path:  # run as a script: the repository root holds benchmarks/
+        sys.path.insert(0, REPO_ROOT)
+    result = check_against_original(args.fixture)
+    print(json.dumps(result, indent=2))
+    return 0 if result.get("ok") else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+from fixture_paths import SPLATNLP_FIXTURE
 
 from primary.sources import SOURCES, default_vocabs, load_builds
 from primary.splatnlp_tsv import read_splatnlp_tsv, write_splatnlp_tsv
@@ -13,7 +14,7 @@ from primary.synthetic import generate_builds
 from primary.vocab import ABILITIES, Vocab, WeaponVocab
 from primary.weapons import weapon_by_statink_key
 
-FIXTURE = "/work/shared/fixtures/splatnlp_small"
+FIXTURE = str(SPLATNLP_FIXTURE)
 HEAD = ["season", "period", "game-ver", "lobby", "mode", "stage", "time", "win"]
 TAIL = ["medal1-grade", "medal1-name", "event"]
 PLAYER_COLS = ["weapon", "kill-assist", "kill", "assist", "death", "special", "inked",

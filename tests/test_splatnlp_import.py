@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from fixture_paths import SPLATNLP_FIXTURE
 from flax import nnx
 from torch_zip_writer import write_state_dict
 
@@ -29,7 +30,7 @@ from primary.model import PrimaryConfig, count_params
 from primary.store import load_primary
 from sae_jax.store import load_sae
 
-FIXTURE = Path("/work/shared/fixtures/splatnlp_small")
+FIXTURE = SPLATNLP_FIXTURE
 TOLERANCE = 1e-5
 
 

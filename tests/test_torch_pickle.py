@@ -6,11 +6,11 @@ import os
 import pickle
 import struct
 import zipfile
-from pathlib import Path
 
 import ml_dtypes
 import numpy as np
 import pytest
+from fixture_paths import SPLATNLP_FIXTURE
 from torch_zip_writer import write_archive, write_state_dict
 
 from bridge.torch_pickle import (
@@ -20,7 +20,7 @@ from bridge.torch_pickle import (
     load_torch_pickle,
 )
 
-FIXTURE = Path("/work/shared/fixtures/splatnlp_small")
+FIXTURE = SPLATNLP_FIXTURE
 
 
 def test_fixture_model_keys_and_shapes():

@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+from fixture_paths import SPLATNLP_FIXTURE
 
 from primary.vocab import (
     ABILITIES,
@@ -24,7 +25,7 @@ from primary.vocab import (
     tokenize_build,
 )
 
-FIXTURE = "/work/shared/fixtures/splatnlp_small"
+FIXTURE = str(SPLATNLP_FIXTURE)
 
 
 def test_swim_speed_13_ap_gives_three_cumulative_tokens():

@@ -1,6 +1,7 @@
 """The weapon table."""
 
 import pytest
+from fixture_paths import SPLATNLP_FIXTURE
 
 from primary.weapons import (
     WEAPON_CLASSES,
@@ -60,7 +61,7 @@ def test_display_name_falls_back_for_unknown_ids():
 def test_fixture_weapons_are_all_in_the_table():
     import json
 
-    with open("/work/shared/fixtures/splatnlp_small/weapon_vocab.json") as f:
+    with open(SPLATNLP_FIXTURE / "weapon_vocab.json") as f:
         keys = json.load(f)
     for key in keys:
         weapon_by_game_id(int(key.removeprefix("weapon_id_")))
