@@ -1,9 +1,10 @@
 """Feature analysis of a trained SAE over a whole dataset, in one streaming pass on device.
 
-Per feature (REFERENCE.md §7): firing count and frequency (active = ``|h| > 0.01``
-like the original), activation sum and mean when active, maximum, the top-k
-activating rows, a histogram over fixed bins on ``(0, clip_max]``, and
-co-activation counts ``(h > 0)^T (h > 0)`` over a chosen set of features. Then
+Per feature (REFERENCE.md §7): firing count and frequency (active as
+:mod:`sae_jax.activity` defines it: the original's ``|h| > 0.01``), activation sum
+and mean when active, maximum, the top-k activating rows, a histogram over fixed
+bins on ``(0, clip_max]``, and co-activation counts ``active^T active`` over a
+chosen set of features. Then
 the original's sparsity ranking and each feature's logit influence (its
 decoder atom pushed through the primary's output layer, without bias).
 
@@ -21,8 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-ACTIVE_THRESHOLD = 0.01  # the original's "active" test: |h| > 0.01
-MIN_FREQUENCY, MAX_FREQUENCY = 0.01, 0.30  # the original's interpretability window
+from sae_jax.activity import MAX_FREQUENCY, MIN_FREQUENCY, is_active, window_mask
 
 
 class FeatureStats(NamedTuple):
@@ -90,7 +90,7 @@ def update_stats(stats: FeatureStats, h: jax.Array, valid: jax.Array, row_offset
     h = h.astype(jnp.float32)
     valid_f = valid.astype(jnp.float32)[:, None]
     hv = h * valid_f
-    active = (jnp.abs(h) > ACTIVE_THRESHOLD) & valid[:, None]
+    active = is_active(h) & valid[:, None]
     count = stats.active_count + active.sum(0, dtype=jnp.int32)
     act_sum = stats.act_sum + hv.sum(0)
     max_act = jnp.maximum(stats.max_act, jnp.where(valid[:, None], h, -jnp.inf).max(0))
@@ -114,7 +114,7 @@ def update_stats(stats: FeatureStats, h: jax.Array, valid: jax.Array, row_offset
     hist = stats.hist.at[feat, bins].add(counted)
 
     # Co-activation counts of the chosen features (exact in float32 per batch).
-    fired = ((h[:, stats.coact_features] > 0) & valid[:, None]).astype(jnp.float32)
+    fired = (is_active(h[:, stats.coact_features]) & valid[:, None]).astype(jnp.float32)
     coact = stats.coact + jnp.round(fired.T @ fired).astype(jnp.int32)
 
     return FeatureStats(stats.num_rows + valid.sum(dtype=jnp.int32), count, act_sum, max_act,
@@ -158,8 +158,8 @@ def rank_features(summary: FeatureSummary, *, top_k: int | None = None,
                   max_frequency: float = MAX_FREQUENCY) -> np.ndarray:
     """The original's sparsity ranking: keep ``min < frequency < max``, order by score
     (descending; ties by feature id), return the first ``top_k`` feature ids."""
-    keep = np.flatnonzero((summary.frequency > min_frequency)
-                          & (summary.frequency < max_frequency))
+    keep = np.flatnonzero(window_mask(summary.frequency, min_frequency=min_frequency,
+                                      max_frequency=max_frequency))
     order = keep[np.lexsort((keep, -summary.score[keep]))]
     return order if top_k is None else order[:top_k]
 

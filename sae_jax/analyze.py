@@ -34,6 +34,7 @@ from primary.vocab import (
     ap_to_token_multihot,
 )
 from sae_jax import analysis
+from sae_jax.activity import dead_mask, dense_mask
 from sae_jax.concepts import concept_recovery, write_concepts
 from sae_jax.model import encode
 
@@ -289,8 +290,7 @@ def analyse_features(primary, vocab, sae, builds, pooled: np.ndarray, *,
             sae_activations(sae, pooled), num_features, clip_max=clip, top_k=1, num_bins=1,
             coact_features=coact_ids).coact)
     coact_pos = {int(f): i for i, f in enumerate(coact_ids)}
-    live = (summary.frequency[coact_ids] < analysis.MAX_FREQUENCY) & (
-        summary.frequency[coact_ids] > 0)
+    live = ~dead_mask(summary.frequency[coact_ids]) & ~dense_mask(summary.frequency[coact_ids])
     pages = []
     for f in shown:
         f = int(f)
@@ -335,8 +335,8 @@ def analyse_features(primary, vocab, sae, builds, pooled: np.ndarray, *,
         "d_in": int(sae.config.input_dim), "clip_max": clip,
         "hist_edges": analysis.histogram_edges(HIST_BINS, clip).tolist(),
         "num_ranked": int(len(ranked)), "num_top": int(len(ranked[:top_features])),
-        "dead": int(np.sum(summary.frequency == 0)),
-        "dense": int(np.sum(summary.frequency >= analysis.MAX_FREQUENCY)),
+        "dead": int(np.sum(dead_mask(summary.frequency))),
+        "dense": int(np.sum(dense_mask(summary.frequency))),
         "pages": pages, "features": table, "concepts": concepts,
     }
 

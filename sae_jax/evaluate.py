@@ -2,8 +2,9 @@
 
 Reconstruction: ``mse`` (mean over elements), ``fve`` (fraction of variance
 explained, ``1 - sum||x - recon||^2 / sum||x - mean(x)||^2``). Sparsity: ``l0``
-(mean active features per input), ``dead_fraction`` (never fired on the set),
-``dense_fraction`` (fires on more than 30% of inputs). Downstream fidelity:
+(mean active features per input), ``dead_fraction`` (never active on the set),
+``dense_fraction`` (active on 30% of inputs or more); active, dead and dense as
+:mod:`sae_jax.activity` defines them. Downstream fidelity:
 the primary's binary cross-entropy against the multi-hot targets with the true
 pooled vector (``l_true``), the SAE reconstruction spliced in (``l_spliced``)
 and the pooled vector mean-ablated (``l_ablated``);
@@ -23,9 +24,8 @@ import numpy as np
 from flax import nnx
 
 from bridge.harvest import model_inputs, pad_batch, pad_to_width, pooled_vectors
+from sae_jax.activity import dead_mask, dense_mask, is_active
 from sae_jax.model import decode, encode
-
-DENSE_THRESHOLD = 0.30
 
 
 def bce_with_logits(logits: jax.Array, targets: jax.Array) -> jax.Array:
@@ -48,7 +48,7 @@ def _batch_sums(graphdef, primary_state, sae_params, batch, clip_max):
     mean_b = x.sum(0) / jnp.maximum(n, 1.0)
     m2 = jnp.sum(vf * jnp.sum((x - mean_b) ** 2, axis=-1))
     sq_err = jnp.sum((x - recon) ** 2)
-    active = (h > 0) & valid[:, None]
+    active = is_active(h) & valid[:, None]
     targets = batch["targets"].astype(jnp.float32)
 
     def bce_rows(z):  # (B,) mean over the vocabulary
@@ -136,8 +136,8 @@ def evaluate_sae(primary, sae, examples, *, batch_size: int,
         "mse": float(t["sq_err"] / (n * d_model)),
         "fve": float(1.0 - t["sq_err"] / t["m2"]) if t["m2"] > 0 else float("nan"),
         "l0": float(t["active_total"] / n),
-        "dead_fraction": float(np.mean(frac_active == 0)),
-        "dense_fraction": float(np.mean(frac_active > DENSE_THRESHOLD)),
+        "dead_fraction": float(np.mean(dead_mask(frac_active))),
+        "dense_fraction": float(np.mean(dense_mask(frac_active))),
         "l_true": l_true,
         "l_spliced": l_spliced,
         "l_ablated": l_ablated,

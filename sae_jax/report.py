@@ -202,8 +202,12 @@ SAE <b>{s['mean_sae_f1']:.3f}</b> vs neuron <b>{s['mean_neuron_f1']:.3f}</b>.</p
 def _training_block(doc: dict) -> str:
     """The run's held-out metrics and, when present, its training curves (curves.png)."""
     metrics = doc.get("metrics") or {}
-    names = {"fve": "variance explained", "mse": "MSE", "l0": "active features per build",
-             "dead_fraction": "dead", "dense_fraction": "dense (>30%)",
+    # Evaluation counts on held-out partial builds (the training distribution); the summary
+    # above counts on full builds. Both use sae_jax.activity's definitions.
+    names = {"fve": "variance explained", "mse": "MSE",
+             "l0": "active features per evaluation input",
+             "dead_fraction": "dead on the evaluation inputs",
+             "dense_fraction": "dense (≥30%) on the evaluation inputs",
              "loss_recovered": "loss recovered", "steps": "SAE steps"}
     def fmt(k, v):
         if k == "steps":
@@ -312,7 +316,8 @@ def render_report(doc: dict) -> str:
 <h1>{_e(doc.get('title', 'SAE feature browser'))}</h1>
 <p class="summary">{doc['num_features']} features on {doc['d_in']}-d pooled vectors, analysed over
 {doc['num_builds']} held-out full builds. {doc['num_ranked']} features fire on 1%&ndash;30% of
-builds (the ranking window); {doc['dead']} never fire; {doc['dense']} fire on 30% or more.
+builds (the ranking window); on these builds {doc['dead']} never fire (dead) and
+{doc['dense']} fire on 30% or more (dense); active means above 0.01.
 Features are ranked by mean-when-active / &radic;frequency.<br><small>{run_line}</small></p>
 {_training_block(doc)}
 {_concept_table(doc.get('concepts'), shown)}

@@ -73,7 +73,7 @@ def test_histogram_equals_numpy(acts, stats):
 
 
 def test_coactivation_equals_numpy(acts, stats):
-    fired = (acts > 0).astype(np.int64)
+    fired = (acts > 0.01).astype(np.int64)  # active as sae_jax.activity defines it
     np.testing.assert_array_equal(stats.coact, fired.T @ fired)
     subset = np.array([4, 6, 0])
     sub = stats_from_batches(_batches(acts, 50), acts.shape[1], clip_max=CLIP,

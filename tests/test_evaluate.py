@@ -66,13 +66,14 @@ def test_metrics_match_numpy(setup):
     l_true = bce(x @ w + b, t).mean()
     l_spliced = bce(recon @ w + b, t).mean()
     l_ablated = bce(np.broadcast_to(x.mean(0) @ w + b, t.shape), t).mean()
-    fired = (h > 0).mean(0)
+    active = h > 0.01  # the definition in sae_jax.activity, written out independently
+    fired = active.mean(0)
     want = {
         "mse": ((x - recon) ** 2).mean(),
         "fve": 1 - ((x - recon) ** 2).sum() / ((x - x.mean(0)) ** 2).sum(),
-        "l0": (h > 0).sum(1).mean(),
+        "l0": active.sum(1).mean(),
         "dead_fraction": (fired == 0).mean(),
-        "dense_fraction": (fired > 0.3).mean(),
+        "dense_fraction": (fired >= 0.3).mean(),
         "l_true": l_true, "l_spliced": l_spliced, "l_ablated": l_ablated,
         "loss_recovered": (l_ablated - l_spliced) / (l_ablated - l_true),
     }
