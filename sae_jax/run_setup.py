@@ -24,7 +24,8 @@ from runkit.flags import config_from_flagfile
 from runkit.jsonio import write_json
 from sae_jax.config import SAETrainConfig
 
-DEMO_PRIMARY_FLAGS = Path(__file__).resolve().parent.parent / "configs" / "primary_demo.flags"
+# Shipped inside the package (sae_jax/configs; the top-level configs/ links to it).
+DEMO_PRIMARY_FLAGS = Path(__file__).resolve().parent / "configs" / "primary_demo.flags"
 # Fields of the primary's training config that decide which builds exist and how they split.
 DATA_FIELDS = ("data_source", "data_path", "num_builds", "seed")
 
