@@ -15,12 +15,16 @@ import json
 from absl import app, flags, logging
 
 from primary.training import PrimaryTrainConfig, train_primary
+from runkit.cli import report_user_errors
 from runkit.flags import config_from_flags as config_from_dataclass_flags
 from runkit.flags import define_config_flags
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (created; resumed if it exists).")
 _STOP_AFTER = flags.DEFINE_integer(
     "stop_after_steps", None, "Stop after this many steps, as if killed (resumable).")
+_OVERRIDE = flags.DEFINE_bool(
+    "override", False, "Continue a workdir's run under settings other than those it was "
+    "started with (recorded in config_changes.jsonl).")
 
 _HELP = {
     "embedding_dim": "Ability and weapon embedding size.",
@@ -55,6 +59,7 @@ def config_from_flags(values=flags.FLAGS) -> PrimaryTrainConfig:
     return config_from_dataclass_flags(PrimaryTrainConfig, values)
 
 
+@report_user_errors
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -67,7 +72,8 @@ def main(argv):
     initialize_multihost_from_env()
     cfg = config_from_flags()
     print(f"training the primary model in {_WORKDIR.value}")
-    metrics = train_primary(cfg, _WORKDIR.value, stop_after_steps=_STOP_AFTER.value)
+    metrics = train_primary(cfg, _WORKDIR.value, stop_after_steps=_STOP_AFTER.value,
+                            override=_OVERRIDE.value)
     print(json.dumps(metrics, indent=2))
     if "val_f1" in metrics:
         print(f"validation F1 {metrics['val_f1']:.4f} vs frequency baseline "

@@ -44,6 +44,7 @@ from primary.sources import default_vocabs, load_builds
 from primary.store import save_primary
 from primary.vocab import check_id_range
 from runkit.checkpoints import Checkpoints
+from runkit.errors import RunFault
 from runkit.hosts import is_writer
 from runkit.jsonio import read_json, write_json
 from runkit.lock import WorkdirLock
@@ -259,7 +260,7 @@ def prepare_data(cfg: PrimaryTrainConfig) -> PrimaryData:
 # ----------------------------------------------------------------------------- the run
 
 
-class PrimaryTrainingFault(RuntimeError):
+class PrimaryTrainingFault(RunFault):
     """Training stopped on a non-finite loss or model; the last checkpoint is good."""
 
 

@@ -11,5 +11,5 @@ Nothing here imports ``primary``, ``sae_jax`` or ``bridge``. Modules:
 - ``hosts``: joining a multi-process run, and which process writes files.
 - ``sharding``: the data-parallel mesh and the batch each process feeds it.
 - ``flags``: absl flags from config dataclasses, and flagfiles read into them.
-- ``cli``: the one-line ``error:`` for user mistakes.
+- ``errors``, ``cli``: the one-line ``error:`` for user mistakes and stopped runs.
 """

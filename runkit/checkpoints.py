@@ -27,6 +27,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from runkit.errors import RunFault
 from runkit.hosts import is_writer
 from runkit.jsonio import read_json, write_json
 
@@ -38,7 +39,7 @@ class CheckpointMismatch(ValueError):
     """A stored checkpoint does not fit the run's configuration."""
 
 
-class NoIntactCheckpoint(RuntimeError):
+class NoIntactCheckpoint(RunFault):
     """Checkpoints exist but every one is damaged."""
 
 

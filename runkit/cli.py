@@ -8,18 +8,14 @@ traceback. Programming errors still show their traceback.
 from __future__ import annotations
 
 import functools
-import json
 import sys
 
-
-class UserError(Exception):
-    """A mistake the user can fix (the message says what and where)."""
-
+from runkit.errors import RunFault, UserError
 
 # OSError covers missing files, permissions and a full disk; ValueError the bad settings
-# and malformed data the readers and configs refuse; KeyError a missing JSON field;
-# UnicodeDecodeError is a ValueError.
-USER_ERRORS = (UserError, ValueError, OSError, KeyError, json.JSONDecodeError)
+# and malformed data the readers and configs refuse (UnicodeDecodeError and
+# json.JSONDecodeError are ValueErrors).
+USER_ERRORS = (UserError, RunFault, ValueError, OSError)
 
 
 def report_user_errors(main):
@@ -31,8 +27,7 @@ def report_user_errors(main):
         try:
             return main(argv)
         except USER_ERRORS as e:
-            message = e.args[0] if isinstance(e, KeyError) and e.args else e
-            print(f"error: {message}", file=sys.stderr)
+            print(f"error: {e}", file=sys.stderr)
             return 1
 
     return wrapped

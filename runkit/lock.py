@@ -12,10 +12,12 @@ import fcntl
 import os
 from pathlib import Path
 
+from runkit.errors import RunFault
+
 LOCK_NAME = ".lock"
 
 
-class WorkdirBusy(RuntimeError):
+class WorkdirBusy(RunFault):
     """Another live process holds the workdir."""
 
 

@@ -107,6 +107,9 @@ class SAETrainConfig:
         if errors:
             raise ValueError("invalid SAE training settings:\n  " + "\n  ".join(errors))
 
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
     def to_json(self, path: str | os.PathLike) -> None:
         write_json(path, dataclasses.asdict(self))
 

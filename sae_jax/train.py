@@ -11,10 +11,9 @@ latest checkpoint. Flags given on the command line override the flagfile.
 
 from __future__ import annotations
 
-import sys
-
 from absl import app, flags, logging
 
+from runkit.cli import report_user_errors
 from runkit.flags import config_from_flags as config_from_dataclass_flags
 from runkit.flags import define_config_flags
 from sae_jax.config import SAETrainConfig
@@ -25,6 +24,9 @@ _PRIMARY_DIR = flags.DEFINE_string(
 _ANALYZE = flags.DEFINE_bool("analyze", True, "Run the feature analysis after training.")
 _STOP_AFTER = flags.DEFINE_integer(
     "stop_after_steps", None, "Checkpoint and stop after this many SAE steps (resumable).")
+_OVERRIDE = flags.DEFINE_bool(
+    "override", False, "Continue a workdir's run under settings other than those it was "
+    "started with (recorded in config_changes.jsonl).")
 
 _HELP = {
     "expansion_factor": "SAE features per input dimension (512 x 4 = 2048 features).",
@@ -53,6 +55,7 @@ def config_from_flags(values=flags.FLAGS) -> SAETrainConfig:
     return config_from_dataclass_flags(SAETrainConfig, values, skip=("extra",))
 
 
+@report_user_errors
 def main(argv) -> int:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -60,17 +63,13 @@ def main(argv) -> int:
         raise app.UsageError("--workdir is required")
     logging.set_verbosity(logging.WARNING)  # keep library INFO chatter (orbax) off the console
     from runkit.hosts import initialize_multihost_from_env
-    from sae_jax.checkpoint import CheckpointMismatch
-    from sae_jax.training import TrainingFault, metrics_summary, train_sae
+    from sae_jax.training import metrics_summary, train_sae
 
     initialize_multihost_from_env()
-    try:
-        cfg = config_from_flags()
-        result = train_sae(cfg, _WORKDIR.value, primary_dir=_PRIMARY_DIR.value,
-                           stop_after_steps=_STOP_AFTER.value, analyze=_ANALYZE.value)
-    except (ValueError, FileNotFoundError, TrainingFault, CheckpointMismatch) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    cfg = config_from_flags()
+    result = train_sae(cfg, _WORKDIR.value, primary_dir=_PRIMARY_DIR.value,
+                       stop_after_steps=_STOP_AFTER.value, analyze=_ANALYZE.value,
+                       override=_OVERRIDE.value)
     if result.get("stopped"):
         print(f"stopped after {result['steps']} SAE steps; run again to resume")
         return 0

@@ -21,8 +21,8 @@ are written only after the health check, so the last one is always good.
 from __future__ import annotations
 
 import importlib
-import json
 import time
+from contextlib import ExitStack
 from itertools import islice
 from pathlib import Path
 from typing import NamedTuple
@@ -34,9 +34,15 @@ from flax import nnx
 from tqdm import tqdm
 
 from bridge.harvest import make_harvest_fn, model_inputs, pad_to_width
+from runkit.checkpoints import Checkpoints
+from runkit.errors import RunFault
+from runkit.hosts import is_writer
+from runkit.jsonio import read_json, write_json
+from runkit.lock import WorkdirLock
+from runkit.metrics_log import MetricsLog
+from runkit.resume import claim_settings
 from runkit.sharding import batch_sharding, make_mesh, replicate, shard_batch
 from sae_jax.buffer import create_buffer
-from sae_jax.checkpoint import RunCheckpointer
 from sae_jax.config import SAETrainConfig
 from sae_jax.evaluate import evaluate_sae
 from sae_jax.model import SAEConfig, create_sae, sae_from_params
@@ -56,7 +62,7 @@ EVAL_BATCH_SIZE = 512
 CHECKPOINTS_KEPT = 3
 
 
-class TrainingFault(RuntimeError):
+class TrainingFault(RunFault):
     """Training stopped on non-finite activations or loss; the last checkpoint is good."""
 
 
@@ -83,13 +89,13 @@ def _note(health: Health, activations_finite, loss_finite, n_resampled, step) ->
     return Health(bad_act, bad_loss, health.resampled + n_resampled)
 
 
-def _raise_if_unhealthy(health: Health, ckpt: RunCheckpointer) -> None:
+def _raise_if_unhealthy(health: Health, ckpt: Checkpoints) -> None:
     bad_act, bad_loss = int(health.bad_activation_step), int(health.bad_loss_step)
     if bad_act < 0 and bad_loss < 0:
         return
-    last = ckpt.latest_step()
-    kept = (f"the last good checkpoint (SAE step {last}) in {ckpt.directory} is intact"
-            if last is not None else "no checkpoint had been written yet")
+    steps = ckpt.steps()
+    kept = (f"the last good checkpoint (SAE step {steps[-1]}) in {ckpt.directory} is intact"
+            if steps else "no checkpoint had been written yet")
     if bad_act >= 0:
         what = (f"non-finite activations (NaN or Inf) came out of the primary model at SAE "
                 f"step {bad_act}")
@@ -98,14 +104,8 @@ def _raise_if_unhealthy(health: Health, ckpt: RunCheckpointer) -> None:
     raise TrainingFault(f"training stopped: {what}; {kept}")
 
 
-def _checkpoint_tree(state: TrainState, buffer, next_batch: int, rows_seen: int, key) -> dict:
-    return {
-        "train_state": state,
-        "buffer": buffer._asdict(),
-        "position": {"next_batch": np.asarray(next_batch, np.int64),
-                     "rows_seen": np.asarray(rows_seen, np.int64)},
-        "rng": key,
-    }
+def _checkpoint_tree(state: TrainState, buffer, key) -> dict:
+    return {"train_state": state, "buffer": buffer._asdict(), "rng": key}
 
 
 def _crossed(prev: int, now: int, every: int) -> bool:
@@ -142,29 +142,10 @@ def _host_metrics(metrics: dict, health: Health) -> dict:
     return out
 
 
-def _append_jsonl(path: Path, row: dict) -> None:
-    with open(path, "a") as f:
-        f.write(json.dumps(row) + "\n")
-
-
-def _truncate_metrics(path: Path, upto_step: int | None) -> None:
-    """Keep only lines at or before ``upto_step`` (all gone on a fresh start)."""
-    if upto_step is None or not path.exists():
-        path.write_text("")
-        return
-    kept = []
-    for line in path.read_text().splitlines():
-        try:
-            if json.loads(line).get("step", 0) <= upto_step:
-                kept.append(line)
-        except json.JSONDecodeError:
-            continue  # a line torn by a kill
-    path.write_text("".join(k + "\n" for k in kept))
-
-
 def _run_loop(cfg, plan, workdir: Path, primary, train_examples, mesh, ckpt, sae_config,
               stop_after_steps):
-    """The harvest/train loop; returns ``(state, stopped_early, last_logged_metrics, seconds)``."""
+    """The harvest/train loop; returns ``(state, stopped_early, last_logged_metrics,
+    seconds)``: the seconds earlier sessions of the run spent before this one resumed."""
     rows = batch_sharding(mesh)
     sae = create_sae(sae_config, seed=cfg.seed)
     state = replicate(init_train_state(sae, cfg, plan.total_sae_steps), mesh)
@@ -174,22 +155,24 @@ def _run_loop(cfg, plan, workdir: Path, primary, train_examples, mesh, ckpt, sae
     key = replicate(jax.random.PRNGKey(cfg.seed), mesh)
     next_batch, rows_seen = 0, 0
 
-    latest = ckpt.latest_step()
-    if latest is not None:
-        like = _checkpoint_tree(state, buffer, 0, 0, key)
-        restored = ckpt.restore(latest, like, what=f"this run ({sae_config}, "
-                                f"buffer_size {cfg.buffer_size})")
-        if not np.array_equal(np.asarray(restored["rng"]), np.asarray(key)):
-            raise ValueError(f"checkpoint {ckpt.directory}/{latest} was made with another seed "
-                             f"than --seed={cfg.seed}; use a fresh --workdir")
-        state = restored["train_state"]
-        buffer = type(buffer)(**restored["buffer"])
-        next_batch = int(restored["position"]["next_batch"])
-        rows_seen = int(restored["position"]["rows_seen"])
+    seconds_before, last_logged = 0.0, {}
+    restored = ckpt.restore_latest(_checkpoint_tree(state, buffer, key), what=(
+        f"this run ({sae_config}, buffer_size {cfg.buffer_size})"))
+    latest = None
+    if restored is not None:
+        latest = restored.step
+        state = restored.tree["train_state"]
+        buffer = type(buffer)(**restored.tree["buffer"])
+        key = restored.tree["rng"]
+        progress = restored.progress
+        next_batch, rows_seen = int(progress["next_batch"]), int(progress["rows_seen"])
+        seconds_before = float(progress.get("seconds", 0.0))
+        last_logged = dict(progress.get("last_logged", {}))
         print(f"resuming from the checkpoint at SAE step {latest} "
               f"(primary batch {next_batch} of {plan.total_batches})")
-    metrics_path = workdir / "metrics.jsonl"
-    _truncate_metrics(metrics_path, latest)
+    log = MetricsLog(workdir / "metrics.jsonl")
+    if is_writer():
+        log.restart_at(latest)
 
     graphdef, primary_state = nnx.split(primary)
     primary_state = replicate(primary_state, mesh)
@@ -198,11 +181,11 @@ def _run_loop(cfg, plan, workdir: Path, primary, train_examples, mesh, ckpt, sae
     train_steps = make_train_steps(cfg, plan.total_sae_steps, plan.sae_steps_per_batch,
                                    batch_sharding=rows)
     step = int(latest or 0)
-    health, metrics, last_logged = _fresh_health(), None, {}
+    health, metrics = _fresh_health(), None
     all_true, no_resample = jnp.asarray(True), jnp.zeros((), jnp.int32)
     t0 = time.perf_counter()
     bar = tqdm(total=plan.total_batches, initial=next_batch, unit="batch", desc="SAE run",
-               dynamic_ncols=True)
+               dynamic_ncols=True, disable=not is_writer())
     stopped = False
     for g, batch in _batches_from(train_examples, cfg, plan, next_batch):
         weight = np.asarray(batch["weight"])
@@ -226,20 +209,23 @@ def _run_loop(cfg, plan, workdir: Path, primary, train_examples, mesh, ckpt, sae
             last_logged = _host_metrics(metrics, health)
             last_logged.update(step=step, epoch=g // plan.batches_per_epoch, primary_batch=g + 1,
                                buffer_fill=min(rows_seen, cfg.buffer_size),
-                               seconds=round(time.perf_counter() - t0, 3))
-            _append_jsonl(metrics_path, last_logged)
+                               seconds=round(seconds_before + time.perf_counter() - t0, 3))
+            if is_writer():
+                log.append(last_logged)
             health = health._replace(resampled=no_resample)
             bar.set_postfix(step=step, loss=f"{last_logged['loss']:.4g}",
                             mse=f"{last_logged['mse']:.3g}", l0=f"{last_logged['l0']:.1f}")
         if step > 0 and (_crossed(prev, step, cfg.checkpoint_every) or final or stop):
             _raise_if_unhealthy(health, ckpt)
-            ckpt.save(step, _checkpoint_tree(state, buffer, g + 1, rows_seen, key))
+            ckpt.save(step, _checkpoint_tree(state, buffer, key), {
+                "next_batch": g + 1, "rows_seen": rows_seen, "last_logged": last_logged,
+                "seconds": seconds_before + time.perf_counter() - t0})
         if stop:
             stopped = True
             break
     bar.close()
     _raise_if_unhealthy(health, ckpt)
-    return state, stopped, last_logged, time.perf_counter() - t0
+    return state, stopped, last_logged, seconds_before
 
 
 def _estimate_plan(cfg: SAETrainConfig, primary_dir) -> RunPlan:
@@ -265,20 +251,6 @@ def _estimate_plan(cfg: SAETrainConfig, primary_dir) -> RunPlan:
     return plan_run(cfg, num_batches(examples, cfg.primary_batch_size, drop_remainder=True))
 
 
-def _note_changed_settings(cfg: SAETrainConfig, path: Path) -> None:
-    """Say which settings differ from those a resumed run was started with."""
-    if not path.exists():
-        return
-    try:
-        before = SAETrainConfig.from_json(path)
-    except (ValueError, TypeError, KeyError):
-        return
-    changed = [f"{k}: {getattr(before, k)!r} -> {getattr(cfg, k)!r}"
-               for k in cfg.__dataclass_fields__ if getattr(before, k) != getattr(cfg, k)]
-    if changed:
-        print(f"note: settings differ from the run recorded in {path}: " + "; ".join(changed))
-
-
 def _run_analysis(workdir: Path):
     try:
         module = importlib.import_module("sae_jax.analyze")
@@ -291,67 +263,109 @@ def _run_analysis(workdir: Path):
     return module.analyze(workdir)
 
 
+def _check_result(result: dict) -> dict:
+    """Refuse an evaluation with non-finite numbers: a NaN is never written as a result.
+    The one defined exception: ``loss_recovered`` when mean-ablating the pooled vector does
+    not change the primary's loss (nothing to recover), recorded as None with a warning."""
+    bad = [k for k, v in result.items() if isinstance(v, float) and not np.isfinite(v)]
+    if bad == ["loss_recovered"] and abs(result["l_ablated"] - result["l_true"]) <= 1e-12:
+        print("warning: mean-ablating the pooled vector leaves the primary's loss unchanged, "
+              "so loss_recovered is undefined; recorded as null")
+        return {**result, "loss_recovered": None}
+    if bad:
+        raise TrainingFault(f"evaluation gave non-finite {bad}; the SAE in sae/ is kept, "
+                            "metrics.json is not written")
+    return result
+
+
+def _finished_result(cfg: SAETrainConfig, workdir: Path, override: bool) -> dict | None:
+    """The result of a finished run in ``workdir`` under these settings, else None."""
+    if not (workdir / "metrics.json").exists() or not (workdir / "sae").exists():
+        return None
+    if claim_settings(workdir, cfg.to_dict(), override=override, write=False):
+        return None
+    return read_json(workdir / "metrics.json", what="SAE run metrics")
+
+
 def train_sae(cfg: SAETrainConfig, workdir, *, primary_dir=None, primary_flagfile_cfg=None,
-              devices=None, stop_after_steps: int | None = None, analyze: bool = True) -> dict:
-    """Run (or resume) an SAE training run in ``workdir``; returns the final metrics.
+              devices=None, stop_after_steps: int | None = None, analyze: bool = True,
+              override: bool = False) -> dict:
+    """Run (or resume, or return the finished run in) ``workdir``; returns the final metrics.
 
     ``primary_dir``: a primary model directory; None trains the demo primary into
     ``workdir/primary_run`` (``primary_flagfile_cfg``, a PrimaryTrainConfig, replaces
-    ``configs/primary_demo.flags``). ``devices``: the data-parallel mesh (default all).
-    ``stop_after_steps``: checkpoint and return once this many SAE steps are done (the
-    run resumes from there when called again). ``analyze``: run ``sae_jax.analyze``
-    afterwards when it exists.
+    ``configs/primary_demo.flags``). ``devices``: the data-parallel mesh (default all, of
+    every process). ``stop_after_steps``: checkpoint and return once this many SAE steps are
+    done (the run resumes from there when called again). ``analyze``: run
+    ``sae_jax.analyze`` afterwards. ``override``: go on with settings other than those the
+    workdir's run was started with (:mod:`runkit.resume`). The settings, the primary model
+    directory and the data are checked before anything is written to ``workdir``.
     """
     t_start = time.perf_counter()
     workdir = Path(workdir).absolute()
     cfg.validate()
     mesh = make_mesh(devices)
     check_devices(cfg, mesh.size)
+    if primary_dir is not None and not (Path(primary_dir) / "config.json").exists():
+        raise FileNotFoundError(f"--primary_dir {primary_dir} is not a primary model directory "
+                                "(no config.json): give the model/ folder of a primary run")
     plan = _estimate_plan(cfg, primary_dir)
     cfg.validate(total_sae_steps=plan.total_sae_steps)
-    workdir.mkdir(parents=True, exist_ok=True)
-    _note_changed_settings(cfg, workdir / "train_config.json")
-    cfg.to_json(workdir / "train_config.json")
-
-    primary, vocab, weapon_vocab, primary_dir, seed = obtain_primary(
-        cfg, workdir, primary_dir=primary_dir, primary_cfg=primary_flagfile_cfg,
-        devices=devices)
-    train_examples, eval_examples, num_builds = prepare_data(cfg, vocab, weapon_vocab, seed=seed)
-    write_run_json(workdir, cfg, primary_dir, num_builds, seed)
-    sae_config = SAEConfig(primary.config.hidden_dim, cfg.expansion_factor, cfg.clip_max)
-    print(f"SAE {sae_config.input_dim} -> {sae_config.hidden_dim} features; "
-          f"{plan.total_batches} primary batches of {cfg.primary_batch_size}, "
-          f"{plan.total_sae_steps} SAE steps of {cfg.sae_batch_size} on {mesh.size} device(s)")
-
-    with RunCheckpointer(workdir / "checkpoints", keep=CHECKPOINTS_KEPT) as ckpt:
-        state, stopped, last, loop_seconds = _run_loop(
+    finished = _finished_result(cfg, workdir, override)
+    if finished is not None:
+        print(f"{workdir} holds a finished run with these settings; reporting its metrics")
+        return finished
+    with ExitStack() as stack:
+        if is_writer():
+            stack.enter_context(WorkdirLock(workdir))
+        claim_settings(workdir, cfg.to_dict(), override=override, write=is_writer())
+        primary, vocab, weapon_vocab, primary_dir, seed = obtain_primary(
+            cfg, workdir, primary_dir=primary_dir, primary_cfg=primary_flagfile_cfg,
+            devices=devices)
+        train_examples, eval_examples, num_builds = prepare_data(cfg, vocab, weapon_vocab,
+                                                                 seed=seed)
+        if is_writer():
+            write_run_json(workdir, cfg, primary_dir, num_builds, seed)
+        sae_config = SAEConfig(primary.config.hidden_dim, cfg.expansion_factor, cfg.clip_max)
+        print(f"SAE {sae_config.input_dim} -> {sae_config.hidden_dim} features; "
+              f"{plan.total_batches} primary batches of {cfg.primary_batch_size}, "
+              f"{plan.total_sae_steps} SAE steps of {cfg.sae_batch_size} on {mesh.size} "
+              f"device(s) in {jax.process_count()} process(es)")
+        ckpt = stack.enter_context(Checkpoints(workdir / "checkpoints", keep=CHECKPOINTS_KEPT))
+        state, stopped, last, seconds_before = _run_loop(
             cfg, plan, workdir, primary, train_examples, mesh, ckpt, sae_config,
             stop_after_steps)
-    steps = int(state.step)
-    if stopped:
-        return {"stopped": True, "steps": steps, "seconds": time.perf_counter() - t_start}
+        steps = int(state.step)
+        if stopped:
+            return {"stopped": True, "steps": steps,
+                    "seconds": time.perf_counter() - t_start}
 
-    params, usage_ema = jax.device_get((state.params, state.usage_ema))
-    sae = sae_from_params(sae_config, params, usage_ema)
-    save_sae(workdir / "sae", sae)
-    print("evaluating on held-out builds ...")
-    result = evaluate_sae(primary, sae, eval_examples, batch_size=EVAL_BATCH_SIZE,
-                          original_behaviour=cfg.original_behaviour)
-    result.update(
-        steps=steps, seconds=round(time.perf_counter() - t_start, 2),
-        loop_seconds=round(loop_seconds, 2), num_devices=mesh.size,
-        d_in=sae_config.input_dim, d_sae=sae_config.hidden_dim,
-        primary_model_dir=str(primary_dir),
-        final_train={k: last[k] for k in ("loss", "mse", "l1", "kl", "l0", "dead_count")
-                     if k in last},
-    )
-    with open(workdir / "metrics.json", "w") as f:
-        json.dump(result, f, indent=2)
-    plot_curves(workdir / "metrics.jsonl", workdir / "curves.png",
-                resample_steps=cfg.resample_steps)
-    if analyze:
-        _run_analysis(workdir)
-    return result
+        params, usage_ema = jax.device_get((state.params, state.usage_ema))
+        if not all(np.all(np.isfinite(v)) for v in jax.tree.leaves(params)):
+            raise TrainingFault("the trained SAE has non-finite parameters; it is not saved")
+        sae = sae_from_params(sae_config, params, usage_ema)
+        save_sae(workdir / "sae", sae, write=is_writer())
+        print("evaluating on held-out builds ...")
+        result = _check_result(evaluate_sae(primary, sae, eval_examples,
+                                            batch_size=EVAL_BATCH_SIZE,
+                                            original_behaviour=cfg.original_behaviour))
+        result.update(
+            steps=steps, seconds=round(seconds_before + time.perf_counter() - t_start, 2),
+            num_devices=mesh.size,
+            num_processes=jax.process_count(),
+            d_in=sae_config.input_dim, d_sae=sae_config.hidden_dim,
+            primary_model_dir=str(primary_dir),
+            final_train={k: last[k] for k in ("loss", "mse", "l1", "kl", "l0", "dead_count")
+                         if k in last},
+        )
+        if not is_writer():
+            return result
+        write_json(workdir / "metrics.json", result)
+        plot_curves(workdir / "metrics.jsonl", workdir / "curves.png",
+                    resample_steps=cfg.resample_steps)
+        if analyze:
+            _run_analysis(workdir)
+        return result
 
 
 def metrics_summary(result: dict) -> str:

@@ -10,7 +10,8 @@ import pytest
 
 from primary.store import load_primary, save_primary
 from primary.training import PrimaryTrainConfig
-from sae_jax.checkpoint import CheckpointMismatch, RunCheckpointer
+from runkit.checkpoints import CheckpointMismatch, Checkpoints
+from runkit.resume import SettingsChanged
 from sae_jax.config import SAETrainConfig
 from sae_jax.run_setup import demo_primary_config
 from sae_jax.store import load_sae
@@ -86,8 +87,8 @@ def test_run_writes_every_file_and_sane_metrics(reference):
         r["n_resampled"] for r in lines if r["step"] == 15)  # resampling only at step 15
     sae = load_sae(workdir / "sae")
     assert sae.config.input_dim == 16 and sae.config.hidden_dim == 32
-    with RunCheckpointer(workdir / "checkpoints") as ckpt:
-        assert ckpt.latest_step() == TOTAL_STEPS
+    with Checkpoints(workdir / "checkpoints") as ckpt:
+        assert ckpt.steps()[-1] == TOTAL_STEPS
 
 
 @pytest.mark.parametrize("delete_last", [False, True], ids=["at-stop", "killed-after-stop"])
@@ -123,8 +124,8 @@ def test_nan_activations_stop_run_and_keep_last_good_checkpoint(reference, tmp_p
     with pytest.raises(TrainingFault, match=r"non-finite activations .* at SAE step 6\b.*"
                                             r"last good checkpoint \(SAE step 6\)"):
         train_sae(CFG, workdir, primary_dir=primary_dir, analyze=False)
-    with RunCheckpointer(workdir / "checkpoints") as ckpt:
-        assert ckpt.latest_step() == 6
+    with Checkpoints(workdir / "checkpoints") as ckpt:
+        assert ckpt.steps()[-1] == 6
     # The kept checkpoint is good: with the primary repaired, the run finishes exactly as
     # the uninterrupted reference did.
     save_primary(primary_dir, *good)
@@ -154,9 +155,11 @@ def test_checkpoint_of_other_shape_is_a_clear_error(reference, tmp_path):
     primary_dir = reference[0] / "primary_run" / "model"
     train_sae(CFG, tmp_path, primary_dir=primary_dir, stop_after_steps=1, analyze=False)
     wider = dataclasses.replace(CFG, expansion_factor=4.0)
+    with pytest.raises(SettingsChanged, match=r"expansion_factor: 2.0 -> 4.0.*--override"):
+        train_sae(wider, tmp_path, primary_dir=primary_dir, analyze=False)
     message = r"W_dec with shape \(32, 16\), but this run .* needs \(64, 16\)"
     with pytest.raises(CheckpointMismatch, match=message):
-        train_sae(wider, tmp_path, primary_dir=primary_dir, analyze=False)
+        train_sae(wider, tmp_path, primary_dir=primary_dir, analyze=False, override=True)
 
 
 def test_sharded_run_equals_single_device(reference, tmp_path):
