@@ -80,6 +80,8 @@ def test_killed_and_resumed_run_ends_with_the_same_parameters(full_run, tmp_path
     assert not (tmp_path / "model").exists()
     with Checkpoints(tmp_path / "checkpoints") as ckpts:
         assert ckpts.steps()[-1] == 5  # steps 6 to 8 are lost, as in a kill
+    with open(tmp_path / "metrics.jsonl", "a") as f:
+        f.write('{"step": 9, "train_lo')  # the kill also tore a log line in half
     resumed = train_primary(TINY, tmp_path)
     assert resumed["steps"] == metrics["steps"]
     jax.tree.map(np.testing.assert_array_equal, params_of(tmp_path), params_of(workdir))
@@ -155,3 +157,30 @@ def test_bad_input_is_refused_before_jit_naming_the_value(full_run):
 def test_batch_size_must_split_over_the_devices(tmp_path):
     with pytest.raises(ValueError, match="batch size 30 is not divisible by the 4 devices"):
         train_primary(dataclasses.replace(TINY, batch_size=30), tmp_path)
+
+
+def test_non_finite_loss_stops_the_run_and_saves_no_model(tmp_path, monkeypatch):
+    real_step = training.train_step_jit
+
+    def poisoned(params, opt_state, batch, key, **kw):
+        params, opt_state, loss = real_step(params, opt_state, batch, key, **kw)
+        poisoned.calls += 1
+        return params, opt_state, loss * np.nan if poisoned.calls >= 7 else loss
+
+    poisoned.calls = 0
+    monkeypatch.setattr(training, "train_step_jit", poisoned)
+    with pytest.raises(training.PrimaryTrainingFault,
+                       match=r"non-finite \(NaN or Inf\) by step 8; the last good checkpoint "
+                             r"\(step 5\)"):
+        train_primary(TINY, tmp_path)
+    assert not (tmp_path / "model").exists() and not (tmp_path / "metrics.json").exists()
+    with Checkpoints(tmp_path / "checkpoints") as ckpts:
+        assert ckpts.steps() == [5]
+
+
+def test_non_finite_evaluation_is_never_saved_as_finished(tmp_path, monkeypatch):
+    monkeypatch.setattr(training, "_evaluate", lambda *a, **k: {"loss": float("nan"), "f1": 0.5})
+    with pytest.raises(training.PrimaryTrainingFault, match=r"validation evaluation .* "
+                                                            r"non-finite \['loss'\]"):
+        train_primary(TINY, tmp_path)
+    assert not (tmp_path / "model").exists() and not (tmp_path / "metrics.json").exists()

@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import os
 import shutil
 
 import jax
@@ -10,7 +11,7 @@ import pytest
 
 from primary.store import load_primary, save_primary
 from primary.training import PrimaryTrainConfig
-from runkit.checkpoints import CheckpointMismatch, Checkpoints
+from runkit.checkpoints import MANIFEST, CheckpointMismatch, Checkpoints
 from runkit.resume import SettingsChanged
 from sae_jax.config import SAETrainConfig
 from sae_jax.run_setup import demo_primary_config
@@ -91,15 +92,26 @@ def test_run_writes_every_file_and_sane_metrics(reference):
         assert ckpt.steps()[-1] == TOTAL_STEPS
 
 
-@pytest.mark.parametrize("delete_last", [False, True], ids=["at-stop", "killed-after-stop"])
-def test_killed_and_resumed_run_ends_with_same_params(reference, tmp_path, delete_last):
+def flip_a_byte_of_the_largest_file(step_dir):
+    victim = max((p for p in step_dir.rglob("*") if p.is_file() and p.name != MANIFEST),
+                 key=lambda p: p.stat().st_size)
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    victim.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage", [None, "delete", "flip"],
+                         ids=["at-stop", "killed-after-stop", "newest-damaged"])
+def test_killed_and_resumed_run_ends_with_same_params(reference, tmp_path, damage):
     ref_dir, ref_result = reference
     primary_dir = ref_dir / "primary_run" / "model"
     out = train_sae(CFG, tmp_path, primary_dir=primary_dir, stop_after_steps=12, analyze=False)
     assert out["stopped"] and out["steps"] == 12
     assert not (tmp_path / "sae").exists()
-    if delete_last:  # as if killed after step 12 before its checkpoint landed: resume from 10
+    if damage == "delete":  # as if killed after step 12 before its checkpoint landed
         shutil.rmtree(tmp_path / "checkpoints" / "12")
+    elif damage == "flip":  # the disk changed a byte of the newest checkpoint: found, skipped
+        flip_a_byte_of_the_largest_file(tmp_path / "checkpoints" / "12")
     resumed = train_sae(CFG, tmp_path, primary_dir=primary_dir, analyze=False)
     assert resumed["steps"] == TOTAL_STEPS
     want, got = final_params(ref_dir), final_params(tmp_path)
@@ -108,7 +120,7 @@ def test_killed_and_resumed_run_ends_with_same_params(reference, tmp_path, delet
     assert resumed["fve"] == ref_result["fve"]
     steps = [json.loads(x)["step"] for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     # The stop logs step 12; a resume from step 10 drops the lines written after it.
-    assert steps == ([5, 10, 15, 20, 25, 27] if delete_last else [5, 10, 12, 15, 20, 25, 27])
+    assert steps == ([5, 10, 12, 15, 20, 25, 27] if damage is None else [5, 10, 15, 20, 25, 27])
 
 
 def test_nan_activations_stop_run_and_keep_last_good_checkpoint(reference, tmp_path):
@@ -198,3 +210,40 @@ def test_cli_reads_flagfile_and_command_line_overrides():
     assert overridden == dataclasses.replace(from_file, lr=0.5, resample_steps=(7, 9),
                                              original_behaviour=True)
     from_file.validate()
+
+
+def test_resuming_a_run_killed_during_evaluation_keeps_its_record(reference, tmp_path):
+    ref_dir, ref_result = reference
+    workdir = tmp_path / "run"
+    shutil.copytree(ref_dir, workdir)
+    (workdir / "metrics.json").unlink()  # killed after the final checkpoint, before the end
+    again = train_sae(CFG, workdir, primary_flagfile_cfg=PRIMARY, analyze=False)
+    assert again["final_train"] == ref_result["final_train"] and again["final_train"]
+    assert again["seconds"] >= ref_result["seconds"] * 0.5  # the first session's time counts
+    assert again["fve"] == ref_result["fve"]
+    # A finished run is reported, not redone.
+    assert train_sae(CFG, workdir, primary_flagfile_cfg=PRIMARY, analyze=False) == again
+
+
+def test_a_busy_workdir_is_refused_at_once(reference, tmp_path):
+    from runkit.lock import WorkdirBusy, WorkdirLock
+
+    primary_dir = reference[0] / "primary_run" / "model"
+    with WorkdirLock(tmp_path):  # another run holds it
+        with pytest.raises(WorkdirBusy, match=rf"process {os.getpid()}"):
+            train_sae(CFG, tmp_path, primary_dir=primary_dir, analyze=False)
+    assert not (tmp_path / "train_config.json").exists()
+
+
+def test_non_finite_evaluation_is_refused_not_written(reference, tmp_path, monkeypatch):
+    from sae_jax import training
+
+    def nan_recovered(*args, **kwargs):
+        return {"fve": 0.9, "l_true": 0.1, "l_spliced": 0.2, "l_ablated": 0.3,
+                "loss_recovered": float("nan")}
+
+    monkeypatch.setattr(training, "evaluate_sae", nan_recovered)
+    with pytest.raises(TrainingFault, match=r"non-finite \['loss_recovered'\]"):
+        train_sae(CFG, tmp_path, primary_dir=reference[0] / "primary_run" / "model",
+                  analyze=False)
+    assert not (tmp_path / "metrics.json").exists()

@@ -1,0 +1,89 @@
+"""Damaged checkpoints are detected, named and skipped; never a raw storage traceback."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from runkit.checkpoints import MANIFEST, Checkpoints, NoIntactCheckpoint
+
+
+def tree(step):
+    return {"w": jnp.full((64, 8), float(step)), "opt": (jnp.arange(5) * step, jnp.int32(step))}
+
+
+LIKE = tree(0)
+
+
+@pytest.fixture
+def three(tmp_path):
+    with Checkpoints(tmp_path / "ckpt") as c:
+        for step in (10, 20, 30):
+            c.save(step, tree(step), {"next_batch": step + 1})
+    return tmp_path / "ckpt"
+
+
+def _largest_file(step_dir):
+    files = [p for p in step_dir.rglob("*") if p.is_file() and p.name != MANIFEST]
+    return max(files, key=lambda p: p.stat().st_size)
+
+
+def delete(p):
+    p.unlink()
+
+
+def truncate(p):
+    p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
+
+
+def flip(p):
+    data = bytearray(p.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    p.write_bytes(bytes(data))
+
+
+def drop_manifest(step_dir):
+    (step_dir / MANIFEST).unlink()
+
+
+@pytest.mark.parametrize("damage", [delete, truncate, flip], ids=["deleted", "truncated",
+                                                                  "bytes-flipped"])
+def test_damaged_newest_falls_back_to_the_newest_intact(three, damage, capsys):
+    victim = _largest_file(three / "30")
+    damage(victim)
+    with Checkpoints(three) as c:
+        got = c.restore_latest(LIKE)
+    assert got.step == 20 and got.progress["next_batch"] == 21
+    np.testing.assert_array_equal(got.tree["w"], np.full((64, 8), 20.0))
+    out = capsys.readouterr().out
+    assert "checkpoint at step 30 is damaged" in out and victim.name in out
+
+
+def test_missing_manifest_counts_as_damaged(three, capsys):
+    drop_manifest(three / "30")
+    with Checkpoints(three) as c:
+        assert c.restore_latest(LIKE).step == 20
+    assert f"no readable {MANIFEST}" in capsys.readouterr().out
+
+
+def test_every_checkpoint_damaged_is_one_clear_error(three):
+    for step in (10, 20, 30):
+        flip(_largest_file(three / str(step)))
+    with Checkpoints(three) as c, pytest.raises(NoIntactCheckpoint) as err:
+        c.restore_latest(LIKE)
+    message = str(err.value)
+    assert "every checkpoint" in message
+    assert all(f"step {s}:" in message for s in (10, 20, 30))
+    assert "Traceback" not in message and "tensorstore" not in message.lower()
+
+
+def test_no_checkpoint_is_none(tmp_path):
+    with Checkpoints(tmp_path / "empty") as c:
+        assert c.restore_latest(LIKE) is None
+
+
+def test_intact_checkpoints_restore_exactly(three):
+    with Checkpoints(three) as c:
+        got = c.restore(10, LIKE)
+    assert got.step == 10
+    np.testing.assert_array_equal(got.tree["opt"][0], np.arange(5) * 10)
+    assert int(got.tree["opt"][1]) == 10
