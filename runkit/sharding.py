@@ -55,25 +55,32 @@ def check_batch_divisible(batch_size: int, shards: int, *, where: str = "batch")
         )
 
 
-def shard_batch(batch: Mapping[str, np.ndarray], mesh: Mesh, *, where: str = "batch") -> dict:
+def shard_batch(batch: Mapping[str, np.ndarray], mesh: Mesh, *, where: str = "batch",
+                per_process: bool | None = None) -> dict:
     """Host arrays ``{name: (B, ...)}`` -> device arrays with the batch axis split over the mesh.
 
-    All arrays must share the leading size ``B``, a multiple of the device count. On several
-    hosts each host passes its own slice of the global batch.
+    ``batch`` is always the GLOBAL batch: every process builds the same one (the data order
+    is a pure function of the seed), so all arrays share the leading size ``B``, a multiple
+    of the mesh's device count. One process places it with ``jax.device_put``; with several
+    processes each one transfers only the rows its own devices hold
+    (``jax.make_array_from_callback``). ``per_process`` forces that path (True) or the
+    single-process one (False); default: by the number of processes.
     """
     if not batch:
         raise ValueError(f"{where}: empty batch dict")
     sizes = {name: np.shape(x)[0] if np.ndim(x) else None for name, x in batch.items()}
     if None in sizes.values() or len(set(sizes.values())) != 1:
         raise ValueError(f"{where}: arrays disagree on the batch size (leading axis): {sizes}")
+    check_batch_divisible(next(iter(sizes.values())), num_data_shards(mesh), where=where)
     sharding = batch_sharding(mesh)
-    local = next(iter(sizes.values()))
-    if jax.process_count() > 1:
-        here = jax.process_index()
-        local_devices = sum(d.process_index == here for d in mesh.devices.flat)
-        check_batch_divisible(local, local_devices, where=where)
-        return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
-                for k, v in batch.items()}
-    check_batch_divisible(local, num_data_shards(mesh), where=where)
+    if per_process is None:
+        per_process = jax.process_count() > 1
+    if per_process:
+        return {k: _from_own_rows(np.asarray(v), sharding) for k, v in batch.items()}
     return {k: jax.device_put(np.asarray(v), sharding) for k, v in batch.items()}
 
+
+def _from_own_rows(host: np.ndarray, sharding: NamedSharding) -> jax.Array:
+    """The global array ``host`` under ``sharding``, built from the slices this process's
+    devices hold (the other processes supply theirs)."""
+    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])

@@ -51,3 +51,22 @@ def test_shard_batch_refuses_disagreeing_leading_sizes():
     batch = {"tokens": np.zeros((8, 3)), "weight": np.zeros((4,))}
     with pytest.raises(ValueError, match="disagree on the batch size"):
         shard_batch(batch, make_mesh())
+
+
+def test_per_process_placement_builds_the_same_array():
+    """The several-processes path (each process copies only its devices' rows), forced in
+    this one process, gives the array the single-process path gives."""
+    mesh = make_mesh()
+    batch = {"tokens": np.arange(24, dtype=np.int32).reshape(8, 3),
+             "mask": np.arange(8) % 3 == 0}
+    fast = shard_batch(batch, mesh)
+    own = shard_batch(batch, mesh, per_process=True)
+    for name in batch:
+        assert own[name].sharding.is_equivalent_to(fast[name].sharding, own[name].ndim)
+        assert own[name].dtype == fast[name].dtype
+        np.testing.assert_array_equal(np.asarray(own[name]), batch[name])
+        for a, b in zip(own[name].addressable_shards, fast[name].addressable_shards):
+            assert a.index == b.index and a.device == b.device
+            np.testing.assert_array_equal(np.asarray(a.data), np.asarray(b.data))
+    with pytest.raises(ValueError, match="batch size 6 is not divisible by the 4 devices"):
+        shard_batch({"tokens": np.zeros((6, 3))}, mesh, per_process=True)
