@@ -22,12 +22,12 @@ from absl import app, flags, logging
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bridge.harvest import pooled_of_inputs  # noqa: E402
 from bridge.steering import HookMode, hooked_forward  # noqa: E402
 from primary.store import load_primary  # noqa: E402
 from sae_jax.analyze import (  # noqa: E402
     evaluation_builds,
     full_build_inputs,
-    pooled_of_inputs,
     sae_activations,
 )
 from sae_jax.report import ability_label, token_label  # noqa: E402

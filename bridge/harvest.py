@@ -7,8 +7,9 @@ vectors of the real rows (``weight > 0``) into the device-resident
 leaves the device; the function also returns a device flag saying whether the
 harvested rows were all finite, so faults can be caught without a host sync.
 
-Evaluation and analysis: :func:`harvest_array` streams a whole ``Examples``
-set through the model and returns the pooled vectors as one host array.
+Evaluation and analysis: :func:`pooled_of_inputs` (and :func:`harvest_array` for an
+``Examples`` set) streams inputs through the model and returns the pooled vectors as
+one host array.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from tqdm import tqdm
 
 from sae_jax.buffer import ActivationBuffer, push
 
@@ -107,25 +109,35 @@ def pad_batch(batch: dict, batch_size: int) -> dict:
     return out
 
 
-def harvest_array(primary, examples, batch_size: int) -> np.ndarray:
-    """``Float[ndarray, "n hidden"]``: pooled vectors of every example, in example order.
+def pooled_of_inputs(primary, inputs: dict, *, batch_size: int = 512) -> np.ndarray:
+    """``Float[ndarray, "n hidden"]``: pooled vectors of the rows of ``inputs`` (``tokens``
+    and ``key_padding_mask`` ``(n, L)``, ``weapons`` ``(n, 1)``), in row order.
 
-    Streams fixed-size batches (the last one padded) through the frozen model.
+    The one host-side pooled-vector function: evaluation, analysis and the scripts all
+    use it. Streams fixed-size batches (the last one padded) through the frozen model.
     """
-    from primary.examples import LENGTH_BUCKETS, iterate_batches
-
     if batch_size <= 0:
         raise ValueError(f"harvest batch size must be positive, got {batch_size}")
     graphdef, state = nnx.split(primary)
+    n = len(inputs["tokens"])
     out = []
-    for batch in iterate_batches(examples, batch_size, seed=0, epoch=0, shuffle=False,
-                                 drop_remainder=False):
-        valid = np.asarray(batch["weight"]) > 0
-        padded = pad_batch(pad_to_width(model_inputs(batch), LENGTH_BUCKETS[-1],
-                                        primary.config.pad_token_id), batch_size)
-        x = _pooled_jit(graphdef, state, padded)
-        out.append((x, valid))
+    for start in tqdm(range(0, n, batch_size), desc="pooled vectors", unit="batch",
+                      leave=False, disable=n <= batch_size):
+        part = {k: np.asarray(inputs[k][start:start + batch_size]) for k in MODEL_INPUTS}
+        m = len(part["tokens"])
+        part["weight"] = np.ones(m, np.float32)
+        # A set smaller than one batch runs at its own size rather than padded up to it.
+        batch = pad_batch(part, batch_size) if n >= batch_size else part
+        out.append(np.asarray(_pooled_jit(graphdef, state, model_inputs(
+            batch, with_weight=False)))[:m])
     if not out:
         return np.zeros((0, primary.config.hidden_dim), np.float32)
-    rows = [np.asarray(x)[: len(valid)][valid] for x, valid in out]
-    return np.concatenate(rows, axis=0).astype(np.float32)
+    return np.concatenate(out).astype(np.float32)
+
+
+def harvest_array(primary, examples, batch_size: int) -> np.ndarray:
+    """``Float[ndarray, "n hidden"]``: pooled vectors of every example of an ``Examples``
+    set, in example order (see :func:`pooled_of_inputs`)."""
+    inputs = {"tokens": examples.tokens, "weapons": examples.weapons,
+              "key_padding_mask": examples.tokens == examples.pad_id}
+    return pooled_of_inputs(primary, inputs, batch_size=batch_size)

@@ -20,9 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from tqdm import tqdm
 
-from bridge.harvest import pad_batch, pooled_vectors
+from bridge.harvest import pooled_of_inputs
 from bridge.steering import edit_feature_params
 from primary.vocab import (
     ABILITIES,
@@ -33,6 +32,7 @@ from primary.vocab import (
     BuildError,
     ap_to_token_multihot,
 )
+from runkit.cli import report_user_errors
 from sae_jax import analysis
 from sae_jax.activity import dead_mask, dense_mask
 from sae_jax.concepts import concept_recovery, write_concepts
@@ -71,26 +71,6 @@ def full_build_inputs(builds, vocab, weapon_vocab, *, where: str = "builds") -> 
     return {"tokens": tokens, "weapons": weapons.astype(np.int32),
             "key_padding_mask": tokens == vocab.pad_id,
             "weight": np.ones(len(builds), np.float32)}
-
-
-@partial(jax.jit, static_argnums=0)
-def _pooled_jit(graphdef, state, batch):
-    return pooled_vectors(graphdef, state, batch)
-
-
-def pooled_of_inputs(primary, inputs: dict, *, batch_size: int = BATCH_SIZE) -> np.ndarray:
-    """``(n, hidden)`` pooled vectors of the rows of ``inputs`` (fixed-size padded batches)."""
-    graphdef, state = nnx.split(primary)
-    n = len(inputs["weight"])
-    out = []
-    for start in tqdm(range(0, n, batch_size), desc="pooled vectors", unit="batch",
-                      leave=False):
-        part = {k: v[start:start + batch_size] for k, v in inputs.items()}
-        m = len(part["weight"])
-        batch = pad_batch(part, batch_size) if n >= batch_size else part
-        batch = {k: v for k, v in batch.items() if k != "weight"}
-        out.append(np.asarray(_pooled_jit(graphdef, state, batch))[:m])
-    return np.concatenate(out).astype(np.float32) if out else np.zeros((0, 0), np.float32)
 
 
 @partial(jax.jit, static_argnames=("clip_max",))
@@ -371,7 +351,7 @@ def analyze(workdir, *, top_features: int = 64, num_builds: int | None = None) -
     builds = known_builds(evaluation_builds(workdir, vocab, weapon_vocab, limit=num_builds),
                           vocab, weapon_vocab)
     inputs = full_build_inputs(builds, vocab, weapon_vocab, where=f"{workdir} test builds")
-    pooled = pooled_of_inputs(primary, inputs)
+    pooled = pooled_of_inputs(primary, inputs, batch_size=BATCH_SIZE)
     doc = analyse_features(primary, vocab, sae, builds, pooled, top_features=top_features)
     doc["title"] = f"SAE features of {workdir.name}"
     doc["run"] = {k: run.get(k) for k in ("primary_model_dir", "data_source", "num_builds",
@@ -393,13 +373,37 @@ def analyze(workdir, *, top_features: int = 64, num_builds: int | None = None) -
     return summary
 
 
+@report_user_errors
 def main(argv):
-    del argv
-    from absl import flags, logging
+    """``python -m sae_jax.analyze``; a bad --workdir or run prints one ``error:`` line."""
+    from absl import app, flags, logging
 
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.WARNING)  # checkpoint-library chatter drowns the summary
     f = flags.FLAGS
-    analyze(f.workdir, top_features=f.top_features, num_builds=f.num_builds)
+    workdir = Path(f.workdir)
+    if not workdir.is_dir():
+        raise FileNotFoundError(f"--workdir {workdir} is not a directory")
+    run_json = workdir / "run.json"
+    if not run_json.is_file():
+        raise FileNotFoundError(f"{workdir} has no run.json: not an SAE run directory (make one "
+                                "with sae_jax.train or bridge.import_splatnlp)")
+    try:
+        run = json.loads(run_json.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{run_json}: not valid JSON ({e})") from None
+    if not isinstance(run, dict) or not isinstance(run.get("primary_model_dir"), str):
+        raise ValueError(f"{run_json} names no primary_model_dir")
+    if not (workdir / "sae" / "config.json").is_file():
+        raise FileNotFoundError(f"no SAE in {workdir / 'sae'}: run sae_jax.train first (or "
+                                "bridge.import_splatnlp with --sae)")
+    if f.num_builds is not None and f.num_builds <= 0:
+        raise ValueError(f"--num_builds must be positive, got {f.num_builds}")
+    if f.top_features < 0:
+        raise ValueError(f"--top_features must be >= 0, got {f.top_features}")
+    analyze(workdir, top_features=f.top_features, num_builds=f.num_builds)
+    return 0
 
 
 if __name__ == "__main__":

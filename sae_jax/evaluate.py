@@ -21,16 +21,12 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from flax import nnx
 
 from bridge.harvest import model_inputs, pad_batch, pad_to_width, pooled_vectors
 from sae_jax.activity import dead_mask, dense_mask, is_active
 from sae_jax.model import decode, encode
-
-
-def bce_with_logits(logits: jax.Array, targets: jax.Array) -> jax.Array:
-    """Element-wise binary cross-entropy with logits: ``softplus(z) - z * t``."""
-    return jax.nn.softplus(logits) - logits * targets
 
 
 @partial(jax.jit, static_argnums=(0, 4))
@@ -52,7 +48,7 @@ def _batch_sums(graphdef, primary_state, sae_params, batch, clip_max):
     targets = batch["targets"].astype(jnp.float32)
 
     def bce_rows(z):  # (B,) mean over the vocabulary
-        return jnp.mean(bce_with_logits(z, targets), axis=-1)
+        return jnp.mean(optax.sigmoid_binary_cross_entropy(z, targets), axis=-1)
 
     return {
         "n": n,

@@ -9,6 +9,7 @@ import jax
 import numpy as np
 import pytest
 
+from bridge.harvest import pooled_of_inputs
 from primary.examples import split_builds
 from primary.model import PrimaryConfig, create_model
 from primary.store import save_primary
@@ -20,7 +21,6 @@ from sae_jax.analyze import (
     analyze,
     full_build_inputs,
     known_builds,
-    pooled_of_inputs,
 )
 from sae_jax.model import SAEConfig, create_sae
 from sae_jax.report import render_report, token_label, write_report
