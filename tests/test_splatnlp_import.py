@@ -284,3 +284,10 @@ def test_name_map_variants_shapes_only(use_layer_norm, embedding_dim):
     want = nnx.state(abstract_primary(cfg), nnx.Param).to_pure_dict()
     assert jax.tree.map(lambda x: x.shape, converted) == jax.tree.map(lambda x: x.shape, want)
     assert ("input_proj" in converted) == (embedding_dim != cfg.hidden_dim)
+
+
+def test_load_splatnlp_is_importable_from_the_package():
+    import bridge
+    from bridge.splatnlp import load_splatnlp as defined
+
+    assert bridge.load_splatnlp is defined
