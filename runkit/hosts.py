@@ -16,12 +16,20 @@ COORDINATOR_ENV = "JAX_COORDINATOR_ADDRESS"
 NUM_PROCESSES_ENV = "JAX_NUM_PROCESSES"
 PROCESS_ID_ENV = "JAX_PROCESS_ID"
 
+# How long a process that has finished waits at exit for the others (jax.distributed's
+# shutdown barrier). Process 0 alone writes the run's report and runs the analysis after
+# the others are done, which can take far longer than JAX's default of 300 s; a timeout
+# here aborts every process. A process that dies is still noticed by the heartbeat.
+SHUTDOWN_TIMEOUT_S = 6 * 3600
+
 
 def initialize_multihost_from_env() -> bool:
     """Join a multi-process run when ``JAX_COORDINATOR_ADDRESS`` is set (BUILD.md).
 
     Must run before anything touches a device; ``JAX_NUM_PROCESSES`` and
     ``JAX_PROCESS_ID`` are passed on when set (clusters JAX knows detect them itself).
+    On CPU the processes exchange data through JAX's default CPU collectives (gloo over
+    TCP), which need no setting. ``python -m sae_jax.launch`` starts such a run locally.
     """
     address = os.environ.get(COORDINATOR_ENV)
     if not address:
@@ -29,7 +37,8 @@ def initialize_multihost_from_env() -> bool:
     count, index = os.environ.get(NUM_PROCESSES_ENV), os.environ.get(PROCESS_ID_ENV)
     jax.distributed.initialize(coordinator_address=address,
                                num_processes=int(count) if count else None,
-                               process_id=int(index) if index else None)
+                               process_id=int(index) if index else None,
+                               shutdown_timeout_seconds=SHUTDOWN_TIMEOUT_S)
     return True
 
 
