@@ -15,6 +15,12 @@ before anything is called, so a hostile checkpoint cannot run code.
 Storages become numpy arrays; tensors are views with the stored size, stride
 and offset, copied into contiguous arrays. bfloat16 comes back as
 ``ml_dtypes.bfloat16``.
+
+Every member's declared (uncompressed) size is checked against
+:data:`MAX_MEMBER_BYTES`, and their sum against :data:`MAX_TOTAL_BYTES`, before
+anything is read, so a zip bomb is refused instead of filling memory. A file
+that is not a readable checkpoint raises :class:`CheckpointFormatError` (a
+``ValueError``) naming the file.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import collections
 import io
 import os
 import pickle
+import struct
 import sys
 import zipfile
 from collections.abc import Mapping
@@ -33,13 +40,20 @@ import ml_dtypes
 import numpy as np
 
 
-class UnsafeCheckpointError(pickle.UnpicklingError):
-    """The checkpoint's pickle asks for a global that tensor rebuilding does not need."""
+class UnsafeCheckpointError(pickle.UnpicklingError, ValueError):
+    """The checkpoint's pickle asks for a global that tensor rebuilding does not need.
+    (A ``ValueError`` too: like any bad input file, commands report it as one line.)"""
 
 
 class CheckpointFormatError(ValueError):
     """The file is not a readable PyTorch zip checkpoint."""
 
+
+# Caps on the sizes the zip's central directory declares, checked before any member is
+# read. The published SplatNLP model (83 M float32 parameters, ~0.33 GB) and a
+# 24,576-feature SAE over 512 inputs (~0.1 GB) are far below both.
+MAX_MEMBER_BYTES = 4 << 30  # one member (one storage, or data.pkl)
+MAX_TOTAL_BYTES = 8 << 30  # all members together
 
 # torch's legacy typed-storage names, as written into every zip checkpoint.
 STORAGE_DTYPES: dict[str, np.dtype] = {
@@ -163,6 +177,8 @@ class RestrictedUnpickler(pickle.Unpickler):
             missing = f"{self._where}: storage file {member} is missing"
             raise CheckpointFormatError(missing) from None
         need = numel * dtype.itemsize
+        if numel < 0:
+            raise CheckpointFormatError(f"{self._where}: storage {member} has {numel} elements")
         if len(raw) < need:
             raise CheckpointFormatError(
                 f"{self._where}: storage {member} has {len(raw)} bytes, needs {need} "
@@ -185,8 +201,33 @@ def _archive_prefix(archive: zipfile.ZipFile, where: str) -> str:
     return pickles[0][: -len("data.pkl")]
 
 
-def load_torch_pickle(path: str | os.PathLike):
-    """The object a ``torch.save`` zip holds, with tensors as numpy arrays."""
+def check_declared_sizes(archive: zipfile.ZipFile, where: str, *,
+                         max_member_bytes: int = MAX_MEMBER_BYTES,
+                         max_total_bytes: int = MAX_TOTAL_BYTES) -> None:
+    """Refuse an archive whose central directory declares a member over
+    ``max_member_bytes`` uncompressed, or members over ``max_total_bytes`` together.
+    Reading never yields more than the declared size, so this bounds memory."""
+    total = 0
+    for info in archive.infolist():
+        if info.file_size > max_member_bytes:
+            raise CheckpointFormatError(
+                f"{where}: zip member {info.filename} declares {info.file_size:,} bytes "
+                f"uncompressed, over the cap of {max_member_bytes:,} bytes per member; "
+                "refusing to read it (a damaged file or a zip bomb)")
+        total += info.file_size
+    if total > max_total_bytes:
+        raise CheckpointFormatError(
+            f"{where}: zip members declare {total:,} bytes uncompressed in all, over the cap "
+            f"of {max_total_bytes:,} bytes; refusing to read them (a damaged file or a zip "
+            "bomb)")
+
+
+def load_torch_pickle(path: str | os.PathLike, *, max_member_bytes: int = MAX_MEMBER_BYTES,
+                      max_total_bytes: int = MAX_TOTAL_BYTES):
+    """The object a ``torch.save`` zip holds, with tensors as numpy arrays.
+
+    ``max_member_bytes``, ``max_total_bytes``: caps on the declared uncompressed sizes
+    (:func:`check_declared_sizes`)."""
     where = str(path)
     if not Path(path).is_file():
         raise FileNotFoundError(f"no checkpoint file at {where}")
@@ -195,16 +236,29 @@ def load_torch_pickle(path: str | os.PathLike):
             f"{where} is not a zip checkpoint; only torch.save's default (zip) format is read. "
             "Re-save it with torch >= 1.6 without _use_new_zipfile_serialization=False"
         )
-    with zipfile.ZipFile(path) as archive:
-        prefix = _archive_prefix(archive, where)
-        byteorder = "little"
-        if f"{prefix}byteorder" in archive.namelist():
-            byteorder = archive.read(f"{prefix}byteorder").decode().strip()
-        if byteorder not in ("little", "big"):
-            raise CheckpointFormatError(f"{where}: unknown byteorder {byteorder!r}")
-        data = archive.read(f"{prefix}data.pkl")
-        unpickler = RestrictedUnpickler(io.BytesIO(data), archive, prefix, byteorder, where)
-        return unpickler.load()
+    try:
+        with zipfile.ZipFile(path) as archive:
+            check_declared_sizes(archive, where, max_member_bytes=max_member_bytes,
+                                 max_total_bytes=max_total_bytes)
+            prefix = _archive_prefix(archive, where)
+            byteorder = "little"
+            if f"{prefix}byteorder" in archive.namelist():
+                byteorder = archive.read(f"{prefix}byteorder").decode(errors="replace").strip()
+            if byteorder not in ("little", "big"):
+                raise CheckpointFormatError(f"{where}: unknown byteorder {byteorder[:40]!r}")
+            data = archive.read(f"{prefix}data.pkl")
+            unpickler = RestrictedUnpickler(io.BytesIO(data), archive, prefix, byteorder, where)
+            return unpickler.load()
+    except (UnsafeCheckpointError, CheckpointFormatError):
+        raise
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, RuntimeError) as e:
+        # damaged archive (bad CRC, truncated), or an unsupported compression/encryption
+        raise CheckpointFormatError(f"{where}: unreadable zip checkpoint: {e}") from None
+    except (pickle.UnpicklingError, EOFError, TypeError, AttributeError, IndexError, KeyError,
+            struct.error, UnicodeDecodeError) as e:
+        raise CheckpointFormatError(
+            f"{where}: data.pkl is not a readable state-dict pickle "
+            f"({type(e).__name__}: {str(e)[:200]})") from None
 
 
 def load_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
