@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from dataclasses import dataclass
 
@@ -64,16 +65,99 @@ class PrimaryConfig:
 
     @classmethod
     def from_json(cls, path: str | os.PathLike) -> PrimaryConfig:
-        with open(path) as f:
-            raw = json.load(f)
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(raw) - known)
+        """Read ``config.json`` / the original's ``model_params.json`` (see :meth:`from_dict`)."""
+        try:
+            with open(path, encoding="utf-8") as f:
+                raw = json.load(f)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: not valid JSON ({e})") from None
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{path}: not UTF-8 text ({e.reason})") from None
+        return cls.from_dict(raw, source=str(path))
+
+    @classmethod
+    def from_dict(cls, raw, *, source: str = "model parameters") -> PrimaryConfig:
+        """A config from the original's constructor arguments; every key is type-checked
+        (an integer is not a float or a bool, ``use_layer_norm`` is true or false), and a
+        missing, mistyped or unknown key is an error naming it, ``source`` and the type
+        expected. Only ``dropout`` and ``pad_token_id`` may be absent (see below)."""
+        if not isinstance(raw, dict):
+            raise ValueError(f"{source}: expected a JSON object of model parameters, got "
+                             f"{_json_type(raw)}")
+        raw = dict(raw)
+        # Written into model_params.json by the original's training CLI but not a model
+        # setting (mixed precision is a training option): checked, then ignored.
+        if "use_mixed_precision" in raw:
+            _typed(raw.pop("use_mixed_precision"), "use_mixed_precision", bool, source)
+        # A constructor argument of some versions of the original (default 2): the number of
+        # Linear layers of each feed-forward. Ours is the 2-layer one; any other is refused.
+        if "num_layers_mlp" in raw:
+            n = _typed(raw.pop("num_layers_mlp"), "num_layers_mlp", int, source)
+            if n != 2:
+                raise ValueError(f"{source}: num_layers_mlp {n} is not supported (this model "
+                                 "has the original's default 2-layer feed-forward)")
+        unknown = sorted(set(raw) - set(_PARAM_TYPES))
         if unknown:
-            raise ValueError(f"{path}: unknown model parameters {unknown}")
-        return cls(**raw)
+            raise ValueError(f"{source}: unknown model parameters {unknown}")
+        # May be absent: dropout (the original's constructor default is 0.0, and it acts only
+        # in training) and pad_token_id (absent or null in the original: no padding_idx; the
+        # original's vocabularies put <PAD> last, our default, which an import checks
+        # against vocab.json). Every other key changes the model and is required.
+        optional = {"dropout": 0.0, "pad_token_id": None}
+        missing = [k for k in _PARAM_TYPES if k not in raw and k not in optional]
+        if missing:
+            need = ", ".join(f"{k} ({_KIND_NAMES[_PARAM_TYPES[k]]})" for k in missing)
+            raise ValueError(f"{source}: missing model parameter(s) {need}; no default is "
+                             "assumed, as a wrong one would change the model")
+        values = {}
+        for key, kind in _PARAM_TYPES.items():
+            if key not in raw or (key == "pad_token_id" and raw[key] is None):
+                values[key] = optional[key]
+            else:
+                values[key] = _typed(raw[key], key, kind, source)
+        try:
+            return cls(**values)
+        except ValueError as e:
+            raise ValueError(f"{source}: {e}") from None
 
     def to_json(self, path: str | os.PathLike) -> None:
         write_json(path, dataclasses.asdict(self))
+
+
+# model_params.json: each key's JSON type (the original's constructor arguments).
+_PARAM_TYPES: dict[str, type] = {
+    "vocab_size": int, "weapon_vocab_size": int, "embedding_dim": int, "hidden_dim": int,
+    "output_dim": int, "num_layers": int, "num_heads": int, "num_inducing_points": int,
+    "use_layer_norm": bool, "dropout": float, "pad_token_id": int,
+}
+_KIND_NAMES = {int: "an integer", bool: "true or false", float: "a finite number"}
+
+
+def _json_type(value) -> str:
+    """A bad value as a message shows it: ``"4" (a string)``."""
+    if value is None:
+        return "null"
+    kind = {bool: "a boolean", int: "an integer", float: "a float", str: "a string",
+            list: "a list", dict: "an object"}.get(type(value), type(value).__name__)
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return f"{text[:60]}{'...' if len(text) > 60 else ''} ({kind})"
+
+
+def _typed(value, key: str, kind: type, source: str):
+    """``value`` if it is a JSON ``kind``: a bool is no number, a float no integer."""
+    if kind is bool:
+        ok = isinstance(value, bool)
+    elif kind is int:
+        ok = type(value) is int
+    else:
+        ok = type(value) in (int, float) and math.isfinite(value)
+    if not ok:
+        raise ValueError(f"{source}: {key} must be {_KIND_NAMES[kind]}, got "
+                         f"{_json_type(value)}")
+    return float(value) if kind is float else value
 
 
 def _dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
