@@ -93,18 +93,21 @@ class PrimaryTrainConfig:
     log_every: int = 50
 
     def __post_init__(self):
+        """Refuse settings that cannot work, naming the flag (``--name``)."""
         for name in ("batch_size", "epochs", "num_instances", "num_builds", "checkpoint_every",
                      "log_every"):
             if int(getattr(self, name)) <= 0:
-                raise ValueError(
-                    f"PrimaryTrainConfig.{name} must be positive, got {getattr(self, name)}"
-                )
+                raise ValueError(f"--{name} must be positive, got {getattr(self, name)}")
+        # Finite first: NaN passes every comparison below (nan <= 0 is False).
+        for name in ("lr", "weight_decay", "dropout", "skew_factor"):
+            if not np.isfinite(getattr(self, name)):
+                raise ValueError(f"--{name} must be a finite number, got {getattr(self, name)}")
         if self.lr <= 0:
-            raise ValueError(f"PrimaryTrainConfig.lr must be positive, got {self.lr}")
+            raise ValueError(f"--lr must be positive, got {self.lr}")
         if self.weight_decay < 0:
-            raise ValueError(
-                f"PrimaryTrainConfig.weight_decay must be >= 0, got {self.weight_decay}"
-            )
+            raise ValueError(f"--weight_decay must be >= 0, got {self.weight_decay}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"--dropout must be in [0, 1), got {self.dropout}")
 
     def model_config(self, vocab_size: int, weapon_vocab_size: int, pad_id: int) -> PrimaryConfig:
         return PrimaryConfig(

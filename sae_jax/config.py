@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from dataclasses import dataclass, field
 
@@ -71,39 +72,61 @@ class SAETrainConfig:
     extra: dict = field(default_factory=dict)
 
     def validate(self, *, total_sae_steps: int | None = None) -> None:
-        """Refuse settings that cannot work, with a message naming the setting."""
-        errors = []
-        if not self.expansion_factor > 0:
-            errors.append(f"expansion_factor must be > 0, got {self.expansion_factor}")
-        if self.sae_batch_size <= 0:
-            errors.append(f"sae_batch_size must be positive, got {self.sae_batch_size}")
+        """Refuse settings that cannot work, with a message naming the flag (``--name``)."""
+        # Every number must be finite (NaN slips through comparisons: nan <= 0 is False).
+        nonfinite = [f.name for f in dataclasses.fields(self)
+                     if isinstance(getattr(self, f.name), float)
+                     and not math.isfinite(getattr(self, f.name))]
+        errors = [f"--{name} must be a finite number, got {getattr(self, name)}"
+                  for name in nonfinite]
+
+        def check(name: str, ok: bool, message: str) -> None:
+            if name not in nonfinite and not ok:
+                errors.append(f"--{name} {message}, got {getattr(self, name)!r}")
+
+        check("expansion_factor", self.expansion_factor > 0, "must be > 0")
+        check("clip_max", self.clip_max > 0, "must be > 0")
+        check("lr", self.lr > 0, "must be positive")
+        check("weight_decay", self.weight_decay >= 0, "must be >= 0")
+        check("grad_clip", self.grad_clip > 0, "must be positive")
+        check("lr_final_fraction", 0 <= self.lr_final_fraction <= 1, "must be in [0, 1]")
+        check("l1_coeff", self.l1_coeff >= 0, "must be >= 0")
+        check("l1_start", self.l1_start >= 0, "must be >= 0")
+        check("usage_coeff", self.usage_coeff >= 0, "must be >= 0")
+        check("usage_floor", self.usage_floor >= 0, "must be >= 0")
+        check("usage_period", self.usage_period > 0, "must be positive")
+        check("usage_ema_decay", 0 < self.usage_ema_decay < 1, "must be in (0, 1)")
+        check("dead_threshold", self.dead_threshold >= 0, "must be >= 0")
+        check("data_fraction", 0 < self.data_fraction <= 1, "must be in (0, 1]")
+        for name in ("sae_batch_size", "primary_batch_size", "sae_steps_per_primary_step",
+                     "epochs", "log_every", "checkpoint_every"):
+            check(name, getattr(self, name) > 0, "must be positive")
         if self.buffer_size < self.sae_batch_size:
-            errors.append(f"buffer_size {self.buffer_size} is smaller than one SAE batch "
-                          f"(sae_batch_size {self.sae_batch_size})")
+            errors.append(f"--buffer_size {self.buffer_size} is smaller than one SAE batch "
+                          f"(--sae_batch_size {self.sae_batch_size})")
         if self.min_buffer > self.buffer_size:
-            errors.append(f"min_buffer {self.min_buffer} exceeds buffer_size {self.buffer_size}")
+            errors.append(f"--min_buffer {self.min_buffer} exceeds --buffer_size "
+                          f"{self.buffer_size}")
         if self.buffer_dtype not in ("float32", "bfloat16"):
-            errors.append(f"buffer_dtype must be float32 or bfloat16, got {self.buffer_dtype!r}")
+            errors.append(f"--buffer_dtype must be float32 or bfloat16, got "
+                          f"{self.buffer_dtype!r}")
         if self.compute_dtype not in COMPUTE_DTYPES:
-            errors.append(f"compute_dtype must be one of {COMPUTE_DTYPES}, got "
+            errors.append(f"--compute_dtype must be one of {COMPUTE_DTYPES}, got "
                           f"{self.compute_dtype!r}")
         if self.data_source not in DATA_SOURCES:
-            errors.append(f"unknown data source {self.data_source!r}; choose one of {DATA_SOURCES}")
+            errors.append(f"unknown data source {self.data_source!r} (--data_source); choose "
+                          f"one of {DATA_SOURCES}")
         if self.data_source != "synthetic" and not self.data_path:
             errors.append(f"data source {self.data_source!r} needs --data_path")
-        if not 0 < self.target_usage < 1:
-            errors.append(f"target_usage must be in (0, 1), got {self.target_usage}")
-        if self.usage_estimate_rows < 0:
-            errors.append(f"usage_estimate_rows must be >= 0, got {self.usage_estimate_rows}")
-        if self.lr <= 0:
-            errors.append(f"lr must be positive, got {self.lr}")
+        check("target_usage", 0 < self.target_usage < 1, "must be in (0, 1)")
+        check("usage_estimate_rows", self.usage_estimate_rows >= 0, "must be >= 0")
         if any(s <= 0 for s in self.resample_steps):
-            errors.append(f"resample_steps must be positive, got {self.resample_steps}")
+            errors.append(f"--resample_steps must be positive, got {self.resample_steps}")
         if total_sae_steps is not None:
             late = [s for s in self.resample_steps if s > total_sae_steps]
             if late:
                 errors.append(f"resample step(s) {late} lie beyond the run's {total_sae_steps} "
-                              "SAE steps")
+                              "SAE steps (--resample_steps)")
         if errors:
             raise ValueError("invalid SAE training settings:\n  " + "\n  ".join(errors))
 
