@@ -26,6 +26,7 @@ import numpy as np
 from absl import app, flags, logging
 from safetensors.numpy import save_file
 
+from runkit.cli import report_user_errors
 from runkit.jsonio import write_json
 from sae_jax.model import SparseAutoencoder, unit_rows
 from sae_jax.store import load_sae
@@ -120,16 +121,25 @@ def export_workdir(workdir: str | os.PathLike, out: str | os.PathLike, *,
                           extra_metadata=extra)
 
 
+@report_user_errors
 def main(argv):
-    del argv
+    """``python -m bridge.export_saelens``; a bad --workdir prints one ``error:`` line, and
+    ``--out`` is created only once the SAE has been read."""
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.WARNING)  # orbax logs every read step at INFO
     f = flags.FLAGS
+    if not Path(f.workdir).is_dir():
+        raise FileNotFoundError(f"--workdir {f.workdir} is not a directory")
+    if Path(f.out).exists() and not Path(f.out).is_dir():
+        raise FileExistsError(f"--out {f.out} exists and is not a directory")
     out = export_workdir(f.workdir, f.out, hook_name=f.hook_name, model_name=f.model_name)
-    with open(out / CFG_FILENAME) as f:
-        cfg = json.load(f)
+    with open(out / CFG_FILENAME) as fh:
+        cfg = json.load(fh)
     print(f"wrote {out.absolute()}: SAELens standard SAE, d_in {cfg['d_in']}, "
           f"d_sae {cfg['d_sae']}, hook {cfg['hook_name']!r} (features clipped at "
           f"{cfg['metadata']['activation_clip_max']} in our SAE, not in SAELens)")
+    return 0
 
 
 if __name__ == "__main__":

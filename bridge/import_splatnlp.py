@@ -19,6 +19,7 @@ from absl import app, flags, logging
 from bridge.splatnlp import SplatNLPRun, load_splatnlp
 from primary.model import count_params
 from primary.store import save_primary
+from runkit.cli import report_user_errors
 from runkit.jsonio import write_json
 from sae_jax.store import save_sae
 
@@ -82,13 +83,22 @@ def _summary(run: SplatNLPRun, out: str, seconds: float) -> str:
     return "\n".join(lines)
 
 
+@report_user_errors
 def main(argv):
-    del argv
+    """``python -m bridge.import_splatnlp``; a bad --run_dir or file prints one ``error:``
+    line, and nothing is written (``--out`` is created only once the import has been read)."""
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.WARNING)  # orbax logs every write step at INFO
     start = time.perf_counter()
     f = flags.FLAGS
+    if not Path(f.run_dir).is_dir():
+        raise FileNotFoundError(f"--run_dir {f.run_dir} is not a directory")
+    if Path(f.out).exists() and not Path(f.out).is_dir():
+        raise FileExistsError(f"--out {f.out} exists and is not a directory")
     run, _ = import_run(f.run_dir, f.out, sae=f.sae, model=f.model)
     print(_summary(run, f.out, time.perf_counter() - start))
+    return 0
 
 
 if __name__ == "__main__":
