@@ -128,7 +128,7 @@ class SAETrainConfig:
                 errors.append(f"resample step(s) {late} lie beyond the run's {total_sae_steps} "
                               "SAE steps (--resample_steps)")
         if errors:
-            raise ValueError("invalid SAE training settings:\n  " + "\n  ".join(errors))
+            raise ValueError("invalid SAE training settings: " + "; ".join(errors))
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

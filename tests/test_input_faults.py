@@ -293,6 +293,14 @@ def test_sae_settings_that_cannot_work_are_refused(change, flag):
         cfg.validate()
 
 
+def test_sae_settings_errors_are_one_line_naming_every_flag():
+    with pytest.raises(ValueError) as err:
+        dataclasses.replace(SAETrainConfig(), lr=math.nan, checkpoint_every=0).validate()
+    message = str(err.value)
+    assert "\n" not in message
+    assert "--lr must be a finite number" in message and "--checkpoint_every" in message
+
+
 def test_sae_defaults_and_demo_settings_pass():
     from runkit.flags import config_from_flagfile
 
