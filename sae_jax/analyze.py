@@ -33,6 +33,7 @@ from primary.vocab import (
     ap_to_token_multihot,
 )
 from runkit.cli import report_user_errors
+from runkit.resume import effective_settings
 from sae_jax import analysis
 from sae_jax.activity import dead_mask, dense_mask
 from sae_jax.concepts import concept_recovery, write_concepts
@@ -102,8 +103,9 @@ def _run_settings(workdir: Path) -> tuple[dict, object]:
         run = json.load(f)
     if "primary_model_dir" not in run:
         raise ValueError(f"{run_path} names no primary_model_dir")
-    if (workdir / "train_config.json").exists():
-        cfg = SAETrainConfig.from_json(workdir / "train_config.json")
+    if (workdir / "train_config.json").exists():  # with any accepted --override changes
+        cfg = SAETrainConfig.from_dict(effective_settings(workdir),
+                                       where=str(workdir / "train_config.json"))
     else:  # an imported run: only run.json says how its data was made
         cfg = SAETrainConfig(data_source=run.get("data_source", "synthetic"),
                              data_path=run.get("data_path", "") or "",

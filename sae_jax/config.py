@@ -7,12 +7,11 @@ comment says otherwise; configs/demo.flags scales them down for a CPU.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 from dataclasses import dataclass, field
 
-from runkit.jsonio import write_json
+from runkit.jsonio import read_json, write_json
 from sae_jax.precision import COMPUTE_DTYPES
 
 DATA_SOURCES = ("synthetic", "statink", "splatnlp_tsv")
@@ -137,8 +136,17 @@ class SAETrainConfig:
         write_json(path, dataclasses.asdict(self))
 
     @classmethod
-    def from_json(cls, path: str | os.PathLike) -> SAETrainConfig:
-        with open(path) as f:
-            raw = json.load(f)
+    def from_dict(cls, raw: dict, *, where: str = "settings") -> SAETrainConfig:
+        """The config from stored settings; an unknown setting is an error naming it."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(raw) - names)
+        if unknown:
+            raise ValueError(f"{where}: unknown SAE settings {unknown}; written by another "
+                             "version of this tool?")
+        raw = dict(raw)
         raw["resample_steps"] = tuple(raw.get("resample_steps", ()))
         return cls(**raw)
+
+    @classmethod
+    def from_json(cls, path: str | os.PathLike) -> SAETrainConfig:
+        return cls.from_dict(read_json(path, what="SAE run settings file"), where=str(path))
