@@ -1,7 +1,7 @@
-"""The original PyTorch system, re-created from REFERENCE.md for speed comparisons.
+"""The original PyTorch system, re-created from docs/original.md for speed comparisons.
 
 Benchmark-only (torch is not a dependency of the project). Module and parameter
-names follow the original's state-dict layout (REFERENCE.md §3, §4), so the
+names follow the original's state-dict layout (docs/original.md §3, §4), so the
 original's own checkpoints load with ``strict=True``; ``run.py`` checks that
 this re-creation reproduces the fixture outputs of the original before timing it.
 

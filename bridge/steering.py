@@ -1,4 +1,4 @@
-"""Steering the primary model through SAE features (REFERENCE.md §6).
+"""Steering the primary model through SAE features (docs/original.md §6).
 
 The SAE reads the pooled vector that feeds the primary model's output layer.
 Steering encodes that vector, overwrites one feature and decodes it again; the

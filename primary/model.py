@@ -1,6 +1,6 @@
 """SetCompletionModel in Flax NNX: SplatNLP's set transformer for gear builds.
 
-Exactly the original's architecture (see ``shared/spec/REFERENCE.md`` §3):
+Exactly the original's architecture (see ``docs/original.md`` §3):
 MAB / SAB / ISAB / PMA blocks, set-transformer layers with cross attention,
 masked mean pooling and a linear output head. The pooled 512-d vector (the
 SAE's input) is exposed directly through :meth:`SetCompletionModel.pooled`, and

@@ -77,7 +77,7 @@ class PrimaryTrainConfig:
     weight_decay: float = 0.01
     batch_size: int = 1024
     epochs: int = 10
-    # Examples (REFERENCE.md §2).
+    # Examples (docs/original.md §2).
     num_instances: int = 5
     skew_factor: float = 1.2
     include_null: bool = True

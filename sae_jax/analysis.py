@@ -1,6 +1,6 @@
 """Feature analysis of a trained SAE over a whole dataset, in one streaming pass on device.
 
-Per feature (REFERENCE.md §7): firing count and frequency (active as
+Per feature (docs/original.md §7): firing count and frequency (active as
 :mod:`sae_jax.activity` defines it: the original's ``|h| > 0.01``), activation sum
 and mean when active, maximum, the top-k activating rows, a histogram over fixed
 bins on ``(0, clip_max]``, and co-activation counts ``active^T active`` over a

@@ -1,6 +1,6 @@
 """Configuration of an SAE training run (a frozen dataclass built from absl flags).
 
-Defaults are the original's (REFERENCE.md §4, "CLI defaults"), except where a
+Defaults are the original's (docs/original.md §4, "CLI defaults"), except where a
 comment says otherwise; configs/demo.flags scales them down for a CPU.
 """
 

@@ -1,6 +1,6 @@
 """The SAE training loss: reconstruction, L1 sparsity and a usage (KL) penalty.
 
-``total = mse + l1_coeff(step) * l1 + usage_coeff(step) * kl`` (REFERENCE.md §4):
+``total = mse + l1_coeff(step) * l1 + usage_coeff(step) * kl`` (docs/original.md §4):
 
 - ``mse = mean((recon - x)^2)`` over rows and input dimensions;
 - ``l1 = mean_rows(sum_features |h|)``;

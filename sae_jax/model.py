@@ -1,4 +1,4 @@
-"""The sparse autoencoder (REFERENCE.md §4) in Flax NNX.
+"""The sparse autoencoder (docs/original.md §4) in Flax NNX.
 
 ``x_c = x - b_dec; pre = x_c @ W_enc + b_enc; h = clip(relu(pre), 0, clip_max);
 recon = h @ unit_rows(W_dec) + b_dec``.

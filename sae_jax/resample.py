@@ -1,4 +1,4 @@
-"""Dead-feature resampling inside jit (REFERENCE.md §5, with fixed shapes).
+"""Dead-feature resampling inside jit (docs/original.md §5, with fixed shapes).
 
 A feature is dead when its usage EMA is below ``cfg.dead_threshold``. Each dead
 feature is re-pointed at an input the SAE reconstructs badly:

@@ -1,4 +1,4 @@
-"""Per-step coefficient schedules of SAE training (REFERENCE.md §4).
+"""Per-step coefficient schedules of SAE training (docs/original.md §4).
 
 All functions take the number of SAE steps already done (a Python int or a
 traced int32 scalar) and return float32 scalars, so they run inside jit.

@@ -1,7 +1,7 @@
 """The SAE training run, end to end: harvest, train, checkpoint, evaluate, report.
 
 :func:`train_sae` is what ``python -m sae_jax.train`` calls. The loop follows
-the original's decoupled scheme (REFERENCE.md §5): every primary batch is run
+the original's decoupled scheme (docs/original.md §5): every primary batch is run
 through the frozen primary model and its pooled vectors are pushed into the
 device-resident activation buffer; once the buffer holds ``min_buffer`` rows,
 ``sae_steps_per_primary_step`` SAE steps run in one ``lax.scan`` call. Nothing

@@ -142,7 +142,7 @@ def test_pad_embedding_row_is_zero_and_gets_no_gradient():
 
 
 def expected_param_count(c: PrimaryConfig) -> int:
-    """Parameter count of the architecture in REFERENCE.md §3, term by term."""
+    """Parameter count of the architecture in docs/original.md §3, term by term."""
     d, m = c.hidden_dim, c.num_inducing_points
     mha = 3 * d * d + 3 * d + d * d + d
     ff = d * 4 * d + 4 * d + 4 * d * d + d

@@ -213,7 +213,7 @@ FULL = PrimaryConfig(vocab_size=140, weapon_vocab_size=130, embedding_dim=32, hi
 
 
 def torch_layout(c: PrimaryConfig) -> dict[str, tuple[int, ...]]:
-    """The original's state-dict keys and shapes (REFERENCE.md §3), written out independently
+    """The original's state-dict keys and shapes (docs/original.md §3), written out independently
     of the importer's name map."""
     D, m = c.hidden_dim, c.num_inducing_points
     lin = lambda p, o, i: {f"{p}.weight": (o, i), f"{p}.bias": (o,)}
