@@ -199,6 +199,22 @@ SAE <b>{s['mean_sae_f1']:.3f}</b> vs neuron <b>{s['mean_neuron_f1']:.3f}</b>.</p
 {''.join(rows)}</table></section>"""
 
 
+def _dead_note(doc: dict) -> str:
+    """Say how the full-build dead count relates to the evaluation's, when they differ: a
+    feature can be silent on full builds and still fire on the partial builds the SAE was
+    trained and evaluated on (the model's inputs mid-completion)."""
+    fraction = (doc.get("metrics") or {}).get("dead_fraction")
+    if fraction is None:
+        return ""
+    eval_dead = int(round(fraction * doc["num_features"]))
+    if eval_dead == doc["dead"]:
+        return ""
+    return (f" On the evaluation's partial builds (the inputs the SAE was trained on) "
+            f"{eval_dead} are dead: the other {doc['dead'] - eval_dead} silent features "
+            "fire only on partial builds.") if eval_dead < doc["dead"] else (
+            f" On the evaluation's partial builds {eval_dead} are dead.")
+
+
 def _training_block(doc: dict) -> str:
     """The run's held-out metrics and, when present, its training curves (curves.png)."""
     metrics = doc.get("metrics") or {}
@@ -317,7 +333,7 @@ def render_report(doc: dict) -> str:
 <p class="summary">{doc['num_features']} features on {doc['d_in']}-d pooled vectors, analysed over
 {doc['num_builds']} held-out full builds. {doc['num_ranked']} features fire on 1%&ndash;30% of
 builds (the ranking window); on these builds {doc['dead']} never fire (dead) and
-{doc['dense']} fire on 30% or more (dense); active means above 0.01.
+{doc['dense']} fire on 30% or more (dense); active means above 0.01.{_dead_note(doc)}
 Features are ranked by mean-when-active / &radic;frequency.<br><small>{run_line}</small></p>
 {_training_block(doc)}
 {_concept_table(doc.get('concepts'), shown)}

@@ -247,3 +247,13 @@ def test_token_labels():
     assert token_label("ninja_squid") == "Ninja Squid"
     assert token_label("ink_saver_main_3") == "Ink Saver (Main) \u22653"
     assert token_label("<NULL>") == "<NULL>"
+
+
+def test_summary_reconciles_dead_counts_of_full_and_partial_builds(setup):
+    doc = dict(setup.doc, dead=84, num_features=256, metrics={"dead_fraction": 0.0})
+    text = render_report(doc)
+    assert "84 never fire (dead)" in text
+    assert "partial builds (the inputs the SAE was trained on) 0 are dead" in text
+    assert "the other 84 silent features fire only on partial builds" in text
+    same = render_report(dict(doc, metrics={"dead_fraction": 84 / 256}))
+    assert "partial builds" not in same.split("<h2>")[0]
