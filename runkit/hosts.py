@@ -8,6 +8,7 @@ every process taking part (see :mod:`runkit.checkpoints`).
 
 from __future__ import annotations
 
+import itertools
 import os
 
 import jax
@@ -16,11 +17,10 @@ COORDINATOR_ENV = "JAX_COORDINATOR_ADDRESS"
 NUM_PROCESSES_ENV = "JAX_NUM_PROCESSES"
 PROCESS_ID_ENV = "JAX_PROCESS_ID"
 
-# How long a process that has finished waits at exit for the others (jax.distributed's
-# shutdown barrier). Process 0 alone writes the run's report and runs the analysis after
-# the others are done, which can take far longer than JAX's default of 300 s; a timeout
-# here aborts every process. A process that dies is still noticed by the heartbeat.
-SHUTDOWN_TIMEOUT_S = 6 * 3600
+# How long :func:`wait_for_all` waits: process 0 alone writes the run's report and runs the
+# analysis after the others are done, which may take long on a big run.
+WAIT_TIMEOUT_S = 6 * 3600
+_barriers = itertools.count()
 
 
 def initialize_multihost_from_env() -> bool:
@@ -37,11 +37,31 @@ def initialize_multihost_from_env() -> bool:
     count, index = os.environ.get(NUM_PROCESSES_ENV), os.environ.get(PROCESS_ID_ENV)
     jax.distributed.initialize(coordinator_address=address,
                                num_processes=int(count) if count else None,
-                               process_id=int(index) if index else None,
-                               shutdown_timeout_seconds=SHUTDOWN_TIMEOUT_S)
+                               process_id=int(index) if index else None)
     return True
 
 
 def is_writer() -> bool:
     """True in the one process that writes the run's files (process 0)."""
     return jax.process_index() == 0
+
+
+def wait_for_all(name: str, *, timeout_s: float = WAIT_TIMEOUT_S) -> None:
+    """Block until every process of the run has reached this call (no-op in one process).
+
+    Used before a process leaves while process 0 still writes the run's files: JAX's exit
+    barrier gives up after 5 minutes and then aborts every process. The wait is on the
+    coordination service, not on the devices, so it costs nothing and it takes no part in
+    orbax's collectives; a process that dies meanwhile is noticed by the service's
+    heartbeat and the others stop with an error. Every process must make the same calls
+    in the same order (``name`` labels them in errors).
+    """
+    if jax.process_count() == 1:
+        return
+    from jax._src import distributed  # the client orbax uses too; no public handle
+
+    client = distributed.global_state.client
+    if client is None:
+        raise RuntimeError(f"{jax.process_count()} processes but no jax.distributed client; "
+                           "call runkit.hosts.initialize_multihost_from_env first")
+    client.wait_at_barrier(f"runkit_{next(_barriers)}_{name}", int(timeout_s * 1000))

@@ -40,8 +40,29 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 
 def replicate(tree, mesh: Mesh):
-    """Place every array of a pytree on every device of ``mesh``."""
-    return jax.device_put(tree, replicated(mesh))
+    """Place every array of a pytree on every device of ``mesh``.
+
+    With several processes every process passes the same values; each array is then placed
+    from a host copy, because ``jax.device_put`` of an array living on one local device onto
+    a sharding that spans processes builds an array whose ``addressable_shards`` fail
+    (jax 0.10), and orbax reads those when it saves a checkpoint."""
+    sharding = replicated(mesh)
+    if jax.process_count() > 1:
+        return jax.tree.map(lambda x: _replicate_across_processes(x, sharding), tree)
+    return jax.device_put(tree, sharding)
+
+
+def _replicate_across_processes(x, sharding: NamedSharding):
+    if not isinstance(x, jax.Array):
+        return jax.device_put(np.asarray(x), sharding)
+    if x.sharding.is_equivalent_to(sharding, x.ndim):
+        return x
+    if not (x.is_fully_addressable or x.is_fully_replicated):
+        return jax.device_put(x, sharding)  # split over processes: a collective reshard
+    if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+        data = jax.device_put(np.asarray(jax.random.key_data(x)), sharding)
+        return jax.random.wrap_key_data(data, impl=jax.random.key_impl(x))
+    return jax.device_put(np.asarray(x), sharding)
 
 
 def check_batch_divisible(batch_size: int, shards: int, *, where: str = "batch") -> None:

@@ -21,6 +21,9 @@ are written only after the health check, so the last one is always good.
 from __future__ import annotations
 
 import importlib
+import os
+import subprocess
+import sys
 import time
 from contextlib import ExitStack
 from itertools import islice
@@ -36,7 +39,13 @@ from tqdm import tqdm
 from bridge.harvest import make_harvest_fn, model_inputs, pad_to_width
 from runkit.checkpoints import Checkpoints
 from runkit.errors import RunFault
-from runkit.hosts import is_writer
+from runkit.hosts import (
+    COORDINATOR_ENV,
+    NUM_PROCESSES_ENV,
+    PROCESS_ID_ENV,
+    is_writer,
+    wait_for_all,
+)
 from runkit.jsonio import read_json, write_json
 from runkit.lock import WorkdirLock
 from runkit.metrics_log import MetricsLog
@@ -259,8 +268,26 @@ def _run_analysis(workdir: Path):
             raise
         print("note: sae_jax.analyze is not available; skipping the analysis step")
         return None
+    if jax.process_count() > 1:
+        return _run_analysis_apart(workdir)
     print("analysing the features ...")
     return module.analyze(workdir)
+
+
+def _run_analysis_apart(workdir: Path) -> None:
+    """Process 0 of a multi-process run analyses in a single-process run of its own, on CPU:
+    the analysis loads the models through orbax, whose restores would wait for the other
+    processes of this run, which are done (and this process keeps its accelerators)."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in (COORDINATOR_ENV, NUM_PROCESSES_ENV, PROCESS_ID_ENV)}
+    env["JAX_PLATFORMS"] = "cpu"
+    print("analysing the features (in a separate single-process run on CPU) ...", flush=True)
+    code = subprocess.run([sys.executable, "-m", "sae_jax.analyze", f"--workdir={workdir}"],
+                          env=env, stdin=subprocess.DEVNULL).returncode
+    if code:
+        raise TrainingFault(f"the analysis failed (exit status {code}); the SAE and "
+                            f"metrics.json are written; rerun it with: python -m "
+                            f"sae_jax.analyze --workdir={workdir}")
 
 
 def _check_result(result: dict) -> dict:
@@ -358,13 +385,13 @@ def train_sae(cfg: SAETrainConfig, workdir, *, primary_dir=None, primary_flagfil
             final_train={k: last[k] for k in ("loss", "mse", "l1", "kl", "l0", "dead_count")
                          if k in last},
         )
-        if not is_writer():
-            return result
-        write_json(workdir / "metrics.json", result)
-        plot_curves(workdir / "metrics.jsonl", workdir / "curves.png",
-                    resample_steps=cfg.resample_steps)
-        if analyze:
-            _run_analysis(workdir)
+        if is_writer():
+            write_json(workdir / "metrics.json", result)
+            plot_curves(workdir / "metrics.jsonl", workdir / "curves.png",
+                        resample_steps=cfg.resample_steps)
+            if analyze:
+                _run_analysis(workdir)
+        wait_for_all("SAE run files written")  # the others leave once process 0 is done
         return result
 
 

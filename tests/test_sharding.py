@@ -70,3 +70,21 @@ def test_per_process_placement_builds_the_same_array():
             np.testing.assert_array_equal(np.asarray(a.data), np.asarray(b.data))
     with pytest.raises(ValueError, match="batch size 6 is not divisible by the 4 devices"):
         shard_batch({"tokens": np.zeros((6, 3))}, mesh, per_process=True)
+
+
+def test_replicating_across_processes_goes_through_the_host():
+    """The several-processes form of ``replicate`` (forced here in one process) gives full,
+    readable copies of plain arrays and typed keys, and leaves replicated arrays alone."""
+    from runkit.sharding import _replicate_across_processes, replicated
+
+    mesh = make_mesh()
+    sharding = replicated(mesh)
+    x = _replicate_across_processes(jax.numpy.arange(3.0), sharding)
+    assert x.sharding.is_equivalent_to(sharding, 1) and len(x.addressable_shards) == 4
+    np.testing.assert_array_equal(np.asarray(x), [0.0, 1.0, 2.0])
+    key = _replicate_across_processes(jax.random.key(7), sharding)
+    assert jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
+    assert key.sharding.is_equivalent_to(sharding, 0)
+    np.testing.assert_array_equal(jax.random.key_data(key), jax.random.key_data(jax.random.key(7)))
+    assert _replicate_across_processes(x, sharding) is x
+    np.testing.assert_array_equal(np.asarray(_replicate_across_processes([1, 2], sharding)), [1, 2])
