@@ -273,3 +273,20 @@ def iterate_batches(ex: Examples, batch_size: int, *, seed: int, epoch: int, shu
             "targets": targets,
             "weight": weight,
         }
+
+
+def pad_to_width(batch: dict, width: int, pad_id: int) -> dict:
+    """Right-pad ``tokens`` and ``key_padding_mask`` to ``width`` positions, so batches of
+    every length bucket share one compiled shape (padding is masked: the result is equal)."""
+    length = batch["tokens"].shape[1]
+    if length == width:
+        return batch
+    if length > width:
+        raise ValueError(f"batch has {length} token positions, more than the width {width}")
+    extra = width - length
+    out = dict(batch)
+    out["tokens"] = np.pad(np.asarray(batch["tokens"]), ((0, 0), (0, extra)),
+                           constant_values=pad_id)
+    out["key_padding_mask"] = np.pad(np.asarray(batch["key_padding_mask"]), ((0, 0), (0, extra)),
+                                     constant_values=True)
+    return out

@@ -37,7 +37,13 @@ from flax import nnx
 from tqdm.auto import tqdm
 
 from primary import baseline as freq_baseline
-from primary.examples import iterate_batches, make_examples, num_batches, split_builds
+from primary.examples import (
+    iterate_batches,
+    make_examples,
+    num_batches,
+    pad_to_width,
+    split_builds,
+)
 from primary.model import PrimaryConfig, SetCompletionModel, count_params, create_model
 from primary.set_metrics import scores_from_counts
 from primary.sources import default_vocabs, load_builds
@@ -186,21 +192,6 @@ def check_examples(examples, config: PrimaryConfig, *, where: str) -> None:
     if np.shape(examples.targets)[1:] != (config.vocab_size,):
         raise ValueError(f"{where}: targets have shape {np.shape(examples.targets)}, the model "
                          f"predicts {config.vocab_size} tokens")
-
-
-def pad_to_width(batch: dict, width: int, pad_id: int) -> dict:
-    """Right-pad a batch's token columns to ``width`` so that every batch of a run has one
-    shape and each step compiles once (large batches reach the widest bucket anyway)."""
-    tokens = batch["tokens"]
-    extra = width - tokens.shape[1]
-    if extra < 0:
-        raise ValueError(f"batch has {tokens.shape[1]} token columns, more than {width}")
-    if extra == 0:
-        return batch
-    return {**batch,
-            "tokens": np.pad(tokens, ((0, 0), (0, extra)), constant_values=pad_id),
-            "key_padding_mask": np.pad(batch["key_padding_mask"], ((0, 0), (0, extra)),
-                                       constant_values=True)}
 
 
 # ----------------------------------------------------------------------------- evaluation

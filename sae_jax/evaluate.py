@@ -24,7 +24,8 @@ import numpy as np
 import optax
 from flax import nnx
 
-from bridge.harvest import model_inputs, pad_batch, pad_to_width, pooled_vectors
+from bridge.harvest import model_inputs, pad_batch, pooled_vectors
+from primary.examples import pad_to_width
 from sae_jax.activity import dead_mask, dense_mask, is_active
 from sae_jax.model import decode, encode
 

@@ -36,7 +36,8 @@ import numpy as np
 from flax import nnx
 from tqdm import tqdm
 
-from bridge.harvest import make_harvest_fn, model_inputs, pad_to_width
+from bridge.harvest import make_harvest_fn, model_inputs
+from primary.examples import pad_to_width
 from runkit.checkpoints import Checkpoints
 from runkit.errors import RunFault
 from runkit.hosts import (

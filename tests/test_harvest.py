@@ -126,7 +126,7 @@ def test_harvest_array_streams_every_example_in_order():
 
 
 def test_padding_to_full_width_leaves_harvest_unchanged():
-    from bridge.harvest import pad_to_width
+    from primary.examples import pad_to_width
 
     _, vocab, _ = tiny_world()
     graphdef, state = nnx.split(tiny_primary())
