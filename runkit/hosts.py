@@ -60,8 +60,11 @@ def wait_for_all(name: str, *, timeout_s: float = WAIT_TIMEOUT_S) -> None:
         return
     from jax._src import distributed  # the client orbax uses too; no public handle
 
+    key = f"runkit_{next(_barriers)}_{name}"
     client = distributed.global_state.client
-    if client is None:
-        raise RuntimeError(f"{jax.process_count()} processes but no jax.distributed client; "
-                           "call runkit.hosts.initialize_multihost_from_env first")
-    client.wait_at_barrier(f"runkit_{next(_barriers)}_{name}", int(timeout_s * 1000))
+    if client is None:  # several processes without jax.distributed (a TPU pod's own runtime)
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(key)
+        return
+    client.wait_at_barrier(key, int(timeout_s * 1000))

@@ -10,7 +10,7 @@ multi-host run can be tried on one box: on CPU the processes exchange gradients
 through JAX's CPU collectives (gloo over TCP). Every line a process prints is
 prefixed with ``[i] ``. When one process fails the others are stopped (SIGTERM,
 then SIGKILL after a grace period) and the launcher exits with the first failing
-status; Ctrl-C stops them all.
+status; Ctrl-C (or SIGTERM) stops them all, a second one at once.
 
 Options (before ``--``): ``--num_processes`` (N, required), ``--devices_per_process``
 (K forced host CPU devices per process, default 1: ``XLA_FLAGS`` gets
@@ -160,16 +160,26 @@ def _exit_status(returncode: int) -> int:
 
 
 def _stop(procs: list[subprocess.Popen], grace: float = GRACE_SECONDS) -> None:
-    """SIGTERM every running child, then SIGKILL those still running after ``grace`` s."""
-    for p in procs:
-        if p.poll() is None:
-            p.terminate()
-    deadline = time.monotonic() + grace
-    for p in procs:
-        try:
-            p.wait(timeout=max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            p.kill()
+    """Interrupt every running child (SIGINT, as Ctrl-C would: JAX takes SIGTERM for a
+    preemption notice and keeps running), then SIGKILL those still running after ``grace``
+    seconds, or at once on a second interrupt."""
+    try:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
+        deadline = time.monotonic() + grace
+        for p in procs:
+            try:
+                p.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+    except KeyboardInterrupt:
+        pass  # interrupted again: stop waiting
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+        for p in procs:
             p.wait()
 
 
