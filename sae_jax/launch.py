@@ -8,9 +8,10 @@ cluster would give it (``JAX_COORDINATOR_ADDRESS=127.0.0.1:<port>``,
 ``JAX_NUM_PROCESSES=N``, ``JAX_PROCESS_ID=i``; see :mod:`runkit.hosts`), so a
 multi-host run can be tried on one box: on CPU the processes exchange gradients
 through JAX's CPU collectives (gloo over TCP). Every line a process prints is
-prefixed with ``[i] ``. When one process fails the others are stopped (SIGTERM,
-then SIGKILL after a grace period) and the launcher exits with the first failing
-status; Ctrl-C (or SIGTERM) stops them all, a second one at once.
+prefixed with ``[i] ``. When one process fails the others are stopped (SIGINT, as
+JAX takes SIGTERM for a preemption notice; SIGKILL after a grace period) and the
+launcher exits with the first failing status; Ctrl-C (or SIGTERM) stops them all, a
+second one at once.
 
 Options (before ``--``): ``--num_processes`` (N, required), ``--devices_per_process``
 (K forced host CPU devices per process, default 1: ``XLA_FLAGS`` gets

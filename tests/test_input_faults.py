@@ -17,8 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fixture_paths import SPLATNLP_FIXTURE
-from torch_zip_writer import write_archive, write_state_dict
 
 import bridge.torch_pickle as tp
 from bridge.splatnlp import load_splatnlp
@@ -34,6 +32,8 @@ from primary.splatnlp_tsv import QUOTE_CHARS, read_splatnlp_tsv
 from primary.statink import MAX_RECORD_BYTES, PLAYER_SLOTS, StatInkError, read_statink_csv
 from primary.training import PrimaryTrainConfig
 from sae_jax.config import SAETrainConfig
+from tests.fixture_paths import SPLATNLP_FIXTURE
+from tests.torch_zip_writer import write_archive, write_state_dict
 
 REPO = Path(__file__).resolve().parents[1]
 GOOD_UNITS = json.dumps({"swim_speed_up": 5.7})  # 57 AP of one ability: a legal full build

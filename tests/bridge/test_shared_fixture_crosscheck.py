@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-SHARED_FIXTURE = (Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
+SHARED_FIXTURE = (Path(__file__).resolve().parents[2].parent / "shared" / "fixtures"
                   / "splatnlp_small")
 TOLERANCE = 1e-5
 

@@ -12,9 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from fixture_paths import SPLATNLP_FIXTURE
 from flax import nnx
-from torch_zip_writer import write_state_dict
 
 from bridge.import_splatnlp import import_run
 from bridge.splatnlp import (
@@ -29,6 +27,8 @@ from bridge.torch_pickle import load_state_dict
 from primary.model import PrimaryConfig, count_params
 from primary.store import load_primary
 from sae_jax.store import load_sae
+from tests.fixture_paths import SPLATNLP_FIXTURE
+from tests.torch_zip_writer import write_state_dict
 
 FIXTURE = SPLATNLP_FIXTURE
 TOLERANCE = 1e-5

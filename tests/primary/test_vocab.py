@@ -4,7 +4,6 @@ import json
 
 import numpy as np
 import pytest
-from fixture_paths import SPLATNLP_FIXTURE
 
 from primary.vocab import (
     ABILITIES,
@@ -24,6 +23,7 @@ from primary.vocab import (
     detokenize,
     tokenize_build,
 )
+from tests.fixture_paths import SPLATNLP_FIXTURE
 
 FIXTURE = str(SPLATNLP_FIXTURE)
 

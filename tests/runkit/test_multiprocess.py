@@ -49,7 +49,7 @@ PRIMARY_FLAGS = [
     "--batch_size=16", "--epochs=1", "--lr=3e-3", "--log_every=5", "--checkpoint_every=10",
 ]
 PRIMARY_STEPS = 21
-# The SAE on that primary (settings of tests/test_sae_train.py, one epoch): 21 primary batches
+# The SAE on that primary (settings of tests/sae_jax/test_sae_train.py, one epoch): 21 primary batches
 # of 16, SAE training from batch 4 on (min_buffer 64): 18 SAE steps, resampling at step 15.
 SAE_FLAGS = [
     "--data_source=synthetic", "--num_builds=80", "--seed=0", "--expansion_factor=2",

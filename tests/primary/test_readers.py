@@ -5,7 +5,6 @@ import json
 
 import numpy as np
 import pytest
-from fixture_paths import SPLATNLP_FIXTURE
 
 from primary.sources import SOURCES, default_vocabs, load_builds
 from primary.splatnlp_tsv import read_splatnlp_tsv, write_splatnlp_tsv
@@ -13,6 +12,7 @@ from primary.statink import PLAYER_SLOTS, StatInkError, read_statink_csv
 from primary.synthetic import generate_builds
 from primary.vocab import ABILITIES, Vocab, WeaponVocab
 from primary.weapons import weapon_by_statink_key
+from tests.fixture_paths import SPLATNLP_FIXTURE
 
 FIXTURE = str(SPLATNLP_FIXTURE)
 HEAD = ["season", "period", "game-ver", "lobby", "mode", "stage", "time", "win"]

@@ -1,7 +1,6 @@
 """The weapon table."""
 
 import pytest
-from fixture_paths import SPLATNLP_FIXTURE
 
 from primary.weapons import (
     WEAPON_CLASSES,
@@ -11,6 +10,7 @@ from primary.weapons import (
     weapon_class_index,
     weapon_name,
 )
+from tests.fixture_paths import SPLATNLP_FIXTURE
 
 
 def test_table_is_large_unique_and_covers_every_class():

@@ -10,8 +10,6 @@ import zipfile
 import ml_dtypes
 import numpy as np
 import pytest
-from fixture_paths import SPLATNLP_FIXTURE
-from torch_zip_writer import write_archive, write_state_dict
 
 from bridge.torch_pickle import (
     CheckpointFormatError,
@@ -19,6 +17,8 @@ from bridge.torch_pickle import (
     load_state_dict,
     load_torch_pickle,
 )
+from tests.fixture_paths import SPLATNLP_FIXTURE
+from tests.torch_zip_writer import write_archive, write_state_dict
 
 FIXTURE = SPLATNLP_FIXTURE
 
