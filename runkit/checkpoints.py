@@ -8,7 +8,8 @@
   leaves the previous checkpoint intact. After the write, process 0 records the size
   and CRC-32 of every file in ``integrity.json``; a restore checks them and falls
   back from a damaged checkpoint (file deleted, truncated, bytes changed, manifest
-  missing) to the newest intact one, saying which file of which step was wrong.
+  missing) to the newest intact one, saying which file of which step was wrong; the
+  damaged ones move to ``<directory>.damaged/`` so the run can write those steps again.
 - :func:`save_tree` / :func:`load_tree`: one pytree (a model's parameters) in one
   directory, with a shape check that names the parameter.
 
@@ -19,6 +20,7 @@ coordinates which process writes what).
 from __future__ import annotations
 
 import os
+import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +30,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from runkit.errors import RunFault
-from runkit.hosts import is_writer
+from runkit.hosts import is_writer, wait_for_all
 from runkit.jsonio import read_json, write_json
 
 MANIFEST = "integrity.json"
@@ -194,19 +196,36 @@ class Checkpoints:
     def restore_latest(self, like, *, what: str = "this configuration") -> Restored | None:
         """The newest intact checkpoint (None when there is none at all). A damaged one is
         reported and skipped; when every one is damaged, :class:`NoIntactCheckpoint`."""
-        steps = self.steps()
-        damaged = []
-        for step in reversed(steps):
+        damaged = {}
+        for step in reversed(self.steps()):
             try:
-                return self.restore(step, like, what=what)
+                restored = self.restore(step, like, what=what)
             except DamagedCheckpoint as e:
-                damaged.append(f"step {step}: {e}")
+                damaged[step] = str(e)
                 print(f"warning: checkpoint at step {step} is damaged ({e}); trying an older one")
+                continue
+            if damaged:
+                self._set_aside(sorted(damaged))
+            return restored
         if damaged:
             raise NoIntactCheckpoint(
-                f"every checkpoint in {self.directory} is damaged:\n  " + "\n  ".join(damaged)
+                f"every checkpoint in {self.directory} is damaged:\n  "
+                + "\n  ".join(f"step {s}: {e}" for s, e in damaged.items())
                 + "\nmove the directory away to start the run afresh")
         return None
+
+    def _set_aside(self, steps: list[int]) -> None:
+        """Move damaged checkpoints out of the run's way (the run will write those steps
+        again) into ``<directory>.damaged/``, kept for inspection rather than deleted."""
+        aside = self.directory.with_name(self.directory.name + ".damaged")
+        if is_writer():
+            aside.mkdir(exist_ok=True)
+            for step in steps:
+                target = aside / f"{step}.{time.strftime('%Y%m%dT%H%M%S')}"
+                os.replace(self.directory / str(step), target)
+                print(f"note: moved the damaged checkpoint of step {step} to {target}")
+        wait_for_all("checkpoints_set_aside")
+        self._manager.reload()
 
     def close(self) -> None:
         self._manager.wait_until_finished()

@@ -56,6 +56,13 @@ def test_damaged_newest_falls_back_to_the_newest_intact(three, damage, capsys):
     np.testing.assert_array_equal(got.tree["w"], np.full((64, 8), 20.0))
     out = capsys.readouterr().out
     assert "checkpoint at step 30 is damaged" in out and victim.name in out
+    # The damaged step is set aside, kept, and the run can write that step again.
+    kept = list((three.parent / "ckpt.damaged").iterdir())
+    assert [p.name.split(".")[0] for p in kept] == ["30"]
+    with Checkpoints(three) as c:
+        assert c.steps() == [10, 20]
+        c.save(30, tree(31), {"next_batch": 32})
+        assert c.restore_latest(LIKE).progress["next_batch"] == 32
 
 
 def test_missing_manifest_counts_as_damaged(three, capsys):
