@@ -65,6 +65,7 @@ import math
 import jax
 import jax.numpy as jnp
 
+from sae_jax.activity import is_active
 from sae_jax.config import SAETrainConfig
 from sae_jax.model import SAEParams, decode, encode
 from sae_jax.schedules import l1_coefficient, usage_coefficient
@@ -131,8 +132,10 @@ def sae_loss(
 
     mse = jnp.mean(jnp.square(recon - x))
     l1 = jnp.mean(jnp.sum(jnp.abs(h), axis=-1))
+    # The usage EMA counts any positive activation, as the original's resampling rule does;
+    # the logged L0 counts active features as everything else reports them.
     fired = jax.lax.stop_gradient(h > 0)
-    l0 = jnp.mean(jnp.sum(fired, axis=-1, dtype=jnp.float32))
+    l0 = jnp.mean(jnp.sum(jax.lax.stop_gradient(is_active(h)), axis=-1, dtype=jnp.float32))
 
     usage_batch = jnp.mean(fired, axis=0, dtype=jnp.float32)
     decay = cfg.usage_ema_decay

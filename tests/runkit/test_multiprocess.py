@@ -49,8 +49,8 @@ PRIMARY_FLAGS = [
     "--batch_size=16", "--epochs=1", "--lr=3e-3", "--log_every=5", "--checkpoint_every=10",
 ]
 PRIMARY_STEPS = 21
-# The SAE on that primary (settings of tests/sae_jax/test_sae_train.py, one epoch): 21 primary batches
-# of 16, SAE training from batch 4 on (min_buffer 64): 18 SAE steps, resampling at step 15.
+# The SAE on that primary (settings of tests/sae_jax/test_sae_train.py, one epoch): 21 primary
+# batches of 16, SAE training from batch 4 on (min_buffer 64): 18 SAE steps, resampling at 15.
 SAE_FLAGS = [
     "--data_source=synthetic", "--num_builds=80", "--seed=0", "--expansion_factor=2",
     "--lr=3e-3", "--l1_coeff=1e-3", "--l1_warmup_steps=10", "--usage_warmup_steps=10",

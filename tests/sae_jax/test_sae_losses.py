@@ -87,7 +87,7 @@ def test_loss_terms_match_numpy():
     np.testing.assert_allclose(float(aux["mse"]), mse, rtol=1e-5)
     np.testing.assert_allclose(float(aux["l1"]), l1, rtol=1e-5)
     np.testing.assert_allclose(float(aux["kl"]), kl, rtol=1e-5)
-    np.testing.assert_allclose(float(aux["l0"]), np.mean(np.sum(h > 0, axis=1)), rtol=1e-6)
+    np.testing.assert_allclose(float(aux["l0"]), np.mean(np.sum(h > 0.01, axis=1)), rtol=1e-6)
     np.testing.assert_allclose(np.asarray(aux["usage_batch"]), usage_batch, rtol=1e-6)
     np.testing.assert_allclose(np.asarray(aux["usage_ema"]), ema_new, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(float(total), mse + l1c * l1 + uc * kl, rtol=1e-5)
