@@ -337,12 +337,12 @@ def train_sae(cfg: SAETrainConfig, workdir, *, primary_dir=None, primary_flagfil
     if primary_dir is not None and not (Path(primary_dir) / "config.json").exists():
         raise FileNotFoundError(f"--primary_dir {primary_dir} is not a primary model directory "
                                 "(no config.json): give the model/ folder of a primary run")
-    plan = _estimate_plan(cfg, primary_dir)
-    cfg.validate(total_sae_steps=plan.total_sae_steps)
     finished = _finished_result(cfg, workdir, override)
-    if finished is not None:
+    if finished is not None:  # before the data is read: a finished run needs none
         print(f"{workdir} holds a finished run with these settings; reporting its metrics")
         return finished
+    plan = _estimate_plan(cfg, primary_dir)
+    cfg.validate(total_sae_steps=plan.total_sae_steps)
     with ExitStack() as stack:
         if is_writer():
             stack.enter_context(WorkdirLock(workdir))

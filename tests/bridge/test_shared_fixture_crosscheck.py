@@ -25,11 +25,7 @@ from bridge.splatnlp import load_splatnlp  # noqa: E402
 from bridge.steering import HookMode, hooked_forward  # noqa: E402
 from primary.model import PrimaryConfig  # noqa: E402
 from primary.vocab import Vocab, WeaponVocab  # noqa: E402
-
-
-def rel_err(ours, theirs) -> float:
-    theirs = np.asarray(theirs, np.float64)
-    return float(np.abs(np.asarray(ours, np.float64) - theirs).max() / np.abs(theirs).max())
+from tests.fixture_paths import rel_err  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -27,16 +27,11 @@ from bridge.torch_pickle import load_state_dict
 from primary.model import PrimaryConfig, count_params
 from primary.store import load_primary
 from sae_jax.store import load_sae
-from tests.fixture_paths import SPLATNLP_FIXTURE
+from tests.fixture_paths import SPLATNLP_FIXTURE, rel_err
 from tests.torch_zip_writer import write_state_dict
 
 FIXTURE = SPLATNLP_FIXTURE
 TOLERANCE = 1e-5
-
-
-def rel_err(ours, theirs) -> float:
-    theirs = np.asarray(theirs, np.float64)
-    return float(np.abs(np.asarray(ours, np.float64) - theirs).max() / np.abs(theirs).max())
 
 
 @pytest.fixture(scope="module")
