@@ -1,7 +1,8 @@
 """The synthetic build world: legal Splatoon 3 builds with planted, labelled concepts.
 
 Each build: a real weapon (uniform over the weapon list), one to three
-concepts from :mod:`primary.concepts` drawn with weapon-class-dependent
+concepts of a concept set (the built-in :data:`primary.concepts.CONCEPTS`, or a
+custom one, :mod:`primary.concept_sets`) drawn with weapon-class-dependent
 probabilities (never two that need different main-only abilities on the
 same piece), then filler drawn from the weapon class's tastes, leaning
 towards the planted concepts' favoured abilities.
@@ -13,20 +14,22 @@ is dropped before anything of it is placed, so every label is honest: a
 labelled build meets the concept's required AP. Main slots that a later
 concept's main-only ability needs are kept free for it.
 
-All of it is vectorised numpy over chunks of builds; chunk ``i`` of a run is
+The tables a concept set is drawn with form a :class:`World`, made once per set
+(:func:`world_for`). All of it is vectorised numpy over chunks of builds; chunk ``i`` of a run is
 drawn from ``default_rng([seed, i])``, so output is deterministic per seed.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 from primary.builds import N_MAINS, N_SUBS, BuildSet, check_slots_legal, slots_to_ap
+from primary.concept_sets import concept_set_key, resolve_concepts
 from primary.concepts import (
-    CONCEPT_NAMES,
-    CONCEPTS,
+    Concept,
     class_affinity_table,
     favoured_table,
     required_ap_table,
@@ -120,25 +123,60 @@ def _piece_allowed_table() -> np.ndarray:
     return allowed
 
 
-_REQ = np.concatenate([required_ap_table(), np.zeros((1, len(ABILITIES)), np.int16)]).astype(
-    np.int32
-)  # row -1: no concept
-_FAV = favoured_table()
-_AFFINITY = class_affinity_table()
-_MAIN_ONLY = _main_only_by_piece_table(CONCEPTS)
-_CONFLICT = _conflict_table(_MAIN_ONLY)
 _TASTES = _class_taste_table()
 _PIECE_ALLOWED = _piece_allowed_table()
-# Ability-major copies for the hot loops (see below).
-_REQ_STD_T = np.ascontiguousarray(_REQ[:, N_MAIN_ONLY:].T)  # (14, C + 1)
-_MAIN_ONLY_T = np.ascontiguousarray(_MAIN_ONLY.T)  # (3, C + 1)
-_AFFINITY_T = np.ascontiguousarray(_AFFINITY.T).astype(np.float32)  # (C, n_classes)
 _TASTES_T = np.ascontiguousarray(_TASTES.T).astype(np.float32)  # (26, n_classes)
-# Filler weight a planted concept adds: its favoured abilities, and its own standard abilities.
-_CONCEPT_LEAN_T = np.ascontiguousarray(
-    (FAVOURED_BOOST * _FAV
-     + REQUIRED_BOOST * (_REQ[:-1] > 0) * (np.arange(len(ABILITIES)) >= N_MAIN_ONLY)).T
-).astype(np.float32)  # (26, C)
+
+
+@dataclass(frozen=True, eq=False)
+class World:
+    """The tables the generator draws a concept set with (ability-major copies for the hot
+    loops, see below). Made by :func:`world_for`, once per set."""
+
+    concepts: tuple[Concept, ...]
+    names: tuple[str, ...]
+    conflict: np.ndarray  # (C, C) bool
+    req_std_t: np.ndarray  # (14, C + 1) int32: standard AP each concept requires; col -1 none
+    main_only_t: np.ndarray  # (3, C + 1): main-only column each concept puts in each piece
+    affinity_t: np.ndarray  # (C, n_classes) float32
+    lean_t: np.ndarray  # (26, C) float32: filler weight a planted concept adds
+
+
+def _make_world(concepts: tuple[Concept, ...]) -> World:
+    req = np.concatenate([required_ap_table(concepts),
+                          np.zeros((1, len(ABILITIES)), np.int16)]).astype(np.int32)  # row -1
+    main_only = _main_only_by_piece_table(concepts)
+    # A planted concept's filler lean: its favoured abilities, and its own standard abilities.
+    lean = (FAVOURED_BOOST * favoured_table(concepts)
+            + REQUIRED_BOOST * (req[:-1] > 0) * (np.arange(len(ABILITIES)) >= N_MAIN_ONLY))
+    return World(
+        concepts=concepts,
+        names=tuple(c.name for c in concepts),
+        conflict=_conflict_table(main_only),
+        req_std_t=np.ascontiguousarray(req[:, N_MAIN_ONLY:].T),
+        main_only_t=np.ascontiguousarray(main_only.T),
+        affinity_t=np.ascontiguousarray(class_affinity_table(concepts).T).astype(np.float32),
+        lean_t=np.ascontiguousarray(lean.T).astype(np.float32),
+    )
+
+
+_WORLDS: dict[str, World] = {}
+_WORLDS_KEPT = 8
+
+
+def world_for(concepts=None) -> World:
+    """The world of a concept set (None: the built-in set; a path: a concept set file;
+    or a sequence of :class:`Concept`), cached by the set's content."""
+    concepts = resolve_concepts(concepts)
+    key = concept_set_key(concepts)
+    world = _WORLDS.get(key)
+    if world is None:
+        if len(_WORLDS) >= _WORLDS_KEPT:
+            _WORLDS.clear()
+        world = _WORLDS[key] = _make_world(concepts)
+    return world
+
+
 _CLASS_OF_GAME_ID = {w.game_id: WEAPON_CLASSES.index(w.weapon_class) for w in WEAPONS}
 
 
@@ -156,11 +194,11 @@ def _sample_categorical(rng: np.random.Generator, weights: np.ndarray, k: int = 
     return np.minimum(idx, len(weights) - 1)
 
 
-def _draw_concepts(rng: np.random.Generator, cls: np.ndarray) -> np.ndarray:
+def _draw_concepts(rng: np.random.Generator, cls: np.ndarray, world: World) -> np.ndarray:
     """``(n,)`` class index -> ``(3, n)`` concept ids in placement order, -1 unused."""
     n = len(cls)
     count = rng.choice(len(CONCEPT_COUNT_PROBS), size=n, p=CONCEPT_COUNT_PROBS) + 1
-    affinity = _AFFINITY_T[:, cls]
+    affinity = world.affinity_t[:, cls]
     chosen = np.full((3, n), -1, np.int32)
     blocked = np.zeros(affinity.shape, bool)
     for r in range(3):
@@ -168,7 +206,7 @@ def _draw_concepts(rng: np.random.Generator, cls: np.ndarray) -> np.ndarray:
         pick = _sample_categorical(rng, weights)[0]
         active = (r < count) & (weights.sum(0) > 0)
         chosen[r] = np.where(active, pick, -1)
-        blocked |= _CONFLICT[:, pick] & active
+        blocked |= world.conflict[:, pick] & active
     return chosen
 
 
@@ -178,7 +216,7 @@ def _first_free(free: np.ndarray, perm: np.ndarray) -> np.ndarray:
     return np.where(f[0], perm[0], np.where(f[1], perm[1], perm[2]))
 
 
-def _place_concepts(rng: np.random.Generator, chosen: np.ndarray):
+def _place_concepts(rng: np.random.Generator, chosen: np.ndarray, world: World):
     """Place each drawn concept's requirement, in draw order, dropping any that no longer fits.
 
     ``chosen (3, n)``. Returns ``mains (3, n)`` ability columns (-1 empty),
@@ -189,7 +227,7 @@ def _place_concepts(rng: np.random.Generator, chosen: np.ndarray):
     mains = np.full((N_MAINS, n), -1, np.int16)
     sub_counts = np.zeros((N_STD, n), np.int32)
     std_ap = np.zeros((N_STD, n), np.int32)
-    labels = np.zeros((len(CONCEPTS), n), bool)
+    labels = np.zeros((len(world.concepts), n), bool)
     alive = chosen >= 0
     perm = rng.random((N_MAINS, n), dtype=np.float32).argsort(0)
     coin = rng.random((3, N_STD, n), dtype=np.float32) < 0.5
@@ -197,9 +235,9 @@ def _place_concepts(rng: np.random.Generator, chosen: np.ndarray):
         # Pieces that the main-only abilities of still-alive concepts need stay reserved.
         reserved = np.zeros((N_MAINS, n), bool)
         for r2 in range(3):
-            reserved |= alive[r2] & (_MAIN_ONLY_T[:, chosen[r2]] >= 0)
+            reserved |= alive[r2] & (world.main_only_t[:, chosen[r2]] >= 0)
         cid = chosen[r]
-        need = np.maximum(_REQ_STD_T[:, cid] - std_ap, 0)
+        need = np.maximum(world.req_std_t[:, cid] - std_ap, 0)
         free_mains = ((mains < 0) & ~reserved).sum(0)
         free_subs = N_SUBS - sub_counts.sum(0)
         # Plan mains and subs per ability: a main when most of 10 AP is needed
@@ -215,7 +253,7 @@ def _place_concepts(rng: np.random.Generator, chosen: np.ndarray):
         ok = (cid >= 0) & (s_plan.sum(0) <= free_subs)
         alive[r] &= ok
         # Commit: main-only abilities into their reserved pieces, then standard mains and subs.
-        mo = _MAIN_ONLY_T[:, cid]
+        mo = world.main_only_t[:, cid]
         mains = np.where(ok & (mo >= 0), mo, mains)
         m_plan *= ok
         m_cum = np.cumsum(m_plan, axis=0)
@@ -234,14 +272,14 @@ def _place_concepts(rng: np.random.Generator, chosen: np.ndarray):
 
 
 def _fill(rng: np.random.Generator, cls: np.ndarray, mains: np.ndarray,
-          sub_counts: np.ndarray, labels: np.ndarray) -> np.ndarray:
+          sub_counts: np.ndarray, labels: np.ndarray, world: World) -> np.ndarray:
     """Fill every empty slot from class tastes plus planted concepts' leanings.
 
     ``mains (3, n)`` is filled in place; ``sub_counts (14, n)``, ``labels (C, n)``.
     Returns ``subs (n, 9)`` ability columns.
     """
     n = mains.shape[1]
-    weights = _TASTES_T[:, cls] + _CONCEPT_LEAN_T @ labels.astype(np.float32)
+    weights = _TASTES_T[:, cls] + world.lean_t @ labels.astype(np.float32)
     for p in range(N_MAINS):
         empty = mains[p] < 0
         if empty.any():
@@ -257,18 +295,20 @@ def _fill(rng: np.random.Generator, cls: np.ndarray, mains: np.ndarray,
     return np.repeat(columns, counts.ravel()).reshape(n, N_SUBS)
 
 
-def generate_slots(n: int, rng: np.random.Generator, weapon_ids: np.ndarray):
+def generate_slots(n: int, rng: np.random.Generator, weapon_ids: np.ndarray, *,
+                   concepts=None):
     """One chunk at the slot level.
 
     Returns ``weapons (n,)`` game ids, ``mains (n, 3)`` (head, clothes, shoes)
     and ``subs (n, 9)`` ability columns of :data:`primary.vocab.ABILITIES`,
-    and ``labels (n, C)`` bool.
+    and ``labels (n, C)`` bool. ``concepts``: as for :func:`world_for`, or a :class:`World`.
     """
+    world = concepts if isinstance(concepts, World) else world_for(concepts)
     weapons = weapon_ids[rng.integers(0, len(weapon_ids), n)]
     cls = _class_index(weapons)
-    chosen = _draw_concepts(rng, cls)
-    mains, sub_counts, labels = _place_concepts(rng, chosen)
-    subs = _fill(rng, cls, mains, sub_counts, labels)
+    chosen = _draw_concepts(rng, cls, world)
+    mains, sub_counts, labels = _place_concepts(rng, chosen, world)
+    subs = _fill(rng, cls, mains, sub_counts, labels, world)
     return weapons, mains.T, subs, labels.T
 
 
@@ -293,15 +333,18 @@ def _weapon_ids(weapons) -> np.ndarray:
 
 
 def generate_builds(n: int, seed: int = 0, *, weapons: Sequence[int | Weapon] | None = None,
-                    progress: bool = False) -> BuildSet:
+                    concepts=None, progress: bool = False) -> BuildSet:
     """``n`` legal synthetic builds with concept labels, deterministic per ``seed``.
 
     weapons: game ids (or :class:`Weapon`) to draw from uniformly; default all of
-    :data:`primary.weapons.WEAPONS`.
+    :data:`primary.weapons.WEAPONS`. concepts: the concept set to plant (None: the
+    built-in :data:`primary.concepts.CONCEPTS`; a concept set file path; or a sequence of
+    :class:`Concept`); the label columns follow its order.
     """
     if int(n) < 0:
         raise ValueError(f"generate_builds: n must be >= 0, got {n}")
     weapon_ids = _weapon_ids(weapons)
+    world = world_for(concepts)
     parts = []
     starts = range(0, int(n), CHUNK)
     if progress:
@@ -310,11 +353,12 @@ def generate_builds(n: int, seed: int = 0, *, weapons: Sequence[int | Weapon] | 
         starts = tqdm(starts, desc="synthetic builds", unit="chunk")
     for i, start in enumerate(starts):
         rng = np.random.default_rng([int(seed), i])
-        w, mains, subs, labels = generate_slots(min(CHUNK, int(n) - start), rng, weapon_ids)
+        w, mains, subs, labels = generate_slots(min(CHUNK, int(n) - start), rng, weapon_ids,
+                                                concepts=world)
         if not check_slots_legal(mains, subs).all():
             raise RuntimeError("synthetic world produced an illegal slot assignment")
-        parts.append(BuildSet(w, slots_to_ap(mains, subs), labels, CONCEPT_NAMES))
+        parts.append(BuildSet(w, slots_to_ap(mains, subs), labels, world.names))
     if not parts:
         return BuildSet(np.zeros(0, np.int32), np.zeros((0, len(ABILITIES)), np.int16),
-                        np.zeros((0, len(CONCEPTS)), bool), CONCEPT_NAMES)
+                        np.zeros((0, len(world.names)), bool), world.names)
     return BuildSet.concat(parts)
