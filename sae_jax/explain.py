@@ -1,0 +1,381 @@
+"""Explain features by rules over boolean conditions: searched on one split, scored on another.
+
+Inputs are generic: a condition matrix ``C (n, K) bool`` (what each input meets) and which
+features are active on each input (``(n, F) bool``, or an :class:`ActiveMatrix` of packed
+bits when ``n x F`` bools would not fit in memory). Nothing here knows what a condition is.
+
+Per feature, on the FIT rows:
+
+- the rule that best predicts "feature active" by F1: a conjunction of up to ``max_terms``
+  conditions, found by a beam search that runs for all features of a chunk at once (the
+  true positives of every one-condition extension of every beam entry are one matmul,
+  ``(A * C_S)^T C``; the supports of the extensions depend only on the beam entries, so
+  they are one matmul over the distinct entries). A longer conjunction replaces a shorter
+  one only when it gains ``min_gain`` F1 (shorter rules are easier to read and to check).
+- optionally an OR with a second conjunction, searched the same way on the positives the
+  first misses, kept only when the OR gains ``or_min_gain`` F1 on the fit rows;
+- the single conditions with the highest lift ``P(active | c) / P(active)`` (with support).
+
+Then on the HELD-OUT rows: precision, recall, F1 of the rule, the feature's frequency and
+the rule's. Conditions of one family (``families``) are never conjoined (nested AP rungs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from tqdm import tqdm
+
+MAX_TERMS_LIMIT = 3  # set keys pack up to 3 condition indices of 16 bits into an int64
+
+
+@dataclass(frozen=True)
+class ExplainConfig:
+    beam: int = 8  # beam entries kept per feature and depth
+    max_terms: int = 3  # conditions per conjunction
+    min_gain: float = 0.01  # F1 a longer conjunction must add on the fit rows
+    or_min_gain: float = 0.02  # F1 an OR with a second conjunction must add on the fit rows
+    allow_or: bool = True
+    max_fit_rows: int = 20_000  # the search runs on at most this many fit rows (a sample)
+    min_support: int = 10  # inputs a lift condition must cover
+    top_lifts: int = 5
+    feature_chunk: int = 256
+    seed: int = 0
+
+    def __post_init__(self):
+        if not 1 <= self.max_terms <= MAX_TERMS_LIMIT:
+            raise ValueError(f"ExplainConfig.max_terms must be in 1..{MAX_TERMS_LIMIT}, "
+                             f"got {self.max_terms}")
+        for name in ("beam", "max_fit_rows", "feature_chunk", "top_lifts", "min_support"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"ExplainConfig.{name} must be positive, got "
+                                 f"{getattr(self, name)}")
+
+
+def split_rows(n: int, *, fit_fraction: float = 0.5, seed: int = 0):
+    """``(fit_rows, heldout_rows)``: a seeded random split of ``range(n)``, each sorted."""
+    if not 0 < fit_fraction < 1:
+        raise ValueError(f"fit_fraction must be in (0, 1), got {fit_fraction}")
+    if n < 2:
+        raise ValueError(f"need at least 2 rows to split into fit and held-out, got {n}")
+    perm = np.random.default_rng(seed).permutation(n)
+    k = min(n - 1, max(1, int(round(n * fit_fraction))))
+    return np.sort(perm[:k]), np.sort(perm[k:])
+
+
+class ActiveMatrix:
+    """Which of ``F`` features are active on each of ``n`` inputs, as packed bits
+    (``(ceil(n / 8), F)`` uint8, rows packed along axis 0): 1/8 of a bool matrix."""
+
+    def __init__(self, packed: np.ndarray, n: int):
+        packed = np.asarray(packed, np.uint8)
+        if packed.ndim != 2 or packed.shape[0] != -(-n // 8):
+            raise ValueError(f"packed activity {packed.shape} does not hold {n} rows")
+        self.packed, self.n = packed, int(n)
+
+    @property
+    def num_features(self) -> int:
+        return self.packed.shape[1]
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.n, self.num_features
+
+    @classmethod
+    def from_dense(cls, active) -> ActiveMatrix:
+        active = np.asarray(active, bool)
+        if active.ndim != 2:
+            raise ValueError(f"activity must be (n, F) bool, got shape {active.shape}")
+        return cls(np.packbits(active, axis=0), len(active))
+
+    @classmethod
+    def from_batches(cls, batches: Iterable[np.ndarray]) -> ActiveMatrix:
+        """Stream ``(B, F)`` bool batches (any sizes) into packed bits."""
+        parts, carry, n = [], None, 0
+        for batch in batches:
+            batch = np.asarray(batch, bool)
+            n += len(batch)
+            if carry is not None:
+                batch = np.concatenate([carry, batch])
+            whole = len(batch) // 8 * 8
+            if whole:
+                parts.append(np.packbits(batch[:whole], axis=0))
+            carry = batch[whole:]
+        if carry is not None and len(carry):
+            parts.append(np.packbits(carry, axis=0))
+        if not parts:
+            raise ValueError("no activity batches given")
+        return cls(np.concatenate(parts), n)
+
+    def columns(self, f0: int, f1: int, rows=None) -> np.ndarray:
+        """``(len(rows), f1 - f0)`` bool for features ``f0:f1`` (all rows if None)."""
+        block = np.unpackbits(self.packed[:, f0:f1], axis=0, count=self.n).astype(bool)
+        return block if rows is None else block[rows]
+
+
+def as_active_matrix(active) -> ActiveMatrix:
+    return active if isinstance(active, ActiveMatrix) else ActiveMatrix.from_dense(active)
+
+
+@dataclass
+class Explanations:
+    """Per-feature results, arrays over ``F`` features.
+
+    conjunctions: ``(F, 2, max_terms)`` int condition indices, -1 padded; conjunction 1
+    is all -1 when the rule has no OR part, conjunction 0 when the feature has no rule
+    (never active on the fit rows). ``lift_*``: ``(F, top_lifts)``, condition -1 when absent.
+    """
+
+    conjunctions: np.ndarray
+    fit_f1: np.ndarray
+    precision: np.ndarray
+    recall: np.ndarray
+    f1: np.ndarray
+    frequency: np.ndarray  # the feature's, on the held-out rows
+    rule_frequency: np.ndarray  # the rule's, on the held-out rows
+    heldout_active: np.ndarray  # active count on the held-out rows
+    lift_condition: np.ndarray
+    lift: np.ndarray
+    lift_precision: np.ndarray
+    lift_support: np.ndarray
+    fit_rows: int
+    search_rows: int
+    heldout_rows: int
+
+    def rule(self, f: int) -> list[list[int]]:
+        """Feature ``f``'s rule as an OR of conjunctions of condition indices."""
+        return [[int(c) for c in conj if c >= 0] for conj in self.conjunctions[f]
+                if (conj >= 0).any()]
+
+
+# ---------------------------------------------------------------- conjunction masks
+
+def conjunction_mask(cond: np.ndarray, conj: np.ndarray) -> np.ndarray:
+    """``cond (n, K)`` bool, ``conj (..., T)`` int (-1: no condition) -> ``(n, ...)`` bool.
+    An all -1 conjunction meets nothing (it is no rule)."""
+    conj = np.asarray(conj)
+    ext = np.concatenate([cond, np.ones((len(cond), 1), bool)], axis=1)
+    idx = np.where(conj < 0, cond.shape[1], conj)
+    out = ext[:, idx].all(-1)
+    return out & (conj >= 0).any(-1)
+
+
+def rule_mask(cond: np.ndarray, conjunctions: np.ndarray) -> np.ndarray:
+    """``conjunctions (F, J, T)`` -> ``(n, F)`` bool: the OR of each feature's conjunctions."""
+    return conjunction_mask(cond, conjunctions).any(-1)
+
+
+def _f1(tp, pos, pred):
+    denom = pos + pred
+    return np.where(denom > 0, 2.0 * tp / np.maximum(denom, 1), 0.0)
+
+
+# ---------------------------------------------------------------- the beam search
+
+def _set_keys(sets: np.ndarray, k: int) -> np.ndarray:
+    """Sorted condition sets ``(..., d)`` -> one int64 key each."""
+    base = np.int64(k + 1)
+    key = np.zeros(sets.shape[:-1], np.int64)
+    for j in range(sets.shape[-1]):
+        key = key * base + sets[..., j].astype(np.int64)
+    return key
+
+
+def _top_unique(scores: np.ndarray, sets: np.ndarray, keys: np.ndarray, width: int):
+    """Per row of ``scores (Fc, M)``: the ``width`` best candidates with distinct keys.
+    Returns ``(scores (Fc, width), sets (Fc, width, d))``; missing entries score -1."""
+    fc, m = scores.shape
+    take = min(m, width * (sets.shape[-1] + 1))  # a set has at most d + 1 parents
+    part = np.argpartition(-scores, take - 1, axis=1)[:, :take] if take < m else \
+        np.broadcast_to(np.arange(m), (fc, m))
+    order = np.take_along_axis(part, np.argsort(-np.take_along_axis(scores, part, 1),
+                                                 axis=1, kind="stable"), 1)
+    s = np.take_along_axis(scores, order, 1)
+    kk = np.take_along_axis(keys, order, 1)
+    earlier = np.tril(np.ones((take, take), bool), -1)
+    dup = ((kk[:, :, None] == kk[:, None, :]) & earlier[None]).any(-1)
+    s = np.where(dup, -1.0, s)
+    pick = np.argsort(dup, axis=1, kind="stable")[:, :width]  # first non-duplicates, in order
+    idx = np.take_along_axis(order, pick, 1)
+    out_s = np.take_along_axis(s, pick, 1)
+    out_sets = np.take_along_axis(sets, idx[:, :, None], 1)
+    if out_s.shape[1] < width:
+        pad = width - out_s.shape[1]
+        out_s = np.pad(out_s, ((0, 0), (0, pad)), constant_values=-1.0)
+        out_sets = np.pad(out_sets, ((0, 0), (0, pad), (0, 0)))
+    return out_s, out_sets
+
+
+def search_conjunctions(cond: np.ndarray, active: np.ndarray, fam: np.ndarray,
+                        cfg: ExplainConfig):
+    """Best conjunction per feature by F1.
+
+    ``cond (n, K)`` bool, ``active (n, Fc)`` bool, ``fam (K,)`` int family ids.
+    Returns ``(conj (Fc, max_terms) int -1 padded, f1 (Fc,), tp1 (Fc, K), sup1 (K,))``
+    (the single-condition counts are reused for lifts).
+    """
+    n, k = cond.shape
+    fc = active.shape[1]
+    cf = cond.astype(np.float32)
+    af = active.astype(np.float32)
+    pos = af.sum(0)  # (Fc,)
+    sup1 = cf.sum(0)  # (K,)
+    tp1 = af.T @ cf  # (Fc, K)
+    f1_1 = np.where(sup1[None] > 0, _f1(tp1, pos[:, None], sup1[None]), -1.0)
+    width = min(cfg.beam, k)
+    order = np.argsort(-f1_1, axis=1, kind="stable")[:, :width]
+    scores = np.take_along_axis(f1_1, order, 1)
+    sets = order[:, :, None]
+    best = np.full((fc, cfg.max_terms), -1, np.int64)
+    best[:, 0] = sets[:, 0, 0]
+    best_f1 = scores[:, 0].copy()
+    for depth in range(2, cfg.max_terms + 1):
+        d = depth - 1
+        in_set = cond[:, sets].all(-1)  # (n, Fc, B): rows meeting each beam entry
+        m = (active[:, :, None] & in_set).astype(np.float32).reshape(n, -1)
+        tp = (m.T @ cf).reshape(fc, width, k)
+        keys_parent = _set_keys(sets, k)
+        uniq, inverse = np.unique(keys_parent.ravel(), return_inverse=True)
+        first = np.zeros(len(uniq), np.int64)
+        first[inverse[::-1]] = np.arange(inverse.size)[::-1]
+        uniq_sets = sets.reshape(-1, d)[first]
+        sup_u = cond[:, uniq_sets].all(-1).astype(np.float32).T @ cf  # (U, K)
+        sup = sup_u[inverse.reshape(fc, width)]  # (Fc, B, K)
+        f1 = _f1(tp, pos[:, None, None], sup)
+        same_family = (fam[sets][:, :, :, None] == fam[None, None, None, :]).any(2)
+        bad = same_family | (sup <= 0) | (scores[:, :, None] < 0)
+        f1 = np.where(bad, -1.0, f1)
+        new_sets = np.concatenate(
+            [np.broadcast_to(sets[:, :, None, :], (fc, width, k, d)),
+             np.broadcast_to(np.arange(k)[None, None, :, None], (fc, width, k, 1))], axis=-1)
+        new_sets = np.sort(new_sets, axis=-1).reshape(fc, width * k, depth)
+        scores, sets = _top_unique(f1.reshape(fc, -1), new_sets,
+                                   _set_keys(new_sets, k), width)
+        better = scores[:, 0] > best_f1 + cfg.min_gain
+        best[better, :depth] = sets[better, 0]
+        best[better, depth:] = -1
+        best_f1 = np.where(better, scores[:, 0], best_f1)
+    none = pos == 0
+    best[none] = -1
+    best_f1 = np.where(none, 0.0, best_f1)
+    return best, best_f1, tp1, sup1
+
+
+def _counts(mask: np.ndarray, active: np.ndarray):
+    """``mask``, ``active`` ``(n, Fc)`` bool -> ``(tp, predicted, positives)`` ``(Fc,)``."""
+    return ((mask & active).sum(0).astype(np.float64), mask.sum(0).astype(np.float64),
+            active.sum(0).astype(np.float64))
+
+
+def _lifts(tp1, sup1, pos, n, cfg: ExplainConfig):
+    base = pos / max(n, 1)  # (Fc,)
+    prec = np.where(sup1[None] > 0, tp1 / np.maximum(sup1[None], 1), 0.0)
+    lift = np.where(base[:, None] > 0, prec / np.maximum(base[:, None], 1e-12), 0.0)
+    ok = (sup1[None] >= cfg.min_support) & (tp1 > 0)
+    lift = np.where(ok, lift, -1.0)
+    top = np.argsort(-lift, axis=1, kind="stable")[:, :cfg.top_lifts]
+    val = np.take_along_axis(lift, top, 1)
+    cond = np.where(val > 0, top, -1)
+    return (cond, np.maximum(val, 0.0), np.take_along_axis(prec, top, 1),
+            np.broadcast_to(sup1, lift.shape)[np.arange(len(top))[:, None], top].astype(np.int64))
+
+
+# ---------------------------------------------------------------- the whole explanation
+
+def explain(cond: np.ndarray, active, *, fit_rows: np.ndarray, heldout_rows: np.ndarray,
+            families: np.ndarray | None = None, config: ExplainConfig = ExplainConfig(),
+            progress: bool = True) -> Explanations:
+    """Rules, held-out scores and lifts for every feature (see the module docstring).
+
+    ``cond (n, K)`` bool; ``active`` ``(n, F)`` bool or :class:`ActiveMatrix`; ``fit_rows``
+    and ``heldout_rows`` index ``range(n)``; ``families (K,)`` int (default: all distinct).
+    """
+    cond = np.asarray(cond, bool)
+    active = as_active_matrix(active)
+    n, k = cond.shape
+    if active.n != n:
+        raise ValueError(f"activity has {active.n} rows but the condition matrix has {n}")
+    if k >= (1 << 16) - 1:
+        raise ValueError(f"at most 65534 conditions, got {k}")
+    fam = np.arange(k) if families is None else np.asarray(families)
+    if fam.shape != (k,):
+        raise ValueError(f"families must be ({k},), got {fam.shape}")
+    fit_rows, heldout_rows = np.asarray(fit_rows), np.asarray(heldout_rows)
+    if len(fit_rows) == 0 or len(heldout_rows) == 0:
+        raise ValueError(f"fit ({len(fit_rows)}) and held-out ({len(heldout_rows)}) rows "
+                         "must both be non-empty")
+    rng = np.random.default_rng(config.seed)
+    search = fit_rows if len(fit_rows) <= config.max_fit_rows else np.sort(
+        rng.choice(fit_rows, config.max_fit_rows, replace=False))
+    c_fit, c_held = cond[search], cond[heldout_rows]
+    num_f, t, nl = active.num_features, config.max_terms, config.top_lifts
+    out = dict(
+        conjunctions=np.full((num_f, 2, t), -1, np.int64), fit_f1=np.zeros(num_f),
+        precision=np.zeros(num_f), recall=np.zeros(num_f), f1=np.zeros(num_f),
+        frequency=np.zeros(num_f), rule_frequency=np.zeros(num_f),
+        heldout_active=np.zeros(num_f, np.int64),
+        lift_condition=np.full((num_f, nl), -1, np.int64), lift=np.zeros((num_f, nl)),
+        lift_precision=np.zeros((num_f, nl)), lift_support=np.zeros((num_f, nl), np.int64))
+    chunks = range(0, num_f, config.feature_chunk)
+    for f0 in tqdm(chunks, desc="explaining features", unit="chunk", disable=not progress,
+                   leave=False):
+        f1_ = min(num_f, f0 + config.feature_chunk)
+        block = active.columns(f0, f1_)
+        a_fit, a_held = block[search], block[heldout_rows]
+        conj, fit_f1, tp1, sup1 = search_conjunctions(c_fit, a_fit, fam, config)
+        conjs = np.full((f1_ - f0, 2, t), -1, np.int64)
+        conjs[:, 0] = conj
+        if config.allow_or:
+            first = conjunction_mask(c_fit, conj)
+            conj2, _, _, _ = search_conjunctions(c_fit, a_fit & ~first, fam, config)
+            second = conjunction_mask(c_fit, conj2)
+            tp, pred, pos = _counts(first | second, a_fit)
+            f1_or = _f1(tp, pos, pred)
+            keep = (f1_or > fit_f1 + config.or_min_gain) & (conj2 >= 0).any(1)
+            conjs[keep, 1] = conj2[keep]
+            fit_f1 = np.where(keep, f1_or, fit_f1)
+        sl = slice(f0, f1_)
+        out["conjunctions"][sl] = conjs
+        out["fit_f1"][sl] = fit_f1
+        tp, pred, pos = _counts(rule_mask(c_held, conjs), a_held)
+        out["precision"][sl] = np.where(pred > 0, tp / np.maximum(pred, 1), 0.0)
+        out["recall"][sl] = np.where(pos > 0, tp / np.maximum(pos, 1), 0.0)
+        out["f1"][sl] = _f1(tp, pos, pred)
+        out["frequency"][sl] = pos / len(heldout_rows)
+        out["rule_frequency"][sl] = pred / len(heldout_rows)
+        out["heldout_active"][sl] = pos.astype(np.int64)
+        lc, lv, lp, ls = _lifts(tp1, sup1, a_fit.sum(0).astype(np.float64), len(search), config)
+        out["lift_condition"][sl], out["lift"][sl] = lc, lv
+        out["lift_precision"][sl], out["lift_support"][sl] = lp, ls
+    return Explanations(**out, fit_rows=len(fit_rows), search_rows=len(search),
+                        heldout_rows=len(heldout_rows))
+
+
+# ---------------------------------------------------------------- text
+
+def rule_text(rule: Sequence[Sequence[int]], texts: Sequence[str]) -> str:
+    """``[[a, b], [c]]`` -> ``"(A and B) or C"``; an empty rule -> ``"no rule"``."""
+    parts = [" and ".join(texts[c] for c in conj) for conj in rule if len(conj)]
+    if not parts:
+        return "no rule"
+    if len(parts) == 1:
+        return parts[0]
+    return " or ".join(f"({p})" if " and " in p else p for p in parts)
+
+
+def percent(x: float) -> str:
+    """A share as a short percentage: 11%, 0.4%."""
+    return f"{100 * x:.0f}%" if x >= 0.095 or x == 0 else f"{100 * x:.1g}%"
+
+
+def sentence(rule: Sequence[Sequence[int]], texts: Sequence[str], f1: float,
+             frequency: float) -> str:
+    """``"Ninja Squid and Swim Speed Up ≥15 (F1 0.93, fires 11%)"``."""
+    return f"{rule_text(rule, texts)} (F1 {f1:.2f}, fires {percent(frequency)})"
+
+
+__all__ = ["ActiveMatrix", "ExplainConfig", "Explanations", "as_active_matrix",
+           "conjunction_mask", "explain", "percent", "rule_mask", "rule_text",
+           "search_conjunctions", "sentence", "split_rows"]
