@@ -70,6 +70,12 @@ def is_builtin(concepts: Sequence[Concept]) -> bool:
     return concept_set_key(concepts) == _BUILTIN_KEY
 
 
+def recorded_digest(concepts: Sequence[Concept]) -> str:
+    """What run settings record as ``concept_set_sha256``: "" for the built-in set (so runs
+    recorded before concept sets existed still match), else :func:`concept_set_digest`."""
+    return "" if is_builtin(concepts) else concept_set_digest(concepts)
+
+
 # ------------------------------------------------------------------ reading and checking
 
 def _number(value, *, where: str, what: str, integer: bool = False):

@@ -33,7 +33,7 @@ def _cap(builds: BuildSet, num_builds: int, seed: int) -> BuildSet:
 
 def load_builds(source: str, *, path: str = "", num_builds: int = 200_000, seed: int = 0,
                 vocab: Vocab | str | None = None,
-                weapon_vocab: WeaponVocab | str | None = None) -> BuildSet:
+                weapon_vocab: WeaponVocab | str | None = None, concepts=None) -> BuildSet:
     """Builds from ``source``.
 
     num_builds: for ``synthetic`` how many to generate; for file sources at
@@ -41,13 +41,19 @@ def load_builds(source: str, *, path: str = "", num_builds: int = 200_000, seed:
     vocab, weapon_vocab: the model's vocabularies (objects or paths to the json files);
     needed for ``splatnlp_tsv``; for ``synthetic`` the weapon vocabulary limits the world to
     weapons the model knows (an imported model may know fewer than the weapon table).
+    concepts: ``synthetic`` only: the concept set to plant (None: the built-in set; a concept
+    set file path; or a sequence of :class:`primary.concepts.Concept`).
     """
     if source not in SOURCES:
         raise ValueError(f"unknown data source {source!r}; valid sources: {', '.join(SOURCES)}")
     if source == "synthetic":
         if num_builds <= 0:
             raise ValueError(f"synthetic data needs num_builds > 0, got {num_builds}")
-        return generate_builds(num_builds, seed, weapons=_known_table_weapons(weapon_vocab))
+        return generate_builds(num_builds, seed, weapons=_known_table_weapons(weapon_vocab),
+                               concepts=concepts)
+    if concepts is not None:
+        raise ValueError(f"a concept set plants concepts in synthetic builds only; data source "
+                         f"{source!r} has its own builds")
     if not path:
         raise ValueError(f"data source {source!r} needs a path")
     if not os.path.exists(path):

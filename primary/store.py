@@ -6,6 +6,8 @@ A primary model directory holds::
     vocab.json           token -> id (the original's format)
     weapon_vocab.json    "weapon_id_{N}" -> id
     params/              orbax checkpoint of the parameters (nested dict of arrays)
+    concept_set.json     the concept set of its synthetic training builds (absent: the
+                         built-in set, or builds from files; see primary.concept_sets)
 
 Training checkpoints (optimiser state, step, RNG) live elsewhere, under an
 orbax ``CheckpointManager``; a model directory is the finished, portable model.
@@ -18,6 +20,7 @@ from pathlib import Path
 
 from flax import nnx
 
+from primary.concept_sets import write_concept_set
 from primary.model import PrimaryConfig, SetCompletionModel, create_model
 from primary.vocab import Vocab, WeaponVocab
 from runkit.checkpoints import load_tree, save_tree
@@ -29,15 +32,18 @@ def params_dict(model: nnx.Module) -> dict:
 
 
 def save_primary(directory: str | os.PathLike, model: SetCompletionModel, vocab: Vocab,
-                 weapon_vocab: WeaponVocab, *, write: bool = True) -> Path:
+                 weapon_vocab: WeaponVocab, *, write: bool = True, concepts=None) -> Path:
     """Write a model directory. The parameters are saved collectively (every process of a
-    multi-process run calls this); the JSON files only where ``write`` (process 0)."""
+    multi-process run calls this); the JSON files only where ``write`` (process 0).
+    ``concepts``: the concept set the training builds were drawn with (recorded when given)."""
     d = Path(directory)
     if write:
         d.mkdir(parents=True, exist_ok=True)
         model.config.to_json(d / "config.json")
         vocab.save(d / "vocab.json")
         weapon_vocab.save(d / "weapon_vocab.json")
+        if concepts is not None:
+            write_concept_set(d, concepts)
     save_tree(d / "params", params_dict(model))
     return d
 

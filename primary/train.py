@@ -47,16 +47,18 @@ _HELP = {
     "weapon_vocab_path": "splatnlp_tsv only: the weapon_vocab.json of the file.",
     "num_builds": "Builds to load (synthetic: to generate).",
     "seed": "Seed of data generation, split, initialisation and order.",
+    "concepts_file": "synthetic only: JSON concept set to plant (default: the built-in 19).",
     "checkpoint_every": "Steps between checkpoints.",
     "log_every": "Steps between training-loss lines in metrics.jsonl.",
 }
 
 
-define_config_flags(PrimaryTrainConfig, _HELP)
+_NOT_FLAGS = ("concept_set_sha256",)  # filled in by the run from --concepts_file
+define_config_flags(PrimaryTrainConfig, _HELP, skip=_NOT_FLAGS)
 
 
 def config_from_flags(values=flags.FLAGS) -> PrimaryTrainConfig:
-    return config_from_dataclass_flags(PrimaryTrainConfig, values)
+    return config_from_dataclass_flags(PrimaryTrainConfig, values, skip=_NOT_FLAGS)
 
 
 @report_user_errors

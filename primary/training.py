@@ -37,6 +37,7 @@ from flax import nnx
 from tqdm.auto import tqdm
 
 from primary import baseline as freq_baseline
+from primary.concept_sets import recorded_digest, resolve_concepts
 from primary.examples import (
     iterate_batches,
     make_examples,
@@ -94,6 +95,10 @@ class PrimaryTrainConfig:
     weapon_vocab_path: str = ""  # splatnlp_tsv only: its weapon_vocab.json
     num_builds: int = 200_000
     seed: int = 0
+    concepts_file: str = ""  # synthetic only: a concept set file; "" = the built-in set
+    # Filled in by the run from the set it plants ("" = built-in), so that resuming with a
+    # changed concept file is caught by the resume policy; not a flag.
+    concept_set_sha256: str = ""
     # Bookkeeping (in steps).
     checkpoint_every: int = 1000
     log_every: int = 50
@@ -114,6 +119,9 @@ class PrimaryTrainConfig:
             raise ValueError(f"--weight_decay must be >= 0, got {self.weight_decay}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"--dropout must be in [0, 1), got {self.dropout}")
+        if self.concepts_file and self.data_source != "synthetic":
+            raise ValueError(f"--concepts_file plants concepts in synthetic builds only; "
+                             f"--data_source is {self.data_source!r}")
 
     def model_config(self, vocab_size: int, weapon_vocab_size: int, pad_id: int) -> PrimaryConfig:
         return PrimaryConfig(
@@ -125,7 +133,23 @@ class PrimaryTrainConfig:
         )
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The recorded settings; the concept set keys only when a custom set is used, so
+        runs recorded before concept sets existed still match."""
+        d = dataclasses.asdict(self)
+        for k in CONCEPT_SET_SETTINGS:
+            if not d[k]:
+                del d[k]
+        return d
+
+    def with_concept_set(self) -> tuple[PrimaryTrainConfig, tuple | None]:
+        """``(config with concept_set_sha256 filled in, the concepts)``; None for file data."""
+        if self.data_source != "synthetic":
+            return self, None
+        concepts = resolve_concepts(self.concepts_file)
+        return dataclasses.replace(self, concept_set_sha256=recorded_digest(concepts)), concepts
+
+
+CONCEPT_SET_SETTINGS = ("concepts_file", "concept_set_sha256")
 
 
 # ----------------------------------------------------------------------------- pure steps
@@ -233,13 +257,17 @@ class PrimaryData:
     val: object
     test: object
     num_builds: int
+    concepts: tuple | None = None  # the concept set planted (synthetic data), else None
 
 
-def prepare_data(cfg: PrimaryTrainConfig) -> PrimaryData:
-    """Builds -> vocabularies -> 70/10/20 split by build -> examples for each part."""
+def prepare_data(cfg: PrimaryTrainConfig, concepts=None) -> PrimaryData:
+    """Builds -> vocabularies -> 70/10/20 split by build -> examples for each part.
+    ``concepts``: the set to plant (default: ``cfg.concepts_file``'s, for synthetic data)."""
+    if concepts is None:
+        _, concepts = cfg.with_concept_set()
     builds = load_builds(cfg.data_source, path=cfg.data_path, num_builds=cfg.num_builds,
                          seed=cfg.seed, vocab=cfg.vocab_path or None,
-                         weapon_vocab=cfg.weapon_vocab_path or None)
+                         weapon_vocab=cfg.weapon_vocab_path or None, concepts=concepts)
     vocab, weapon_vocab = default_vocabs(builds)
     parts = split_builds(len(builds.weapons), cfg.seed)
     examples = [
@@ -248,7 +276,8 @@ def prepare_data(cfg: PrimaryTrainConfig) -> PrimaryData:
                       seed=cfg.seed + offset)
         for offset, idx in enumerate(parts)
     ]
-    return PrimaryData(vocab, weapon_vocab, *examples, num_builds=len(builds.weapons))
+    return PrimaryData(vocab, weapon_vocab, *examples, num_builds=len(builds.weapons),
+                       concepts=concepts)
 
 
 # ----------------------------------------------------------------------------- the run
@@ -301,6 +330,7 @@ def train_primary(cfg: PrimaryTrainConfig, workdir: str | os.PathLike, *, device
     settings and data have been checked.
     """
     workdir = Path(workdir).absolute()
+    cfg, concepts = cfg.with_concept_set()  # the set's digest is part of the settings
     finished = _finished_metrics(cfg, workdir, override)
     if finished is not None:
         return finished
@@ -308,7 +338,7 @@ def train_primary(cfg: PrimaryTrainConfig, workdir: str | os.PathLike, *, device
     mesh = make_mesh(devices)
     shards = num_data_shards(mesh)
     check_batch_divisible(cfg.batch_size, shards, where="PrimaryTrainConfig.batch_size")
-    data = prepare_data(cfg)
+    data = prepare_data(cfg, concepts)
     model_cfg = cfg.model_config(len(data.vocab), len(data.weapon_vocab), data.vocab.pad_id)
     for name in ("train", "val", "test"):
         check_examples(getattr(data, name), model_cfg, where=f"{name} examples")
@@ -411,7 +441,8 @@ def _run(cfg, workdir, data, model_cfg, mesh, steps_per_epoch, ckpts, stop_after
                        step)
     base_test = freq_baseline.evaluate_baseline(base, data.test)
     model = nnx.merge(graphdef, jax.device_get(params))
-    save_primary(workdir / "model", model, data.vocab, data.weapon_vocab, write=is_writer())
+    save_primary(workdir / "model", model, data.vocab, data.weapon_vocab, write=is_writer(),
+                 concepts=data.concepts)
     metrics = {
         **{f"val_{k}": v for k, v in val.items()},
         **{f"baseline_{k}": v for k, v in base_val.items() if k != "threshold"},

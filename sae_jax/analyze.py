@@ -120,14 +120,15 @@ def evaluation_builds(workdir, vocab, weapon_vocab, *, limit: int | None = None)
     ``eval_builds``)."""
     from primary.examples import split_builds
     from primary.sources import load_builds
-    from sae_jax.run_setup import split_seed
+    from sae_jax.run_setup import run_concepts, split_seed
 
     workdir = Path(workdir)
     run, cfg = _run_settings(workdir)
     primary_dir = Path(run["primary_model_dir"])
     seed = split_seed(primary_dir, cfg)  # training drew and split its builds with this seed
+    concepts = run_concepts(workdir) if cfg.data_source == "synthetic" else None  # as planted
     builds = load_builds(cfg.data_source, path=cfg.data_path or None, num_builds=cfg.num_builds,
-                         seed=seed, vocab=vocab, weapon_vocab=weapon_vocab)
+                         seed=seed, vocab=vocab, weapon_vocab=weapon_vocab, concepts=concepts)
     _, _, test_idx = split_builds(len(builds), seed)
     test_idx = test_idx[: (cfg.eval_builds if limit is None else int(limit))]
     if len(test_idx) == 0:

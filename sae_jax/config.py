@@ -15,6 +15,7 @@ from runkit.jsonio import read_json, write_json
 from sae_jax.precision import COMPUTE_DTYPES
 
 DATA_SOURCES = ("synthetic", "statink", "splatnlp_tsv")
+CONCEPT_SET_SETTINGS = ("concepts_file", "concept_set_sha256")
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,10 @@ class SAETrainConfig:
     log_every: int = 100  # SAE steps between metric transfers to the host
     checkpoint_every: int = 1000  # SAE steps between checkpoints
     eval_builds: int = 20_000  # held-out builds for evaluation
+    concepts_file: str = ""  # synthetic only: a concept set file; "" = the built-in set
+    # Filled in by the run from the concept set it plants ("" = built-in), so that resuming
+    # with a changed set is caught by the resume policy; not a flag.
+    concept_set_sha256: str = ""
     extra: dict = field(default_factory=dict)
 
     def validate(self, *, total_sae_steps: int | None = None) -> None:
@@ -117,6 +122,9 @@ class SAETrainConfig:
                           f"one of {DATA_SOURCES}")
         if self.data_source != "synthetic" and not self.data_path:
             errors.append(f"data source {self.data_source!r} needs --data_path")
+        if self.data_source != "synthetic" and self.concepts_file:
+            errors.append(f"--concepts_file plants concepts in synthetic builds only; "
+                          f"--data_source is {self.data_source!r}")
         check("target_usage", 0 < self.target_usage < 1, "must be in (0, 1)")
         check("usage_estimate_rows", self.usage_estimate_rows >= 0, "must be >= 0")
         if any(s <= 0 for s in self.resample_steps):
@@ -130,7 +138,13 @@ class SAETrainConfig:
             raise ValueError("invalid SAE training settings: " + "; ".join(errors))
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The recorded settings; the concept set keys only when a custom set is used, so
+        runs recorded before concept sets existed still match."""
+        d = dataclasses.asdict(self)
+        for k in CONCEPT_SET_SETTINGS:
+            if not d[k]:
+                del d[k]
+        return d
 
     def to_json(self, path: str | os.PathLike) -> None:
         write_json(path, dataclasses.asdict(self))

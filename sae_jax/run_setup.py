@@ -9,6 +9,9 @@
 - :func:`plan_run`: how many primary batches per epoch (``data_fraction``) and
   how many SAE steps the run will make; known before any work, so the settings
   can be validated against it.
+- :func:`run_concept_set` / :func:`run_concepts`: the concept set a run plants
+  in its synthetic builds (its ``--concepts_file``, or the set a reused primary
+  was trained on), and, after the run, the set read back from its directory.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from sae_jax.config import SAETrainConfig
 # Shipped inside the package (sae_jax/configs; the top-level configs/ links to it).
 DEMO_PRIMARY_FLAGS = Path(__file__).resolve().parent / "configs" / "primary_demo.flags"
 # Fields of the primary's training config that decide which builds exist and how they split.
-DATA_FIELDS = ("data_source", "data_path", "num_builds", "seed")
+DATA_FIELDS = ("data_source", "data_path", "num_builds", "seed", "concepts_file")
 
 
 @dataclass(frozen=True)
@@ -128,15 +131,16 @@ def split_seed(primary_dir: Path, cfg: SAETrainConfig) -> int:
     return int(primary_settings.get("seed", cfg.seed))
 
 
-def prepare_data(cfg: SAETrainConfig, vocab, weapon_vocab, *, seed: int):
+def prepare_data(cfg: SAETrainConfig, vocab, weapon_vocab, *, seed: int, concepts=None):
     """``(train_examples, eval_examples, num_builds)``: builds drawn and split with ``seed``,
-    examples made as the primary run makes its train and test examples (seed, seed + 2)."""
+    examples made as the primary run makes its train and test examples (seed, seed + 2).
+    ``concepts``: the set synthetic builds plant (see :func:`run_concept_set`)."""
     from primary.examples import make_examples, split_builds
     from primary.sources import load_builds
 
     builds = load_builds(cfg.data_source, path=cfg.data_path,
                          num_builds=cfg.num_builds, seed=seed, vocab=vocab,
-                         weapon_vocab=weapon_vocab)
+                         weapon_vocab=weapon_vocab, concepts=concepts)
     train_idx, _, test_idx = split_builds(len(builds), seed)
     test_idx = test_idx[: cfg.eval_builds]
     if len(train_idx) == 0 or len(test_idx) == 0:
@@ -148,8 +152,78 @@ def prepare_data(cfg: SAETrainConfig, vocab, weapon_vocab, *, seed: int):
 
 
 def write_run_json(workdir: Path, cfg: SAETrainConfig, primary_dir: Path, num_builds: int,
-                   seed: int):
+                   seed: int, concepts=None):
+    """``run.json``, and ``concept_set.json`` (the set the run plants) when ``concepts``."""
+    from primary.concept_sets import write_concept_set
+
     info = {"primary_model_dir": str(Path(primary_dir).absolute()),
             "data_source": cfg.data_source, "data_path": cfg.data_path,
             "num_builds": int(num_builds), "seed": int(seed)}
+    if concepts is not None:
+        write_concept_set(workdir, concepts)
     write_json(Path(workdir) / "run.json", info)
+
+
+def run_concept_set(cfg: SAETrainConfig, primary_dir=None):
+    """``(cfg with concept_set_sha256 filled in, concepts)``: the set the run plants.
+
+    Synthetic data only (else ``(cfg, None)``). Without ``primary_dir`` (the run trains its
+    own primary, which gets ``cfg.concepts_file``): that file's set, default the built-in
+    one. With a reused ``primary_dir``: the set that primary recorded; a ``--concepts_file``
+    with another set is an error. A primary that recorded none (imported, or made before
+    concept sets were recorded) takes ``--concepts_file``'s set.
+    """
+    from primary.concept_sets import (
+        concept_set_key,
+        describe_concept_set,
+        recorded_concept_set,
+        recorded_digest,
+        resolve_concepts,
+    )
+
+    if cfg.data_source != "synthetic":
+        return cfg, None
+    concepts = resolve_concepts(cfg.concepts_file)
+    if primary_dir is not None:
+        recorded = recorded_concept_set(primary_dir)
+        if recorded is not None:
+            if cfg.concepts_file and concept_set_key(recorded) != concept_set_key(concepts):
+                raise ValueError(
+                    f"--concepts_file {cfg.concepts_file} holds {describe_concept_set(concepts)}"
+                    f", but the primary model in {primary_dir} was trained on "
+                    f"{describe_concept_set(recorded)}; leave --concepts_file out to use "
+                    "the primary's set")
+            concepts = recorded
+    return dataclasses.replace(cfg, concept_set_sha256=recorded_digest(concepts)), concepts
+
+
+def run_concepts(workdir) -> tuple:
+    """The concept objects (:class:`primary.concepts.Concept`) a run planted in its
+    synthetic builds. ``workdir``: an SAE run directory, a primary run directory or a
+    primary model directory. Read from the directory's ``concept_set.json``, else its
+    primary model's (``model/`` or ``run.json``'s ``primary_model_dir``), else the built-in
+    set. An SAE run whose settings record another set's digest is an error."""
+    from primary.concept_sets import recorded_concept_set, recorded_digest
+    from primary.concepts import CONCEPTS
+    from runkit.jsonio import read_json
+    from runkit.resume import CONFIG_NAME, effective_settings
+
+    workdir = Path(workdir)
+    concepts = recorded_concept_set(workdir)
+    if concepts is None:
+        concepts = recorded_concept_set(workdir / "model")
+    if concepts is None and (workdir / "run.json").exists():
+        primary = read_json(workdir / "run.json", what="SAE run file").get("primary_model_dir")
+        if primary:
+            concepts = recorded_concept_set(primary)
+    if concepts is None:
+        concepts = CONCEPTS
+    settings = effective_settings(workdir) if (workdir / CONFIG_NAME).exists() else {}
+    if settings.get("data_source", "synthetic") == "synthetic" and settings:
+        expected = settings.get("concept_set_sha256", "")
+        found = recorded_digest(concepts)
+        if found != expected:
+            raise ValueError(f"{workdir}: the concept set found (sha256 {found or 'built-in'}) "
+                             f"is not the one the run recorded in {CONFIG_NAME} (sha256 "
+                             f"{expected or 'built-in'}); was a concept_set.json changed?")
+    return concepts

@@ -44,15 +44,17 @@ _HELP = {
     "log_every": "SAE steps between metric transfers to the host.",
     "checkpoint_every": "SAE steps between checkpoints.",
     "eval_builds": "Held-out builds used for evaluation (at most).",
+    "concepts_file": "synthetic only: JSON concept set to plant (default: the built-in 19; "
+                     "with --primary_dir, the set that primary was trained on).",
 }
 
-
-define_config_flags(SAETrainConfig, _HELP, skip=("extra",))
+_NOT_FLAGS = ("extra", "concept_set_sha256")  # the digest is filled in from the set
+define_config_flags(SAETrainConfig, _HELP, skip=_NOT_FLAGS)
 
 
 def config_from_flags(values=flags.FLAGS) -> SAETrainConfig:
     """The frozen run config from parsed flags (resample_steps as integers)."""
-    return config_from_dataclass_flags(SAETrainConfig, values, skip=("extra",))
+    return config_from_dataclass_flags(SAETrainConfig, values, skip=_NOT_FLAGS)
 
 
 @report_user_errors

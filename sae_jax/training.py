@@ -63,6 +63,7 @@ from sae_jax.run_setup import (
     obtain_primary,
     plan_run,
     prepare_data,
+    run_concept_set,
     write_run_json,
 )
 from sae_jax.step import TrainState, init_train_state, make_train_steps
@@ -238,7 +239,7 @@ def _run_loop(cfg, plan, workdir: Path, primary, train_examples, mesh, ckpt, sae
     return state, stopped, last_logged, seconds_before
 
 
-def _estimate_plan(cfg: SAETrainConfig, primary_dir) -> RunPlan:
+def _estimate_plan(cfg: SAETrainConfig, primary_dir, concepts=None) -> RunPlan:
     """The plan, from the data alone (before any training), for validating the settings.
 
     The number of examples does not depend on the vocabularies, except that a SplatNLP TSV
@@ -254,7 +255,7 @@ def _estimate_plan(cfg: SAETrainConfig, primary_dir) -> RunPlan:
                              seed=cfg.seed, vocab=vocab, weapon_vocab=weapon_vocab)
     else:
         builds = load_builds(cfg.data_source, path=cfg.data_path, num_builds=cfg.num_builds,
-                             seed=cfg.seed)
+                             seed=cfg.seed, concepts=concepts)
         vocab, weapon_vocab = default_vocabs(builds)
     train_idx, _, _ = split_builds(len(builds), cfg.seed)
     examples = make_examples(builds.subset(train_idx), vocab, weapon_vocab, seed=cfg.seed)
@@ -337,11 +338,12 @@ def train_sae(cfg: SAETrainConfig, workdir, *, primary_dir=None, primary_flagfil
     if primary_dir is not None and not (Path(primary_dir) / "config.json").exists():
         raise FileNotFoundError(f"--primary_dir {primary_dir} is not a primary model directory "
                                 "(no config.json): give the model/ folder of a primary run")
+    cfg, concepts = run_concept_set(cfg, primary_dir)  # the set's digest joins the settings
     finished = _finished_result(cfg, workdir, override)
     if finished is not None:  # before the data is read: a finished run needs none
         print(f"{workdir} holds a finished run with these settings; reporting its metrics")
         return finished
-    plan = _estimate_plan(cfg, primary_dir)
+    plan = _estimate_plan(cfg, primary_dir, concepts)
     cfg.validate(total_sae_steps=plan.total_sae_steps)
     with ExitStack() as stack:
         if is_writer():
@@ -351,9 +353,9 @@ def train_sae(cfg: SAETrainConfig, workdir, *, primary_dir=None, primary_flagfil
             cfg, workdir, primary_dir=primary_dir, primary_cfg=primary_flagfile_cfg,
             devices=devices)
         train_examples, eval_examples, num_builds = prepare_data(cfg, vocab, weapon_vocab,
-                                                                 seed=seed)
+                                                                 seed=seed, concepts=concepts)
         if is_writer():
-            write_run_json(workdir, cfg, primary_dir, num_builds, seed)
+            write_run_json(workdir, cfg, primary_dir, num_builds, seed, concepts)
         sae_config = SAEConfig(primary.config.hidden_dim, cfg.expansion_factor, cfg.clip_max)
         print(f"SAE {sae_config.input_dim} -> {sae_config.hidden_dim} features; "
               f"{plan.total_batches} primary batches of {cfg.primary_batch_size}, "
