@@ -1,0 +1,75 @@
+"""Complete a partial gear build from the command line.
+
+    python -m primary.complete --primary_dir=DIR --weapon=NAME \\
+        --abilities='{"ninja_squid": 10, "swim_speed_up": 12}' [--beam_size=4] [--json]
+
+Prints the best full build as a player reads it (gear piece, main, subs), then the
+beam's runners-up. A bad weapon, ability or JSON prints one ``error:`` line (exit 1).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from runkit.cli import report_user_errors
+from runkit.errors import UserError
+
+
+def parse_abilities(text: str) -> dict[str, int]:
+    """``--abilities`` JSON -> ``{ability: AP}`` (names and values checked later)."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise UserError(f"--abilities is not valid JSON ({e}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise UserError(f"--abilities must be a JSON object of ability: AP, got {text!r}")
+    return value
+
+
+def run(primary_dir: str, weapon: str, abilities: str, beam_size: int, as_json: bool) -> str:
+    """The text the command prints."""
+    from primary.allocator import min_ap_row
+    from primary.completion import check_observed, complete_build
+    from primary.store import load_primary
+
+    if beam_size < 1:
+        raise UserError(f"--beam_size must be at least 1, got {beam_size}")
+    observed = parse_abilities(abilities)
+    # Checked before the model loads: a mistake is reported at once.
+    check_observed(min_ap_row(observed, where="--abilities")[None], where="--abilities")
+    if not (Path(primary_dir) / "config.json").is_file():
+        raise FileNotFoundError(f"--primary_dir {primary_dir} is not a primary model directory "
+                                "(no config.json)")
+    model, vocab, weapon_vocab = load_primary(primary_dir)
+    result = complete_build(model, vocab, weapon_vocab, weapon, observed, beam_size=beam_size)
+    if as_json:
+        return json.dumps(result.to_dict(), indent=1)
+    parts = [result.best.describe()]
+    for i, other in enumerate(result.runners_up, 1):
+        parts.append(f"runner-up {i}: " + other.describe())
+    return "\n\n".join(parts)
+
+
+@report_user_errors
+def main(argv):
+    from absl import app, flags, logging
+
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    logging.set_verbosity(logging.WARNING)  # checkpoint-library chatter hides the build
+    f = flags.FLAGS
+    print(run(f.primary_dir, f.weapon, f.abilities, f.beam_size, f.json))
+    return 0
+
+
+if __name__ == "__main__":
+    from absl import app, flags
+
+    flags.DEFINE_string("primary_dir", None, "primary model directory (config.json, params/)")
+    flags.DEFINE_string("weapon", None, "weapon: English name, stat.ink key or game id")
+    flags.DEFINE_string("abilities", "{}", 'observed abilities as JSON {"ability": min AP}')
+    flags.DEFINE_integer("beam_size", 4, "beam width (1 = greedy)")
+    flags.DEFINE_bool("json", False, "print the result as JSON")
+    flags.mark_flags_as_required(["primary_dir", "weapon"])
+    app.run(main)

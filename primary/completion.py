@@ -1,0 +1,468 @@
+"""Completing a partial build into a full, legal gear build with the model.
+
+The search state is a minimum-AP row (``(26,)``, columns
+:data:`primary.vocab.ABILITIES`) whose tokens the model sees. It starts at the
+observed abilities, which are never lowered. A move raises one ability to one
+of its token thresholds (a main-only ability to 10 AP); it gains the logits of
+every token it newly implies (the log-odds of those tokens being in the build,
+each read from the model run on the set as it was when the move was made).
+Stopping keeps the score. Each step runs the model once on all live beams
+(one jitted forward, fixed padded shapes), scores every move whose row still
+fits a build (:func:`primary.allocator.fits`), and keeps the ``beam_size``
+best distinct rows; a beam size of 1 is greedy (add the best token while its
+logit is positive).
+
+A finished row is allocated (:func:`primary.allocator.allocate`, least
+overshoot) and its empty slots are filled, mains first, each with the standard
+ability whose extra AP gains the most logit (ties: the one whose next token the
+model likes best), so the result is always a full 57-AP build. The build's
+score is the beam score plus what the filling gained.
+
+The model call is pluggable: ``logits_fn(tokens (B, L), weapons (B, 1),
+key_padding_mask (B, L)) -> logits (B, V)``, so steering can drive completion.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from tqdm.auto import tqdm
+
+from primary.allocator import PieceSlots, allocate, fits, min_ap_row
+from primary.builds import N_MAIN_ONLY, N_MAINS, N_SUBS
+from primary.examples import bucket_length
+from primary.model import SetCompletionModel
+from primary.vocab import (
+    ABILITIES,
+    ABILITY_INDEX,
+    ABILITY_TOKENS,
+    AP_THRESHOLDS,
+    MAIN_AP,
+    STANDARD_ABILITIES,
+    SUB_AP,
+    BuildError,
+    Vocab,
+    WeaponVocab,
+    ap_to_token_multihot,
+    tokenize_build,
+)
+from primary.weapons import WEAPONS, weapon_name
+
+LogitsFn = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
+
+N_TOKENS = len(ABILITY_TOKENS)
+N_STD, N_THR = len(STANDARD_ABILITIES), len(AP_THRESHOLDS)
+# Ability column and AP level of each of the 138 ability tokens.
+TOKEN_ABILITY = np.array([ABILITY_INDEX[t] if t in ABILITY_INDEX else
+                          ABILITY_INDEX[t.rpartition("_")[0]] for t in ABILITY_TOKENS], np.int64)
+TOKEN_LEVEL = np.array([MAIN_AP if t in ABILITY_INDEX else int(t.rpartition("_")[2])
+                        for t in ABILITY_TOKENS], np.int64)
+# IMPLIES[j, k]: raising token j's ability to j's level brings token k (if not yet present).
+IMPLIES = ((TOKEN_ABILITY[:, None] == TOKEN_ABILITY[None, :])
+           & (TOKEN_LEVEL[None, :] <= TOKEN_LEVEL[:, None])).astype(np.float32)
+_NEG = -1e30
+DEFAULT_ROWS_PER_CALL = 1024
+
+
+@partial(jax.jit, static_argnames=("graphdef",))
+def _model_logits(graphdef, state, tokens, weapons, key_padding_mask):
+    return nnx.merge(graphdef, state)(tokens, weapons, key_padding_mask)
+
+
+def model_logits_fn(primary: SetCompletionModel) -> LogitsFn:
+    """The plain model as a ``logits_fn`` (one jitted forward per input shape)."""
+    graphdef, state = nnx.split(primary)
+    return partial(_model_logits, graphdef, state)
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+def resolve_weapon(weapon, weapon_vocab: WeaponVocab) -> int:
+    """A game id (int or digits), an English name or a stat.ink key -> a game id the model knows."""
+    gid = None
+    if isinstance(weapon, (int, np.integer)) and not isinstance(weapon, bool):
+        gid = int(weapon)
+    elif isinstance(weapon, str):
+        text = weapon.strip()
+        if text.lstrip("-").isdigit():
+            gid = int(text)
+        else:
+            key = text.casefold()
+            for w in WEAPONS:
+                if key in (w.name.casefold(), w.statink_key.casefold()):
+                    gid = w.game_id
+                    break
+            if gid is None:
+                raise BuildError(f"unknown weapon {weapon!r}: not a game id, weapon name or "
+                                 "stat.ink key of primary.weapons")
+    else:
+        raise BuildError(f"weapon must be a game id or a name, got {weapon!r}")
+    if gid not in {int(g) for g in weapon_vocab.game_ids}:
+        raise BuildError(f"weapon {weapon!r} (game id {gid}, {weapon_name(gid)}) is not in "
+                         f"{weapon_vocab.source}")
+    return gid
+
+
+def check_observed(rows: np.ndarray, *, where: str = "observed abilities") -> None:
+    """Refuse observed rows that no legal build can hold, naming the first and why."""
+    ok = fits(rows)
+    if not ok.all():
+        i = int(np.flatnonzero(~ok)[0])
+        reason = allocate(rows[i]).reason
+        at = f" (row {i})" if len(rows) > 1 else ""
+        raise BuildError(f"{where}{at} cannot be part of a legal build: {reason}")
+
+
+def _token_matrix(rows: np.ndarray, vocab: Vocab) -> tuple[np.ndarray, np.ndarray]:
+    """``(n, 26)`` AP rows -> ``(n, Lb)`` vocab ids (tokenisation order, right-padded) and
+    ``(n, Lb)`` padding mask; Lb the smallest length bucket that fits. Tokens the vocabulary
+    lacks are left out (the model cannot see them); an empty set is ``[<NULL>]``."""
+    hot = ap_to_token_multihot(rows) & (vocab.ability_token_ids >= 0)[None, :]
+    lengths = hot.sum(1)
+    width = bucket_length(max(1, int(lengths.max(initial=0))))
+    tokens = np.full((len(rows), width), vocab.pad_id, np.int32)
+    pos = np.cumsum(hot, axis=1) - 1
+    r, c = np.nonzero(hot)
+    tokens[r, pos[r, c]] = vocab.ability_token_ids[c]
+    tokens[lengths == 0, 0] = vocab.null_id
+    return tokens, tokens == vocab.pad_id
+
+
+def _token_logits(logits_fn: LogitsFn, vocab: Vocab, rows: np.ndarray, weapon_ids: np.ndarray,
+                  chunk: int) -> np.ndarray:
+    """``(n, 26)`` rows -> ``(n, 138)`` logits of the ability tokens (0 where the vocabulary
+    lacks the token), in fixed ``chunk``-row calls so each length bucket compiles once."""
+    tokens, mask = _token_matrix(rows, vocab)
+    out = np.zeros((len(rows), N_TOKENS), np.float32)
+    have = vocab.ability_token_ids >= 0
+    for start in range(0, len(rows), chunk):
+        stop = min(start + chunk, len(rows))
+        t = np.full((chunk, tokens.shape[1]), vocab.pad_id, np.int32)
+        t[:, 0] = vocab.null_id  # filler rows: a lone <NULL>, never fully masked
+        m = t == vocab.pad_id
+        w = np.zeros((chunk, 1), np.int32)
+        t[:stop - start], m[:stop - start] = tokens[start:stop], mask[start:stop]
+        w[:stop - start, 0] = weapon_ids[start:stop]
+        logits = np.asarray(logits_fn(jnp.asarray(t), jnp.asarray(w), jnp.asarray(m)))
+        if logits.shape != (chunk, len(vocab)):
+            raise ValueError(f"logits_fn returned shape {logits.shape}, expected "
+                             f"({chunk}, {len(vocab)})")
+        out[start:stop, have] = logits[:stop - start, vocab.ability_token_ids[have]]
+    return out
+
+
+# ----------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class CompletedBuild:
+    """One full, legal build.
+
+    mains ``(3,)`` (head, clothes, shoes) and subs ``(9,)``: ability columns of
+    :data:`primary.vocab.ABILITIES` (three subs per piece, in piece order).
+    """
+
+    weapon: int
+    mains: np.ndarray
+    subs: np.ndarray
+    ap: dict[str, int]
+    score: float
+    observed: dict[str, int]
+
+    @property
+    def pieces(self) -> tuple[PieceSlots, ...]:
+        from primary.allocator import _pieces
+
+        return _pieces(self.mains, self.subs)
+
+    @property
+    def tokens(self) -> list[str]:
+        return tokenize_build(self.ap)
+
+    @property
+    def added(self) -> dict[str, int]:
+        """AP the completion gave each ability beyond what was observed."""
+        return {a: v - self.observed.get(a, 0) for a, v in self.ap.items()
+                if v > self.observed.get(a, 0)}
+
+    def to_dict(self) -> dict:
+        """JSON-ready."""
+        return {
+            "weapon": self.weapon, "weapon_name": weapon_name(self.weapon),
+            "pieces": [{"piece": p.piece, "main": p.main, "subs": list(p.subs)}
+                       for p in self.pieces],
+            "ap": dict(self.ap), "tokens": self.tokens, "score": float(self.score),
+            "observed": dict(self.observed), "added": self.added,
+        }
+
+    def describe(self) -> str:
+        """The build as a player reads it: one line per gear piece, then AP totals."""
+        width = max(len(p.piece) for p in self.pieces)
+        lines = [f"{weapon_name(self.weapon)} (score {self.score:.2f})"]
+        for p in self.pieces:
+            lines.append(f"  {p.piece:<{width}}  main {p.main:<20} subs {', '.join(p.subs)}")
+        totals = sorted(self.ap.items(), key=lambda kv: (-kv[1], kv[0]))
+        lines.append("  AP: " + ", ".join(f"{a} {v}" for a, v in totals))
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class Completion:
+    """The best build and the beam's runners-up (distinct builds, best first)."""
+
+    best: CompletedBuild
+    runners_up: tuple[CompletedBuild, ...]
+
+    def to_dict(self) -> dict:
+        return {"best": self.best.to_dict(), "runners_up": [b.to_dict() for b in self.runners_up]}
+
+
+@dataclass(frozen=True)
+class CompletionBatch:
+    """``n`` completions as arrays (the best build of each): ``mains (n, 3)``, ``subs (n, 9)``,
+    ``ap (n, 26)`` int16, ``score (n,)``; ``rows (n, R, 26)`` and ``row_scores (n, R)`` are
+    the finished beam rows (minimum AP before filling), best first (-inf: no such beam)."""
+
+    mains: np.ndarray
+    subs: np.ndarray
+    ap: np.ndarray
+    score: np.ndarray
+    rows: np.ndarray
+    row_scores: np.ndarray
+
+
+# ----------------------------------------------------------------------------- search
+
+
+def _row_hash(rows: np.ndarray) -> np.ndarray:
+    weights = np.random.default_rng(7).integers(1, 2**61, rows.shape[-1], dtype=np.int64)
+    return (rows.astype(np.int64) * weights).sum(-1)  # wraps around: a hash, not a sum
+
+
+def _legal_moves(rows: np.ndarray, movable: np.ndarray, chunk: int = 256) -> np.ndarray:
+    """``(m, 26)`` rows, ``(m, 138)`` candidate moves -> which moves leave a row that fits."""
+    ok = np.zeros_like(movable)
+    cols = np.arange(N_TOKENS)
+    for start in range(0, len(rows), chunk):
+        part, mov = rows[start:start + chunk], movable[start:start + chunk]
+        cand = np.repeat(part[:, None, :], N_TOKENS, 1)
+        cand[:, cols, TOKEN_ABILITY] = np.maximum(cand[:, cols, TOKEN_ABILITY], TOKEN_LEVEL)
+        res = np.zeros_like(mov)
+        res[mov] = fits(cand[mov])
+        ok[start:start + chunk] = res
+    return ok
+
+
+def _beam_search(logits_fn, vocab, rows0, weapon_ids, beam_size, chunk, progress):
+    """Returns finished rows ``(n, B, 26)``, scores ``(n, B)`` (-inf empty), their last
+    token logits ``(n, B, 138)``, all best first."""
+    n, B = len(rows0), beam_size
+    rows = np.repeat(rows0[:, None, :], B, 1).astype(np.int64)
+    score = np.full((n, B), -np.inf)
+    score[:, 0] = 0.0
+    done = np.zeros((n, B), bool)
+    last = np.zeros((n, B, N_TOKENS), np.float32)
+    in_vocab = vocab.ability_token_ids >= 0
+    bar = tqdm(desc="completing", unit="step", disable=not progress)
+    while True:
+        live = np.isfinite(score) & ~done
+        if not live.any():
+            break
+        idx = np.argwhere(live)
+        ell = _token_logits(logits_fn, vocab, rows[live], np.repeat(weapon_ids, B)[live.ravel()],
+                            chunk)
+        last[live] = ell
+        hot = ap_to_token_multihot(rows[live])
+        # Gain of each move: the logits of every token it newly implies.
+        gain = (ell * ~hot) @ IMPLIES.T
+        ok = _legal_moves(rows[live], ~hot & in_vocab[None, :])
+        move_score = np.where(ok, score[live][:, None] + gain, -np.inf)
+        # Pool per problem: every beam as it is (stopping / finished), then every move.
+        pool_score = np.full((n, B + B * N_TOKENS), -np.inf)
+        pool_score[:, :B] = score
+        moves = np.full((n, B, N_TOKENS), -np.inf)
+        moves[idx[:, 0], idx[:, 1]] = move_score
+        pool_score[:, B:] = moves.reshape(n, -1)
+        keep = min(pool_score.shape[1], 4 * B)
+        top = np.argsort(-pool_score, axis=1, kind="stable")[:, :keep]
+        top_score = np.take_along_axis(pool_score, top, 1)
+        src_beam = np.where(top < B, top, (top - B) // N_TOKENS)
+        tok = np.where(top < B, -1, (top - B) % N_TOKENS)
+        new_rows = rows[np.arange(n)[:, None], src_beam].copy()
+        is_move = tok >= 0
+        a, lvl = TOKEN_ABILITY[np.maximum(tok, 0)], TOKEN_LEVEL[np.maximum(tok, 0)]
+        r_i, c_i = np.nonzero(is_move)
+        new_rows[r_i, c_i, a[r_i, c_i]] = np.maximum(new_rows[r_i, c_i, a[r_i, c_i]],
+                                                     lvl[r_i, c_i])
+        # A beam kept as it is has stopped; a move goes on. Distinct rows only, best first.
+        h = _row_hash(new_rows)
+        dup = np.triu(h[:, :, None] == h[:, None, :], 1).any(1)
+        valid = np.isfinite(top_score) & ~dup
+        order = np.argsort(~valid, axis=1, kind="stable")[:, :B]
+        pick = lambda x: np.take_along_axis(x, order, 1)  # noqa: E731
+        sel_valid = pick(valid)
+        new_score = np.where(sel_valid, pick(top_score), -np.inf)
+        new_done = pick(~is_move) & sel_valid
+        sel_src, sel_rows = pick(src_beam), np.take_along_axis(new_rows, order[..., None], 1)
+        last = last[np.arange(n)[:, None], sel_src]
+        rows, score, done = sel_rows, new_score, new_done
+        bar.update(1)
+    bar.close()
+    return rows, score, last
+
+
+def _fill(rows_ap: np.ndarray, mains: np.ndarray, subs: np.ndarray, ell: np.ndarray):
+    """Fill the empty slots (-1) of ``m`` allocations, mains first, in place; returns the filled
+    AP ``(m, 26)`` and the logit each row gained."""
+    ap = rows_ap.astype(np.int64).copy()
+    gained = np.zeros(len(ap))
+    std_ell = ell[:, N_MAIN_ONLY:].reshape(len(ap), N_STD, N_THR)
+    thr = np.asarray(AP_THRESHOLDS)
+    slots = [(mains, j, MAIN_AP) for j in range(N_MAINS)] + [(subs, j, SUB_AP)
+                                                            for j in range(N_SUBS)]
+    for arr, j, amount in slots:
+        empty = arr[:, j] < 0
+        if not empty.any():
+            continue
+        cur = ap[empty][:, N_MAIN_ONLY:, None]
+        cross = (thr > cur) & (thr <= cur + amount)
+        delta = (std_ell[empty] * cross).sum(-1)
+        above = thr > cur + amount
+        nxt = np.where(above.any(-1), np.take_along_axis(
+            std_ell[empty], above.argmax(-1)[..., None], -1)[..., 0], _NEG)
+        # Most logit gained; among equal gains the ability whose next token is likeliest.
+        best = _argmax_lex(delta, nxt)
+        col = N_MAIN_ONLY + best
+        arr[empty, j] = col
+        ap[np.flatnonzero(empty), col] += amount
+        gained[empty] += delta[np.arange(len(best)), best]
+    return ap, gained
+
+
+def _argmax_lex(primary_key: np.ndarray, secondary_key: np.ndarray) -> np.ndarray:
+    """Row-wise argmax of ``primary_key``, ties broken by ``secondary_key`` then column."""
+    top = primary_key.max(1, keepdims=True)
+    cand = np.where(np.isclose(primary_key, top, rtol=0, atol=1e-6), secondary_key, -np.inf)
+    return cand.argmax(1)
+
+
+def _finish(rows: np.ndarray, ell: np.ndarray):
+    """Allocate and fill ``(m, 26)`` finished rows: ``mains (m, 3)``, ``subs (m, 9)``, AP, gain."""
+    m = len(rows)
+    mains = np.full((m, N_MAINS), -1, np.int32)
+    subs = np.full((m, N_SUBS), -1, np.int32)
+    base = np.zeros((m, len(ABILITIES)), np.int64)
+    for i, row in enumerate(rows):
+        alloc = allocate(row)
+        if not alloc.feasible:  # the search only keeps rows that fit
+            raise AssertionError(f"a finished row does not fit: {alloc.reason}")
+        mains[i], subs[i] = alloc.mains, alloc.subs
+        base[i] = [alloc.ap.get(a, 0) for a in ABILITIES]
+    ap, gained = _fill(base, mains, subs, ell)
+    # Subs grouped for reading: the most-used ability first (slot order carries no meaning).
+    count = (subs[:, :, None] == subs[:, None, :]).sum(2)
+    order = np.lexsort((subs, -count), axis=1)
+    return mains, np.take_along_axis(subs, order, 1), ap, gained
+
+
+def _finished_builds(rows: np.ndarray, score: np.ndarray, last: np.ndarray):
+    """Every beam of ``(n, B)`` allocated and filled: ``mains (n, B, 3)``, ``subs (n, B, 9)``,
+    ``ap (n, B, 26)`` and the total score ``(n, B)`` (-inf where a beam is empty)."""
+    n, B = score.shape
+    ok = np.isfinite(score)
+    mains = np.full((n, B, N_MAINS), -1, np.int32)
+    subs = np.full((n, B, N_SUBS), -1, np.int32)
+    ap = np.zeros((n, B, len(ABILITIES)), np.int64)
+    total = np.full((n, B), -np.inf)
+    mains[ok], subs[ok], ap[ok], gained = _finish(rows[ok], last[ok])
+    total[ok] = score[ok] + gained
+    return mains, subs, ap, total
+
+
+def _check_inputs(primary, logits_fn, vocab, weapon_vocab, beam_size):
+    if beam_size < 1:
+        raise ValueError(f"beam_size must be at least 1, got {beam_size}")
+    if logits_fn is None:
+        if primary is None:
+            raise ValueError("complete_build needs a primary model or a logits_fn")
+        if primary.config.vocab_size != len(vocab):
+            raise ValueError(f"the model predicts {primary.config.vocab_size} tokens, "
+                             f"{vocab.source} has {len(vocab)}")
+        if primary.config.weapon_vocab_size != len(weapon_vocab):
+            raise ValueError(f"the model knows {primary.config.weapon_vocab_size} weapons, "
+                             f"{weapon_vocab.source} has {len(weapon_vocab)}")
+        logits_fn = model_logits_fn(primary)
+    return logits_fn
+
+
+def complete_builds(primary: SetCompletionModel | None, vocab: Vocab, weapon_vocab: WeaponVocab,
+                    weapons: np.ndarray, observed: np.ndarray, *, beam_size: int = 4,
+                    logits_fn: LogitsFn | None = None, rows_per_call: int | None = None,
+                    progress: bool = False) -> CompletionBatch:
+    """Complete ``n`` builds at once: ``weapons (n,)`` game ids, ``observed (n, 26)`` minimum AP.
+
+    Every step runs the model once on all live beams of all builds, in calls of
+    ``rows_per_call`` rows (default: ``n * beam_size`` up to 1024). Observed rows that
+    cannot be part of a legal build raise :class:`BuildError` naming the row and why.
+    """
+    logits_fn = _check_inputs(primary, logits_fn, vocab, weapon_vocab, beam_size)
+    observed = np.asarray(observed)
+    if observed.ndim != 2 or observed.shape[1] != len(ABILITIES) or len(observed) == 0:
+        raise ValueError(f"observed must have shape (n > 0, {len(ABILITIES)}), got "
+                         f"{observed.shape}")
+    weapons = np.asarray(weapons)
+    if weapons.shape != (len(observed),):
+        raise ValueError(f"weapons must have shape ({len(observed)},), got {weapons.shape}")
+    check_observed(observed)
+    weapon_ids = weapon_vocab.encode_game_ids(weapons, where="weapons to complete")
+    chunk = rows_per_call or min(len(observed) * beam_size, DEFAULT_ROWS_PER_CALL)
+    rows, score, last = _beam_search(logits_fn, vocab, observed.astype(np.int64), weapon_ids,
+                                     beam_size, chunk, progress)
+    mains, subs, ap, total = _finished_builds(rows, score, last)
+    best = total.argmax(1)
+    take = (np.arange(len(best)), best)
+    return CompletionBatch(mains[take], subs[take], ap[take].astype(np.int16), total[take], rows,
+                           score)
+
+
+def complete_build(primary: SetCompletionModel | None, vocab: Vocab, weapon_vocab: WeaponVocab,
+                   weapon, observed: Mapping[str, int] | np.ndarray, *, beam_size: int = 4,
+                   logits_fn: LogitsFn | None = None) -> Completion:
+    """Complete one partial build into a full legal one, with the beam's runners-up.
+
+    ``weapon``: a game id or a weapon name / stat.ink key. ``observed``: ``{ability: AP}``
+    (minimum AP, never lowered) or a ``(26,)`` row. ``logits_fn``: see the module docstring
+    (default: the plain model). Runners-up are the other distinct finished beams, each
+    allocated and filled the same way (up to ``beam_size - 1`` of them; two rows may fill
+    into the same build, which is then listed once).
+    """
+    logits_fn = _check_inputs(primary, logits_fn, vocab, weapon_vocab, beam_size)
+    gid = resolve_weapon(weapon, weapon_vocab)
+    row = min_ap_row(observed, where="observed abilities")
+    check_observed(row[None])
+    weapon_ids = weapon_vocab.encode_game_ids(np.array([gid]), where="weapon to complete")
+    rows, score, last = _beam_search(logits_fn, vocab, row[None], weapon_ids, beam_size,
+                                     beam_size, False)
+    mains, subs, ap, total = (x[0] for x in _finished_builds(rows, score, last))
+    obs = {ABILITIES[i]: int(v) for i, v in enumerate(row) if v > 0}
+    builds, seen = [], set()
+    for i in np.argsort(-total, kind="stable"):
+        key = tuple(ap[i])
+        if not np.isfinite(total[i]) or key in seen:
+            continue
+        seen.add(key)
+        builds.append(CompletedBuild(gid, mains[i], subs[i],
+                                     {ABILITIES[c]: int(v) for c, v in enumerate(ap[i]) if v > 0},
+                                     float(total[i]), obs))
+    return Completion(builds[0], tuple(builds[1:]))
+
+
+__all__ = ["CompletedBuild", "Completion", "CompletionBatch", "LogitsFn", "check_observed",
+           "complete_build", "complete_builds", "model_logits_fn", "resolve_weapon"]
