@@ -185,13 +185,14 @@ def test_report_structure(setup, tmp_path):
         for part in ("<svg", "Promotes", "Suppresses", "Top activating builds",
                      "feature set to 0", "feature set to max", "concept:"):
             assert part in section, f"feature {p['id']} lacks {part!r}"
-        assert html.escape(p["top_examples"][0]["weapon"]) in section
-        assert token_label(p["promoted"][0][0]) in section
+        assert p["top_examples"][0]["weapon"] in html.unescape(section)
+        assert token_label(p["promoted"][0][0]) in html.unescape(section)
     # The concept table names every concept; the filter controls are there.
     concepts_part = text[text.index('id="concepts"'):text.index("Top ")]
     for name in builds.concept_names:
         assert name in concepts_part
-    for control in ('id="q"', 'id="fmin"', 'id="fmax"', "function applyFilter"):
+    for control in ('id="q"', 'id="fmin"', 'id="fmax"', 'id="order"', 'id="legend"',
+                    "function applyFilter", "function sortTable"):
         assert control in text
     # Every feature is in the full table.
     assert text.count("<tr data-freq=") == doc["num_features"]
@@ -257,3 +258,53 @@ def test_summary_reconciles_dead_counts_of_full_and_partial_builds(setup):
     assert "the other 84 silent features fire only on partial builds" in text
     same = render_report(dict(doc, metrics={"dead_fraction": 84 / 256}))
     assert "partial builds" not in same.split("<h2>")[0]
+
+
+def _fake_explanations(doc):
+    """An explanations.json-shaped dict for every shown feature, with distinct values."""
+    features = {}
+    for i, p in enumerate(doc["pages"]):
+        features[str(p["id"])] = {
+            "rule": [[f"cond{i}"]], "rule_text": f"Rule text {i}",
+            "sentence": f"Rule text {i} (F1 0.{i + 1}0, fires 5%)",
+            "precision": 0.5, "recall": 0.25, "f1": (i + 1) / 10, "frequency": p["frequency"],
+            "lifts": [{"condition": "c", "text": f"Lifted {i}", "lift": 3.0, "precision": 0.4,
+                       "support": 9}],
+            "causal": {"add": {"n": 10, "mean_change": 0.5, "turned_on": 0.7},
+                       "remove": {"n": 8, "mean_change": -0.4, "turned_off": 0.6},
+                       "agrees": i % 2 == 0},
+            "classes": [{"class": "charger", "rate": 0.4, "base": p["frequency"], "lift": 2.0,
+                         "support": 20}],
+            "weapons": [{"weapon": "Splat Charger", "game_id": 2010, "rate": 0.5, "lift": 3.0,
+                         "support": 4}],
+            "rung_curves": {"swim_speed_up": {"ap": [0, 3, 6, 12], "mean": [0.0, 0.1, 0.3, 0.9],
+                                              "n": 5}},
+        }
+    return {"version": 1, "features": features,
+            "summary": {"median_f1_window": 0.77, "causal_agreement": 0.9, "explained": 3,
+                        "ground_truth": None}}
+
+
+def test_report_shows_explanations_labels_and_sorts(setup, tmp_path):
+    doc = dict(setup.doc, explanations=_fake_explanations(setup.doc))
+    first, second = doc["pages"][0]["id"], doc["pages"][1]["id"]
+    doc["labels"] = {str(first): {"name": "Sneaky <b>", "category": "tactical",
+                                  "notes": "found by hand", "timestamp": "t"}}
+    text = render_report(doc)
+    checker = _TagChecker()
+    checker.feed(text)
+    checker.close()
+    assert not checker.errors and checker.stack == []
+    start = text.index(f'id="f{first}"')
+    card = html.unescape(text[start:text.index("</section>", start)])
+    assert "Rule text 0 (F1 0.10, fires 5%)" in card and "precision 0.50" in card
+    assert "turns on in 70%" in card and "turns off in 60%" in card and "agrees" in card
+    assert "Lifted 0" in card and "Weapon classes" in card and "AP rung curves" in card
+    assert "label: <b>Sneaky <b></b>" in card and "(tactical)" in card
+    # The label is escaped, never markup; the search text holds explanation and label.
+    assert "Sneaky &lt;b&gt;" in text
+    assert f'data-f1="{doc["explanations"]["features"][str(second)]["f1"]}"' in text
+    assert "rule text 0" in text[start - 400:start + 400].lower()
+    assert "disagrees with the rule" in html.unescape(text)  # odd pages disagree
+    # Phone width: every table sits in a scrolling box.
+    assert text.count("<table") == text.count('<div class="scroll"><table')
