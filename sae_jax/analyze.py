@@ -23,9 +23,9 @@ from flax import nnx
 
 from bridge.harvest import pooled_of_inputs
 from bridge.steering import edit_feature_params
+from primary.build_inputs import full_build_inputs
 from primary.vocab import (
     ABILITIES,
-    ABILITY_TOKENS,
     MASK,
     NULL,
     PAD,
@@ -49,30 +49,6 @@ COACT_MAX_FEATURES = 4096  # co-activation counts over all features up to this s
 
 
 # ---------------------------------------------------------------- evaluation builds
-
-def full_build_inputs(builds, vocab, weapon_vocab, *, where: str = "builds") -> dict:
-    """Model inputs for each full build: ``tokens (n, L)`` right-padded, ``weapons (n, 1)``,
-    ``key_padding_mask (n, L)`` (True = pad), ``weight (n,)`` ones. An empty build is
-    ``[<NULL>]``; a token the vocabulary lacks is an error naming it."""
-    multihot = ap_to_token_multihot(builds.ap)  # (n, 138)
-    ids = vocab.ability_token_ids
-    present_missing = multihot[:, ids < 0].any(0)
-    if present_missing.any():
-        bad = [t for t, m in zip(np.asarray(ABILITY_TOKENS)[ids < 0], present_missing) if m]
-        raise BuildError(f"tokens {bad[:5]} of {where} are not in {vocab.source}")
-    lengths = multihot.sum(1)
-    width = max(1, int(lengths.max(initial=0)))
-    tokens = np.full((len(builds), width), vocab.pad_id, np.int32)
-    # Place each row's token ids left-aligned, in tokenisation order.
-    pos = np.cumsum(multihot, axis=1) - 1
-    rows, cols = np.nonzero(multihot)
-    tokens[rows, pos[rows, cols]] = ids[cols]
-    tokens[lengths == 0, 0] = vocab.null_id
-    weapons = weapon_vocab.encode_game_ids(builds.weapons, where=where)[:, None]
-    return {"tokens": tokens, "weapons": weapons.astype(np.int32),
-            "key_padding_mask": tokens == vocab.pad_id,
-            "weight": np.ones(len(builds), np.float32)}
-
 
 @partial(jax.jit, static_argnames=("clip_max",))
 def _encode_jit(params, x, *, clip_max):

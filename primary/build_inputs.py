@@ -1,0 +1,36 @@
+"""Model inputs of whole builds: each build's tokens, weapon and padding mask as arrays.
+
+Analysis, the causal check of feature explanations and the scripts run full builds
+(nothing masked out) through the primary model; this is the one place that turns a
+:class:`~primary.builds.BuildSet` into the model's input arrays.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from primary.vocab import ABILITY_TOKENS, BuildError, ap_to_token_multihot
+
+
+def full_build_inputs(builds, vocab, weapon_vocab, *, where: str = "builds") -> dict:
+    """Model inputs for each full build: ``tokens (n, L)`` right-padded, ``weapons (n, 1)``,
+    ``key_padding_mask (n, L)`` (True = pad), ``weight (n,)`` ones. An empty build is
+    ``[<NULL>]``; a token the vocabulary lacks is an error naming it."""
+    multihot = ap_to_token_multihot(builds.ap)  # (n, 138)
+    ids = vocab.ability_token_ids
+    present_missing = multihot[:, ids < 0].any(0)
+    if present_missing.any():
+        bad = [t for t, m in zip(np.asarray(ABILITY_TOKENS)[ids < 0], present_missing) if m]
+        raise BuildError(f"tokens {bad[:5]} of {where} are not in {vocab.source}")
+    lengths = multihot.sum(1)
+    width = max(1, int(lengths.max(initial=0)))
+    tokens = np.full((len(builds), width), vocab.pad_id, np.int32)
+    # Place each row's token ids left-aligned, in tokenisation order.
+    pos = np.cumsum(multihot, axis=1) - 1
+    rows, cols = np.nonzero(multihot)
+    tokens[rows, pos[rows, cols]] = ids[cols]
+    tokens[lengths == 0, 0] = vocab.null_id
+    weapons = weapon_vocab.encode_game_ids(builds.weapons, where=where)[:, None]
+    return {"tokens": tokens, "weapons": weapons.astype(np.int32),
+            "key_padding_mask": tokens == vocab.pad_id,
+            "weight": np.ones(len(builds), np.float32)}
