@@ -16,6 +16,8 @@ SAE_LIBRARY = {"sae_jax", "sae_jax.model", "sae_jax.losses", "sae_jax.schedules"
                "sae_jax.transforms", "sae_jax.buffer", "sae_jax.resample", "sae_jax.step",
                "sae_jax.precision", "sae_jax.config", "sae_jax.store", "sae_jax.analysis",
                "sae_jax.concepts", "sae_jax.activity"}
+SAE_LIBRARY |= {"sae_jax.labels"}  # the human label store
+SAE_ORCHESTRATION |= {"sae_jax.label"}  # its command
 SAE_LIBRARY |= {"sae_jax.explain"}
 SAE_ORCHESTRATION |= {"sae_jax.explanations"}
 
