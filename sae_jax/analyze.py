@@ -307,7 +307,8 @@ def _training_metrics(workdir: Path) -> dict:
         return {}
     with open(path) as f:
         metrics = json.load(f)
-    keys = ("fve", "mse", "l0", "dead_fraction", "dense_fraction", "loss_recovered", "steps")
+    keys = ("fve", "mse", "l0", "dead_fraction", "dense_fraction", "loss_recovered",
+            "kl_spliced", "logit_cosine", "top5_agreement", "shrinkage", "steps")
     return {k: metrics[k] for k in keys if isinstance(metrics.get(k), (int, float))}
 
 

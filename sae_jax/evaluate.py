@@ -10,6 +10,15 @@ pooled vector (``l_true``), the SAE reconstruction spliced in (``l_spliced``)
 and the pooled vector mean-ablated (``l_ablated``);
 ``loss_recovered = (l_ablated - l_spliced) / (l_ablated - l_true)``.
 
+Prediction fidelity, true vs spliced logits per input (the original's logit-level
+comparisons): ``kl_spliced``, the mean over inputs and tokens of the Bernoulli KL
+``KL(sigmoid(z_true) || sigmoid(z_spliced))`` (the model predicts every token
+independently, so each token is a Bernoulli); ``logit_cosine``, the mean cosine
+between the two logit vectors; ``top5_agreement``, the mean share of the 5
+highest-scoring tokens the two predictions share. Shrinkage: ``shrinkage``, the
+relative reconstruction bias ``sum ||recon||^2 / sum <x, recon>`` (1 when
+unbiased, below 1 when the SAE shrinks its reconstructions).
+
 One jitted call per batch returns per-batch sums; the host combines them in
 float64 (variance through per-batch means, which stays exact for large sets).
 """
@@ -51,6 +60,7 @@ def _batch_sums(graphdef, primary_state, sae_params, batch, clip_max):
     def bce_rows(z):  # (B,) mean over the vocabulary
         return jnp.mean(optax.sigmoid_binary_cross_entropy(z, targets), axis=-1)
 
+    z_true, z_spliced = model.head(x), model.head(recon)
     return {
         "n": n,
         "mean": mean_b,
@@ -58,10 +68,32 @@ def _batch_sums(graphdef, primary_state, sae_params, batch, clip_max):
         "sq_err": sq_err,
         "active_per_feature": active.sum(0),
         "active_total": active.sum(),
-        "bce_true": jnp.sum(vf * bce_rows(model.head(x))),
-        "bce_spliced": jnp.sum(vf * bce_rows(model.head(recon))),
+        "bce_true": jnp.sum(vf * bce_rows(z_true)),
+        "bce_spliced": jnp.sum(vf * bce_rows(z_spliced)),
         "target_sum": (targets * vf[:, None]).sum(0),
+        **_prediction_sums(z_true, z_spliced, vf),
+        "recon_sq": jnp.sum(recon * recon),
+        "x_dot_recon": jnp.sum(x * recon),
     }
+
+
+TOP_K_AGREEMENT = 5
+
+
+def _prediction_sums(z_true, z_spliced, vf):
+    """Per-batch sums of the logit-level fidelity measures over the valid rows."""
+    log_p, log_1mp = jax.nn.log_sigmoid(z_true), jax.nn.log_sigmoid(-z_true)
+    log_q, log_1mq = jax.nn.log_sigmoid(z_spliced), jax.nn.log_sigmoid(-z_spliced)
+    kl = jnp.exp(log_p) * (log_p - log_q) + jnp.exp(log_1mp) * (log_1mp - log_1mq)
+    norms = jnp.linalg.norm(z_true, axis=-1) * jnp.linalg.norm(z_spliced, axis=-1)
+    cosine = jnp.sum(z_true * z_spliced, axis=-1) / jnp.maximum(norms, 1e-12)
+    k = min(TOP_K_AGREEMENT, z_true.shape[-1])
+    top_true = jax.lax.top_k(z_true, k)[1]
+    top_spliced = jax.lax.top_k(z_spliced, k)[1]
+    shared = (top_true[:, :, None] == top_spliced[:, None, :]).any(-1).sum(-1) / k
+    return {"kl_sum": jnp.sum(vf * jnp.mean(kl, axis=-1)),
+            "cosine_sum": jnp.sum(vf * cosine),
+            "topk_sum": jnp.sum(vf * shared)}
 
 
 @partial(jax.jit, static_argnums=0)
@@ -85,7 +117,9 @@ def _combine(parts: list[dict]) -> dict:
     return {"n": n, "mean": mean, "m2": m2, "sq_err": total("sq_err"),
             "active_per_feature": total("active_per_feature"),
             "active_total": total("active_total"), "bce_true": total("bce_true"),
-            "bce_spliced": total("bce_spliced"), "target_sum": total("target_sum")}
+            "bce_spliced": total("bce_spliced"), "target_sum": total("target_sum"),
+            **{k: total(k) for k in ("kl_sum", "cosine_sum", "topk_sum", "recon_sq",
+                                     "x_dot_recon")}}
 
 
 def evaluate_sae(primary, sae, examples, *, batch_size: int,
@@ -139,5 +173,10 @@ def evaluate_sae(primary, sae, examples, *, batch_size: int,
         "l_spliced": l_spliced,
         "l_ablated": l_ablated,
         "loss_recovered": loss_recovered,
+        "kl_spliced": float(t["kl_sum"] / n),
+        "logit_cosine": float(t["cosine_sum"] / n),
+        f"top{TOP_K_AGREEMENT}_agreement": float(t["topk_sum"] / n),
+        "shrinkage": (float(t["recon_sq"] / t["x_dot_recon"]) if abs(t["x_dot_recon"]) > 0
+                      else float("nan")),
         "original_behaviour": bool(original_behaviour),
     }

@@ -177,7 +177,10 @@ _METRIC_NAMES = {"fve": "variance explained", "mse": "MSE",
                  "l0": "active features per evaluation input",
                  "dead_fraction": "dead on the evaluation inputs",
                  "dense_fraction": "dense (≥30%) on the evaluation inputs",
-                 "loss_recovered": "loss recovered", "steps": "SAE steps"}
+                 "loss_recovered": "loss recovered",
+                 "kl_spliced": "KL of spliced predictions", "logit_cosine": "logit cosine",
+                 "top5_agreement": "top-5 agreement", "shrinkage": "shrinkage (1 = none)",
+                 "steps": "SAE steps"}
 
 
 def _metric_items(doc: dict) -> list[tuple[str, str]]:

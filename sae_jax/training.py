@@ -401,7 +401,8 @@ def train_sae(cfg: SAETrainConfig, workdir, *, primary_dir=None, primary_flagfil
 def metrics_summary(result: dict) -> str:
     """One line per metric, for the command line."""
     keys = ("fve", "mse", "l0", "dead_fraction", "dense_fraction", "loss_recovered", "l_true",
-            "l_spliced", "l_ablated", "steps", "seconds")
+            "l_spliced", "l_ablated", "kl_spliced", "logit_cosine", "top5_agreement",
+            "shrinkage", "steps", "seconds")
     return "\n".join(f"  {k:16s} {result[k]:.6g}" if isinstance(result[k], float)
                      else f"  {k:16s} {result[k]}" for k in keys if k in result)
 

@@ -40,6 +40,10 @@ def test_perfect_reconstruction_gives_fve_and_loss_recovered_one(setup):
     assert out["fve"] == pytest.approx(1.0, abs=1e-6)
     assert out["l_spliced"] == pytest.approx(out["l_true"], rel=1e-6)
     assert out["loss_recovered"] == pytest.approx(1.0, abs=1e-5)
+    assert out["kl_spliced"] == pytest.approx(0.0, abs=1e-6)
+    assert out["logit_cosine"] == pytest.approx(1.0, abs=1e-6)
+    assert out["top5_agreement"] == pytest.approx(1.0)
+    assert out["shrinkage"] == pytest.approx(1.0, abs=1e-5)
 
 
 def bce(z, t):
@@ -66,6 +70,12 @@ def test_metrics_match_numpy(setup):
     l_true = bce(x @ w + b, t).mean()
     l_spliced = bce(recon @ w + b, t).mean()
     l_ablated = bce(np.broadcast_to(x.mean(0) @ w + b, t.shape), t).mean()
+    z, zs = x @ w + b, recon @ w + b
+    p_true, p_spliced = 1 / (1 + np.exp(-z)), 1 / (1 + np.exp(-zs))
+    kl = (p_true * np.log(p_true / p_spliced)
+          + (1 - p_true) * np.log((1 - p_true) / (1 - p_spliced))).mean()
+    cosine = ((z * zs).sum(1) / np.linalg.norm(z, axis=1) / np.linalg.norm(zs, axis=1)).mean()
+    top = [len(set(np.argsort(-a)[:5]) & set(np.argsort(-c)[:5])) / 5 for a, c in zip(z, zs)]
     active = h > 0.01  # the definition in sae_jax.activity, written out independently
     fired = active.mean(0)
     want = {
@@ -76,7 +86,10 @@ def test_metrics_match_numpy(setup):
         "dense_fraction": (fired >= 0.3).mean(),
         "l_true": l_true, "l_spliced": l_spliced, "l_ablated": l_ablated,
         "loss_recovered": (l_ablated - l_spliced) / (l_ablated - l_true),
+        "kl_spliced": kl, "logit_cosine": cosine, "top5_agreement": np.mean(top),
+        "shrinkage": (recon * recon).sum() / (x * recon).sum(),
     }
+    assert 0 < kl and cosine < 1 and np.mean(top) < 1  # an imperfect SAE: the checks can fail
     assert want["dead_fraction"] >= 5 / 64 and want["dense_fraction"] >= 4 / 64
     for k, v in want.items():
         assert out[k] == pytest.approx(v, rel=1e-4, abs=1e-6), k
