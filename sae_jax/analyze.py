@@ -37,6 +37,7 @@ from runkit.resume import effective_settings
 from sae_jax import analysis
 from sae_jax.activity import dead_mask, dense_mask
 from sae_jax.concepts import concept_recovery, write_concepts
+from sae_jax.labels import labels_to_json, load_run_labels
 from sae_jax.model import encode
 
 BATCH_SIZE = 512
@@ -337,6 +338,8 @@ def analyze(workdir, *, top_features: int = 64, num_builds: int | None = None) -
     doc["run"] = {k: run.get(k) for k in ("primary_model_dir", "data_source", "num_builds",
                                           "seed")}
     doc["metrics"] = _training_metrics(workdir)
+    # Human labels are shown beside the explanations; nothing here writes them.
+    doc["labels"] = labels_to_json(load_run_labels(workdir, num_features=sae.hidden_dim))
     if (workdir / "curves.png").exists():
         doc["curves_png"] = str(workdir / "curves.png")
     if doc["concepts"] is not None:

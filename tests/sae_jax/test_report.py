@@ -22,6 +22,7 @@ from sae_jax.analyze import (
     full_build_inputs,
     known_builds,
 )
+from sae_jax.labels import set_label
 from sae_jax.model import SAEConfig, create_sae
 from sae_jax.report import render_report, token_label, write_report
 from sae_jax.store import save_sae
@@ -209,6 +210,8 @@ def test_analyze_workdir_end_to_end(setup, tmp_path):
     (tmp_path / "run.json").write_text(json.dumps({
         "primary_model_dir": str(tmp_path / "model"), "data_source": "synthetic",
         "data_path": "", "num_builds": len(builds), "seed": 3}))
+    for f in range(setup.sae.hidden_dim):  # whichever features are shown carry a label
+        set_label(tmp_path, f, f"Hand-named feature {f}", category="tactical")
     summary = analyze(tmp_path, top_features=3)
     concepts = json.loads((tmp_path / "concepts.json").read_text())
     assert summary == concepts["summary"]
@@ -221,6 +224,12 @@ def test_analyze_workdir_end_to_end(setup, tmp_path):
     detectors = {r["feature"] for r in concepts["rows"]}
     assert 3 <= text.count('<section class="feature"') <= 3 + len(detectors)
     assert "Concept recovery" in text
+    # The human label is on the labelled feature's card, and the store is left as it was.
+    start = text.index('<section class="feature"')
+    labelled = int(text[text.index('id="f', start) + 5:].split('"')[0])
+    assert f"Hand-named feature {labelled}<" in text[start:text.index("</section>", start)]
+    assert json.loads((tmp_path / "feature_labels.json").read_text())[str(labelled)][
+        "name"] == f"Hand-named feature {labelled}"
 
 
 def test_analyze_refuses_a_directory_without_run_json(tmp_path):
