@@ -241,9 +241,12 @@ class CompletionBatch:
 # ----------------------------------------------------------------------------- search
 
 
+_HASH_WEIGHTS = np.random.default_rng(7).integers(1, 2**61, len(ABILITIES), dtype=np.int64)
+
+
 def _row_hash(rows: np.ndarray) -> np.ndarray:
-    weights = np.random.default_rng(7).integers(1, 2**61, rows.shape[-1], dtype=np.int64)
-    return (rows.astype(np.int64) * weights).sum(-1)  # wraps around: a hash, not a sum
+    """A linear hash of AP rows (int64 wrap-around), so a raised row's hash is cheap."""
+    return (rows.astype(np.int64) * _HASH_WEIGHTS).sum(-1)
 
 
 def _legal_moves(rows: np.ndarray, movable: np.ndarray, chunk: int = 256) -> np.ndarray:
@@ -290,29 +293,36 @@ def _beam_search(logits_fn, vocab, rows0, weapon_ids, beam_size, chunk, progress
         moves = np.full((n, B, N_TOKENS), -np.inf)
         moves[idx[:, 0], idx[:, 1]] = move_score
         pool_score[:, B:] = moves.reshape(n, -1)
-        keep = min(pool_score.shape[1], 4 * B)
-        top = np.argsort(-pool_score, axis=1, kind="stable")[:, :keep]
-        top_score = np.take_along_axis(pool_score, top, 1)
-        src_beam = np.where(top < B, top, (top - B) // N_TOKENS)
-        tok = np.where(top < B, -1, (top - B) % N_TOKENS)
-        new_rows = rows[np.arange(n)[:, None], src_beam].copy()
-        is_move = tok >= 0
-        a, lvl = TOKEN_ABILITY[np.maximum(tok, 0)], TOKEN_LEVEL[np.maximum(tok, 0)]
-        r_i, c_i = np.nonzero(is_move)
-        new_rows[r_i, c_i, a[r_i, c_i]] = np.maximum(new_rows[r_i, c_i, a[r_i, c_i]],
-                                                     lvl[r_i, c_i])
-        # A beam kept as it is has stopped; a move goes on. Distinct rows only, best first.
-        h = _row_hash(new_rows)
-        dup = np.triu(h[:, :, None] == h[:, None, :], 1).any(1)
-        valid = np.isfinite(top_score) & ~dup
-        order = np.argsort(~valid, axis=1, kind="stable")[:, :B]
-        pick = lambda x: np.take_along_axis(x, order, 1)  # noqa: E731
-        sel_valid = pick(valid)
-        new_score = np.where(sel_valid, pick(top_score), -np.inf)
-        new_done = pick(~is_move) & sel_valid
-        sel_src, sel_rows = pick(src_beam), np.take_along_axis(new_rows, order[..., None], 1)
-        last = last[np.arange(n)[:, None], sel_src]
-        rows, score, done = sel_rows, new_score, new_done
+        prob, pos = np.nonzero(np.isfinite(pool_score))
+        cand_score = pool_score[prob, pos]
+        src = np.where(pos < B, pos, (pos - B) // N_TOKENS)
+        tok = np.where(pos < B, -1, (pos - B) % N_TOKENS)
+        # The hash of each candidate's row, from its parent's without building the row.
+        parent = rows[prob, src]
+        ab, lvl = TOKEN_ABILITY[np.maximum(tok, 0)], TOKEN_LEVEL[np.maximum(tok, 0)]
+        old = parent[np.arange(len(prob)), ab]
+        raise_by = np.where(tok >= 0, np.maximum(lvl - old, 0), 0)
+        h = _row_hash(parent) + raise_by * _HASH_WEIGHTS[ab]
+        # Distinct rows only (the best-scored copy), then the best B per problem.
+        order = np.lexsort((-cand_score, h, prob))
+        first = np.ones(len(order), bool)
+        first[1:] = (prob[order][1:] != prob[order][:-1]) | (h[order][1:] != h[order][:-1])
+        uniq = order[first]
+        uniq = uniq[np.lexsort((-cand_score[uniq], prob[uniq]))]
+        rank = np.arange(len(uniq)) - np.searchsorted(prob[uniq], prob[uniq])
+        sel = uniq[rank < B]
+        slot = rank[rank < B]
+        new_rows = np.zeros_like(rows)
+        new_score = np.full((n, B), -np.inf)
+        new_done = np.zeros((n, B), bool)
+        new_last = np.zeros_like(last)
+        p_sel = prob[sel]
+        new_rows[p_sel, slot] = parent[sel]
+        new_rows[p_sel, slot, ab[sel]] += raise_by[sel]
+        new_score[p_sel, slot] = cand_score[sel]
+        new_done[p_sel, slot] = tok[sel] < 0  # kept as it is: stopped
+        new_last[p_sel, slot] = last[p_sel, src[sel]]
+        rows, score, done, last = new_rows, new_score, new_done, new_last
         bar.update(1)
     bar.close()
     return rows, score, last
