@@ -256,4 +256,64 @@ def fits(ap: np.ndarray) -> np.ndarray:
     return ok
 
 
-__all__ = ["Allocation", "PieceSlots", "allocate", "fits", "min_ap_row"]
+def _subs_needed(ap: np.ndarray) -> np.ndarray:
+    """``(...,)`` AP -> ``(..., 4)`` subs needed with 0..3 mains of its own."""
+    m = np.arange(N_MAINS + 1)
+    return -(-np.maximum(0, ap[..., None] - MAIN_AP * m) // SUB_AP)
+
+
+def _combine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Min-plus convolution over mains: ``out[..., m] = min_{i + j = m} a[..., i] + b[..., j]``."""
+    out = np.full(np.broadcast_shapes(a.shape, b.shape), _INF, np.int64)
+    for i in range(N_MAINS + 1):
+        for j in range(N_MAINS + 1 - i):
+            out[..., i + j] = np.minimum(out[..., i + j], a[..., i] + b[..., j])
+    return out
+
+
+def raise_fits(ap: np.ndarray, token_ability: np.ndarray, token_level: np.ndarray) -> np.ndarray:
+    """Which single raises keep each row extendable to a legal build.
+
+    ``ap (n, 26)`` rows that fit; raise ``t`` sets ability ``token_ability[t]`` to
+    ``max(current, token_level[t])``. Returns ``(n, T)`` bool, equal to
+    ``fits`` of every raised row, but computed from prefix and suffix
+    programmes over the other abilities instead of one programme per raise.
+    """
+    ap = np.asarray(ap).astype(np.int64)
+    token_ability, token_level = np.asarray(token_ability), np.asarray(token_level)
+    n = len(ap)
+    std = ap[:, N_MAIN_ONLY:]
+    need = _subs_needed(std)  # (n, 14, 4)
+    zero = np.zeros((n, N_MAINS + 1), np.int64)
+    pre = [zero]
+    for k in range(std.shape[1]):
+        pre.append(_combine(pre[-1], need[:, k]))
+    suf = [zero]
+    for k in reversed(range(std.shape[1])):
+        suf.append(_combine(suf[-1], need[:, k]))
+    suf = suf[::-1]
+    # without[:, k, m]: fewest subs for every standard ability but k, with m mains.
+    without = np.stack([_combine(pre[k], suf[k + 1]) for k in range(std.shape[1])], 1)
+    piece = np.array([GEAR_PIECES.index(PIECE_OF_MAIN_ONLY[a]) for a in MAIN_ONLY_ABILITIES])
+    taken = np.stack([(ap[:, :N_MAIN_ONLY][:, piece == p] > 0).any(1)
+                      for p in range(N_MAINS)], 1)
+    free = N_MAINS - taken.sum(1)
+    # best_within[:, m]: fewest subs for all standard abilities with at most m mains.
+    best_within = np.minimum.accumulate(pre[-1], axis=1)
+    out = np.zeros((n, len(token_ability)), bool)
+    for t, (a, level) in enumerate(zip(token_ability, token_level)):
+        if a < N_MAIN_ONLY:
+            p = piece[a]
+            # Already there (at most 10 AP, as the row fits): raising it to 10 changes nothing.
+            ok = ~taken[:, p] & (best_within[np.arange(n), np.maximum(free - 1, 0)] <= N_SUBS)
+            out[:, t] = (level <= MAIN_AP) & ((ap[:, a] > 0) | ok)
+            continue
+        k = a - N_MAIN_ONLY
+        own = _subs_needed(np.maximum(std[:, k], level))  # (n, 4)
+        total = _combine(without[:, k], own)
+        within = np.minimum.accumulate(total, axis=1)
+        out[:, t] = within[np.arange(n), free] <= N_SUBS
+    return out
+
+
+__all__ = ["Allocation", "PieceSlots", "allocate", "fits", "min_ap_row", "raise_fits"]

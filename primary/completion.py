@@ -34,7 +34,7 @@ import numpy as np
 from flax import nnx
 from tqdm.auto import tqdm
 
-from primary.allocator import PieceSlots, allocate, fits, min_ap_row
+from primary.allocator import PieceSlots, allocate, fits, min_ap_row, raise_fits
 from primary.builds import N_MAIN_ONLY, N_MAINS, N_SUBS
 from primary.examples import bucket_length
 from primary.model import SetCompletionModel
@@ -249,18 +249,9 @@ def _row_hash(rows: np.ndarray) -> np.ndarray:
     return (rows.astype(np.int64) * _HASH_WEIGHTS).sum(-1)
 
 
-def _legal_moves(rows: np.ndarray, movable: np.ndarray, chunk: int = 256) -> np.ndarray:
+def _legal_moves(rows: np.ndarray, movable: np.ndarray) -> np.ndarray:
     """``(m, 26)`` rows, ``(m, 138)`` candidate moves -> which moves leave a row that fits."""
-    ok = np.zeros_like(movable)
-    cols = np.arange(N_TOKENS)
-    for start in range(0, len(rows), chunk):
-        part, mov = rows[start:start + chunk], movable[start:start + chunk]
-        cand = np.repeat(part[:, None, :], N_TOKENS, 1)
-        cand[:, cols, TOKEN_ABILITY] = np.maximum(cand[:, cols, TOKEN_ABILITY], TOKEN_LEVEL)
-        res = np.zeros_like(mov)
-        res[mov] = fits(cand[mov])
-        ok[start:start + chunk] = res
-    return ok
+    return movable & raise_fits(rows, TOKEN_ABILITY, TOKEN_LEVEL)
 
 
 def _beam_search(logits_fn, vocab, rows0, weapon_ids, beam_size, chunk, progress):

@@ -5,7 +5,7 @@ import itertools
 import numpy as np
 import pytest
 
-from primary.allocator import allocate, fits, min_ap_row
+from primary.allocator import allocate, fits, min_ap_row, raise_fits
 from primary.builds import check_ap_legal, check_slots_legal, slots_to_ap
 from primary.vocab import (
     ABILITIES,
@@ -150,3 +150,18 @@ def test_bad_input_is_an_error():
     with pytest.raises(ValueError, match="negative"):
         fits(-np.ones((1, len(ABILITIES)), np.int64))
     assert len(STANDARD_ABILITIES) + N_MO == len(ABILITIES)
+
+
+def test_raise_fits_equals_fits_of_every_raised_row():
+    from primary.completion import TOKEN_ABILITY, TOKEN_LEVEL
+
+    rng = np.random.default_rng(2)
+    rows = np.stack([random_row(rng, max_abilities=5) for _ in range(400)])
+    rows = rows[fits(rows)]
+    got = raise_fits(rows, TOKEN_ABILITY, TOKEN_LEVEL)
+    raised = np.repeat(rows[:, None, :], len(TOKEN_ABILITY), 1)
+    cols = np.arange(len(TOKEN_ABILITY))
+    raised[:, cols, TOKEN_ABILITY] = np.maximum(raised[:, cols, TOKEN_ABILITY], TOKEN_LEVEL)
+    want = fits(raised.reshape(-1, len(ABILITIES))).reshape(got.shape)
+    np.testing.assert_array_equal(got, want)
+    assert got.mean() > 0.2 and (~got).mean() > 0.05
