@@ -65,7 +65,7 @@ class Condition:
 def _catalogue() -> tuple[Condition, ...]:
     out = []
     for a in STANDARD_ABILITIES:
-        for t in AP_THRESHOLDS:
+        for t in reversed(AP_THRESHOLDS):  # highest rung first: ties go to the most specific
             out.append(Condition(f"{a}>={t}", "ability", f"{ability_text(a)} ≥{t}", a, t))
     for a in MAIN_ONLY_ABILITIES:
         out.append(Condition(a, "main_only", ability_text(a), a, None))

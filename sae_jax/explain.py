@@ -11,9 +11,13 @@ Per feature, on the FIT rows:
   true positives of every one-condition extension of every beam entry are one matmul,
   ``(A * C_S)^T C``; the supports of the extensions depend only on the beam entries, so
   they are one matmul over the distinct entries). A longer conjunction replaces a shorter
-  one only when it gains ``min_gain`` F1 (shorter rules are easier to read and to check).
+  one when its F1 is at least the shorter one's plus ``min_gain`` (default 0: a condition
+  that every explained input meets is kept, so the rule is the most specific one that
+  fits as well); among equal scores the lower condition index wins (callers order
+  conditions by preference, e.g. higher AP rungs first).
 - optionally an OR with a second conjunction, searched the same way on the positives the
-  first misses, kept only when the OR gains ``or_min_gain`` F1 on the fit rows;
+  first misses, kept only when the OR gains ``or_min_gain`` F1 on the fit rows and the
+  second conjunction adds at least ``min_support`` true positives;
 - the single conditions with the highest lift ``P(active | c) / P(active)`` (with support).
 
 Then on the HELD-OUT rows: precision, recall, F1 of the rule, the feature's frequency and
@@ -35,11 +39,19 @@ MAX_TERMS_LIMIT = 3  # set keys pack up to 3 condition indices of 16 bits into a
 class ExplainConfig:
     beam: int = 8  # beam entries kept per feature and depth
     max_terms: int = 3  # conditions per conjunction
-    min_gain: float = 0.01  # F1 a longer conjunction must add on the fit rows
-    or_min_gain: float = 0.02  # F1 an OR with a second conjunction must add on the fit rows
+    # F1 a longer conjunction must add on the fit rows; 0 keeps a condition that every
+    # explained input meets (the most specific rule that fits as well).
+    min_gain: float = 0.0
+    or_min_gain: float = 0.03  # F1 an OR with a second conjunction must add on the fit rows
     allow_or: bool = True
+    # A feature is explained at the strongest activity level whose rule's fit F1 is within
+    # this of the best level's (its strongest activations are what it stands for).
+    level_tolerance: float = 0.03
     max_fit_rows: int = 20_000  # the search runs on at most this many fit rows (a sample)
-    min_support: int = 10  # inputs a lift condition must cover
+    min_support: int = 10  # inputs a lift condition (or an OR's second part) must cover
+    # Inputs a rule must cover on the search rows, and positives an activity level above 0
+    # must have there: tiny targets and rules fit noise.
+    min_rule_support: int = 10
     top_lifts: int = 5
     feature_chunk: int = 256
     seed: int = 0
@@ -48,7 +60,8 @@ class ExplainConfig:
         if not 1 <= self.max_terms <= MAX_TERMS_LIMIT:
             raise ValueError(f"ExplainConfig.max_terms must be in 1..{MAX_TERMS_LIMIT}, "
                              f"got {self.max_terms}")
-        for name in ("beam", "max_fit_rows", "feature_chunk", "top_lifts", "min_support"):
+        for name in ("beam", "max_fit_rows", "feature_chunk", "top_lifts", "min_support",
+                     "min_rule_support"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"ExplainConfig.{name} must be positive, got "
                                  f"{getattr(self, name)}")
@@ -130,10 +143,12 @@ class Explanations:
 
     conjunctions: np.ndarray
     fit_f1: np.ndarray
+    level: np.ndarray  # the activity level each feature is explained at (0: active)
     precision: np.ndarray
     recall: np.ndarray
     f1: np.ndarray
-    frequency: np.ndarray  # the feature's, on the held-out rows
+    f1_level0: np.ndarray  # the same rule scored against level 0 ("active")
+    frequency: np.ndarray  # the feature's at its level, on the held-out rows
     rule_frequency: np.ndarray  # the rule's, on the held-out rows
     heldout_active: np.ndarray  # active count on the held-out rows
     lift_condition: np.ndarray
@@ -188,8 +203,9 @@ def _top_unique(scores: np.ndarray, sets: np.ndarray, keys: np.ndarray, width: i
     Returns ``(scores (Fc, width), sets (Fc, width, d))``; missing entries score -1."""
     fc, m = scores.shape
     take = min(m, width * (sets.shape[-1] + 1))  # a set has at most d + 1 parents
-    part = np.argpartition(-scores, take - 1, axis=1)[:, :take] if take < m else \
-        np.broadcast_to(np.arange(m), (fc, m))
+    # Sorted so that ties go to the lowest index (the caller's order of preference).
+    part = np.sort(np.argpartition(-scores, take - 1, axis=1)[:, :take], axis=1) \
+        if take < m else np.broadcast_to(np.arange(m), (fc, m))
     order = np.take_along_axis(part, np.argsort(-np.take_along_axis(scores, part, 1),
                                                  axis=1, kind="stable"), 1)
     s = np.take_along_axis(scores, order, 1)
@@ -223,7 +239,8 @@ def search_conjunctions(cond: np.ndarray, active: np.ndarray, fam: np.ndarray,
     pos = af.sum(0)  # (Fc,)
     sup1 = cf.sum(0)  # (K,)
     tp1 = af.T @ cf  # (Fc, K)
-    f1_1 = np.where(sup1[None] > 0, _f1(tp1, pos[:, None], sup1[None]), -1.0)
+    floor = max(1, cfg.min_rule_support)
+    f1_1 = np.where(sup1[None] >= floor, _f1(tp1, pos[:, None], sup1[None]), -1.0)
     width = min(cfg.beam, k)
     order = np.argsort(-f1_1, axis=1, kind="stable")[:, :width]
     scores = np.take_along_axis(f1_1, order, 1)
@@ -245,7 +262,7 @@ def search_conjunctions(cond: np.ndarray, active: np.ndarray, fam: np.ndarray,
         sup = sup_u[inverse.reshape(fc, width)]  # (Fc, B, K)
         f1 = _f1(tp, pos[:, None, None], sup)
         same_family = (fam[sets][:, :, :, None] == fam[None, None, None, :]).any(2)
-        bad = same_family | (sup <= 0) | (scores[:, :, None] < 0)
+        bad = same_family | (sup < floor) | (scores[:, :, None] < 0)
         f1 = np.where(bad, -1.0, f1)
         new_sets = np.concatenate(
             [np.broadcast_to(sets[:, :, None, :], (fc, width, k, d)),
@@ -253,7 +270,7 @@ def search_conjunctions(cond: np.ndarray, active: np.ndarray, fam: np.ndarray,
         new_sets = np.sort(new_sets, axis=-1).reshape(fc, width * k, depth)
         scores, sets = _top_unique(f1.reshape(fc, -1), new_sets,
                                    _set_keys(new_sets, k), width)
-        better = scores[:, 0] > best_f1 + cfg.min_gain
+        better = scores[:, 0] >= best_f1 + cfg.min_gain
         best[better, :depth] = sets[better, 0]
         best[better, depth:] = -1
         best_f1 = np.where(better, scores[:, 0], best_f1)
@@ -284,19 +301,45 @@ def _lifts(tp1, sup1, pos, n, cfg: ExplainConfig):
 
 # ---------------------------------------------------------------- the whole explanation
 
+def _rules_for(c_fit: np.ndarray, a_fit: np.ndarray, fam: np.ndarray, cfg: ExplainConfig):
+    """Rule search of one activity target: ``(conjunctions (Fc, 2, T), fit F1, tp1, sup1)``."""
+    conj, fit_f1, tp1, sup1 = search_conjunctions(c_fit, a_fit, fam, cfg)
+    conjs = np.full((len(conj), 2, cfg.max_terms), -1, np.int64)
+    conjs[:, 0] = conj
+    if cfg.allow_or:
+        first = conjunction_mask(c_fit, conj)
+        conj2, _, _, _ = search_conjunctions(c_fit, a_fit & ~first, fam, cfg)
+        tp, pred, pos = _counts(first | conjunction_mask(c_fit, conj2), a_fit)
+        f1_or = _f1(tp, pos, pred)
+        new_tp = (conjunction_mask(c_fit, conj2) & a_fit & ~first).sum(0)
+        keep = ((f1_or > fit_f1 + cfg.or_min_gain) & (conj2 >= 0).any(1)
+                & (new_tp >= cfg.min_support))
+        conjs[keep, 1] = conj2[keep]
+        fit_f1 = np.where(keep, f1_or, fit_f1)
+    return conjs, fit_f1, tp1, sup1
+
+
 def explain(cond: np.ndarray, active, *, fit_rows: np.ndarray, heldout_rows: np.ndarray,
             families: np.ndarray | None = None, config: ExplainConfig = ExplainConfig(),
             progress: bool = True) -> Explanations:
     """Rules, held-out scores and lifts for every feature (see the module docstring).
 
-    ``cond (n, K)`` bool; ``active`` ``(n, F)`` bool or :class:`ActiveMatrix`; ``fit_rows``
-    and ``heldout_rows`` index ``range(n)``; ``families (K,)`` int (default: all distinct).
+    ``cond (n, K)`` bool; ``active``: ``(n, F)`` bool or :class:`ActiveMatrix`, or a list
+    of them, one per activation level (level 0 first: "active"; higher levels: "active
+    at least this strongly"). With several levels each feature is explained at the level
+    whose rule fits (nearly, ``level_tolerance``) best on the fit rows, the strongest such level,
+    and its held-out scores are at that level (``level``); ``f1_level0`` scores the same
+    rule against level 0. ``fit_rows`` and ``heldout_rows`` index ``range(n)``;
+    ``families (K,)`` int (default: all distinct).
     """
     cond = np.asarray(cond, bool)
-    active = as_active_matrix(active)
+    levels = [as_active_matrix(a) for a in (active if isinstance(active, (list, tuple))
+                                            else [active])]
     n, k = cond.shape
-    if active.n != n:
-        raise ValueError(f"activity has {active.n} rows but the condition matrix has {n}")
+    for a in levels:
+        if a.shape != levels[0].shape or a.n != n:
+            raise ValueError(f"activity levels must all be ({n}, F); got "
+                             f"{[lv.shape for lv in levels]} for {n} condition rows")
     if k >= (1 << 16) - 1:
         raise ValueError(f"at most 65534 conditions, got {k}")
     fam = np.arange(k) if families is None else np.asarray(families)
@@ -310,10 +353,12 @@ def explain(cond: np.ndarray, active, *, fit_rows: np.ndarray, heldout_rows: np.
     search = fit_rows if len(fit_rows) <= config.max_fit_rows else np.sort(
         rng.choice(fit_rows, config.max_fit_rows, replace=False))
     c_fit, c_held = cond[search], cond[heldout_rows]
-    num_f, t, nl = active.num_features, config.max_terms, config.top_lifts
+    num_f, t, nl = levels[0].num_features, config.max_terms, config.top_lifts
     out = dict(
         conjunctions=np.full((num_f, 2, t), -1, np.int64), fit_f1=np.zeros(num_f),
+        level=np.zeros(num_f, np.int64),
         precision=np.zeros(num_f), recall=np.zeros(num_f), f1=np.zeros(num_f),
+        f1_level0=np.zeros(num_f),
         frequency=np.zeros(num_f), rule_frequency=np.zeros(num_f),
         heldout_active=np.zeros(num_f, np.int64),
         lift_condition=np.full((num_f, nl), -1, np.int64), lift=np.zeros((num_f, nl)),
@@ -322,33 +367,42 @@ def explain(cond: np.ndarray, active, *, fit_rows: np.ndarray, heldout_rows: np.
     for f0 in tqdm(chunks, desc="explaining features", unit="chunk", disable=not progress,
                    leave=False):
         f1_ = min(num_f, f0 + config.feature_chunk)
-        block = active.columns(f0, f1_)
-        a_fit, a_held = block[search], block[heldout_rows]
-        conj, fit_f1, tp1, sup1 = search_conjunctions(c_fit, a_fit, fam, config)
-        conjs = np.full((f1_ - f0, 2, t), -1, np.int64)
-        conjs[:, 0] = conj
-        if config.allow_or:
-            first = conjunction_mask(c_fit, conj)
-            conj2, _, _, _ = search_conjunctions(c_fit, a_fit & ~first, fam, config)
-            second = conjunction_mask(c_fit, conj2)
-            tp, pred, pos = _counts(first | second, a_fit)
-            f1_or = _f1(tp, pos, pred)
-            keep = (f1_or > fit_f1 + config.or_min_gain) & (conj2 >= 0).any(1)
-            conjs[keep, 1] = conj2[keep]
-            fit_f1 = np.where(keep, f1_or, fit_f1)
+        fc = f1_ - f0
+        blocks = [a.columns(f0, f1_) for a in levels]
+        per_level = []
+        for block in blocks:
+            conjs, fit_f1, tp1, sup1 = _rules_for(c_fit, block[search], fam, config)
+            lifts = _lifts(tp1, sup1, block[search].sum(0).astype(np.float64), len(search),
+                           config)
+            per_level.append((conjs, fit_f1) + lifts)
+        # The strongest level whose rule fits almost as well as the best level's.
+        fits = np.stack([p[1] for p in per_level])  # (L, Fc)
+        few = np.stack([b[search].sum(0) for b in blocks]) < config.min_rule_support
+        fits = np.where(few & (np.arange(len(blocks)) > 0)[:, None], -1.0, fits)
+        near = fits >= fits.max(0, keepdims=True) - config.level_tolerance
+        chosen = len(blocks) - 1 - np.argmax(near[::-1], axis=0)
+        cols = np.arange(fc)
+        best = {key: np.stack([p[i] for p in per_level])[chosen, cols]
+                for i, key in enumerate(("conjs", "fit_f1", "lc", "lv", "lp", "ls"))}
+        best["level"] = chosen
+        held = np.stack([b[heldout_rows] for b in blocks], 0)  # (L, n_h, Fc)
+        a_held = held[best["level"], :, np.arange(fc)].T  # each feature at its level
         sl = slice(f0, f1_)
-        out["conjunctions"][sl] = conjs
-        out["fit_f1"][sl] = fit_f1
-        tp, pred, pos = _counts(rule_mask(c_held, conjs), a_held)
+        mask = rule_mask(c_held, best["conjs"])
+        tp, pred, pos = _counts(mask, a_held)
+        out["conjunctions"][sl] = best["conjs"]
+        out["fit_f1"][sl] = best["fit_f1"]
+        out["level"][sl] = best["level"]
         out["precision"][sl] = np.where(pred > 0, tp / np.maximum(pred, 1), 0.0)
         out["recall"][sl] = np.where(pos > 0, tp / np.maximum(pos, 1), 0.0)
         out["f1"][sl] = _f1(tp, pos, pred)
+        tp0, pred0, pos0 = _counts(mask, held[0])
+        out["f1_level0"][sl] = _f1(tp0, pos0, pred0)
         out["frequency"][sl] = pos / len(heldout_rows)
         out["rule_frequency"][sl] = pred / len(heldout_rows)
         out["heldout_active"][sl] = pos.astype(np.int64)
-        lc, lv, lp, ls = _lifts(tp1, sup1, a_fit.sum(0).astype(np.float64), len(search), config)
-        out["lift_condition"][sl], out["lift"][sl] = lc, lv
-        out["lift_precision"][sl], out["lift_support"][sl] = lp, ls
+        out["lift_condition"][sl], out["lift"][sl] = best["lc"], best["lv"]
+        out["lift_precision"][sl], out["lift_support"][sl] = best["lp"], best["ls"]
     return Explanations(**out, fit_rows=len(fit_rows), search_rows=len(search),
                         heldout_rows=len(heldout_rows))
 
@@ -371,9 +425,11 @@ def percent(x: float) -> str:
 
 
 def sentence(rule: Sequence[Sequence[int]], texts: Sequence[str], f1: float,
-             frequency: float) -> str:
-    """``"Ninja Squid and Swim Speed Up ≥15 (F1 0.93, fires 11%)"``."""
-    return f"{rule_text(rule, texts)} (F1 {f1:.2f}, fires {percent(frequency)})"
+             frequency: float, *, level: float | None = None) -> str:
+    """``"Ninja Squid and Swim Speed Up ≥15 (F1 0.93, fires 11%)"``; with an activity
+    ``level``: ``"... (F1 0.93 at activation ≥ 1.6, fires 11%)"``."""
+    at = "" if level is None else f" at activation ≥ {level:.2g}"
+    return f"{rule_text(rule, texts)} (F1 {f1:.2f}{at}, fires {percent(frequency)})"
 
 
 __all__ = ["ActiveMatrix", "ExplainConfig", "Explanations", "as_active_matrix",

@@ -1,0 +1,246 @@
+"""The causal check of feature explanations: edit builds, run the models again, compare.
+
+An explanation says "feature f fires on builds that meet conjunction R". If that is the
+feature's cause and not a correlate, then adding R's conditions to builds that lack R
+should raise f's activation, and removing them from builds that have R should lower it.
+:func:`causal_check` edits held-out builds both ways (:mod:`primary.build_edits`: legal
+builds only), runs the primary model and the SAE on the edited builds (batched, jitted),
+and reports per feature the mean activation change, the share of builds where f turns on
+(add) or off (remove), and whether the signs agree with the rule.
+
+Builds are edited once per distinct conjunction (features that share a rule share the
+edited builds), and only the activation of each feature on its own edited builds is
+computed (a gather and a dot product per pair, not the whole SAE).
+
+:func:`rung_curves` steps one ability at a time through its AP rungs on a sample of
+builds and returns the chosen features' mean activation at each rung.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from bridge.harvest import pooled_of_inputs
+from primary.build_edits import edit_conjunctions, set_ability_rung
+from primary.build_inputs import full_build_inputs
+from primary.builds import BuildSet
+from primary.vocab import (
+    AP_THRESHOLDS,
+    MAIN_AP,
+    MAIN_ONLY_ABILITIES,
+    STANDARD_ABILITIES,
+    ap_to_token_multihot,
+)
+from sae_jax.activity import ACTIVE_THRESHOLD
+
+PAIR_CHUNK = 32_768  # (build, feature) pairs per dot-product chunk
+MEETS_CHUNK = 1024  # distinct conjunctions per chunk when finding the builds to edit
+
+
+@dataclass(frozen=True)
+class CausalConfig:
+    per_direction: int = 32  # builds edited per distinct conjunction and direction
+    batch_size: int = 512  # primary forward batch
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.per_direction <= 0 or self.batch_size <= 0:
+            raise ValueError(f"CausalConfig needs positive per_direction and batch_size, got "
+                             f"{self.per_direction} and {self.batch_size}")
+
+
+def _sae_arrays(sae):
+    params = {k: np.asarray(v, np.float32) for k, v in sae.params().items()}
+    w = params["W_enc"]  # (D, F)
+    bias = params["b_enc"] - params["b_dec"] @ w  # the encoder's effective bias (sae_jax.model)
+    return w, bias, float(sae.config.clip_max)
+
+
+def pair_activations(sae, x: np.ndarray, rows: np.ndarray, features: np.ndarray) -> np.ndarray:
+    """``h[rows[i], features[i]]`` of the SAE on pooled vectors ``x (m, D)``: ``(P,)``."""
+    w, bias, clip = _sae_arrays(sae)
+    out = np.empty(len(rows), np.float32)
+    for s in range(0, len(rows), PAIR_CHUNK):
+        r, f = rows[s:s + PAIR_CHUNK], features[s:s + PAIR_CHUNK]
+        pre = np.einsum("pd,dp->p", x[r], w[:, f]) + bias[f]
+        out[s:s + PAIR_CHUNK] = np.clip(pre, 0.0, clip)
+    return out
+
+
+def feature_activations(sae, x: np.ndarray, features: np.ndarray) -> np.ndarray:
+    """``(m, len(features))`` activations of the chosen features on pooled vectors ``x``."""
+    w, bias, clip = _sae_arrays(sae)
+    return np.clip(np.asarray(x, np.float32) @ w[:, features] + bias[features], 0.0, clip)
+
+
+def _known(builds: BuildSet, vocab, weapon_vocab) -> np.ndarray:
+    ok = np.isin(builds.weapons, weapon_vocab.game_ids)
+    return ok & ~ap_to_token_multihot(builds.ap)[:, vocab.ability_token_ids < 0].any(1)
+
+
+def _pooled(primary, builds: BuildSet, vocab, weapon_vocab, batch_size: int) -> np.ndarray:
+    inputs = full_build_inputs(builds, vocab, weapon_vocab, where="edited builds")
+    return pooled_of_inputs(primary, inputs, batch_size=batch_size)
+
+
+def _pick_rows(cond: np.ndarray, uniq: np.ndarray, per_direction: int, rng):
+    """For each distinct conjunction: up to ``per_direction`` rows lacking it and having it.
+    Returns ``(rows (m,), conj id (m,), add (m,) bool)``."""
+    keys = rng.random(len(cond))  # one random order of the builds, shared by all rules
+    ext = np.concatenate([cond, np.ones((len(cond), 1), bool)], axis=1)
+    rows, ids, adds = [], [], []
+    for u0 in range(0, len(uniq), MEETS_CHUNK):
+        block = uniq[u0:u0 + MEETS_CHUNK]
+        meets = ext[:, np.where(block < 0, cond.shape[1], block)].all(-1)  # (n, Uc)
+        for add in (True, False):
+            want = ~meets if add else meets
+            score = np.where(want, keys[:, None], np.inf)
+            k = min(per_direction, len(cond))
+            top = np.argpartition(score, k - 1, axis=0)[:k] if k < len(cond) else \
+                np.broadcast_to(np.arange(len(cond))[:, None], score.shape)
+            good = np.isfinite(np.take_along_axis(score, top, 0))
+            r, c = np.nonzero(good)
+            rows.append(top[r, c])
+            ids.append(u0 + c)
+            adds.append(np.full(len(c), add))
+    return np.concatenate(rows), np.concatenate(ids), np.concatenate(adds)
+
+
+def causal_check(primary, vocab, weapon_vocab, sae, builds: BuildSet, pooled: np.ndarray,
+                 cond: np.ndarray, conditions, conjunctions: np.ndarray, *,
+                 config: CausalConfig = CausalConfig(), thresholds=None) -> dict:
+    """Add and remove each feature's conjunction on ``builds`` and measure the feature.
+
+    ``pooled (n, D)``: the primary's pooled vectors of ``builds``; ``cond (n, K)`` their
+    condition matrix over ``conditions``; ``conjunctions (F, T)`` each feature's
+    conjunction as indices into ``conditions`` (-1 padded; all -1: no rule, not checked).
+    Returns arrays over features: ``add_n``, ``add_mean_change``, ``add_turned_on`` (share
+    of edited builds, inactive before, active after), ``remove_n``, ``remove_mean_change``,
+    ``remove_turned_off``; on/off is against ``thresholds (F,)`` (default: active), and
+    ``agrees`` (1 / 0, NaN when nothing could be edited):
+    adding raises the mean activation and removing lowers it (each where measured).
+    """
+    conjunctions = np.asarray(conjunctions, np.int64)
+    num_f = len(conjunctions)
+    if len(pooled) != len(builds) or len(cond) != len(builds):
+        raise ValueError(f"rows differ: builds {len(builds)}, pooled {len(pooled)}, "
+                         f"conditions {len(cond)}")
+    has_rule = (conjunctions >= 0).any(1)
+    out = {k: np.zeros(num_f) for k in ("add_mean_change", "add_turned_on",
+                                         "remove_mean_change", "remove_turned_off")}
+    out["add_n"] = np.zeros(num_f, np.int64)
+    out["remove_n"] = np.zeros(num_f, np.int64)
+    out["agrees"] = np.full(num_f, np.nan)
+    if not has_rule.any():
+        return out
+    canon = np.sort(np.where(conjunctions < 0, np.iinfo(np.int64).max, conjunctions), axis=1)
+    canon = np.where(canon == np.iinfo(np.int64).max, -1, canon)
+    uniq, feature_conj = np.unique(canon[has_rule], axis=0, return_inverse=True)
+    rng = np.random.default_rng(config.seed)
+    src, conj_id, add = _pick_rows(np.asarray(cond, bool), uniq, config.per_direction, rng)
+    edited_parts, ok_parts, order = [], [], []
+    for direction in (True, False):
+        sel = np.flatnonzero(add == direction)
+        if not len(sel):
+            continue
+        e, ok = edit_conjunctions(builds.subset(src[sel]), uniq[conj_id[sel]], conditions,
+                                  add=direction, weapon_pool=weapon_vocab.game_ids,
+                                  seed=config.seed)
+        edited_parts.append(e)
+        ok_parts.append(ok & _known(e, vocab, weapon_vocab))
+        order.append(sel)
+    sel = np.concatenate(order)
+    ok = np.concatenate(ok_parts)
+    edited = BuildSet.concat(edited_parts).subset(np.flatnonzero(ok))
+    src, conj_id, add = src[sel][ok], conj_id[sel][ok], add[sel][ok]
+    if not len(src):
+        return out
+    x_edit = _pooled(primary, edited, vocab, weapon_vocab, config.batch_size)
+    # Every (edited build, feature with that build's conjunction) pair.
+    features = np.flatnonzero(has_rule)
+    by_conj = np.argsort(feature_conj, kind="stable")
+    start = np.searchsorted(feature_conj[by_conj], np.arange(len(uniq)))
+    count = np.bincount(feature_conj, minlength=len(uniq))
+    reps = count[conj_id]
+    pair_edit = np.repeat(np.arange(len(src)), reps)
+    offset = np.arange(len(pair_edit)) - np.repeat(np.cumsum(reps) - reps, reps)
+    pair_feature = features[by_conj[np.repeat(start[conj_id], reps) + offset]]
+    after = pair_activations(sae, x_edit, pair_edit, pair_feature)
+    before = pair_activations(sae, np.asarray(pooled, np.float32), src[pair_edit],
+                              pair_feature)
+    change = after - before
+    if thresholds is None:
+        was_on, now_on = before > ACTIVE_THRESHOLD, after > ACTIVE_THRESHOLD
+    else:  # a feature explained at a higher activity level is "on" at that level
+        level = np.asarray(thresholds, np.float32)[pair_feature]
+        was_on = (before >= level) & (before > ACTIVE_THRESHOLD)
+        now_on = (after >= level) & (after > ACTIVE_THRESHOLD)
+    pair_add = add[pair_edit]
+    for direction, name in ((True, "add"), (False, "remove")):
+        m = pair_add == direction
+        n = np.bincount(pair_feature[m], minlength=num_f)
+        out[f"{name}_n"] = n
+        out[f"{name}_mean_change"] = np.bincount(pair_feature[m], change[m], num_f) / \
+            np.maximum(n, 1)
+        if direction:
+            base = m & ~was_on
+            flips = np.bincount(pair_feature[base], now_on[base], num_f)
+            out["add_turned_on"] = flips / np.maximum(np.bincount(pair_feature[base],
+                                                                  minlength=num_f), 1)
+        else:
+            base = m & was_on
+            flips = np.bincount(pair_feature[base], ~now_on[base], num_f)
+            out["remove_turned_off"] = flips / np.maximum(np.bincount(pair_feature[base],
+                                                                      minlength=num_f), 1)
+    add_ok = np.where(out["add_n"] > 0, out["add_mean_change"] > 0, True)
+    rem_ok = np.where(out["remove_n"] > 0, out["remove_mean_change"] < 0, True)
+    measured = (out["add_n"] > 0) | (out["remove_n"] > 0)
+    out["agrees"] = np.where(measured, (add_ok & rem_ok).astype(float), np.nan)
+    return out
+
+
+def rung_curves(primary, vocab, weapon_vocab, sae, builds: BuildSet, features, *,
+                abilities=None, min_legal: float = 0.5, batch_size: int = 512) -> dict:
+    """Mean activation of each chosen feature as one ability steps through its rungs.
+
+    For every ability (default: all; standard ones through 0, 3, 6, 12, ... 57, main-only
+    through 0 and 10) every build of the sample gets that AP, other abilities changed only
+    where slots must be freed (:func:`primary.build_edits.set_ability_rung`). A rung is
+    kept while at least ``min_legal`` of the sample can legally hold it ("as far as
+    legal"). Returns ``{feature: {ability: {"ap": [...], "mean": [...], "n": [...]}}}``
+    (``n``: builds averaged at each rung).
+    """
+    features = np.asarray(features, np.int64)
+    abilities = list(STANDARD_ABILITIES + MAIN_ONLY_ABILITIES) if abilities is None else \
+        list(abilities)
+    parts, tags = [], []
+    for a in abilities:
+        values = (0, MAIN_AP) if a in MAIN_ONLY_ABILITIES else (0,) + AP_THRESHOLDS
+        for v in values:
+            e, ok = set_ability_rung(builds, a, v)
+            ok &= _known(e, vocab, weapon_vocab)
+            if ok.mean() < min_legal:
+                break
+            parts.append(e.subset(np.flatnonzero(ok)))
+            tags.append((a, v, int(ok.sum())))
+    curves: dict = {int(f): {} for f in features}
+    if not parts:
+        return curves
+    x = _pooled(primary, BuildSet.concat(parts), vocab, weapon_vocab, batch_size)
+    h = feature_activations(sae, x, features)  # (m, len(features))
+    start = 0
+    for a, v, n in tags:
+        mean = h[start:start + n].mean(0)
+        start += n
+        for i, f in enumerate(features):
+            c = curves[int(f)].setdefault(a, {"ap": [], "mean": [], "n": []})
+            c["ap"].append(int(v))
+            c["mean"].append(float(mean[i]))
+            c["n"].append(n)
+    return curves
+
+
+__all__ = ["CausalConfig", "causal_check", "feature_activations", "pair_activations",
+           "rung_curves"]

@@ -1,0 +1,354 @@
+"""Explanations of every feature of a run: computed, scored, causally checked.
+
+For the analysis builds of a run (``sae_jax.analyze``): the condition matrix of the builds
+(:mod:`primary.conditions`), which features are active (``sae_jax.activity``), a seeded
+fit / held-out split, then
+
+- per feature a rule, its held-out precision / recall / F1 and the top lifts
+  (:mod:`sae_jax.explain`), read as a sentence;
+- the causal check of the rule's first conjunction on held-out builds
+  (:mod:`bridge.causal`);
+- which weapon classes and weapons it fires on, against its base rate;
+- for the features the report shows, AP-rung response curves per ability.
+
+Written to ``workdir/explanations.json`` (schema version 1, below) and put in the report
+document. Nothing here reads the planted concepts except :func:`ground_truth_check`, which
+compares the finished explanations with them.
+
+Schema: ``{"version", "num_builds", "fit_rows", "heldout_rows", "search_rows",
+"num_conditions", "summary": {"median_f1_window", "window_features", "explained",
+"explained_f1", "causal_agreement", "causal_checked", "ground_truth"}, "features": {"<id>":
+{"rule", "rule_text", "sentence", "precision", "recall", "f1", "fit_f1", "frequency",
+"rule_frequency", "lifts", "causal", "classes", "weapons", "rung_curves" (shown features
+only)}}}``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm import tqdm
+
+from bridge.causal import CausalConfig, causal_check, rung_curves
+from primary.concepts import CONCEPTS
+from primary.conditions import CATALOGUE, condition_matrix, families, occurring
+from primary.vocab import AP_THRESHOLDS, MAIN_ONLY_ABILITIES
+from primary.weapons import WEAPON_CLASSES, weapon_class_index, weapon_name
+from runkit.jsonio import write_json
+from sae_jax.activity import ACTIVE_THRESHOLD, is_active, window_mask
+from sae_jax.explain import (
+    ActiveMatrix,
+    ExplainConfig,
+    explain,
+    percent,
+    rule_text,
+    sentence,
+    split_rows,
+)
+from sae_jax.model import encode
+
+VERSION = 1
+EXPLAINED_F1 = 0.5  # a feature counts as explained when its rule reaches this held-out F1
+RECOVERED_F1 = 0.8  # concepts.json rows at or above this are checked against ground truth
+CURVE_BUILDS = 128  # sample of held-out builds for the rung curves
+TOP_CLASSES = 5
+TOP_WEAPONS = 5
+MIN_WEAPON_SUPPORT = 5
+ACT_BATCH = 1024  # a multiple of 8: packed batches concatenate row for row
+# Activity levels besides "active": these fractions of each feature's largest activation.
+# A feature that fires weakly on many builds and strongly on a few is explained at the
+# level whose rule fits best (sae_jax.explain).
+LEVEL_FRACTIONS = (0.15, 0.3, 0.5)
+
+
+@partial(jax.jit, static_argnames=("clip_max",))
+def _max_jit(params, x, valid, *, clip_max):
+    h = encode(params, x, clip_max)[1]
+    return jnp.max(jnp.where(valid[:, None], h, 0.0), axis=0)
+
+
+@partial(jax.jit, static_argnames=("clip_max",))
+def _levels_jit(params, x, thresholds, *, clip_max):
+    """``(L, B, F)`` bool: level 0 is "active"; level j > 0 is ``h >= thresholds[j]``."""
+    h = encode(params, x, clip_max)[1]
+    return jnp.concatenate([is_active(h)[None], h[None] >= thresholds[1:, None, :]], axis=0)
+
+
+def _padded_batches(pooled: np.ndarray, size: int):
+    n = len(pooled)
+    for s in range(0, n, size):
+        part = pooled[s:s + size]
+        m = len(part)
+        valid = np.arange(size) < m
+        if m < size:
+            part = np.concatenate([part, np.zeros((size - m, part.shape[1]), part.dtype)])
+        yield jnp.asarray(part), jnp.asarray(valid), m
+
+
+def activity_levels(sae, pooled: np.ndarray, *, fractions=LEVEL_FRACTIONS,
+                    batch_size: int = ACT_BATCH) -> tuple[list[ActiveMatrix], np.ndarray]:
+    """Which features are active on each pooled vector, at several levels, packed.
+
+    Level 0: active (``sae_jax.activity``); level j: activation at least ``fractions[j-1]``
+    of the feature's largest activation on these inputs. Returns ``(levels,
+    thresholds (L, F))`` (level 0's threshold is the active threshold).
+    """
+    params, clip = sae.params(), float(sae.config.clip_max)
+    n = len(pooled)
+    size = max(8, min(batch_size, -(-max(n, 1) // 8) * 8))
+    top = np.zeros(sae.hidden_dim, np.float32)
+    for x, valid, _ in _padded_batches(pooled, size):
+        top = np.maximum(top, np.asarray(_max_jit(params, x, valid, clip_max=clip)))
+    fr = np.asarray(fractions, np.float32)
+    thresholds = np.concatenate([np.full((1, len(top)), ACTIVE_THRESHOLD, np.float32),
+                                 np.maximum(fr[:, None] * top[None], ACTIVE_THRESHOLD)])
+    parts: list[list[np.ndarray]] = [[] for _ in thresholds]
+    th = jnp.asarray(thresholds)
+    for x, _, m in tqdm(_padded_batches(pooled, size), desc="feature activity",
+                        total=-(-n // size), unit="batch", leave=False, disable=n <= size):
+        planes = np.asarray(_levels_jit(params, x, th, clip_max=clip))[:, :m]
+        for j in range(len(thresholds)):
+            parts[j].append(np.packbits(planes[j], axis=0))
+    return [ActiveMatrix(np.concatenate(p), n) for p in parts], thresholds
+
+
+def _breakdown(active: ActiveMatrix, groups: np.ndarray, num_groups: int, chunk: int):
+    """``(F, G)`` active counts per group, ``(G,)`` group sizes, ``(F,)`` active counts."""
+    onehot = np.zeros((active.n, num_groups), np.float32)
+    onehot[np.arange(active.n), groups] = 1.0
+    counts = np.zeros((active.num_features, num_groups))
+    total = np.zeros(active.num_features)
+    for f0 in range(0, active.num_features, chunk):
+        block = active.columns(f0, min(active.num_features, f0 + chunk)).astype(np.float32)
+        counts[f0:f0 + chunk] = block.T @ onehot
+        total[f0:f0 + chunk] = block.sum(0)
+    return counts, onehot.sum(0), total
+
+
+def _rows_of(rates, base, counts, support, names, top: int, min_support: int, key: str,
+             extra=None):
+    """The groups a feature fires on most above its base rate, as JSON rows."""
+    lift = np.where(base > 0, rates / max(base, 1e-12), 0.0)
+    ok = (counts > 0) & (support >= min_support)
+    order = [i for i in np.lexsort((-counts, -lift)) if ok[i]][:top]
+    rows = []
+    for i in order:
+        row = {key: names[i], "rate": float(rates[i]), "base": float(base),
+               "lift": float(lift[i]), "support": int(support[i]), "active": int(counts[i])}
+        if extra is not None:
+            row.update(extra[i])
+        rows.append(row)
+    return rows
+
+
+def compute_explanations(primary, vocab, weapon_vocab, sae, builds, pooled: np.ndarray, *,
+                         curve_features=(), explain_config: ExplainConfig | None = None,
+                         causal_config: CausalConfig | None = None,
+                         concepts_result: dict | None = None, concepts=CONCEPTS,
+                         fit_fraction: float = 0.5, seed: int = 0,
+                         progress: bool = True) -> dict:
+    """The ``explanations.json`` document for ``builds`` (with pooled vectors ``pooled``).
+
+    ``curve_features``: features that get rung curves (the report's shown ones).
+    ``concepts_result``: the run's ``concepts.json`` dict, for the ground-truth summary
+    (synthetic runs; None otherwise).
+    """
+    t0 = time.perf_counter()
+    explain_config = explain_config or ExplainConfig()
+    causal_config = causal_config or CausalConfig()
+    n = len(builds)
+    if len(pooled) != n:
+        raise ValueError(f"{len(pooled)} pooled vectors for {n} builds")
+    cond_all = condition_matrix(builds, CATALOGUE)
+    keep = occurring(cond_all)  # the catalogue is fixed; only conditions that occur matter
+    conditions = [CATALOGUE[k] for k in keep]
+    cond = cond_all[:, keep]
+    texts = [c.text for c in conditions]
+    levels, thresholds = activity_levels(sae, pooled)
+    active = levels[0]
+    fit, held = split_rows(n, fit_fraction=fit_fraction, seed=seed)
+    ex = explain(cond, levels, fit_rows=fit, heldout_rows=held,
+                 families=families(conditions), config=explain_config, progress=progress)
+    t_rules = time.perf_counter() - t0
+
+    first = ex.conjunctions[:, 0]
+    level_threshold = thresholds[ex.level, np.arange(active.num_features)]
+    causal = causal_check(primary, vocab, weapon_vocab, sae, builds.subset(held),
+                          pooled[held], cond[held], conditions, first, config=causal_config,
+                          thresholds=level_threshold)
+    t_causal = time.perf_counter() - t0 - t_rules
+
+    cls_idx = weapon_class_index(builds.weapons)
+    cls_names = list(WEAPON_CLASSES) + ["unknown"]
+    cls_counts, cls_support, total = _breakdown(active, np.where(cls_idx < 0, len(
+        WEAPON_CLASSES), cls_idx), len(cls_names), explain_config.feature_chunk)
+    game_ids, w_idx = np.unique(builds.weapons, return_inverse=True)
+    w_counts, w_support, _ = _breakdown(active, w_idx.reshape(-1), len(game_ids),
+                                        explain_config.feature_chunk)
+    frequency = total / n
+
+    curve_features = sorted({int(f) for f in curve_features})
+    curves = {}
+    if curve_features:
+        rng = np.random.default_rng(seed)
+        sample = np.sort(rng.choice(held, min(CURVE_BUILDS, len(held)), replace=False))
+        curves = rung_curves(primary, vocab, weapon_vocab, sae, builds.subset(sample),
+                             curve_features, batch_size=causal_config.batch_size)
+    t_all = time.perf_counter() - t0
+
+    names = [c.name for c in conditions]
+    w_names = [weapon_name(int(g)) for g in game_ids]
+    w_extra = [{"game_id": int(g)} for g in game_ids]
+    features = {}
+    for f in range(active.num_features):
+        rule = ex.rule(f)
+        base = total[f] / n
+        entry = {
+            "rule": [[names[c] for c in conj] for conj in rule],
+            "rule_text": rule_text(rule, texts),
+            "sentence": sentence(rule, texts, ex.f1[f], ex.frequency[f],
+                                 level=float(level_threshold[f]) if ex.level[f] else None)
+            if rule else f"no rule: never active on the fit split (fires {percent(base)})",
+            "level": {"index": int(ex.level[f]), "threshold": float(level_threshold[f]),
+                      "fraction_of_max": 0.0 if ex.level[f] == 0 else
+                      float(LEVEL_FRACTIONS[ex.level[f] - 1])},
+            "f1_active": float(ex.f1_level0[f]),
+            "precision": float(ex.precision[f]), "recall": float(ex.recall[f]),
+            "f1": float(ex.f1[f]), "fit_f1": float(ex.fit_f1[f]),
+            "frequency": float(ex.frequency[f]), "frequency_all": float(base),
+            "rule_frequency": float(ex.rule_frequency[f]),
+            "lifts": [{"condition": names[c], "text": texts[c], "lift": float(lv),
+                       "precision": float(lp), "support": int(ls)}
+                      for c, lv, lp, ls in zip(ex.lift_condition[f], ex.lift[f],
+                                               ex.lift_precision[f], ex.lift_support[f])
+                      if c >= 0],
+            "causal": {
+                "add": {"n": int(causal["add_n"][f]),
+                        "mean_change": float(causal["add_mean_change"][f]),
+                        "turned_on": float(causal["add_turned_on"][f])},
+                "remove": {"n": int(causal["remove_n"][f]),
+                           "mean_change": float(causal["remove_mean_change"][f]),
+                           "turned_off": float(causal["remove_turned_off"][f])},
+                "agrees": None if np.isnan(causal["agrees"][f]) else bool(causal["agrees"][f]),
+            },
+            "classes": _rows_of(cls_counts[f] / np.maximum(cls_support, 1), base, cls_counts[f],
+                                cls_support, cls_names, TOP_CLASSES, 1, "class"),
+            "weapons": _rows_of(w_counts[f] / np.maximum(w_support, 1), base, w_counts[f],
+                                w_support, w_names, TOP_WEAPONS, MIN_WEAPON_SUPPORT, "weapon",
+                                w_extra),
+        }
+        if f in curves:
+            entry["rung_curves"] = curves[f]
+        features[str(f)] = entry
+
+    window = window_mask(frequency)
+    explained = (ex.f1 >= EXPLAINED_F1) & (ex.conjunctions[:, 0] >= 0).any(1)
+    checked = explained & ~np.isnan(causal["agrees"])
+    doc = {
+        "version": VERSION, "num_builds": int(n), "fit_rows": int(ex.fit_rows),
+        "heldout_rows": int(ex.heldout_rows), "search_rows": int(ex.search_rows),
+        "num_conditions": len(conditions), "num_catalogue_conditions": len(CATALOGUE),
+        "num_features": int(active.num_features),
+        "summary": {
+            "median_f1_window": float(np.median(ex.f1[window])) if window.any() else None,
+            "median_f1_active_window": float(np.median(ex.f1_level0[window]))
+            if window.any() else None,
+            "level_counts": np.bincount(ex.level, minlength=len(levels)).tolist(),
+            "window_features": int(window.sum()),
+            "explained": int(explained.sum()), "explained_f1": EXPLAINED_F1,
+            "causal_agreement": float(causal["agrees"][checked].mean()) if checked.any()
+            else None,
+            "causal_checked": int(checked.sum()),
+            "ground_truth": None,
+            "seconds": {"rules": round(t_rules, 2), "causal": round(t_causal, 2),
+                        "total": round(t_all, 2)},
+        },
+        "features": features,
+    }
+    if concepts_result is not None:
+        doc["summary"]["ground_truth"] = ground_truth_check(doc, concepts_result, concepts)
+    return doc
+
+
+def _rung_index(ap: int) -> int:
+    """Index in :data:`AP_THRESHOLDS` of the largest rung <= ``ap`` (-1 below the first)."""
+    return int(np.searchsorted(AP_THRESHOLDS, ap, side="right")) - 1
+
+
+def ground_truth_check(doc: dict, concepts_result: dict, concepts=CONCEPTS) -> dict:
+    """Do the explanations of recovered concepts' best features name exactly the concepts'
+    required abilities, each within one rung of the required AP?
+
+    A concept is checked when its ``concepts.json`` row has SAE F1 >= 0.8. Its best
+    feature's rule (all conjunctions) must consist of ability and main-only conditions
+    only, name every required ability and no other, each standard one at a rung whose
+    index is within one of the largest rung <= the required AP. Returns ``{"share",
+    "checked", "matched", "misses": [{"concept", "feature", "rule", "why"}]}``.
+    """
+    from primary.conditions import condition_by_name
+
+    by_name = {c.name: c for c in concepts}
+    checked, matched, misses = 0, 0, []
+    for row in concepts_result.get("rows", []):
+        if row.get("sae_f1", 0.0) < RECOVERED_F1:
+            continue
+        concept = by_name.get(row["concept"])
+        if concept is None:
+            raise ValueError(f"concepts.json names concept {row['concept']!r}, which the "
+                             "given concept set lacks")
+        checked += 1
+        entry = doc["features"].get(str(row["feature"]))
+        rule = entry["rule"] if entry else []
+        why = []
+        named: dict[str, list[int | None]] = {}
+        for conj in rule:
+            for name in conj:
+                c = condition_by_name(name, where="an explanation rule")
+                if c.kind not in ("ability", "main_only"):
+                    why.append(f"names {c.text}")
+                    continue
+                named.setdefault(c.ability, []).append(c.threshold)
+        required = dict(concept.required)
+        extra = sorted(set(named) - set(required))
+        missing = sorted(set(required) - set(named))
+        if extra:
+            why.append(f"names {', '.join(extra)}, which the concept does not require")
+        if missing:
+            why.append(f"misses {', '.join(missing)}")
+        for a, thresholds in named.items():
+            if a not in required or a in MAIN_ONLY_ABILITIES:
+                continue
+            want = _rung_index(required[a])
+            for t in thresholds:
+                if abs(_rung_index(t) - want) > 1:
+                    why.append(f"{a} at >= {t}, the concept requires {required[a]}")
+        if why:
+            misses.append({"concept": concept.name, "feature": int(row["feature"]),
+                           "rule": entry["rule_text"] if entry else "no rule",
+                           "why": "; ".join(why)})
+        else:
+            matched += 1
+    return {"share": matched / checked if checked else None, "checked": checked,
+            "matched": matched, "misses": misses}
+
+
+def write_explanations(path: str | os.PathLike, doc: dict) -> None:
+    write_json(path, doc)
+
+
+def load_explanations(path: str | os.PathLike) -> dict | None:
+    """The ``explanations.json`` dict, or None when the file does not exist."""
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+__all__ = ["activity_levels", "compute_explanations", "ground_truth_check",
+           "load_explanations", "write_explanations"]
