@@ -187,3 +187,26 @@ def test_primary_settings_record_the_set_only_when_custom(tmp_path):
     assert cfg.to_dict()["concepts_file"] == str(path)
     with pytest.raises(ValueError, match="--concepts_file"):
         PrimaryTrainConfig(data_source="statink", data_path="x.csv", concepts_file=str(path))
+
+
+def test_primary_run_records_its_set_and_refuses_a_changed_file(tmp_path):
+    from primary.training import train_primary
+    from runkit.resume import SettingsChanged
+
+    path = write_set(tmp_path, CUSTOM)
+    # The model and batch of test_primary_train's TINY run, so the compiled step is shared.
+    cfg = PrimaryTrainConfig(
+        embedding_dim=8, hidden_dim=16, num_layers=1, num_heads=2, num_inducing_points=4,
+        lr=3e-3, batch_size=32, epochs=1, num_builds=60, seed=3, checkpoint_every=50,
+        log_every=2, concepts_file=str(path))
+    workdir = tmp_path / "run"
+    train_primary(cfg, workdir)
+    assert recorded_concept_set(workdir / "model") == load_concept_set(path)
+    recorded = json.loads((workdir / "train_config.json").read_text())
+    assert recorded["concept_set_sha256"] == concept_set_digest(load_concept_set(path))
+    assert train_primary(cfg, workdir)["steps"] > 0  # unchanged: the finished run is reported
+    changed = json.loads(path.read_text())
+    changed[2]["required"]["run_speed_up"] = 15
+    path.write_text(json.dumps(changed))
+    with pytest.raises(SettingsChanged, match="concept_set_sha256"):
+        train_primary(cfg, workdir)
