@@ -1,11 +1,13 @@
 """Import a SplatNLP run directory (PyTorch checkpoints) into this project's on-disk layout.
 
-    python -m bridge.import_splatnlp --run_dir=RUN [--sae=SAE.pth] [--model=MODEL.pth] --out=OUT
+    python -m bridge.import_splatnlp --run_dir=RUN [--sae=SAE.pth] [--model=MODEL.pth] \
+        [--labels=feature_labels_ultra.json] --out=OUT
 
 Writes ``OUT/model`` (a primary model directory), ``OUT/sae`` (an SAE directory,
-when ``--sae`` is given) and ``OUT/run.json``, so every later command (SAE
-training with ``--primary_dir=OUT/model``, analysis, steering, SAELens export)
-works on the imported models. torch is not needed.
+when ``--sae`` is given), ``OUT/feature_labels.json`` (SplatNLP's feature labels,
+when ``--labels`` is given; see :mod:`sae_jax.labels`) and ``OUT/run.json``, so
+every later command (SAE training with ``--primary_dir=OUT/model``, analysis,
+steering, SAELens export) works on the imported models. torch is not needed.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from primary.model import count_params
 from primary.store import save_primary
 from runkit.cli import report_user_errors
 from runkit.jsonio import write_json
+from sae_jax.labels import import_labels, labels_path, load_run_labels, read_labels
 from sae_jax.store import save_sae
 
 
@@ -31,6 +34,10 @@ def define_flags() -> None:
     flags.DEFINE_string("sae", None, "The SAE's .pth (absolute, or relative to run_dir).")
     flags.DEFINE_string("model", None, "The model's .pth; default: the single .pth in "
                         "run_dir that is not the SAE.")
+    flags.DEFINE_string("labels", None, "SplatNLP's feature labels file (e.g. "
+                        "feature_labels_ultra.json; absolute, or relative to run_dir or the "
+                        "current directory), imported "
+                        "into OUT/feature_labels.json; needs --sae.")
     flags.DEFINE_string("out", None, "Output directory (created).")
     flags.mark_flags_as_required(["run_dir", "out"])
 
@@ -60,10 +67,30 @@ def write_imported_run(run: SplatNLPRun, out: str | os.PathLike, *, imported_fro
     return info
 
 
-def import_run(run_dir: str, out: str, *, sae: str | None = None,
-               model: str | None = None) -> tuple[SplatNLPRun, dict]:
+def import_run(run_dir: str, out: str, *, sae: str | None = None, model: str | None = None,
+               labels: str | None = None) -> tuple[SplatNLPRun, dict]:
+    """Read the run (and its labels file, checked against the SAE's size) before writing."""
+    labels_file = _labels_file(run_dir, labels) if labels else None
+    if labels_file is not None and sae is None:
+        raise ValueError("--labels label SAE features: give the SAE with --sae as well")
     run = load_splatnlp(run_dir, sae, model_file=model)
-    return run, write_imported_run(run, out, imported_from=run_dir)
+    if labels_file is not None:
+        read_labels(labels_file, num_features=run.sae.hidden_dim, missing_ok=False)
+    info = write_imported_run(run, out, imported_from=run_dir)
+    if labels_file is not None:
+        import_labels(labels_file, out, num_features=run.sae.hidden_dim)
+    return run, info
+
+
+def _labels_file(run_dir: str, labels: str) -> Path:
+    """``labels`` as given if absolute, else in ``run_dir`` (as ``--sae``) or the current
+    directory."""
+    path = Path(labels)
+    for candidate in ([path] if path.is_absolute() else [Path(run_dir) / path, path]):
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(f"--labels {labels}: no such file (looked in {run_dir} and in the "
+                            "current directory)")
 
 
 def _summary(run: SplatNLPRun, out: str, seconds: float) -> str:
@@ -96,8 +123,11 @@ def main(argv):
         raise FileNotFoundError(f"--run_dir {f.run_dir} is not a directory")
     if Path(f.out).exists() and not Path(f.out).is_dir():
         raise FileExistsError(f"--out {f.out} exists and is not a directory")
-    run, _ = import_run(f.run_dir, f.out, sae=f.sae, model=f.model)
+    run, _ = import_run(f.run_dir, f.out, sae=f.sae, model=f.model, labels=f.labels)
     print(_summary(run, f.out, time.perf_counter() - start))
+    if f.labels:
+        print(f"  labels: {len(load_run_labels(f.out))} feature labels in "
+              f"{labels_path(Path(f.out).absolute())}")
     return 0
 
 

@@ -286,3 +286,27 @@ def test_load_splatnlp_is_importable_from_the_package():
     from bridge.splatnlp import load_splatnlp as defined
 
     assert bridge.load_splatnlp is defined
+
+
+def test_import_brings_splatnlp_labels_into_the_run_store(tmp_path):
+    from sae_jax.labels import LabelError, load_run_labels
+
+    labels = {"5": {"name": "SCU stacker", "category": "tactical", "notes": "",
+                    "timestamp": "2025-06-01T12:00:00", "source": "manual"},
+              "127": {"name": "Edge", "category": "none", "notes": "", "timestamp": ""}}
+    src = tmp_path / "feature_labels_ultra.json"
+    src.write_text(json.dumps(labels))
+    out = tmp_path / "imported"
+    import_run(str(FIXTURE), str(out), sae="sae.pth", labels=str(src))
+    stored = load_run_labels(out)
+    assert sorted(stored) == [5, 127] and stored[5].extra == {"source": "manual"}
+    assert json.loads((out / "feature_labels.json").read_text()) == labels
+    # Checked against the SAE's 128 features before anything is written; --sae is needed.
+    src.write_text(json.dumps({"128": labels["5"]}))
+    with pytest.raises(LabelError, match="feature 128 is out of range"):
+        import_run(str(FIXTURE), str(tmp_path / "never"), sae="sae.pth", labels=str(src))
+    assert not (tmp_path / "never").exists()
+    with pytest.raises(ValueError, match="--sae"):
+        import_run(str(FIXTURE), str(tmp_path / "never"), labels=str(src))
+    with pytest.raises(FileNotFoundError, match="nope.json"):
+        import_run(str(FIXTURE), str(tmp_path / "never"), sae="sae.pth", labels="nope.json")
