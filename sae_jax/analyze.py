@@ -317,6 +317,7 @@ def analyze(workdir, *, top_features: int = 64, num_builds: int | None = None) -
     """Analyse the SAE run in ``workdir``; writes ``concepts.json`` (synthetic data only) and
     ``report/index.html``. Returns the concept summary (empty dict without concepts)."""
     from primary.store import load_primary
+    from sae_jax.explanations import compute_explanations, write_explanations
     from sae_jax.report import write_report
     from sae_jax.store import load_sae
 
@@ -344,6 +345,10 @@ def analyze(workdir, *, top_features: int = 64, num_builds: int | None = None) -
         doc["curves_png"] = str(workdir / "curves.png")
     if doc["concepts"] is not None:
         write_concepts(workdir / "concepts.json", doc["concepts"])
+    doc["explanations"] = compute_explanations(
+        primary, vocab, weapon_vocab, sae, builds, pooled,
+        curve_features=[p["id"] for p in doc["pages"]], concepts_result=doc["concepts"])
+    write_explanations(workdir / "explanations.json", doc["explanations"])
     index = write_report(workdir / "report", doc)
     summary = doc["concepts"]["summary"] if doc["concepts"] is not None else {}
     print(f"analysed {doc['num_builds']} held-out builds, {doc['num_features']} features "
@@ -352,6 +357,10 @@ def analyze(workdir, *, top_features: int = 64, num_builds: int | None = None) -
         print(f"concept recovery: {summary['recovered']}/{summary['total']} concepts with "
               f"SAE F1 >= 0.8; mean F1 SAE {summary['mean_sae_f1']:.3f} vs raw neuron "
               f"{summary['mean_neuron_f1']:.3f}")
+    ex = doc["explanations"]["summary"]
+    print(f"explanations: {ex['explained']} features with held-out F1 >= {ex['explained_f1']}"
+          f", causal agreement {ex['causal_agreement']}, median F1 in the window "
+          f"{ex['median_f1_window']}")
     print(f"feature browser: {index}")
     return summary
 

@@ -289,12 +289,13 @@ def ground_truth_check(doc: dict, concepts_result: dict, concepts=CONCEPTS) -> d
     feature's rule (all conjunctions) must consist of ability and main-only conditions
     only, name every required ability and no other, each standard one at a rung whose
     index is within one of the largest rung <= the required AP. Returns ``{"share",
-    "checked", "matched", "misses": [{"concept", "feature", "rule", "why"}]}``.
+    "checked", "total" (= checked), "matched", "concepts": [{"concept", "feature", "rule",
+    "match", "why"}] (every checked concept), "misses" (those that do not match)}``.
     """
     from primary.conditions import condition_by_name
 
     by_name = {c.name: c for c in concepts}
-    checked, matched, misses = 0, 0, []
+    checked, matched, misses, items = 0, 0, [], []
     for row in concepts_result.get("rows", []):
         if row.get("sae_f1", 0.0) < RECOVERED_F1:
             continue
@@ -328,14 +329,16 @@ def ground_truth_check(doc: dict, concepts_result: dict, concepts=CONCEPTS) -> d
             for t in thresholds:
                 if abs(_rung_index(t) - want) > 1:
                     why.append(f"{a} at >= {t}, the concept requires {required[a]}")
+        item = {"concept": concept.name, "feature": int(row["feature"]),
+                "rule": entry["rule_text"] if entry else "no rule", "match": not why,
+                "why": "; ".join(why)}
+        items.append(item)
         if why:
-            misses.append({"concept": concept.name, "feature": int(row["feature"]),
-                           "rule": entry["rule_text"] if entry else "no rule",
-                           "why": "; ".join(why)})
+            misses.append(item)
         else:
             matched += 1
     return {"share": matched / checked if checked else None, "checked": checked,
-            "matched": matched, "misses": misses}
+            "total": checked, "matched": matched, "concepts": items, "misses": misses}
 
 
 def write_explanations(path: str | os.PathLike, doc: dict) -> None:
