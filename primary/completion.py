@@ -43,7 +43,10 @@ from primary.vocab import (
     ABILITY_INDEX,
     ABILITY_TOKENS,
     AP_THRESHOLDS,
+    GEAR_PIECES,
     MAIN_AP,
+    MAIN_ONLY_ABILITIES,
+    PIECE_OF_MAIN_ONLY,
     STANDARD_ABILITIES,
     SUB_AP,
     BuildError,
@@ -67,6 +70,11 @@ TOKEN_LEVEL = np.array([MAIN_AP if t in ABILITY_INDEX else int(t.rpartition("_")
 IMPLIES = ((TOKEN_ABILITY[:, None] == TOKEN_ABILITY[None, :])
            & (TOKEN_LEVEL[None, :] <= TOKEN_LEVEL[:, None])).astype(np.float32)
 _NEG = -1e30
+# Piece of each main-only column, and the main-only columns of each piece.
+MO_PIECE = np.array([GEAR_PIECES.index(PIECE_OF_MAIN_ONLY[a]) for a in MAIN_ONLY_ABILITIES])
+MO_COLUMNS_OF_PIECE = [np.flatnonzero(MO_PIECE == p) for p in range(len(GEAR_PIECES))]
+# Filling a slot: whether an option that brings a new token beats every one that brings none.
+PREFER_NEW_TOKENS = False
 DEFAULT_ROWS_PER_CALL = 1024
 
 
@@ -319,31 +327,69 @@ def _beam_search(logits_fn, vocab, rows0, weapon_ids, beam_size, chunk, progress
     return rows, score, last
 
 
-def _fill(rows_ap: np.ndarray, mains: np.ndarray, subs: np.ndarray, ell: np.ndarray):
-    """Fill the empty slots (-1) of ``m`` allocations, mains first, in place; returns the filled
-    AP ``(m, 26)`` and the logit each row gained."""
+def _fill(rows_ap: np.ndarray, mains: np.ndarray, subs: np.ndarray, ell: np.ndarray,
+          prefer_new: bool = PREFER_NEW_TOKENS):
+    """Fill the empty slots (-1) of ``m`` allocations in place, mains first; returns the filled
+    AP ``(m, 26)`` and the logit each row gained.
+
+    A main may also take a main-only ability of a piece that has none (a standard main on
+    that piece moves to the empty slot). With ``prefer_new`` an option that brings a new
+    token beats one that brings none (see :data:`PREFER_NEW_TOKENS`).
+    """
     ap = rows_ap.astype(np.int64).copy()
     gained = np.zeros(len(ap))
     std_ell = ell[:, N_MAIN_ONLY:].reshape(len(ap), N_STD, N_THR)
     thr = np.asarray(AP_THRESHOLDS)
-    slots = [(mains, j, MAIN_AP) for j in range(N_MAINS)] + [(subs, j, SUB_AP)
-                                                            for j in range(N_SUBS)]
-    for arr, j, amount in slots:
-        empty = arr[:, j] < 0
-        if not empty.any():
-            continue
-        cur = ap[empty][:, N_MAIN_ONLY:, None]
+
+    def options(rows, amount):
+        """(gain, crosses, next-token logit) of each standard ability given ``amount`` AP."""
+        cur = ap[rows][:, N_MAIN_ONLY:, None]
         cross = (thr > cur) & (thr <= cur + amount)
-        delta = (std_ell[empty] * cross).sum(-1)
+        delta = (std_ell[rows] * cross).sum(-1)
         above = thr > cur + amount
         nxt = np.where(above.any(-1), np.take_along_axis(
-            std_ell[empty], above.argmax(-1)[..., None], -1)[..., 0], _NEG)
-        # Most logit gained; among equal gains the ability whose next token is likeliest.
-        best = _argmax_lex(delta, nxt)
-        col = N_MAIN_ONLY + best
-        arr[empty, j] = col
-        ap[np.flatnonzero(empty), col] += amount
-        gained[empty] += delta[np.arange(len(best)), best]
+            std_ell[rows], above.argmax(-1)[..., None], -1)[..., 0], _NEG)
+        return delta, cross.any(-1), nxt
+
+    def choose(delta, new, nxt):
+        # Most logit gained (first: whether a token is new, if preferred); ties: the option
+        # whose next token the model likes best.
+        key = np.where(new, 0.0, -1e6) + delta if prefer_new else delta
+        return _argmax_lex(key, nxt)
+
+    for _ in range(N_MAINS):  # a main-only choice can move a main into another empty slot
+        for j in range(N_MAINS):
+            rows = np.flatnonzero(mains[:, j] < 0)
+            if not len(rows):
+                continue
+            delta, new, nxt = options(rows, MAIN_AP)
+            m = mains[rows]
+            has_mo = np.stack([np.isin(m, MO_COLUMNS_OF_PIECE[p]).any(1)
+                               for p in range(N_MAINS)], 1)
+            mo_ok = ~has_mo[:, MO_PIECE]  # (r, 12)
+            mo_delta = np.where(mo_ok, ell[rows, :N_MAIN_ONLY], _NEG)
+            best = choose(np.concatenate([mo_delta, delta], 1),
+                          np.concatenate([mo_ok, new], 1),
+                          np.concatenate([np.full_like(mo_delta, _NEG), nxt], 1))
+            is_mo = best < N_MAIN_ONLY
+            gained[rows] += np.where(is_mo, mo_delta[np.arange(len(rows)), np.minimum(
+                best, N_MAIN_ONLY - 1)], delta[np.arange(len(rows)), np.maximum(
+                    best - N_MAIN_ONLY, 0)])
+            for r, col in zip(rows[is_mo], best[is_mo]):
+                p = MO_PIECE[col]
+                mains[r, j], mains[r, p] = mains[r, p], col
+            std_rows = rows[~is_mo]
+            mains[std_rows, j] = best[~is_mo]
+            ap[rows, best] += MAIN_AP
+    for j in range(N_SUBS):
+        rows = np.flatnonzero(subs[:, j] < 0)
+        if not len(rows):
+            continue
+        delta, new, nxt = options(rows, SUB_AP)
+        best = choose(delta, new, nxt)
+        subs[rows, j] = N_MAIN_ONLY + best
+        ap[rows, N_MAIN_ONLY + best] += SUB_AP
+        gained[rows] += delta[np.arange(len(rows)), best]
     return ap, gained
 
 

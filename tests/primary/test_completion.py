@@ -250,3 +250,14 @@ def test_cli_prints_one_error_line(primary_dir):
     assert proc.returncode == 1
     errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
     assert len(errors) == 1 and "head main slot" in errors[0]
+
+
+def test_fill_can_give_an_empty_main_a_main_only_ability_of_another_piece():
+    # Swim's two mains sit on head and clothes, shoes is empty. ninja_squid (clothes) is the
+    # least unlikely option, so swim moves from clothes to shoes to make room.
+    fn, _, _ = toy_logits_fn({"ninja_squid": -1.0}, {}, other=-4.0)
+    res = complete_build(None, VOCAB, WEAPONS, 40, {"swim_speed_up": 20, "ink_saver_main": 27},
+                         logits_fn=fn, beam_size=1)
+    swim, ninja = ABILITY_INDEX["swim_speed_up"], ABILITY_INDEX["ninja_squid"]
+    np.testing.assert_array_equal(res.best.mains, [swim, ninja, swim])
+    assert res.best.score == pytest.approx(-1.0)
