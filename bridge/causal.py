@@ -26,6 +26,7 @@ from bridge.harvest import pooled_of_inputs
 from primary.build_edits import edit_conjunctions, set_ability_rung
 from primary.build_inputs import full_build_inputs
 from primary.builds import BuildSet
+from primary.examples import max_build_tokens, pad_to_width
 from primary.vocab import (
     AP_THRESHOLDS,
     MAIN_AP,
@@ -37,6 +38,7 @@ from sae_jax.activity import ACTIVE_THRESHOLD
 
 PAIR_CHUNK = 32_768  # (build, feature) pairs per dot-product chunk
 MEETS_CHUNK = 1024  # distinct conjunctions per chunk when finding the builds to edit
+_WIDTH = max_build_tokens()
 
 
 @dataclass(frozen=True)
@@ -80,9 +82,18 @@ def _known(builds: BuildSet, vocab, weapon_vocab) -> np.ndarray:
     return ok & ~ap_to_token_multihot(builds.ap)[:, vocab.ability_token_ids < 0].any(1)
 
 
-def _pooled(primary, builds: BuildSet, vocab, weapon_vocab, batch_size: int) -> np.ndarray:
+def pooled_of_builds(primary, builds: BuildSet, vocab, weapon_vocab,
+                     batch_size: int = 512) -> np.ndarray:
+    """``(n, D)`` pooled vectors of whole builds, always in one input shape (``batch_size`` rows x
+    the most tokens a build can have), so the many small calls compile once."""
+    n = len(builds)
     inputs = full_build_inputs(builds, vocab, weapon_vocab, where="edited builds")
-    return pooled_of_inputs(primary, inputs, batch_size=batch_size)
+    inputs = pad_to_width(inputs, max(_WIDTH, inputs["tokens"].shape[1]), vocab.pad_id)
+    rows = -(-n // batch_size) * batch_size
+    if rows > n:  # whole batches: the extra rows copy row 0 and are dropped after
+        inputs = {k: np.concatenate([v, np.repeat(v[:1], rows - n, axis=0)])
+                  for k, v in inputs.items()}
+    return pooled_of_inputs(primary, inputs, batch_size=batch_size)[:n]
 
 
 def _pick_rows(cond: np.ndarray, uniq: np.ndarray, per_direction: int, rng):
@@ -157,7 +168,7 @@ def causal_check(primary, vocab, weapon_vocab, sae, builds: BuildSet, pooled: np
     src, conj_id, add = src[sel][ok], conj_id[sel][ok], add[sel][ok]
     if not len(src):
         return out
-    x_edit = _pooled(primary, edited, vocab, weapon_vocab, config.batch_size)
+    x_edit = pooled_of_builds(primary, edited, vocab, weapon_vocab, config.batch_size)
     # Every (edited build, feature with that build's conjunction) pair.
     features = np.flatnonzero(has_rule)
     by_conj = np.argsort(feature_conj, kind="stable")
@@ -228,7 +239,7 @@ def rung_curves(primary, vocab, weapon_vocab, sae, builds: BuildSet, features, *
     curves: dict = {int(f): {} for f in features}
     if not parts:
         return curves
-    x = _pooled(primary, BuildSet.concat(parts), vocab, weapon_vocab, batch_size)
+    x = pooled_of_builds(primary, BuildSet.concat(parts), vocab, weapon_vocab, batch_size)
     h = feature_activations(sae, x, features)  # (m, len(features))
     start = 0
     for a, v, n in tags:
@@ -243,4 +254,4 @@ def rung_curves(primary, vocab, weapon_vocab, sae, builds: BuildSet, features, *
 
 
 __all__ = ["CausalConfig", "causal_check", "feature_activations", "pair_activations",
-           "rung_curves"]
+           "pooled_of_builds", "rung_curves"]

@@ -292,6 +292,11 @@ def _lifts(tp1, sup1, pos, n, cfg: ExplainConfig):
     lift = np.where(base[:, None] > 0, prec / np.maximum(base[:, None], 1e-12), 0.0)
     ok = (sup1[None] >= cfg.min_support) & (tp1 > 0)
     lift = np.where(ok, lift, -1.0)
+    if lift.shape[1] < cfg.top_lifts:  # fewer conditions than lifts asked: pad with none
+        pad = cfg.top_lifts - lift.shape[1]
+        lift = np.pad(lift, ((0, 0), (0, pad)), constant_values=-1.0)
+        prec = np.pad(prec, ((0, 0), (0, pad)))
+        sup1 = np.pad(sup1, (0, pad))
     top = np.argsort(-lift, axis=1, kind="stable")[:, :cfg.top_lifts]
     val = np.take_along_axis(lift, top, 1)
     cond = np.where(val > 0, top, -1)
