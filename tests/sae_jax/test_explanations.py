@@ -1,0 +1,129 @@
+"""explanations.json: the schema on a tiny run, analysis writes it, the ground-truth check."""
+
+import json
+from types import SimpleNamespace
+
+import jax
+import numpy as np
+import pytest
+
+from bridge.causal import CausalConfig, pooled_of_builds
+from primary.concepts import CONCEPTS
+from primary.model import PrimaryConfig, create_model
+from primary.store import save_primary
+from primary.synthetic import generate_builds
+from primary.vocab import Vocab, WeaponVocab
+from sae_jax.analyze import analyze
+from sae_jax.explain import ExplainConfig
+from sae_jax.explanations import compute_explanations, ground_truth_check
+from sae_jax.model import SAEConfig, create_sae
+from sae_jax.store import save_sae
+
+FEATURE_KEYS = {"rule", "rule_text", "sentence", "precision", "recall", "f1", "frequency",
+                "lifts", "causal", "classes", "weapons", "level"}
+
+
+@pytest.fixture(scope="module")
+def setup():
+    builds = generate_builds(240, seed=3)
+    vocab = Vocab.canonical()
+    weapon_vocab = WeaponVocab.from_game_ids(builds.weapons)
+    cfg = PrimaryConfig(vocab_size=len(vocab), weapon_vocab_size=len(weapon_vocab),
+                        embedding_dim=8, hidden_dim=16, num_layers=1, num_heads=2,
+                        num_inducing_points=4, pad_token_id=vocab.pad_id)
+    primary = create_model(cfg, seed=0)
+    pooled = pooled_of_builds(primary, builds, vocab, weapon_vocab, 64)
+    sae = create_sae(SAEConfig(input_dim=16, expansion_factor=1), seed=1)
+    params = sae.params()
+    pre = pooled @ np.asarray(params["W_enc"])
+    target = np.random.default_rng(0).uniform(0.03, 0.4, size=pre.shape[1])
+    params["b_enc"] = jax.numpy.asarray(
+        -np.array([np.quantile(pre[:, j], 1 - t) for j, t in enumerate(target)]))
+    sae.set_params(params)
+    return SimpleNamespace(builds=builds, vocab=vocab, weapon_vocab=weapon_vocab,
+                           primary=primary, sae=sae, pooled=pooled)
+
+
+def test_document_schema(setup):
+    s = setup
+    doc = compute_explanations(s.primary, s.vocab, s.weapon_vocab, s.sae, s.builds, s.pooled,
+                               curve_features=[0, 3], progress=False,
+                               explain_config=ExplainConfig(min_rule_support=3),
+                               causal_config=CausalConfig(per_direction=4, batch_size=64))
+    json.dumps(doc)  # JSON-ready
+    assert doc["version"] == 1 and doc["num_builds"] == len(s.builds)
+    assert doc["fit_rows"] + doc["heldout_rows"] == len(s.builds)
+    assert 0 < doc["num_conditions"] <= doc["num_catalogue_conditions"]
+    assert {"median_f1_window", "explained", "causal_agreement", "ground_truth"} <= set(
+        doc["summary"])
+    assert doc["summary"]["ground_truth"] is None
+    assert sorted(doc["features"], key=int) == [str(f) for f in range(s.sae.hidden_dim)]
+    with_rule = 0
+    for f, e in doc["features"].items():
+        assert FEATURE_KEYS <= set(e), f
+        assert ("rung_curves" in e) == (f in ("0", "3"))
+        assert all(isinstance(conj, list) and conj for conj in e["rule"])
+        assert 0 <= e["precision"] <= 1 and 0 <= e["recall"] <= 1 and 0 <= e["f1"] <= 1
+        assert set(e["causal"]) == {"add", "remove", "agrees"}
+        assert set(e["causal"]["add"]) == {"n", "mean_change", "turned_on"}
+        assert set(e["causal"]["remove"]) == {"n", "mean_change", "turned_off"}
+        for row in e["classes"]:
+            assert {"class", "rate", "base", "lift", "support"} <= set(row)
+            assert row["lift"] == pytest.approx(row["rate"] / row["base"])
+        for row in e["weapons"]:
+            assert {"weapon", "game_id", "rate", "lift", "support"} <= set(row)
+        for row in e["lifts"]:
+            assert {"condition", "text", "lift", "precision", "support"} <= set(row)
+        if e["rule"]:
+            with_rule += 1
+            assert e["sentence"].startswith(e["rule_text"]) and "F1" in e["sentence"]
+            assert e["causal"]["agrees"] in (True, False, None)
+    assert with_rule > 0
+    curve = doc["features"]["0"]["rung_curves"]["swim_speed_up"]
+    assert curve["ap"][0] == 0 and len(curve["ap"]) == len(curve["mean"])
+
+
+def _doc(rules):
+    return {"features": {str(f): {"rule": rule, "rule_text": " / ".join(map(str, rule))}
+                         for f, rule in rules.items()}}
+
+
+def test_ground_truth_check_names_exact_abilities_within_one_rung():
+    stealth = next(c for c in CONCEPTS if c.name == "stealth_slayer")  # ninja_squid, SSU 16
+    zombie = next(c for c in CONCEPTS if c.name == "zombie")  # comeback, QR 19
+    anchor = next(c for c in CONCEPTS if c.name == "anchor")  # ISM 13, QSJ 6
+    hardy = next(c for c in CONCEPTS if c.name == "hardy")
+    rows = {"rows": [
+        {"concept": "stealth_slayer", "feature": 0, "sae_f1": 0.95},  # match (>=15: exact)
+        {"concept": "zombie", "feature": 1, "sae_f1": 0.9},  # QR >= 29: two rungs off
+        {"concept": "anchor", "feature": 2, "sae_f1": 0.85},  # an extra ability
+        {"concept": "hardy", "feature": 3, "sae_f1": 0.5},  # not recovered: not checked
+    ]}
+    doc = _doc({0: [["ninja_squid", "swim_speed_up>=21"]],  # 21 is one rung above 15
+                1: [["comeback", "quick_respawn>=29"]],
+                2: [["ink_saver_main>=12", "quick_super_jump>=6", "class:charger"]],
+                3: []})
+    gt = ground_truth_check(doc, rows, [stealth, zombie, anchor, hardy])
+    assert (gt["checked"], gt["matched"], gt["total"]) == (3, 1, 3)
+    assert gt["share"] == pytest.approx(1 / 3)
+    assert [m["concept"] for m in gt["misses"]] == ["zombie", "anchor"]
+    assert "quick_respawn" in gt["misses"][0]["why"] and "class: charger" in gt["misses"][1][
+        "why"]
+    assert [c["match"] for c in gt["concepts"]] == [True, False, False]
+    with pytest.raises(ValueError, match="stealth_slayer"):
+        ground_truth_check(doc, rows, [zombie])
+
+
+def test_analyze_writes_explanations_json(setup, tmp_path):
+    s = setup
+    save_primary(tmp_path / "model", s.primary, s.vocab, s.weapon_vocab)
+    save_sae(tmp_path / "sae", s.sae)
+    (tmp_path / "run.json").write_text(json.dumps({
+        "primary_model_dir": str(tmp_path / "model"), "data_source": "synthetic",
+        "data_path": "", "num_builds": len(s.builds), "seed": 3}))
+    analyze(tmp_path, top_features=2)
+    doc = json.loads((tmp_path / "explanations.json").read_text())
+    assert doc["version"] == 1 and len(doc["features"]) == s.sae.hidden_dim
+    assert doc["summary"]["ground_truth"] is not None  # synthetic builds carry concepts
+    assert sum("rung_curves" in e for e in doc["features"].values()) >= 2
+    assert "explanations" in (tmp_path / "report" / "index.html").read_text().lower()
