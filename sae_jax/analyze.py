@@ -319,6 +319,7 @@ def analyze(workdir, *, top_features: int = 64, num_builds: int | None = None) -
     from primary.store import load_primary
     from sae_jax.explanations import compute_explanations, write_explanations
     from sae_jax.report import write_report
+    from sae_jax.run_setup import run_concepts
     from sae_jax.store import load_sae
 
     t0 = time.perf_counter()
@@ -347,7 +348,8 @@ def analyze(workdir, *, top_features: int = 64, num_builds: int | None = None) -
         write_concepts(workdir / "concepts.json", doc["concepts"])
     doc["explanations"] = compute_explanations(
         primary, vocab, weapon_vocab, sae, builds, pooled,
-        curve_features=[p["id"] for p in doc["pages"]], concepts_result=doc["concepts"])
+        curve_features=[p["id"] for p in doc["pages"]], concepts_result=doc["concepts"],
+        concepts=run_concepts(workdir))  # the ground truth is the set the run planted
     write_explanations(workdir / "explanations.json", doc["explanations"])
     index = write_report(workdir / "report", doc)
     summary = doc["concepts"]["summary"] if doc["concepts"] is not None else {}

@@ -90,6 +90,10 @@ def test_the_run_plants_and_recovers_its_own_concepts(custom_run):
     recovery = json.loads((workdir / "concepts.json").read_text())
     assert [r["concept"] for r in recovery["rows"]] == NAMES
     assert recovery["summary"]["total"] == len(NAMES)
+    # The explanations' ground-truth check is against the planted set too.
+    truth = json.loads((workdir / "explanations.json").read_text())["summary"]["ground_truth"]
+    recovered = [r["concept"] for r in recovery["rows"] if r["sae_f1"] >= 0.8]
+    assert [c["concept"] for c in (truth or {}).get("concepts", [])] == recovered
 
 
 def test_a_changed_concept_file_is_caught_on_resume(custom_run):
