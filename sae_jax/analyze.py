@@ -39,6 +39,7 @@ from sae_jax.activity import dead_mask, dense_mask
 from sae_jax.concepts import concept_recovery, write_concepts
 from sae_jax.labels import labels_to_json, load_run_labels
 from sae_jax.model import encode
+from sae_jax.steered_views import add_steered_builds
 
 BATCH_SIZE = 512
 TOP_EXAMPLES = 8  # top activating builds shown per feature
@@ -58,7 +59,7 @@ def _encode_jit(params, x, *, clip_max):
 
 def sae_activations(sae, pooled: np.ndarray, *, batch_size: int = BATCH_SIZE):
     """Yield ``(h (B, F), valid (B,))`` batches of SAE activations of ``pooled``."""
-    params, clip = sae.params(), float(sae.config.clip_max)
+    params, clip = sae.params(), sae.config.encoder  # the architecture-aware encoder spec
     n = len(pooled)
     size = min(batch_size, max(n, 1))
     for start in range(0, n, size):
@@ -226,7 +227,7 @@ def analyse_features(primary, vocab, sae, builds, pooled: np.ndarray, *,
         graphdef, state = nnx.split(primary)
         logits = np.asarray(_steered_logits(
             graphdef, state, sae.params(), jnp.asarray(pooled[rows]), jnp.asarray(shown),
-            jnp.asarray(values, jnp.float32), clip_max=clip))
+            jnp.asarray(values, jnp.float32), clip_max=sae.config.encoder))
         for i, f in enumerate(shown):
             items = []
             for e in range(k):
@@ -336,6 +337,7 @@ def analyze(workdir, *, top_features: int = 64, num_builds: int | None = None) -
     inputs = full_build_inputs(builds, vocab, weapon_vocab, where=f"{workdir} test builds")
     pooled = pooled_of_inputs(primary, inputs, batch_size=BATCH_SIZE)
     doc = analyse_features(primary, vocab, sae, builds, pooled, top_features=top_features)
+    add_steered_builds(doc["pages"], builds, primary, sae, vocab, weapon_vocab)
     doc["title"] = f"SAE features of {workdir.name}"
     doc["run"] = {k: run.get(k) for k in ("primary_model_dir", "data_source", "num_builds",
                                           "seed")}

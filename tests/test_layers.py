@@ -20,6 +20,8 @@ SAE_LIBRARY |= {"sae_jax.labels"}  # the human label store
 SAE_ORCHESTRATION |= {"sae_jax.label"}  # its command
 SAE_LIBRARY |= {"sae_jax.explain"}
 SAE_ORCHESTRATION |= {"sae_jax.explanations"}
+SAE_ORCHESTRATION |= {"sae_jax.steered_views"}  # steering as builds in the report
+SAE_LIBRARY |= {"sae_jax.architectures", "sae_jax.recipes"}  # the SAE architectures
 
 # What each layer may import (besides third-party packages).
 MAY_IMPORT = {

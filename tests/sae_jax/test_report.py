@@ -230,6 +230,30 @@ def test_analyze_workdir_end_to_end(setup, tmp_path):
     assert f"Hand-named feature {labelled}<" in text[start:text.index("</section>", start)]
     assert json.loads((tmp_path / "feature_labels.json").read_text())[str(labelled)][
         "name"] == f"Hand-named feature {labelled}"
+    # The first card shows its top build completed as is, with the feature at 0 and at max:
+    # twelve slots, every column a legal build that keeps the observed mains.
+    data = json.loads((tmp_path / "report" / "features.json").read_text())
+    steered = data["pages"][0]["steered_builds"][0]
+    assert len(steered["rows"]) == 12
+    for column in ("before", "zero", "max"):
+        ap = {}
+        for row in steered["rows"]:
+            ap[row[column]] = ap.get(row[column], 0) + (10 if row["slot"].endswith("main") else 3)
+        assert sum(ap.values()) == 57
+        assert all(ap.get(a, 0) >= v for a, v in steered["observed"].items())
+        mains = [r[column] for r in steered["rows"] if r["slot"].endswith("main")]
+        subs = [r[column] for r in steered["rows"] if not r["slot"].endswith("main")]
+        assert legal_slots(mains, subs), column
+    assert "Steering as builds" in text
+
+
+def legal_slots(mains, subs) -> bool:
+    """Slots by ability name -> is it a legal build (primary.builds.check_slots_legal)?"""
+    from primary.builds import check_slots_legal
+    from primary.vocab import ABILITY_INDEX
+
+    return bool(check_slots_legal(np.array([[ABILITY_INDEX[a] for a in mains]]),
+                                  np.array([[ABILITY_INDEX[a] for a in subs]]))[0])
 
 
 def test_analyze_refuses_a_directory_without_run_json(tmp_path):
