@@ -110,3 +110,100 @@ def test_steered_builds_returns_json_ready_dicts(tiny):
         assert again[side]["ap"]["ninja_squid"] == 10
         assert sum(again[side]["ap"].values()) == 57
     assert "before:" in out["text"] and "diff (" in out["text"]
+
+
+# ----------------------------------------------------------------------------- trained model
+
+
+@pytest.fixture(scope="module")
+def demo_small():
+    """The committed small trained primary + SAE, its held-out builds, and for every concept
+    its best SAE feature (concept recovery on those builds)."""
+    from bridge.harvest import pooled_of_inputs
+    from primary.build_inputs import full_build_inputs
+    from primary.examples import split_builds
+    from primary.sources import load_builds
+    from primary.store import load_primary
+    from sae_jax.concepts import concept_recovery
+    from sae_jax.store import load_sae
+
+    primary, vocab, weapon_vocab = load_primary(DEMO_SMALL / "primary")
+    sae = load_sae(DEMO_SMALL / "sae")
+    cfg = json.loads((DEMO_SMALL / "train_config.json").read_text())
+    builds = load_builds(cfg["data_source"], num_builds=cfg["num_builds"], seed=cfg["seed"])
+    test = builds.subset(split_builds(len(builds), cfg["seed"])[2][:800])
+    pooled = pooled_of_inputs(primary, full_build_inputs(test, vocab, weapon_vocab))
+    acts = np.asarray(encode(sae.params(), jnp.asarray(pooled), sae.config.encoder)[1])
+    rows = concept_recovery(acts, pooled, test.concepts, test.concept_names)["rows"]
+    return primary, sae, vocab, weapon_vocab, test, acts, rows
+
+
+def _concept_cases(test, rows, min_f1: float, per_concept: int = 16):
+    """Well-recovered concepts with a standard ability among their requirements: (concept,
+    feature, the weapons of builds labelled with it, whether each build has it)."""
+    from primary.concepts import CONCEPTS
+    from primary.vocab import PIECE_OF_MAIN_ONLY
+
+    by_name = {c.name: c for c in CONCEPTS}
+    for r in sorted(rows, key=lambda r: -r["sae_f1"]):
+        concept = by_name[r["concept"]]
+        if r["sae_f1"] < min_f1 or all(a in PIECE_OF_MAIN_ONLY for a in concept.required):
+            continue
+        labelled = test.concepts[:, test.concept_names.index(concept.name)]
+        yield concept, r["feature"], test.weapons[np.flatnonzero(labelled)[:per_concept]], labelled
+
+
+def _meets(ap: np.ndarray, required) -> np.ndarray:
+    return np.all([ap[:, A[a]] >= v for a, v in required.items()], axis=0)
+
+
+def _signature_ap(ap: np.ndarray, required) -> np.ndarray:
+    from primary.vocab import PIECE_OF_MAIN_ONLY
+
+    return sum(ap[:, A[a]].astype(float) for a in required if a not in PIECE_OF_MAIN_ONLY)
+
+
+def test_zeroing_a_concepts_feature_removes_its_signature(demo_small):
+    # Seed each completion with one ability of a well-recovered concept (its main-only one,
+    # if it has one) for weapons that carry the concept: the model completes the rest of
+    # the concept. Set the concept's feature to 0 and it should complete less of it.
+    from primary.completion import complete_builds
+    from primary.vocab import PIECE_OF_MAIN_ONLY
+
+    primary, sae, vocab, weapon_vocab, test, acts, rows = demo_small
+    met_drop, ap_drop = [], []
+    cases = list(_concept_cases(test, rows, min_f1=0.85))
+    assert len(cases) >= 3, [(r["concept"], r["sae_f1"]) for r in rows]
+    for concept, feature, weapons, _ in cases:
+        seed = next((a for a in concept.required if a in PIECE_OF_MAIN_ONLY),
+                    next(iter(concept.required)))
+        observed = np.zeros((len(weapons), len(ABILITIES)), np.int64)
+        observed[:, A[seed]] = concept.required[seed]
+        before = complete_builds(primary, vocab, weapon_vocab, weapons, observed)
+        after = complete_builds(None, vocab, weapon_vocab, weapons, observed,
+                                logits_fn=steered_logits_fn(primary, sae, feature, 0.0))
+        assert (after.ap[:, A[seed]] >= concept.required[seed]).all()  # the seed stays
+        met_drop.append(_meets(before.ap, concept.required).mean()
+                        - _meets(after.ap, concept.required).mean())
+        ap_drop.append((_signature_ap(before.ap, concept.required)
+                        - _signature_ap(after.ap, concept.required)).mean())
+    # On average the signature loses AP, and for most concepts far fewer builds meet it.
+    assert np.mean(ap_drop) >= 3.0, ap_drop
+    assert np.mean(np.asarray(met_drop) >= 0.3) >= 0.5, met_drop
+
+
+def test_raising_a_concepts_feature_builds_the_concept(demo_small):
+    # From an empty build, setting the feature to a value it takes on the concept's own
+    # builds makes the completion meet the concept far more often.
+    from primary.completion import complete_builds
+
+    primary, sae, vocab, weapon_vocab, test, acts, rows = demo_small
+    for concept, feature, weapons, labelled in _concept_cases(test, rows, min_f1=0.85):
+        empty = np.zeros((len(weapons), len(ABILITIES)), np.int64)
+        value = float(np.percentile(acts[labelled, feature], 90))
+        before = complete_builds(primary, vocab, weapon_vocab, weapons, empty)
+        after = complete_builds(None, vocab, weapon_vocab, weapons, empty,
+                                logits_fn=steered_logits_fn(primary, sae, feature, value))
+        gain = _meets(after.ap, concept.required).mean() - _meets(before.ap,
+                                                                  concept.required).mean()
+        assert gain >= 0.3, (concept.name, feature, gain)
