@@ -2,7 +2,9 @@
 
     python -m primary.train --flagfile=configs/primary_demo.flags --workdir=DIR
 
-Writes ``DIR/{train_config.json, metrics.jsonl, checkpoints/, metrics.json, model/}``.
+Writes ``DIR/{train_config.json, metrics.jsonl, checkpoints/, metrics.json, model/}``;
+synthetic builds plant ``--concepts_file``'s concepts (default the built-in 19), recorded
+in ``model/concept_set.json``.
 Restarting with the same ``--workdir`` resumes from the latest checkpoint; a finished
 workdir with the same settings is reported without training again. Flags given on
 the command line override those of the flagfile.

@@ -5,8 +5,10 @@
 Without ``--primary_dir`` the demo primary model is trained first (into
 ``DIR/primary_run``, settings from ``configs/primary_demo.flags``). Writes
 ``DIR/{metrics.json, metrics.jsonl, train_config.json, run.json, checkpoints/,
-sae/, curves.png}``; restarting with the same ``--workdir`` resumes from the
-latest checkpoint. Flags given on the command line override the flagfile.
+sae/, curves.png}`` and, for synthetic data, ``DIR/concept_set.json`` (the concepts
+planted: ``--concepts_file``, the primary's recorded set, or the built-in 19);
+restarting with the same ``--workdir`` resumes from the latest checkpoint. Flags
+given on the command line override the flagfile.
 """
 
 from __future__ import annotations
