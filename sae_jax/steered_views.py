@@ -36,7 +36,8 @@ def mains_only(ap_row: np.ndarray) -> dict[str, int]:
 
 def steered_build_rows(primary, sae, vocab, weapon_vocab, weapon: int, observed: dict,
                        feature: int, high: float) -> list[dict]:
-    """Slot rows ``{"slot", "before", "zero", "max"}`` of the three completions."""
+    """Slot rows ``{"slot", "before", "zero", "max", "changed_zero", "changed_max"}`` of the
+    three completions (``changed_*``: 1 where that edit changed the slot)."""
     def complete(logits_fn=None):
         return complete_build(primary, vocab, weapon_vocab, weapon, observed,
                               beam_size=BEAM_SIZE, logits_fn=logits_fn).best
@@ -45,7 +46,8 @@ def steered_build_rows(primary, sae, vocab, weapon_vocab, weapon: int, observed:
     zero = diff_builds(before, complete(steered_logits_fn(primary, sae, feature, 0.0)))
     top = diff_builds(before, complete(steered_logits_fn(primary, sae, feature, high)))
     return [{"slot": f"{z.piece} {z.slot}", "before": z.before, "zero": z.after,
-             "max": m.after} for z, m in zip(zero.slots, top.slots)]
+             "max": m.after, "changed_zero": int(z.changed), "changed_max": int(m.changed)}
+            for z, m in zip(zero.slots, top.slots)]
 
 
 def add_steered_builds(pages: list[dict], builds, primary, sae, vocab, weapon_vocab, *,
