@@ -65,8 +65,9 @@ def single(model, vocab, weapon_vocab, beam: int, reps: int) -> dict:
         t0 = time.perf_counter()
         complete_build(model, vocab, weapon_vocab, 40, observed, beam_size=beam)
         first = time.perf_counter() - t0
-        t = time_calls(lambda: complete_build(model, vocab, weapon_vocab, 40, observed,
-                                              beam_size=beam), reps=reps, warmup=1)
+        t = time_calls(lambda obs=observed: complete_build(model, vocab, weapon_vocab, 40, obs,
+                                                           beam_size=beam),
+                       reps=reps, warmup=1)
         out[name] = {"first_call_s": round(first, 3), "best_s": round(t["best"], 4),
                      "median_s": round(t["median"], 4)}
         log(f"  {name}: best {t['best'] * 1e3:.1f} ms, median {t['median'] * 1e3:.1f} ms "

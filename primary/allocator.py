@@ -180,7 +180,7 @@ def allocate(min_ap) -> Allocation:
     overshoot = int((given - row).sum())
     if overshoot != cost + MAIN_AP * len(main_only_pieces) - int(row.sum()):
         raise AssertionError("allocation bookkeeping is inconsistent")
-    return Allocation(True, "", _pieces(mains, subs), mains, subs,
+    return Allocation(True, "", slot_pieces(mains, subs), mains, subs,
                       {ABILITIES[i]: int(v) for i, v in enumerate(given) if v > 0}, overshoot)
 
 
@@ -191,7 +191,8 @@ def _slots_ap(mains: np.ndarray, subs: np.ndarray) -> np.ndarray:
     return ap
 
 
-def _pieces(mains: np.ndarray, subs: np.ndarray) -> tuple[PieceSlots, ...]:
+def slot_pieces(mains: np.ndarray, subs: np.ndarray) -> tuple[PieceSlots, ...]:
+    """``mains (3,)``, ``subs (9,)`` ability columns (-1 empty) -> one PieceSlots per piece."""
     def name(c):
         return ABILITIES[int(c)] if c >= 0 else None
 
@@ -316,4 +317,5 @@ def raise_fits(ap: np.ndarray, token_ability: np.ndarray, token_level: np.ndarra
     return out
 
 
-__all__ = ["Allocation", "PieceSlots", "allocate", "fits", "min_ap_row", "raise_fits"]
+__all__ = ["Allocation", "PieceSlots", "allocate", "fits", "min_ap_row", "raise_fits",
+           "slot_pieces"]

@@ -34,7 +34,14 @@ import numpy as np
 from flax import nnx
 from tqdm.auto import tqdm
 
-from primary.allocator import PieceSlots, allocate, fits, min_ap_row, raise_fits
+from primary.allocator import (
+    PieceSlots,
+    allocate,
+    fits,
+    min_ap_row,
+    raise_fits,
+    slot_pieces,
+)
 from primary.builds import N_MAIN_ONLY, N_MAINS, N_SUBS
 from primary.examples import bucket_length
 from primary.model import SetCompletionModel
@@ -186,9 +193,7 @@ class CompletedBuild:
 
     @property
     def pieces(self) -> tuple[PieceSlots, ...]:
-        from primary.allocator import _pieces
-
-        return _pieces(self.mains, self.subs)
+        return slot_pieces(self.mains, self.subs)
 
     @property
     def tokens(self) -> list[str]:

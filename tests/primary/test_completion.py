@@ -223,9 +223,8 @@ def primary_dir(tmp_path_factory):
 
 
 def test_cli_errors_name_the_bad_value(primary_dir):
-    from runkit.errors import UserError
-
     from primary.complete import run
+    from runkit.errors import UserError
 
     with pytest.raises(UserError, match="not valid JSON"):
         run(str(primary_dir), "40", "{bad", 2, False)
