@@ -10,7 +10,10 @@ training made them and its test split is used (``primary.training.prepare_data``
 same source, count and seed; ``split_builds``). Otherwise (an imported model, or
 another source) the builds of ``--data_source`` are split 70/10/20 with
 ``--seed`` and the test part is used. Only full legal 57-AP builds of weapons
-the model knows are scored (the others are counted as skipped).
+the model knows are scored (the others are counted as skipped). Token-only data
+(``splatnlp_tsv``) gives each ability an AP range, not its AP: each build is
+rebuilt as a legal full build inside those ranges (:func:`full_build_in_ranges`),
+so its hidden slots are one reading of the tokens, not necessarily the player's.
 
 Each build's 12 slot items (3 mains, 9 subs; its unique zero-overshoot
 allocation) are listed; for k = 1..6, k of them are hidden at random (seeded
@@ -48,7 +51,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from primary import baseline as freq_baseline
-from primary.allocator import allocate
+from primary.allocator import allocate, fits
 from primary.builds import (
     N_MAIN_ONLY,
     N_MAINS,
@@ -63,9 +66,11 @@ from primary.examples import make_examples, split_builds
 from primary.sources import load_builds
 from primary.vocab import (
     ABILITIES,
+    AP_THRESHOLDS,
     GEAR_PIECES,
     MAIN_AP,
     MAIN_ONLY_BY_PIECE,
+    MAX_AP,
     SUB_AP,
     Vocab,
     WeaponVocab,
@@ -106,6 +111,36 @@ def _train_settings(primary_dir: Path) -> dict | None:
     return cfg
 
 
+def full_build_in_ranges(low: np.ndarray) -> np.ndarray | None:
+    """A full legal build whose tokens are those of ``low`` (a ``(26,)`` row of token lower
+    bounds, as token-only data gives), or None. Each standard ability keeps the AP range its
+    top token stands for (absent: 0); among the builds that fit, the first of a dynamic
+    programme over (mains, subs) used is taken."""
+    low = np.asarray(low).astype(np.int64)
+    if not fits(low[None])[0]:
+        return None
+    thresholds = np.asarray(AP_THRESHOLDS)
+    free = N_MAINS - int((low[:N_MAIN_ONLY] > 0).sum())
+    best: dict[tuple[int, int], tuple[int, ...]] = {(0, 0): ()}
+    for a in low[N_MAIN_ONLY:]:
+        above = thresholds[thresholds > a]
+        high = int(above[0]) - 1 if a > 0 and len(above) else (MAX_AP if a > 0 else 0)
+        nxt: dict[tuple[int, int], tuple[int, ...]] = {}
+        for (m, sub), picks in best.items():
+            for dm in range(free - m + 1):
+                for ds in range(N_SUBS - sub + 1):
+                    if a <= MAIN_AP * dm + SUB_AP * ds <= high and (m + dm, sub + ds) not in nxt:
+                        nxt[(m + dm, sub + ds)] = picks + (MAIN_AP * dm + SUB_AP * ds,)
+        best = nxt
+    picks = best.get((free, N_SUBS))
+    if picks is None:
+        return None
+    out = low.copy()
+    out[:N_MAIN_ONLY] = np.where(low[:N_MAIN_ONLY] > 0, MAIN_AP, 0)
+    out[N_MAIN_ONLY:] = picks
+    return out
+
+
 def held_out_builds(primary_dir, vocab: Vocab, weapon_vocab: WeaponVocab, *,
                     data_source: str | None = None, data_path: str = "",
                     num_builds: int = 2000, seed: int = 0) -> HeldOut:
@@ -129,6 +164,14 @@ def held_out_builds(primary_dir, vocab: Vocab, weapon_vocab: WeaponVocab, *,
         origin = (f"the 20 % test part of {source}{' ' + data_path if data_path else ''} "
                   f"(split with seed {seed})")
     test = builds.subset(test_idx)
+    if (cfg or {}).get("data_source", data_source) == "splatnlp_tsv":
+        # Tokens give AP ranges only: each build becomes a legal one inside its ranges.
+        rebuilt = [full_build_in_ranges(r) for r in test.ap]
+        keep = np.array([r is not None for r in rebuilt], bool)
+        ap = np.stack([r if r is not None else np.zeros(N_AB, np.int64) for r in rebuilt])
+        test = BuildSet(test.weapons, np.where(keep[:, None], ap, test.ap), test.concepts,
+                        test.concept_names)
+        origin += "; AP rebuilt inside each build's token ranges"
     known = np.isin(test.weapons, weapon_vocab.game_ids)
     usable = check_ap_legal(test.ap) & known
     skipped = int((~usable).sum())

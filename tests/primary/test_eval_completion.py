@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from primary.eval_completion import (
+    full_build_in_ranges,
     held_out_builds,
     hide,
     legal,
@@ -14,6 +15,7 @@ from primary.eval_completion import (
     run,
     slot_items,
 )
+from primary.examples import split_builds
 from primary.vocab import ABILITY_INDEX, ap_to_token_multihot
 from tests.fixture_paths import SPLATNLP_FIXTURE
 
@@ -107,3 +109,41 @@ def test_bad_settings_are_errors(imported, tmp_path):
     with pytest.raises(FileNotFoundError, match="not a primary model directory"):
         run(str(tmp_path / "nothing"), str(tmp_path), data_source=None, data_path="",
             num_builds=5, beam_size=2, seed=0)
+
+
+def test_held_out_builds_from_a_tsv_are_rebuilt_inside_their_token_ranges(imported, tmp_path):
+    from primary.builds import BuildSet, check_ap_legal
+    from primary.sources import load_builds
+    from primary.splatnlp_tsv import write_splatnlp_tsv
+    from primary.store import load_primary
+
+    _, vocab, wv = load_primary(imported / "model")
+    full = load_builds("synthetic", num_builds=40, seed=2, weapon_vocab=wv)
+    partial = full.ap.copy()
+    partial[::4] = 0
+    partial[::4, A["swim_speed_up"]] = 12  # every fourth build: 12 AP in all, not a build
+    write_splatnlp_tsv(tmp_path / "b.tsv", BuildSet(full.weapons, partial), vocab, wv)
+    held = held_out_builds(imported / "model", vocab, wv, data_source="splatnlp_tsv",
+                           data_path=str(tmp_path / "b.tsv"), num_builds=100, seed=5)
+    assert len(held.test) + held.skipped == 8  # the 20 % test part of 40
+    assert held.skipped == sum(partial[i].sum() == 12 for i in split_builds(40, 5)[2])
+    assert len(held.train) == 28 and "b.tsv" in held.origin
+    assert check_ap_legal(held.test.ap).all()
+    # Same tokens as the file's builds.
+    want = ap_to_token_multihot(full.ap[split_builds(40, 5)[2]])
+    got = ap_to_token_multihot(held.test.ap)
+    assert all((got[i] == want).all(1).any() for i in range(len(got)))
+
+
+def test_full_build_in_ranges():
+    row = np.zeros(len(A), np.int64)
+    row[A["ninja_squid"]] = 10
+    row[A["swim_speed_up"]] = 15  # 15..20
+    row[A["ink_saver_main"]] = 12  # 12..14
+    row[A["run_speed_up"]] = 15  # 15..20: e.g. swim 19, ism 13, rsu 15
+    out = full_build_in_ranges(row)
+    assert out is not None and out.sum() == 57
+    assert 15 <= out[A["swim_speed_up"]] <= 20 and 15 <= out[A["run_speed_up"]] <= 20
+    assert (ap_to_token_multihot(out[None]) == ap_to_token_multihot(row[None])).all()
+    row[A["run_speed_up"]] = 0
+    assert full_build_in_ranges(row) is None  # at most 10 + 20 + 14 < 57
