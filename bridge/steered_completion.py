@@ -185,11 +185,13 @@ def diff_builds(before: CompletedBuild, after: CompletedBuild) -> BuildDiff:
 
 def steered_builds(primary: SetCompletionModel, sae: SparseAutoencoder, vocab: Vocab,
                    weapon_vocab: WeaponVocab, weapon, observed: Mapping[str, int] | np.ndarray,
-                   feature, value, *, beam_size: int = 4, keep_error: bool = True) -> dict:
+                   feature, value, *, beam_size: int = 4, keep_error: bool = True,
+                   fixed_width: bool = False) -> dict:
     """Complete ``observed`` for ``weapon`` (game id or name) without and with the edit.
 
     ``feature``: an SAE feature index or a list of them; ``value``: the value(s) they are set
-    to. ``observed``: ``{ability: AP}`` or a ``(26,)`` AP row (minimum AP, kept). Returns a
+    to. ``observed``: ``{ability: AP}`` or a ``(26,)`` AP row (minimum AP, kept);
+    ``fixed_width``: see :func:`primary.completion.complete_builds`. Returns a
     JSON-ready dict: ``weapon``, ``weapon_name``, ``observed``, ``edits`` ([{feature,
     value}]), ``keep_error``, ``before`` and ``after`` (builds, see
     ``CompletedBuild.to_dict``), ``diff`` (:meth:`BuildDiff.to_dict`) and ``text`` (both
@@ -198,10 +200,11 @@ def steered_builds(primary: SetCompletionModel, sae: SparseAutoencoder, vocab: V
     gid = resolve_weapon(weapon, weapon_vocab)
     row = min_ap_row(observed, where="observed abilities")
     features, values = _edits(feature, value, sae.hidden_dim)
-    before = complete_build(primary, vocab, weapon_vocab, gid, row, beam_size=beam_size).best
+    before = complete_build(primary, vocab, weapon_vocab, gid, row, beam_size=beam_size,
+                            fixed_width=fixed_width).best
     fn = steered_logits_fn(primary, sae, features, values, keep_error=keep_error)
     after = complete_build(primary, vocab, weapon_vocab, gid, row, beam_size=beam_size,
-                           logits_fn=fn).best
+                           logits_fn=fn, fixed_width=fixed_width).best
     diff = diff_builds(before, after)
     edits = [{"feature": int(f), "value": float(v)} for f, v in zip(features, values)]
     title = ", ".join(f"feature {e['feature']} = {e['value']:g}" for e in edits)

@@ -43,7 +43,7 @@ from primary.allocator import (
     slot_pieces,
 )
 from primary.builds import N_MAIN_ONLY, N_MAINS, N_SUBS
-from primary.examples import bucket_length
+from primary.examples import LENGTH_BUCKETS, bucket_length
 from primary.model import SetCompletionModel
 from primary.vocab import (
     ABILITIES,
@@ -135,13 +135,15 @@ def check_observed(rows: np.ndarray, *, where: str = "observed abilities") -> No
         raise BuildError(f"{where}{at} cannot be part of a legal build: {reason}")
 
 
-def _token_matrix(rows: np.ndarray, vocab: Vocab) -> tuple[np.ndarray, np.ndarray]:
+def _token_matrix(rows: np.ndarray, vocab: Vocab, width: int | None = None
+                  ) -> tuple[np.ndarray, np.ndarray]:
     """``(n, 26)`` AP rows -> ``(n, Lb)`` vocab ids (tokenisation order, right-padded) and
-    ``(n, Lb)`` padding mask; Lb the smallest length bucket that fits. Tokens the vocabulary
-    lacks are left out (the model cannot see them); an empty set is ``[<NULL>]``."""
+    ``(n, Lb)`` padding mask; Lb the smallest length bucket that fits (or ``width``). Tokens
+    the vocabulary lacks are left out (the model cannot see them); an empty set is
+    ``[<NULL>]``."""
     hot = ap_to_token_multihot(rows) & (vocab.ability_token_ids >= 0)[None, :]
     lengths = hot.sum(1)
-    width = bucket_length(max(1, int(lengths.max(initial=0))))
+    width = width or bucket_length(max(1, int(lengths.max(initial=0))))
     tokens = np.full((len(rows), width), vocab.pad_id, np.int32)
     pos = np.cumsum(hot, axis=1) - 1
     r, c = np.nonzero(hot)
@@ -151,10 +153,10 @@ def _token_matrix(rows: np.ndarray, vocab: Vocab) -> tuple[np.ndarray, np.ndarra
 
 
 def _token_logits(logits_fn: LogitsFn, vocab: Vocab, rows: np.ndarray, weapon_ids: np.ndarray,
-                  chunk: int) -> np.ndarray:
+                  chunk: int, width: int | None = None) -> np.ndarray:
     """``(n, 26)`` rows -> ``(n, 138)`` logits of the ability tokens (0 where the vocabulary
     lacks the token), in fixed ``chunk``-row calls so each length bucket compiles once."""
-    tokens, mask = _token_matrix(rows, vocab)
+    tokens, mask = _token_matrix(rows, vocab, width)
     out = np.zeros((len(rows), N_TOKENS), np.float32)
     have = vocab.ability_token_ids >= 0
     for start in range(0, len(rows), chunk):
@@ -267,7 +269,7 @@ def _legal_moves(rows: np.ndarray, movable: np.ndarray) -> np.ndarray:
     return movable & raise_fits(rows, TOKEN_ABILITY, TOKEN_LEVEL)
 
 
-def _beam_search(logits_fn, vocab, rows0, weapon_ids, beam_size, chunk, progress):
+def _beam_search(logits_fn, vocab, rows0, weapon_ids, beam_size, chunk, progress, width=None):
     """Returns finished rows ``(n, B, 26)``, scores ``(n, B)`` (-inf empty), their last
     token logits ``(n, B, 138)``, all best first."""
     n, B = len(rows0), beam_size
@@ -284,7 +286,7 @@ def _beam_search(logits_fn, vocab, rows0, weapon_ids, beam_size, chunk, progress
             break
         idx = np.argwhere(live)
         ell = _token_logits(logits_fn, vocab, rows[live], np.repeat(weapon_ids, B)[live.ravel()],
-                            chunk)
+                            chunk, width)
         last[live] = ell
         hot = ap_to_token_multihot(rows[live])
         # Gain of each move: the logits of every token it newly implies.
@@ -457,11 +459,13 @@ def _check_inputs(primary, logits_fn, vocab, weapon_vocab, beam_size):
 def complete_builds(primary: SetCompletionModel | None, vocab: Vocab, weapon_vocab: WeaponVocab,
                     weapons: np.ndarray, observed: np.ndarray, *, beam_size: int = 4,
                     logits_fn: LogitsFn | None = None, rows_per_call: int | None = None,
-                    progress: bool = False) -> CompletionBatch:
+                    fixed_width: bool = False, progress: bool = False) -> CompletionBatch:
     """Complete ``n`` builds at once: ``weapons (n,)`` game ids, ``observed (n, 26)`` minimum AP.
 
     Every step runs the model once on all live beams of all builds, in calls of
-    ``rows_per_call`` rows (default: ``n * beam_size`` up to 1024). Observed rows that
+    ``rows_per_call`` rows (default: ``n * beam_size`` up to 1024), each padded to the
+    smallest length bucket that fits, or with ``fixed_width`` to the largest (one shape to
+    compile: quicker for small runs, more work per call). Observed rows that
     cannot be part of a legal build raise :class:`BuildError` naming the row and why.
     """
     logits_fn = _check_inputs(primary, logits_fn, vocab, weapon_vocab, beam_size)
@@ -476,7 +480,8 @@ def complete_builds(primary: SetCompletionModel | None, vocab: Vocab, weapon_voc
     weapon_ids = weapon_vocab.encode_game_ids(weapons, where="weapons to complete")
     chunk = rows_per_call or min(len(observed) * beam_size, DEFAULT_ROWS_PER_CALL)
     rows, score, last = _beam_search(logits_fn, vocab, observed.astype(np.int64), weapon_ids,
-                                     beam_size, chunk, progress)
+                                     beam_size, chunk, progress,
+                                     LENGTH_BUCKETS[-1] if fixed_width else None)
     mains, subs, ap, total = _finished_builds(rows, score, last)
     best = total.argmax(1)
     take = (np.arange(len(best)), best)
@@ -486,14 +491,16 @@ def complete_builds(primary: SetCompletionModel | None, vocab: Vocab, weapon_voc
 
 def complete_build(primary: SetCompletionModel | None, vocab: Vocab, weapon_vocab: WeaponVocab,
                    weapon, observed: Mapping[str, int] | np.ndarray, *, beam_size: int = 4,
-                   logits_fn: LogitsFn | None = None) -> Completion:
+                   logits_fn: LogitsFn | None = None, fixed_width: bool = False
+                   ) -> Completion:
     """Complete one partial build into a full legal one, with the beam's runners-up.
 
     ``weapon``: a game id or a weapon name / stat.ink key. ``observed``: ``{ability: AP}``
     (minimum AP, never lowered) or a ``(26,)`` row. ``logits_fn``: see the module docstring
     (default: the plain model). Runners-up are the other distinct finished beams, each
     allocated and filled the same way (up to ``beam_size - 1`` of them; two rows may fill
-    into the same build, which is then listed once).
+    into the same build, which is then listed once). ``fixed_width``: see
+    :func:`complete_builds`.
     """
     logits_fn = _check_inputs(primary, logits_fn, vocab, weapon_vocab, beam_size)
     gid = resolve_weapon(weapon, weapon_vocab)
@@ -501,7 +508,7 @@ def complete_build(primary: SetCompletionModel | None, vocab: Vocab, weapon_voca
     check_observed(row[None])
     weapon_ids = weapon_vocab.encode_game_ids(np.array([gid]), where="weapon to complete")
     rows, score, last = _beam_search(logits_fn, vocab, row[None], weapon_ids, beam_size,
-                                     beam_size, False)
+                                     beam_size, False, LENGTH_BUCKETS[-1] if fixed_width else None)
     mains, subs, ap, total = (x[0] for x in _finished_builds(rows, score, last))
     obs = {ABILITIES[i]: int(v) for i, v in enumerate(row) if v > 0}
     builds, seen = [], set()

@@ -103,7 +103,7 @@ def test_diff_keeps_shared_subs_in_place():
 def test_steered_builds_returns_json_ready_dicts(tiny):
     builds, vocab, weapon_vocab, primary, sae = tiny
     out = steered_builds(primary, sae, vocab, weapon_vocab, int(builds.weapons[0]),
-                         {"ninja_squid": 10}, [0, 3], [5.0, 0.0], beam_size=2)
+                         {"ninja_squid": 10}, [0, 3], [5.0, 0.0], beam_size=2, fixed_width=True)
     again = json.loads(json.dumps(out))
     assert again["edits"] == [{"feature": 0, "value": 5.0}, {"feature": 3, "value": 0.0}]
     for side in ("before", "after"):
@@ -179,8 +179,9 @@ def test_zeroing_a_concepts_feature_removes_its_signature(demo_small):
                     next(iter(concept.required)))
         observed = np.zeros((len(weapons), len(ABILITIES)), np.int64)
         observed[:, A[seed]] = concept.required[seed]
-        before = complete_builds(primary, vocab, weapon_vocab, weapons, observed)
-        after = complete_builds(None, vocab, weapon_vocab, weapons, observed,
+        before = complete_builds(primary, vocab, weapon_vocab, weapons, observed,
+                                 fixed_width=True)
+        after = complete_builds(None, vocab, weapon_vocab, weapons, observed, fixed_width=True,
                                 logits_fn=steered_logits_fn(primary, sae, feature, 0.0))
         assert (after.ap[:, A[seed]] >= concept.required[seed]).all()  # the seed stays
         met_drop.append(_meets(before.ap, concept.required).mean()
@@ -201,8 +202,8 @@ def test_raising_a_concepts_feature_builds_the_concept(demo_small):
     for concept, feature, weapons, labelled in _concept_cases(test, rows, min_f1=0.85):
         empty = np.zeros((len(weapons), len(ABILITIES)), np.int64)
         value = float(np.percentile(acts[labelled, feature], 90))
-        before = complete_builds(primary, vocab, weapon_vocab, weapons, empty)
-        after = complete_builds(None, vocab, weapon_vocab, weapons, empty,
+        before = complete_builds(primary, vocab, weapon_vocab, weapons, empty, fixed_width=True)
+        after = complete_builds(None, vocab, weapon_vocab, weapons, empty, fixed_width=True,
                                 logits_fn=steered_logits_fn(primary, sae, feature, value))
         gain = _meets(after.ap, concept.required).mean() - _meets(before.ap,
                                                                   concept.required).mean()

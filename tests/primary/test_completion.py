@@ -54,7 +54,8 @@ def test_every_completion_is_legal_and_keeps_the_observed():
     observed[1, ABILITY_INDEX["ink_saver_sub"]] = 1
     weapons = builds.weapons[np.arange(36) % len(builds)]
     for beam in (1, 3):
-        out = complete_builds(model, vocab, weapon_vocab, weapons, observed, beam_size=beam)
+        out = complete_builds(model, vocab, weapon_vocab, weapons, observed, beam_size=beam,
+                              rows_per_call=36, fixed_width=True)
         assert_legal_and_kept(out.mains, out.subs, out.ap, observed)
         assert np.isfinite(out.score).all()
 
@@ -63,7 +64,8 @@ def test_single_completion_has_legal_distinct_runners_up():
     builds, vocab, weapon_vocab = tiny_world()
     model = primary_for(vocab, weapon_vocab)
     obs = {"ninja_squid": 10, "swim_speed_up": 12}
-    res = complete_build(model, vocab, weapon_vocab, int(builds.weapons[0]), obs, beam_size=4)
+    res = complete_build(model, vocab, weapon_vocab, int(builds.weapons[0]), obs, beam_size=4,
+                         fixed_width=True)
     every = (res.best,) + res.runners_up
     for b in every:
         row = np.array([[b.ap.get(a, 0) for a in ABILITIES]])
