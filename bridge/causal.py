@@ -44,13 +44,19 @@ _WIDTH = max_build_tokens()
 @dataclass(frozen=True)
 class CausalConfig:
     per_direction: int = 32  # builds edited per distinct conjunction and direction
+    # At most this many edited builds go through the primary (its forward is the cost):
+    # with many rules, fewer builds per rule (down to min_per_direction), then only the
+    # rules of the highest-priority features are checked.
+    max_builds: int = 32_768
+    min_per_direction: int = 8
     batch_size: int = 512  # primary forward batch
     seed: int = 0
 
     def __post_init__(self):
-        if self.per_direction <= 0 or self.batch_size <= 0:
-            raise ValueError(f"CausalConfig needs positive per_direction and batch_size, got "
-                             f"{self.per_direction} and {self.batch_size}")
+        for name in ("per_direction", "batch_size", "max_builds", "min_per_direction"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"CausalConfig.{name} must be positive, got "
+                                 f"{getattr(self, name)}")
 
 
 def _sae_arrays(sae):
@@ -121,7 +127,8 @@ def _pick_rows(cond: np.ndarray, uniq: np.ndarray, per_direction: int, rng):
 
 def causal_check(primary, vocab, weapon_vocab, sae, builds: BuildSet, pooled: np.ndarray,
                  cond: np.ndarray, conditions, conjunctions: np.ndarray, *,
-                 config: CausalConfig = CausalConfig(), thresholds=None) -> dict:
+                 config: CausalConfig = CausalConfig(), thresholds=None,
+                 priority=None) -> dict:
     """Add and remove each feature's conjunction on ``builds`` and measure the feature.
 
     ``pooled (n, D)``: the primary's pooled vectors of ``builds``; ``cond (n, K)`` their
@@ -130,7 +137,9 @@ def causal_check(primary, vocab, weapon_vocab, sae, builds: BuildSet, pooled: np
     Returns arrays over features: ``add_n``, ``add_mean_change``, ``add_turned_on`` (share
     of edited builds, inactive before, active after), ``remove_n``, ``remove_mean_change``,
     ``remove_turned_off``; on/off is against ``thresholds (F,)`` (default: active), and
-    ``agrees`` (1 / 0, NaN when nothing could be edited):
+    ``agrees`` (1 / 0, NaN when nothing could be edited or the feature's rule was left
+    out by the ``max_builds`` budget, which keeps the rules of the features with the
+    highest ``priority (F,)``, e.g. held-out F1):
     adding raises the mean activation and removing lowers it (each where measured).
     """
     conjunctions = np.asarray(conjunctions, np.int64)
@@ -148,9 +157,24 @@ def causal_check(primary, vocab, weapon_vocab, sae, builds: BuildSet, pooled: np
         return out
     canon = np.sort(np.where(conjunctions < 0, np.iinfo(np.int64).max, conjunctions), axis=1)
     canon = np.where(canon == np.iinfo(np.int64).max, -1, canon)
+    # Over budget: fewer builds per rule, then only the rules of the top-priority features.
+    pri = np.zeros(num_f) if priority is None else np.asarray(priority, np.float64)
+    _, first_of = np.unique(canon, axis=0, return_inverse=True)
+    first_of = first_of.reshape(-1)
+    per_dir = config.per_direction
+    rules = len(np.unique(first_of[has_rule]))
+    if 2 * per_dir * rules > config.max_builds:
+        per_dir = max(config.min_per_direction, config.max_builds // (2 * rules))
+        room = max(1, config.max_builds // (2 * per_dir))
+        if rules > room:
+            best = np.full(first_of.max() + 1, -np.inf)
+            np.maximum.at(best, first_of[has_rule], pri[has_rule])
+            kept = np.argsort(-best, kind="stable")[:room]
+            has_rule &= np.isin(first_of, kept)
     uniq, feature_conj = np.unique(canon[has_rule], axis=0, return_inverse=True)
+    feature_conj = feature_conj.reshape(-1)
     rng = np.random.default_rng(config.seed)
-    src, conj_id, add = _pick_rows(np.asarray(cond, bool), uniq, config.per_direction, rng)
+    src, conj_id, add = _pick_rows(np.asarray(cond, bool), uniq, per_dir, rng)
     edited_parts, ok_parts, order = [], [], []
     for direction in (True, False):
         sel = np.flatnonzero(add == direction)

@@ -37,17 +37,18 @@ MAX_TERMS_LIMIT = 3  # set keys pack up to 3 condition indices of 16 bits into a
 
 @dataclass(frozen=True)
 class ExplainConfig:
-    beam: int = 8  # beam entries kept per feature and depth
+    beam: int = 4  # beam entries kept per feature and depth
     max_terms: int = 3  # conditions per conjunction
     # F1 a longer conjunction must add on the fit rows; 0 keeps a condition that every
     # explained input meets (the most specific rule that fits as well).
     min_gain: float = 0.0
     or_min_gain: float = 0.03  # F1 an OR with a second conjunction must add on the fit rows
+    or_below_recall: float = 0.9  # an OR is searched only where the first part's recall is lower
     allow_or: bool = True
     # A feature is explained at the strongest activity level whose rule's fit F1 is within
     # this of the best level's (its strongest activations are what it stands for).
     level_tolerance: float = 0.03
-    max_fit_rows: int = 20_000  # the search runs on at most this many fit rows (a sample)
+    max_fit_rows: int = 10_000  # the search runs on at most this many fit rows (a sample)
     min_support: int = 10  # inputs a lift condition (or an OR's second part) must cover
     # Inputs a rule must cover on the search rows, and positives an activity level above 0
     # must have there: tiny targets and rules fit noise.
@@ -313,14 +314,20 @@ def _rules_for(c_fit: np.ndarray, a_fit: np.ndarray, fam: np.ndarray, cfg: Expla
     conjs[:, 0] = conj
     if cfg.allow_or:
         first = conjunction_mask(c_fit, conj)
-        conj2, _, _, _ = search_conjunctions(c_fit, a_fit & ~first, fam, cfg)
-        tp, pred, pos = _counts(first | conjunction_mask(c_fit, conj2), a_fit)
-        f1_or = _f1(tp, pos, pred)
-        new_tp = (conjunction_mask(c_fit, conj2) & a_fit & ~first).sum(0)
-        keep = ((f1_or > fit_f1 + cfg.or_min_gain) & (conj2 >= 0).any(1)
-                & (new_tp >= cfg.min_support))
-        conjs[keep, 1] = conj2[keep]
-        fit_f1 = np.where(keep, f1_or, fit_f1)
+        tp, _, pos = _counts(first, a_fit)
+        # Only where the first conjunction leaves positives out (the search costs as much).
+        need = np.flatnonzero(tp < cfg.or_below_recall * pos)
+        if len(need):
+            a, fst = a_fit[:, need], first[:, need]
+            conj2, _, _, _ = search_conjunctions(c_fit, a & ~fst, fam, cfg)
+            second = conjunction_mask(c_fit, conj2)
+            tp, pred, pos = _counts(fst | second, a)
+            f1_or = _f1(tp, pos, pred)
+            new_tp = (second & a & ~fst).sum(0)
+            keep = ((f1_or > fit_f1[need] + cfg.or_min_gain) & (conj2 >= 0).any(1)
+                    & (new_tp >= cfg.min_support))
+            conjs[need[keep], 1] = conj2[keep]
+            fit_f1[need[keep]] = f1_or[keep]
     return conjs, fit_f1, tp1, sup1
 
 

@@ -181,7 +181,7 @@ def compute_explanations(primary, vocab, weapon_vocab, sae, builds, pooled: np.n
     level_threshold = thresholds[ex.level, np.arange(active.num_features)]
     causal = causal_check(primary, vocab, weapon_vocab, sae, builds.subset(held),
                           pooled[held], cond[held], conditions, first, config=causal_config,
-                          thresholds=level_threshold)
+                          thresholds=level_threshold, priority=ex.f1)
     t_causal = time.perf_counter() - t0 - t_rules
 
     cls_idx = weapon_class_index(builds.weapons)

@@ -102,3 +102,14 @@ def test_rung_curves_are_the_mean_activation_at_each_rung(setup):
     i = c["ap"].index(12)
     assert curves[1]["swim_speed_up"]["mean"][i] == pytest.approx(want, rel=1e-5, abs=1e-6)
     assert c["n"][i] == ok.sum()
+
+
+def test_budget_keeps_the_rules_of_the_highest_priority_features(setup):
+    s = setup
+    cond = condition_matrix(s.builds, CATALOGUE)
+    conj = np.array([[CONDITION_INDEX["ninja_squid"]], [CONDITION_INDEX["swim_speed_up>=12"]]])
+    cfg = CausalConfig(per_direction=4, min_per_direction=4, max_builds=8)
+    out = causal_check(s.primary, s.vocab, s.weapon_vocab, s.sae, s.builds, s.pooled, cond,
+                       CATALOGUE, conj, config=cfg, priority=np.array([0.2, 0.9]))
+    assert out["add_n"][0] == 0 and np.isnan(out["agrees"][0])
+    assert out["add_n"][1] == 4 and not np.isnan(out["agrees"][1])
