@@ -62,6 +62,7 @@ from primary.builds import (
     slots_to_ap,
 )
 from primary.completion import complete_builds
+from primary.concept_sets import recorded_concept_set
 from primary.examples import make_examples, split_builds
 from primary.sources import load_builds
 from primary.vocab import (
@@ -148,10 +149,14 @@ def held_out_builds(primary_dir, vocab: Vocab, weapon_vocab: WeaponVocab, *,
     primary_dir = Path(primary_dir)
     cfg = _train_settings(primary_dir) if data_source is None else None
     if cfg is not None:
+        # A synthetic world is made again with the concept set the primary was trained on.
+        concepts = (recorded_concept_set(primary_dir)
+                    if cfg["data_source"] == "synthetic" else None)
         builds = load_builds(cfg["data_source"], path=cfg["data_path"],
                              num_builds=cfg["num_builds"], seed=cfg["seed"],
                              vocab=cfg.get("vocab_path") or None,
-                             weapon_vocab=cfg.get("weapon_vocab_path") or None)
+                             weapon_vocab=cfg.get("weapon_vocab_path") or None,
+                             concepts=concepts)
         train_idx, _, test_idx = split_builds(len(builds), cfg["seed"])
         origin = (f"the test split of the primary's training data ({cfg['data_source']}, "
                   f"{cfg['num_builds']} builds, seed {cfg['seed']})")

@@ -1,6 +1,7 @@
 """Slot-recovery evaluation: item matching, the held-out split, and a run on an imported model."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from primary.eval_completion import (
     slot_items,
 )
 from primary.examples import split_builds
+from primary.sources import default_vocabs
 from primary.vocab import ABILITY_INDEX, ap_to_token_multihot
 from tests.fixture_paths import SPLATNLP_FIXTURE
 
@@ -75,6 +77,23 @@ def test_held_out_builds_are_the_primarys_test_split(tmp_path):
     np.testing.assert_array_equal(ap_to_token_multihot(held.test.ap), want)
     assert len(held.train) == data.train.num_builds and held.skipped == 0
     assert "test split" in held.origin
+
+
+def test_held_out_builds_plant_the_primarys_concept_set(tmp_path):
+    """A primary trained on a custom concept set is evaluated on builds of that set."""
+    from primary.concept_sets import load_concept_set, write_concept_set
+    from primary.training import PrimaryTrainConfig
+
+    example = Path(__file__).resolve().parents[2] / "sae_jax" / "configs" / "concepts_example.json"
+    concepts = load_concept_set(example)
+    cfg = PrimaryTrainConfig(num_builds=200, seed=3, num_instances=1)
+    (tmp_path / "model").mkdir()
+    (tmp_path / "train_config.json").write_text(json.dumps(cfg.to_dict()))
+    write_concept_set(tmp_path / "model", concepts)
+    vocab, weapon_vocab = default_vocabs()
+    held = held_out_builds(tmp_path / "model", vocab, weapon_vocab, num_builds=1000)
+    assert held.test.concept_names == tuple(c.name for c in concepts)
+    assert held.test.concepts.any()
 
 
 @pytest.fixture(scope="module")
