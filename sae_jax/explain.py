@@ -41,13 +41,14 @@ class ExplainConfig:
     max_terms: int = 3  # conditions per conjunction
     # F1 a longer conjunction must add on the fit rows; 0 keeps a condition that every
     # explained input meets (the most specific rule that fits as well).
-    min_gain: float = 0.0
+    min_gain: float = -0.01
     or_min_gain: float = 0.03  # F1 an OR with a second conjunction must add on the fit rows
     or_below_recall: float = 0.9  # an OR is searched only where the first part's recall is lower
     allow_or: bool = True
     # A feature is explained at the strongest activity level whose rule's fit F1 is within
     # this of the best level's (its strongest activations are what it stands for).
     level_tolerance: float = 0.03
+    level_good_f1: float = 0.8  # ... or whose rule reaches this fit F1 anyway
     max_fit_rows: int = 10_000  # the search runs on at most this many fit rows (a sample)
     min_support: int = 10  # inputs a lift condition (or an OR's second part) must cover
     # Inputs a rule must cover on the search rows, and positives an activity level above 0
@@ -254,13 +255,17 @@ def search_conjunctions(cond: np.ndarray, active: np.ndarray, fam: np.ndarray,
         in_set = cond[:, sets].all(-1)  # (n, Fc, B): rows meeting each beam entry
         m = (active[:, :, None] & in_set).astype(np.float32).reshape(n, -1)
         tp = (m.T @ cf).reshape(fc, width, k)
-        keys_parent = _set_keys(sets, k)
-        uniq, inverse = np.unique(keys_parent.ravel(), return_inverse=True)
-        first = np.zeros(len(uniq), np.int64)
-        first[inverse[::-1]] = np.arange(inverse.size)[::-1]
-        uniq_sets = sets.reshape(-1, d)[first]
-        sup_u = cond[:, uniq_sets].all(-1).astype(np.float32).T @ cf  # (U, K)
-        sup = sup_u[inverse.reshape(fc, width)]  # (Fc, B, K)
+        if d == 1:  # supports of pairs: the co-occurrence matrix, shared by all features
+            pairs = cf.T @ cf
+            sup = pairs[sets[:, :, 0]]  # (Fc, B, K)
+        else:
+            keys_parent = _set_keys(sets, k)
+            uniq, inverse = np.unique(keys_parent.ravel(), return_inverse=True)
+            first = np.zeros(len(uniq), np.int64)
+            first[inverse.reshape(-1)] = np.arange(inverse.size)
+            uniq_sets = sets.reshape(-1, d)[first]
+            sup_u = cond[:, uniq_sets].all(-1).astype(np.float32).T @ cf  # (U, K)
+            sup = sup_u[inverse.reshape(fc, width)]  # (Fc, B, K)
         f1 = _f1(tp, pos[:, None, None], sup)
         same_family = (fam[sets][:, :, :, None] == fam[None, None, None, :]).any(2)
         bad = same_family | (sup < floor) | (scores[:, :, None] < 0)
@@ -339,7 +344,8 @@ def explain(cond: np.ndarray, active, *, fit_rows: np.ndarray, heldout_rows: np.
     ``cond (n, K)`` bool; ``active``: ``(n, F)`` bool or :class:`ActiveMatrix`, or a list
     of them, one per activation level (level 0 first: "active"; higher levels: "active
     at least this strongly"). With several levels each feature is explained at the level
-    whose rule fits (nearly, ``level_tolerance``) best on the fit rows, the strongest such level,
+    whose rule fits (nearly, ``level_tolerance``) best on the fit rows or reaches
+    ``level_good_f1``, the strongest such level,
     and its held-out scores are at that level (``level``); ``f1_level0`` scores the same
     rule against level 0. ``fit_rows`` and ``heldout_rows`` index ``range(n)``;
     ``families (K,)`` int (default: all distinct).
@@ -391,7 +397,8 @@ def explain(cond: np.ndarray, active, *, fit_rows: np.ndarray, heldout_rows: np.
         fits = np.stack([p[1] for p in per_level])  # (L, Fc)
         few = np.stack([b[search].sum(0) for b in blocks]) < config.min_rule_support
         fits = np.where(few & (np.arange(len(blocks)) > 0)[:, None], -1.0, fits)
-        near = fits >= fits.max(0, keepdims=True) - config.level_tolerance
+        near = ((fits >= fits.max(0, keepdims=True) - config.level_tolerance)
+                | (fits >= config.level_good_f1))
         chosen = len(blocks) - 1 - np.argmax(near[::-1], axis=0)
         cols = np.arange(fc)
         best = {key: np.stack([p[i] for p in per_level])[chosen, cols]
