@@ -57,6 +57,7 @@ VERSION = 1
 EXPLAINED_F1 = 0.5  # a feature counts as explained when its rule reaches this held-out F1
 RECOVERED_F1 = 0.8  # concepts.json rows at or above this are checked against ground truth
 CURVE_BUILDS = 128  # sample of held-out builds for the rung curves
+MIN_BUILDS = 4  # fewer cannot be split into fit and held-out rows worth scoring
 TOP_CLASSES = 5
 TOP_WEAPONS = 5
 MIN_WEAPON_SUPPORT = 5
@@ -165,6 +166,16 @@ def compute_explanations(primary, vocab, weapon_vocab, sae, builds, pooled: np.n
     n = len(builds)
     if len(pooled) != n:
         raise ValueError(f"{len(pooled)} pooled vectors for {n} builds")
+    if n < MIN_BUILDS:  # too few to split into fit and held-out rows: say so, explain none
+        return {"version": VERSION, "num_builds": int(n), "fit_rows": 0, "heldout_rows": 0,
+                "search_rows": 0, "num_conditions": 0,
+                "num_catalogue_conditions": len(CATALOGUE),
+                "num_features": int(sae.hidden_dim),
+                "note": f"{n} builds: explanations need at least {MIN_BUILDS}",
+                "summary": {"median_f1_window": None, "window_features": 0, "explained": 0,
+                            "explained_f1": EXPLAINED_F1, "causal_agreement": None,
+                            "causal_checked": 0, "ground_truth": None},
+                "features": {}}
     cond_all = condition_matrix(builds, CATALOGUE)
     keep = occurring(cond_all)  # the catalogue is fixed; only conditions that occur matter
     conditions = [CATALOGUE[k] for k in keep]

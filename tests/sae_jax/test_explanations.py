@@ -127,3 +127,11 @@ def test_analyze_writes_explanations_json(setup, tmp_path):
     assert doc["summary"]["ground_truth"] is not None  # synthetic builds carry concepts
     assert sum("rung_curves" in e for e in doc["features"].values()) >= 2
     assert "explanations" in (tmp_path / "report" / "index.html").read_text().lower()
+
+
+def test_too_few_builds_give_an_empty_document(setup):
+    s = setup
+    few = s.builds.subset(np.arange(3))
+    doc = compute_explanations(s.primary, s.vocab, s.weapon_vocab, s.sae, few, s.pooled[:3],
+                               progress=False)
+    assert doc["features"] == {} and doc["summary"]["explained"] == 0 and "note" in doc
