@@ -1,34 +1,52 @@
-"""Export a trained or imported SAE in SAELens v6's on-disk format ("standard" architecture).
+"""Export a trained or imported SAE in SAELens v6's on-disk format, and read such an export back.
 
     python -m bridge.export_saelens --workdir=DIR --out=OUT [--hook_name=pooled]
+        [--activations=X.npy]
 
 ``DIR`` is an SAE run workdir or an import output (anything with ``DIR/sae``, an
 SAE directory). Writes ``OUT/cfg.json`` and ``OUT/sae_weights.safetensors``
 holding float32 ``W_enc (d_in, d_sae)``, ``b_enc (d_sae,)``, ``W_dec (d_sae, d_in)``
-and ``b_dec (d_in,)``. ``W_dec`` is written with unit-norm rows (our atoms as
-the forward pass uses them), because SAELens applies ``W_dec`` as stored.
+and ``b_dec (d_in,)`` (plus ``threshold (d_sae,)`` for a jumprelu export). ``W_dec``
+is written with unit-norm rows (our atoms as the forward pass uses them), because
+SAELens applies ``W_dec`` as stored.
 
-SAELens's standard SAE computes ``relu((x - b_dec) @ W_enc + b_enc) @ W_dec + b_dec``
-(with ``apply_b_dec_to_input`` true). Ours clips the features at ``clip_max``
-(6, as the original does); SAELens has no such clip, so the exported SAE
-reproduces ours exactly only on inputs whose feature activations stay below
-``clip_max``. The clip value is recorded in the metadata
-(``activation_clip_max``) so a reader can apply it.
+Architectures (SAELens computes ``pre = (x - b_dec) @ W_enc + b_enc`` with
+``apply_b_dec_to_input`` true):
+
+- relu_l1 -> ``standard``: ``relu(pre)``;
+- topk -> ``topk`` with ``k``: the k largest of ``pre`` per row, ReLU'd;
+- jumprelu -> ``jumprelu``: ``relu(pre) * (pre > threshold)`` with our per-feature
+  thresholds; batchtopk and matryoshka -> ``jumprelu`` too, every feature's threshold
+  the global inference one (this is how SAELens itself saves them).
+
+Ours clips relu_l1 features at ``clip_max`` (6, as the original does; the other
+architectures only when trained with ``--clip_all``); SAELens has no such clip, so the
+export reproduces ours exactly only where features stay below it. The clip is recorded
+in the metadata (``activation_clip_max``, null when none) and the export warns with the
+measured share of active features at the clip: on ``activations`` when given, else the
+run's evaluation (``metrics.json``'s ``clipped_fraction``). README "Architectures" shows
+the one-line SAELens hook that restores the clip.
+
+:func:`load_saelens_export` reads an export of ours back into a SparseAutoencoder.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 
+import jax.numpy as jnp
 import numpy as np
 from absl import app, flags, logging
-from safetensors.numpy import save_file
+from safetensors.numpy import load_file, save_file
 
 from runkit.cli import report_user_errors
-from runkit.jsonio import write_json
-from sae_jax.model import SparseAutoencoder, unit_rows
+from runkit.errors import UserError
+from runkit.jsonio import read_json, write_json
+from sae_jax.architectures import GLOBAL_THRESHOLD, jumprelu_threshold
+from sae_jax.model import SAEConfig, SparseAutoencoder, encode, sae_from_params, unit_rows
 from sae_jax.store import load_sae
 
 SAELENS_VERSION = "6.0.0"  # the first release with this cfg.json layout
@@ -36,8 +54,13 @@ CFG_FILENAME = "cfg.json"
 WEIGHTS_FILENAME = "sae_weights.safetensors"
 DEFAULT_HOOK_NAME = "pooled"  # the input of the primary model's output layer
 DEFAULT_MODEL_NAME = "splatnlp-set-completion"
+# Our architecture -> SAELens's.
+SAELENS_ARCHITECTURE = {"relu_l1": "standard", "topk": "topk", "jumprelu": "jumprelu",
+                        "batchtopk": "jumprelu", "matryoshka": "jumprelu"}
 
 
+class ClipWarning(UserWarning):
+    """The exported SAE clips features that SAELens will not clip."""
 
 def define_flags() -> None:
     """Flags are defined only when run as a program, so importing this module defines none."""
@@ -45,11 +68,14 @@ def define_flags() -> None:
     flags.DEFINE_string("out", None, "Output directory for cfg.json and the safetensors.")
     flags.DEFINE_string("hook_name", DEFAULT_HOOK_NAME, "Hook point name to record.")
     flags.DEFINE_string("model_name", DEFAULT_MODEL_NAME, "Model name to record.")
+    flags.DEFINE_string("activations", None, "Optional .npy of SAE inputs (n, d_in) to "
+                        "measure the share of features at the clip on (default: the run's "
+                        "evaluation, metrics.json).")
     flags.mark_flags_as_required(["workdir", "out"])
 
 
 def saelens_tensors(sae: SparseAutoencoder) -> dict[str, np.ndarray]:
-    """The four SAELens tensors, float32 and contiguous (safetensors needs both)."""
+    """The SAELens tensors, float32 and contiguous (safetensors needs both)."""
     params = sae.params()
     out = {
         "W_enc": params["W_enc"],
@@ -57,12 +83,18 @@ def saelens_tensors(sae: SparseAutoencoder) -> dict[str, np.ndarray]:
         "W_dec": unit_rows(params["W_dec"]),
         "b_dec": params["b_dec"],
     }
+    arch = sae.config.architecture
+    if arch == "jumprelu":
+        out["threshold"] = jumprelu_threshold(params)
+    elif arch in GLOBAL_THRESHOLD:
+        out["threshold"] = jnp.full((sae.hidden_dim,), params["threshold"])
     return {k: np.ascontiguousarray(np.asarray(v, np.float32)) for k, v in out.items()}
 
 
 def saelens_config(sae: SparseAutoencoder, *, hook_name: str, model_name: str,
                    extra_metadata: dict | None = None) -> dict:
-    """SAELens v6 ``cfg.json`` for a standard (ReLU) SAE."""
+    """SAELens v6 ``cfg.json`` (architecture per the module docstring)."""
+    config = sae.config
     metadata = {
         "sae_lens_version": SAELENS_VERSION,
         "sae_lens_training_version": SAELENS_VERSION,
@@ -72,12 +104,15 @@ def saelens_config(sae: SparseAutoencoder, *, hook_name: str, model_name: str,
         "hook_head_index": None,
         "prepend_bos": False,
         # No SAELens counterpart: features above this value are clipped by our SAE.
-        "activation_clip_max": float(sae.config.clip_max),
+        "activation_clip_max": config.encoder.clip_max,
+        # Ours, so that load_saelens_export restores the SAE exactly.
+        "sae_jax_architecture": config.architecture,
+        "sae_jax_k": int(config.k),
         **(extra_metadata or {}),
     }
-    return {
-        "architecture": "standard",
-        "d_in": int(sae.config.input_dim),
+    cfg = {
+        "architecture": SAELENS_ARCHITECTURE[config.architecture],
+        "d_in": int(config.input_dim),
         "d_sae": int(sae.hidden_dim),
         "dtype": "float32",
         "device": "cpu",
@@ -88,25 +123,68 @@ def saelens_config(sae: SparseAutoencoder, *, hook_name: str, model_name: str,
         "model_name": model_name,
         "metadata": metadata,
     }
+    if config.architecture == "topk":
+        cfg.update(k=int(config.k), rescale_acts_by_decoder_norm=False)
+    return cfg
+
+
+def clipped_fraction(sae: SparseAutoencoder, activations) -> float:
+    """Share of active features (``h > 0.01``) at the clip on ``activations (n, d_in)``."""
+    x = np.asarray(activations, np.float32)
+    if x.ndim != 2 or x.shape[1] != sae.config.input_dim:
+        raise ValueError(f"activations have shape {x.shape}; the SAE reads rows of "
+                         f"{sae.config.input_dim}")
+    clip = sae.config.encoder.clip_max
+    _, h = encode(sae.params(), jnp.asarray(x), sae.config.encoder)
+    h = np.asarray(h)
+    active = h > 0.01
+    if clip is None or not active.any():
+        return 0.0
+    return float((active & (h >= clip)).sum() / active.sum())
+
+
+def _warn_clip(sae: SparseAutoencoder, share: float | None, where: str) -> None:
+    clip = sae.config.encoder.clip_max
+    if clip is None:
+        return
+    measured = (f"{100 * share:.3g}% of active feature activations on {where} reach it"
+                if share is not None else
+                "the share of activations that reach it was not measured (pass activations)")
+    warnings.warn(f"this {sae.config.architecture} SAE clips its features at {clip:g}, "
+                  f"SAELens will not: {measured}; README 'Architectures' shows the SAELens "
+                  "hook that restores the clip", ClipWarning, stacklevel=3)
 
 
 def export_saelens(sae: SparseAutoencoder, out: str | os.PathLike, *,
                    hook_name: str = DEFAULT_HOOK_NAME, model_name: str = DEFAULT_MODEL_NAME,
-                   extra_metadata: dict | None = None) -> Path:
-    """Write ``out/cfg.json`` and ``out/sae_weights.safetensors``."""
+                   extra_metadata: dict | None = None, activations=None,
+                   clipped_share: float | None = None) -> Path:
+    """Write ``out/cfg.json`` and ``out/sae_weights.safetensors``.
+
+    An SAE that clips warns (:class:`ClipWarning`) with the share of active features at
+    the clip, measured on ``activations (n, d_in)`` when given, else ``clipped_share``."""
+    where = "the run's evaluation builds"
+    if activations is not None:
+        clipped_share = clipped_fraction(sae, activations)
+        where = f"the {len(activations)} given inputs"
+    _warn_clip(sae, clipped_share, where)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     save_file(saelens_tensors(sae), str(out / WEIGHTS_FILENAME))
+    extra = dict(extra_metadata or {})
+    if sae.config.encoder.clip_max is not None:
+        extra["clipped_fraction"] = clipped_share
     cfg = saelens_config(sae, hook_name=hook_name, model_name=model_name,
-                         extra_metadata=extra_metadata)
+                         extra_metadata=extra)
     write_json(out / CFG_FILENAME, cfg)
     return out
 
 
 def export_workdir(workdir: str | os.PathLike, out: str | os.PathLike, *,
                    hook_name: str = DEFAULT_HOOK_NAME,
-                   model_name: str = DEFAULT_MODEL_NAME) -> Path:
-    """Export ``workdir/sae``; ``workdir/run.json`` (if present) names the primary model."""
+                   model_name: str = DEFAULT_MODEL_NAME, activations=None) -> Path:
+    """Export ``workdir/sae``; ``workdir/run.json`` (if present) names the primary model,
+    ``workdir/metrics.json`` (if present) gives the clip share when ``activations`` is None."""
     workdir = Path(workdir)
     if not (workdir / "sae").is_dir():
         raise FileNotFoundError(f"{workdir} holds no sae/ directory: give an SAE run workdir "
@@ -117,8 +195,40 @@ def export_workdir(workdir: str | os.PathLike, out: str | os.PathLike, *,
     if run_json.is_file():
         with open(run_json) as f:
             extra["primary_model_dir"] = json.load(f).get("primary_model_dir")
+    share = None
+    if activations is None and (workdir / "metrics.json").is_file():
+        share = read_json(workdir / "metrics.json", what="SAE run metrics").get(
+            "clipped_fraction")
     return export_saelens(sae, out, hook_name=hook_name, model_name=model_name,
-                          extra_metadata=extra)
+                          extra_metadata=extra, activations=activations, clipped_share=share)
+
+
+def load_saelens_export(directory: str | os.PathLike) -> SparseAutoencoder:
+    """An SAE from an export of ours (``cfg.json`` + safetensors), every architecture."""
+    d = Path(directory)
+    cfg = read_json(d / CFG_FILENAME, what="SAELens cfg.json")
+    meta = cfg.get("metadata", {})
+    arch = meta.get("sae_jax_architecture")
+    if arch is None:  # written before other architectures were exported: standard, clipped
+        arch = {"standard": "relu_l1"}.get(cfg.get("architecture"))
+    if arch not in SAELENS_ARCHITECTURE or SAELENS_ARCHITECTURE[arch] != cfg.get("architecture"):
+        raise UserError(f"{d / CFG_FILENAME}: architecture {cfg.get('architecture')!r} "
+                        f"(ours: {arch!r}) is not one this tool exports")
+    t = load_file(str(d / WEIGHTS_FILENAME))
+    d_in, d_sae = int(cfg["d_in"]), int(cfg["d_sae"])
+    clip = meta.get("activation_clip_max")
+    config = SAEConfig(d_in, d_sae / d_in, 6.0 if clip is None else float(clip), arch,
+                       int(meta.get("sae_jax_k", cfg.get("k", 0))), clip=clip is not None)
+    params = {k: jnp.asarray(t[k]) for k in ("W_enc", "b_enc", "W_dec", "b_dec")}
+    if arch == "jumprelu":
+        params["log_threshold"] = jnp.log(jnp.asarray(t["threshold"]))
+    elif arch in GLOBAL_THRESHOLD:
+        thresholds = t["threshold"]
+        if not np.all(thresholds == thresholds[0]):
+            raise UserError(f"{d}: a {arch} export has one threshold for every feature; "
+                            "these differ")
+        params["threshold"] = jnp.asarray(thresholds[0])
+    return sae_from_params(config, params)
 
 
 @report_user_errors
@@ -133,12 +243,22 @@ def main(argv):
         raise FileNotFoundError(f"--workdir {f.workdir} is not a directory")
     if Path(f.out).exists() and not Path(f.out).is_dir():
         raise FileExistsError(f"--out {f.out} exists and is not a directory")
-    out = export_workdir(f.workdir, f.out, hook_name=f.hook_name, model_name=f.model_name)
+    activations = None
+    if f.activations:
+        if not Path(f.activations).is_file():
+            raise FileNotFoundError(f"--activations {f.activations} is not a file")
+        activations = np.load(f.activations)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ClipWarning)
+        out = export_workdir(f.workdir, f.out, hook_name=f.hook_name, model_name=f.model_name,
+                             activations=activations)
+    for w in caught:
+        print(f"warning: {w.message}")
     with open(out / CFG_FILENAME) as fh:
         cfg = json.load(fh)
-    print(f"wrote {out.absolute()}: SAELens standard SAE, d_in {cfg['d_in']}, "
-          f"d_sae {cfg['d_sae']}, hook {cfg['hook_name']!r} (features clipped at "
-          f"{cfg['metadata']['activation_clip_max']} in our SAE, not in SAELens)")
+    print(f"wrote {out.absolute()}: SAELens {cfg['architecture']} SAE (ours: "
+          f"{cfg['metadata']['sae_jax_architecture']}), d_in {cfg['d_in']}, "
+          f"d_sae {cfg['d_sae']}, hook {cfg['hook_name']!r}")
     return 0
 
 

@@ -44,10 +44,12 @@ def check_feature_index(feature, num_features: int, *, where: str = "edit_featur
                          f"{num_features} features (valid 0..{num_features - 1})")
 
 
-def edit_feature_params(params: SAEParams, clip_max: float, x: jax.Array, feature, value,
+def edit_feature_params(params: SAEParams, clip_max, x: jax.Array, feature, value,
                         keep_error: bool = False) -> jax.Array:
     """Pure core of :func:`edit_feature` over a params dict.
 
+    ``clip_max``: a float (the relu_l1 encoder clipped there), or the SAE's encoder spec
+    (an SAEConfig or ``sae_jax.architectures.EncoderSpec``; hashable, static under jit).
     Encode ``x`` (``(..., d_in)``), set post-ReLU feature ``feature`` to ``value``
     in every row, decode. The value is used as given (not clipped), as in the
     original. With ``keep_error`` the reconstruction error is kept:
@@ -68,18 +70,19 @@ def edit_feature_params(params: SAEParams, clip_max: float, x: jax.Array, featur
 
 
 def edit_feature(sae: SparseAutoencoder | SAEParams, x: jax.Array, feature, value, *,
-                 keep_error: bool = False, clip_max: float | None = None) -> jax.Array:
+                 keep_error: bool = False, clip_max=None) -> jax.Array:
     """Encode ``x``, set feature ``feature`` to ``value`` for every row, decode.
 
-    ``sae`` is a :class:`SparseAutoencoder` or its params dict (then ``clip_max``
-    is required). Pure: works under ``jax.jit``, ``jax.vmap`` (sweep features or
-    values in one call) and ``jax.grad``. A concrete out-of-range ``feature``
+    ``sae`` is a :class:`SparseAutoencoder` (any architecture) or its params dict (then
+    ``clip_max`` is required: a relu_l1 clip value, or the SAE's config or encoder spec).
+    Pure: works under ``jax.jit``, ``jax.vmap`` (sweep features or values in one call) and
+    ``jax.grad``. A concrete out-of-range ``feature``
     raises IndexError; a traced one cannot be checked (it edits nothing).
 
     Returns ``Float[Array, "... d_in"]``.
     """
     if isinstance(sae, SparseAutoencoder):
-        params, clip = sae.params(), sae.config.clip_max
+        params, clip = sae.params(), sae.config.encoder
     else:
         if clip_max is None:
             raise ValueError("edit_feature: clip_max is required when sae is a params dict")
@@ -153,7 +156,7 @@ def hooked_forward(primary: SetCompletionModel, sae: SparseAutoencoder | None, t
                          f"the primary model's hidden_dim {primary.config.hidden_dim}")
     graphdef, state = nnx.split(primary)
     sae_params = sae.params() if sae is not None else None
-    clip_max = float(sae.config.clip_max) if sae is not None else 0.0
+    clip_max = sae.config.encoder if sae is not None else 0.0
     pooled = _pooled_step(graphdef, state, jnp.asarray(tokens), jnp.asarray(weapons),
                           jnp.asarray(key_padding_mask, bool))
     return _head_step(graphdef, state, sae_params, pooled, jnp.asarray(feature, jnp.int32),

@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass, field
 
 from runkit.jsonio import read_json, write_json
+from sae_jax.architectures import ARCHITECTURES, TOPK_FAMILY
 from sae_jax.precision import COMPUTE_DTYPES
 
 DATA_SOURCES = ("synthetic", "statink", "splatnlp_tsv")
@@ -47,6 +48,20 @@ class SAETrainConfig:
     compute_dtype: str = "float32"
     # Reproduce the original's two defects (frozen decoder, gradient-free usage term).
     original_behaviour: bool = False
+    # --- architecture (README "Architectures"; sae_jax/architectures.py). The L1 and usage
+    # settings above train relu_l1 only.
+    architecture: str = "relu_l1"
+    k: int = 32  # topk: features per row; batchtopk, matryoshka: mean features per row
+    clip_all: bool = False  # clip the other architectures' features at clip_max too
+    k_aux: int = 0  # AuxK: dead features per row reconstructing the error; 0 = input_dim // 2
+    aux_coeff: float = 1 / 32  # AuxK loss weight (Gao et al. 2024)
+    aux_relu: bool = False  # AuxK: ReLU the dead features' pre-activations (default: as they are)
+    dead_after_rows: int = 10_000_000  # AuxK: dead after firing on none of this many rows
+    threshold_decay: float = 0.99  # batchtopk, matryoshka: EMA of the inference threshold
+    jumprelu_bandwidth: float = 0.001  # width of the straight-through kernel
+    jumprelu_init_threshold: float = 0.001
+    l0_coeff: float = 1e-3  # jumprelu: L0 penalty (warmed up over l1_warmup_steps)
+    matryoshka_groups: tuple[int, ...] = ()  # feature group sizes, summing to d_sae
     # --- buffer and training loop
     buffer_size: int = 819_200
     buffer_dtype: str = "float32"  # or "bfloat16"
@@ -75,8 +90,10 @@ class SAETrainConfig:
     concept_set_sha256: str = ""
     extra: dict = field(default_factory=dict)
 
-    def validate(self, *, total_sae_steps: int | None = None) -> None:
-        """Refuse settings that cannot work, with a message naming the flag (``--name``)."""
+    def validate(self, *, total_sae_steps: int | None = None, d_sae: int | None = None) -> None:
+        """Refuse settings that cannot work, with a message naming the flag (``--name``).
+        ``d_sae`` (the number of features, once the input size is known) checks ``--k``,
+        ``--k_aux`` and ``--matryoshka_groups`` against it."""
         # Every number must be finite (NaN slips through comparisons: nan <= 0 is False).
         nonfinite = [f.name for f in dataclasses.fields(self)
                      if isinstance(getattr(self, f.name), float)
@@ -134,8 +151,63 @@ class SAETrainConfig:
             if late:
                 errors.append(f"resample step(s) {late} lie beyond the run's {total_sae_steps} "
                               "SAE steps (--resample_steps)")
+        errors += self._architecture_errors(check, d_sae)
         if errors:
             raise ValueError("invalid SAE training settings: " + "; ".join(errors))
+
+    def _architecture_errors(self, check, d_sae: int | None) -> list[str]:
+        arch = self.architecture
+        if arch not in ARCHITECTURES:
+            return [f"unknown SAE architecture {arch!r} (--architecture); choose one of "
+                    f"{ARCHITECTURES}"]
+        errors = []
+        if arch != "relu_l1" and self.original_behaviour:
+            errors.append(f"--original_behaviour reproduces the original's relu_l1 recipe; "
+                          f"--architecture is {arch!r}")
+        if arch in TOPK_FAMILY:
+            check("k", self.k >= 1, f"must be >= 1 for --architecture={arch}")
+            if d_sae is not None and self.k >= d_sae:
+                errors.append(f"--k {self.k} must be smaller than the number of features "
+                              f"{d_sae} (--architecture={arch})")
+            check("k_aux", self.k_aux >= 0, "must be >= 0 (0: half the input size)")
+            check("aux_coeff", self.aux_coeff >= 0, "must be >= 0")
+            check("dead_after_rows", self.dead_after_rows > 0, "must be positive")
+            if self.resample_steps:
+                errors.append(f"--resample_steps {','.join(map(str, self.resample_steps))}: "
+                              f"the AuxK loss replaces resampling for --architecture={arch}; "
+                              "pass --resample_steps= (empty)")
+        if arch in ("batchtopk", "matryoshka"):
+            check("threshold_decay", 0 < self.threshold_decay < 1, "must be in (0, 1)")
+        if arch == "jumprelu":
+            check("jumprelu_bandwidth", self.jumprelu_bandwidth > 0, "must be > 0")
+            check("jumprelu_init_threshold", self.jumprelu_init_threshold > 0, "must be > 0")
+            check("l0_coeff", self.l0_coeff >= 0, "must be >= 0")
+        if arch == "matryoshka":
+            groups = self.matryoshka_groups
+            if not groups or any(g <= 0 for g in groups):
+                errors.append(f"--matryoshka_groups must be positive group sizes summing to "
+                              f"the number of features, got {groups}")
+            elif d_sae is not None and sum(groups) != d_sae:
+                errors.append(f"--matryoshka_groups {','.join(map(str, groups))} sum to "
+                              f"{sum(groups)}, not to the number of features {d_sae}")
+        elif self.matryoshka_groups:
+            errors.append(f"--matryoshka_groups is for --architecture=matryoshka; "
+                          f"--architecture is {arch!r}")
+        return errors
+
+    def sae_config(self, input_dim: int):
+        """The SAEConfig this run trains (relu_l1: exactly the original's three fields)."""
+        from sae_jax.model import SAEConfig
+
+        if self.architecture == "relu_l1":
+            return SAEConfig(input_dim, self.expansion_factor, self.clip_max)
+        k = self.k if self.architecture in TOPK_FAMILY else 0
+        return SAEConfig(input_dim, self.expansion_factor, self.clip_max, self.architecture,
+                         k, clip=self.clip_all)
+
+    def aux_k(self, input_dim: int, d_sae: int) -> int:
+        """AuxK's k: ``--k_aux``, or half the input size when 0; at most ``d_sae``."""
+        return min(self.k_aux or max(input_dim // 2, 1), d_sae)
 
     def to_dict(self) -> dict:
         """The recorded settings; the concept set keys only when a custom set is used, so
@@ -143,6 +215,10 @@ class SAETrainConfig:
         d = dataclasses.asdict(self)
         for k in CONCEPT_SET_SETTINGS:
             if not d[k]:
+                del d[k]
+        # Architecture settings only where they differ from the defaults, for the same reason.
+        for k in ARCHITECTURE_SETTINGS:
+            if d[k] == _DEFAULTS[k]:
                 del d[k]
         return d
 
@@ -159,8 +235,16 @@ class SAETrainConfig:
                              "version of this tool?")
         raw = dict(raw)
         raw["resample_steps"] = tuple(raw.get("resample_steps", ()))
+        raw["matryoshka_groups"] = tuple(raw.get("matryoshka_groups", ()))
         return cls(**raw)
 
     @classmethod
     def from_json(cls, path: str | os.PathLike) -> SAETrainConfig:
         return cls.from_dict(read_json(path, what="SAE run settings file"), where=str(path))
+
+
+ARCHITECTURE_SETTINGS = ("architecture", "k", "clip_all", "k_aux", "aux_coeff", "aux_relu",
+                         "dead_after_rows", "threshold_decay", "jumprelu_bandwidth",
+                         "jumprelu_init_threshold", "l0_coeff", "matryoshka_groups")
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(SAETrainConfig)
+             if f.name in ARCHITECTURE_SETTINGS}

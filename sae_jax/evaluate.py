@@ -4,7 +4,9 @@ Reconstruction: ``mse`` (mean over elements), ``fve`` (fraction of variance
 explained, ``1 - sum||x - recon||^2 / sum||x - mean(x)||^2``). Sparsity: ``l0``
 (mean active features per input), ``dead_fraction`` (never active on the set),
 ``dense_fraction`` (active on 30% of inputs or more); active, dead and dense as
-:mod:`sae_jax.activity` defines them. Downstream fidelity:
+:mod:`sae_jax.activity` defines them; ``clipped_fraction`` (SAEs that clip: the share
+of active feature activations at the clip, which an SAELens export does not reproduce).
+Downstream fidelity:
 the primary's binary cross-entropy against the multi-hot targets with the true
 pooled vector (``l_true``), the SAE reconstruction spliced in (``l_spliced``)
 and the pooled vector mean-ablated (``l_ablated``);
@@ -40,14 +42,15 @@ from sae_jax.model import decode, encode
 
 
 @partial(jax.jit, static_argnums=(0, 4))
-def _batch_sums(graphdef, primary_state, sae_params, batch, clip_max):
+def _batch_sums(graphdef, primary_state, sae_params, batch, encoder):
     model = nnx.merge(graphdef, primary_state)
     x = pooled_vectors(graphdef, primary_state, batch)
     valid = batch["weight"] > 0
     vf = valid.astype(jnp.float32)
     n = vf.sum()
-    _, h = encode(sae_params, x, clip_max)
+    _, h = encode(sae_params, x, encoder)
     recon = decode(sae_params, h)
+    clip = encoder.clip_max
     # Padding rows may hold anything (even NaN): zero them before any sum.
     x = jnp.where(valid[:, None], x, 0.0)
     recon = jnp.where(valid[:, None], recon, 0.0)
@@ -55,6 +58,7 @@ def _batch_sums(graphdef, primary_state, sae_params, batch, clip_max):
     m2 = jnp.sum(vf * jnp.sum((x - mean_b) ** 2, axis=-1))
     sq_err = jnp.sum((x - recon) ** 2)
     active = is_active(h) & valid[:, None]
+    clipped = (active & (h >= clip)) if clip is not None else jnp.zeros_like(active)
     targets = batch["targets"].astype(jnp.float32)
 
     def bce_rows(z):  # (B,) mean over the vocabulary
@@ -68,6 +72,7 @@ def _batch_sums(graphdef, primary_state, sae_params, batch, clip_max):
         "sq_err": sq_err,
         "active_per_feature": active.sum(0),
         "active_total": active.sum(),
+        "clipped_total": clipped.sum(),
         "bce_true": jnp.sum(vf * bce_rows(z_true)),
         "bce_spliced": jnp.sum(vf * bce_rows(z_spliced)),
         "target_sum": (targets * vf[:, None]).sum(0),
@@ -116,7 +121,8 @@ def _combine(parts: list[dict]) -> dict:
 
     return {"n": n, "mean": mean, "m2": m2, "sq_err": total("sq_err"),
             "active_per_feature": total("active_per_feature"),
-            "active_total": total("active_total"), "bce_true": total("bce_true"),
+            "active_total": total("active_total"), "clipped_total": total("clipped_total"),
+            "bce_true": total("bce_true"),
             "bce_spliced": total("bce_spliced"), "target_sum": total("target_sum"),
             **{k: total(k) for k in ("kl_sum", "cosine_sum", "topk_sum", "recon_sq",
                                      "x_dot_recon")}}
@@ -145,7 +151,7 @@ def evaluate_sae(primary, sae, examples, *, batch_size: int,
                               primary.config.pad_token_id)
         inputs["targets"] = batch["targets"]
         parts.append(_batch_sums(graphdef, state, params, pad_batch(inputs, batch_size),
-                                 float(sae.config.clip_max)))
+                                 sae.config.encoder))
     if not parts:
         raise ValueError("evaluation set is empty: no examples to evaluate the SAE on")
     t = _combine(parts)
@@ -162,6 +168,10 @@ def evaluate_sae(primary, sae, examples, *, batch_size: int,
     gap = l_ablated - l_true
     loss_recovered = float((l_ablated - l_spliced) / gap) if abs(gap) > 1e-12 else float("nan")
     frac_active = t["active_per_feature"] / n
+    clipped = {}
+    if sae.config.encoder.clip_max is not None:  # share of active features at the clip
+        clipped["clipped_fraction"] = (float(t["clipped_total"] / t["active_total"])
+                                       if t["active_total"] > 0 else 0.0)
     return {
         "num_inputs": int(n),
         "mse": float(t["sq_err"] / (n * d_model)),
@@ -178,5 +188,6 @@ def evaluate_sae(primary, sae, examples, *, batch_size: int,
         f"top{TOP_K_AGREEMENT}_agreement": float(t["topk_sum"] / n),
         "shrinkage": (float(t["recon_sq"] / t["x_dot_recon"]) if abs(t["x_dot_recon"]) > 0
                       else float("nan")),
+        **clipped,
         "original_behaviour": bool(original_behaviour),
     }

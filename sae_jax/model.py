@@ -10,6 +10,11 @@ optimiser's projection, so the stored and the used dictionary agree.
 
 ``usage_ema`` (d_sae,) is the running firing rate used for dead-feature
 detection and the usage penalty; it is training state, not a parameter.
+
+Architectures (:mod:`sae_jax.architectures`): the config's ``architecture`` picks the
+encoder nonlinearity (relu_l1 above is the default); batchtopk and matryoshka SAEs hold a
+scalar ``threshold`` parameter and jumprelu ones a ``log_threshold (d_sae,)``, beside the
+four above. ``encode`` takes a float clip (relu_l1), an SAEConfig or an EncoderSpec.
 """
 
 from __future__ import annotations
@@ -25,6 +30,14 @@ import jax.numpy as jnp
 from flax import nnx
 
 from runkit.jsonio import write_json
+from sae_jax.architectures import (
+    EXTRA_PARAMS,
+    TOPK_FAMILY,
+    EncoderSpec,
+    activate,
+    check_architecture,
+    encoder_spec,
+)
 from sae_jax.precision import matmul
 
 ATOM_NORM_EPS = 1e-12
@@ -35,6 +48,9 @@ class SAEConfig:
     input_dim: int = 512
     expansion_factor: float = 4.0
     clip_max: float = 6.0
+    architecture: str = "relu_l1"
+    k: int = 0  # features per row (topk); mean features per row (batchtopk, matryoshka)
+    clip: bool = True  # clip the features at clip_max (relu_l1 always does)
 
     def __post_init__(self):
         if self.input_dim <= 0:
@@ -46,13 +62,32 @@ class SAEConfig:
                 f"SAE expansion_factor {self.expansion_factor} x input_dim {self.input_dim} "
                 "gives no features"
             )
+        check_architecture(self.architecture, where="SAEConfig.architecture")
+        if self.architecture == "relu_l1" and not self.clip:
+            raise ValueError("a relu_l1 SAE always clips its features (SAEConfig.clip)")
+        if self.architecture in TOPK_FAMILY and not 0 < self.k < self.hidden_dim:
+            raise ValueError(f"SAE architecture {self.architecture} needs 0 < k < the number "
+                             f"of features {self.hidden_dim}, got k={self.k}")
 
     @property
     def hidden_dim(self) -> int:
         return int(self.input_dim * self.expansion_factor)
 
+    @property
+    def encoder(self) -> EncoderSpec:
+        """The hashable spec ``encode`` needs (a static jit argument)."""
+        k = self.k if self.architecture == "topk" else 0
+        clip = self.clip_max if self.clip or self.architecture == "relu_l1" else None
+        return EncoderSpec(self.architecture, k, clip)
+
+    def param_names(self) -> tuple[str, ...]:
+        return PARAM_KEYS + tuple(EXTRA_PARAMS.get(self.architecture, {}))
+
     def to_json(self, path: str | os.PathLike) -> None:
-        write_json(path, dataclasses.asdict(self))
+        d = dataclasses.asdict(self)
+        if self == SAEConfig(self.input_dim, self.expansion_factor, self.clip_max):
+            d = {k: d[k] for k in ("input_dim", "expansion_factor", "clip_max")}  # as before
+        write_json(path, d)
 
     @classmethod
     def from_json(cls, path: str | os.PathLike) -> SAEConfig:
@@ -76,20 +111,34 @@ def _kaiming_uniform_relu(key, shape, fan_in, dtype=jnp.float32):
 
 
 # {"W_enc": (d_in, d_sae), "b_enc": (d_sae,), "W_dec": (d_sae, d_in), "b_dec": (d_in,)}
+# plus the architecture's extra parameters (SAEConfig.param_names()).
 SAEParams = dict
+PARAM_KEYS = ("W_enc", "b_enc", "W_dec", "b_dec")
 
 
-def encode(params: SAEParams, x: jax.Array, clip_max: float, *,
-           compute_dtype: str = "float32") -> tuple[jax.Array, jax.Array]:
-    """Pure encoder: ``(pre, post)`` from a params dict (used inside jitted loops).
-    ``compute_dtype`` is that of the big matmul (``sae_jax.precision``)."""
+def pre_activations(params: SAEParams, x: jax.Array, *,
+                    compute_dtype: str = "float32") -> jax.Array:
+    """``(x - b_dec) @ W_enc + b_enc``: (..., d_in) -> (..., d_sae)."""
     x = x.astype(params["W_enc"].dtype)
     w = params["W_enc"]
     # Same as (x - b_dec) @ W_enc, but b_dec's gradient becomes a vector-matrix product
     # instead of a full (batch, d_in) x (d_in, d_sae) matmul in the backward pass.
-    pre = matmul(x, w, compute_dtype) + (params["b_enc"] - params["b_dec"] @ w)
-    post = jnp.clip(jax.nn.relu(pre), 0.0, clip_max)
-    return pre, post
+    return matmul(x, w, compute_dtype) + (params["b_enc"] - params["b_dec"] @ w)
+
+
+def encode(params: SAEParams, x: jax.Array, spec, *,
+           compute_dtype: str = "float32") -> tuple[jax.Array, jax.Array]:
+    """Pure encoder: ``(pre, post)`` from a params dict (used inside jitted loops).
+
+    ``spec``: a float ``clip_max`` (the relu_l1 encoder clipped there), an
+    :class:`SAEConfig` or an :class:`~sae_jax.architectures.EncoderSpec`; hashable, so it
+    can be a static jit argument. ``compute_dtype`` is that of the big matmul
+    (``sae_jax.precision``)."""
+    pre = pre_activations(params, x, compute_dtype=compute_dtype)
+    resolved = encoder_spec(spec)
+    if resolved is None:  # a bare clip value: the relu_l1 encoder, exactly as it always was
+        return pre, jnp.clip(jax.nn.relu(pre), 0.0, spec)
+    return pre, activate(params, pre, resolved)
 
 
 def decode(params: SAEParams, h: jax.Array, *, frozen_decoder: bool = False,
@@ -113,6 +162,8 @@ class SparseAutoencoder(nnx.Module):
         self.b_enc = nnx.Param(jnp.zeros((h,)))
         self.W_dec = nnx.Param(unit_rows(_kaiming_uniform_relu(rngs.params(), (h, d), fan_in=h)))
         self.b_dec = nnx.Param(jnp.zeros((d,)))
+        for name, kind in EXTRA_PARAMS.get(config.architecture, {}).items():
+            setattr(self, name, nnx.Param(jnp.zeros(() if kind == "scalar" else (h,))))
         self.usage_ema = UsageEMA(jnp.zeros((h,)))
 
     @property
@@ -121,15 +172,16 @@ class SparseAutoencoder(nnx.Module):
 
     def params(self) -> SAEParams:
         """The trainable parameters as a plain dict (the optimiser's pytree)."""
-        return {k: getattr(self, k)[...] for k in ("W_enc", "b_enc", "W_dec", "b_dec")}
+        return {k: getattr(self, k)[...] for k in self.config.param_names()}
 
     def set_params(self, params: SAEParams) -> None:
-        for k in ("W_enc", "b_enc", "W_dec", "b_dec"):
+        for k in self.config.param_names():
             getattr(self, k)[...] = params[k]
 
     def encode(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """``(pre, post)``: pre-activations and the clipped-ReLU feature activations."""
-        return encode(self.params(), x, self.config.clip_max)
+        """``(pre, post)``: pre-activations and the feature activations (clipped ReLU for
+        relu_l1; the architecture's inference encoder otherwise)."""
+        return encode(self.params(), x, self.config.encoder)
 
     def atoms(self) -> jax.Array:
         """Unit-norm dictionary ``(d_sae, d_in)``."""
@@ -151,7 +203,10 @@ def create_sae(config: SAEConfig, seed: int = 0) -> SparseAutoencoder:
 def sae_from_params(config: SAEConfig, params: SAEParams, usage_ema=None) -> SparseAutoencoder:
     """An SAE module holding the given parameters (and usage EMA, zeros if None)."""
     sae = nnx.eval_shape(lambda: create_sae(config))
-    for k in ("W_enc", "b_enc", "W_dec", "b_dec"):
+    missing = [k for k in config.param_names() if k not in params]
+    if missing:
+        raise ValueError(f"SAE parameters {missing} are missing for {config}")
+    for k in config.param_names():
         expect = getattr(sae, k).shape
         got = tuple(params[k].shape)
         if got != tuple(expect):

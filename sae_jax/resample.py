@@ -22,6 +22,10 @@ feature is re-pointed at an input the SAE reconstructs badly:
    encoder biases and decoder rows, and set their usage EMA to the live
    features' mean usage (so they are not judged dead again at once).
 
+Architectures: relu_l1 and jumprelu resample (a jumprelu feature's threshold goes back to
+``cfg.jumprelu_init_threshold``, its moments zeroed too); the TopK family does not (its
+AuxK loss revives dead features; ``SAETrainConfig.validate`` refuses resample steps there).
+
 Everything is masked with ``jnp.where``: the shapes never depend on how many
 features are dead, and every other entry is left bit-for-bit unchanged.
 """
@@ -32,6 +36,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from sae_jax.architectures import log_threshold_init
 from sae_jax.buffer import ActivationBuffer
 from sae_jax.config import SAETrainConfig
 from sae_jax.model import SAEParams, decode, encode, unit_rows
@@ -47,8 +52,9 @@ def num_candidates(capacity: int, d_sae: int) -> int:
     return min(capacity, max(CANDIDATES_PER_FEATURE * d_sae, MIN_CANDIDATES))
 
 
-def reconstruction_errors(params: SAEParams, x: jax.Array, clip_max: float) -> jax.Array:
-    """Per-row squared reconstruction error: (n, d_in) -> (n,), scored in chunks."""
+def reconstruction_errors(params: SAEParams, x: jax.Array, clip_max) -> jax.Array:
+    """Per-row squared reconstruction error: (n, d_in) -> (n,), scored in chunks.
+    ``clip_max``: the relu_l1 clip, or an encoder spec (``sae_jax.model.encode``)."""
 
     def score(row):
         _, h = encode(params, row[None], clip_max)
@@ -64,12 +70,16 @@ def _zero_adam_moments(opt_state, mask_cols: jax.Array):
     """
 
     def masked(tree: SAEParams) -> SAEParams:
-        return {
+        out = {
             **tree,
             "W_enc": jnp.where(mask_cols[None, :], 0, tree["W_enc"]).astype(tree["W_enc"].dtype),
             "b_enc": jnp.where(mask_cols, 0, tree["b_enc"]).astype(tree["b_enc"].dtype),
             "W_dec": jnp.where(mask_cols[:, None], 0, tree["W_dec"]).astype(tree["W_dec"].dtype),
         }
+        if "log_threshold" in tree:
+            t = tree["log_threshold"]
+            out["log_threshold"] = jnp.where(mask_cols, 0, t).astype(t.dtype)
+        return out
 
     found = optax.tree_utils.tree_get_all_with_path(opt_state, "ScaleByAdamState")
     if len(found) != 1:
@@ -104,7 +114,8 @@ def resample_dead_features(
     key_rows, key_pick, key_dir = jax.random.split(key, 3)
     rows = jax.random.randint(key_rows, (n_cand,), 0, jnp.maximum(buffer.fill, 1))
     cand = buffer.data[rows].astype(jnp.float32)
-    err = reconstruction_errors(params, cand, cfg.clip_max)
+    spec = cfg.clip_max if cfg.architecture == "relu_l1" else cfg.sae_config(d_in).encoder
+    err = reconstruction_errors(params, cand, spec)
     err = jnp.where(jnp.sum(err) > 0, err, jnp.ones_like(err))  # all zero: uniform
     gumbel = jax.random.gumbel(key_pick, (n_cand,))
     n_pick = min(n_cand, d_sae)
@@ -130,6 +141,10 @@ def resample_dead_features(
         "b_enc": jnp.where(dead, jnp.asarray(cfg.resample_bias, b_enc.dtype), b_enc),
         "W_dec": jnp.where(dead[:, None], direction.astype(w_dec.dtype), w_dec),
     }
+    if "log_threshold" in params:
+        t = params["log_threshold"]
+        init = jnp.asarray(log_threshold_init(cfg.jumprelu_init_threshold), t.dtype)
+        new_params["log_threshold"] = jnp.where(dead, init, t)
     new_opt_state = _zero_adam_moments(opt_state, dead)
 
     live_usage = jnp.sum(jnp.where(live, usage_ema, 0.0)) / jnp.maximum(n_live, 1)

@@ -29,8 +29,8 @@ import optax
 
 from sae_jax.buffer import ActivationBuffer, sample
 from sae_jax.config import SAETrainConfig
-from sae_jax.losses import sae_loss
 from sae_jax.model import SparseAutoencoder
+from sae_jax.recipes import apply_state_updates, init_extra, init_params, metric_names, recipe_loss
 from sae_jax.resample import resample_dead_features
 from sae_jax.schedules import learning_rate_schedule
 from sae_jax.transforms import make_optimizer
@@ -44,15 +44,21 @@ class TrainState(NamedTuple):
     opt_state: Any  # state of make_optimizer(cfg, total_steps)
     usage_ema: jax.Array  # Float[Array, "d_sae"]
     step: jax.Array  # int32 scalar: SAE steps done
+    extra: dict  # the architecture's training state (sae_jax.recipes; {} for relu_l1)
 
 
 def init_train_state(sae: SparseAutoencoder, cfg: SAETrainConfig, total_steps: int) -> TrainState:
-    """A fresh state from an SAE module (its arrays are copied, so donating the state
+    """A fresh state from an SAE module, with the architecture's initialisation
+    (:func:`sae_jax.recipes.init_params`; its arrays are copied, so donating the state
     leaves the module usable)."""
-    params = jax.tree.map(jnp.copy, sae.params())
+    if sae.config.architecture != cfg.architecture:
+        raise ValueError(f"the SAE is a {sae.config.architecture} SAE, the settings train "
+                         f"--architecture={cfg.architecture}")
+    params = init_params(jax.tree.map(jnp.copy, sae.params()), cfg)
     opt_state = make_optimizer(cfg, total_steps).init(params)
     usage_ema = jnp.array(sae.usage_ema[...], jnp.float32)
-    return TrainState(params, opt_state, usage_ema, jnp.zeros((), jnp.int32))
+    extra = init_extra(cfg, sae.hidden_dim)
+    return TrainState(params, opt_state, usage_ema, jnp.zeros((), jnp.int32), extra)
 
 
 # Scalars averaged over the steps of one call.
@@ -68,12 +74,13 @@ def _one_step(state: TrainState, buffer: ActivationBuffer, key: jax.Array, *, cf
         x = jax.lax.with_sharding_constraint(x, batch_sharding)
 
     def loss_fn(params):
-        return sae_loss(params, x, state.usage_ema, state.step, cfg)
+        return recipe_loss(params, x, state.usage_ema, state.extra, state.step, cfg)
 
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     grad_norm = optax.tree.norm(grads)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
+    params, extra = apply_state_updates(params, state.extra, aux, cfg)
     usage_ema = aux["usage_ema"]
     done = state.step + 1
 
@@ -103,8 +110,9 @@ def _one_step(state: TrainState, buffer: ActivationBuffer, key: jax.Array, *, cf
         "lr": jnp.asarray(lr_schedule(state.step), jnp.float32),
         "grad_norm": grad_norm,
         "n_resampled": n_resampled,
+        **{k: aux[k] for k in metric_names(cfg)},
     }
-    return TrainState(params, opt_state, usage_ema, done), metrics
+    return TrainState(params, opt_state, usage_ema, done, extra), metrics
 
 
 def _build(cfg: SAETrainConfig, total_steps: int, num_steps: int, batch_sharding):
@@ -119,7 +127,7 @@ def _build(cfg: SAETrainConfig, total_steps: int, num_steps: int, batch_sharding
                              batch_sharding=batch_sharding)
 
         state, per_step = jax.lax.scan(body, state, None, length=num_steps)
-        metrics = {k: jnp.mean(per_step[k]) for k in MEAN_METRICS}
+        metrics = {k: jnp.mean(per_step[k]) for k in MEAN_METRICS + metric_names(cfg)}
         metrics["n_resampled"] = jnp.sum(per_step["n_resampled"])
         metrics["dead_count"] = jnp.sum(state.usage_ema < cfg.dead_threshold, dtype=jnp.int32)
         metrics["finite"] = jnp.all(jnp.isfinite(per_step["loss"]))

@@ -55,7 +55,7 @@ from runkit.sharding import batch_sharding, make_mesh, replicate, shard_batch
 from sae_jax.buffer import create_buffer
 from sae_jax.config import SAETrainConfig
 from sae_jax.evaluate import evaluate_sae
-from sae_jax.model import SAEConfig, create_sae, sae_from_params
+from sae_jax.model import create_sae, sae_from_params
 from sae_jax.plots import plot_curves
 from sae_jax.run_setup import (
     RunPlan,
@@ -262,6 +262,16 @@ def _estimate_plan(cfg: SAETrainConfig, primary_dir, concepts=None) -> RunPlan:
     return plan_run(cfg, num_batches(examples, cfg.primary_batch_size, drop_remainder=True))
 
 
+def _known_d_sae(cfg: SAETrainConfig, primary_dir) -> int | None:
+    """The number of features, when a given primary model directory tells its size (the
+    settings that depend on it are then checked before anything is written)."""
+    if primary_dir is None:
+        return None
+    hidden = read_json(Path(primary_dir) / "config.json", what="primary model config").get(
+        "hidden_dim")
+    return int(int(hidden) * cfg.expansion_factor) if hidden else None
+
+
 def _run_analysis(workdir: Path):
     try:
         module = importlib.import_module("sae_jax.analyze")
@@ -344,7 +354,7 @@ def train_sae(cfg: SAETrainConfig, workdir, *, primary_dir=None, primary_flagfil
         print(f"{workdir} holds a finished run with these settings; reporting its metrics")
         return finished
     plan = _estimate_plan(cfg, primary_dir, concepts)
-    cfg.validate(total_sae_steps=plan.total_sae_steps)
+    cfg.validate(total_sae_steps=plan.total_sae_steps, d_sae=_known_d_sae(cfg, primary_dir))
     with ExitStack() as stack:
         if is_writer():
             stack.enter_context(WorkdirLock(workdir))
@@ -356,7 +366,8 @@ def train_sae(cfg: SAETrainConfig, workdir, *, primary_dir=None, primary_flagfil
                                                                  seed=seed, concepts=concepts)
         if is_writer():
             write_run_json(workdir, cfg, primary_dir, num_builds, seed, concepts)
-        sae_config = SAEConfig(primary.config.hidden_dim, cfg.expansion_factor, cfg.clip_max)
+        cfg.validate(d_sae=int(primary.config.hidden_dim * cfg.expansion_factor))
+        sae_config = cfg.sae_config(primary.config.hidden_dim)
         print(f"SAE {sae_config.input_dim} -> {sae_config.hidden_dim} features; "
               f"{plan.total_batches} primary batches of {cfg.primary_batch_size}, "
               f"{plan.total_sae_steps} SAE steps of {cfg.sae_batch_size} on {mesh.size} "
@@ -385,9 +396,13 @@ def train_sae(cfg: SAETrainConfig, workdir, *, primary_dir=None, primary_flagfil
             num_processes=jax.process_count(),
             d_in=sae_config.input_dim, d_sae=sae_config.hidden_dim,
             primary_model_dir=str(primary_dir),
-            final_train={k: last[k] for k in ("loss", "mse", "l1", "kl", "l0", "dead_count")
+            final_train={k: last[k] for k in ("loss", "mse", "l1", "kl", "l0", "dead_count",
+                                              "aux_loss", "dead_aux", "threshold",
+                                              "prefix_mse", "threshold_mean")
                          if k in last},
         )
+        if sae_config.architecture != "relu_l1":
+            result.update(architecture=sae_config.architecture, k=sae_config.k)
         if is_writer():
             write_json(workdir / "metrics.json", result)
             plot_curves(workdir / "metrics.jsonl", workdir / "curves.png",
@@ -400,9 +415,9 @@ def train_sae(cfg: SAETrainConfig, workdir, *, primary_dir=None, primary_flagfil
 
 def metrics_summary(result: dict) -> str:
     """One line per metric, for the command line."""
-    keys = ("fve", "mse", "l0", "dead_fraction", "dense_fraction", "loss_recovered", "l_true",
-            "l_spliced", "l_ablated", "kl_spliced", "logit_cosine", "top5_agreement",
-            "shrinkage", "steps", "seconds")
+    keys = ("architecture", "fve", "mse", "l0", "dead_fraction", "dense_fraction",
+            "loss_recovered", "clipped_fraction", "l_true", "l_spliced", "l_ablated",
+            "kl_spliced", "logit_cosine", "top5_agreement", "shrinkage", "steps", "seconds")
     return "\n".join(f"  {k:16s} {result[k]:.6g}" if isinstance(result[k], float)
                      else f"  {k:16s} {result[k]}" for k in keys if k in result)
 

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from sae_jax.architectures import THRESHOLD_PARAMS
 from sae_jax.config import SAETrainConfig
 from sae_jax.model import unit_rows
 from sae_jax.schedules import learning_rate_schedule
@@ -71,9 +72,18 @@ def make_optimizer(cfg: SAETrainConfig, total_steps: int) -> optax.GradientTrans
     projection. ``total_steps`` is the number of SAE updates the lr schedule spans."""
     if not cfg.grad_clip > 0:
         raise ValueError(f"grad_clip must be positive, got {cfg.grad_clip}")
+    # Thresholds take no weight decay (a decayed BatchTopK threshold would drift between the
+    # steps that set it); relu_l1 has none and keeps its unmasked AdamW.
+    mask = None if cfg.architecture == "relu_l1" else _decayed
     return optax.chain(
         optax.clip_by_global_norm(cfg.grad_clip),
         remove_parallel_decoder_grad(),
-        optax.adamw(learning_rate_schedule(cfg, total_steps), weight_decay=cfg.weight_decay),
+        optax.adamw(learning_rate_schedule(cfg, total_steps), weight_decay=cfg.weight_decay,
+                    mask=mask),
         project_decoder_to_unit_norm(),
     )
+
+
+def _decayed(params: dict) -> dict:
+    return {k: jax.tree.map(lambda _, keep=k not in THRESHOLD_PARAMS: keep, v)
+            for k, v in params.items()}
