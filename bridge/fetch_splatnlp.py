@@ -190,6 +190,8 @@ def import_fetched(run_dir: str | os.PathLike, selection: Selection, *,
         if data is not None:
             _check_data(data, Vocab.load(run_dir / "vocab.json"),
                         WeaponVocab.load(run_dir / "weapon_vocab.json"), scratch)
+            summary.findings.append(f"data: {DATA_FILE} (its first {DATA_CHECK_LINES} lines "
+                                    "read as a check) is the imported runs' data")
         staged = {IMPORTED: scratch / IMPORTED}
         _import_base(run_dir, staged[IMPORTED])
         _finish_run_json(staged[IMPORTED], run_dir / IMPORTED, data,
@@ -234,7 +236,7 @@ def _format(summary: FetchSummary, seconds: float) -> str:
             lines.append(f"  {f.path.name}: {f.action}, {f.received:,} bytes received "
                          f"({f.size:,} bytes)")
     lines += [f"  {line}" for line in summary.findings]
-    lines += [f"imported {name}: {path}" for name, path in summary.imported.items()]
+    lines += [f"wrote {path}" for path in summary.imported.values()]
     lines.append(f"done in {seconds:.1f} s")
     return "\n".join(lines)
 

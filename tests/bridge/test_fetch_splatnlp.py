@@ -361,3 +361,32 @@ def test_consolidated_labels_conversion():
     assert out["12"]["category"] == "none" and out["12"]["dashboard_category"] == "odd"
     with pytest.raises(ValueError, match="c.json: entry 'z': feature id 'q' is not an integer"):
         consolidated_to_labels({"z": {"feature_id": "q", "display_name": "n"}}, source="c.json")
+
+
+def test_ultra_import_uses_model_info_params_and_names_them_on_mismatch(fetched, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(fetched[0], out, ignore=shutil.ignore_patterns(IMPORTED, IMPORTED_ULTRA))
+    # num_heads shows in no tensor shape: the import takes it from model_info.json.
+    (out / "model_info.json").write_text(json.dumps({"ultra": {"num_heads": 2}}))
+    summary = import_fetched(out, Selection(ultra=True))
+    ultra = json.loads((out / IMPORTED_ULTRA / "model" / "config.json").read_text())
+    base = json.loads((out / IMPORTED / "model" / "config.json").read_text())
+    assert (ultra["num_heads"], base["num_heads"]) == (2, 4)
+    assert any("Ultra model parameters from model_info.json 'ultra'" in f
+               for f in summary.findings)
+    (out / "model_info.json").write_text(json.dumps({"ultra": {"hidden_dim": 64}}))
+    with pytest.raises(CheckpointMismatchError, match=r"implies \(64, 8\).*\(Ultra model "
+                       r"parameters from model_info.json 'ultra' over model_params.json\)"):
+        import_fetched(out, Selection(ultra=True))
+    assert base == json.loads((out / IMPORTED / "model" / "config.json").read_text())
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_a_server_that_never_answers_times_out(tmp_path):
+    with socket.socket() as listener:  # connections queue in the backlog, nothing answers
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}/dataset_v2/model.pth"
+        with pytest.raises(DownloadError) as e:
+            download(url, tmp_path / "model.pth", timeout=0.3, progress=False)
+    assert str(e.value) == f"GET {url}: timed out"
