@@ -218,6 +218,12 @@ def _page_view(page: dict, expl: dict | None, label: dict | None, edges) -> dict
     return view
 
 
+def feature_view(page: dict, expl: dict | None, label: dict | None, edges) -> dict:
+    """What the feature card macro (``feature.html.j2``) needs for one analysis ``page``,
+    its explanation and human label (either None); ``edges``: the histogram's bin edges."""
+    return _page_view(page, expl, label, edges)
+
+
 def _table_view(features: list, explained: dict, labels: dict) -> list[dict]:
     rows = []
     for r in features:
