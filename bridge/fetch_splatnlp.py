@@ -48,6 +48,7 @@ from bridge.splatnlp_published import (
     read_json_object,
     ultra_model_params,
 )
+from primary.model import PrimaryConfig
 from primary.splatnlp_tsv import read_splatnlp_tsv
 from primary.vocab import Vocab, WeaponVocab
 from runkit.cli import report_user_errors
@@ -111,6 +112,7 @@ def _import_ultra(run_dir: Path, dest: Path, scratch: Path, selection: Selection
         sae_config_path = run_dir / "sae_config_ultra.json"
         sae_config = read_json_object(sae_config_path)
     params, source, findings = ultra_model_params(run_dir, sae_config)
+    PrimaryConfig.from_dict(params, source=f"Ultra model parameters from {source}")  # checked
     stage = run_dir
     if params != read_json_object(run_dir / "model_params.json"):
         # load_splatnlp reads the parameters from a run directory: give it one with them.

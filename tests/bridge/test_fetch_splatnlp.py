@@ -378,6 +378,10 @@ def test_ultra_import_uses_model_info_params_and_names_them_on_mismatch(fetched,
     with pytest.raises(CheckpointMismatchError, match=r"implies \(64, 8\).*\(Ultra model "
                        r"parameters from model_info.json 'ultra' over model_params.json\)"):
         import_fetched(out, Selection(ultra=True))
+    (out / "model_info.json").write_text(json.dumps({"ultra": {"num_layers": 2.5}}))
+    with pytest.raises(ValueError, match="Ultra model parameters from model_info.json 'ultra' "
+                       "over model_params.json: .*num_layers"):
+        import_fetched(out, Selection(ultra=True))
     assert base == json.loads((out / IMPORTED / "model" / "config.json").read_text())
     assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
 
