@@ -22,6 +22,8 @@ SAE_LIBRARY |= {"sae_jax.explain"}
 SAE_ORCHESTRATION |= {"sae_jax.explanations"}
 SAE_ORCHESTRATION |= {"sae_jax.steered_views"}  # steering as builds in the report
 SAE_LIBRARY |= {"sae_jax.architectures", "sae_jax.recipes"}  # the SAE architectures
+SAE_LIBRARY |= {"sae_jax.stack"}  # the vmapped stack of SAE steps
+SAE_ORCHESTRATION |= {"sae_jax.sweep", "sae_jax.sweep_run", "sae_jax.sweep_report"}  # sweeps
 SAE_ORCHESTRATION |= {"sae_jax.serve", "sae_jax.workbench_run", "sae_jax.workbench_list",
                       "sae_jax.workbench_lab"}  # the workbench server
 
