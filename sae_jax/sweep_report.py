@@ -1,0 +1,142 @@
+"""The sweep's frontier: every member's numbers, and their means over seeds per setting.
+
+``write_sweep_report(workdir, members)`` writes
+
+- ``sweep.json``: per member its settings and metrics (fve, l0, dead_fraction,
+  loss_recovered, kl_spliced, concepts recovered, explained features, ...), and per
+  setting (a member's name less its seed) the mean and standard deviation over seeds;
+- ``frontier.png``: FVE, concepts recovered and loss recovered against L0, one colour per
+  architecture, each setting at its mean over seeds with error bars of one std;
+- ``sweep.html``: the settings table (mean +- std over seeds) linking to every member's
+  report.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from runkit.jsonio import read_json, write_json
+
+# Metrics gathered from a member's metrics.json.
+RUN_METRICS = ("fve", "mse", "l0", "dead_fraction", "dense_fraction", "loss_recovered",
+               "kl_spliced", "logit_cosine", "top5_agreement", "shrinkage")
+# Columns of the table and keys averaged over seeds.
+SUMMARY_METRICS = RUN_METRICS + ("concepts_recovered", "mean_concept_f1", "explained")
+FRONTIER = (("fve", "FVE"), ("concepts_recovered", "concepts recovered (F1 >= 0.8)"),
+            ("loss_recovered", "loss recovered"))
+
+
+def setting_of(name: str) -> str:
+    """A member's setting: its name without the trailing ``.seed-<n>``."""
+    head, _, tail = name.rpartition(".seed-")
+    return head if head and tail.lstrip("-").isdigit() else name
+
+
+def member_record(mdir: Path, cfg) -> dict:
+    """One member's settings and numbers (None where its run wrote none)."""
+    rec = {"name": mdir.name, "setting": setting_of(mdir.name),
+           "architecture": cfg.architecture, "seed": cfg.seed,
+           "settings": {k: v for k, v in cfg.to_dict().items()
+                        if k in ("expansion_factor", "lr", "l1_coeff", "k", "l0_coeff",
+                                 "aux_coeff", "usage_coeff", "target_usage")},
+           "report": f"members/{mdir.name}/report/index.html"}
+    if (mdir / "diverged.json").exists():
+        rec["diverged"] = True
+    metrics = read_json(mdir / "metrics.json", what="member metrics") \
+        if (mdir / "metrics.json").exists() else {}
+    for k in RUN_METRICS:
+        v = metrics.get(k)
+        rec[k] = float(v) if isinstance(v, (int, float)) else None
+    rec["steps"] = metrics.get("steps")
+    concepts = read_json(mdir / "concepts.json", what="member concepts") \
+        if (mdir / "concepts.json").exists() else {}
+    summary = concepts.get("summary", {})
+    rec["concepts_recovered"] = summary.get("recovered")
+    rec["concepts_total"] = summary.get("total")
+    rec["mean_concept_f1"] = summary.get("mean_sae_f1")
+    explanations = read_json(mdir / "explanations.json", what="member explanations") \
+        if (mdir / "explanations.json").exists() else {}
+    rec["explained"] = explanations.get("summary", {}).get("explained")
+    return rec
+
+
+def summarise(records: list[dict]) -> list[dict]:
+    """Per setting: architecture, seeds, and ``{metric: {"mean", "std", "n"}}`` over seeds
+    (std 0 for one seed; metrics missing in every seed are None)."""
+    out: dict[str, dict] = {}
+    for rec in records:
+        entry = out.setdefault(rec["setting"], {"setting": rec["setting"],
+                                                "architecture": rec["architecture"],
+                                                "settings": {k: v for k, v in
+                                                             rec["settings"].items()},
+                                                "members": []})
+        entry["members"].append(rec["name"])
+    for entry in out.values():
+        recs = [r for r in records if r["setting"] == entry["setting"]]
+        entry["seeds"] = [r["seed"] for r in recs]
+        for k in SUMMARY_METRICS:
+            vals = [float(r[k]) for r in recs if isinstance(r.get(k), (int, float))]
+            entry[k] = ({"mean": float(np.mean(vals)), "std": float(np.std(vals)),
+                         "n": len(vals)} if vals else None)
+    return list(out.values())
+
+
+def plot_frontier(settings: list[dict], out_png: str | os.PathLike) -> Path:
+    """The three frontier panels against L0 (see the module docstring)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    archs = sorted({s["architecture"] for s in settings})
+    colours = {a: plt.get_cmap("tab10")(i % 10) for i, a in enumerate(archs)}
+    fig, axes = plt.subplots(1, len(FRONTIER), figsize=(5 * len(FRONTIER), 4.2),
+                             constrained_layout=True)
+    for ax, (key, title) in zip(axes, FRONTIER):
+        for arch in archs:
+            pts = sorted((s["l0"]["mean"], s["l0"]["std"], s[key]["mean"], s[key]["std"])
+                         for s in settings if s["architecture"] == arch
+                         and s.get("l0") and s.get(key))
+            if not pts:
+                continue
+            x, xerr, y, yerr = map(np.asarray, zip(*pts))
+            ax.errorbar(x, y, xerr=xerr, yerr=yerr, marker="o", capsize=3,
+                        color=colours[arch], label=arch)
+        ax.set_xlabel("L0 (active features per input)")
+        ax.set_title(f"{title} vs L0")
+        ax.grid(alpha=0.3)
+    axes[0].legend(title="architecture")
+    fig.suptitle("sweep frontier (mean over seeds, error bars: 1 std)")
+    out_png = Path(out_png)
+    fig.savefig(out_png, dpi=110)
+    plt.close(fig)
+    return out_png
+
+
+def write_sweep_html(workdir: Path, records: list[dict], settings: list[dict]) -> Path:
+    from sae_jax.report import template_environment
+
+    template = template_environment().get_template("sweep.html.j2")
+    html = template.render(title=f"SAE sweep {workdir.name}", metrics=SUMMARY_METRICS,
+                           settings=settings, records=records,
+                           has_frontier=(workdir / "frontier.png").exists())
+    path = workdir / "sweep.html"
+    path.write_text(html, encoding="utf-8")
+    return path
+
+
+def write_sweep_report(workdir, members) -> dict:
+    """sweep.json, frontier.png and sweep.html of the sweep in ``workdir`` (``members``:
+    the :class:`~sae_jax.sweep_run.SweepMember` list); returns the sweep.json document."""
+    workdir = Path(workdir)
+    records = [member_record(workdir / "members" / m.name, m.cfg) for m in members]
+    settings = summarise(records)
+    doc = {"members": records, "settings": settings}
+    write_json(workdir / "sweep.json", doc)
+    if any(s.get("l0") for s in settings):
+        plot_frontier(settings, workdir / "frontier.png")
+    write_sweep_html(workdir, records, settings)
+    return doc

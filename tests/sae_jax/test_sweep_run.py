@@ -1,0 +1,122 @@
+"""The sweep command on a tiny primary: member run dirs, frontier files, exact resume,
+the sweep definition's validation."""
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+
+from primary.store import save_primary
+from runkit.errors import UserError
+from sae_jax.config import SAETrainConfig
+from sae_jax.store import load_sae
+from sae_jax.sweep import parse_members
+from sae_jax.sweep_run import train_sweep
+from tests.tiny_setup import primary_for, tiny_world
+
+# 60 builds -> 15 primary batches of 16 per epoch; SAE steps from batch 4: 24 steps.
+BASE = SAETrainConfig(
+    expansion_factor=2.0, lr=3e-3, l1_coeff=1e-3, l1_warmup_steps=10, usage_warmup_steps=10,
+    usage_period=100, buffer_size=128, min_buffer=64, primary_batch_size=16, sae_batch_size=32,
+    sae_steps_per_primary_step=2, epochs=1, data_fraction=1.0, resample_steps=(12,),
+    num_builds=60, seed=0, log_every=4, checkpoint_every=8, eval_builds=20,
+)
+MEMBERS = json.dumps([
+    {"grid": {"l1_coeff": [1e-3, 1e-2]}},
+    {"architecture": "topk", "resample_steps": [], "grid": {"k": [3]}},
+])
+
+
+def _primary_dir(root):
+    _, vocab, weapon_vocab = tiny_world(BASE.num_builds, BASE.seed)
+    save_primary(root / "model", primary_for(vocab, weapon_vocab), vocab, weapon_vocab)
+    return root / "model"
+
+
+def _params(mdir):
+    return {k: np.asarray(v) for k, v in load_sae(mdir / "sae").params().items()}
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sweep")
+    primary_dir = _primary_dir(root)
+    members = parse_members(MEMBERS, ["0", "1"], BASE)
+    result = train_sweep(BASE, members, root / "sweep", primary_dir=primary_dir, analyze=False)
+    return root, primary_dir, members, result
+
+
+def test_members_are_run_dirs_and_the_frontier_is_written(reference):
+    root, _, members, result = reference
+    assert [m.name for m in members] == [
+        "relu_l1.l1_coeff-0.001.seed-0", "relu_l1.l1_coeff-0.001.seed-1",
+        "relu_l1.l1_coeff-0.01.seed-0", "relu_l1.l1_coeff-0.01.seed-1",
+        "topk.k-3.seed-0", "topk.k-3.seed-1"]
+    sweep = root / "sweep"
+    for m in members:
+        mdir = sweep / "members" / m.name
+        for name in ("run.json", "train_config.json", "metrics.json", "metrics.jsonl",
+                     "curves.png", "sae/config.json"):
+            assert (mdir / name).exists(), (m.name, name)
+        assert json.loads((mdir / "train_config.json").read_text())["seed"] == m.cfg.seed
+        assert result[m.name]["steps"] == 24
+        assert np.isfinite(result[m.name]["fve"]) and result[m.name]["mse"] > 0
+    assert load_sae(sweep / "members" / members[4].name / "sae").config.architecture == "topk"
+    # Seeds give different SAEs; a stronger L1 gives a sparser one.
+    a, b = (_params(sweep / "members" / members[i].name) for i in (0, 1))
+    assert not np.allclose(a["W_enc"], b["W_enc"])
+    l0 = {m.name: result[m.name]["l0"] for m in members}
+    assert l0["relu_l1.l1_coeff-0.01.seed-0"] < l0["relu_l1.l1_coeff-0.001.seed-0"]
+    doc = json.loads((sweep / "sweep.json").read_text())
+    assert len(doc["members"]) == 6 and len(doc["settings"]) == 3
+    setting = next(s for s in doc["settings"] if s["setting"] == "relu_l1.l1_coeff-0.001")
+    fves = [result[n]["fve"] for n in setting["members"]]
+    assert setting["fve"]["mean"] == pytest.approx(np.mean(fves))
+    assert setting["fve"]["std"] == pytest.approx(np.std(fves))
+    assert (sweep / "frontier.png").stat().st_size > 1000
+    html = (sweep / "sweep.html").read_text()
+    assert 'href="members/topk.k-3.seed-1/report/index.html"' in html
+
+
+def test_killed_sweep_resumes_bit_identically(reference, tmp_path):
+    root, primary_dir, members, _ = reference
+    out = train_sweep(BASE, members, tmp_path, primary_dir=primary_dir, stop_after_steps=10,
+                      analyze=False)
+    assert out["stopped"] and out["steps"] == 10
+    train_sweep(BASE, members, tmp_path, primary_dir=primary_dir, analyze=False)
+    for m in members:
+        want = _params(root / "sweep" / "members" / m.name)
+        got = _params(tmp_path / "members" / m.name)
+        for k in want:
+            np.testing.assert_array_equal(got[k], want[k], err_msg=f"{m.name} {k}")
+
+
+def test_a_changed_sweep_is_refused(reference):
+    root, primary_dir, members, _ = reference
+    fewer = members[:2]
+    with pytest.raises(ValueError, match="other members"):
+        train_sweep(BASE, fewer, root / "sweep", primary_dir=primary_dir, analyze=False)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("{", "not valid JSON"),
+    ('{"k": 3}', "non-empty JSON list"),
+    ('[{}, {"grid": {"l1_coef": [1]}}]', "entry 1: unknown setting 'l1_coef'"),
+    ('[{"k": "eight"}]', "entry 0: k must be a int"),
+    ('[{"buffer_size": 64}]', "entry 0: buffer_size is sweep-wide"),
+    ('[{"seed": 3}]', "entry 0: set seeds with --seeds"),
+    ('[{"grid": {"lr": []}}]', "entry 0: grid must map"),
+    ('[{}, {}]', "same name"),
+])
+def test_bad_member_definitions_name_the_entry(text, message):
+    with pytest.raises(UserError, match=message):
+        parse_members(text, ["0"], BASE)
+
+
+def test_a_bad_member_setting_names_the_member(tmp_path):
+    members = parse_members('[{"architecture": "topk", "k": 3}]', ["0"], BASE)
+    with pytest.raises(ValueError, match="member topk.seed-0: .*resample_steps"):
+        train_sweep(BASE, members, tmp_path / "w", primary_dir=_primary_dir(tmp_path),
+                    analyze=False)
+    assert dataclasses.replace(BASE).seed == 0
