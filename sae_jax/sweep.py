@@ -38,6 +38,9 @@ _PRIMARY_DIR = flags.DEFINE_string(
 _ANALYZE = flags.DEFINE_bool("analyze", True, "Analyse every member after training.")
 _STOP_AFTER = flags.DEFINE_integer(
     "stop_after_steps", None, "Checkpoint and stop after this many SAE steps (resumable).")
+_ANALYSIS_BUILDS = flags.DEFINE_integer(
+    "analysis_builds", None, "Analyse each member on at most this many held-out builds "
+    "(default: all --eval_builds).")
 _MEMBERS = flags.DEFINE_string("members", "[{}]", "JSON list of member groups (module doc).")
 _SEEDS = flags.DEFINE_list("seeds", ["0"], "Initialisation seeds: each member once per seed.")
 
@@ -62,7 +65,7 @@ def _coerce(name: str, value, where: str):
           float: isinstance(value, (int, float)) and not isinstance(value, bool),
           str: isinstance(value, str)}[kind]
     if not ok:
-        raise UserError(f"{where}: {name} must be a {kind.__name__}, got {value!r}")
+        raise UserError(f"{where}: {name} must be of type {kind.__name__}, got {value!r}")
     return float(value) if kind is float else value
 
 
@@ -141,7 +144,8 @@ def main(argv) -> int:
     base = config_from_flags(SAETrainConfig, flags.FLAGS, skip=_NOT_SETTINGS)
     members = parse_members(_MEMBERS.value, _SEEDS.value, base)
     result = train_sweep(base, members, _WORKDIR.value, primary_dir=_PRIMARY_DIR.value,
-                         stop_after_steps=_STOP_AFTER.value, analyze=_ANALYZE.value)
+                         stop_after_steps=_STOP_AFTER.value, analyze=_ANALYZE.value,
+                         analysis_builds=_ANALYSIS_BUILDS.value)
     if result.get("stopped"):
         print(f"stopped after {result['steps']} SAE steps; run again to resume")
         return 0

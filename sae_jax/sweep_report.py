@@ -128,13 +128,14 @@ def write_sweep_html(workdir: Path, records: list[dict], settings: list[dict]) -
     return path
 
 
-def write_sweep_report(workdir, members) -> dict:
+def write_sweep_report(workdir, members, *, timing: dict | None = None) -> dict:
     """sweep.json, frontier.png and sweep.html of the sweep in ``workdir`` (``members``:
-    the :class:`~sae_jax.sweep_run.SweepMember` list); returns the sweep.json document."""
+    the :class:`~sae_jax.sweep_run.SweepMember` list; ``timing``: seconds recorded as they
+    are); returns the sweep.json document."""
     workdir = Path(workdir)
     records = [member_record(workdir / "members" / m.name, m.cfg) for m in members]
     settings = summarise(records)
-    doc = {"members": records, "settings": settings}
+    doc = {"members": records, "settings": settings, "timing": timing or {}}
     write_json(workdir / "sweep.json", doc)
     if any(s.get("l0") for s in settings):
         plot_frontier(settings, workdir / "frontier.png")

@@ -214,7 +214,8 @@ def _train_stacks(base, plan, workdir, primary, train_examples, mesh, ckpt, stac
 
 
 def _finish_member(member: SweepMember, state, finite: bool, primary, eval_examples, sae_config,
-                   run_info: dict, train_seconds: float, analyze: bool) -> dict:
+                   run_info: dict, train_seconds: float, analyze: bool,
+                   analysis_builds: int | None) -> dict:
     """Write member ``member``'s run directory: SAE, evaluation, curves, analysis."""
     mdir = run_info["members_dir"] / member.name
     if not finite:
@@ -247,13 +248,13 @@ def _finish_member(member: SweepMember, state, finite: bool, primary, eval_examp
         from sae_jax.analyze import analyze as analyze_run
 
         print(f"analysing member {member.name} ...")
-        analyze_run(mdir)
+        analyze_run(mdir, num_builds=analysis_builds)
     return result
 
 
 def train_sweep(base: SAETrainConfig, members: list[SweepMember], workdir, *,
                 primary_dir=None, stop_after_steps: int | None = None,
-                analyze: bool = True) -> dict:
+                analyze: bool = True, analysis_builds: int | None = None) -> dict:
     """Run (or resume, or finish) the sweep in ``workdir``; returns ``{name: metrics}``.
 
     ``base``: the sweep-wide settings (data, buffer, loop, and the key of the shared batch
@@ -261,7 +262,8 @@ def train_sweep(base: SAETrainConfig, members: list[SweepMember], workdir, *,
     :data:`SWEEP_WIDE` settings must equal ``base``'s). ``primary_dir``: as
     :func:`sae_jax.training.train_sae`'s (None: the demo primary, trained or reused in
     ``workdir/primary_run``). ``stop_after_steps``: checkpoint and return after this many
-    SAE steps.
+    SAE steps. ``analysis_builds``: analyse each member on at most this many held-out
+    builds (None: all ``eval_builds``).
     """
     from sae_jax.sweep_report import write_sweep_report
 
@@ -278,6 +280,8 @@ def train_sweep(base: SAETrainConfig, members: list[SweepMember], workdir, *,
             raise ValueError(f"member {m.name} sets sweep-wide settings {wide}; set them for "
                              "the whole sweep (flags), not per member")
     base.validate()
+    if analysis_builds is not None and analysis_builds <= 0:
+        raise ValueError(f"--analysis_builds must be positive, got {analysis_builds}")
     mesh = make_mesh(jax.devices()[:1])  # one device: the stacks, not the data, are wide
     check_devices(base, mesh.size)
     if primary_dir is not None and not (Path(primary_dir) / "config.json").exists():
@@ -324,6 +328,7 @@ def train_sweep(base: SAETrainConfig, members: list[SweepMember], workdir, *,
                     "seconds": time.perf_counter() - t_start}
         info = {"workdir": workdir, "members_dir": members_dir(workdir),
                 "primary_dir": primary_dir}
+        t_members = time.perf_counter()
         results = {}
         todo = [(s, i, m) for s, group in enumerate(groups) for i, m in enumerate(group)]
         for s, i, m in tqdm(todo, desc="members", unit="member"):
@@ -335,7 +340,10 @@ def train_sweep(base: SAETrainConfig, members: list[SweepMember], workdir, *,
             results[m.name] = _finish_member(
                 m, member_state(states[s], i), finite, primary, eval_examples,
                 m.cfg.sae_config(hidden), {**info, "stack_size": len(groups[s])},
-                train_seconds, analyze)
-        write_sweep_report(workdir, members)
+                train_seconds, analyze, analysis_builds)
+        timing = {"train_seconds": round(train_seconds, 2),
+                  "members_seconds": round(time.perf_counter() - t_members, 2),
+                  "total_seconds_this_call": round(time.perf_counter() - t_start, 2)}
+        write_sweep_report(workdir, members, timing=timing)
         print(f"sweep done in {time.perf_counter() - t_start:.1f}s: {workdir}")
         return results

@@ -103,7 +103,7 @@ def test_a_changed_sweep_is_refused(reference):
     ("{", "not valid JSON"),
     ('{"k": 3}', "non-empty JSON list"),
     ('[{}, {"grid": {"l1_coef": [1]}}]', "entry 1: unknown setting 'l1_coef'"),
-    ('[{"k": "eight"}]', "entry 0: k must be a int"),
+    ('[{"k": "eight"}]', "entry 0: k must be of type int"),
     ('[{"buffer_size": 64}]', "entry 0: buffer_size is sweep-wide"),
     ('[{"seed": 3}]', "entry 0: set seeds with --seeds"),
     ('[{"grid": {"lr": []}}]', "entry 0: grid must map"),

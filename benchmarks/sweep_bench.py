@@ -1,0 +1,181 @@
+"""Sweeps: a vmapped stack of SAEs against the same SAEs trained one at a time.
+
+    python benchmarks/sweep_bench.py step [--rounds=5 --steps_per_call=4]
+    python benchmarks/sweep_bench.py demo --sweep_dir=W [--one_by_one=per_stack|all]
+
+``step``: 8 relu_l1 members at 512 -> 2048, batch 1024, as one stacked call
+(``sae_jax.stack.make_stacked_train_steps``) against eight single-member calls
+(``sae_jax.step.make_train_steps``) and a 2048^3 float32 matmul, timed in interleaved
+rounds (every contender under the same slice of a shared machine's load). Reported per
+round and as medians: stacked time / eight singles' time (target <= 1.15), and the
+stack's FLOP rate (8 x 10BDH per step, see ``benchmarks/sae_bench.py``) over the matmul's
+(target >= 0.8), the roofline measured as ``benchmarks/run.py`` measures it.
+
+``demo``: the wall time of a finished sweep (``W/sweep.json``'s timing: the stacked
+training loop plus evaluating and analysing every member) against ``sae_jax.train`` runs
+of its members one by one on the same primary (each: harvest, train, evaluate, analyse).
+``--one_by_one=per_stack`` times one member of each stack and counts it for every member
+of that stack (said so in the output); ``all`` times every member.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.output import log, table, write_results  # noqa: E402
+from benchmarks.sae_bench import random_activations, sae_step_flops  # noqa: E402
+from benchmarks.timing import machine_info, time_interleaved  # noqa: E402
+
+D_IN, D_SAE, BATCH, MEMBERS = 512, 2048, 1024, 8
+
+
+def bench_step(rounds: int, steps_per_call: int, matmul_n: int = 2048) -> dict:
+    import jax
+
+    from benchmarks.sae_bench import matmul_call
+    from sae_jax.buffer import create_buffer, push
+    from sae_jax.config import SAETrainConfig
+    from sae_jax.model import create_sae
+    from sae_jax.stack import make_stacked_train_steps, stack_settings, stack_states
+    from sae_jax.step import init_train_state, make_train_steps
+
+    total = 100_000
+    base = SAETrainConfig(expansion_factor=D_SAE / D_IN, lr=1e-4, sae_batch_size=BATCH,
+                          resample_steps=(), buffer_size=16_384)
+    cfgs = [dataclasses.replace(base, seed=i, l1_coeff=base.l1_coeff * (1 + i))
+            for i in range(MEMBERS)]
+    buf = push(create_buffer(base.buffer_size, D_IN),
+               jax.numpy.asarray(random_activations(base.buffer_size, D_IN)))
+    key = jax.random.key(0)
+
+    def fresh(cfg):
+        return init_train_state(create_sae(cfg.sae_config(D_IN), seed=cfg.seed), cfg, total)
+
+    holder = {"stack": stack_states([fresh(c) for c in cfgs]),
+              "singles": [fresh(c) for c in cfgs]}
+    settings = stack_settings(cfgs)
+    stacked_fn = make_stacked_train_steps(base, total, steps_per_call)
+    # One compiled single step serves every member: its cost does not depend on the values.
+    single_fn = make_train_steps(base, total, steps_per_call)
+
+    def stacked():
+        holder["stack"], m = stacked_fn(holder["stack"], settings, buf, key)
+        jax.block_until_ready(m)
+
+    def singles():
+        out = []
+        for i in range(MEMBERS):
+            holder["singles"][i], m = single_fn(holder["singles"][i], buf, key)
+            out.append(m)
+        jax.block_until_ready(out)
+
+    matmul, matmul_flops = matmul_call(matmul_n, reps=3)
+    log(f"step: {MEMBERS} members {D_IN} -> {D_SAE}, batch {BATCH}, {steps_per_call} steps per "
+        f"call, {rounds} interleaved rounds (compiling first) ...")
+    times = time_interleaved({"stacked": stacked, "singles": singles, "matmul": matmul},
+                             rounds=rounds, warmup=1)
+    t_stack, t_singles, t_mm = (np.asarray(times[k]) for k in ("stacked", "singles", "matmul"))
+    step_flops = MEMBERS * sae_step_flops(BATCH, D_IN, D_SAE) * steps_per_call
+    ratio = t_stack / t_singles
+    roofline = (step_flops / t_stack) / (matmul_flops / t_mm)
+    out = {
+        "members": MEMBERS, "d_in": D_IN, "d_sae": D_SAE, "batch": BATCH,
+        "steps_per_call": steps_per_call, "rounds": rounds,
+        "stacked_ms_per_step_median": 1e3 * float(np.median(t_stack)) / steps_per_call,
+        "singles_ms_per_step_median": 1e3 * float(np.median(t_singles)) / steps_per_call,
+        "stacked_over_singles_median": float(np.median(ratio)),
+        "stacked_over_singles_all": ratio.tolist(),
+        "matmul_gflops_median": float(np.median(matmul_flops / t_mm)) / 1e9,
+        "stacked_gflops_median": float(np.median(step_flops / t_stack)) / 1e9,
+        "roofline_fraction_median": float(np.median(roofline)),
+        "roofline_fraction_all": roofline.tolist(),
+        "targets": {"stacked_over_singles": 1.15, "roofline_fraction": 0.8},
+    }
+    table("stacked step vs eight single steps (medians over rounds)",
+          ["", "ms/step (8 members)", "GFLOP/s"],
+          [["stacked", f"{out['stacked_ms_per_step_median']:.1f}",
+            f"{out['stacked_gflops_median']:.1f}"],
+           ["8 singles", f"{out['singles_ms_per_step_median']:.1f}", "-"],
+           [f"matmul {matmul_n}^3 f32", "-", f"{out['matmul_gflops_median']:.1f}"]])
+    log(f"stacked / singles: {out['stacked_over_singles_median']:.3f} (target <= 1.15); "
+        f"roofline fraction: {out['roofline_fraction_median']:.3f} (target >= 0.8)")
+    return out
+
+
+def bench_demo(sweep_dir: Path, mode: str) -> dict:
+    from runkit.jsonio import read_json
+    from sae_jax.config import SAETrainConfig
+    from sae_jax.stack import group_into_stacks
+    from sae_jax.training import train_sae
+
+    doc = read_json(sweep_dir / "sweep.json", what="sweep report")
+    timing = doc.get("timing", {})
+    if "train_seconds" not in timing:
+        raise SystemExit(f"{sweep_dir}/sweep.json records no timing: finish the sweep first")
+    sweep_seconds = timing["train_seconds"] + timing["members_seconds"]
+    names = [r["name"] for r in doc["members"]]
+    cfgs = {n: SAETrainConfig.from_json(sweep_dir / "members" / n / "train_config.json")
+            for n in names}
+    primary_dir = read_json(sweep_dir / "members" / names[0] / "run.json",
+                            what="member run file")["primary_model_dir"]
+    stacks = [[names[i] for i in g] for g in group_into_stacks([cfgs[n] for n in names])]
+    chosen = [s[0] for s in stacks] if mode == "per_stack" else names
+    weight = {s[0]: len(s) for s in stacks} if mode == "per_stack" else dict.fromkeys(names, 1)
+    timed = {}
+    for n in chosen:
+        with tempfile.TemporaryDirectory(prefix="one_by_one_") as tmp:
+            log(f"one by one: {n} ...")
+            t0 = time.perf_counter()
+            train_sae(cfgs[n], tmp, primary_dir=primary_dir, analyze=True)
+            timed[n] = time.perf_counter() - t0
+    one_by_one = sum(timed[n] * weight[n] for n in chosen)
+    out = {"sweep_dir": str(sweep_dir), "members": len(names), "stacks": len(stacks),
+           "sweep_seconds": sweep_seconds, "sweep_timing": timing, "one_by_one_mode": mode,
+           "one_by_one_seconds_timed": timed,
+           "one_by_one_seconds": one_by_one,
+           "sweep_over_one_by_one": sweep_seconds / one_by_one, "target": 0.5}
+    table("demo sweep vs its members one by one (same primary, both with analysis)",
+          ["", "seconds"],
+          [["sweep (stacked training + every member's evaluation and analysis)",
+            f"{sweep_seconds:.0f}"],
+           [f"one by one ({mode}{', extrapolated per stack' if mode == 'per_stack' else ''})",
+            f"{one_by_one:.0f}"]])
+    log(f"sweep / one by one: {out['sweep_over_one_by_one']:.3f} (target <= 0.5)")
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("what", choices=("step", "demo"))
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--steps_per_call", type=int, default=4)
+    p.add_argument("--sweep_dir", type=Path)
+    p.add_argument("--one_by_one", choices=("per_stack", "all"), default="per_stack")
+    p.add_argument("--out", default=None)
+    args = p.parse_args()
+    results = {"machine": machine_info()}
+    if args.what == "step":
+        results["step"] = bench_step(args.rounds, args.steps_per_call)
+    else:
+        if args.sweep_dir is None:
+            p.error("demo needs --sweep_dir (a finished sweep)")
+        results["demo"] = bench_demo(args.sweep_dir, args.one_by_one)
+    results["machine_end"] = machine_info()
+    out = args.out or f"benchmarks/results/sweep_{args.what}.json"
+    write_results(results, out)
+    print(json.dumps({k: v for k, v in results[args.what].items()
+                      if not isinstance(v, (list, dict))}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
