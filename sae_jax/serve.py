@@ -140,6 +140,14 @@ class Workbench:
         feature = _feature_id(request)
         return JSONResponse(await _threaded(self.feature_doc, feature))
 
+    async def api_rung_curves(self, request: Request):
+        from sae_jax.report import rung_curves_svg
+
+        feature = _feature_id(request)
+        curves = await _threaded(self.run.rung_curves, feature)
+        return JSONResponse({"feature": feature, "curves": curves,
+                             "svg": rung_curves_svg(curves)})
+
     async def api_label(self, request: Request):
         feature = _feature_id(request)
         self.run.check_feature(feature)
@@ -247,6 +255,7 @@ def create_app(workdir, *, num_builds: int | None = None, warm: bool = False) ->
         Route("/api/run", bench.api_run),
         Route("/api/features", bench.api_features),
         Route("/api/features/{feature}", bench.api_feature),
+        Route("/api/features/{feature}/rung_curves", bench.api_rung_curves),
         Route("/api/features/{feature}/label", bench.api_label, methods=["POST", "DELETE"]),
         Route("/api/lab", bench.api_lab),
         Route("/api/complete", bench.api_complete, methods=["POST"]),

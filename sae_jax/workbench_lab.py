@@ -1,10 +1,12 @@
 """The workbench's build lab: a partial build in, the model's legal completion out.
 
 :func:`lab_request` checks a request (every bad field named), :func:`complete_lab` runs
-it: the completion (:mod:`primary.completion`, one padded input shape so the model
-compiles once), the model's token probabilities for the partial build, the SAE features
-active on it with their labels and what they push, and, when features are set, the
-steered completion (:mod:`bridge.steered_completion`) with a slot-by-slot diff.
+it: the completion (:mod:`primary.completion`; input shapes as
+:func:`sae_jax.workbench_run.fixed_width` says), the model's token probabilities for the
+partial build, the SAE features active on it with their labels and what they push, and,
+when features are set, the steered completion (:mod:`bridge.steered_completion`) with a
+slot-by-slot diff. Plain completions are cached, so setting a feature on the build just
+completed costs one completion.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from primary.completion import check_observed, complete_build, resolve_weapon
 from primary.vocab import ABILITIES, BuildError, ap_to_token_multihot
 from sae_jax.model import encode
 from sae_jax.report import token_label
-from sae_jax.workbench_run import RunData
+from sae_jax.workbench_run import COMPLETION_CACHE, RunData, fixed_width
 
 BEAM_SIZE = 4
 TOP_PROBABILITIES = 15
@@ -135,14 +137,22 @@ def complete_lab(run: RunData, req: LabRequest, *, beam_size: int = BEAM_SIZE) -
     edits), ``before`` and ``diff`` (with edits), ``probabilities`` (the model's top ability
     tokens for the partial build), ``active_features``."""
     primary, vocab, weapon_vocab, sae = run.models()
+    fixed = fixed_width(primary)
     with run.lock:
-        before = complete_build(primary, vocab, weapon_vocab, req.weapon, req.row,
-                                beam_size=beam_size, fixed_width=True).best
+        key = (req.weapon, req.row.tobytes(), beam_size)
+        before = run.completions.get(key)
+        if before is None:  # a steered request usually follows its plain one: reuse it
+            before = complete_build(primary, vocab, weapon_vocab, req.weapon, req.row,
+                                    beam_size=beam_size, fixed_width=fixed).best
+            run.completions[key] = before
+            while len(run.completions) > COMPLETION_CACHE:
+                run.completions.popitem(last=False)
+        run.completions.move_to_end(key)
         after = before
         if req.features:
             fn = steered_logits_fn(primary, sae, list(req.features), list(req.values))
             after = complete_build(primary, vocab, weapon_vocab, req.weapon, req.row,
-                                   beam_size=beam_size, logits_fn=fn, fixed_width=True).best
+                                   beam_size=beam_size, logits_fn=fn, fixed_width=fixed).best
         graphdef, state = nnx.split(primary)
         tokens, weapons, mask = _inputs(req.row, req.weapon, vocab, weapon_vocab)
         h0, h1, logits = _lab_forward(

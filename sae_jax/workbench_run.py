@@ -39,7 +39,17 @@ INFLUENCE_TOKENS = 8
 LIST_TOKENS = 4  # promoted tokens the list shows and searches per feature
 INDEX_VERSION = 2
 PAGE_CACHE = 64  # feature pages kept in memory
+CURVE_BUILDS = 128  # builds averaged per rung (as the analysis does)
+FIXED_WIDTH_MAX_HIDDEN = 128
+COMPLETION_CACHE = 64  # plain completions kept (a steered one is compared with its plain one)
 ANALYZE_HINT = "run python -m sae_jax.analyze --workdir={workdir}"
+
+
+def fixed_width(primary) -> bool:
+    """Whether completions pad every model call to the largest length bucket: for a small
+    model one compilation matters more than the padded work; for a big one (e.g. the
+    full-size 512-d primary) the padding costs more than a compilation per bucket."""
+    return primary.config.hidden_dim <= FIXED_WIDTH_MAX_HIDDEN
 
 
 class RunError(ValueError):
@@ -65,11 +75,15 @@ class RunData:
             raise RunError(f"{self.workdir / 'run.json'} names no primary_model_dir")
         self.num_builds = num_builds
         self.lock = threading.RLock()
+        self._index_lock = threading.Lock()
+        self._num_features = None
         self._models = None
         self._builds = None
         self._index = None
         self._influence = None
         self._pages: OrderedDict[int, dict] = OrderedDict()
+        self._curves: dict[int, dict] = {}
+        self.completions: OrderedDict[tuple, object] = OrderedDict()
         self._explanations = None
         self._report = None
         self.sae_config = json.loads((self.workdir / "sae" / "config.json").read_text())
@@ -88,7 +102,9 @@ class RunData:
     def num_features(self) -> int:
         from sae_jax.labels import run_num_features
 
-        return run_num_features(self.workdir)
+        if self._num_features is None:
+            self._num_features = run_num_features(self.workdir)
+        return self._num_features
 
     def analyze_hint(self) -> str:
         return ANALYZE_HINT.format(workdir=self.workdir)
@@ -189,7 +205,7 @@ class RunData:
     def index(self) -> dict:
         """Per-feature arrays over the analysis builds (see the module docstring); read from
         ``workbench/index.npz`` when it matches this SAE, else computed and saved."""
-        with self.lock:
+        with self._index_lock:  # not the model lock: a saved index needs no model
             if self._index is None:
                 self._index = self._load_index() or self._build_index()
             return self._index
@@ -255,6 +271,7 @@ class RunData:
     def feature_page(self, feature: int) -> dict:
         """The analysis page of ``feature`` (the document the report's card shows)."""
         feature = self.check_feature(feature)
+        self.index()  # first, outside the model lock (building the index takes both)
         with self.lock:
             if feature in self._pages:
                 self._pages.move_to_end(feature)
@@ -310,6 +327,27 @@ class RunData:
                                        "rows": rows, "observed": observed}]
         return page
 
+    def rung_curves(self, feature: int) -> dict:
+        """``{ability: {"ap", "mean", "n"}}``: the feature's mean activation as each ability
+        steps through its AP rungs (``bridge.causal.rung_curves``, on a seeded sample of
+        the analysis builds, as the analysis makes them for the report's features)."""
+        feature = self.check_feature(feature)
+        expl = self.explanation(feature)
+        if expl and expl.get("rung_curves"):
+            return expl["rung_curves"]
+        with self.lock:
+            if feature not in self._curves:
+                from bridge.causal import rung_curves
+
+                builds, _ = self.builds()
+                primary, vocab, weapon_vocab, sae = self.models()
+                rng = np.random.default_rng(0)
+                sample = np.sort(rng.choice(len(builds), min(CURVE_BUILDS, len(builds)),
+                                            replace=False))
+                self._curves[feature] = rung_curves(primary, vocab, weapon_vocab, sae,
+                                                    builds.subset(sample), [feature])[feature]
+            return self._curves[feature]
+
     def _concept_of(self, feature: int) -> dict | None:
         """The planted concept this feature is the best detector of (concepts.json)."""
         concepts = self.concepts()
@@ -343,14 +381,14 @@ class RunData:
 
 def _steered_rows(primary, sae, vocab, weapon_vocab, weapon: int, observed: dict, feature: int,
                   high: float) -> list[dict]:
-    """The report's steered-build rows (``sae_jax.steered_views``), in the one padded input
-    shape the build lab also uses, so a page costs no new compilation."""
+    """The report's steered-build rows (``sae_jax.steered_views``), in the input shapes the
+    build lab also uses (:func:`fixed_width`), so a page costs no new compilation."""
     from bridge.steered_completion import diff_builds, steered_logits_fn
     from primary.completion import complete_build
 
     def complete(logits_fn=None):
         return complete_build(primary, vocab, weapon_vocab, weapon, observed, beam_size=4,
-                              logits_fn=logits_fn, fixed_width=True).best
+                              logits_fn=logits_fn, fixed_width=fixed_width(primary)).best
 
     before = complete()
     zero = diff_builds(before, complete(steered_logits_fn(primary, sae, feature, 0.0)))

@@ -1,5 +1,20 @@
 // The feature page's label form: saved to the run's label store through the API.
 document.addEventListener('DOMContentLoaded', function () {
+  var rungs = document.getElementById('rungs');
+  if (rungs) rungs.addEventListener('click', function () {
+    var status = document.getElementById('rungstatus');
+    status.textContent = 'computing…';
+    rungs.disabled = true;
+    fetch('/api/features/' + rungs.getAttribute('data-feature') + '/rung_curves')
+      .then(function (r) { return r.json().then(function (j) {
+        if (!r.ok) throw new Error(j.error || r.statusText); return j; }); })
+      .then(function (j) {
+        // The SVG is made by the server (sae_jax.report.rung_curves_svg), labels escaped.
+        document.getElementById('rungsvg').innerHTML = j.svg || '<span class="none">no rung ' +
+          'of any ability is legal for enough of the builds</span>';
+        status.textContent = '';
+      }).catch(function (err) { status.textContent = 'failed: ' + err.message; rungs.disabled = false; });
+  });
   var form = document.getElementById('labelform');
   if (!form) return;
   var feature = form.getAttribute('data-feature');

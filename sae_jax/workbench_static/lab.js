@@ -55,19 +55,28 @@
 
   function changed() { clearTimeout(timer); timer = setTimeout(complete, 250); }
 
+  // The build as a table of pieces; with a diff, its slots as the diff lines them up (subs
+  // an ability kept stay in place) and the changed ones marked.
   function pieces(build, diff) {
-    var changedSlot = {};
-    if (diff) diff.slots.forEach(function (s) { if (s.changed) changedSlot[s.piece + s.slot] = s; });
+    var rows = build.pieces.map(function (p) {
+      return {piece: p.piece, cells: [p.main].concat(p.subs).map(function (a) {
+        return {after: a, changed: false}; })};
+    });
+    if (diff) {
+      rows = [];
+      diff.slots.forEach(function (s) {
+        if (!rows.length || rows[rows.length - 1].piece !== s.piece) rows.push({piece: s.piece, cells: []});
+        rows[rows.length - 1].cells.push(s);
+      });
+    }
     var h = '<div class="scroll"><table class="piece" id="buildtable"><thead><tr><th>piece</th>' +
       '<th>main</th><th>sub 1</th><th>sub 2</th><th>sub 3</th></tr></thead><tbody>';
-    build.pieces.forEach(function (p) {
-      function cell(slot, a) {
-        var c = changedSlot[p.piece + slot];
-        return '<td' + (c ? ' class="changed" title="was ' + esc(label(c.before)) + '"' : '') +
-          ' data-slot="' + esc(p.piece + ' ' + slot) + '">' + esc(label(a)) + '</td>';
-      }
-      h += '<tr><td>' + esc(p.piece) + '</td>' + cell('main', p.main) +
-        p.subs.map(function (s, i) { return cell('sub ' + (i + 1), s); }).join('') + '</tr>';
+    rows.forEach(function (r) {
+      h += '<tr><td>' + esc(r.piece) + '</td>' + r.cells.map(function (c) {
+        return '<td' + (c.changed ? ' class="changed" title="was ' + esc(label(c.before)) + '"' : '') +
+          '>' + esc(label(c.after)) + (c.changed ? '<br><s class="moves">' + esc(label(c.before)) +
+          '</s>' : '') + '</td>';
+      }).join('') + '</tr>';
     });
     h += '</tbody></table></div><div class="moves">AP: ' + Object.keys(build.ap).sort(
       function (a, b) { return build.ap[b] - build.ap[a]; }).map(function (a) {
@@ -94,7 +103,7 @@
         Math.round(100 * p.p) + 'px"></span></td></tr>';
     }).join('') + '</tbody></table>';
     $('active').innerHTML = res.active_features.length ? '<table class="all" id="activetable">' +
-      '<thead><tr><th>feature</th><th>activation</th><th>pushes the added tokens</th>' +
+      '<thead><tr><th>feature</th><th>activation</th><th title="activation &times; logit influence, summed over the tokens the completion added">push on added</th>' +
       '<th>promotes</th><th>explanation</th><th></th></tr></thead><tbody>' +
       res.active_features.map(function (f) {
         var edited = Math.abs(f.activation - f.unedited) > 1e-6;
@@ -132,6 +141,9 @@
     previous = now;
   }
 
+  // The number of the last request shown (for scripts and tests that wait on the page).
+  function answered(n) { document.body.setAttribute('data-answered', n); }
+
   function complete() {
     var mine = ++seq;
     $('busy').textContent = 'computing…';
@@ -143,10 +155,12 @@
       if (mine !== seq) return;
       render(res);
       $('busy').textContent = '';
+      answered(mine);
     }).catch(function (err) {
       if (mine !== seq) return;
       $('busy').textContent = '';
       $('error').textContent = err.message;
+      answered(mine);
     });
   }
 

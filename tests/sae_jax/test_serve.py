@@ -260,3 +260,59 @@ def test_index_is_saved_and_reused(served):
     again = RunData(workdir, num_builds=ANALYSIS_BUILDS)
     np.testing.assert_array_equal(again.index()["score"], run.index()["score"])
     assert again._builds is None  # read from disk: no builds, no model run
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--workdir=/nonexistent/run"], "is not a directory"),
+    (["--workdir={tmp}", "--port=0"], "--port"),
+    (["--workdir={tmp}"], "no run.json"),
+])
+def test_cli_refuses_bad_flags_with_one_error_line(tmp_path, args, message):
+    import subprocess
+    import sys
+
+    if "--port=0" in args:
+        make_run(tmp_path / "run")
+        tmp = tmp_path / "run"
+    else:
+        tmp = tmp_path
+    cmd = [sys.executable, "-m", "sae_jax.serve"] + [a.format(tmp=tmp) for a in args]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1, out.stderr
+    errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0], out.stderr
+
+
+def test_rung_curves_on_demand(served):
+    client, run, _ = served
+    feature = next(iter(EXPLAINED))
+    stored = client.get(f"/api/features/{feature}/rung_curves").json()
+    assert stored["curves"] == run.explanation(feature)["rung_curves"] and "<svg" in stored["svg"]
+    live = int(np.argsort(-run.index()["frequency"])[5])
+    out = client.get(f"/api/features/{live}/rung_curves").json()
+    curves = out["curves"]
+    assert "swim_speed_up" in curves and "<svg" in out["svg"]
+    for ability, c in curves.items():
+        assert c["ap"][0] == 0 and c["ap"] == sorted(c["ap"]), ability
+        assert len(c["mean"]) == len(c["ap"]) and min(c["mean"]) >= 0
+    assert "compute rung curves" in client.get(f"/feature/{live}").text
+
+
+def test_serves_an_imported_splatnlp_run(tmp_path):
+    """A run from bridge.import_splatnlp (run.json, model/, sae/; no analysis): lists,
+    shows pages and completes builds, and says how to get the explanations."""
+    from bridge.import_splatnlp import import_run
+    from tests.fixture_paths import SPLATNLP_FIXTURE
+
+    import_run(str(SPLATNLP_FIXTURE), str(tmp_path / "imported"), sae="sae.pth")
+    app = create_app(tmp_path / "imported", num_builds=300)
+    with TestClient(app) as client:
+        info = client.get("/api/run").json()
+        assert any("sae_jax.analyze" in m for m in info["missing"])
+        listed = client.get("/api/features?limit=3").json()
+        assert listed["total"] == info["num_features"] and len(listed["features"]) == 3
+        page = client.get(f"/feature/{listed['features'][0]['id']}")
+        assert page.status_code == 200 and "python -m sae_jax.analyze" in page.text
+        weapon = client.get("/api/lab").json()["weapons"][0]["id"]
+        done = client.post("/api/complete", json={"weapon": weapon, "abilities": {}})
+        assert done.status_code == 200 and sum(done.json()["build"]["ap"].values()) == 57
