@@ -163,6 +163,7 @@ def main() -> None:
     p.add_argument("--one_by_one", choices=("per_stack", "all"), default="per_stack")
     p.add_argument("--out", default=None)
     args = p.parse_args()
+    t0 = time.perf_counter()
     results = {"machine": machine_info()}
     if args.what == "step":
         results["step"] = bench_step(args.rounds, args.steps_per_call)
@@ -171,6 +172,7 @@ def main() -> None:
             p.error("demo needs --sweep_dir (a finished sweep)")
         results["demo"] = bench_demo(args.sweep_dir, args.one_by_one)
     results["machine_end"] = machine_info()
+    results["wall_s"] = time.perf_counter() - t0
     out = args.out or f"benchmarks/results/sweep_{args.what}.json"
     write_results(results, out)
     print(json.dumps({k: v for k, v in results[args.what].items()
