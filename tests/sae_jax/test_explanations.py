@@ -120,12 +120,12 @@ def test_analyze_writes_explanations_json(setup, tmp_path):
     save_sae(tmp_path / "sae", s.sae)
     (tmp_path / "run.json").write_text(json.dumps({
         "primary_model_dir": str(tmp_path / "model"), "data_source": "synthetic",
-        "data_path": "", "num_builds": len(s.builds), "seed": 3}))
-    analyze(tmp_path, top_features=2)
+        "data_path": "", "num_builds": 80, "seed": 3}))  # 16 test builds: quick
+    analyze(tmp_path, top_features=1)
     doc = json.loads((tmp_path / "explanations.json").read_text())
     assert doc["version"] == 1 and len(doc["features"]) == s.sae.hidden_dim
     assert doc["summary"]["ground_truth"] is not None  # synthetic builds carry concepts
-    assert sum("rung_curves" in e for e in doc["features"].values()) >= 2
+    assert sum("rung_curves" in e for e in doc["features"].values()) >= 1
     assert "explanations" in (tmp_path / "report" / "index.html").read_text().lower()
 
 
