@@ -19,7 +19,10 @@ builds and returns the chosen features' mean activation at each rung.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from bridge.harvest import pooled_of_inputs
@@ -35,8 +38,9 @@ from primary.vocab import (
     ap_to_token_multihot,
 )
 from sae_jax.activity import ACTIVE_THRESHOLD
+from sae_jax.model import encode
 
-PAIR_CHUNK = 32_768  # (build, feature) pairs per dot-product chunk
+ROW_BATCH = 1024  # pooled vectors per SAE encoder call
 MEETS_CHUNK = 1024  # distinct conjunctions per chunk when finding the builds to edit
 _WIDTH = max_build_tokens()
 
@@ -59,28 +63,44 @@ class CausalConfig:
                                  f"{getattr(self, name)}")
 
 
-def _sae_arrays(sae):
-    params = {k: np.asarray(v, np.float32) for k, v in sae.params().items()}
-    w = params["W_enc"]  # (D, F)
-    bias = params["b_enc"] - params["b_dec"] @ w  # the encoder's effective bias (sae_jax.model)
-    return w, bias, float(sae.config.clip_max)
+@partial(jax.jit, static_argnames=("spec",))
+def _encode_rows(params, x, *, spec):
+    return encode(params, x, spec)[1]
+
+
+def _activation_batches(sae, x: np.ndarray):
+    """Yield ``(start, h (B, F))`` over the rows of ``x``: the SAE's own encoder (any
+    architecture; a top-k activation depends on the whole row), in one compiled shape."""
+    params, spec = sae.params(), sae.config.encoder
+    x = np.asarray(x, np.float32)
+    for s in range(0, len(x), ROW_BATCH):
+        part = x[s:s + ROW_BATCH]
+        m = len(part)
+        if m < ROW_BATCH:
+            part = np.concatenate([part, np.zeros((ROW_BATCH - m, x.shape[1]), np.float32)])
+        yield s, np.asarray(_encode_rows(params, jnp.asarray(part), spec=spec))[:m]
 
 
 def pair_activations(sae, x: np.ndarray, rows: np.ndarray, features: np.ndarray) -> np.ndarray:
-    """``h[rows[i], features[i]]`` of the SAE on pooled vectors ``x (m, D)``: ``(P,)``."""
-    w, bias, clip = _sae_arrays(sae)
+    """``h[rows[i], features[i]]`` of the SAE on pooled vectors ``x (m, D)``: ``(P,)``.
+    Only the rows that pairs name are encoded."""
+    rows, features = np.asarray(rows), np.asarray(features)
+    uniq, inverse = np.unique(rows, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    order = np.argsort(inverse, kind="stable")
+    bounds = np.searchsorted(inverse[order], np.arange(0, len(uniq) + ROW_BATCH, ROW_BATCH))
     out = np.empty(len(rows), np.float32)
-    for s in range(0, len(rows), PAIR_CHUNK):
-        r, f = rows[s:s + PAIR_CHUNK], features[s:s + PAIR_CHUNK]
-        pre = np.einsum("pd,dp->p", x[r], w[:, f]) + bias[f]
-        out[s:s + PAIR_CHUNK] = np.clip(pre, 0.0, clip)
+    for b, (s, h) in enumerate(_activation_batches(sae, np.asarray(x)[uniq])):
+        sel = order[bounds[b]:bounds[b + 1]]
+        out[sel] = h[inverse[sel] - s, features[sel]]
     return out
 
 
 def feature_activations(sae, x: np.ndarray, features: np.ndarray) -> np.ndarray:
     """``(m, len(features))`` activations of the chosen features on pooled vectors ``x``."""
-    w, bias, clip = _sae_arrays(sae)
-    return np.clip(np.asarray(x, np.float32) @ w[:, features] + bias[features], 0.0, clip)
+    features = np.asarray(features)
+    parts = [h[:, features] for _, h in _activation_batches(sae, x)]
+    return np.concatenate(parts) if parts else np.zeros((0, len(features)), np.float32)
 
 
 def _known(builds: BuildSet, vocab, weapon_vocab) -> np.ndarray:

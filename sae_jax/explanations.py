@@ -68,16 +68,16 @@ ACT_BATCH = 1024  # a multiple of 8: packed batches concatenate row for row
 LEVEL_FRACTIONS = (0.15, 0.3, 0.5)
 
 
-@partial(jax.jit, static_argnames=("clip_max",))
-def _max_jit(params, x, valid, *, clip_max):
-    h = encode(params, x, clip_max)[1]
+@partial(jax.jit, static_argnames=("spec",))
+def _max_jit(params, x, valid, *, spec):
+    h = encode(params, x, spec)[1]
     return jnp.max(jnp.where(valid[:, None], h, 0.0), axis=0)
 
 
-@partial(jax.jit, static_argnames=("clip_max",))
-def _levels_jit(params, x, thresholds, *, clip_max):
+@partial(jax.jit, static_argnames=("spec",))
+def _levels_jit(params, x, thresholds, *, spec):
     """``(L, B, F)`` bool: level 0 is "active"; level j > 0 is ``h >= thresholds[j]``."""
-    h = encode(params, x, clip_max)[1]
+    h = encode(params, x, spec)[1]
     return jnp.concatenate([is_active(h)[None], h[None] >= thresholds[1:, None, :]], axis=0)
 
 
@@ -100,12 +100,12 @@ def activity_levels(sae, pooled: np.ndarray, *, fractions=LEVEL_FRACTIONS,
     of the feature's largest activation on these inputs. Returns ``(levels,
     thresholds (L, F))`` (level 0's threshold is the active threshold).
     """
-    params, clip = sae.params(), float(sae.config.clip_max)
+    params, spec = sae.params(), sae.config.encoder  # the architecture's own encoder
     n = len(pooled)
     size = max(8, min(batch_size, -(-max(n, 1) // 8) * 8))
     top = np.zeros(sae.hidden_dim, np.float32)
     for x, valid, _ in _padded_batches(pooled, size):
-        top = np.maximum(top, np.asarray(_max_jit(params, x, valid, clip_max=clip)))
+        top = np.maximum(top, np.asarray(_max_jit(params, x, valid, spec=spec)))
     fr = np.asarray(fractions, np.float32)
     thresholds = np.concatenate([np.full((1, len(top)), ACTIVE_THRESHOLD, np.float32),
                                  np.maximum(fr[:, None] * top[None], ACTIVE_THRESHOLD)])
@@ -113,7 +113,7 @@ def activity_levels(sae, pooled: np.ndarray, *, fractions=LEVEL_FRACTIONS,
     th = jnp.asarray(thresholds)
     for x, _, m in tqdm(_padded_batches(pooled, size), desc="feature activity",
                         total=-(-n // size), unit="batch", leave=False, disable=n <= size):
-        planes = np.asarray(_levels_jit(params, x, th, clip_max=clip))[:, :m]
+        planes = np.asarray(_levels_jit(params, x, th, spec=spec))[:, :m]
         for j in range(len(thresholds)):
             parts[j].append(np.packbits(planes[j], axis=0))
     return [ActiveMatrix(np.concatenate(p), n) for p in parts], thresholds
