@@ -113,3 +113,14 @@ def test_budget_keeps_the_rules_of_the_highest_priority_features(setup):
                        CATALOGUE, conj, config=cfg, priority=np.array([0.2, 0.9]))
     assert out["add_n"][0] == 0 and np.isnan(out["agrees"][0])
     assert out["add_n"][1] == 4 and not np.isnan(out["agrees"][1])
+
+
+def test_pair_activations_use_the_architectures_own_encoder(setup):
+    """A top-k feature's activation depends on the whole row: read through the encoder."""
+    sae = create_sae(SAEConfig(input_dim=16, expansion_factor=2, architecture="topk", k=4),
+                     seed=1)
+    full = np.asarray(encode(sae.params(), jnp.asarray(setup.pooled), sae.config.encoder)[1])
+    assert ((full > 0).sum(1) <= 4).all()
+    rows, feats = np.array([0, 3, 3, 150]), np.array([1, 2, 5, 31])
+    np.testing.assert_allclose(pair_activations(sae, setup.pooled, rows, feats),
+                               full[rows, feats], rtol=1e-5, atol=1e-6)
