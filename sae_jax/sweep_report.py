@@ -96,6 +96,9 @@ def plot_frontier(settings: list[dict], out_png: str | os.PathLike) -> Path:
     fig, axes = plt.subplots(1, len(FRONTIER), figsize=(5 * len(FRONTIER), 4.2),
                              constrained_layout=True)
     for ax, (key, title) in zip(axes, FRONTIER):
+        if not any(s.get("l0") and s.get(key) for s in settings):
+            ax.text(0.5, 0.5, f"no {key} recorded\n(members not analysed?)",
+                    ha="center", va="center", transform=ax.transAxes, color="0.4")
         for arch in archs:
             pts = sorted((s["l0"]["mean"], s["l0"]["std"], s[key]["mean"], s[key]["std"])
                          for s in settings if s["architecture"] == arch
