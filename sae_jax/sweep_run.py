@@ -273,7 +273,8 @@ def train_sweep(base: SAETrainConfig, members: list[SweepMember], workdir, *,
         raise ValueError("the sweep has no members")
     names = [m.name for m in members]
     if len(set(names)) != len(names):
-        raise ValueError(f"member names repeat: {sorted(n for n in set(names) if names.count(n) > 1)}")
+        repeated = sorted(n for n in set(names) if names.count(n) > 1)
+        raise ValueError(f"member names repeat: {repeated}")
     for m in members:
         wide = [k for k in SWEEP_WIDE if getattr(m.cfg, k) != getattr(base, k)]
         if wide:

@@ -10,6 +10,7 @@ import pytest
 
 from sae_jax.buffer import create_buffer, push
 from sae_jax.config import SAETrainConfig
+from sae_jax.model import create_sae
 from sae_jax.stack import (
     group_into_stacks,
     make_stacked_train_steps,
@@ -18,7 +19,6 @@ from sae_jax.stack import (
     stack_states,
 )
 from sae_jax.step import init_train_state, make_train_steps
-from sae_jax.model import create_sae
 
 D = 8
 BASE = SAETrainConfig(

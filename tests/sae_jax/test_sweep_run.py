@@ -23,7 +23,7 @@ BASE = SAETrainConfig(
     num_builds=60, seed=0, log_every=4, checkpoint_every=8, eval_builds=20,
 )
 MEMBERS = json.dumps([
-    {"grid": {"l1_coeff": [1e-3, 1e-2]}},
+    {"grid": {"l1_coeff": [1e-3, 0.1]}},
     {"architecture": "topk", "resample_steps": [], "grid": {"k": [3]}},
 ])
 
@@ -51,7 +51,7 @@ def test_members_are_run_dirs_and_the_frontier_is_written(reference):
     root, _, members, result = reference
     assert [m.name for m in members] == [
         "relu_l1.l1_coeff-0.001.seed-0", "relu_l1.l1_coeff-0.001.seed-1",
-        "relu_l1.l1_coeff-0.01.seed-0", "relu_l1.l1_coeff-0.01.seed-1",
+        "relu_l1.l1_coeff-0.1.seed-0", "relu_l1.l1_coeff-0.1.seed-1",
         "topk.k-3.seed-0", "topk.k-3.seed-1"]
     sweep = root / "sweep"
     for m in members:
@@ -67,7 +67,9 @@ def test_members_are_run_dirs_and_the_frontier_is_written(reference):
     a, b = (_params(sweep / "members" / members[i].name) for i in (0, 1))
     assert not np.allclose(a["W_enc"], b["W_enc"])
     l0 = {m.name: result[m.name]["l0"] for m in members}
-    assert l0["relu_l1.l1_coeff-0.01.seed-0"] < l0["relu_l1.l1_coeff-0.001.seed-0"]
+    for seed in (0, 1):
+        strong, weak = (l0[f"relu_l1.l1_coeff-{c}.seed-{seed}"] for c in ("0.1", "0.001"))
+        assert strong < weak - 1, (strong, weak)
     doc = json.loads((sweep / "sweep.json").read_text())
     assert len(doc["members"]) == 6 and len(doc["settings"]) == 3
     setting = next(s for s in doc["settings"] if s["setting"] == "relu_l1.l1_coeff-0.001")
