@@ -1,6 +1,7 @@
 """The sparse autoencoder: a pure library, and the runs built on it.
 
-Library (imports neither ``primary`` nor ``bridge``): ``model``, ``losses``,
+Library (imports neither ``primary`` nor ``bridge``): ``model``, ``architectures`` (the
+encoders), ``recipes`` (their training losses), ``losses``,
 ``schedules``, ``transforms``, ``precision``, ``buffer``, ``resample``, ``step``,
 ``config``, ``store``, ``activity``, ``analysis``, ``concepts``.
 

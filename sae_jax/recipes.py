@@ -22,16 +22,17 @@ AuxK (Gao et al. 2024), for the TopK family: a feature is dead once it has fired
 of the last ``cfg.dead_after_rows`` training rows (``extra["rows_since_fired"]``
 counts them). Per row, the ``k_aux`` dead features with the largest pre-activations
 reconstruct the main reconstruction's error ``e = x - recon`` (no gradient through
-``e``) through their atoms, without bias. By default the pre-activations are used as they
-are (as SAELens does): a feature that died with negative pre-activations on every row gets
-a gradient, where a ReLU would give it none (on the demo, ReLU'd AuxK left 44 of 256
-features dead by step 2900, the default none). ``cfg.aux_relu`` ReLUs them instead
-(positive coefficients only): it revives features that are still positive somewhere much
-better (tests/sae_jax/test_architectures.py plants both cases), but not the others. ``auxk = s * mean((e_hat - e)^2) /
-mean(e^2) * mean(x^2)``, Gao's normalised error of the error, in the units of the main
-mse, scaled by ``s = min(n_dead / k_aux, 1)`` and zero without dead features. It gives
-dead features a gradient towards what the live ones miss, which is why the TopK family
-does not resample.
+``e``) through their atoms, without bias: ``auxk = s * mean((e_hat - e)^2) / mean(e^2) *
+mean(x^2)``, Gao's normalised error of the error, in the units of the main mse, scaled by
+``s = min(n_dead / k_aux, 1)`` and zero without dead features. It gives dead features a
+gradient towards what the live ones miss, which is why the TopK family does not resample.
+
+By default the chosen pre-activations are used as they are (as SAELens does): a feature
+that died negative on every row still gets a gradient, where a ReLU gives it none (on the
+demo, ReLU'd AuxK left 44 of 256 BatchTopK features dead by step 2900, the default none).
+``cfg.aux_relu`` ReLUs them (positive coefficients only), which revives features still
+positive on some rows far better; the default can instead push such marginal features
+further down (a planted case: 6% dead without AuxK, 28% with it). The tests plant both.
 
 BatchTopK's inference threshold (Bussmann et al. 2024): each step's smallest selected
 activation, averaged by an EMA (``cfg.threshold_decay``; the first step takes its value),

@@ -414,3 +414,61 @@ def test_hook_modes_use_the_architecture(arch):
     recon = hooked_forward(primary, sae, tokens, weapons, mask, HookMode.RECON)
     np.testing.assert_allclose(recon.logits, primary.head(sae.decode(probe.sae_post)), rtol=1e-5,
                                atol=1e-5)
+
+
+def test_jumprelu_resampling_resets_thresholds_and_their_moments():
+    from sae_jax.resample import resample_dead_features
+    from sae_jax.transforms import make_optimizer
+
+    cfg = _cfg("jumprelu", resample_steps=(5,), jumprelu_init_threshold=0.01)
+    params = _params("jumprelu")
+    opt = make_optimizer(cfg, 10)
+    state = opt.init(params)
+    grads = jax.tree.map(jnp.ones_like, params)
+    _, state = opt.update(grads, state, params)  # non-zero Adam moments everywhere
+    dead = np.zeros(F, bool)
+    dead[[2, 11]] = True
+    usage = jnp.where(jnp.asarray(dead), 0.0, 0.1)
+    buf, _ = _planted_buffer(d=D, rows=64)
+    new, new_state, _, n = resample_dead_features(params, state, usage, buf, jax.random.key(1),
+                                                  cfg)
+    assert int(n) == 2
+    t = np.asarray(new["log_threshold"])
+    np.testing.assert_allclose(t[dead], np.log(0.01), rtol=1e-6)
+    np.testing.assert_array_equal(t[~dead], np.asarray(params["log_threshold"])[~dead])
+    adam = [s for s in jax.tree.leaves(new_state, is_leaf=lambda s: hasattr(s, "mu"))
+            if hasattr(s, "mu")][0]
+    for moment in (adam.mu["log_threshold"], adam.nu["log_threshold"]):
+        m = np.asarray(moment)
+        assert np.all(m[dead] == 0) and np.all(m[~dead] != 0)
+
+
+def test_a_batchtopk_run_stopped_and_resumed_ends_as_an_uninterrupted_one(tmp_path):
+    """The whole run (harvest, train, checkpoint, resume, evaluate) on a tiny primary."""
+    from primary.store import save_primary
+    from sae_jax.training import train_sae
+    from tests.tiny_setup import primary_for, tiny_world
+
+    cfg = SAETrainConfig(
+        architecture="batchtopk", k=3, expansion_factor=2.0, lr=3e-3, buffer_size=128,
+        min_buffer=64, primary_batch_size=16, sae_batch_size=32, sae_steps_per_primary_step=1,
+        epochs=1, data_fraction=1.0, resample_steps=(), dead_after_rows=64, num_builds=60,
+        seed=0, log_every=5, checkpoint_every=5, eval_builds=20)
+    _, vocab, weapon_vocab = tiny_world(cfg.num_builds, cfg.seed)
+    model_dir = save_primary(tmp_path / "primary", primary_for(vocab, weapon_vocab), vocab,
+                             weapon_vocab)
+    whole = train_sae(cfg, tmp_path / "whole", primary_dir=model_dir, analyze=False)
+    stopped = train_sae(cfg, tmp_path / "parts", primary_dir=model_dir, stop_after_steps=6,
+                        analyze=False)
+    assert stopped["stopped"]
+    resumed = train_sae(cfg, tmp_path / "parts", primary_dir=model_dir, analyze=False)
+    assert resumed["steps"] == whole["steps"] > 6
+    assert resumed["architecture"] == "batchtopk" and resumed["fve"] == whole["fve"]
+    a, b = load_sae(tmp_path / "whole" / "sae"), load_sae(tmp_path / "parts" / "sae")
+    assert a.config == b.config and a.config.architecture == "batchtopk"
+    for k, v in a.params().items():
+        np.testing.assert_array_equal(b.params()[k], v, err_msg=k)
+    assert float(a.params()["threshold"]) > 0
+    with pytest.raises(ValueError, match="--k 40 must be smaller than the number of features 32"):
+        train_sae(dataclasses.replace(cfg, k=40), tmp_path / "bad", primary_dir=model_dir)
+    assert not (tmp_path / "bad").exists()
