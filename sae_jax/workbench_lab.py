@@ -23,6 +23,7 @@ from flax import nnx
 from bridge.steered_completion import diff_builds, edit_features_params, steered_logits_fn
 from primary.allocator import min_ap_row
 from primary.completion import check_observed, complete_build, resolve_weapon
+from primary.examples import LENGTH_BUCKETS
 from primary.vocab import ABILITIES, BuildError, ap_to_token_multihot
 from sae_jax.model import encode
 from sae_jax.report import token_label
@@ -124,10 +125,15 @@ def _lab_forward(graphdef, state, sae_params, tokens, weapons, mask, features, v
 
 
 def _inputs(row: np.ndarray, weapon: int, vocab, weapon_vocab):
-    """One partial build as model inputs ``(1, L)`` (``[<NULL>]`` when empty)."""
+    """One partial build as model inputs ``(1, L)``, right-padded to the largest length
+    bucket so that every request has one shape (one compilation); ``[<NULL>]`` when
+    empty."""
     hot = ap_to_token_multihot(row[None])[0] & (vocab.ability_token_ids >= 0)
     ids = vocab.ability_token_ids[hot]
-    tokens = np.array([ids if len(ids) else [vocab.null_id]], np.int32)
+    tokens = np.full((1, max(LENGTH_BUCKETS[-1], len(ids))), vocab.pad_id, np.int32)
+    tokens[0, :len(ids)] = ids
+    if not len(ids):
+        tokens[0, 0] = vocab.null_id
     weapons = weapon_vocab.encode_game_ids(np.array([weapon]), where="weapon")[:, None]
     return tokens, weapons.astype(np.int32), tokens == vocab.pad_id
 
@@ -153,7 +159,7 @@ def complete_lab(run: RunData, req: LabRequest, *, beam_size: int = BEAM_SIZE) -
             fn = steered_logits_fn(primary, sae, list(req.features), list(req.values))
             after = complete_build(primary, vocab, weapon_vocab, req.weapon, req.row,
                                    beam_size=beam_size, logits_fn=fn, fixed_width=fixed).best
-        graphdef, state = nnx.split(primary)
+        graphdef, state = run.split_primary()
         tokens, weapons, mask = _inputs(req.row, req.weapon, vocab, weapon_vocab)
         h0, h1, logits = _lab_forward(
             graphdef, state, sae.params(), jnp.asarray(tokens), jnp.asarray(weapons),

@@ -78,6 +78,7 @@ class RunData:
         self._index_lock = threading.Lock()
         self._num_features = None
         self._models = None
+        self._split = None
         self._builds = None
         self._index = None
         self._influence = None
@@ -160,6 +161,15 @@ class RunData:
                                    f"{primary.config.hidden_dim}")
                 self._models = (primary, vocab, weapon_vocab, sae)
             return self._models
+
+    def split_primary(self):
+        """``nnx.split`` of the primary model, made once (the model never changes here)."""
+        with self.lock:
+            if self._split is None:
+                from flax import nnx
+
+                self._split = nnx.split(self.models()[0])
+            return self._split
 
     def builds(self):
         """``(builds, pooled (n, D))``: the run's analysis builds (the held-out split, as

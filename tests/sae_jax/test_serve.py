@@ -118,12 +118,21 @@ def test_complete_is_legal_and_matches_steered_builds(served):
     assert build["ap"]["swim_speed_up"] >= 10 and build["ap"]["ink_saver_main"] >= 6
     probs = [p["p"] for p in out["probabilities"]]
     assert probs == sorted(probs, reverse=True) and all(0 <= p <= 1 for p in probs)
+    primary, vocab, weapon_vocab, sae = run.models()
+    given = ["swim_speed_up_3", "swim_speed_up_6", "ink_saver_main_3", "ink_saver_main_6"]
+    tokens = np.array([[vocab.token_to_id[t] for t in given]], np.int32)
+    weapons = weapon_vocab.encode_game_ids(np.array([build["weapon"]]))[:, None]
+    logits = np.asarray(primary(jnp.asarray(tokens), jnp.asarray(weapons, jnp.int32),
+                                jnp.zeros(tokens.shape, bool)))[0]
+    top = out["probabilities"][0]
+    assert top["p"] == pytest.approx(1 / (1 + np.exp(-logits[vocab.token_to_id[top["token"]]])),
+                                     rel=1e-4)
+    assert {p["token"] for p in out["probabilities"] if p["observed"]} <= set(given)
     active = out["active_features"]
     assert active and all(f["activation"] > 0.01 or f["unedited"] > 0.01 for f in active)
     feature = active[0]["feature"]
     edited = client.post("/api/complete", json=dict(
         body, edits=[{"feature": feature, "value": 0}])).json()
-    primary, vocab, weapon_vocab, sae = run.models()
     direct = steered_builds(primary, sae, vocab, weapon_vocab, body["weapon"],
                             body["abilities"], feature, 0.0, fixed_width=True)
     assert edited["build"]["pieces"] == direct["after"]["pieces"]
