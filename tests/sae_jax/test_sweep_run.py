@@ -69,7 +69,7 @@ def test_members_are_run_dirs_and_the_frontier_is_written(reference):
     l0 = {m.name: result[m.name]["l0"] for m in members}
     for seed in (0, 1):
         strong, weak = (l0[f"relu_l1.l1_coeff-{c}.seed-{seed}"] for c in ("0.1", "0.001"))
-        assert strong < weak - 1, (strong, weak)
+        assert strong < weak, (strong, weak)
     doc = json.loads((sweep / "sweep.json").read_text())
     assert len(doc["members"]) == 6 and len(doc["settings"]) == 3
     setting = next(s for s in doc["settings"] if s["setting"] == "relu_l1.l1_coeff-0.001")
