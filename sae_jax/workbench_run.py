@@ -8,9 +8,10 @@ score, top activating builds and histogram of every feature over the run's analy
 builds) is computed once, saved beside the run as ``workbench/index.npz`` and paged
 through afterwards, so a 24,576-feature SAE lists as fast as a small one.
 
-Feature pages are built for any feature id: from the static report's page when the report
-shows that feature, else from the index, the SAE's logit influence and steered completions
-computed on demand (cached in memory, a bounded number of pages).
+Feature pages are built for any feature id from the index, the SAE's logit influence and
+steered completions computed on demand (a bounded number of pages cached in memory); when
+the static report shows the feature, its steering tables, concept and co-activations are
+taken from ``report/features.json``.
 """
 
 from __future__ import annotations
