@@ -118,12 +118,8 @@ def bench_demo(sweep_dir: Path, mode: str) -> dict:
     from sae_jax.stack import group_into_stacks
     from sae_jax.training import train_sae
 
-    doc = read_json(sweep_dir / "sweep.json", what="sweep report")
-    timing = doc.get("timing", {})
-    if "train_seconds" not in timing:
-        raise SystemExit(f"{sweep_dir}/sweep.json records no timing: finish the sweep first")
-    sweep_seconds = timing["train_seconds"] + timing["members_seconds"]
-    names = [r["name"] for r in doc["members"]]
+    names = sorted(p.name for p in (sweep_dir / "members").iterdir()
+                   if (p / "train_config.json").exists())
     cfgs = {n: SAETrainConfig.from_json(sweep_dir / "members" / n / "train_config.json")
             for n in names}
     primary_dir = read_json(sweep_dir / "members" / names[0] / "run.json",
@@ -139,6 +135,12 @@ def bench_demo(sweep_dir: Path, mode: str) -> dict:
             train_sae(cfgs[n], tmp, primary_dir=primary_dir, analyze=True)
             timed[n] = time.perf_counter() - t0
     one_by_one = sum(timed[n] * weight[n] for n in chosen)
+    # Read last: the one-by-one runs may go on while the sweep finishes its members.
+    doc = read_json(sweep_dir / "sweep.json", what="sweep report")
+    timing = doc.get("timing", {})
+    if "train_seconds" not in timing:
+        raise SystemExit(f"{sweep_dir}/sweep.json records no timing: finish the sweep first")
+    sweep_seconds = timing["train_seconds"] + timing["members_seconds"]
     out = {"sweep_dir": str(sweep_dir), "members": len(names), "stacks": len(stacks),
            "sweep_seconds": sweep_seconds, "sweep_timing": timing, "one_by_one_mode": mode,
            "one_by_one_seconds_timed": timed,
