@@ -1,11 +1,14 @@
 """The sparse autoencoder: a pure library, and the runs built on it.
 
 Library (imports neither ``primary`` nor ``bridge``): ``model``, ``architectures`` (the
-encoders), ``recipes`` (their training losses), ``losses``,
-``schedules``, ``transforms``, ``precision``, ``buffer``, ``resample``, ``step``,
-``config``, ``store``, ``activity``, ``analysis``, ``concepts``.
+encoders), ``recipes`` (their training losses), ``losses``, ``schedules``, ``transforms``,
+``precision``, ``buffer``, ``resample``, ``step`` and ``stack`` (many SAEs as one vmapped
+step), ``config``, ``store``, ``activity``, ``analysis``, ``concepts``, ``explain`` (the
+rule search), ``labels`` (the human label store).
 
 Orchestration (ties the primary model, the bridge and the library together):
-``run_setup``, ``training`` and its command ``train``, ``evaluate``, ``analyze``,
-``report``, ``plots``, ``launch``. ``tests/test_layers.py`` holds this split.
+``run_setup``, ``training`` and its command ``train``, ``sweep`` (``sweep_run``,
+``sweep_report``), ``evaluate``, ``analyze``, ``explanations``, ``steered_views``,
+``report``, ``plots``, ``label``, ``launch``, ``serve`` (``workbench_run``,
+``workbench_list``, ``workbench_lab``). ``tests/test_layers.py`` holds this split.
 """
