@@ -32,22 +32,27 @@ from runkit.errors import UserError
 from runkit.flags import config_from_flags, define_config_flags
 from sae_jax.config import SAETrainConfig
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "Sweep directory (created; resumed if it exists).")
-_PRIMARY_DIR = flags.DEFINE_string(
-    "primary_dir", None, "Primary model directory; default: train (or reuse) the demo primary.")
-_ANALYZE = flags.DEFINE_bool("analyze", True, "Analyse every member after training.")
-_STOP_AFTER = flags.DEFINE_integer(
-    "stop_after_steps", None, "Checkpoint and stop after this many SAE steps (resumable).")
-_ANALYSIS_BUILDS = flags.DEFINE_integer(
-    "analysis_builds", None, "Analyse each member on at most this many held-out builds "
-    "(default: all --eval_builds).")
-_MEMBERS = flags.DEFINE_string("members", "[{}]", "JSON list of member groups (module doc).")
-_SEEDS = flags.DEFINE_list("seeds", ["0"], "Initialisation seeds: each member once per seed.")
-
 _NOT_SETTINGS = ("extra", "concept_set_sha256")
-define_config_flags(SAETrainConfig, {
-    "seed": "Data order and the members' shared batch order (initialisation: --seeds).",
-}, skip=_NOT_SETTINGS)
+
+
+def define_flags() -> None:
+    """Flags are defined only when run as a program, so importing this module (beside
+    ``sae_jax.train``, which defines the same names) defines none."""
+    flags.DEFINE_string("workdir", None, "Sweep directory (created; resumed if it exists).")
+    flags.DEFINE_string("primary_dir", None,
+                        "Primary model directory; default: train (or reuse) the demo primary.")
+    flags.DEFINE_bool("analyze", True, "Analyse every member after training.")
+    flags.DEFINE_integer("stop_after_steps", None,
+                         "Checkpoint and stop after this many SAE steps (resumable).")
+    flags.DEFINE_integer("analysis_builds", None, "Analyse each member on at most this many "
+                         "held-out builds (default: all --eval_builds).")
+    flags.DEFINE_string("members", "[{}]", "JSON list of member groups (module doc).")
+    flags.DEFINE_list("seeds", ["0"], "Initialisation seeds: each member once per seed.")
+    define_config_flags(SAETrainConfig, {
+        "seed": "Data order and the members' shared batch order (initialisation: --seeds).",
+    }, skip=_NOT_SETTINGS)
+
+
 _HINTS = typing.get_type_hints(SAETrainConfig)
 _FIELDS = {f.name for f in dataclasses.fields(SAETrainConfig)} - set(_NOT_SETTINGS)
 
@@ -136,22 +141,24 @@ def parse_members(text: str, seeds, base: SAETrainConfig):
 def main(argv) -> int:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if not _WORKDIR.value:
+    f = flags.FLAGS
+    if not f.workdir:
         raise app.UsageError("--workdir is required")
     logging.set_verbosity(logging.WARNING)
     from sae_jax.sweep_run import train_sweep
 
     base = config_from_flags(SAETrainConfig, flags.FLAGS, skip=_NOT_SETTINGS)
-    members = parse_members(_MEMBERS.value, _SEEDS.value, base)
-    result = train_sweep(base, members, _WORKDIR.value, primary_dir=_PRIMARY_DIR.value,
-                         stop_after_steps=_STOP_AFTER.value, analyze=_ANALYZE.value,
-                         analysis_builds=_ANALYSIS_BUILDS.value)
+    members = parse_members(f.members, f.seeds, base)
+    result = train_sweep(base, members, f.workdir, primary_dir=f.primary_dir,
+                         stop_after_steps=f.stop_after_steps, analyze=f.analyze,
+                         analysis_builds=f.analysis_builds)
     if result.get("stopped"):
         print(f"stopped after {result['steps']} SAE steps; run again to resume")
         return 0
-    print(f"done: {_WORKDIR.value} ({len(members)} members; sweep.html, frontier.png)")
+    print(f"done: {f.workdir} ({len(members)} members; sweep.html, frontier.png)")
     return 0
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)
