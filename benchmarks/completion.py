@@ -1,6 +1,6 @@
 """Build completion speed: one completion, and many at once.
 
-    python benchmarks/completion.py [--demo_primary=/work/demo_run/primary_run/model]
+    python benchmarks/completion.py [--demo_primary=runs/demo/primary_run/model]
         [--beam_size=4] [--batch_builds=1000] [--full_batch_builds=0] [--out=FILE.json]
 
 Measures, on whatever JAX runs on:
@@ -32,7 +32,7 @@ from benchmarks.timing import machine_info, time_calls  # noqa: E402
 from primary.completion import complete_build, complete_builds  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-_DEMO = flags.DEFINE_string("demo_primary", "/work/demo_run/primary_run/model",
+_DEMO = flags.DEFINE_string("demo_primary", "runs/demo/primary_run/model",
                             "the demo primary model directory")
 _BEAM = flags.DEFINE_integer("beam_size", 4, "beam width")
 _BATCH = flags.DEFINE_integer("batch_builds", 1000, "builds completed at once (demo primary)")

@@ -1,6 +1,6 @@
 """Workbench speed: startup, the feature list of a big SAE, build-lab latency.
 
-    python benchmarks/serve_bench.py [--demo_run=/work/demo_run] [--scratch=/tmp/serve_bench]
+    python benchmarks/serve_bench.py [--demo_run=runs/demo] [--scratch=/tmp/serve_bench]
         [--reps=6] [--parts=demo,wide,full] [--out=FILE.json]
 
 Measures, on the CPU (JAX_PLATFORMS=cpu is set):
@@ -43,7 +43,7 @@ from benchmarks.output import log  # noqa: E402
 from benchmarks.timing import machine_info, summarize  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-_DEMO = flags.DEFINE_string("demo_run", "/work/demo_run", "the demo SAE run (read only)")
+_DEMO = flags.DEFINE_string("demo_run", "runs/demo", "the demo SAE run (read only)")
 _SCRATCH = flags.DEFINE_string("scratch", "/tmp/serve_bench", "where copies and synthetic "
                                "runs are made (replaced)")
 _REPS = flags.DEFINE_integer("reps", 6, "timed calls per latency figure (at most 10)")
