@@ -10,7 +10,12 @@ decoder atom pushed through the primary's output layer, without bias).
 
 The accumulators are device arrays updated by one jitted, donated function per
 batch; batches have a fixed size with a ``valid`` row mask, so the last partial
-batch does not trigger a recompile.
+batch does not trigger a recompile. At scale the same statistics come from the
+positive entries alone (:func:`stats_from_sparse` over
+:class:`~sae_jax.sparse_activations.SparseActivations`), with co-activation of
+chosen features against all features (:func:`coactivation_counts`); the histogram
+then spans the data's range when the architecture does not clip
+(:func:`histogram_max`).
 """
 
 from __future__ import annotations
@@ -22,7 +27,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sae_jax.activity import MAX_FREQUENCY, MIN_FREQUENCY, is_active, window_mask
+from sae_jax.activity import (
+    ACTIVE_THRESHOLD,
+    MAX_FREQUENCY,
+    MIN_FREQUENCY,
+    is_active,
+    window_mask,
+)
+from sae_jax.sparse_activations import SparseActivations
 
 
 class FeatureStats(NamedTuple):
@@ -132,6 +144,93 @@ def stats_from_batches(batches, num_features: int, *, clip_max: float, top_k: in
                              jnp.int32(offset), clip_max=float(clip_max))
         offset += int(np.shape(h)[0])
     return stats
+
+
+COACT_CHUNK = 1 << 20  # active entries gathered at once by coactivation_counts
+
+
+def histogram_max(clip_max: float | None, sparse: SparseActivations) -> float:
+    """The histogram's upper end: the architecture's clip when it has one, else the
+    largest activation in the data (1.0 when nothing fires)."""
+    if clip_max is not None:
+        return float(clip_max)
+    return float(sparse.values.max()) if sparse.nnz else 1.0
+
+
+def stats_from_sparse(sparse: SparseActivations, *, top_k: int = 16,
+                      hist_edges: np.ndarray) -> FeatureStats:
+    """:class:`FeatureStats` (host arrays; no co-activation) of value-sorted ``sparse``
+    activations (:meth:`~SparseActivations.sort_by_value`): the numbers
+    :func:`stats_from_batches` streams, read from the positive entries. Top rows past a
+    feature's positive entries are -1 with value -inf; ``hist_edges (nb + 1,)`` as
+    :func:`histogram_edges` makes them (bin ``b`` holds ``(edges[b], edges[b + 1]]``,
+    values past the last edge in the last bin)."""
+    if top_k <= 0:
+        raise ValueError(f"top_k must be positive, got {top_k}")
+    num = sparse.num_features
+    starts, counts = sparse.indptr[:-1], sparse.counts()
+    max_act = np.zeros(num, np.float32)
+    filled = counts > 0
+    max_act[filled] = sparse.values[starts[filled]]  # each feature's entries descend
+
+    take = np.minimum(counts, top_k)
+    top_values = np.full((num, top_k), -np.inf, np.float32)
+    top_rows = np.full((num, top_k), -1, np.int32)
+    slot = np.arange(top_k)
+    keep = slot[None, :] < take[:, None]
+    src = (starts[:, None] + slot[None, :])[keep]
+    top_values[keep] = sparse.values[src]
+    top_rows[keep] = sparse.rows[src]
+
+    nb = len(hist_edges) - 1
+    upper = np.asarray(hist_edges[1:], np.float32)
+    hist = np.zeros(num * nb, np.int64)
+    active_count = np.zeros(num, np.int64)
+    act_sum = np.zeros(num, np.float64)
+    for f0, f1 in sparse.feature_chunks(COACT_CHUNK * 4):
+        a, b = int(sparse.indptr[f0]), int(sparse.indptr[f1])
+        if a == b:
+            continue
+        values = sparse.values[a:b]
+        feat = sparse.feature_of_entries(a, b).astype(np.int64)
+        bins = np.minimum(np.searchsorted(upper, values, side="left"), nb - 1)
+        hist += np.bincount(feat * nb + bins, minlength=num * nb)
+        active_count[f0:f1] = np.bincount(feat - f0, weights=is_active(values),
+                                          minlength=f1 - f0).astype(np.int64)
+        act_sum[f0:f1] = np.bincount(feat - f0, weights=values, minlength=f1 - f0)
+    return FeatureStats(
+        num_rows=np.int64(sparse.num_rows), active_count=active_count, act_sum=act_sum,
+        max_act=max_act, top_values=top_values, top_rows=top_rows,
+        hist=hist.reshape(num, nb), coact=np.zeros((0, 0), np.int64),
+        coact_features=np.zeros(0, np.int32))
+
+
+def coactivation_counts(sparse: SparseActivations, features) -> np.ndarray:
+    """``(S, F)`` int64: for each chosen feature ``features[s]`` and every feature ``g``,
+    the rows where both are active (so ``[s, features[s]]`` is the feature's own count).
+    Reads value-sorted ``sparse`` activations, whose active entries lead each feature."""
+    features = np.asarray(features, np.int64)
+    num = sparse.num_features
+    if features.size and (features.min() < 0 or features.max() >= num):
+        raise IndexError(f"features must lie in [0, {num}), got "
+                         f"{features.min()}..{features.max()}")
+    chosen = np.zeros((sparse.num_rows, len(features)), np.uint8)  # (n, S) active rows
+    for s, f in enumerate(features):
+        a, b = sparse.indptr[f], sparse.indptr[f + 1]
+        chosen[sparse.rows[a:b][sparse.values[a:b] > ACTIVE_THRESHOLD], s] = 1
+    out = np.zeros((num, len(features)), np.int64)
+    if not len(features):
+        return out.T
+    for f0, f1 in sparse.feature_chunks(COACT_CHUNK):
+        a, b = int(sparse.indptr[f0]), int(sparse.indptr[f1])
+        sel = np.flatnonzero(sparse.values[a:b] > ACTIVE_THRESHOLD)
+        if not len(sel):
+            continue
+        feat = sparse.feature_of_entries(a, b)[sel]
+        first = np.flatnonzero(np.concatenate([[True], feat[1:] != feat[:-1]]))
+        sums = np.add.reduceat(chosen[sparse.rows[a + sel]], first, axis=0, dtype=np.int64)
+        out[feat[first]] = sums
+    return out.T
 
 
 class FeatureSummary(NamedTuple):

@@ -7,12 +7,14 @@ writes ``workdir/concepts.json`` (when the builds carry planted concepts) and
 ``workdir/report/index.html``.
 
     python -m sae_jax.analyze --workdir=DIR [--top_features=64] [--num_builds=N]
+                              [--noexplanations]
 """
 
 from __future__ import annotations
 
 import json
 import time
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 
@@ -39,6 +41,7 @@ from sae_jax.activity import dead_mask, dense_mask
 from sae_jax.concepts import concept_recovery, write_concepts
 from sae_jax.labels import labels_to_json, load_run_labels
 from sae_jax.model import encode
+from sae_jax.sparse_activations import collect
 from sae_jax.steered_views import add_steered_builds
 
 BATCH_SIZE = 512
@@ -47,7 +50,6 @@ STEERED_EXAMPLES = 4  # of those, how many are steered (feature set to 0 and to 
 TOP_PREDICTIONS = 5
 INFLUENCE_TOKENS = 8
 HIST_BINS = 30
-COACT_MAX_FEATURES = 4096  # co-activation counts over all features up to this size
 
 
 # ---------------------------------------------------------------- evaluation builds
@@ -184,31 +186,54 @@ def _describe_build(builds, i: int) -> dict:
             "concepts": builds.concepts_of(i)}
 
 
+class StageTimer:
+    """Wall seconds of named stages, in order (``timer("name")`` as a context)."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, name: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
+
+
 def analyse_features(primary, vocab, sae, builds, pooled: np.ndarray, *,
-                     top_features: int = 64) -> dict:
+                     top_features: int = 64, timer: StageTimer | None = None) -> dict:
     """Everything the report shows, as a JSON-ready dict (see :mod:`sae_jax.report`).
 
-    ``pooled (n, D)``: pooled vectors of the full ``builds``.
+    ``pooled (n, D)``: pooled vectors of the full ``builds``. One encoder pass over them
+    keeps the positive activations sparse (:mod:`sae_jax.sparse_activations`); every
+    statistic, the concept recovery and the co-activation read those, so memory grows with
+    the active entries, never with ``n x F``. ``timer`` records each stage's seconds.
     """
+    timer = timer or StageTimer()
     num_features = sae.hidden_dim
-    clip = float(sae.config.clip_max)
-    coact = None if num_features <= COACT_MAX_FEATURES else np.zeros(0, np.int32)
-    stats = analysis.stats_from_batches(
-        sae_activations(sae, pooled), num_features, clip_max=clip, top_k=TOP_EXAMPLES,
-        num_bins=HIST_BINS, coact_features=coact)
-    summary = analysis.summarize(stats)
-    ranked = analysis.rank_features(summary)
-    shown = ranked[:top_features]
+    spec = sae.config.encoder
+    with timer("activations"):
+        sparse = collect(sae_activations(sae, pooled), num_features, total_rows=len(pooled),
+                         desc="SAE activations").sort_by_value()
+    with timer("statistics"):
+        hist_max = analysis.histogram_max(spec.clip_max, sparse)
+        edges = analysis.histogram_edges(HIST_BINS, hist_max)
+        stats = analysis.stats_from_sparse(sparse, top_k=TOP_EXAMPLES, hist_edges=edges)
+        summary = analysis.summarize(stats)
+        ranked = analysis.rank_features(summary)
+        shown = ranked[:top_features]
 
-    kernel = primary.output_layer.kernel[...]
-    influence = np.asarray(analysis.logit_influence(sae.atoms(), kernel))
-    promoted, suppressed = analysis.top_tokens(influence, INFLUENCE_TOKENS)
+    with timer("logit influence"):
+        kernel = primary.output_layer.kernel[...]
+        influence = np.asarray(analysis.logit_influence(sae.atoms(), kernel))
+        promoted, suppressed = analysis.top_tokens(influence, INFLUENCE_TOKENS)
 
     concepts, sae_f1, sae_auc = None, None, None
     if builds.concepts is not None and len(builds.concept_names):
-        h = np.concatenate([np.asarray(b)[v] for b, v in sae_activations(sae, pooled)])
-        concepts, sae_f1, sae_auc = concept_recovery(
-            h, pooled, builds.concepts, builds.concept_names, return_matrices=True)
+        with timer("concept recovery"):
+            concepts, sae_f1, sae_auc = concept_recovery(
+                sparse, pooled, builds.concepts, builds.concept_names, return_matrices=True)
 
     if concepts is not None:
         # Concept detectors get a section too, even when they rank below the cut.
@@ -220,81 +245,79 @@ def analyse_features(primary, vocab, sae, builds, pooled: np.ndarray, *,
     top_rows = np.asarray(stats.top_rows)
     top_vals = np.asarray(stats.top_values)
     steering = {}
-    if len(shown):
-        k = min(STEERED_EXAMPLES, len(pooled))
-        rows = np.maximum(top_rows[shown, :k], 0)
-        values = np.stack([np.zeros(len(shown)), summary.max_act[shown]], axis=1)
-        graphdef, state = nnx.split(primary)
-        logits = np.asarray(_steered_logits(
-            graphdef, state, sae.params(), jnp.asarray(pooled[rows]), jnp.asarray(shown),
-            jnp.asarray(values, jnp.float32), clip_max=sae.config.encoder))
-        for i, f in enumerate(shown):
-            items = []
-            for e in range(k):
-                if top_rows[f, e] < 0 or top_vals[f, e] <= 0:
-                    continue
-                before = logits[i, 0, e]
-                items.append({
-                    "row": int(rows[i, e]),
-                    "before": _top_token_lists(before, vocab, TOP_PREDICTIONS)[0],
-                    "zero": _prediction_change(before, logits[i, 1, e], vocab),
-                    "max": _prediction_change(before, logits[i, 2, e], vocab),
-                })
-            steering[int(f)] = items
+    with timer("steering"):
+        if len(shown):
+            k = min(STEERED_EXAMPLES, len(pooled))
+            rows = np.maximum(top_rows[shown, :k], 0)
+            values = np.stack([np.zeros(len(shown)), summary.max_act[shown]], axis=1)
+            graphdef, state = nnx.split(primary)
+            logits = np.asarray(_steered_logits(
+                graphdef, state, sae.params(), jnp.asarray(pooled[rows]), jnp.asarray(shown),
+                jnp.asarray(values, jnp.float32), clip_max=sae.config.encoder))
+            for i, f in enumerate(shown):
+                items = []
+                for e in range(k):
+                    if top_rows[f, e] < 0 or top_vals[f, e] <= 0:
+                        continue
+                    before = logits[i, 0, e]
+                    items.append({
+                        "row": int(rows[i, e]),
+                        "before": _top_token_lists(before, vocab, TOP_PREDICTIONS)[0],
+                        "zero": _prediction_change(before, logits[i, 1, e], vocab),
+                        "max": _prediction_change(before, logits[i, 2, e], vocab),
+                    })
+                steering[int(f)] = items
 
-    # Co-activation over all features when small enough, else a second pass over the shown.
-    if coact is None:
-        coact_ids, coact_counts = np.arange(num_features), np.asarray(stats.coact)
-    else:
-        coact_ids = np.asarray(shown)
-        coact_counts = np.asarray(analysis.stats_from_batches(
-            sae_activations(sae, pooled), num_features, clip_max=clip, top_k=1, num_bins=1,
-            coact_features=coact_ids).coact)
-    coact_pos = {int(f): i for i, f in enumerate(coact_ids)}
-    live = ~dead_mask(summary.frequency[coact_ids]) & ~dense_mask(summary.frequency[coact_ids])
-    pages = []
-    for f in shown:
-        f = int(f)
-        examples = [dict(_describe_build(builds, int(r)), row=int(r), activation=float(v))
-                    for r, v in zip(top_rows[f], top_vals[f]) if r >= 0 and v > 0]
-        page = {
-            "id": f, "rank": rank_of.get(f), "score": float(summary.score[f]),
-            "frequency": float(summary.frequency[f]),
-            "mean_when_active": float(summary.mean_when_active[f]),
-            "max_act": float(summary.max_act[f]),
-            "hist": np.asarray(stats.hist[f]).tolist(),
-            "top_examples": examples,
-            "promoted": [(vocab.id_to_token[int(t)], float(influence[f, t])) for t in promoted[f]
-                         if influence[f, t] > 0],
-            "suppressed": [(vocab.id_to_token[int(t)], float(influence[f, t]))
-                           for t in suppressed[f] if influence[f, t] < 0],
-            "steering": steering.get(f, []),
-            "concept": None, "coactive": [],
-        }
-        if sae_f1 is not None:
-            c = int(np.argmax(sae_f1[f]))
-            page["concept"] = {"name": builds.concept_names[c], "f1": float(sae_f1[f, c]),
-                               "auroc": float(sae_auc[f, c]),
-                               "best_detector": concepts["rows"][c]["feature"] == f}
-        i = coact_pos.get(f)
-        if i is not None and coact_counts[i, i] > 0:
-            # P(g fires | f fires), over features that are neither dead nor dense.
-            ratio = np.where(live, coact_counts[i] / coact_counts[i, i], 0.0)
-            ratio[i] = 0
-            page["coactive"] = [(int(coact_ids[g]), float(ratio[g]))
-                                for g in np.argsort(-ratio)[:5] if ratio[g] > 0]
-        pages.append(page)
+    # P(g fires | f fires) for the shown features f against every feature g.
+    with timer("co-activation"):
+        coact_counts = analysis.coactivation_counts(sparse, shown)
+    del sparse
+    coact_pos = {int(f): i for i, f in enumerate(shown)}
+    live = ~dead_mask(summary.frequency) & ~dense_mask(summary.frequency)
+    with timer("pages"):
+        pages = []
+        for f in shown:
+            f = int(f)
+            examples = [dict(_describe_build(builds, int(r)), row=int(r), activation=float(v))
+                        for r, v in zip(top_rows[f], top_vals[f]) if r >= 0 and v > 0]
+            page = {
+                "id": f, "rank": rank_of.get(f), "score": float(summary.score[f]),
+                "frequency": float(summary.frequency[f]),
+                "mean_when_active": float(summary.mean_when_active[f]),
+                "max_act": float(summary.max_act[f]),
+                "hist": np.asarray(stats.hist[f]).tolist(),
+                "top_examples": examples,
+                "promoted": [(vocab.id_to_token[int(t)], float(influence[f, t]))
+                             for t in promoted[f] if influence[f, t] > 0],
+                "suppressed": [(vocab.id_to_token[int(t)], float(influence[f, t]))
+                               for t in suppressed[f] if influence[f, t] < 0],
+                "steering": steering.get(f, []),
+                "concept": None, "coactive": [],
+            }
+            if sae_f1 is not None:
+                c = int(np.argmax(sae_f1[f]))
+                page["concept"] = {"name": builds.concept_names[c], "f1": float(sae_f1[f, c]),
+                                   "auroc": float(sae_auc[f, c]),
+                                   "best_detector": concepts["rows"][c]["feature"] == f}
+            i = coact_pos[f]
+            if coact_counts[i, f] > 0:
+                # P(g fires | f fires), over features that are neither dead nor dense.
+                ratio = np.where(live, coact_counts[i] / coact_counts[i, f], 0.0)
+                ratio[f] = 0
+                page["coactive"] = [(int(g), float(ratio[g]))
+                                    for g in np.argsort(-ratio)[:5] if ratio[g] > 0]
+            pages.append(page)
 
-    in_window = set(ranked.tolist())
-    table = [{"id": int(f), "score": float(summary.score[f]),
-              "frequency": float(summary.frequency[f]),
-              "mean_when_active": float(summary.mean_when_active[f]),
-              "max_act": float(summary.max_act[f]), "in_window": int(f) in in_window}
-             for f in np.lexsort((np.arange(num_features), -summary.score))]
+        in_window = set(ranked.tolist())
+        table = [{"id": int(f), "score": float(summary.score[f]),
+                  "frequency": float(summary.frequency[f]),
+                  "mean_when_active": float(summary.mean_when_active[f]),
+                  "max_act": float(summary.max_act[f]), "in_window": int(f) in in_window}
+                 for f in np.lexsort((np.arange(num_features), -summary.score))]
     return {
         "num_builds": int(len(pooled)), "num_features": int(num_features),
-        "d_in": int(sae.config.input_dim), "clip_max": clip,
-        "hist_edges": analysis.histogram_edges(HIST_BINS, clip).tolist(),
+        "d_in": int(sae.config.input_dim), "clip_max": spec.clip_max, "hist_max": hist_max,
+        "hist_edges": edges.tolist(),
         "num_ranked": int(len(ranked)), "num_top": int(len(ranked[:top_features])),
         "dead": int(np.sum(dead_mask(summary.frequency))),
         "dense": int(np.sum(dense_mask(summary.frequency))),
@@ -314,12 +337,53 @@ def _training_metrics(workdir: Path) -> dict:
     return {k: metrics[k] for k in keys if isinstance(metrics.get(k), (int, float))}
 
 
-def analyze(workdir, *, top_features: int = 64, num_builds: int | None = None) -> dict:
-    """Analyse the SAE run in ``workdir``; writes ``concepts.json`` (synthetic data only) and
-    ``report/index.html``. Returns the concept summary (empty dict without concepts)."""
-    from primary.store import load_primary
+def analyse_and_write(workdir, primary, vocab, weapon_vocab, sae, builds, pooled: np.ndarray,
+                      *, run: dict | None = None, top_features: int = 64,
+                      explanations: bool = True, concept_set=None,
+                      timer: StageTimer | None = None) -> dict:
+    """The analysis of ``builds`` (with their ``pooled (n, D)`` vectors) written into
+    ``workdir``: ``concepts.json`` (when the builds carry concepts), ``explanations.json``
+    (unless ``explanations`` is False) and ``report/``. ``run``: the run's ``run.json``
+    (shown on the page); ``concept_set``: the planted set, the explanations' ground truth.
+    Returns the report document; ``timer`` records each stage's seconds."""
     from sae_jax.explanations import compute_explanations, write_explanations
     from sae_jax.report import write_report
+
+    timer = timer or StageTimer()
+    workdir = Path(workdir)
+    doc = analyse_features(primary, vocab, sae, builds, pooled, top_features=top_features,
+                           timer=timer)
+    with timer("steered builds"):
+        add_steered_builds(doc["pages"], builds, primary, sae, vocab, weapon_vocab)
+    doc["title"] = f"SAE features of {workdir.name}"
+    doc["run"] = {k: (run or {}).get(k) for k in ("primary_model_dir", "data_source",
+                                                  "num_builds", "seed")}
+    doc["metrics"] = _training_metrics(workdir)
+    # Human labels are shown beside the explanations; nothing here writes them.
+    doc["labels"] = labels_to_json(load_run_labels(workdir, num_features=sae.hidden_dim))
+    if (workdir / "curves.png").exists():
+        doc["curves_png"] = str(workdir / "curves.png")
+    if doc["concepts"] is not None:
+        write_concepts(workdir / "concepts.json", doc["concepts"])
+    doc["explanations"] = None
+    if explanations:
+        with timer("explanations"):
+            doc["explanations"] = compute_explanations(
+                primary, vocab, weapon_vocab, sae, builds, pooled,
+                curve_features=[p["id"] for p in doc["pages"]],
+                concepts_result=doc["concepts"], concepts=concept_set)
+            write_explanations(workdir / "explanations.json", doc["explanations"])
+    with timer("report"):
+        doc["index"] = str(write_report(workdir / "report", doc))
+    return doc
+
+
+def analyze(workdir, *, top_features: int = 64, num_builds: int | None = None,
+            explanations: bool = True) -> dict:
+    """Analyse the SAE run in ``workdir``; writes ``concepts.json`` (synthetic data only),
+    ``explanations.json`` (unless ``explanations`` is False) and ``report/index.html``.
+    Returns the concept summary (empty dict without concepts)."""
+    from primary.store import load_primary
     from sae_jax.run_setup import run_concepts
     from sae_jax.store import load_sae
 
@@ -336,24 +400,9 @@ def analyze(workdir, *, top_features: int = 64, num_builds: int | None = None) -
                           vocab, weapon_vocab)
     inputs = full_build_inputs(builds, vocab, weapon_vocab, where=f"{workdir} test builds")
     pooled = pooled_of_inputs(primary, inputs, batch_size=BATCH_SIZE)
-    doc = analyse_features(primary, vocab, sae, builds, pooled, top_features=top_features)
-    add_steered_builds(doc["pages"], builds, primary, sae, vocab, weapon_vocab)
-    doc["title"] = f"SAE features of {workdir.name}"
-    doc["run"] = {k: run.get(k) for k in ("primary_model_dir", "data_source", "num_builds",
-                                          "seed")}
-    doc["metrics"] = _training_metrics(workdir)
-    # Human labels are shown beside the explanations; nothing here writes them.
-    doc["labels"] = labels_to_json(load_run_labels(workdir, num_features=sae.hidden_dim))
-    if (workdir / "curves.png").exists():
-        doc["curves_png"] = str(workdir / "curves.png")
-    if doc["concepts"] is not None:
-        write_concepts(workdir / "concepts.json", doc["concepts"])
-    doc["explanations"] = compute_explanations(
-        primary, vocab, weapon_vocab, sae, builds, pooled,
-        curve_features=[p["id"] for p in doc["pages"]], concepts_result=doc["concepts"],
-        concepts=run_concepts(workdir))  # the ground truth is the set the run planted
-    write_explanations(workdir / "explanations.json", doc["explanations"])
-    index = write_report(workdir / "report", doc)
+    doc = analyse_and_write(workdir, primary, vocab, weapon_vocab, sae, builds, pooled,
+                            run=run, top_features=top_features, explanations=explanations,
+                            concept_set=run_concepts(workdir))  # the set the run planted
     summary = doc["concepts"]["summary"] if doc["concepts"] is not None else {}
     print(f"analysed {doc['num_builds']} held-out builds, {doc['num_features']} features "
           f"({doc['num_ranked']} in the 1%-30% window) in {time.perf_counter() - t0:.1f}s")
@@ -361,11 +410,12 @@ def analyze(workdir, *, top_features: int = 64, num_builds: int | None = None) -
         print(f"concept recovery: {summary['recovered']}/{summary['total']} concepts with "
               f"SAE F1 >= 0.8; mean F1 SAE {summary['mean_sae_f1']:.3f} vs raw neuron "
               f"{summary['mean_neuron_f1']:.3f}")
-    ex = doc["explanations"]["summary"]
-    print(f"explanations: {ex['explained']} features with held-out F1 >= {ex['explained_f1']}"
-          f", causal agreement {ex['causal_agreement']}, median F1 in the window "
-          f"{ex['median_f1_window']}")
-    print(f"feature browser: {index}")
+    if doc["explanations"] is not None:
+        ex = doc["explanations"]["summary"]
+        print(f"explanations: {ex['explained']} features with held-out F1 >= "
+              f"{ex['explained_f1']}, causal agreement {ex['causal_agreement']}, median F1 in "
+              f"the window {ex['median_f1_window']}")
+    print(f"feature browser: {doc['index']}")
     return summary
 
 
@@ -398,7 +448,8 @@ def main(argv):
         raise ValueError(f"--num_builds must be positive, got {f.num_builds}")
     if f.top_features < 0:
         raise ValueError(f"--top_features must be >= 0, got {f.top_features}")
-    analyze(workdir, top_features=f.top_features, num_builds=f.num_builds)
+    analyze(workdir, top_features=f.top_features, num_builds=f.num_builds,
+            explanations=f.explanations)
     return 0
 
 
@@ -408,5 +459,7 @@ if __name__ == "__main__":
     flags.DEFINE_string("workdir", None, "SAE run directory (holds run.json and sae/)")
     flags.DEFINE_integer("top_features", 64, "ranked features given a full section")
     flags.DEFINE_integer("num_builds", None, "analyse at most this many held-out builds")
+    flags.DEFINE_bool("explanations", True, "compute explanations.json (the longest stage for "
+                      "a large SAE; without it an earlier explanations.json is left as it is)")
     flags.mark_flag_as_required("workdir")
     app.run(main)

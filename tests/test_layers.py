@@ -21,11 +21,15 @@ SAE_ORCHESTRATION |= {"sae_jax.label"}  # its command
 SAE_LIBRARY |= {"sae_jax.explain"}
 SAE_ORCHESTRATION |= {"sae_jax.explanations"}
 SAE_ORCHESTRATION |= {"sae_jax.steered_views"}  # steering as builds in the report
-SAE_LIBRARY |= {"sae_jax.architectures", "sae_jax.recipes"}  # the SAE architectures
+SAE_LIBRARY |= {"sae_jax.architectures", "sae_jax.recipes",
+                "sae_jax.kth_largest"}  # the SAE architectures
 SAE_LIBRARY |= {"sae_jax.stack"}  # the vmapped stack of SAE steps
+SAE_LIBRARY |= {"sae_jax.sparse_activations"}  # activations kept as positive entries
 SAE_ORCHESTRATION |= {"sae_jax.sweep", "sae_jax.sweep_run", "sae_jax.sweep_report"}  # sweeps
 SAE_ORCHESTRATION |= {"sae_jax.serve", "sae_jax.workbench_run", "sae_jax.workbench_list",
                       "sae_jax.workbench_lab"}  # the workbench server
+SAE_LIBRARY |= {"sae_jax.chunk"}  # many primary batches of the loop in one call
+SAE_ORCHESTRATION |= {"sae_jax.loop_schedule"}  # where the loop's chunks end
 
 # What each layer may import (besides third-party packages).
 MAY_IMPORT = {

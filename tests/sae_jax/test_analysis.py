@@ -120,3 +120,29 @@ def test_logit_influence_and_top_tokens():
         assert list(suppressed[f]) == list(np.argsort(infl[f])[:3])
         assert infl[f, promoted[f, 0]] == infl[f].max()
         assert infl[f, suppressed[f, 0]] == infl[f].min()
+
+
+def test_sparse_statistics_equal_the_streamed_ones(acts, stats):
+    from sae_jax.analysis import coactivation_counts, histogram_max, stats_from_sparse
+    from sae_jax.sparse_activations import collect
+
+    sparse = collect(_batches(acts, 32), acts.shape[1]).sort_by_value()
+    got = stats_from_sparse(sparse, top_k=5, hist_edges=histogram_edges(12, CLIP))
+    assert int(got.num_rows) == len(acts)
+    np.testing.assert_array_equal(got.active_count, stats.active_count)
+    np.testing.assert_allclose(got.act_sum, stats.act_sum, rtol=1e-5)
+    np.testing.assert_array_equal(got.max_act, stats.max_act)
+    np.testing.assert_array_equal(got.hist, stats.hist)
+    # Top rows agree wherever the activation is positive; past that the sparse form has
+    # no rows (-1, -inf) where the stream has zero-valued ones.
+    positive = np.asarray(stats.top_values) > 0
+    np.testing.assert_array_equal(got.top_values[positive], np.asarray(stats.top_values)[positive])
+    np.testing.assert_array_equal(got.top_rows[positive], np.asarray(stats.top_rows)[positive])
+    assert np.all(got.top_rows[~positive] == -1)
+    fired = (acts > 0.01).astype(np.int64)
+    chosen = [6, 4, 0, 3]
+    np.testing.assert_array_equal(coactivation_counts(sparse, chosen),
+                                  fired[:, chosen].T @ fired)
+    # The histogram's range: the clip when there is one, else the data's largest value.
+    assert histogram_max(2.5, sparse) == 2.5
+    assert histogram_max(None, sparse) == pytest.approx(float(acts.max()))

@@ -85,3 +85,27 @@ def test_mismatched_inputs_are_refused(world):
         concept_recovery(acts, pooled, labels, ["a"])
     with pytest.raises(ValueError, match="rows differ"):
         concept_recovery(acts[:10], pooled, labels, ["a", "b", "c"])
+
+
+def test_sparse_activations_give_the_dense_f1_threshold_and_auroc(world):
+    from sae_jax.concepts import sparse_best_f1_auroc
+    from sae_jax.sparse_activations import collect
+
+    acts, pooled, labels = world
+    acts = acts.copy()
+    acts[:, 20] = 0.0  # never fires
+    acts[:, 21] = 0.5 + np.round(acts[:, 21], 1)  # fires everywhere, with ties
+    labels = np.concatenate([labels, np.zeros((len(labels), 1), bool)], axis=1)  # no positives
+    sparse = collect([(acts[i:i + 64], np.ones(len(acts[i:i + 64]), bool))
+                      for i in range(0, len(acts), 64)], acts.shape[1]).sort_by_value()
+    f1, thr, auc = sparse_best_f1_auroc(sparse, labels)
+    dense_f1, dense_thr = best_f1(acts, labels)
+    np.testing.assert_allclose(f1, dense_f1, rtol=1e-6)
+    np.testing.assert_array_equal(thr, dense_thr)
+    np.testing.assert_allclose(auc, np.asarray(auroc(acts, labels)), atol=1e-6)
+    names = ["a", "b", "c", "none"]
+    got, want = (concept_recovery(sparse, pooled, labels, names),
+                 concept_recovery(acts, pooled, labels, names))
+    for row, expect in zip(got["rows"], want["rows"]):
+        assert row == pytest.approx(expect, abs=1e-6)
+    assert got["summary"] == pytest.approx(want["summary"], abs=1e-6)
