@@ -27,6 +27,8 @@ from dataclasses import dataclass
 import jax
 import jax.numpy as jnp
 
+from sae_jax.kth_largest import kth_largest, kth_largest_per_row
+
 ARCHITECTURES = ("relu_l1", "topk", "batchtopk", "jumprelu", "matryoshka")
 # Architectures that select k features and use the AuxK loss instead of resampling.
 TOPK_FAMILY = ("topk", "batchtopk", "matryoshka")
@@ -83,8 +85,7 @@ def encoder_spec(spec) -> EncoderSpec | None:
 def topk_mask(pre: jax.Array, k: int) -> jax.Array:
     """Per row, True at the ``k`` largest entries of ``pre (..., F)`` (ties at the k-th
     value all kept, which real-valued pre-activations almost never have)."""
-    kth = jax.lax.top_k(pre, k)[0][..., -1:]
-    return pre >= kth
+    return pre >= kth_largest_per_row(pre, k)[..., None]
 
 
 def batch_topk_mask(pre: jax.Array, k: int) -> jax.Array:
@@ -92,7 +93,7 @@ def batch_topk_mask(pre: jax.Array, k: int) -> jax.Array:
     whole batch (fewer when fewer are positive)."""
     flat = jax.nn.relu(pre).reshape(-1)
     n = min(k * pre.shape[0], flat.shape[0])
-    kth = jax.lax.top_k(flat, n)[0][-1]
+    kth = kth_largest(flat, n)
     return (pre >= kth) & (pre > 0)
 
 

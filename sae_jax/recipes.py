@@ -18,9 +18,11 @@ function of (params, state, batch, config) for every architecture; relu_l1 is
   1/2]``; the pre-activations get the JumpReLU's true gradient ``H(z - theta)`` and none
   from ``H``. ``l0_coeff`` rises linearly over ``cfg.l1_warmup_steps``.
 
-AuxK (Gao et al. 2024), for the TopK family: a feature is dead once it has fired on none
-of the last ``cfg.dead_after_rows`` training rows (``extra["rows_since_fired"]``
-counts them). Per row, the ``k_aux`` dead features with the largest pre-activations
+AuxK (Gao et al. 2024), for the TopK family: a feature is dead once it has been active
+(:mod:`sae_jax.activity`: above 0.01, the evaluation's test) on none of the last
+``cfg.dead_after_rows`` training rows (``extra["rows_since_fired"]`` counts them); with
+"above 0" instead, features firing only as dust counted as alive in training and dead in
+the evaluation. Per row, the ``k_aux`` dead features with the largest pre-activations
 reconstruct the main reconstruction's error ``e = x - recon`` (no gradient through
 ``e``) through their atoms, without bias: ``auxk = s * mean((e_hat - e)^2) / mean(e^2) *
 mean(x^2)``, Gao's normalised error of the error, in the units of the main mse, scaled by
@@ -249,6 +251,7 @@ def recipe_loss(params: SAEParams, x: jax.Array, usage_ema: jax.Array, extra: di
         aux.update(l0_coeff=coeff, threshold_mean=jnp.mean(theta))
 
     fired = jax.lax.stop_gradient(h > 0)
+    active = jax.lax.stop_gradient(is_active(h))
     if cfg.architecture in TOPK_FAMILY:
         dead = extra["rows_since_fired"] >= cfg.dead_after_rows
         k_aux = cfg.aux_k(d_in, d_sae)
@@ -257,7 +260,7 @@ def recipe_loss(params: SAEParams, x: jax.Array, usage_ema: jax.Array, extra: di
         total = total + cfg.aux_coeff * aux_value
         rows = jnp.minimum(extra["rows_since_fired"] + x.shape[0], _ROWS_CAP)
         aux.update(aux_loss=aux_value, dead_aux=jnp.sum(dead, dtype=jnp.float32),
-                   rows_since_fired=jnp.where(jnp.any(fired, axis=0), 0, rows))
+                   rows_since_fired=jnp.where(jnp.any(active, axis=0), 0, rows))
 
     if cfg.architecture in GLOBAL_THRESHOLD:
         smallest = jnp.min(jnp.where(fired, jax.lax.stop_gradient(h), jnp.inf))
@@ -272,7 +275,7 @@ def recipe_loss(params: SAEParams, x: jax.Array, usage_ema: jax.Array, extra: di
     aux.update(
         mse=mse,
         l1=jnp.mean(jnp.sum(jnp.abs(h), axis=-1)),
-        l0=jnp.mean(jnp.sum(jax.lax.stop_gradient(is_active(h)), axis=-1, dtype=jnp.float32)),
+        l0=jnp.mean(jnp.sum(active, axis=-1, dtype=jnp.float32)),
         usage_batch=usage_batch,
         usage_ema=decay * usage_ema + (1.0 - decay) * usage_batch,
     )
