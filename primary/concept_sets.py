@@ -35,7 +35,7 @@ from primary.allocator import allocate
 from primary.concepts import CONCEPTS, Concept
 from primary.vocab import ABILITY_INDEX, MAIN_AP, PIECE_OF_MAIN_ONLY
 from primary.weapons import WEAPON_CLASSES
-from runkit.jsonio import write_json
+from runkit.jsonio import parse_json_file, write_json
 
 CONCEPT_SET_FILE = "concept_set.json"
 FIELDS = ("name", "description", "required", "favoured", "weapon_classes")
@@ -205,17 +205,7 @@ def concepts_from_json(data, *, source: str = "concept set") -> tuple[Concept, .
 
 def load_concept_set(path: str | os.PathLike) -> tuple[Concept, ...]:
     """The concepts of a concept set file (see the module docstring)."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise FileNotFoundError(f"concept set file {path} does not exist") from None
-    except UnicodeDecodeError as e:
-        raise ConceptSetError(f"concept set file {path} is not UTF-8 text: {e}") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ConceptSetError(f"concept set file {path} is not valid JSON: {e}") from None
+    data = parse_json_file(path, what="concept set file", error=ConceptSetError)
     return concepts_from_json(data, source=str(path))
 
 

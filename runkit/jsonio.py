@@ -36,3 +36,21 @@ def read_json(path: str | os.PathLike, *, what: str = "JSON file"):
         raise FileNotFoundError(f"no {what} at {path}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{path} is not a readable {what}: {e}") from None
+
+
+def parse_json_file(path: str | os.PathLike, *, what: str,
+                    error: type[Exception] = ValueError):
+    """The parsed content of a UTF-8 JSON file a user gave; a missing file raises
+    ``FileNotFoundError``, undecodable text or malformed JSON raises ``error``, each
+    naming ``what`` and the path."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{what} {path} does not exist") from None
+    except UnicodeDecodeError as e:
+        raise error(f"{what} {path} is not UTF-8 text: {e}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise error(f"{what} {path} is not valid JSON: {e}") from None

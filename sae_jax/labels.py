@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-from runkit.jsonio import write_json
+from runkit.jsonio import parse_json_file, write_json
 
 LABELS_FILE = "feature_labels.json"
 CATEGORIES = ("none", "mechanical", "tactical", "strategic")
@@ -114,18 +114,9 @@ def read_labels(path: str | os.PathLike, *, num_features: int | None = None,
                 missing_ok: bool = True) -> dict[int, FeatureLabel]:
     """The labels in ``path`` ({} when it does not exist and ``missing_ok``)."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        if missing_ok:
-            return {}
-        raise FileNotFoundError(f"no label file at {path}") from None
-    except UnicodeDecodeError as e:
-        raise LabelError(f"label file {path} is not UTF-8 text: {e}") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise LabelError(f"label file {path} is not valid JSON: {e}") from None
+    if missing_ok and not path.exists():
+        return {}
+    data = parse_json_file(path, what="label file", error=LabelError)
     return parse_labels(data, source=str(path), num_features=num_features)
 
 
