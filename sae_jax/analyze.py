@@ -216,6 +216,7 @@ def analyse_features(primary, vocab, sae, builds, pooled: np.ndarray, *,
     with timer("activations"):
         sparse = collect(sae_activations(sae, pooled), num_features, total_rows=len(pooled),
                          desc="SAE activations").sort_by_value()
+        positive_activations = sparse.nnz
     with timer("statistics"):
         hist_max = analysis.histogram_max(spec.clip_max, sparse)
         edges = analysis.histogram_edges(HIST_BINS, hist_max)
@@ -321,6 +322,7 @@ def analyse_features(primary, vocab, sae, builds, pooled: np.ndarray, *,
         "num_ranked": int(len(ranked)), "num_top": int(len(ranked[:top_features])),
         "dead": int(np.sum(dead_mask(summary.frequency))),
         "dense": int(np.sum(dense_mask(summary.frequency))),
+        "positive_activations": int(positive_activations),
         "pages": pages, "features": table, "concepts": concepts,
     }
 
@@ -344,7 +346,8 @@ def analyse_and_write(workdir, primary, vocab, weapon_vocab, sae, builds, pooled
     """The analysis of ``builds`` (with their ``pooled (n, D)`` vectors) written into
     ``workdir``: ``concepts.json`` (when the builds carry concepts), ``explanations.json``
     (unless ``explanations`` is False) and ``report/``. ``run``: the run's ``run.json``
-    (shown on the page); ``concept_set``: the planted set, the explanations' ground truth.
+    (shown on the page); ``concept_set``: the planted set, the explanations' ground truth
+    (None: the built-in set).
     Returns the report document; ``timer`` records each stage's seconds."""
     from sae_jax.explanations import compute_explanations, write_explanations
     from sae_jax.report import write_report
@@ -368,10 +371,11 @@ def analyse_and_write(workdir, primary, vocab, weapon_vocab, sae, builds, pooled
     doc["explanations"] = None
     if explanations:
         with timer("explanations"):
+            planted = {} if concept_set is None else {"concepts": concept_set}
             doc["explanations"] = compute_explanations(
                 primary, vocab, weapon_vocab, sae, builds, pooled,
                 curve_features=[p["id"] for p in doc["pages"]],
-                concepts_result=doc["concepts"], concepts=concept_set)
+                concepts_result=doc["concepts"], **planted)
             write_explanations(workdir / "explanations.json", doc["explanations"])
     with timer("report"):
         doc["index"] = str(write_report(workdir / "report", doc))

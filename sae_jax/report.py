@@ -13,8 +13,9 @@ builds, plus the run's explanations (``explanations.json``) and human labels
 - one card per top-ranked feature: explanation with held-out scores and causal
   check, human label, histogram, weapon-class breakdown, AP-rung curves, top
   activating builds, promoted and suppressed tokens, steering;
-- a sortable table of every feature; search over ids, explanations, labels,
-  tokens and concepts; a frequency filter; ordering by score or explanation F1.
+- a sortable table of every feature (compact JSON rows drawn by report.js a page at a
+  time, so a 24,576-feature SAE's page stays a few MB); search over ids, explanations,
+  labels, tokens and concepts; a frequency filter; ordering by score or explanation F1.
 """
 
 from __future__ import annotations
@@ -224,14 +225,20 @@ def feature_view(page: dict, expl: dict | None, label: dict | None, edges) -> di
     return _page_view(page, expl, label, edges)
 
 
-def _table_view(features: list, explained: dict, labels: dict) -> list[dict]:
+TABLE_COLUMNS = ("id", "label", "explanation", "f1", "score", "frequency", "mean_when_active",
+                 "max_act", "in_window", "has_section")
+
+
+def _table_view(features: list, explained: dict, labels: dict, shown: set) -> list[list]:
+    """The all-features table as compact rows (:data:`TABLE_COLUMNS`), drawn by report.js:
+    an HTML row per feature would make a 24,576-feature page several times larger."""
     rows = []
     for r in features:
         e, lab = explained.get(str(r["id"])), labels.get(str(r["id"]))
-        rows.append(dict(r, f1=e["f1"] if e else None, rule_text=(e or {}).get("rule_text", ""),
-                         label=(lab or {}).get("name", ""),
-                         search=_search_text(f"f{r['id']}", r["id"], (e or {}).get("rule_text"),
-                                             (lab or {}).get("name"))))
+        rows.append([r["id"], (lab or {}).get("name", ""), (e or {}).get("rule_text", ""),
+                     round(e["f1"], 4) if e else None, float(f"{r['score']:.5g}"),
+                     round(r["frequency"], 7), round(r["mean_when_active"], 5),
+                     round(r["max_act"], 5), int(r["in_window"]), int(r["id"] in shown)])
     return rows
 
 
@@ -266,7 +273,8 @@ def render_report(doc: dict) -> str:
         run_line=" \u00b7 ".join(f"{k}: {v}" for k, v in run.items() if v is not None),
         dead_note=_dead_note(doc), metric_items=_metric_items(doc),
         curves=bool(doc.get("curves_png")), concepts=concepts, ground_truth=ground_truth,
-        expl_summary=summary or None, table=_table_view(doc["features"], explained, labels),
+        expl_summary=summary or None,
+        table=_table_view(doc["features"], explained, labels, shown),
         css=(TEMPLATES / "report.css").read_text(encoding="utf-8"),
         js=(TEMPLATES / "report.js").read_text(encoding="utf-8"))
 

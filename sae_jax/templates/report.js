@@ -4,14 +4,63 @@ function applyFilter(){
   var hi=parseFloat(document.getElementById('fmax').value)/100;
   if(isNaN(lo))lo=0; if(isNaN(hi))hi=1;
   var shown=0;
-  document.querySelectorAll('[data-freq]').forEach(function(el){
+  document.querySelectorAll('section[data-freq]').forEach(function(el){
     var f=parseFloat(el.getAttribute('data-freq'));
     var s=el.getAttribute('data-search')||'';
     var ok=f>=lo&&f<=hi&&(q===''||s.indexOf(q)>=0);
     el.classList.toggle('hidden',!ok);
-    if(ok&&el.tagName==='SECTION')shown++;
+    if(ok)shown++;
   });
   document.getElementById('count').textContent=shown;
+  table.filter={q:q,lo:lo,hi:hi};
+  drawTable(true);
+}
+// The all-features table: rows [id, label, explanation, F1, score, frequency, mean when
+// active, max, in window (1/0), has a section (1/0)], drawn TABLE_PAGE at a time.
+var TABLE_PAGE=500;
+var table={rows:[],view:[],limit:TABLE_PAGE,filter:{q:'',lo:0,hi:1},col:-1,dir:'desc'};
+function fmt(x,digits){
+  if(x===null||x===undefined)return '';
+  return Math.abs(x)<1e4?String(Number(x.toPrecision(digits))):x.toExponential(digits-1);
+}
+function rowHtml(r){
+  var num='</td><td class="num">';
+  return '<tr><td>'+(r[9]?'<a href="#f'+r[0]+'">'+r[0]+'</a>':String(r[0]))+'</td><td>'+
+    esc(r[1])+'</td><td>'+esc(r[2])+num+(r[3]===null?'':r[3].toFixed(2))+num+fmt(r[4],3)+
+    num+(100*r[5]).toFixed(2)+'%'+num+r[6].toFixed(3)+num+r[7].toFixed(3)+'</td><td>'+
+    (r[8]?'yes':'')+'</td></tr>';
+}
+function esc(s){
+  return String(s).replace(/&/g,'&amp;').replace(/</g,'&lt;').replace(/>/g,'&gt;')
+    .replace(/"/g,'&quot;');
+}
+function drawTable(reset){
+  var f=table.filter, body=document.querySelector('#all-table tbody');
+  if(!body)return;
+  if(reset){
+    table.limit=TABLE_PAGE;
+    table.view=table.rows.filter(function(r){
+      if(r[5]<f.lo||r[5]>f.hi)return false;
+      return f.q===''||('f'+r[0]+' '+r[0]+' '+r[1]+' '+r[2]).toLowerCase().indexOf(f.q)>=0;
+    });
+    if(table.col>=0){
+      var c=table.col, sign=table.dir==='desc'?-1:1;
+      table.view.sort(function(a,b){
+        var x=a[c], y=b[c];
+        if(typeof x==='string'||typeof y==='string')return sign*String(x||'').localeCompare(String(y||''));
+        x=(x===null)?-Infinity:x; y=(y===null)?-Infinity:y;
+        return sign*(x-y);
+      });
+    }
+  }
+  var html=[], n=Math.min(table.limit,table.view.length);
+  for(var i=0;i<n;i++){
+    html.push(rowHtml(table.view[i]));
+  }
+  body.innerHTML=html.join('');
+  document.getElementById('table-count').textContent=n+' of '+table.view.length+
+    ' matching features ('+table.rows.length+' in all)';
+  document.getElementById('table-more').classList.toggle('hidden',n>=table.view.length);
 }
 // Order the feature sections (and the table) by a data attribute, largest first.
 function sortSections(key){
@@ -25,20 +74,16 @@ function sortSections(key){
   items.forEach(function(el){box.appendChild(el);});
 }
 function sortTable(th){
-  var table=th.closest('table'), col=Array.prototype.indexOf.call(th.parentNode.children,th);
-  var body=table.tBodies[0], rows=Array.prototype.slice.call(body.rows);
-  var dir=th.getAttribute('data-dir')==='desc'?'asc':'desc';
-  th.setAttribute('data-dir',dir);
-  rows.sort(function(a,b){
-    var x=a.cells[col].getAttribute('data-v'), y=b.cells[col].getAttribute('data-v');
-    var nx=parseFloat(x), ny=parseFloat(y), c;
-    if(!isNaN(nx)||!isNaN(ny)){nx=isNaN(nx)?-Infinity:nx; ny=isNaN(ny)?-Infinity:ny; c=nx-ny;}
-    else c=(x||'').localeCompare(y||'');
-    return dir==='desc'?-c:c;
-  });
-  rows.forEach(function(r){body.appendChild(r);});
+  var col=parseInt(th.getAttribute('data-col'),10);
+  table.dir=(table.col===col&&table.dir==='desc')?'asc':'desc';
+  table.col=col;
+  drawTable(true);
 }
 document.addEventListener('DOMContentLoaded',function(){
+  var data=document.getElementById('table-data');
+  if(data)table.rows=JSON.parse(data.textContent);
+  var more=document.getElementById('table-more');
+  if(more)more.addEventListener('click',function(){table.limit+=TABLE_PAGE;drawTable(false);});
   ['q','fmin','fmax'].forEach(function(id){
     document.getElementById(id).addEventListener('input',applyFilter);});
   document.getElementById('order').addEventListener('change',function(e){

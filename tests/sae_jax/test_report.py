@@ -151,6 +151,25 @@ def test_coactivation_lists_match_numpy(setup):
     assert any(p["coactive"] for p in setup.doc["pages"])
 
 
+def test_histogram_spans_the_clip_or_the_data(setup):
+    """A clipped SAE's histogram ends at its clip; an unclipped one's at its largest
+    activation (not at an unused clip_max), and every positive activation is counted."""
+    assert setup.doc["hist_edges"][-1] == pytest.approx(setup.sae.config.clip_max)
+    sae = create_sae(SAEConfig(input_dim=16, expansion_factor=3, architecture="topk", k=5,
+                               clip_max=6.0, clip=False), seed=2)
+    params = sae.params()
+    params["W_enc"] = params["W_enc"] * 40.0  # activations past 6
+    sae.set_params(params)
+    doc = analyse_features(setup.primary, setup.vocab, sae, setup.builds, setup.pooled,
+                           top_features=2)
+    h = np.concatenate([np.asarray(b)[v] for b, v in
+                        analyze_module.sae_activations(sae, setup.pooled)])
+    assert h.max() > 6.0 and doc["clip_max"] is None
+    assert doc["hist_edges"][-1] == pytest.approx(float(h.max()))
+    for p in doc["pages"]:
+        assert sum(p["hist"]) == int((h[:, p["id"]] > 0).sum())
+
+
 def test_report_structure(setup, tmp_path):
     builds = setup.builds
     curves = tmp_path / "curves.png"
@@ -188,8 +207,16 @@ def test_report_structure(setup, tmp_path):
     for control in ('id="q"', 'id="fmin"', 'id="fmax"', 'id="order"', 'id="legend"',
                     "function applyFilter", "function sortTable"):
         assert control in text
-    # Every feature is in the full table.
-    assert text.count("<tr data-freq=") == doc["num_features"]
+    # Every feature is in the full table, as a compact data row (report.TABLE_COLUMNS).
+    start = text.index('<script type="application/json" id="table-data">')
+    rows = json.loads(text[text.index(">", start) + 1:text.index("</script>", start)])
+    assert len(rows) == doc["num_features"]
+    assert [r[0] for r in rows] == [f["id"] for f in doc["features"]]
+    assert {r[0] for r in rows if r[9]} == {p["id"] for p in doc["pages"]}
+    by_id = {f["id"]: f for f in doc["features"]}
+    for r in rows:
+        assert r[5] == pytest.approx(by_id[r[0]]["frequency"], abs=1e-6)
+        assert r[8] == int(by_id[r[0]]["in_window"])
     data = json.loads((tmp_path / "report" / "features.json").read_text())
     assert [p["id"] for p in data["pages"]] == [p["id"] for p in doc["pages"]]
 
@@ -329,6 +356,9 @@ def test_report_shows_explanations_labels_and_sorts(setup, tmp_path):
     assert "label: <b>Sneaky <b></b>" in card and "(tactical)" in card
     # The label is escaped, never markup; the search text holds explanation and label.
     assert "Sneaky &lt;b&gt;" in text
+    # The table's data cannot close its script element, whatever a label says.
+    table_json = text[text.index('id="table-data">'):]
+    assert "Sneaky \\u003cb\\u003e" in table_json[:table_json.index("</script>")]
     assert f'data-f1="{doc["explanations"]["features"][str(second)]["f1"]}"' in text
     assert "rule text 0" in text[start - 400:start + 400].lower()
     assert "disagrees with the rule" in html.unescape(text)  # odd pages disagree
