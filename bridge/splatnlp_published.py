@@ -29,6 +29,7 @@ from pathlib import Path
 
 from bridge.splatnlp import CheckpointMismatchError
 from primary.model import PrimaryConfig
+from runkit.jsonio import parse_json_file
 from sae_jax.labels import CATEGORIES
 from sae_jax.model import SparseAutoencoder, sae_from_params
 
@@ -81,13 +82,7 @@ def artifact_url(base_url: str, name: str) -> str:
 
 def read_json_object(path: str | os.PathLike) -> dict:
     """A JSON file that must hold an object; anything else is an error naming the file."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            raw = json.load(f)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{path}: not UTF-8 text ({e.reason})") from None
+    raw = parse_json_file(path, what="JSON file")
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: expected a JSON object, got {type(raw).__name__}")
     return raw

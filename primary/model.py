@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from runkit.jsonio import write_json
+from runkit.jsonio import parse_json_file, write_json
 
 LN_EPS = 1e-5
 
@@ -66,13 +66,7 @@ class PrimaryConfig:
     @classmethod
     def from_json(cls, path: str | os.PathLike) -> PrimaryConfig:
         """Read ``config.json`` / the original's ``model_params.json`` (see :meth:`from_dict`)."""
-        try:
-            with open(path, encoding="utf-8") as f:
-                raw = json.load(f)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: not valid JSON ({e})") from None
-        except UnicodeDecodeError as e:
-            raise ValueError(f"{path}: not UTF-8 text ({e.reason})") from None
+        raw = parse_json_file(path, what="model config")
         return cls.from_dict(raw, source=str(path))
 
     @classmethod

@@ -49,8 +49,8 @@ def parse_json_file(path: str | os.PathLike, *, what: str,
     except FileNotFoundError:
         raise FileNotFoundError(f"{what} {path} does not exist") from None
     except UnicodeDecodeError as e:
-        raise error(f"{what} {path} is not UTF-8 text: {e}") from None
+        raise error(f"{what} {path}: not UTF-8 text ({e.reason})") from None
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
-        raise error(f"{what} {path} is not valid JSON: {e}") from None
+        raise error(f"{what} {path}: not valid JSON ({e})") from None

@@ -84,7 +84,7 @@ def test_bad_label_data_is_refused_naming_where(data, needle):
 def test_unreadable_file_names_it(tmp_path):
     bad = tmp_path / "labels.json"
     bad.write_text("{not json")
-    with pytest.raises(LabelError, match="labels.json is not valid JSON"):
+    with pytest.raises(LabelError, match="labels.json: not valid JSON"):
         read_labels(bad)
     assert read_labels(tmp_path / "absent.json") == {}
     with pytest.raises(FileNotFoundError, match="absent.json"):
