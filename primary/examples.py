@@ -8,7 +8,9 @@ input ``[<NULL>]``. The target is always the full build's token set
 (multi-hot over the vocabulary), stored once per build and gathered per batch.
 
 Batches are padded only to the smallest of :data:`LENGTH_BUCKETS` that fits,
-so a jitted step compiles once per bucket.
+so a jitted step compiles once per bucket. Harvesting goes further: it regroups
+the rows of many batches by length (:func:`length_groups`), so its forward
+passes carry almost no padding.
 """
 
 from __future__ import annotations
@@ -64,6 +66,10 @@ MAX_BUILD_TOKENS = max_build_tokens()
 LENGTH_BUCKETS: tuple[int, ...] = (4, 8, 12, 16)
 if LENGTH_BUCKETS[-1] < MAX_BUILD_TOKENS:
     raise AssertionError(f"largest length bucket {LENGTH_BUCKETS[-1]} < {MAX_BUILD_TOKENS}")
+# Harvesting groups rows of similar length (:func:`length_groups`): finer widths than the
+# buckets, as most examples are short (a third have one token) and each width compiles
+# the frozen forward once.
+HARVEST_WIDTHS: tuple[int, ...] = (1, 2, 4, 6, 8, 12, 16)
 
 
 @dataclass(frozen=True)
@@ -226,6 +232,57 @@ def bucket_length(longest: int) -> int:
     raise ValueError(f"{longest} tokens exceed the largest length bucket {LENGTH_BUCKETS[-1]}")
 
 
+def harvest_width(longest: int) -> int:
+    """Smallest of :data:`HARVEST_WIDTHS` that holds ``longest`` tokens."""
+    for w in HARVEST_WIDTHS:
+        if longest <= w:
+            return w
+    raise ValueError(f"{longest} tokens exceed the widest harvest group {HARVEST_WIDTHS[-1]}")
+
+
+def length_groups(lengths: np.ndarray, group_rows: int) -> list[tuple[int, np.ndarray]]:
+    """Rows cut into groups of similar length: ``[(width, positions)]``.
+
+    The positions (into ``lengths``) are sorted by length and cut into runs of
+    ``group_rows``; each run's width is the :func:`harvest_width` of its longest row, so
+    a group carries at most the rounding of one width of padding per row, and every
+    group but the last has exactly ``group_rows`` rows (the caller pads the last one).
+    A pure function of ``lengths``: the same rows always fall into the same groups.
+    """
+    if group_rows <= 0:
+        raise ValueError(f"group_rows must be positive, got {group_rows}")
+    lengths = np.asarray(lengths)
+    order = np.argsort(lengths, kind="stable")
+    out = []
+    for start in range(0, len(order), group_rows):
+        pos = order[start:start + group_rows]
+        out.append((harvest_width(int(lengths[pos[-1]])), pos))
+    return out
+
+
+def null_rows(ex: Examples, idx: np.ndarray) -> np.ndarray:
+    """``(len(idx),)`` bool: which examples are the lone ``[<NULL>]`` input (whose pooled
+    vector depends on the weapon alone)."""
+    return (ex.lengths[idx] == 1) & (ex.tokens[idx, 0] == ex.null_id)
+
+
+def model_rows(ex: Examples, idx: np.ndarray, width: int) -> dict[str, np.ndarray]:
+    """The model inputs of examples ``idx`` at ``width`` token positions (each example must
+    fit): ``tokens (n, width)``, ``weapons (n, 1)``, ``key_padding_mask (n, width)``."""
+    longest = int(ex.lengths[idx].max()) if len(idx) else 0
+    if longest > width:
+        raise ValueError(f"an example of {longest} tokens does not fit width {width}")
+    tokens = ex.tokens[idx, :width]
+    return {"tokens": tokens, "weapons": ex.weapons[idx],
+            "key_padding_mask": np.arange(width)[None, :] >= ex.lengths[idx][:, None]}
+
+
+def epoch_order(ex: Examples, *, seed: int, epoch: int, shuffle: bool = True) -> np.ndarray:
+    """The example order of one epoch (:func:`iterate_batches` takes its batches from it)."""
+    return (np.random.default_rng([int(seed), int(epoch)]).permutation(len(ex)) if shuffle
+            else np.arange(len(ex)))
+
+
 def num_batches(ex: Examples, batch_size: int, drop_remainder: bool = True) -> int:
     """How many batches :func:`iterate_batches` yields per epoch."""
     if batch_size <= 0:
@@ -249,8 +306,7 @@ def iterate_batches(ex: Examples, batch_size: int, *, seed: int, epoch: int, shu
     if count == 0:
         raise ValueError(f"iterate_batches: {len(ex)} examples make no full batch of "
                          f"{batch_size} (pass drop_remainder=False to pad the last one)")
-    order = (np.random.default_rng([int(seed), int(epoch)]).permutation(len(ex)) if shuffle
-             else np.arange(len(ex)))
+    order = epoch_order(ex, seed=seed, epoch=epoch, shuffle=shuffle)
     for i in range(count):
         idx = order[i * batch_size:(i + 1) * batch_size]
         real = len(idx)

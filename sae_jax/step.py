@@ -115,7 +115,9 @@ def _one_step(state: TrainState, buffer: ActivationBuffer, key: jax.Array, *, cf
     return TrainState(params, opt_state, usage_ema, done, extra), metrics
 
 
-def _build(cfg: SAETrainConfig, total_steps: int, num_steps: int, batch_sharding):
+def steps_body(cfg: SAETrainConfig, total_steps: int, num_steps: int, batch_sharding=None):
+    """The unjitted ``(state, buffer, key) -> (state, metrics)`` of :func:`make_train_steps`,
+    for callers that run it inside a jitted function of their own."""
     optimizer = make_optimizer(cfg, total_steps)
     lr_schedule = learning_rate_schedule(cfg, total_steps)
     resample_at = tuple(sorted(int(s) for s in cfg.resample_steps))
@@ -134,7 +136,11 @@ def _build(cfg: SAETrainConfig, total_steps: int, num_steps: int, batch_sharding
         metrics["step"] = state.step
         return state, metrics
 
-    return jax.jit(run, donate_argnums=0)
+    return run
+
+
+def _build(cfg: SAETrainConfig, total_steps: int, num_steps: int, batch_sharding):
+    return jax.jit(steps_body(cfg, total_steps, num_steps, batch_sharding), donate_argnums=0)
 
 
 _COMPILED: dict = {}

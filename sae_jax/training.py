@@ -25,19 +25,25 @@ import os
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from itertools import islice
 from pathlib import Path
-from typing import NamedTuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 from tqdm import tqdm
 
-from bridge.harvest import make_harvest_fn, model_inputs
-from primary.examples import pad_to_width
+from bridge.harvest_blocks import (
+    BlockLayout,
+    block_example_indices,
+    create_staging,
+    harvest_block,
+    host_block,
+    null_pooled_table,
+    to_device,
+)
 from runkit.checkpoints import Checkpoints
 from runkit.errors import RunFault
 from runkit.hosts import (
@@ -51,10 +57,12 @@ from runkit.jsonio import read_json, write_json
 from runkit.lock import WorkdirLock
 from runkit.metrics_log import MetricsLog
 from runkit.resume import claim_settings
-from runkit.sharding import batch_sharding, make_mesh, replicate, shard_batch
+from runkit.sharding import batch_sharding, make_mesh, replicate
 from sae_jax.buffer import create_buffer
+from sae_jax.chunk import Health, fresh_health, make_chunk_fn
 from sae_jax.config import SAETrainConfig
 from sae_jax.evaluate import evaluate_sae
+from sae_jax.loop_schedule import LoopSchedule, crossed
 from sae_jax.model import create_sae, sae_from_params
 from sae_jax.plots import plot_curves
 from sae_jax.run_setup import (
@@ -66,7 +74,7 @@ from sae_jax.run_setup import (
     run_concept_set,
     write_run_json,
 )
-from sae_jax.step import TrainState, init_train_state, make_train_steps
+from sae_jax.step import TrainState, init_train_state
 from sae_jax.store import save_sae
 
 EVAL_BATCH_SIZE = 512
@@ -75,29 +83,6 @@ CHECKPOINTS_KEPT = 3
 
 class TrainingFault(RunFault):
     """Training stopped on non-finite activations or loss; the last checkpoint is good."""
-
-
-class Health(NamedTuple):
-    """Device-side fault record: the first SAE step at which something went wrong (-1: never)
-    and the number of features resampled since the last log."""
-
-    bad_activation_step: jax.Array
-    bad_loss_step: jax.Array
-    resampled: jax.Array
-
-
-def _fresh_health() -> Health:
-    minus_one = jnp.full((), -1, jnp.int32)
-    return Health(minus_one, minus_one, jnp.zeros((), jnp.int32))
-
-
-@jax.jit
-def _note(health: Health, activations_finite, loss_finite, n_resampled, step) -> Health:
-    """Fold one primary batch's checks into the record (no host sync)."""
-    bad_act = jnp.where((health.bad_activation_step < 0) & ~activations_finite, step,
-                        health.bad_activation_step)
-    bad_loss = jnp.where((health.bad_loss_step < 0) & ~loss_finite, step, health.bad_loss_step)
-    return Health(bad_act, bad_loss, health.resampled + n_resampled)
 
 
 def _raise_if_unhealthy(health: Health, ckpt: Checkpoints) -> None:
@@ -119,8 +104,7 @@ def _checkpoint_tree(state: TrainState, buffer, key) -> dict:
     return {"train_state": state, "buffer": buffer._asdict(), "rng": key}
 
 
-def _crossed(prev: int, now: int, every: int) -> bool:
-    return every > 0 and now // every > prev // every
+_crossed = crossed  # the sweep loop's name for it
 
 
 def _batches_from(train_examples, cfg: SAETrainConfig, plan: RunPlan, start: int):
@@ -145,12 +129,45 @@ def _max_width() -> int:
     return LENGTH_BUCKETS[-1]
 
 
-def _host_metrics(metrics: dict, health: Health) -> dict:
-    host = jax.device_get(metrics)
-    out = {k: (v.item() if hasattr(v, "item") else v) for k, v in host.items()}
-    out["n_resampled"] = int(health.resampled)
-    out["finite"] = bool(out.get("finite", True))
-    return out
+class _LogReader:
+    """Metrics lines from chunk results, read from the device only when a line is due.
+    ``n_resampled`` counts the features resampled since the previous line."""
+
+    def __init__(self):
+        self._pending = []  # (metrics, block offsets) of chunks not yet read to their end
+        self._host = {}
+
+    def add(self, metrics, lo: int, hi: int) -> None:
+        self._pending.append((metrics, lo, hi))
+
+    def line(self, offset: int) -> dict:
+        """The line of the newest chunk's batch at block offset ``offset``."""
+        resampled = 0
+        for i, (metrics, lo, hi) in enumerate(self._pending):
+            host = self._host.get(id(metrics))
+            if host is None:
+                host = self._host[id(metrics)] = jax.device_get(metrics)
+            last = i == len(self._pending) - 1
+            resampled += int(np.sum(host["n_resampled"][lo:(offset + 1 if last else hi)]))
+        metrics, _, hi = self._pending[-1]
+        host = self._host[id(metrics)]
+        out = {k: v[offset].item() for k, v in host.items()}
+        out["n_resampled"] = resampled
+        out["finite"] = bool(out.get("finite", True))
+        self._pending = [(metrics, offset + 1, hi)]
+        self._host = {id(metrics): host}
+        return out
+
+
+def _block_inputs(train_examples, cfg, plan, layout, schedule, first_batch, mesh, orders):
+    """The harvest block starting at ``first_batch``, built on the host and placed on the
+    devices (run in a worker thread, ahead of the device)."""
+    _, end = schedule.block_of(first_batch)
+    indices = block_example_indices(
+        train_examples, seed=cfg.seed, batch_size=cfg.primary_batch_size,
+        batches_per_epoch=plan.batches_per_epoch, first_batch=first_batch,
+        num_batches=end - first_batch, orders=orders)
+    return to_device(host_block(train_examples, layout, indices, first_batch), mesh)
 
 
 def _run_loop(cfg, plan, workdir: Path, primary, train_examples, mesh, ckpt, sae_config,
@@ -164,7 +181,7 @@ def _run_loop(cfg, plan, workdir: Path, primary, train_examples, mesh, ckpt, sae
     buffer = buffer._replace(write_pos=replicate(buffer.write_pos, mesh),
                              fill=replicate(buffer.fill, mesh))
     key = replicate(jax.random.PRNGKey(cfg.seed), mesh)
-    next_batch, rows_seen = 0, 0
+    next_batch = 0
 
     seconds_before, last_logged = 0.0, {}
     restored = ckpt.restore_latest(_checkpoint_tree(state, buffer, key), what=(
@@ -176,7 +193,7 @@ def _run_loop(cfg, plan, workdir: Path, primary, train_examples, mesh, ckpt, sae
         buffer = type(buffer)(**restored.tree["buffer"])
         key = restored.tree["rng"]
         progress = restored.progress
-        next_batch, rows_seen = int(progress["next_batch"]), int(progress["rows_seen"])
+        next_batch = int(progress["next_batch"])
         seconds_before = float(progress.get("seconds", 0.0))
         last_logged = dict(progress.get("last_logged", {}))
         print(f"resuming from the checkpoint at SAE step {latest} "
@@ -185,55 +202,73 @@ def _run_loop(cfg, plan, workdir: Path, primary, train_examples, mesh, ckpt, sae
     if is_writer():
         log.restart_at(latest)
 
+    layout = BlockLayout.for_batch_size(cfg.primary_batch_size)
+    schedule = LoopSchedule(
+        total_batches=plan.total_batches, batch_size=cfg.primary_batch_size,
+        buffer_size=cfg.buffer_size, min_buffer=cfg.min_buffer,
+        steps_per_batch=plan.sae_steps_per_batch, log_every=cfg.log_every,
+        checkpoint_every=cfg.checkpoint_every, batches_per_block=layout.batches,
+        stop_after_steps=stop_after_steps)
+    if schedule.steps_after(next_batch - 1) != int(latest or 0):
+        raise TrainingFault(f"the checkpoint at SAE step {latest} says primary batch "
+                            f"{next_batch} is next, which this run's plan puts at SAE step "
+                            f"{schedule.steps_after(next_batch - 1)}")
     graphdef, primary_state = nnx.split(primary)
     primary_state = replicate(primary_state, mesh)
-    harvest = make_harvest_fn(graphdef)
-    width = _max_width()
-    train_steps = make_train_steps(cfg, plan.total_sae_steps, plan.sae_steps_per_batch,
-                                   batch_sharding=rows)
-    step = int(latest or 0)
-    health, metrics = _fresh_health(), None
-    all_true, no_resample = jnp.asarray(True), jnp.zeros((), jnp.int32)
+    null_table = null_pooled_table(primary, train_examples.null_id, mesh)
+    staging = create_staging(layout, sae_config.input_dim, mesh)
+    chunk_fns = {train: make_chunk_fn(cfg, plan.total_sae_steps, plan.sae_steps_per_batch,
+                                      layout.batches, train=train, batch_sharding=rows)
+                 for train in (False, True)}
+    health, reader = fresh_health(), _LogReader()
     t0 = time.perf_counter()
     bar = tqdm(total=plan.total_batches, initial=next_batch, unit="batch", desc="SAE run",
                dynamic_ncols=True, disable=not is_writer())
-    stopped = False
-    for g, batch in _batches_from(train_examples, cfg, plan, next_batch):
-        weight = np.asarray(batch["weight"])
-        inputs = pad_to_width(model_inputs(batch), width, primary.config.pad_token_id)
-        buffer, act_ok = harvest(primary_state, buffer, shard_batch(inputs, mesh))
-        rows_seen += int((weight > 0).sum())
-        prev = step
-        loss_ok, n_res = all_true, no_resample
-        if min(rows_seen, cfg.buffer_size) >= cfg.min_buffer:
-            state, metrics = train_steps(state, buffer, key)
-            step += plan.sae_steps_per_batch
-            loss_ok, n_res = metrics["finite"], metrics["n_resampled"]
-        health = _note(health, act_ok, loss_ok, n_res, np.int32(prev))
-        bar.update(1)
-        final = g + 1 == plan.total_batches
-        stop = stop_after_steps is not None and step >= stop_after_steps
-        if step == prev and not final:
-            continue
-        if metrics is not None and (_crossed(prev, step, cfg.log_every) or final or stop):
-            _raise_if_unhealthy(health, ckpt)
-            last_logged = _host_metrics(metrics, health)
-            last_logged.update(step=step, epoch=g // plan.batches_per_epoch, primary_batch=g + 1,
-                               buffer_fill=min(rows_seen, cfg.buffer_size),
-                               seconds=round(seconds_before + time.perf_counter() - t0, 3))
-            if is_writer():
-                log.append(last_logged)
-            health = health._replace(resampled=no_resample)
-            bar.set_postfix(step=step, loss=f"{last_logged['loss']:.4g}",
-                            mse=f"{last_logged['mse']:.3g}", l0=f"{last_logged['l0']:.1f}")
-        if step > 0 and (_crossed(prev, step, cfg.checkpoint_every) or final or stop):
-            _raise_if_unhealthy(health, ckpt)
-            ckpt.save(step, _checkpoint_tree(state, buffer, key), {
-                "next_batch": g + 1, "rows_seen": rows_seen, "last_logged": last_logged,
-                "seconds": seconds_before + time.perf_counter() - t0})
-        if stop:
-            stopped = True
-            break
+    stopped, block, orders = False, None, {}
+    with ThreadPoolExecutor(max_workers=1) as prep:
+        def prepare(first_batch):
+            return prep.submit(_block_inputs, train_examples, cfg, plan, layout, schedule,
+                               first_batch, mesh, orders)
+
+        upcoming = prepare(schedule.block_of(next_batch)[0]) if next_batch < plan.total_batches \
+            else None
+        for chunk in schedule.chunks(next_batch):
+            block_first, block_end = schedule.block_of(chunk.first)
+            if block is None or block.first_batch != block_first:
+                block = upcoming.result()
+                staging = harvest_block(graphdef, primary_state, block, staging)
+                upcoming = prepare(block_end) if block_end < plan.total_batches else None
+            state, buffer, health, metrics = chunk_fns[chunk.train](
+                state, buffer, key, health, staging, null_table, block.is_null, block.weapons,
+                np.int32(chunk.first - block_first), np.int32(chunk.end - chunk.first))
+            bar.update(chunk.end - chunk.first)
+            if chunk.train:
+                reader.add(metrics, chunk.first - block_first, chunk.end - block_first)
+            for g in chunk.log_at:
+                _raise_if_unhealthy(health, ckpt)
+                last_logged = reader.line(g - block_first)
+                last_logged.update(step=schedule.steps_after(g),
+                                   epoch=g // plan.batches_per_epoch, primary_batch=g + 1,
+                                   buffer_fill=min((g + 1) * cfg.primary_batch_size,
+                                                   cfg.buffer_size),
+                                   seconds=round(seconds_before + time.perf_counter() - t0, 3))
+                if is_writer():
+                    log.append(last_logged)
+                bar.set_postfix(step=last_logged["step"], loss=f"{last_logged['loss']:.4g}",
+                                mse=f"{last_logged['mse']:.3g}", l0=f"{last_logged['l0']:.1f}")
+            if chunk.checkpoint:
+                _raise_if_unhealthy(health, ckpt)
+                ckpt.save(schedule.steps_after(chunk.end - 1),
+                          _checkpoint_tree(state, buffer, key), {
+                              "next_batch": chunk.end,
+                              "rows_seen": chunk.end * cfg.primary_batch_size,
+                              "last_logged": last_logged,
+                              "seconds": seconds_before + time.perf_counter() - t0})
+            if chunk.stop:
+                stopped = True
+                break
+        if upcoming is not None:
+            upcoming.cancel()
     bar.close()
     _raise_if_unhealthy(health, ckpt)
     return state, stopped, last_logged, seconds_before

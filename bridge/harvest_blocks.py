@@ -1,0 +1,195 @@
+"""Harvesting a block of primary batches at once, its rows grouped by length.
+
+The SAE loop harvests ``C`` primary batches of ``B`` rows together (a block).
+On the host, :func:`host_block` takes the block's rows in the loop's data order,
+sets aside the lone ``[<NULL>]`` inputs (their pooled vector depends only on the
+weapon: :func:`null_pooled_table` computes it once per weapon), and cuts the
+other rows, sorted by length, into groups of ``group_rows``, each padded only to
+the width its longest row needs (:func:`primary.examples.length_groups`). On the
+device, :func:`harvest_block` runs one jitted forward per group (compiled once per
+width) and scatters the pooled vectors into the block's ``(C, B, d)`` staging
+array at their batch and row. Padding rows of the last group are sent out of
+range and dropped.
+
+Blocks start at multiples of ``C`` in the run's global batch index, so the rows
+that share a group are a pure function of the data order: a resumed run
+harvests every row exactly as an uninterrupted one did.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache, partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from bridge.harvest import pooled_of_inputs, pooled_vectors
+from primary.examples import Examples, epoch_order, length_groups, model_rows, null_rows
+from runkit.sharding import DATA_AXIS, num_data_shards, replicate
+
+# Rows per block and per harvest group: large enough that an accelerator is not
+# dispatch-bound, small enough that a block is harvested in seconds on a CPU.
+BLOCK_ROWS = 4096
+GROUP_ROWS = 128
+
+
+@dataclass(frozen=True)
+class BlockLayout:
+    """``batches`` primary batches of ``batch_size`` rows per block; harvest groups of
+    ``group_rows`` rows (a multiple of the batch size, so it splits over the devices as
+    evenly as a batch does)."""
+
+    batches: int
+    batch_size: int
+    group_rows: int
+
+    @classmethod
+    def for_batch_size(cls, batch_size: int, *, block_rows: int = BLOCK_ROWS,
+                       group_rows: int = GROUP_ROWS) -> BlockLayout:
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        batches = max(1, block_rows // batch_size)
+        return cls(batches, batch_size, batch_size * max(1, group_rows // batch_size))
+
+    @property
+    def rows(self) -> int:
+        return self.batches * self.batch_size
+
+
+@dataclass(frozen=True)
+class HostBlock:
+    """One block's inputs on the host. ``groups``: ``(width, arrays)`` with ``tokens``,
+    ``weapons``, ``key_padding_mask`` and ``positions`` (flat ``batch * B + row`` in the
+    block; ``layout.rows`` for padding rows), ``group_rows`` rows each; ``is_null`` and
+    ``weapons``: ``(C, B)``."""
+
+    first_batch: int
+    num_batches: int
+    groups: list[tuple[int, dict[str, np.ndarray]]]
+    is_null: np.ndarray
+    weapons: np.ndarray
+
+
+def block_example_indices(examples: Examples, *, seed: int, batch_size: int,
+                          batches_per_epoch: int, first_batch: int, num_batches: int,
+                          orders: dict | None = None) -> np.ndarray:
+    """``(num_batches, batch_size)`` example indices of global batches ``first_batch...``:
+    epoch ``g // batches_per_epoch``, batch ``g % batches_per_epoch`` of that epoch's order
+    (as :func:`primary.examples.iterate_batches` takes them). ``orders`` caches the orders."""
+    orders = {} if orders is None else orders
+    out = np.empty((num_batches, batch_size), np.int64)
+    for i, g in enumerate(range(first_batch, first_batch + num_batches)):
+        epoch, b = divmod(g, batches_per_epoch)
+        if epoch not in orders:
+            orders.clear()  # one epoch at a time is enough
+            orders[epoch] = epoch_order(examples, seed=seed, epoch=epoch)
+        idx = orders[epoch][b * batch_size:(b + 1) * batch_size]
+        if len(idx) != batch_size:
+            raise ValueError(f"batch {b} of epoch {epoch} is short ({len(idx)} of {batch_size} "
+                             f"rows): batches_per_epoch {batches_per_epoch} is too many")
+        out[i] = idx
+    return out
+
+
+def host_block(examples: Examples, layout: BlockLayout, indices: np.ndarray,
+               first_batch: int) -> HostBlock:
+    """The block of the example ``indices`` ``(n, B)`` (n <= C batches)."""
+    n, b = indices.shape
+    if n > layout.batches or b != layout.batch_size:
+        raise ValueError(f"a block of {n} batches of {b} rows does not fit the layout "
+                         f"{layout}")
+    flat = indices.reshape(-1)
+    is_null = np.zeros(layout.rows, bool)
+    is_null[:len(flat)] = null_rows(examples, flat)
+    weapons = np.zeros(layout.rows, np.int32)
+    weapons[:len(flat)] = examples.weapons[flat, 0]
+    harvested = np.flatnonzero(~is_null[:len(flat)])
+    groups = []
+    for width, pos in length_groups(examples.lengths[flat[harvested]], layout.group_rows):
+        positions = harvested[pos]
+        short = layout.group_rows - len(positions)
+        arrays = model_rows(examples, flat[np.concatenate([positions, np.repeat(
+            positions[:1], short)])], width)  # padding rows repeat a real one
+        arrays["positions"] = np.concatenate(
+            [positions, np.full(short, layout.rows)]).astype(np.int32)
+        groups.append((width, arrays))
+    return HostBlock(first_batch, n, groups, is_null.reshape(layout.batches, b),
+                     weapons.reshape(layout.batches, b))
+
+
+def _block_sharding(mesh: Mesh) -> NamedSharding:
+    """``(C, B, ...)`` block arrays: the batch-row axis split like a batch."""
+    return NamedSharding(mesh, PartitionSpec(None, DATA_AXIS))
+
+
+def _place(host: np.ndarray, sharding: NamedSharding) -> jax.Array:
+    """A host array every process holds whole, placed under ``sharding`` (each process
+    transfers only the slices its devices hold)."""
+    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+
+@dataclass(frozen=True)
+class DeviceBlock:
+    first_batch: int
+    num_batches: int
+    groups: list[tuple[int, dict[str, jax.Array]]]
+    is_null: jax.Array
+    weapons: jax.Array
+
+
+def to_device(block: HostBlock, mesh: Mesh) -> DeviceBlock:
+    rows = NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+    groups = [(w, {k: _place(np.asarray(v), rows) for k, v in arrays.items()})
+              for w, arrays in block.groups]
+    sharding = _block_sharding(mesh)
+    return DeviceBlock(block.first_batch, block.num_batches, groups,
+                       _place(block.is_null, sharding), _place(block.weapons, sharding))
+
+
+def create_staging(layout: BlockLayout, dim: int, mesh: Mesh, dtype="float32") -> jax.Array:
+    """The block's ``(C, B, dim)`` pooled vectors, zeros, split like the batches."""
+    shape = (layout.batches, layout.batch_size, dim)
+    if layout.batch_size % num_data_shards(mesh):
+        raise ValueError(f"batch size {layout.batch_size} does not split over the "
+                         f"{num_data_shards(mesh)} devices")
+    return jax.jit(lambda: jnp.zeros(shape, dtype), out_shardings=_block_sharding(mesh))()
+
+
+def _harvest_group(graphdef, primary_state, staging: jax.Array, group: dict) -> jax.Array:
+    x = pooled_vectors(graphdef, primary_state, group)
+    batch_size = staging.shape[1]
+    pos = group["positions"]
+    # Out-of-range positions (padding rows) land past the last batch and are dropped.
+    return staging.at[pos // batch_size, pos % batch_size].set(
+        x.astype(staging.dtype), mode="drop")
+
+
+@lru_cache(maxsize=16)
+def make_group_harvest_fn(graphdef: nnx.GraphDef):
+    """``fn(primary_state, staging, group) -> staging``: one group's pooled vectors
+    scattered into the staging array (donated); compiles once per group width."""
+    return jax.jit(partial(_harvest_group, graphdef), donate_argnums=(1,))
+
+
+def harvest_block(graphdef: nnx.GraphDef, primary_state, block: DeviceBlock,
+                  staging: jax.Array) -> jax.Array:
+    """Every group of ``block`` through the frozen primary into ``staging`` (donated);
+    asynchronous: nothing waits for the device."""
+    fn = make_group_harvest_fn(graphdef)
+    for _, group in block.groups:
+        staging = fn(primary_state, staging, group)
+    return staging
+
+
+def null_pooled_table(primary, null_id: int, mesh: Mesh) -> jax.Array:
+    """``(weapon_vocab_size, hidden)``: the pooled vector of the input ``[<NULL>]`` with each
+    weapon, replicated on the mesh."""
+    n = primary.config.weapon_vocab_size
+    inputs = {"tokens": np.full((n, 1), null_id, np.int32),
+              "weapons": np.arange(n, dtype=np.int32)[:, None],
+              "key_padding_mask": np.zeros((n, 1), bool)}
+    return replicate(jnp.asarray(pooled_of_inputs(primary, inputs)), mesh)
