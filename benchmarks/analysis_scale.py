@@ -5,8 +5,8 @@ the pooled vectors are made: statistics, top builds, histograms, logit influence
 recovery, steering, co-activation, steered builds, explanations and the report) stage by
 stage for a 512 -> ``--features`` SAE over ``--builds`` synthetic builds, with and without
 the explanations, and reports the peak resident memory of the analysis (the process's
-high-water mark reset just before it, so the inputs held in memory count, their making
-does not) and the size of the report.
+high-water mark reset as each stage starts, so the inputs held in memory count, their
+making does not) and the size of the report.
 
 Inputs, made before the clock starts:
 
@@ -38,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results" / "analysis_scale.json"
@@ -64,6 +65,28 @@ def _peak_rss_gib() -> float:
     except OSError:
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+class PeakTimer:
+    """A :class:`sae_jax.analyze.StageTimer` that also keeps each stage's peak resident
+    memory (the high-water mark reset as the stage starts, so what the stage holds from
+    before counts too)."""
+
+    def __init__(self):
+        from sae_jax.analyze import StageTimer
+
+        self.timer = StageTimer()
+        self.seconds = self.timer.seconds
+        self.peak_gib: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, name: str):
+        _reset_peak_rss()
+        try:
+            with self.timer(name):
+                yield
+        finally:
+            self.peak_gib[name] = round(max(self.peak_gib.get(name, 0.0), _peak_rss_gib()), 2)
 
 
 def make_inputs(features: int, builds: int, *, min_rate: float, max_rate: float,
@@ -114,28 +137,31 @@ def make_inputs(features: int, builds: int, *, min_rate: float, max_rate: float,
 def run_one(features: int, builds: int, *, explanations: bool, min_rate: float,
             max_rate: float, seed: int = 0) -> dict:
     """One size, in this process: stage times (s), peak memory (GiB), report size (MB)."""
-    from sae_jax.analyze import StageTimer, analyse_and_write
+    from sae_jax.analyze import analyse_and_write
 
     t0 = time.perf_counter()
     primary, vocab, weapon_vocab, sae, b, pooled = make_inputs(
         features, builds, min_rate=min_rate, max_rate=max_rate, seed=seed)
     t_inputs = time.perf_counter() - t0
     reset = _reset_peak_rss()
-    timer = StageTimer()
+    timer = PeakTimer()
     with tempfile.TemporaryDirectory() as workdir:
         t1 = time.perf_counter()
         doc = analyse_and_write(workdir, primary, vocab, weapon_vocab, sae, b, pooled,
                                 explanations=explanations, timer=timer)
         seconds = time.perf_counter() - t1
-        peak = _peak_rss_gib()
         report = Path(workdir) / "report"
         sizes = {p.name: round(p.stat().st_size / 1e6, 2) for p in sorted(report.iterdir())}
+    peaks = timer.peak_gib
     stages = {k: round(v, 1) for k, v in timer.seconds.items()}
     return {"features": features, "builds": builds, "d_in": D_IN,
             "explanations": explanations, "seconds": round(seconds, 1),
             "seconds_without_explanations": round(seconds - timer.seconds.get(
                 "explanations", 0.0), 1),
-            "stages": stages, "peak_gib": round(peak, 2), "peak_is_analysis_only": reset,
+            "stages": stages, "peak_gib": max(peaks.values()),
+            "peak_gib_without_explanations": max(v for k, v in peaks.items()
+                                                 if k != "explanations"),
+            "stage_peak_gib": peaks, "peak_is_analysis_only": reset,
             "input_seconds": round(t_inputs, 1), "report_mb": sizes,
             "positive_activations": doc["positive_activations"],
             "rate_range": [min_rate, max_rate], "ranked": doc["num_ranked"],
@@ -181,7 +207,8 @@ def main(argv=None) -> int:
         rows.append(row)
         print(f"{f:>6} features x {n:>7} builds: {row['seconds']:.1f} s "
               f"({row['seconds_without_explanations']:.1f} s without explanations), peak "
-              f"{row['peak_gib']:.2f} GiB, report {row['report_mb']} MB; stages "
+              f"{row['peak_gib']:.2f} GiB ({row['peak_gib_without_explanations']:.2f} GiB "
+              f"without), report {row['report_mb']} MB; stages "
               f"{row['stages']}; inputs {row['input_seconds']} s (not timed)")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"rows": rows, "cpus": os.cpu_count(),

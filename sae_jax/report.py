@@ -27,6 +27,7 @@ from functools import cache
 from pathlib import Path
 
 import jinja2
+from markupsafe import Markup
 
 from primary.vocab import AP_THRESHOLDS, STANDARD_ABILITIES
 from runkit.jsonio import write_json
@@ -275,8 +276,17 @@ def render_report(doc: dict) -> str:
         curves=bool(doc.get("curves_png")), concepts=concepts, ground_truth=ground_truth,
         expl_summary=summary or None,
         table=_table_view(doc["features"], explained, labels, shown),
-        css=(TEMPLATES / "report.css").read_text(encoding="utf-8"),
-        js=(TEMPLATES / "report.js").read_text(encoding="utf-8"))
+        css=_package_text("report.css"), js=_package_text("report.js"))
+
+
+def _package_text(name: str) -> Markup:
+    """A CSS or JavaScript file of the package, inlined as is: escaping would turn its
+    ``>`` and ``&&`` into entities that neither language reads."""
+    text = (TEMPLATES / name).read_text(encoding="utf-8")
+    end = "</" + name.rsplit(".", 1)[1].replace("js", "script").replace("css", "style")
+    if end in text.lower():
+        raise ValueError(f"{TEMPLATES / name} contains {end!r}, which would end its element")
+    return Markup(text)
 
 
 def write_report(out_dir: str | os.PathLike, doc: dict) -> Path:

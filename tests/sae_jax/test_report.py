@@ -24,7 +24,7 @@ from sae_jax.analyze import (
 )
 from sae_jax.labels import set_label
 from sae_jax.model import SAEConfig, create_sae
-from sae_jax.report import render_report, token_label, write_report
+from sae_jax.report import TEMPLATES, render_report, token_label, write_report
 from sae_jax.store import save_sae
 
 VOID = {"meta", "br", "input", "rect", "line", "img", "link", "hr"}
@@ -207,6 +207,12 @@ def test_report_structure(setup, tmp_path):
     for control in ('id="q"', 'id="fmin"', 'id="fmax"', 'id="order"', 'id="legend"',
                     "function applyFilter", "function sortTable"):
         assert control in text
+    # The inlined script and style are the package files as they are, not HTML-escaped.
+    script = text[text.index("<script>") + 8:text.index("</script>")]
+    assert script == (TEMPLATES / "report.js").read_text(encoding="utf-8")
+    assert "&&" in script and "&amp;&amp;" not in script
+    style = text[text.index("<style>") + 7:text.index("</style>")]
+    assert style == (TEMPLATES / "report.css").read_text(encoding="utf-8")
     # Every feature is in the full table, as a compact data row (report.TABLE_COLUMNS).
     start = text.index('<script type="application/json" id="table-data">')
     rows = json.loads(text[text.index(">", start) + 1:text.index("</script>", start)])
