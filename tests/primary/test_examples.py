@@ -234,3 +234,40 @@ def test_batch_errors(examples):
     with pytest.raises(ValueError, match="batch_size"):
         num_batches(examples, 0)
     assert NULL == "<NULL>"
+
+
+def test_length_groups_sort_rows_and_pad_each_group_only_to_its_longest():
+    from primary.examples import HARVEST_WIDTHS, harvest_width, length_groups
+
+    lengths = np.random.default_rng(0).integers(1, 16, size=103)
+    groups = length_groups(lengths, 16)
+    assert [len(p) for _, p in groups] == [16] * 6 + [7]  # only the last group is short
+    every = np.concatenate([p for _, p in groups])
+    np.testing.assert_array_equal(np.sort(every), np.arange(103))  # each row exactly once
+    assert (np.diff(lengths[every]) >= 0).all()  # in length order
+    for width, pos in groups:
+        assert width == harvest_width(int(lengths[pos].max())) and width in HARVEST_WIDTHS
+    assert [harvest_width(n) for n in (1, 2, 3, 5, 15)] == [1, 2, 4, 6, 16]
+    with pytest.raises(ValueError, match="17 tokens"):
+        harvest_width(17)
+    with pytest.raises(ValueError, match="group_rows"):
+        length_groups(lengths, 0)
+
+
+def test_model_rows_null_rows_and_epoch_order(examples):
+    from primary.examples import epoch_order, model_rows, null_rows
+
+    idx = np.flatnonzero(examples.lengths <= 3)[:50]
+    rows = model_rows(examples, idx, 3)
+    assert rows["tokens"].shape == rows["key_padding_mask"].shape == (50, 3)
+    np.testing.assert_array_equal(rows["key_padding_mask"], rows["tokens"] == examples.pad_id)
+    np.testing.assert_array_equal(rows["weapons"], examples.weapons[idx])
+    with pytest.raises(ValueError, match="does not fit width 2"):
+        model_rows(examples, idx, 2)
+    null = null_rows(examples, np.arange(len(examples)))
+    assert null.sum() == examples.num_builds  # include_null: one per build
+    assert (examples.tokens[null, 0] == examples.null_id).all()
+    # iterate_batches takes its batches from epoch_order, in order.
+    order = epoch_order(examples, seed=4, epoch=2)
+    first = next(iterate_batches(examples, 32, seed=4, epoch=2))
+    np.testing.assert_array_equal(first["weapons"], examples.weapons[order[:32]])
