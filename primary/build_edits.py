@@ -13,6 +13,10 @@ fewest other changes is taken. When the build has no room, slots are taken from 
 unprotected abilities ("donors"): a sub from the standard ability with the most subs, or
 a main from a standard ability that has one (a main-only ability last).
 
+An ``absent`` condition is the other side of its ability: adding it takes the ability
+off the build (its slots stay empty), removing it puts the ability on at its first rung
+(or the main-only ability on its main).
+
 Weapon-side conditions swap the weapon: to one meeting all of the conjunction's weapon
 conditions (add), or none of them (remove; a weapon of the same class where the
 condition allows, so the edit changes as little as it can). Weapons come from a pool
@@ -28,7 +32,13 @@ from collections.abc import Sequence
 import numpy as np
 
 from primary.builds import BuildSet
-from primary.conditions import WEAPON_KINDS, Condition, condition_matrix, weapon_attribute_table
+from primary.conditions import (
+    ABILITY_KINDS,
+    WEAPON_KINDS,
+    Condition,
+    condition_matrix,
+    weapon_attribute_table,
+)
 from primary.vocab import (
     ABILITIES,
     ABILITY_INDEX,
@@ -183,6 +193,16 @@ def set_ability_range(ap: np.ndarray, ability: str, lo: int, hi: int,
     return best_ap, best_ok
 
 
+def _target_range(c: Condition, add: bool) -> tuple[int, int]:
+    """AP range that makes a build meet ability-side condition ``c`` (``add``) or not."""
+    present = add != c.negated  # adding an absence takes the ability off
+    if ABILITY_INDEX[c.ability] < N_MAIN_ONLY:
+        return (MAIN_AP, MAIN_AP) if present else (0, 0)
+    if c.kind == "absent":
+        return _rung_range(AP_THRESHOLDS[0], below=False) if present else (0, 0)
+    return _rung_range(c.threshold, below=not present)
+
+
 def _rung_range(threshold: int, *, below: bool) -> tuple[int, int]:
     """AP range with the same tokens: ``[t, next rung)`` or, below, ``[previous rung, t)``."""
     rungs = (0,) + AP_THRESHOLDS + (MAX_AP + 1,)
@@ -241,7 +261,7 @@ def _conjunction_table(conj: np.ndarray, conditions: Sequence[Condition], n: int
 
 def _protected_rows(conj: np.ndarray, conditions: Sequence[Condition]) -> np.ndarray:
     """``(n, 26)`` bool: the abilities each row's conjunction names."""
-    col_of = np.array([ABILITY_INDEX[c.ability] if c.kind in ("ability", "main_only") else -1
+    col_of = np.array([ABILITY_INDEX[c.ability] if c.kind in ABILITY_KINDS else -1
                        for c in conditions] + [-1])
     cols = col_of[np.where(conj < 0, len(conditions), conj)]  # (n, T)
     prot = np.zeros((len(conj), len(ABILITIES) + 1), bool)
@@ -293,9 +313,10 @@ def edit_conjunctions(builds: BuildSet, conj, conditions: Sequence[Condition], *
     ``conj``: ``(T,)`` or ``(n, T)`` indices into ``conditions`` (-1 unused), one row per
     build. Adding raises an ability into its rung's range and puts on a main-only ability
     (freeing slots from abilities the conjunction does not name); removing drops an
-    ability to just below the rung and takes a main-only ability off; weapon conditions
-    swap the weapon. Returns ``(edited, ok)``: ``ok`` rows are legal and meet all (add) or
-    none (remove) of their conditions; the other rows could not be edited that way.
+    ability to just below the rung and takes a main-only ability off; an absence works
+    the other way round; weapon conditions swap the weapon. Returns ``(edited, ok)``:
+    ``ok`` rows are legal and meet all (add) or none (remove) of their conditions; the
+    other rows could not be edited that way.
     """
     n = len(builds)
     conj = _conjunction_table(conj, conditions, n)
@@ -303,7 +324,7 @@ def edit_conjunctions(builds: BuildSet, conj, conditions: Sequence[Condition], *
     ok = np.ones(n, bool)
     prot = _protected_rows(conj, conditions)
     meets = _meets(builds, conj, conditions)
-    kind_rank = {"main_only": 0, "ability": 1}
+    kind_rank = {"main_only": 0, "ability": 1, "absent": 1}
     # Main-only first when adding: they need a main, the rest then shrinks around them.
     order = sorted({int(k) for k in conj[conj >= 0]},
                    key=lambda k: (kind_rank.get(conditions[k].kind, 2), k))
@@ -314,10 +335,7 @@ def edit_conjunctions(builds: BuildSet, conj, conditions: Sequence[Condition], *
         rows = np.flatnonzero(((conj == k) & (meets != add)).any(1))
         if not len(rows):
             continue
-        if c.kind == "main_only":
-            lo = hi = MAIN_AP if add else 0
-        else:
-            lo, hi = _rung_range(c.threshold, below=not add)
+        lo, hi = _target_range(c, add)
         ap[rows], fine = set_ability_range(ap[rows], c.ability, lo, hi, prot[rows])
         ok[rows] &= fine
     weapons, fine = _edit_weapons(builds, conj, conditions, meet=add, pool=weapon_pool,

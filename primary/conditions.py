@@ -7,6 +7,7 @@ kind        one condition per                      name                       te
 ==========  =====================================  =========================  ==================
 ability     standard ability x AP rung (14 x 9)    ``swim_speed_up>=15``      Swim Speed Up ≥15
 main_only   main-only ability (12)                 ``ninja_squid``            Ninja Squid
+absent      ability not in the build (26)          ``no:quick_super_jump``    no Quick Super Jump
 weapon      weapon of :data:`primary.weapons.WEAPONS`  ``weapon:2010``        Splat Charger
 class       weapon class                           ``class:charger``          class: charger
 sub         sub weapon (from the weapon table)     ``sub:Splat Bomb``         sub: Splat Bomb
@@ -14,13 +15,16 @@ special     special weapon (from the weapon table) ``special:Ink Vac``        sp
 ==========  =====================================  =========================  ==================
 
 An ability condition holds when the build has at least the rung's AP (``ap >= t``), which
-is exactly when the rung's token is in the build's tokens. A weapon the table lacks meets
-no weapon, class, sub or special condition. :func:`condition_matrix` evaluates every
-condition on a :class:`~primary.builds.BuildSet` at once; :func:`occurring` keeps the
-columns that some build meets (the rule search only needs those).
+is exactly when the rung's token is in the build's tokens. An ``absent`` condition holds
+when the build has none of the ability: features often fire on what a build lacks. A
+weapon the table lacks meets no weapon, class, sub or special condition.
+:func:`condition_matrix` evaluates every condition on a :class:`~primary.builds.BuildSet`
+at once; :func:`occurring` keeps the columns that some build meets (the rule search only
+needs those).
 
-Conditions in one ``family`` (the rungs of one ability) are nested, so a conjunction
-never needs two of them; the rule search reads :func:`families`.
+Conditions in one ``family`` (the rungs of one ability and its absence) are nested or
+exclusive, so a conjunction never needs two of them; the rule search reads
+:func:`families`. Absent conditions come last, so that ties go to what a build has.
 """
 
 from __future__ import annotations
@@ -32,7 +36,8 @@ import numpy as np
 from primary.vocab import ABILITY_INDEX, AP_THRESHOLDS, MAIN_ONLY_ABILITIES, STANDARD_ABILITIES
 from primary.weapons import WEAPON_CLASSES, WEAPONS
 
-KINDS = ("ability", "main_only", "weapon", "class", "sub", "special")
+KINDS = ("ability", "main_only", "absent", "weapon", "class", "sub", "special")
+ABILITY_KINDS = ("ability", "main_only", "absent")
 WEAPON_KINDS = ("weapon", "class", "sub", "special")
 
 
@@ -44,8 +49,8 @@ def ability_text(ability: str) -> str:
 @dataclass(frozen=True)
 class Condition:
     """One condition. ``ability`` and ``threshold`` for ability rungs (``ap >= threshold``),
-    ``ability`` alone for main-only abilities, ``value`` for weapon-side conditions (game id,
-    class, sub or special name)."""
+    ``ability`` alone for main-only abilities and for absences, ``value`` for weapon-side
+    conditions (game id, class, sub or special name)."""
 
     name: str
     kind: str
@@ -57,9 +62,14 @@ class Condition:
     @property
     def family(self) -> str:
         """Conditions of one family are nested or exclusive: a conjunction takes one."""
-        if self.kind == "ability":
+        if self.kind in ABILITY_KINDS:
             return f"ability:{self.ability}"
         return self.name
+
+    @property
+    def negated(self) -> bool:
+        """True for a condition on what a build lacks."""
+        return self.kind == "absent"
 
 
 def _catalogue() -> tuple[Condition, ...]:
@@ -77,6 +87,8 @@ def _catalogue() -> tuple[Condition, ...]:
         out.append(Condition(f"sub:{s}", "sub", f"sub: {s}", value=s))
     for s in sorted({w.special for w in WEAPONS}):
         out.append(Condition(f"special:{s}", "special", f"special: {s}", value=s))
+    for a in MAIN_ONLY_ABILITIES + STANDARD_ABILITIES:
+        out.append(Condition(f"no:{a}", "absent", f"no {ability_text(a)}", a))
     return tuple(out)
 
 
@@ -130,6 +142,8 @@ def condition_matrix(builds, conditions=CATALOGUE) -> np.ndarray:
             out[:, j] = ap[:, ABILITY_INDEX[c.ability]] >= c.threshold
         elif c.kind == "main_only":
             out[:, j] = ap[:, ABILITY_INDEX[c.ability]] > 0
+        elif c.kind == "absent":
+            out[:, j] = ap[:, ABILITY_INDEX[c.ability]] == 0
         elif c.kind in WEAPON_KINDS:
             weapon_cols.append(j)
         else:
@@ -151,6 +165,6 @@ def families(conditions=CATALOGUE) -> np.ndarray:
     return np.array([ids.setdefault(c.family, len(ids)) for c in conditions], np.int32)
 
 
-__all__ = ["CATALOGUE", "CONDITION_INDEX", "Condition", "KINDS", "WEAPON_KINDS",
-           "ability_text", "condition_by_name", "condition_matrix", "families", "occurring",
-           "weapon_attribute_table"]
+__all__ = ["ABILITY_KINDS", "CATALOGUE", "CONDITION_INDEX", "Condition", "KINDS",
+           "WEAPON_KINDS", "ability_text", "condition_by_name", "condition_matrix", "families",
+           "occurring", "weapon_attribute_table"]

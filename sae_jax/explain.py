@@ -51,9 +51,10 @@ class ExplainConfig:
     level_good_f1: float = 0.8  # ... or whose rule reaches this fit F1 anyway
     max_fit_rows: int = 10_000  # the search runs on at most this many fit rows (a sample)
     min_support: int = 10  # inputs a lift condition (or an OR's second part) must cover
-    # Inputs a rule must cover on the search rows, and positives an activity level above 0
-    # must have there: tiny targets and rules fit noise.
-    min_rule_support: int = 10
+    min_rule_support: int = 10  # inputs a rule must cover on the search rows
+    # Positives an activity level above 0 must have on the search rows to be searched:
+    # a handful of strong activations is fitted by some 3-condition rule by chance.
+    min_level_positives: int = 30
     top_lifts: int = 5
     feature_chunk: int = 256
     seed: int = 0
@@ -63,7 +64,7 @@ class ExplainConfig:
             raise ValueError(f"ExplainConfig.max_terms must be in 1..{MAX_TERMS_LIMIT}, "
                              f"got {self.max_terms}")
         for name in ("beam", "max_fit_rows", "feature_chunk", "top_lifts", "min_support",
-                     "min_rule_support"):
+                     "min_rule_support", "min_level_positives"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"ExplainConfig.{name} must be positive, got "
                                  f"{getattr(self, name)}")
@@ -200,25 +201,34 @@ def _set_keys(sets: np.ndarray, k: int) -> np.ndarray:
     return key
 
 
-def _top_unique(scores: np.ndarray, sets: np.ndarray, keys: np.ndarray, width: int):
-    """Per row of ``scores (Fc, M)``: the ``width`` best candidates with distinct keys.
-    Returns ``(scores (Fc, width), sets (Fc, width, d))``; missing entries score -1."""
-    fc, m = scores.shape
-    take = min(m, width * (sets.shape[-1] + 1))  # a set has at most d + 1 parents
+def _top_unique(scores: np.ndarray, parents: np.ndarray, width: int):
+    """The ``width`` best distinct extensions of each feature's beam.
+
+    ``scores (Fc, B, K)``: score of beam entry ``b`` extended by condition ``k``;
+    ``parents (Fc, B, d)`` sorted beam sets. Only the best few candidates are turned into
+    sets (a set of ``d + 1`` conditions has at most ``d + 1`` parents, so that many times
+    ``width`` candidates hold ``width`` distinct ones). Returns ``(scores (Fc, width),
+    sets (Fc, width, d + 1))``; missing entries score -1.
+    """
+    fc, b, k = scores.shape
+    flat = scores.reshape(fc, b * k)
+    m = flat.shape[1]
+    take = min(m, width * (parents.shape[-1] + 1))
     # Sorted so that ties go to the lowest index (the caller's order of preference).
-    part = np.sort(np.argpartition(-scores, take - 1, axis=1)[:, :take], axis=1) \
+    part = np.sort(np.argpartition(-flat, take - 1, axis=1)[:, :take], axis=1) \
         if take < m else np.broadcast_to(np.arange(m), (fc, m))
-    order = np.take_along_axis(part, np.argsort(-np.take_along_axis(scores, part, 1),
+    order = np.take_along_axis(part, np.argsort(-np.take_along_axis(flat, part, 1),
                                                  axis=1, kind="stable"), 1)
-    s = np.take_along_axis(scores, order, 1)
-    kk = np.take_along_axis(keys, order, 1)
+    s = np.take_along_axis(flat, order, 1)
+    parent = np.take_along_axis(parents, (order // k)[:, :, None], 1)  # (Fc, take, d)
+    sets = np.sort(np.concatenate([parent, (order % k)[:, :, None]], axis=-1), axis=-1)
+    kk = _set_keys(sets, k)
     earlier = np.tril(np.ones((take, take), bool), -1)
     dup = ((kk[:, :, None] == kk[:, None, :]) & earlier[None]).any(-1)
     s = np.where(dup, -1.0, s)
     pick = np.argsort(dup, axis=1, kind="stable")[:, :width]  # first non-duplicates, in order
-    idx = np.take_along_axis(order, pick, 1)
     out_s = np.take_along_axis(s, pick, 1)
-    out_sets = np.take_along_axis(sets, idx[:, :, None], 1)
+    out_sets = np.take_along_axis(sets, pick[:, :, None], 1)
     if out_s.shape[1] < width:
         pad = width - out_s.shape[1]
         out_s = np.pad(out_s, ((0, 0), (0, pad)), constant_values=-1.0)
@@ -226,60 +236,100 @@ def _top_unique(scores: np.ndarray, sets: np.ndarray, keys: np.ndarray, width: i
     return out_s, out_sets
 
 
-def search_conjunctions(cond: np.ndarray, active: np.ndarray, fam: np.ndarray,
-                        cfg: ExplainConfig):
-    """Best conjunction per feature by F1.
+class ConditionTable:
+    """The search rows' condition matrix in the layouts the search reads, made once per
+    call of :func:`explain` and shared by every chunk, level and OR search: ``cf (n, K)``
+    float32, ``rows_of (K, n)`` bool (one contiguous row per condition), the pair supports
+    ``(K, K)``, and a cache of the supports of longer conjunctions (beam entries recur
+    across features and levels)."""
 
-    ``cond (n, K)`` bool, ``active (n, Fc)`` bool, ``fam (K,)`` int family ids.
+    CACHE_LIMIT = 200_000  # conjunctions whose (K,) supports are kept
+
+    def __init__(self, cond: np.ndarray, fam: np.ndarray, costs: np.ndarray):
+        cond = np.asarray(cond, bool)
+        self.n, self.k = cond.shape
+        self.cf = cond.astype(np.float32)
+        self.rows_of = np.ascontiguousarray(cond.T)
+        self.sup1 = self.cf.sum(0)
+        self.pairs = self.cf.T @ self.cf
+        self.fam = np.asarray(fam)
+        self.costs = np.asarray(costs, np.float64)
+        self._sup_cache: dict[int, np.ndarray] = {}
+
+    def conjunction_rows(self, conj: np.ndarray) -> np.ndarray:
+        """``conj (F, T)`` -1 padded -> ``(F, n)`` bool; an all -1 conjunction meets nothing."""
+        ext = np.concatenate([self.rows_of, np.ones((1, self.n), bool)])
+        out = ext[np.where(conj < 0, self.k, conj)].all(-2)
+        return out & (conj >= 0).any(-1)[:, None]
+
+    def meets(self, sets: np.ndarray) -> np.ndarray:
+        """``sets (..., d)`` -> ``(..., n)`` bool: rows meeting every condition of a set."""
+        return self.rows_of[sets].all(-2)
+
+    def supports(self, sets: np.ndarray) -> np.ndarray:
+        """``sets (M, d)`` sorted, d >= 2 -> ``(M, K)``: rows meeting the set and each
+        condition."""
+        if sets.shape[-1] == 1:
+            return self.pairs[sets[:, 0]]
+        keys = _set_keys(sets, self.k)
+        uniq, inverse = np.unique(keys, return_inverse=True)
+        first = np.zeros(len(uniq), np.int64)
+        first[inverse.reshape(-1)] = np.arange(len(keys))
+        missing = [i for i, key in enumerate(uniq.tolist()) if key not in self._sup_cache]
+        if missing:
+            rows = self.meets(sets[first[missing]]).astype(np.float32)
+            sup = rows @ self.cf  # (M', K)
+            if len(self._sup_cache) + len(missing) <= self.CACHE_LIMIT:
+                for i, row in zip(missing, sup):
+                    self._sup_cache[int(uniq[i])] = row
+            else:
+                fresh = dict(zip(missing, sup))
+        table = np.stack([self._sup_cache[int(key)] if int(key) in self._sup_cache
+                          else fresh[i] for i, key in enumerate(uniq.tolist())])
+        return table[inverse.reshape(-1)]
+
+
+def search_conjunctions(table: ConditionTable, active: np.ndarray, cfg: ExplainConfig):
+    """Best conjunction per feature by F1, less the costs of its conditions.
+
+    ``table``: the search rows' conditions; ``active (n, Fc)`` bool on those rows.
     Returns ``(conj (Fc, max_terms) int -1 padded, f1 (Fc,), tp1 (Fc, K), sup1 (K,))``
-    (the single-condition counts are reused for lifts).
+    (the F1 is the plain one; the single-condition counts are reused for lifts).
     """
-    n, k = cond.shape
+    n, k = table.n, table.k
     fc = active.shape[1]
-    cf = cond.astype(np.float32)
-    af = active.astype(np.float32)
-    pos = af.sum(0)  # (Fc,)
-    sup1 = cf.sum(0)  # (K,)
-    tp1 = af.T @ cf  # (Fc, K)
+    act_t = np.ascontiguousarray(active.T)  # (Fc, n)
+    pos = act_t.sum(1).astype(np.float32)  # (Fc,)
+    sup1 = table.sup1
+    tp1 = act_t.astype(np.float32) @ table.cf  # (Fc, K)
     floor = max(1, cfg.min_rule_support)
-    f1_1 = np.where(sup1[None] >= floor, _f1(tp1, pos[:, None], sup1[None]), -1.0)
+    cost = table.costs
+    f1_1 = _f1(tp1, pos[:, None], sup1[None])
+    score_1 = np.where(sup1[None] >= floor, f1_1 - cost[None], -1.0)
     width = min(cfg.beam, k)
-    order = np.argsort(-f1_1, axis=1, kind="stable")[:, :width]
-    scores = np.take_along_axis(f1_1, order, 1)
+    order = np.argsort(-score_1, axis=1, kind="stable")[:, :width]
+    scores = np.take_along_axis(score_1, order, 1)
     sets = order[:, :, None]
     best = np.full((fc, cfg.max_terms), -1, np.int64)
     best[:, 0] = sets[:, 0, 0]
-    best_f1 = scores[:, 0].copy()
+    best_score = scores[:, 0].copy()
+    best_f1 = np.take_along_axis(f1_1, order[:, :1], 1)[:, 0]
     for depth in range(2, cfg.max_terms + 1):
-        d = depth - 1
-        in_set = cond[:, sets].all(-1)  # (n, Fc, B): rows meeting each beam entry
-        m = (active[:, :, None] & in_set).astype(np.float32).reshape(n, -1)
-        tp = (m.T @ cf).reshape(fc, width, k)
-        if d == 1:  # supports of pairs: the co-occurrence matrix, shared by all features
-            pairs = cf.T @ cf
-            sup = pairs[sets[:, :, 0]]  # (Fc, B, K)
-        else:
-            keys_parent = _set_keys(sets, k)
-            uniq, inverse = np.unique(keys_parent.ravel(), return_inverse=True)
-            first = np.zeros(len(uniq), np.int64)
-            first[inverse.reshape(-1)] = np.arange(inverse.size)
-            uniq_sets = sets.reshape(-1, d)[first]
-            sup_u = cond[:, uniq_sets].all(-1).astype(np.float32).T @ cf  # (U, K)
-            sup = sup_u[inverse.reshape(fc, width)]  # (Fc, B, K)
+        in_set = table.meets(sets)  # (Fc, B, n): rows meeting each beam entry
+        m = (in_set & act_t[:, None, :]).astype(np.float32).reshape(fc * width, n)
+        tp = (m @ table.cf).reshape(fc, width, k)
+        sup = table.supports(sets.reshape(fc * width, -1)).reshape(fc, width, k)
         f1 = _f1(tp, pos[:, None, None], sup)
-        same_family = (fam[sets][:, :, :, None] == fam[None, None, None, :]).any(2)
-        bad = same_family | (sup < floor) | (scores[:, :, None] < 0)
-        f1 = np.where(bad, -1.0, f1)
-        new_sets = np.concatenate(
-            [np.broadcast_to(sets[:, :, None, :], (fc, width, k, d)),
-             np.broadcast_to(np.arange(k)[None, None, :, None], (fc, width, k, 1))], axis=-1)
-        new_sets = np.sort(new_sets, axis=-1).reshape(fc, width * k, depth)
-        scores, sets = _top_unique(f1.reshape(fc, -1), new_sets,
-                                   _set_keys(new_sets, k), width)
-        better = scores[:, 0] >= best_f1 + cfg.min_gain
+        same_family = (table.fam[sets][:, :, :, None] == table.fam[None, None, None, :]).any(2)
+        bad = same_family | (sup < floor) | (scores[:, :, None] <= -1.0)  # -1: no entry
+        parent_cost = cost[sets].sum(-1)  # (Fc, B)
+        cand = np.where(bad, -1.0, f1 - parent_cost[:, :, None] - cost[None, None, :])
+        scores, sets = _top_unique(cand, sets, width)
+        better = scores[:, 0] >= best_score + cfg.min_gain
         best[better, :depth] = sets[better, 0]
         best[better, depth:] = -1
-        best_f1 = np.where(better, scores[:, 0], best_f1)
+        best_f1 = np.where(better, scores[:, 0] + cost[sets[:, 0]].sum(-1), best_f1)
+        best_score = np.where(better, scores[:, 0], best_score)
     none = pos == 0
     best[none] = -1
     best_f1 = np.where(none, 0.0, best_f1)
@@ -312,33 +362,43 @@ def _lifts(tp1, sup1, pos, n, cfg: ExplainConfig):
 
 # ---------------------------------------------------------------- the whole explanation
 
-def _rules_for(c_fit: np.ndarray, a_fit: np.ndarray, fam: np.ndarray, cfg: ExplainConfig):
+def _rules_for(table: ConditionTable, a_fit: np.ndarray, cfg: ExplainConfig):
     """Rule search of one activity target: ``(conjunctions (Fc, 2, T), fit F1, tp1, sup1)``."""
-    conj, fit_f1, tp1, sup1 = search_conjunctions(c_fit, a_fit, fam, cfg)
+    conj, fit_f1, tp1, sup1 = search_conjunctions(table, a_fit, cfg)
     conjs = np.full((len(conj), 2, cfg.max_terms), -1, np.int64)
     conjs[:, 0] = conj
     if cfg.allow_or:
-        first = conjunction_mask(c_fit, conj)
-        tp, _, pos = _counts(first, a_fit)
+        act_t = a_fit.T  # (Fc, n)
+        first = table.conjunction_rows(conj)  # (Fc, n)
+        tp, pos = (first & act_t).sum(1), act_t.sum(1)
         # Only where the first conjunction leaves positives out (the search costs as much).
         need = np.flatnonzero(tp < cfg.or_below_recall * pos)
         if len(need):
-            a, fst = a_fit[:, need], first[:, need]
-            conj2, _, _, _ = search_conjunctions(c_fit, a & ~fst, fam, cfg)
-            second = conjunction_mask(c_fit, conj2)
-            tp, pred, pos = _counts(fst | second, a)
-            f1_or = _f1(tp, pos, pred)
-            new_tp = (second & a & ~fst).sum(0)
-            keep = ((f1_or > fit_f1[need] + cfg.or_min_gain) & (conj2 >= 0).any(1)
+            a, fst = act_t[need], first[need]
+            conj2, _, _, _ = search_conjunctions(table, (a & ~fst).T, cfg)
+            second = table.conjunction_rows(conj2)
+            either = fst | second
+            f1_or = _f1((either & a).sum(1), a.sum(1), either.sum(1))
+            cost2 = np.where(conj2 >= 0, table.costs[conj2], 0.0).sum(1)
+            new_tp = (second & a & ~fst).sum(1)
+            keep = ((f1_or - cost2 > fit_f1[need] + cfg.or_min_gain) & (conj2 >= 0).any(1)
                     & (new_tp >= cfg.min_support))
             conjs[need[keep], 1] = conj2[keep]
             fit_f1[need[keep]] = f1_or[keep]
     return conjs, fit_f1, tp1, sup1
 
 
+def _empty_level(fc: int, cfg: ExplainConfig):
+    """Results of a level that was not searched: no rule (fit F1 -1), no lifts."""
+    nl = cfg.top_lifts
+    return (np.full((fc, 2, cfg.max_terms), -1, np.int64), np.full(fc, -1.0),
+            np.full((fc, nl), -1, np.int64), np.zeros((fc, nl)), np.zeros((fc, nl)),
+            np.zeros((fc, nl), np.int64))
+
+
 def explain(cond: np.ndarray, active, *, fit_rows: np.ndarray, heldout_rows: np.ndarray,
-            families: np.ndarray | None = None, config: ExplainConfig = ExplainConfig(),
-            progress: bool = True) -> Explanations:
+            families: np.ndarray | None = None, costs: np.ndarray | None = None,
+            config: ExplainConfig = ExplainConfig(), progress: bool = True) -> Explanations:
     """Rules, held-out scores and lifts for every feature (see the module docstring).
 
     ``cond (n, K)`` bool; ``active``: ``(n, F)`` bool or :class:`ActiveMatrix`, or a list
@@ -348,7 +408,9 @@ def explain(cond: np.ndarray, active, *, fit_rows: np.ndarray, heldout_rows: np.
     ``level_good_f1``, the strongest such level,
     and its held-out scores are at that level (``level``); ``f1_level0`` scores the same
     rule against level 0. ``fit_rows`` and ``heldout_rows`` index ``range(n)``;
-    ``families (K,)`` int (default: all distinct).
+    ``families (K,)`` int (default: all distinct). ``costs (K,)``: F1 on the fit rows a
+    condition must add to enter a rule (default 0; e.g. for conditions on what an input
+    lacks, which are many and nearly always true).
     """
     cond = np.asarray(cond, bool)
     levels = [as_active_matrix(a) for a in (active if isinstance(active, (list, tuple))
@@ -363,6 +425,9 @@ def explain(cond: np.ndarray, active, *, fit_rows: np.ndarray, heldout_rows: np.
     fam = np.arange(k) if families is None else np.asarray(families)
     if fam.shape != (k,):
         raise ValueError(f"families must be ({k},), got {fam.shape}")
+    costs = np.zeros(k) if costs is None else np.asarray(costs, np.float64)
+    if costs.shape != (k,) or (costs < 0).any():
+        raise ValueError(f"costs must be ({k},) and >= 0, got shape {costs.shape}")
     fit_rows, heldout_rows = np.asarray(fit_rows), np.asarray(heldout_rows)
     if len(fit_rows) == 0 or len(heldout_rows) == 0:
         raise ValueError(f"fit ({len(fit_rows)}) and held-out ({len(heldout_rows)}) rows "
@@ -370,7 +435,8 @@ def explain(cond: np.ndarray, active, *, fit_rows: np.ndarray, heldout_rows: np.
     rng = np.random.default_rng(config.seed)
     search = fit_rows if len(fit_rows) <= config.max_fit_rows else np.sort(
         rng.choice(fit_rows, config.max_fit_rows, replace=False))
-    c_fit, c_held = cond[search], cond[heldout_rows]
+    table = ConditionTable(cond[search], fam, costs)
+    c_held = cond[heldout_rows]
     num_f, t, nl = levels[0].num_features, config.max_terms, config.top_lifts
     out = dict(
         conjunctions=np.full((num_f, 2, t), -1, np.int64), fit_f1=np.zeros(num_f),
@@ -388,17 +454,23 @@ def explain(cond: np.ndarray, active, *, fit_rows: np.ndarray, heldout_rows: np.
         fc = f1_ - f0
         blocks = [a.columns(f0, f1_) for a in levels]
         per_level = []
-        for block in blocks:
-            conjs, fit_f1, tp1, sup1 = _rules_for(c_fit, block[search], fam, config)
-            lifts = _lifts(tp1, sup1, block[search].sum(0).astype(np.float64), len(search),
-                           config)
-            per_level.append((conjs, fit_f1) + lifts)
+        for lv, block in enumerate(blocks):
+            a_fit = block[search]
+            pos = a_fit.sum(0)
+            # A level above "active" is searched only where it has positives enough to fit.
+            todo = np.arange(fc) if lv == 0 else np.flatnonzero(
+                pos >= config.min_level_positives)
+            res = _empty_level(fc, config)
+            if len(todo):
+                conjs, fit_f1, tp1, sup1 = _rules_for(table, a_fit[:, todo], config)
+                lifts = _lifts(tp1, sup1, pos[todo].astype(np.float64), len(search), config)
+                for r, part in zip(res, (conjs, fit_f1) + lifts):
+                    r[todo] = part
+            per_level.append(res)
         # The strongest level whose rule fits almost as well as the best level's.
-        fits = np.stack([p[1] for p in per_level])  # (L, Fc)
-        few = np.stack([b[search].sum(0) for b in blocks]) < config.min_rule_support
-        fits = np.where(few & (np.arange(len(blocks)) > 0)[:, None], -1.0, fits)
-        near = ((fits >= fits.max(0, keepdims=True) - config.level_tolerance)
-                | (fits >= config.level_good_f1))
+        fits = np.stack([p[1] for p in per_level])  # (L, Fc); -1 where not searched
+        near = (((fits >= fits.max(0, keepdims=True) - config.level_tolerance)
+                 | (fits >= config.level_good_f1)) & (fits >= 0))
         chosen = len(blocks) - 1 - np.argmax(near[::-1], axis=0)
         cols = np.arange(fc)
         best = {key: np.stack([p[i] for p in per_level])[chosen, cols]

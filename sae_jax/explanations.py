@@ -1,6 +1,8 @@
 """Explanations of every feature of a run: computed, scored, causally checked.
 
-For the analysis builds of a run (``sae_jax.analyze``): the condition matrix of the builds
+For the analysis builds of a run (``sae_jax.analyze``), topped up with fresh builds from
+the same synthetic world where the builds come from one (:data:`MIN_EXPLAIN_BUILDS`; real
+data cannot be topped up): the condition matrix of the builds
 (:mod:`primary.conditions`), which features are active (``sae_jax.activity``), a seeded
 fit / held-out split, then
 
@@ -15,7 +17,7 @@ Written to ``workdir/explanations.json`` (schema version 1, below) and put in th
 document. Nothing here reads the planted concepts except :func:`ground_truth_check`, which
 compares the finished explanations with them.
 
-Schema: ``{"version", "num_builds", "fit_rows", "heldout_rows", "search_rows",
+Schema: ``{"version", "num_builds", "fresh_builds", "fit_rows", "heldout_rows", "search_rows",
 "num_conditions", "summary": {"median_f1_window", "window_features", "explained",
 "explained_f1", "causal_agreement", "causal_checked", "ground_truth"}, "features": {"<id>":
 {"rule", "rule_text", "sentence", "precision", "recall", "f1", "fit_f1", "frequency",
@@ -35,11 +37,13 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from bridge.causal import CausalConfig, causal_check, rung_curves
+from bridge.causal import CausalConfig, causal_check, pooled_of_builds, rung_curves
+from primary.builds import BuildSet
 from primary.concepts import CONCEPTS
 from primary.conditions import CATALOGUE, condition_matrix, families, occurring
+from primary.synthetic import generate_builds
 from primary.vocab import AP_THRESHOLDS, MAIN_ONLY_ABILITIES
-from primary.weapons import WEAPON_CLASSES, weapon_class_index, weapon_name
+from primary.weapons import WEAPON_CLASSES, WEAPONS, weapon_class_index, weapon_name
 from runkit.jsonio import write_json
 from sae_jax.activity import ACTIVE_THRESHOLD, is_active, window_mask
 from sae_jax.explain import (
@@ -66,6 +70,16 @@ ACT_BATCH = 1024  # a multiple of 8: packed batches concatenate row for row
 # A feature that fires weakly on many builds and strongly on a few is explained at the
 # level whose rule fits best (sae_jax.explain).
 LEVEL_FRACTIONS = (0.15, 0.3, 0.5)
+# F1 a condition on what a build lacks ("no Quick Super Jump") must add to enter a rule:
+# nearly every build lacks most abilities, so without a price rules fill up with
+# absences that change nothing.
+ABSENT_COST = 0.02
+# Synthetic builds are cheap and rules of features that fire on 1-5% of builds need
+# hundreds of positives: explanations of a synthetic run use at least this many builds
+# (the analysed ones plus fresh ones from the same world).
+MIN_EXPLAIN_BUILDS = 20_000
+# Fresh builds are drawn with this seed: a stream apart from the runs' own seeds (0, 1, ...).
+FRESH_SEED = 2_147_483_647
 
 
 @partial(jax.jit, static_argnames=("spec",))
@@ -153,8 +167,13 @@ def compute_explanations(primary, vocab, weapon_vocab, sae, builds, pooled: np.n
                          causal_config: CausalConfig | None = None,
                          concepts_result: dict | None = None, concepts=CONCEPTS,
                          fit_fraction: float = 0.5, seed: int = 0,
-                         progress: bool = True) -> dict:
+                         min_builds: int | None = None, progress: bool = True) -> dict:
     """The ``explanations.json`` document for ``builds`` (with pooled vectors ``pooled``).
+
+    ``min_builds`` (default :data:`MIN_EXPLAIN_BUILDS`): when ``builds`` come from the
+    synthetic world with ``concepts`` planted (their concept labels name that set), fresh
+    builds from the same world are added up to this many (0: none); the weapons are those
+    the model knows.
 
     ``curve_features``: features that get rung curves (the report's shown ones).
     ``concepts_result``: the run's ``concepts.json`` dict, for the ground-truth summary
@@ -163,9 +182,15 @@ def compute_explanations(primary, vocab, weapon_vocab, sae, builds, pooled: np.n
     t0 = time.perf_counter()
     explain_config = explain_config or ExplainConfig()
     causal_config = causal_config or CausalConfig()
+    if len(pooled) != len(builds):
+        raise ValueError(f"{len(pooled)} pooled vectors for {len(builds)} builds")
+    min_builds = MIN_EXPLAIN_BUILDS if min_builds is None else min_builds
+    fresh = fresh_builds(builds, concepts, weapon_vocab, min_builds - len(builds))
+    if len(fresh):
+        builds = BuildSet.concat([builds, fresh])
+        pooled = np.concatenate([np.asarray(pooled, np.float32), pooled_of_builds(
+            primary, fresh, vocab, weapon_vocab, causal_config.batch_size)])
     n = len(builds)
-    if len(pooled) != n:
-        raise ValueError(f"{len(pooled)} pooled vectors for {n} builds")
     if n < MIN_BUILDS:  # too few to split into fit and held-out rows: say so, explain none
         return {"version": VERSION, "num_builds": int(n), "fit_rows": 0, "heldout_rows": 0,
                 "search_rows": 0, "num_conditions": 0,
@@ -184,8 +209,9 @@ def compute_explanations(primary, vocab, weapon_vocab, sae, builds, pooled: np.n
     levels, thresholds = activity_levels(sae, pooled)
     active = levels[0]
     fit, held = split_rows(n, fit_fraction=fit_fraction, seed=seed)
-    ex = explain(cond, levels, fit_rows=fit, heldout_rows=held,
-                 families=families(conditions), config=explain_config, progress=progress)
+    costs = np.array([ABSENT_COST if c.negated else 0.0 for c in conditions])
+    ex = explain(cond, levels, fit_rows=fit, heldout_rows=held, families=families(conditions),
+                 costs=costs, config=explain_config, progress=progress)
     t_rules = time.perf_counter() - t0
 
     first = ex.conjunctions[:, 0]
@@ -262,7 +288,8 @@ def compute_explanations(primary, vocab, weapon_vocab, sae, builds, pooled: np.n
     explained = (ex.f1 >= EXPLAINED_F1) & (ex.conjunctions[:, 0] >= 0).any(1)
     checked = explained & ~np.isnan(causal["agrees"])
     doc = {
-        "version": VERSION, "num_builds": int(n), "fit_rows": int(ex.fit_rows),
+        "version": VERSION, "num_builds": int(n), "fresh_builds": len(fresh),
+        "fit_rows": int(ex.fit_rows),
         "heldout_rows": int(ex.heldout_rows), "search_rows": int(ex.search_rows),
         "num_conditions": len(conditions), "num_catalogue_conditions": len(CATALOGUE),
         "num_features": int(active.num_features),
@@ -285,6 +312,21 @@ def compute_explanations(primary, vocab, weapon_vocab, sae, builds, pooled: np.n
     if concepts_result is not None:
         doc["summary"]["ground_truth"] = ground_truth_check(doc, concepts_result, concepts)
     return doc
+
+
+def fresh_builds(builds: BuildSet, concepts, weapon_vocab, count: int) -> BuildSet:
+    """``count`` fresh builds from the synthetic world that made ``builds`` (none when
+    ``count <= 0`` or when ``builds`` do not carry that world's concept labels: real data),
+    drawn with :data:`FRESH_SEED` and limited to the weapons ``weapon_vocab`` knows."""
+    names = tuple(c.name for c in concepts)
+    if count <= 0 or builds.concepts is None or builds.concept_names != names:
+        return BuildSet(np.zeros(0, np.int32), np.zeros((0, builds.ap.shape[1]), np.int16))
+    vocab_ids = {int(g) for g in weapon_vocab.game_ids}
+    known = [w.game_id for w in WEAPONS if w.game_id in vocab_ids]
+    if not known:
+        raise ValueError(f"the model's weapon vocabulary ({weapon_vocab.source}) holds none of "
+                         "the synthetic world's weapons")
+    return generate_builds(count, FRESH_SEED, weapons=known, concepts=concepts)
 
 
 def _rung_index(ap: int) -> int:
@@ -364,5 +406,5 @@ def load_explanations(path: str | os.PathLike) -> dict | None:
         return json.load(f)
 
 
-__all__ = ["activity_levels", "compute_explanations", "ground_truth_check",
+__all__ = ["activity_levels", "compute_explanations", "fresh_builds", "ground_truth_check",
            "load_explanations", "write_explanations"]

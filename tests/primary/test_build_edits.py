@@ -30,6 +30,7 @@ CONJUNCTIONS = [
     ["sub:Splat Bomb", "run_speed_up>=6", "haunt"],
     ["special:Ink Vac"],
     ["swim_speed_up>=51"],
+    ["intensify_action>=12", "no:quick_super_jump", "no:stealth_jump"],
 ]
 
 
@@ -60,6 +61,21 @@ def test_remove_meets_none_and_drops_abilities_just_below_the_rung(builds, names
         had = builds.ap[:, col] >= c.threshold
         prev = ([0] + list(AP_THRESHOLDS))[list(AP_THRESHOLDS).index(c.threshold)]
         assert ((edited.ap[ok & had, col] >= prev) & (edited.ap[ok & had, col] < c.threshold)).all()
+
+
+def test_absence_is_added_by_taking_the_ability_off_and_removed_at_its_first_rung(builds):
+    std, main_only = condition_by_name("no:swim_speed_up"), condition_by_name("no:ninja_squid")
+    for c in (std, main_only):
+        col = ABILITY_INDEX[c.ability]
+        had = builds.ap[:, col] > 0
+        added, ok = add_conditions(builds, [c])
+        assert ok[had].all() and (added.ap[had, col] == 0).all()
+        assert legal(added.ap).all() and (added.ap[~had] == builds.ap[~had]).all()
+        removed, ok = remove_conditions(builds, [c])
+        assert ok.mean() > 0.9 and legal(removed.ap)[ok].all()
+        want = (3, 5) if c is std else (10, 10)  # the first rung's range; a main-only's 10
+        got = removed.ap[ok & ~had, col]
+        assert ((got >= want[0]) & (got <= want[1])).all() and len(got) > 0
 
 
 def test_impossible_conjunction_is_refused_row_by_row(builds):

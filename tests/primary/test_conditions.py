@@ -19,6 +19,7 @@ def test_catalogue_holds_every_kind_once():
     kinds = [c.kind for c in CATALOGUE]
     assert kinds.count("ability") == len(STANDARD_ABILITIES) * len(AP_THRESHOLDS)
     assert kinds.count("main_only") == len(MAIN_ONLY_ABILITIES)
+    assert kinds.count("absent") == len(MAIN_ONLY_ABILITIES) + len(STANDARD_ABILITIES)
     assert kinds.count("weapon") == len(WEAPONS)
     assert kinds.count("class") == len(WEAPON_CLASSES)
     assert kinds.count("sub") == len({w.sub for w in WEAPONS})
@@ -28,6 +29,10 @@ def test_catalogue_holds_every_kind_once():
     assert condition_by_name("ninja_squid").text == "Ninja Squid"
     assert condition_by_name("class:charger").text == "class: charger"
     assert condition_by_name("weapon:2010").text == "Splat Charger"
+    assert condition_by_name("no:quick_super_jump").text == "no Quick Super Jump"
+    # Absences come after every condition on what a build has (ties go to those).
+    first_absent = kinds.index("absent")
+    assert set(kinds[first_absent:]) == {"absent"}
 
 
 def _meets(c, weapon, build):
@@ -35,6 +40,8 @@ def _meets(c, weapon, build):
         return build.get(c.ability, 0) >= c.threshold
     if c.kind == "main_only":
         return build.get(c.ability, 0) > 0
+    if c.kind == "absent":
+        return build.get(c.ability, 0) == 0
     try:
         w = weapon_by_game_id(weapon)
     except KeyError:
@@ -63,8 +70,9 @@ def test_occurring_and_families():
     occ = occurring(m)
     assert set(occ.tolist()) == set(np.flatnonzero(m.any(0)).tolist())
     fam = families()
+    # The rungs of one ability and its absence are one family.
     rungs = [k for k, c in enumerate(CATALOGUE) if c.ability == "swim_speed_up"]
-    assert len(set(fam[rungs].tolist())) == 1
-    others = [k for k, c in enumerate(CATALOGUE) if c.kind != "ability"]
+    assert len(rungs) == len(AP_THRESHOLDS) + 1 and len(set(fam[rungs].tolist())) == 1
+    others = [k for k, c in enumerate(CATALOGUE) if c.kind not in ("ability", "absent")]
     assert len(set(fam[others].tolist())) == len(others)
     assert fam[rungs[0]] not in set(fam[others].tolist())

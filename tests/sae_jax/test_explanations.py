@@ -47,7 +47,7 @@ def setup():
 def test_document_schema(setup):
     s = setup
     doc = compute_explanations(s.primary, s.vocab, s.weapon_vocab, s.sae, s.builds, s.pooled,
-                               curve_features=[0, 3], progress=False,
+                               curve_features=[0, 3], progress=False, min_builds=0,
                                explain_config=ExplainConfig(min_rule_support=3),
                                causal_config=CausalConfig(per_direction=4, batch_size=64))
     json.dumps(doc)  # JSON-ready
@@ -114,8 +114,10 @@ def test_ground_truth_check_names_exact_abilities_within_one_rung():
         ground_truth_check(doc, rows, [zombie])
 
 
-def test_analyze_writes_explanations_json(setup, tmp_path):
+def test_analyze_writes_explanations_json(setup, tmp_path, monkeypatch):
     s = setup
+    # The 16 test builds are topped up with fresh ones from the same world (not 20,000 here).
+    monkeypatch.setattr("sae_jax.explanations.MIN_EXPLAIN_BUILDS", 64)
     save_primary(tmp_path / "model", s.primary, s.vocab, s.weapon_vocab)
     save_sae(tmp_path / "sae", s.sae)
     (tmp_path / "run.json").write_text(json.dumps({
@@ -124,6 +126,7 @@ def test_analyze_writes_explanations_json(setup, tmp_path):
     analyze(tmp_path, top_features=1)
     doc = json.loads((tmp_path / "explanations.json").read_text())
     assert doc["version"] == 1 and len(doc["features"]) == s.sae.hidden_dim
+    assert (doc["num_builds"], doc["fresh_builds"]) == (64, 48)
     assert doc["summary"]["ground_truth"] is not None  # synthetic builds carry concepts
     assert sum("rung_curves" in e for e in doc["features"].values()) >= 1
     assert "explanations" in (tmp_path / "report" / "index.html").read_text().lower()
@@ -133,5 +136,5 @@ def test_too_few_builds_give_an_empty_document(setup):
     s = setup
     few = s.builds.subset(np.arange(3))
     doc = compute_explanations(s.primary, s.vocab, s.weapon_vocab, s.sae, few, s.pooled[:3],
-                               progress=False)
+                               progress=False, min_builds=0)
     assert doc["features"] == {} and doc["summary"]["explained"] == 0 and "note" in doc
