@@ -28,7 +28,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from sae_jax.activity import (
-    ACTIVE_THRESHOLD,
     MAX_FREQUENCY,
     MIN_FREQUENCY,
     is_active,
@@ -146,7 +145,7 @@ def stats_from_batches(batches, num_features: int, *, clip_max: float, top_k: in
     return stats
 
 
-COACT_CHUNK = 1 << 20  # active entries gathered at once by coactivation_counts
+STATS_CHUNK = 1 << 22  # entries read at once by stats_from_sparse and coactivation_counts
 
 
 def histogram_max(clip_max: float | None, sparse: SparseActivations) -> float:
@@ -187,7 +186,7 @@ def stats_from_sparse(sparse: SparseActivations, *, top_k: int = 16,
     hist = np.zeros(num * nb, np.int64)
     active_count = np.zeros(num, np.int64)
     act_sum = np.zeros(num, np.float64)
-    for f0, f1 in sparse.feature_chunks(COACT_CHUNK * 4):
+    for f0, f1 in sparse.feature_chunks(STATS_CHUNK):
         a, b = int(sparse.indptr[f0]), int(sparse.indptr[f1])
         if a == b:
             continue
@@ -208,29 +207,36 @@ def stats_from_sparse(sparse: SparseActivations, *, top_k: int = 16,
 def coactivation_counts(sparse: SparseActivations, features) -> np.ndarray:
     """``(S, F)`` int64: for each chosen feature ``features[s]`` and every feature ``g``,
     the rows where both are active (so ``[s, features[s]]`` is the feature's own count).
-    Reads value-sorted ``sparse`` activations, whose active entries lead each feature."""
+
+    A block of features at a time, their active entries as a sparse 0/1 ``(block, n)``
+    matrix times the chosen features' dense 0/1 ``(n, S)`` columns: work in proportion to
+    the active entries, exact in float32 while counts stay below 2**24 rows."""
+    from scipy import sparse as scipy_sparse  # a dependency of jax
+
     features = np.asarray(features, np.int64)
-    num = sparse.num_features
+    num, n = sparse.num_features, sparse.num_rows
     if features.size and (features.min() < 0 or features.max() >= num):
         raise IndexError(f"features must lie in [0, {num}), got "
                          f"{features.min()}..{features.max()}")
-    chosen = np.zeros((sparse.num_rows, len(features)), np.uint8)  # (n, S) active rows
+    if n >= 2**24:
+        raise ValueError(f"{n} rows: float32 counts are exact only below 2**24")
+    chosen = np.zeros((n, len(features)), np.float32)  # (n, S) active rows
     for s, f in enumerate(features):
         a, b = sparse.indptr[f], sparse.indptr[f + 1]
-        chosen[sparse.rows[a:b][sparse.values[a:b] > ACTIVE_THRESHOLD], s] = 1
-    out = np.zeros((num, len(features)), np.int64)
-    if not len(features):
-        return out.T
-    for f0, f1 in sparse.feature_chunks(COACT_CHUNK):
+        chosen[sparse.rows[a:b][is_active(sparse.values[a:b])], s] = 1.0
+    out = np.zeros((len(features), num), np.int64)
+    if not len(features) or not n:
+        return out
+    for f0, f1 in sparse.feature_chunks(STATS_CHUNK):
         a, b = int(sparse.indptr[f0]), int(sparse.indptr[f1])
-        sel = np.flatnonzero(sparse.values[a:b] > ACTIVE_THRESHOLD)
-        if not len(sel):
-            continue
-        feat = sparse.feature_of_entries(a, b)[sel]
-        first = np.flatnonzero(np.concatenate([[True], feat[1:] != feat[:-1]]))
-        sums = np.add.reduceat(chosen[sparse.rows[a + sel]], first, axis=0, dtype=np.int64)
-        out[feat[first]] = sums
-    return out.T
+        active = is_active(sparse.values[a:b])
+        feat = sparse.feature_of_entries(a, b)[active] - f0
+        indptr = np.concatenate([[0], np.cumsum(np.bincount(feat, minlength=f1 - f0))])
+        block = scipy_sparse.csr_matrix(
+            (np.ones(len(feat), np.float32), sparse.rows[a:b][active], indptr),
+            shape=(f1 - f0, n))
+        out[:, f0:f1] = np.rint(block @ chosen).T.astype(np.int64)
+    return out
 
 
 class FeatureSummary(NamedTuple):

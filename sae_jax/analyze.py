@@ -234,7 +234,8 @@ def analyse_features(primary, vocab, sae, builds, pooled: np.ndarray, *,
     if builds.concepts is not None and len(builds.concept_names):
         with timer("concept recovery"):
             concepts, sae_f1, sae_auc = concept_recovery(
-                sparse, pooled, builds.concepts, builds.concept_names, return_matrices=True)
+                sparse, pooled, builds.concepts, builds.concept_names, return_matrices=True,
+                progress=True)
 
     if concepts is not None:
         # Concept detectors get a section too, even when they rank below the cut.

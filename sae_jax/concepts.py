@@ -28,13 +28,14 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
+from tqdm import tqdm
 
 from runkit.jsonio import write_json
 from sae_jax.sparse_activations import SparseActivations
 
 RECOVERED_F1 = 0.8  # a concept counts as recovered when its best SAE feature reaches this F1
 CHUNK_ELEMENTS = 1 << 24  # (rows x features x concepts) per chunk: bounds device memory
-SPARSE_CHUNK = 1 << 19  # sparse entries per chunk (each carries C label counts)
+SPARSE_CHUNK = 1 << 21  # entries (or dense column values) per chunk: bounds temporary memory
 
 
 @jax.jit
@@ -121,78 +122,154 @@ def _segment_first(flags: np.ndarray, index: np.ndarray) -> np.ndarray:
     return np.maximum.accumulate(np.where(flags, index, 0))
 
 
-def sparse_best_f1_auroc(sparse: SparseActivations, labels
+def _segment_scores(values, rows, feat, zeros_of, labels_t, positives):
+    """Best F1, its threshold, positive entries and their rank sum, per (segment, concept),
+    for entries grouped in segments (``feat``, non-decreasing) and sorted by descending
+    value within each; ``zeros_of[segment]`` more rows of each column are zero (a tied
+    block below the entries). ``labels_t (C, n)`` bool. Returns ``(segments, best (S, C),
+    threshold (S, C), pos_entries (S, C), rank_sum (S, C))`` where ``segments`` lists the
+    segment ids; best is -1 where a concept has no positive entry in a segment.
+
+    Only a concept's positive entries are visited: the best cut ends a run of equal values
+    that holds a positive (a cut after negatives only has the same true positives and more
+    predicted), with true positives = the positives up to the run's end."""
+    m = len(values)
+    idx = np.arange(m)
+    new_seg = np.concatenate([[True], feat[1:] != feat[:-1]])
+    firsts = np.flatnonzero(new_seg)
+    segments = feat[firsts]
+    seg_start = _segment_first(new_seg, idx)
+    size = np.diff(np.concatenate([firsts, [m]]))[np.cumsum(new_seg) - 1]
+    run_end_flag = np.concatenate([new_seg[1:], [True]]) | np.concatenate(
+        [values[:-1] != values[1:], [True]])
+    new_run = new_seg | np.concatenate([[False], values[1:] != values[:-1]])
+    run_start = _segment_first(new_run, idx)
+    run_end = m - 1 - _segment_first(run_end_flag[::-1], idx)[::-1]  # inclusive
+    # Average rank in the whole column (ascending, ties averaged): below an entry lie the
+    # zeros and the smaller entries; a run of equal values shares its ranks.
+    zeros = zeros_of[feat]
+    rank = zeros + (2.0 * size - (run_start - seg_start) - (run_end + 1 - seg_start) + 1) / 2.0
+    num_seg, num_c = len(segments), len(positives)
+    seg_index = np.cumsum(new_seg) - 1
+    best = np.full((num_seg, num_c), -1.0, np.float32)
+    threshold = np.zeros((num_seg, num_c), np.float32)
+    pos_entries = np.zeros((num_seg, num_c), np.int64)
+    rank_sum = np.zeros((num_seg, num_c), np.float64)
+    for c in range(num_c):
+        pos = np.flatnonzero(labels_t[c][rows])  # this concept's positive entries
+        if not len(pos):
+            continue
+        seg = seg_index[pos]
+        per_seg = np.bincount(seg, minlength=num_seg)
+        pos_entries[:, c] = per_seg
+        rank_sum[:, c] = np.bincount(seg, weights=rank[pos], minlength=num_seg)
+        # True positives at the end of each positive's run (the positives up to it, in
+        # its segment); predicted = the run's end. A run of one ends at the positive.
+        end = run_end[pos]
+        upto = np.arange(1, len(pos) + 1)
+        tied = np.flatnonzero(end != pos)
+        upto[tied] = np.searchsorted(pos, end[tied], side="right")
+        tp = upto - np.concatenate([[0], np.cumsum(per_seg)])[seg]
+        predicted = end - seg_start[pos] + 1
+        f1 = np.float32(2.0) * tp.astype(np.float32) / (
+            predicted.astype(np.float32) + np.float32(positives[c]))
+        starts = np.flatnonzero(np.concatenate([[True], seg[1:] != seg[:-1]]))
+        seg_best = np.maximum.reduceat(f1, starts)
+        which = np.cumsum(np.concatenate([[True], seg[1:] != seg[:-1]])) - 1
+        hit = np.where(f1 == seg_best[which], np.arange(len(pos)), len(pos))
+        first = np.minimum.reduceat(hit, starts)  # the highest threshold among ties
+        best[seg[starts], c] = seg_best
+        threshold[seg[starts], c] = values[end[first]]
+    return segments, best, threshold, pos_entries, rank_sum
+
+
+def _finish_scores(best, threshold, pos_entries, rank_sum, zeros, top, positives, n):
+    """Complete ``(F, C)`` best F1, threshold and AUROC from :func:`_segment_scores`' parts
+    of every column: the zero block of ``zeros[f]`` rows (a threshold of 0 predicts every
+    row; taken only when strictly better, as a higher threshold wins ties) and the
+    columns' ``top`` values (the threshold where a concept has no positives)."""
+    pos32 = positives.astype(np.float32)
+    zero_f1 = np.float32(2.0) * pos32 / (np.float32(n) + pos32)
+    take_zero = (zeros[:, None] > 0) & (zero_f1[None, :] > best)
+    best = np.where(take_zero, zero_f1[None, :], best)
+    threshold = np.where(take_zero, np.float32(0.0), threshold)
+    none = positives[None, :] == 0
+    best = np.where(none, np.float32(0.0), best).astype(np.float32)
+    threshold = np.where(none, top[:, None], threshold).astype(np.float32)
+    rank_sum = rank_sum + (positives[None, :] - pos_entries) * (zeros[:, None] + 1) / 2.0
+    negatives = n - positives
+    auc = (rank_sum - positives * (positives + 1) / 2.0) / np.maximum(positives * negatives, 1)
+    auc = np.where((positives > 0) & (negatives > 0), auc, 0.5)
+    return best, threshold, auc
+
+
+def sparse_best_f1_auroc(sparse: SparseActivations, labels, *, progress: bool = False
                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """:func:`best_f1` and :func:`auroc` of value-sorted sparse activations: ``(F, C)``
     best F1 (float32), its threshold (float32) and AUROC (float64), equal to the dense
-    functions' on ``sparse.dense()``. Memory: a chunk of entries times ``C``."""
+    functions' on ``sparse.dense()``. Work: each concept's positive entries."""
     labels = np.asarray(labels, bool)
     n, c = labels.shape
     if sparse.num_rows != n:
         raise ValueError(f"{sparse.num_rows} activation rows for {n} label rows")
     num = sparse.num_features
-    positives = labels.sum(0).astype(np.int64)  # (C,)
-    pos32 = positives.astype(np.float32)
-    counts = sparse.counts()
-    zeros = n - counts  # each feature's tied block of zeros
+    positives = labels.sum(0).astype(np.int64)
+    labels_t = np.ascontiguousarray(labels.T)
+    zeros = n - sparse.counts()  # each feature's tied block of zeros
     best = np.full((num, c), -1.0, np.float32)
     threshold = np.zeros((num, c), np.float32)
-    pos_entries = np.zeros((num, c), np.int64)  # positives among each feature's entries
-    rank_sum = np.zeros((num, c), np.float64)  # of those, in the ranks of the whole column
-    for f0, f1 in sparse.feature_chunks(SPARSE_CHUNK):
+    pos_entries = np.zeros((num, c), np.int64)
+    rank_sum = np.zeros((num, c), np.float64)
+    chunks = list(sparse.feature_chunks(SPARSE_CHUNK))
+    for f0, f1 in tqdm(chunks, desc="concept recovery", unit="chunk", leave=False,
+                       disable=not progress):
         a, b = int(sparse.indptr[f0]), int(sparse.indptr[f1])
         if a == b:
             continue
-        values = sparse.values[a:b]
-        m = b - a
         feat = sparse.feature_of_entries(a, b)
-        idx = np.arange(m)
-        new_feature = np.concatenate([[True], feat[1:] != feat[:-1]])
-        seg_start = _segment_first(new_feature, idx)
-        firsts = np.flatnonzero(new_feature)
-        last_of_feature = np.concatenate([new_feature[1:], [True]])
-        # A cut (a threshold) after entry i: the next entry is smaller or another feature's.
-        is_cut = last_of_feature | np.concatenate([values[:-1] > values[1:], [True]])
-        lab = labels[sparse.rows[a:b]].astype(np.int32)  # (m, C)
-        cum = np.cumsum(lab, axis=0, dtype=np.int32)
-        before = np.where(seg_start[:, None] > 0, cum[seg_start - 1], 0)
-        tp = cum - before
-        del before
-        predicted = (idx - seg_start + 1).astype(np.float32)
-        f1 = np.float32(2.0) * tp.astype(np.float32) / (predicted[:, None] + pos32[None, :])
-        f1[~is_cut] = -1.0
-        fs = feat[firsts]
-        seg_best = np.maximum.reduceat(f1, firsts, axis=0)  # (features here, C)
-        hit = f1 == seg_best[np.searchsorted(firsts, seg_start)]
-        first_hit = np.minimum.reduceat(np.where(hit, idx[:, None], m), firsts, axis=0)
-        best[fs] = seg_best
-        threshold[fs] = values[first_hit]
-        pos_entries[fs] = tp[np.concatenate([firsts[1:], [m]]) - 1]
-        del f1, hit, tp
-        # Average ranks (ascending, ties averaged) of the entries in their whole column:
-        # below them the zeros and the smaller entries; a run of equal values shares.
-        new_run = new_feature | np.concatenate([[False], values[1:] != values[:-1]])
-        run_start = _segment_first(new_run, idx) - seg_start  # in the feature's entries
-        run_end = (m - 1 - _segment_first(is_cut[::-1], idx)[::-1]) - seg_start + 1
-        size = counts[feat]
-        rank = zeros[feat] + (2.0 * size - run_start - run_end + 1) / 2.0
-        rank_sum[fs] = np.add.reduceat(rank[:, None] * lab, firsts, axis=0)
-    # The zero block: a threshold of 0 predicts every row (when the feature has zeros,
-    # it is a candidate of its own, taken only when strictly better: a higher threshold
-    # wins ties, as in best_f1); its rows take the block's average rank.
-    zero_f1 = np.float32(2.0) * pos32 / (np.float32(n) + pos32)
-    take_zero = (zeros[:, None] > 0) & (zero_f1[None, :] > best)
-    best = np.where(take_zero, zero_f1[None, :], best)
-    threshold = np.where(take_zero, np.float32(0.0), threshold)
-    best = np.where(positives[None, :] > 0, best, np.float32(0.0))
-    rank_sum += (positives[None, :] - pos_entries) * (zeros[:, None] + 1) / 2.0
-    negatives = n - positives
-    auc = (rank_sum - positives * (positives + 1) / 2.0) / np.maximum(positives * negatives, 1)
-    auc = np.where((positives > 0) & (negatives > 0), auc, 0.5)
-    return best.astype(np.float32), threshold, auc
+        segs, *parts = _segment_scores(sparse.values[a:b], sparse.rows[a:b], feat, zeros,
+                                       labels_t, positives)
+        for whole, part in zip((best, threshold, pos_entries, rank_sum), parts):
+            whole[segs] = part
+    top = np.zeros(num, np.float32)
+    filled = sparse.counts() > 0
+    top[filled] = sparse.values[sparse.indptr[:-1][filled]]
+    return _finish_scores(best, threshold, pos_entries, rank_sum, zeros, top, positives, n)
 
 
-def concept_recovery(sae_acts, pooled, labels, concept_names, *, return_matrices=False):
+def dense_best_f1_auroc(scores, labels, *, progress: bool = False
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`best_f1` and :func:`auroc` of dense ``scores (n, F)`` (any sign) through the
+    same per-positive pass as the sparse form: each column sorted once, no zero block."""
+    scores = np.asarray(scores, np.float32)
+    labels = np.asarray(labels, bool)
+    n, num = scores.shape
+    c = labels.shape[1]
+    positives = labels.sum(0).astype(np.int64)
+    labels_t = np.ascontiguousarray(labels.T)
+    best = np.full((num, c), -1.0, np.float32)
+    threshold = np.zeros((num, c), np.float32)
+    pos_entries = np.zeros((num, c), np.int64)
+    rank_sum = np.zeros((num, c), np.float64)
+    width = max(1, SPARSE_CHUNK // max(n, 1))
+    for f0 in tqdm(range(0, num, width), desc="neuron baseline", unit="chunk", leave=False,
+                   disable=not progress):
+        block = scores[:, f0:f0 + width]
+        order = np.argsort(-block, axis=0, kind="stable")  # (n, w) descending per column
+        values = np.take_along_axis(block, order, axis=0).T.ravel()
+        rows = order.T.ravel().astype(np.int32)
+        feat = np.repeat(np.arange(block.shape[1]), n)
+        segs, *parts = _segment_scores(values, rows, feat, np.zeros(block.shape[1], np.int64),
+                                       labels_t, positives)
+        for whole, part in zip((best, threshold, pos_entries, rank_sum), parts):
+            whole[f0 + segs] = part
+    top = scores.max(0) if n else np.zeros(num, np.float32)
+    return _finish_scores(best, threshold, pos_entries, rank_sum, np.zeros(num, np.int64),
+                          top, positives, n)
+
+
+def concept_recovery(sae_acts, pooled, labels, concept_names, *, return_matrices=False,
+                     progress: bool = False):
     """Best SAE feature and best raw neuron (either sign) for each concept.
 
     ``sae_acts (n, F)`` (dense, or :class:`SparseActivations` sorted by value),
@@ -212,17 +289,12 @@ def concept_recovery(sae_acts, pooled, labels, concept_names, *, return_matrices
     d = np.shape(pooled)[1]
     pooled = np.asarray(pooled, np.float32)
     if isinstance(sae_acts, SparseActivations):
-        sae_f1, sae_thr, sae_auc = sparse_best_f1_auroc(sae_acts, labels)
-        scores = np.concatenate([pooled, -pooled], axis=1)  # both signs of every neuron
-    else:  # SAE features and both signs of every neuron in one matrix: one sort, one compile
-        scores = np.concatenate([np.asarray(sae_acts, np.float32), pooled, -pooled], axis=1)
-    f1_all, thr_all = best_f1(scores, labels)
-    auc_all = np.asarray(auroc(scores, labels))
-    num_features = scores.shape[1] - 2 * d
-    if num_features:
-        sae_f1, sae_thr, sae_auc = (f1_all[:num_features], thr_all[:num_features],
-                                    auc_all[:num_features])
-    neuron_f1, neuron_auc = f1_all[num_features:], auc_all[num_features:]
+        sae_f1, sae_thr, sae_auc = sparse_best_f1_auroc(sae_acts, labels, progress=progress)
+    else:
+        sae_f1, sae_thr, sae_auc = dense_best_f1_auroc(sae_acts, labels, progress=progress)
+    # Both signs of every neuron.
+    neuron_f1, _, neuron_auc = dense_best_f1_auroc(np.concatenate([pooled, -pooled], axis=1),
+                                                   labels, progress=progress)
     feature = np.argmax(sae_f1, axis=0)
     neuron_pick = np.argmax(neuron_f1, axis=0)
 
