@@ -88,7 +88,7 @@ def test_mismatched_inputs_are_refused(world):
 
 
 def test_sparse_activations_give_the_dense_f1_threshold_and_auroc(world):
-    from sae_jax.concepts import sparse_best_f1_auroc
+    from sae_jax.concepts import dense_best_f1_auroc, sparse_best_f1_auroc
     from sae_jax.sparse_activations import collect
 
     acts, pooled, labels = world
@@ -104,6 +104,13 @@ def test_sparse_activations_give_the_dense_f1_threshold_and_auroc(world):
     np.testing.assert_array_equal(thr, dense_thr)
     np.testing.assert_allclose(auc, np.asarray(auroc(acts, labels)), atol=1e-6)
     names = ["a", "b", "c", "none"]
+    # The dense form of the same pass, on columns of any sign (the neuron baseline's).
+    mixed = np.concatenate([acts, pooled, -pooled], axis=1)
+    f1, thr, auc = dense_best_f1_auroc(mixed, labels)
+    want_f1, want_thr = best_f1(mixed, labels)
+    np.testing.assert_allclose(f1, want_f1, rtol=1e-6)
+    np.testing.assert_array_equal(thr, want_thr)
+    np.testing.assert_allclose(auc, np.asarray(auroc(mixed, labels)), atol=1e-6)
     got, want = (concept_recovery(sparse, pooled, labels, names),
                  concept_recovery(acts, pooled, labels, names))
     for row, expect in zip(got["rows"], want["rows"]):
