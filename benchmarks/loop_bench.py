@@ -39,7 +39,7 @@ from bridge.harvest_blocks import (
     to_device,
 )
 from primary.model import PrimaryConfig, create_model
-from runkit.sharding import make_mesh
+from runkit.sharding import batch_sharding, make_mesh, replicate
 from sae_jax.buffer import ActivationBuffer
 from sae_jax.chunk import fresh_health, make_chunk_fn
 from sae_jax.config import SAETrainConfig
@@ -58,14 +58,16 @@ def ours_loop_call(model, cfg: SAETrainConfig, examples, indices: np.ndarray, pr
     table = null_pooled_table(model, examples.null_id, mesh)
     sae_config = cfg.sae_config(model.config.hidden_dim)
     chunk = make_chunk_fn(cfg, TOTAL_STEPS, cfg.sae_steps_per_primary_step, layout.batches,
-                          train=True)
-    capacity = cfg.buffer_size
-    data = jnp.zeros((capacity, prefill.shape[1]), jnp.float32).at[:len(prefill)].set(prefill)
-    holder = {"state": init_train_state(create_sae(sae_config, seed=cfg.seed), cfg, TOTAL_STEPS),
-              "buffer": ActivationBuffer(data, jnp.asarray(len(prefill), jnp.int32),
-                                         jnp.asarray(len(prefill), jnp.int32)),
+                          train=True, batch_sharding=batch_sharding(mesh))
+    # Placed as the training loop places them (replicated state, buffer rows split).
+    data = np.zeros((cfg.buffer_size, prefill.shape[1]), np.float32)
+    data[:len(prefill)] = prefill
+    pos, fill = (replicate(jnp.asarray(len(prefill), jnp.int32), mesh) for _ in range(2))
+    holder = {"state": replicate(init_train_state(create_sae(sae_config, seed=cfg.seed), cfg,
+                                                  TOTAL_STEPS), mesh),
+              "buffer": ActivationBuffer(jax.device_put(data, batch_sharding(mesh)), pos, fill),
               "staging": create_staging(layout, model.config.hidden_dim, mesh)}
-    key = jax.random.key(cfg.seed)
+    key = replicate(jax.random.PRNGKey(cfg.seed), mesh)
 
     def call():
         block = to_device(host_block(examples, layout, indices, 0), mesh)
@@ -129,6 +131,7 @@ def bench_loop(primary_cfg: PrimaryConfig, cfg: SAETrainConfig, examples, *,
     t0 = time.perf_counter()
     ours()  # compiles every group width and the chunk
     compile_s = time.perf_counter() - t0
+    ours()  # a second untimed call: any recompilation for the outputs' placement lands here
     original = None
     if with_torch:
         from benchmarks.harvest_bench import torch_model_like

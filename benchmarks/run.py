@@ -24,7 +24,7 @@ if REPO_ROOT not in sys.path:
 
 import numpy as np  # noqa: E402
 
-from benchmarks import harvest_bench, sae_bench  # noqa: E402
+from benchmarks import harvest_bench, loop_bench, sae_bench  # noqa: E402
 from benchmarks.output import log, table, write_results  # noqa: E402
 from benchmarks.timing import (  # noqa: E402
     load_average,
@@ -34,26 +34,33 @@ from benchmarks.timing import (  # noqa: E402
 )
 
 # The headline shapes: the seed's SAE (512 -> 2048) at the original's batch of 1024.
+# Harvest and loop: the demo run's training examples; the original's primary batches are
+# the demo's 256 rows and the full-size run's 32 (configs/splatnlp.flags).
 HEADLINE = dict(d_in=512, d_sae=2048, batch=1024, matmul_n=2048, buffer_capacity=819_200,
-                harvest_batch=256, harvest_tokens=20, full_size_harvest=True)
+                full_size_harvest=True, example_builds=10_000, demo_batch=256, full_batch=32,
+                loop_flags="splatnlp.flags")
 
 
 def _plan(mode: str) -> dict:
     if mode == "quick":
-        return dict(HEADLINE, matmul_reps=3, buffer_rows=100_000, sae_rounds=8, torch_k=8,
-                    jax_k=16, k_sweep=(), demo_rounds=5, full_rounds=3,
-                    d_sae_sweep=(2048, 8192, 24576),
-                    batch_sweep=(256, 1024, 4096), sweep_steps=4, sweep_calls=3,
+        return dict(HEADLINE, matmul_reps=3, buffer_rows=100_000, sae_rounds=6, torch_k=8,
+                    jax_k=16, k_sweep=(), demo_rounds=3, full_rounds=2, demo_rows=2048,
+                    full_rows=256, loop_batches=8, loop_rounds=2,
+                    d_sae_sweep=(2048, 8192),
+                    batch_sweep=(256, 4096), sweep_steps=4, sweep_calls=2,
                     torch_sweep=False)
     if mode == "smoke":  # seconds: exercises every section at toy sizes
         return dict(d_in=32, d_sae=128, batch=64, matmul_n=128, buffer_capacity=4096,
-                    harvest_batch=8, harvest_tokens=6, full_size_harvest=False, matmul_reps=1,
+                    full_size_harvest=False, matmul_reps=1,
                     buffer_rows=1000, sae_rounds=2, torch_k=2, jax_k=2, k_sweep=(1,),
-                    demo_rounds=2, full_rounds=1,
+                    demo_rounds=1, full_rounds=1, example_builds=300, demo_rows=64,
+                    demo_batch=16, full_rows=32, full_batch=16, loop_flags="demo.flags",
+                    loop_batches=2, loop_rounds=1,
                     d_sae_sweep=(64, 128), batch_sweep=(32, 64), sweep_steps=2, sweep_calls=1,
                     torch_sweep=True)
     return dict(HEADLINE, matmul_reps=5, buffer_rows=100_000, sae_rounds=15, torch_k=16,
-                jax_k=32, k_sweep=(1, 8, 32), demo_rounds=10, full_rounds=5,
+                jax_k=32, k_sweep=(1, 8, 32), demo_rounds=5, full_rounds=3, demo_rows=4096,
+                full_rows=512, loop_batches=16, loop_rounds=3,
                 d_sae_sweep=(2048, 4096, 8192, 16384, 24576),
                 batch_sweep=(256, 512, 1024, 2048, 4096), sweep_steps=4, sweep_calls=3,
                 torch_sweep=True)
@@ -146,17 +153,38 @@ def run_sae(plan: dict, have_torch: bool) -> dict:
 
 
 def run_harvest(plan: dict) -> dict:
+    """Harvesting the demo's training examples: ours in length groups (the training loop's
+    code) vs the original's forward over its padded batches, demo and full-size primary."""
+    examples, vocab, weapon_vocab = harvest_bench.demo_examples(plan["example_builds"])
     demo_cfg, demo_source = harvest_bench.demo_config(
         os.path.join(REPO_ROOT, "configs", "primary_demo.flags"))
-    shape = dict(batch=plan["harvest_batch"], length=plan["harvest_tokens"])
-    log(f"harvest: demo-size primary ({demo_source})")
-    demo = harvest_bench.bench_harvest(demo_cfg, **shape, rounds=plan["demo_rounds"])
-    demo["config_source"] = demo_source
-    out = {"demo": demo}
+    out = {}
+    sizes = [("demo", demo_cfg, plan["demo_rows"], plan["demo_batch"], plan["demo_rounds"])]
     if plan["full_size_harvest"]:
-        log("harvest: full-size primary (83M parameters)")
-        out["full_size"] = harvest_bench.bench_harvest(
-            harvest_bench.FULL_SIZE, **shape, rounds=plan["full_rounds"])
+        sizes.append(("full_size", harvest_bench.FULL_SIZE, plan["full_rows"],
+                      plan["full_batch"], plan["full_rounds"]))
+    for name, cfg, rows, batch, rounds in sizes:
+        log(f"harvest: {name} primary, {rows} training examples, original batches of {batch}")
+        out[name] = harvest_bench.bench_example_harvest(
+            harvest_bench.with_vocab(cfg, vocab, weapon_vocab), examples, rows=rows,
+            original_batch=batch, rounds=rounds)
+    out["demo"]["config_source"] = demo_source
+    return out
+
+
+def run_loop(plan: dict, have_torch: bool) -> dict:
+    """The whole loop (harvest + buffer + SAE steps + host work) at the original's full-size
+    settings (configs/splatnlp.flags), ours vs the original's, a short run."""
+    examples, vocab, weapon_vocab = harvest_bench.demo_examples(plan["example_builds"])
+    cfg = loop_bench.full_size_settings(os.path.join(REPO_ROOT, "configs", plan["loop_flags"]))
+    primary = harvest_bench.FULL_SIZE if plan["full_size_harvest"] else \
+        harvest_bench.demo_config(os.path.join(REPO_ROOT, "configs", "primary_demo.flags"))[0]
+    log(f"loop: {plan['loop_batches']} primary batches of {cfg.primary_batch_size}, "
+        f"{cfg.sae_steps_per_primary_step} SAE steps each, {plan['loop_rounds']} rounds")
+    out = loop_bench.bench_loop(harvest_bench.with_vocab(primary, vocab, weapon_vocab), cfg,
+                                examples, num_batches=plan["loop_batches"],
+                                rounds=plan["loop_rounds"], with_torch=have_torch)
+    out["settings"] = plan["loop_flags"]
     return out
 
 
@@ -226,6 +254,11 @@ def headline(results: dict) -> dict:
     for basis in ("full_size", "demo"):
         if "speedup" in harvest.get(basis, {}):
             head[f"harvest_speedup_{basis}"] = harvest[basis]["speedup"]
+    loop = results.get("loop", {})
+    if "speedup" in loop:
+        head["loop_speedup_vs_original"] = loop["speedup"]
+        head["loop_sae_steps_per_s"] = loop["ours_sae_steps_per_s"]
+        head["loop_original_sae_steps_per_s"] = loop["original_sae_steps_per_s"]
     return head
 
 
@@ -259,14 +292,28 @@ def print_tables(results: dict) -> None:
     if "harvest" in results:
         rows = []
         for basis, r in results["harvest"].items():
-            rows.append([f"{basis} ({r['params'] / 1e6:.1f}M params)", r["ours_builds_per_s"],
-                         r.get("torch_builds_per_s", "-"),
+            pad = r["padding"]
+            rows.append([f"{basis} ({r['params'] / 1e6:.1f}M params)", r["original_batch"],
+                         r["ours_builds_per_s"], r.get("torch_builds_per_s", "-"),
                          f"{r['speedup']:.2f}x" if "speedup" in r else "-",
+                         f"{pad['ours_token_positions']:,} / {pad['original_token_positions']:,}"
+                         f" / {pad['real_tokens']:,}",
                          f"{r['pooled_max_abs_diff']:.1e}" if "pooled_max_abs_diff" in r else "-"])
-        demo = results["harvest"]["demo"]
-        table(f"harvest, batch {demo['batch']}, {demo['tokens']} tokens (builds/s, best of "
-              "interleaved rounds; speedup: median of per-round ratios)",
-               ["primary", "ours", "original", "speedup", "pooled diff"], rows)
+        table("harvest of training examples (builds/s, best of interleaved rounds; speedup: "
+              "median of per-round ratios; tokens: ours / original / real)",
+              ["primary", "orig. batch", "ours", "original", "speedup", "token positions",
+               "pooled diff"], rows)
+    if "loop" in results:
+        r = results["loop"]
+        rows = [["ours", r["ours_s_best"], r["ours_sae_steps_per_s"], r["ours_builds_per_s"],
+                 f"{r['speedup']:.2f}x" if "speedup" in r else "-"]]
+        if "original_s_best" in r:
+            rows.append(["original", r["original_s_best"], r["original_sae_steps_per_s"],
+                         r["num_batches"] * r["primary_batch"] / r["original_s_best"], "-"])
+        table(f"whole loop ({r['settings']}: {r['num_batches']} primary batches of "
+              f"{r['primary_batch']}, {r['sae_steps']} SAE steps of {r['sae_batch']}, "
+              f"{r['d_sae']} features; best of {r['rounds']} rounds)",
+              ["", "seconds", "SAE steps/s", "builds/s", "vs original"], rows)
     if "scaling" in results:
         sc = results["scaling"]
         rows = [[h, r["step_ms_best"], r["activations_per_s"],
@@ -299,12 +346,13 @@ def main(argv=None) -> dict:
     parser.add_argument("--out", default=os.path.join(REPO_ROOT, "benchmarks", "results",
                                                       "latest.json"))
     parser.add_argument("--torch_threads", type=int, default=2)
-    parser.add_argument("--skip", default="", help="comma list of: harvest, scaling")
+    parser.add_argument("--skip", default="", help="comma list of: harvest, loop, scaling")
     args = parser.parse_args(argv)
     skip = {s for s in args.skip.split(",") if s}
-    unknown = skip - {"harvest", "scaling"}
+    unknown = skip - {"harvest", "loop", "scaling"}
     if unknown:
-        parser.error(f"--skip: unknown section(s) {sorted(unknown)}; choose harvest, scaling")
+        parser.error(f"--skip: unknown section(s) {sorted(unknown)}; choose harvest, loop, "
+                     "scaling")
 
     try:
         import torch
@@ -332,6 +380,8 @@ def main(argv=None) -> dict:
     xla = max(results["matmul"]["xla_gflops"], results["sae"]["matmul_float32"]["gflops_best"])
     if "harvest" not in skip:
         results["harvest"] = run_harvest(plan)
+    if "loop" not in skip:
+        results["loop"] = run_loop(plan, have_torch)
     if "scaling" not in skip:
         results["scaling"] = run_scaling(plan, xla, have_torch)
     results["headline"] = headline(results)

@@ -53,7 +53,8 @@ class BlockLayout:
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         batches = max(1, block_rows // batch_size)
-        return cls(batches, batch_size, batch_size * max(1, group_rows // batch_size))
+        per_group = min(max(1, group_rows // batch_size), batches)
+        return cls(batches, batch_size, batch_size * per_group)
 
     @property
     def rows(self) -> int:

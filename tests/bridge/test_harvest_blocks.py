@@ -99,3 +99,7 @@ def test_layout_and_refusals(world):
         BlockLayout.for_batch_size(0)
     with pytest.raises(ValueError, match="does not fit the layout"):
         host_block(examples, BlockLayout(2, 8, 8), np.zeros((3, 8), int), 0)
+
+
+def test_groups_never_outgrow_a_small_block():
+    assert BlockLayout.for_batch_size(16, block_rows=64) == BlockLayout(4, 16, 64)
