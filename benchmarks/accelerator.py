@@ -1,5 +1,6 @@
 """Accelerator benchmark: matmul roofline, SAE step in float32 and bfloat16, bfloat16's
-accuracy cost, and harvesting 819,200 activations from the full-size primary.
+accuracy cost, harvesting 819,200 activations from the full-size primary, and the whole
+training loop (harvest + SAE steps) swept over the primary batch size.
 
     python benchmarks/accelerator.py                  # on a GPU: every target, a few minutes
     python benchmarks/accelerator.py --harvest_rows 8192   # on a CPU: a short default run
@@ -88,6 +89,11 @@ QUALITY_PLAN = dict(quality_d=64, quality_atoms=256, quality_k=4, quality_expans
                     quality_usage=0.15, quality_usage_floor=0.005)
 
 
+# The whole loop at toy sizes: the demo's settings with a small buffer and SAE batch.
+LOOP_SMOKE = dict(loop_full_size=False, loop_builds=300, loop_batch_sweep=(16, 32), loop_rows=64,
+                  loop_rounds=1)
+
+
 def _plan(backend: str, smoke: bool) -> dict:
     """Sizes for this backend; ``harvest_rows``/``harvest_batch`` may be overridden by flags."""
     if smoke:
@@ -100,7 +106,7 @@ def _plan(backend: str, smoke: bool) -> dict:
                     quality_usage=0.15, quality_usage_floor=0.005,
                     quality_variants=(REFERENCE_VARIANT, "bfloat16"),
                     harvest_full_size=False, harvest_rows=256, harvest_batch=64,
-                    harvest_fills=1)
+                    harvest_fills=1, **LOOP_SMOKE)
     if backend == "cpu":
         # On a CPU float32 "default" and "highest" are the same product: measure it once.
         return dict(mode="cpu", matmul_n=2048, matmul_reps=5,
@@ -110,14 +116,16 @@ def _plan(backend: str, smoke: bool) -> dict:
                     **QUALITY_PLAN, quality_variants=(REFERENCE_VARIANT, "bfloat16"),
                     # The full-size primary does ~30 builds/s on 2 CPU cores: a short sample.
                     harvest_full_size=True, harvest_rows=1024, harvest_batch=256,
-                    harvest_fills=1)
+                    harvest_fills=1, loop_full_size=True, loop_builds=2000,
+                    loop_batch_sweep=(32,), loop_rows=64, loop_rounds=1)
     return dict(mode="accelerator", matmul_n=8192, matmul_reps=10,
                 sae_shapes=(ROOFLINE_SHAPE, (512, 24_576)), sae_batch=ROOFLINE_BATCH,
                 sae_buffer_rows=262_144, sae_steps_per_call=32, sae_calls=5,
                 sae_variants=tuple(VARIANTS),
                 **QUALITY_PLAN, quality_variants=tuple(VARIANTS),
                 harvest_full_size=True, harvest_rows=HARVEST_TARGET_ROWS, harvest_batch=4096,
-                harvest_fills=2)
+                harvest_fills=2, loop_full_size=True, loop_builds=10_000,
+                loop_batch_sweep=(32, 256, 1024), loop_rows=16_384, loop_rounds=3)
 
 
 def _precision(variant: str):
@@ -354,7 +362,39 @@ def run_harvest(plan: dict) -> dict:
     return out
 
 
-# --- 5. targets, tables, entry point -------------------------------------------------------
+# --- 5. the whole training loop ------------------------------------------------------------
+
+
+def run_loop(plan: dict) -> dict:
+    """The training loop's own code (length-grouped harvest, chunked push + SAE steps) on the
+    demo's training examples, at the original's full-size settings (``configs/splatnlp.flags``;
+    toy sizes with --smoke), swept over the primary batch size: SAE steps/s and builds/s
+    including harvesting and the host's work, ``loop_rows`` rows per sweep point."""
+    from benchmarks import loop_bench
+
+    examples, vocab, weapon_vocab = harvest_bench.demo_examples(plan["loop_builds"])
+    full = plan["loop_full_size"]
+    flags = os.path.join(REPO_ROOT, "configs", "splatnlp.flags" if full else "demo.flags")
+    cfg = loop_bench.full_size_settings(flags)
+    primary = harvest_bench.FULL_SIZE if full else TOY_PRIMARY
+    if not full:
+        cfg = dataclasses.replace(cfg, buffer_size=4096, min_buffer=1024, sae_batch_size=64)
+    primary = harvest_bench.with_vocab(primary, vocab, weapon_vocab)
+    out = {"settings": os.path.basename(flags), "primary": "full_size" if full else "toy",
+           "rows": plan["loop_rows"], "by_primary_batch": {}}
+    for batch in plan["loop_batch_sweep"]:
+        if plan["loop_rows"] % batch:
+            raise ValueError(f"loop_rows {plan['loop_rows']} is not a multiple of the primary "
+                             f"batch {batch}")
+        log(f"loop: {plan['loop_rows']:,} rows in primary batches of {batch}")
+        r = loop_bench.bench_loop(primary, dataclasses.replace(cfg, primary_batch_size=batch),
+                                  examples, num_batches=plan["loop_rows"] // batch,
+                                  rounds=plan["loop_rounds"], with_torch=False)
+        out["by_primary_batch"][str(batch)] = r
+    return out
+
+
+# --- 6. targets, tables, entry point -------------------------------------------------------
 
 
 def targets(results: dict) -> dict:
@@ -432,6 +472,13 @@ def print_tables(results: dict) -> None:
                  *(h[k] / scale if h[k] else "-" for k in ("flops_per_s",
                                                           "flops_per_s_needed_for_target")),
                  note]])
+    loop = results.get("loop")
+    if loop:
+        table(f"whole training loop ({loop['settings']}, {loop['primary']} primary, "
+              f"{loop['rows']:,} rows per point; harvest, pushes, SAE steps and host work)",
+              ["primary batch", "SAE steps", "seconds", "SAE steps/s", "builds/s"],
+              [[b, r["sae_steps"], r["ours_s_best"], r["ours_sae_steps_per_s"],
+                r["ours_builds_per_s"]] for b, r in loop["by_primary_batch"].items()])
     print("\ntargets")
     for name, t in results["targets"].items():
         value = t["value"]
@@ -439,7 +486,7 @@ def print_tables(results: dict) -> None:
         print(f"  {name}: {shown} (target {t['target']}, met {t['met']})")
 
 
-SECTIONS = ("sae", "quality", "harvest")
+SECTIONS = ("sae", "quality", "harvest", "loop")
 
 
 def main(argv=None) -> dict:
@@ -485,6 +532,8 @@ def main(argv=None) -> dict:
         results["quality"] = run_quality(plan)
     if "harvest" not in skip:
         results["harvest"] = run_harvest(plan)
+    if "loop" not in skip:
+        results["loop"] = run_loop(plan)
     results["targets"] = targets(results)
     results["wall_s"] = time.perf_counter() - t_start
     results["machine"]["load_average_at_end"] = load_average()

@@ -53,7 +53,9 @@ class BlockLayout:
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         batches = max(1, block_rows // batch_size)
-        per_group = min(max(1, group_rows // batch_size), batches)
+        # At least four groups per block where it has four batches: one group would pad
+        # every row to the block's longest.
+        per_group = max(1, min(group_rows // batch_size, batches // 4))
         return cls(batches, batch_size, batch_size * per_group)
 
     @property

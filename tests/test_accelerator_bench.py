@@ -30,7 +30,8 @@ def _numbers(node):
 
 def test_json_has_every_section_and_the_machine(smoke):
     _, written = smoke
-    for section in ("machine", "plan", "matmul", "sae", "quality", "harvest", "targets"):
+    for section in ("machine", "plan", "matmul", "sae", "quality", "harvest", "loop",
+                    "targets"):
         assert section in written, section
     assert written["mode"] == "smoke"
     assert written["machine"]["jax_backend"] == "cpu"
@@ -49,6 +50,17 @@ def test_timings_are_finite_and_positive(smoke):
     h = written["harvest"]
     assert h["seconds"] > 0 and h["builds_per_s"] > 0
     assert h["buffer_rows_filled"] == h["rows"] and h["all_finite"]
+
+
+def test_loop_sweep_counts_its_steps_and_rates(smoke):
+    _, written = smoke
+    loop = written["loop"]
+    assert list(loop["by_primary_batch"]) == [str(b) for b in written["plan"]["loop_batch_sweep"]]
+    for batch, r in loop["by_primary_batch"].items():
+        assert r["num_batches"] * int(batch) == loop["rows"]
+        assert r["sae_steps"] == r["num_batches"] * 4  # demo.flags: 4 SAE steps per batch
+        assert r["ours_sae_steps_per_s"] == pytest.approx(r["sae_steps"] / r["ours_s_best"])
+        assert r["ours_losses_finite"] and "speedup" not in r  # no torch side here
 
 
 def test_roofline_fraction_is_flops_over_time_over_the_matching_rate(smoke):

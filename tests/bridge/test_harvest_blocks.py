@@ -102,4 +102,5 @@ def test_layout_and_refusals(world):
 
 
 def test_groups_never_outgrow_a_small_block():
-    assert BlockLayout.for_batch_size(16, block_rows=64) == BlockLayout(4, 16, 64)
+    assert BlockLayout.for_batch_size(16, block_rows=64) == BlockLayout(4, 16, 16)
+    assert BlockLayout.for_batch_size(16, block_rows=1024) == BlockLayout(64, 16, 128)
