@@ -4,12 +4,23 @@
 the original's decoupled scheme (docs/original.md §5): every primary batch is run
 through the frozen primary model and its pooled vectors are pushed into the
 device-resident activation buffer; once the buffer holds ``min_buffer`` rows,
-``sae_steps_per_primary_step`` SAE steps run in one ``lax.scan`` call. Nothing
-comes back to the host except every ``log_every`` SAE steps (a metrics line and
-the progress bar) and at checkpoints.
+``sae_steps_per_primary_step`` SAE steps follow each push.
+
+The loop works a block of primary batches at a time
+(:mod:`bridge.harvest_blocks`): a worker thread builds the next block's inputs
+on the host while the device works; the block's rows are harvested in groups of
+similar length (almost no padding, one compilation per width) and the lone
+``[<NULL>]`` rows are looked up per weapon. Then one jitted call per chunk
+(:mod:`sae_jax.chunk`) pushes each batch and runs its SAE steps and health
+checks; chunks end only where the host is needed (:mod:`sae_jax.loop_schedule`:
+block ends, the start of training, checkpoints, a requested stop). Nothing comes
+back to the host except the metrics of the batches whose step crossed
+``log_every`` and the state at checkpoints.
 
 Exact resume: the data order is a pure function of (seed, epoch, batch index),
-batches and resampling draw their randomness with ``fold_in(key, step)``, and a
+blocks start at fixed batch indices (so each row is harvested in the same group
+whenever it is harvested), batches and resampling draw their randomness with
+``fold_in(key, step)``, a chunk of any length runs one compiled program, and a
 checkpoint holds the train state, the buffer, the data position and the key; a
 run killed at any moment and restarted ends with the same parameters.
 
