@@ -139,3 +139,34 @@ def test_bad_input_is_named(cond):
         ExplainConfig(max_terms=4)
     with pytest.raises(ValueError, match="fit_fraction"):
         split_rows(10, fit_fraction=1.0)
+
+
+def test_a_priced_condition_enters_only_when_it_earns_its_price(cond):
+    rng = np.random.default_rng(7)
+    target = cond[:, 3] & cond[:, 7]
+    # Column K: true on every positive and on 97% of the rest (like "lacks Ability
+    # Doubler"); column K + 1: the negation of column 5.
+    nearly_all = target | (rng.random(N) < 0.97)
+    c = np.concatenate([cond, nearly_all[:, None], ~cond[:, 5:6]], 1)
+    active = np.stack([target, target & ~cond[:, 5]], 1)
+    fit, held = split_rows(N, seed=1)
+    free = explain(c, active, fit_rows=fit, heldout_rows=held, progress=False)
+    assert K in free.rule(0)[0]  # unpriced, the near-constant condition pads the rule
+    costs = np.zeros(K + 2)
+    costs[K:] = 0.02
+    priced = explain(c, active, fit_rows=fit, heldout_rows=held, costs=costs, progress=False)
+    assert priced.rule(0) == [[3, 7]]
+    assert sorted(priced.rule(1)[0]) == [3, 7, K + 1] and priced.f1[1] == 1.0  # it earns it
+    with pytest.raises(ValueError, match="costs"):
+        explain(c, active, fit_rows=fit, heldout_rows=held, costs=-costs, progress=False)
+
+
+def test_a_level_with_few_positives_is_not_searched(cond):
+    strong = cond[:, 2] & cond[:, 6] & cond[:, 8]  # ~2.7%: ~54 positives on the fit half
+    weak = cond[:, 9] | strong
+    fit, held = split_rows(N)
+    assert 40 < strong[fit].sum() < 70
+    for floor, level in ((30, 1), (80, 0)):
+        ex = explain(cond, [weak[:, None], strong[:, None]], fit_rows=fit, heldout_rows=held,
+                     config=ExplainConfig(min_level_positives=floor), progress=False)
+        assert ex.level[0] == level, floor
