@@ -1,0 +1,137 @@
+"""How well could any rule over the build conditions predict a run's features? A ceiling
+for the explanation F1.
+
+For the analysed builds of a run (topped up with fresh synthetic builds as the analysis
+does) and the same fit / held-out split, per feature and activity level:
+
+- ``rules``: held-out F1 of the explanation rule (``sae_jax.explain``, the analysis's
+  settings: a conjunction of up to 3 conditions, optionally OR a second);
+- ``linear``: held-out F1 of a logistic regression over all the same conditions, trained on
+  the fit rows, its threshold chosen on the fit rows (a weighted sum of every condition:
+  what no short rule can say);
+
+and the medians over the features in the 1%-30% window, each feature at its best level by
+fit-row F1 (``linear``) or at the level the explanation chose (``rules``).
+
+    python -m benchmarks.explain_ceiling --workdir=/tmp/demo_copy
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+RESULTS = Path(__file__).resolve().parent / "results" / "explain_ceiling.json"
+
+
+def _linear_f1(x_fit, y_fit, x_held, y_held, steps: int = 600) -> np.ndarray:
+    """``y (n, T)`` bool targets -> ``(T,)`` held-out F1 of one logistic regression each."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    xf, yf = jnp.asarray(x_fit, jnp.float32), jnp.asarray(y_fit, jnp.float32)
+    params = (jnp.zeros((xf.shape[1], yf.shape[1])), jnp.zeros(yf.shape[1]))
+    opt = optax.adam(0.05)
+    state = opt.init(params)
+
+    @jax.jit
+    def step(params, state):
+        def loss(p):
+            z = xf @ p[0] + p[1]
+            return (optax.sigmoid_binary_cross_entropy(z, yf).mean(0).sum()
+                    + 1e-4 * jnp.sum(p[0] ** 2))
+        grads = jax.grad(loss)(params)
+        updates, state = opt.update(grads, state)
+        return optax.apply_updates(params, updates), state
+
+    for _ in range(steps):
+        params, state = step(params, state)
+    z_fit = np.asarray(xf @ params[0] + params[1])
+    z_held = np.asarray(jnp.asarray(x_held, jnp.float32) @ params[0] + params[1])
+    out = np.zeros(yf.shape[1])
+    for j in range(yf.shape[1]):  # the threshold with the best fit-row F1
+        order = np.argsort(-z_fit[:, j])
+        tp = np.cumsum(y_fit[order, j])
+        f1 = 2 * tp / (y_fit[:, j].sum() + np.arange(1, len(order) + 1))
+        cut = z_fit[order[np.argmax(f1)], j]
+        pred, y = z_held[:, j] >= cut, y_held[:, j]
+        out[j] = 2 * (pred & y).sum() / max(pred.sum() + y.sum(), 1)
+    return out
+
+
+def measure(workdir: str) -> dict:
+    from bridge.causal import pooled_of_builds
+    from primary.builds import BuildSet
+    from primary.conditions import CATALOGUE, condition_matrix, families, occurring
+    from primary.store import load_primary
+    from sae_jax.activity import window_mask
+    from sae_jax.analyze import _run_settings, evaluation_builds, known_builds
+    from sae_jax.explain import ExplainConfig, explain, split_rows
+    from sae_jax.explanations import (
+        ABSENT_COST,
+        MIN_EXPLAIN_BUILDS,
+        activity_levels,
+        fresh_builds,
+    )
+    from sae_jax.run_setup import run_concepts
+    from sae_jax.store import load_sae
+
+    workdir = Path(workdir)
+    run, _ = _run_settings(workdir)
+    primary, vocab, weapon_vocab = load_primary(run["primary_model_dir"])
+    sae = load_sae(workdir / "sae")
+    builds = known_builds(evaluation_builds(workdir, vocab, weapon_vocab), vocab, weapon_vocab)
+    fresh = fresh_builds(builds, run_concepts(workdir), weapon_vocab,
+                         MIN_EXPLAIN_BUILDS - len(builds))
+    builds = BuildSet.concat([builds, fresh]) if len(fresh) else builds
+    pooled = pooled_of_builds(primary, builds, vocab, weapon_vocab)
+    cond_all = condition_matrix(builds, CATALOGUE)
+    keep = occurring(cond_all)
+    conditions = [CATALOGUE[k] for k in keep]
+    cond = cond_all[:, keep]
+    levels, _ = activity_levels(sae, pooled)
+    fit, held = split_rows(len(builds))
+    costs = np.array([ABSENT_COST if c.negated else 0.0 for c in conditions])
+    ex = explain(cond, levels, fit_rows=fit, heldout_rows=held, families=families(conditions),
+                 costs=costs, config=ExplainConfig(), progress=False)
+    num_f = sae.hidden_dim
+    dense = [lv.columns(0, num_f) for lv in levels]
+    frequency = dense[0].mean(0)
+    window = window_mask(frequency)
+    feats = np.flatnonzero(window)
+    # Logistic regressions of every window feature at every level, on the fit rows.
+    y = np.concatenate([d[:, feats] for d in dense], 1)
+    linear = _linear_f1(cond[fit], y[fit], cond[held], y[held]).reshape(len(levels), -1)
+    rows = {}
+    for name, lo, hi in (("1-5%", 0.01, 0.05), ("5-10%", 0.05, 0.10), ("10-30%", 0.10, 0.30),
+                         ("window", 0.01, 0.30)):
+        m = (frequency[feats] > lo) & (frequency[feats] < hi)
+        rows[name] = {"features": int(m.sum()),
+                      "rules": float(np.median(ex.f1[feats][m])) if m.any() else None,
+                      "linear": float(np.median(linear.max(0)[m])) if m.any() else None}
+    return {"workdir": str(workdir), "builds": len(builds), "fresh_builds": len(fresh),
+            "fit_rows": len(fit), "heldout_rows": len(held), "conditions": len(conditions),
+            "median_heldout_f1": rows}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--workdir", required=True, help="an SAE run directory (analysed)")
+    p.add_argument("--out", default=str(RESULTS))
+    args = p.parse_args(argv)
+    result = measure(args.workdir)
+    for name, row in result["median_heldout_f1"].items():
+        print(f"{name:>7}: {row['features']:>3} features, median held-out F1 rules "
+              f"{row['rules']:.3f}, logistic regression {row['linear']:.3f}")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
