@@ -76,8 +76,10 @@ LEVEL_FRACTIONS = (0.15, 0.3, 0.5)
 ABSENT_COST = 0.02
 # Synthetic builds are cheap and rules of features that fire on 1-5% of builds need
 # hundreds of positives: explanations of a synthetic run use at least this many builds
-# (the analysed ones plus fresh ones from the same world).
+# (the analysed ones plus fresh ones from the same world), at most FRESH_FACTOR times the
+# analysed ones (a small analysis stays small).
 MIN_EXPLAIN_BUILDS = 20_000
+FRESH_FACTOR = 10
 # Fresh builds are drawn with this seed: a stream apart from the runs' own seeds (0, 1, ...).
 FRESH_SEED = 2_147_483_647
 
@@ -170,10 +172,10 @@ def compute_explanations(primary, vocab, weapon_vocab, sae, builds, pooled: np.n
                          min_builds: int | None = None, progress: bool = True) -> dict:
     """The ``explanations.json`` document for ``builds`` (with pooled vectors ``pooled``).
 
-    ``min_builds`` (default :data:`MIN_EXPLAIN_BUILDS`): when ``builds`` come from the
-    synthetic world with ``concepts`` planted (their concept labels name that set), fresh
-    builds from the same world are added up to this many (0: none); the weapons are those
-    the model knows.
+    ``min_builds`` (default :data:`MIN_EXPLAIN_BUILDS`, at most :data:`FRESH_FACTOR` times
+    ``len(builds)``): when ``builds`` come from the synthetic world with ``concepts``
+    planted (their concept labels name that set), fresh builds from the same world are
+    added up to this many (0: none); the weapons are those the model knows.
 
     ``curve_features``: features that get rung curves (the report's shown ones).
     ``concepts_result``: the run's ``concepts.json`` dict, for the ground-truth summary
@@ -184,7 +186,8 @@ def compute_explanations(primary, vocab, weapon_vocab, sae, builds, pooled: np.n
     causal_config = causal_config or CausalConfig()
     if len(pooled) != len(builds):
         raise ValueError(f"{len(pooled)} pooled vectors for {len(builds)} builds")
-    min_builds = MIN_EXPLAIN_BUILDS if min_builds is None else min_builds
+    if min_builds is None:
+        min_builds = min(MIN_EXPLAIN_BUILDS, FRESH_FACTOR * len(builds))
     fresh = fresh_builds(builds, concepts, weapon_vocab, min_builds - len(builds))
     if len(fresh):
         builds = BuildSet.concat([builds, fresh])
