@@ -465,20 +465,23 @@ def explain(cond: np.ndarray, active, *, fit_rows: np.ndarray, heldout_rows: np.
         f1_ = min(num_f, f0 + config.feature_chunk)
         fc = f1_ - f0
         blocks = [a.columns(f0, f1_) for a in levels]
-        per_level = []
         or_all = config.allow_or and not config.or_at_chosen_level
-        for lv, block in enumerate(blocks):
-            a_fit = block[search]
-            pos = a_fit.sum(0)
-            # A level above "active" is searched only where it has positives enough to fit.
-            todo = np.arange(fc) if lv == 0 else np.flatnonzero(
-                pos >= config.min_level_positives)
+        a_fits = [block[search] for block in blocks]
+        # A level above "active" is searched only where it has positives enough to fit.
+        todo = [np.arange(fc)] + [np.flatnonzero(a.sum(0) >= config.min_level_positives)
+                                  for a in a_fits[1:]]
+        # All levels in one search: the features are independent, and wider matrices make
+        # better use of the matmuls (and of the supports the levels share).
+        stacked = np.concatenate([a[:, t] for a, t in zip(a_fits, todo)], axis=1)
+        conjs, fit_f1, tp1, sup1 = _rules_for(table, stacked, config, or_all)
+        found = (conjs, fit_f1) + _lifts(tp1, sup1, stacked.sum(0).astype(np.float64),
+                                         len(search), config)
+        bounds = np.cumsum([0] + [len(t) for t in todo])
+        per_level = []
+        for lv, t in enumerate(todo):
             res = _empty_level(fc, config)
-            if len(todo):
-                conjs, fit_f1, tp1, sup1 = _rules_for(table, a_fit[:, todo], config, or_all)
-                lifts = _lifts(tp1, sup1, pos[todo].astype(np.float64), len(search), config)
-                for r, part in zip(res, (conjs, fit_f1) + lifts):
-                    r[todo] = part
+            for r, part in zip(res, found):
+                r[t] = part[bounds[lv]:bounds[lv + 1]]
             per_level.append(res)
         # The strongest level whose rule fits almost as well as the best level's.
         fits = np.stack([p[1] for p in per_level])  # (L, Fc); -1 where not searched
