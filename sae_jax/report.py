@@ -290,7 +290,8 @@ def _package_text(name: str) -> Markup:
 
 
 def write_report(out_dir: str | os.PathLike, doc: dict) -> Path:
-    """Write ``out_dir/index.html``, ``features.json`` (the same data, for scripts) and a
+    """Write ``out_dir/index.html``, ``features.json`` (its pages and numbers, for scripts;
+    the explanations are the run's ``explanations.json``) and a
     copy of the run's training curves when ``doc["curves_png"]`` names them."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -300,6 +301,10 @@ def write_report(out_dir: str | os.PathLike, doc: dict) -> Path:
     os.replace(tmp, index)
     if doc.get("curves_png"):
         shutil.copyfile(doc["curves_png"], out / "curves.png")
-    write_json(out / "features.json", {k: v for k, v in doc.items() if k != "features"},
+    # The full table and the explanations of every feature stay out: the table is in the
+    # page, the explanations in the run's explanations.json (74 MB here would copy it for
+    # a 24,576-feature SAE).
+    write_json(out / "features.json",
+               {k: v for k, v in doc.items() if k not in ("features", "explanations")},
                indent=None)
     return index

@@ -368,5 +368,9 @@ def test_report_shows_explanations_labels_and_sorts(setup, tmp_path):
     assert f'data-f1="{doc["explanations"]["features"][str(second)]["f1"]}"' in text
     assert "rule text 0" in text[start - 400:start + 400].lower()
     assert "disagrees with the rule" in html.unescape(text)  # odd pages disagree
+    # features.json beside the page keeps the pages, not a copy of the explanations.
+    write_report(tmp_path / "report", doc)
+    data = json.loads((tmp_path / "report" / "features.json").read_text())
+    assert "explanations" not in data and len(data["pages"]) == len(doc["pages"])
     # Phone width: every table sits in a scrolling box.
     assert text.count("<table") == text.count('<div class="scroll"><table')
