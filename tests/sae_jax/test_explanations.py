@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from bridge.causal import CausalConfig, pooled_of_builds
+from primary.builds import BuildSet
 from primary.concepts import CONCEPTS
 from primary.model import PrimaryConfig, create_model
 from primary.store import save_primary
@@ -15,7 +16,7 @@ from primary.synthetic import generate_builds
 from primary.vocab import Vocab, WeaponVocab
 from sae_jax.analyze import analyze
 from sae_jax.explain import ExplainConfig
-from sae_jax.explanations import compute_explanations, ground_truth_check
+from sae_jax.explanations import compute_explanations, fresh_builds, ground_truth_check
 from sae_jax.model import SAEConfig, create_sae
 from sae_jax.store import save_sae
 
@@ -138,3 +139,15 @@ def test_too_few_builds_give_an_empty_document(setup):
     doc = compute_explanations(s.primary, s.vocab, s.weapon_vocab, s.sae, few, s.pooled[:3],
                                progress=False, min_builds=0)
     assert doc["features"] == {} and doc["summary"]["explained"] == 0 and "note" in doc
+
+
+def test_fresh_builds_come_only_from_the_world_that_made_the_builds(setup):
+    s = setup
+    fresh = fresh_builds(s.builds, CONCEPTS, s.weapon_vocab, 50)
+    assert len(fresh) == 50 and fresh.concept_names == s.builds.concept_names
+    assert np.isin(fresh.weapons, s.weapon_vocab.game_ids).all()
+    assert not np.array_equal(fresh.ap, s.builds.ap[:50])  # not the run's own stream
+    real = BuildSet(s.builds.weapons, s.builds.ap)  # no concept labels: real data
+    assert len(fresh_builds(real, CONCEPTS, s.weapon_vocab, 50)) == 0
+    assert len(fresh_builds(s.builds, CONCEPTS[:3], s.weapon_vocab, 50)) == 0  # another set
+    assert len(fresh_builds(s.builds, CONCEPTS, s.weapon_vocab, 0)) == 0
