@@ -230,9 +230,7 @@ def buffer_memory(capacity: int, dim: int) -> dict:
     return out
 
 
-def headline(results: dict) -> dict:
-    """The issue's ratios: medians over interleaved rounds of per-round ratios."""
-    sae = results["sae"]
+def _sae_headline(sae: dict) -> dict:
     ours = sae["ours_fixed"]
     head = {"sae_roofline_fraction": ours["roofline_fraction"],
             "sae_fraction_of_matmul_chain": float(np.median(
@@ -245,6 +243,14 @@ def headline(results: dict) -> dict:
         head["sae_original_behaviour_speedup_vs_original"] = (
             sae["ours_original_behaviour"]["speedup_vs_original"])
         head["sae_bf16_speedup_vs_original"] = sae["ours_fixed_bf16"]["speedup_vs_original"]
+    return head
+
+
+def headline(results: dict) -> dict:
+    """The issue's ratios: medians over interleaved rounds of per-round ratios."""
+    head = {}
+    if "sae" in results:
+        head.update(_sae_headline(results["sae"]))
     harvest = results.get("harvest", {})
     for basis in ("full_size", "demo"):
         if "speedup" in harvest.get(basis, {}):
@@ -263,8 +269,12 @@ def headline(results: dict) -> dict:
 
 
 def print_tables(results: dict) -> None:
-    mm = results["matmul"]
-    sae = results["sae"]
+    if "sae" in results:
+        _print_sae_tables(results["matmul"], results["sae"])
+    _print_other_tables(results)
+
+
+def _print_sae_tables(mm: dict, sae: dict) -> None:
     table(f"matmul {mm['n']}^3 (GFLOP/s; XLA rows: best / median of the interleaved rounds)",
            ["", "best", "median"],
            [["XLA float32", sae["matmul_float32"]["gflops_best"],
@@ -289,6 +299,10 @@ def print_tables(results: dict) -> None:
            f"{sae['rounds']} interleaved rounds (step: {sae['step_source']}; fractions and "
            "speedups: medians of per-round ratios)",
            ["", "ms/step best", "median", "activations/s", "of matmul", "vs original"], rows)
+
+
+def _print_other_tables(results: dict) -> None:
+    sae = results.get("sae", results["plan"])  # the plan has the same batch and d_sae
     if "harvest" in results:
         rows = []
         for basis, r in results["harvest"].items():
@@ -346,13 +360,13 @@ def main(argv=None) -> dict:
     parser.add_argument("--out", default=os.path.join(REPO_ROOT, "benchmarks", "results",
                                                       "latest.json"))
     parser.add_argument("--torch_threads", type=int, default=2)
-    parser.add_argument("--skip", default="", help="comma list of: harvest, loop, scaling")
+    parser.add_argument("--skip", default="", help="comma list of: sae, harvest, loop, scaling")
     args = parser.parse_args(argv)
     skip = {s for s in args.skip.split(",") if s}
-    unknown = skip - {"harvest", "loop", "scaling"}
+    unknown = skip - {"sae", "harvest", "loop", "scaling"}
     if unknown:
-        parser.error(f"--skip: unknown section(s) {sorted(unknown)}; choose harvest, loop, "
-                     "scaling")
+        parser.error(f"--skip: unknown section(s) {sorted(unknown)}; choose sae, harvest, "
+                     "loop, scaling")
 
     try:
         import torch
@@ -375,9 +389,11 @@ def main(argv=None) -> dict:
         results["torch_recreation_check"] = check_against_original()
     log("matmul: XLA and torch")
     results["matmul"] = sae_bench.bench_matmul(plan["matmul_n"], reps=plan["matmul_reps"])
-    results["sae"] = run_sae(plan, have_torch)
+    if "sae" not in skip:
+        results["sae"] = run_sae(plan, have_torch)
     # The scaling sweep's fractions are of the best float32 matmul rate seen in this run.
-    xla = max(results["matmul"]["xla_gflops"], results["sae"]["matmul_float32"]["gflops_best"])
+    xla = max(results["matmul"]["xla_gflops"], results.get("sae", {}).get(
+        "matmul_float32", {}).get("gflops_best", 0.0))
     if "harvest" not in skip:
         results["harvest"] = run_harvest(plan)
     if "loop" not in skip:
