@@ -3,8 +3,9 @@
 Library (imports neither ``primary`` nor ``bridge``): ``model``, ``architectures`` (the
 encoders), ``recipes`` (their training losses), ``losses``, ``schedules``, ``transforms``,
 ``precision``, ``buffer``, ``resample``, ``step`` and ``stack`` (many SAEs as one vmapped
-step), ``config``, ``store``, ``activity``, ``analysis``, ``concepts``, ``explain`` (the
-rule search), ``labels`` (the human label store).
+step), ``config``, ``store``, ``activity``, ``sparse_activations`` (positive activations by
+feature), ``analysis``, ``concepts``, ``explain`` (the rule search), ``labels`` (the human
+label store).
 
 Orchestration (ties the primary model, the bridge and the library together):
 ``run_setup``, ``training`` and its command ``train``, ``sweep`` (``sweep_run``,
