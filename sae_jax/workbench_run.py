@@ -53,6 +53,19 @@ def fixed_width(primary) -> bool:
     return primary.config.hidden_dim <= FIXED_WIDTH_MAX_HIDDEN
 
 
+
+def _histogram_max(sae, pooled: np.ndarray) -> float:
+    """The histograms' upper end: the encoder's clip when it has one, else the largest
+    activation on ``pooled`` (1.0 when nothing fires), as the static report has it."""
+    from sae_jax.analyze import sae_activations
+
+    clip = sae.config.encoder.clip_max
+    if clip is not None:
+        return float(clip)
+    top = max((float(np.max(np.asarray(h)[valid], initial=0.0))
+               for h, valid in sae_activations(sae, pooled)), default=0.0)
+    return top if top > 0 else 1.0
+
 class RunError(ValueError):
     """A run directory the workbench cannot serve (the message says what is missing)."""
 
@@ -240,8 +253,9 @@ class RunData:
 
         _, _, _, sae = self.models()
         _, pooled = self.builds()
+        hist_max = _histogram_max(sae, pooled)
         stats = analysis.stats_from_batches(
-            sae_activations(sae, pooled), sae.hidden_dim, clip_max=float(sae.config.clip_max),
+            sae_activations(sae, pooled), sae.hidden_dim, clip_max=hist_max,
             top_k=TOP_EXAMPLES, num_bins=HIST_BINS, coact_features=np.zeros(0, np.int32))
         summary = analysis.summarize(stats)
         _, vocab, _, _ = self.models()
@@ -251,7 +265,7 @@ class RunData:
                 "score": summary.score, "max_act": summary.max_act,
                 "top_rows": np.asarray(stats.top_rows), "top_values": np.asarray(stats.top_values),
                 "hist": np.asarray(stats.hist), "num_builds": np.int64(len(pooled)),
-                "hist_edges": analysis.histogram_edges(HIST_BINS, float(sae.config.clip_max)),
+                "hist_edges": analysis.histogram_edges(HIST_BINS, hist_max),
                 "fingerprint": np.array(self._fingerprint())}
         try:  # a read-only run directory still serves, from memory
             self._index_path().parent.mkdir(exist_ok=True)

@@ -325,3 +325,16 @@ def test_serves_an_imported_splatnlp_run(tmp_path):
         weapon = client.get("/api/lab").json()["weapons"][0]["id"]
         done = client.post("/api/complete", json={"weapon": weapon, "abilities": {}})
         assert done.status_code == 200 and sum(done.json()["build"]["ap"].values()) == 57
+
+
+def test_histograms_of_an_unclipped_sae_span_its_activations():
+    from sae_jax.model import SAEConfig, create_sae
+    from sae_jax.workbench_run import _histogram_max
+
+    pooled = np.random.default_rng(0).normal(size=(40, 8)).astype(np.float32) * 50
+    topk = create_sae(SAEConfig(8, 2, architecture="topk", k=3, clip=False), seed=0)
+    h = np.asarray(encode(topk.params(), jnp.asarray(pooled), topk.config.encoder)[1])
+    assert h.max() > 6  # past the clip a relu_l1 SAE would have
+    assert _histogram_max(topk, pooled) == pytest.approx(float(h.max()), rel=1e-6)
+    relu = create_sae(SAEConfig(8, 2), seed=0)
+    assert _histogram_max(relu, pooled) == 6.0
