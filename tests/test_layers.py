@@ -9,27 +9,26 @@ PACKAGES = ("runkit", "primary", "sae_jax", "bridge")
 
 # sae_jax holds two layers: the pure SAE library, and the orchestration that ties the
 # primary model, the bridge and the library into runs, reports and commands.
-SAE_ORCHESTRATION = {"sae_jax.training", "sae_jax.run_setup", "sae_jax.evaluate",
-                     "sae_jax.analyze", "sae_jax.report", "sae_jax.plots", "sae_jax.train",
-                     "sae_jax.launch"}
-SAE_LIBRARY = {"sae_jax", "sae_jax.model", "sae_jax.losses", "sae_jax.schedules",
-               "sae_jax.transforms", "sae_jax.buffer", "sae_jax.resample", "sae_jax.step",
-               "sae_jax.precision", "sae_jax.config", "sae_jax.store", "sae_jax.analysis",
-               "sae_jax.concepts", "sae_jax.activity"}
-SAE_LIBRARY |= {"sae_jax.labels"}  # the human label store
-SAE_ORCHESTRATION |= {"sae_jax.label"}  # its command
-SAE_LIBRARY |= {"sae_jax.explain"}
-SAE_ORCHESTRATION |= {"sae_jax.explanations"}
-SAE_ORCHESTRATION |= {"sae_jax.steered_views"}  # steering as builds in the report
-SAE_LIBRARY |= {"sae_jax.architectures", "sae_jax.recipes",
-                "sae_jax.kth_largest"}  # the SAE architectures
-SAE_LIBRARY |= {"sae_jax.stack"}  # the vmapped stack of SAE steps
-SAE_LIBRARY |= {"sae_jax.sparse_activations"}  # activations kept as positive entries
-SAE_ORCHESTRATION |= {"sae_jax.sweep", "sae_jax.sweep_run", "sae_jax.sweep_report"}  # sweeps
-SAE_ORCHESTRATION |= {"sae_jax.serve", "sae_jax.workbench_run", "sae_jax.workbench_list",
-                      "sae_jax.workbench_lab"}  # the workbench server
-SAE_LIBRARY |= {"sae_jax.chunk"}  # many primary batches of the loop in one call
-SAE_ORCHESTRATION |= {"sae_jax.loop_schedule"}  # where the loop's chunks end
+SAE_LIBRARY = {
+    "sae_jax", "sae_jax.model", "sae_jax.losses", "sae_jax.schedules", "sae_jax.transforms",
+    "sae_jax.buffer", "sae_jax.resample", "sae_jax.step", "sae_jax.precision",
+    "sae_jax.config", "sae_jax.store", "sae_jax.activity",
+    "sae_jax.architectures", "sae_jax.recipes", "sae_jax.kth_largest",  # SAE architectures
+    "sae_jax.stack",  # the vmapped stack of SAE steps
+    "sae_jax.chunk",  # many primary batches of the loop in one call
+    "sae_jax.analysis", "sae_jax.concepts", "sae_jax.sparse_activations",  # feature statistics
+    "sae_jax.explain",  # the rule search
+    "sae_jax.labels",  # the human label store
+}
+SAE_ORCHESTRATION = {
+    "sae_jax.training", "sae_jax.loop_schedule", "sae_jax.run_setup", "sae_jax.train",
+    "sae_jax.launch", "sae_jax.evaluate", "sae_jax.plots",
+    "sae_jax.analyze", "sae_jax.explanations", "sae_jax.report", "sae_jax.steered_views",
+    "sae_jax.label",  # the label command
+    "sae_jax.sweep", "sae_jax.sweep_run", "sae_jax.sweep_report",  # sweeps
+    "sae_jax.serve", "sae_jax.workbench_run", "sae_jax.workbench_list",
+    "sae_jax.workbench_lab",  # the workbench server
+}
 
 # What each layer may import (besides third-party packages).
 MAY_IMPORT = {
