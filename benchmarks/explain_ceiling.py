@@ -13,7 +13,7 @@ does) and the same fit / held-out split, per feature and activity level:
 and the medians over the features in the 1%-30% window, each feature at its best level by
 fit-row F1 (``linear``) or at the level the explanation chose (``rules``).
 
-    python -m benchmarks.explain_ceiling --workdir=/tmp/demo_copy
+    python -m benchmarks.explain_ceiling --workdir=runs/demo
 """
 
 from __future__ import annotations
