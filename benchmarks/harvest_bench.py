@@ -162,14 +162,7 @@ def _torch_original_harvest(model, cfg: PrimaryConfig, inputs, batch: int, buffe
         import torch
     except ImportError:
         return None, None
-    from benchmarks.original_torch import SetCompletionModel
-
-    tmodel = SetCompletionModel(cfg.vocab_size, cfg.weapon_vocab_size, cfg.embedding_dim,
-                                cfg.hidden_dim, cfg.output_dim, cfg.num_layers, cfg.num_heads,
-                                cfg.num_inducing_points, cfg.use_layer_norm, 0.0,
-                                cfg.pad_token_id)
-    tmodel.load_state_dict(torch_state_dict(model), strict=True)
-    tmodel.eval()
+    tmodel = torch_model_like(model, cfg)
     t_tokens, t_weapons = (torch.from_numpy(a.astype(np.int64)) for a in inputs[:2])
     t_mask = torch.from_numpy(inputs[2])
     t_buf = torch.zeros(buffer_rows, cfg.hidden_dim)
