@@ -41,6 +41,8 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from benchmarks.output import feature_build_sizes
+
 RESULTS = Path(__file__).resolve().parent / "results" / "analysis_scale.json"
 DEFAULT_SIZES = ("24576x100000",)
 D_IN = 512
@@ -189,11 +191,11 @@ def main(argv=None) -> int:
                                  min_rate=args.min_rate, max_rate=args.max_rate)))
         return 0
     rows = []
-    for size in args.sizes.split(","):
-        try:
-            f, n = (int(x) for x in size.split("x"))
-        except ValueError:
-            p.error(f"--sizes: {size!r} is not FEATURESxBUILDS")
+    try:
+        sizes = feature_build_sizes(args.sizes)
+    except ValueError as e:
+        p.error(str(e))
+    for f, n in sizes:
         load = os.getloadavg()
         env = dict(os.environ, JAX_PLATFORMS=os.environ.get("JAX_PLATFORMS", "cpu"))
         cmd = [sys.executable, "-m", "benchmarks.analysis_scale", f"--one={f}x{n}",

@@ -30,6 +30,8 @@ import sys
 import time
 from pathlib import Path
 
+from benchmarks.output import feature_build_sizes
+
 RESULTS = Path(__file__).resolve().parent / "results" / "explain_scale.json"
 DEFAULT_SIZES = ("2048x10000", "8192x30000", "24576x100000")
 
@@ -94,11 +96,11 @@ def main(argv=None) -> int:
         print(json.dumps(run_one(f, n)))
         return 0
     rows = []
-    for size in args.sizes.split(","):
-        try:
-            f, n = (int(x) for x in size.split("x"))
-        except ValueError:
-            p.error(f"--sizes: {size!r} is not FEATURESxBUILDS")
+    try:
+        sizes = feature_build_sizes(args.sizes)
+    except ValueError as e:
+        p.error(str(e))
+    for f, n in sizes:
         env = dict(os.environ, JAX_PLATFORMS=os.environ.get("JAX_PLATFORMS", "cpu"))
         out = subprocess.run([sys.executable, "-m", "benchmarks.explain_scale",
                               f"--one={f}x{n}"], env=env, capture_output=True, text=True)

@@ -44,3 +44,16 @@ def write_results(results: dict, path: str) -> None:
     with open(path, "w") as f:
         json.dump(results, f, indent=2, default=json_default)
     print(f"\nwrote {path} ({results['wall_s']:.0f} s)")
+
+
+def feature_build_sizes(text: str) -> list[tuple[int, int]]:
+    """``"24576x100000,2048x10000"`` -> ``[(24576, 100000), (2048, 10000)]``; a malformed
+    entry raises ValueError naming it."""
+    sizes = []
+    for size in text.split(","):
+        try:
+            f, n = (int(x) for x in size.split("x"))
+        except ValueError:
+            raise ValueError(f"--sizes: {size!r} is not FEATURESxBUILDS") from None
+        sizes.append((f, n))
+    return sizes
