@@ -256,18 +256,24 @@ def causal_check(primary, vocab, weapon_vocab, sae, builds: BuildSet, pooled: np
     return out
 
 
-def rung_curves(primary, vocab, weapon_vocab, sae, builds: BuildSet, features, *,
-                abilities=None, min_legal: float = 0.5, batch_size: int = 512) -> dict:
-    """Mean activation of each chosen feature as one ability steps through its rungs.
+@dataclass(frozen=True)
+class RungEdits:
+    """The pooled vectors of a build sample edited through every kept rung of every
+    ability (:func:`rung_edits`): they do not depend on the SAE, so one set serves every
+    SAE read on the same primary. ``tags``: ``(ability, ap, builds)`` per rung, in the
+    order of the rows of ``pooled``."""
 
-    For every ability (default: all; standard ones through 0, 3, 6, 12, ... 57, main-only
-    through 0 and 10) every build of the sample gets that AP, other abilities changed only
-    where slots must be freed (:func:`primary.build_edits.set_ability_rung`). A rung is
-    kept while at least ``min_legal`` of the sample can legally hold it ("as far as
-    legal"). Returns ``{feature: {ability: {"ap": [...], "mean": [...], "n": [...]}}}``
-    (``n``: builds averaged at each rung).
-    """
-    features = np.asarray(features, np.int64)
+    pooled: np.ndarray
+    tags: tuple[tuple[str, int, int], ...]
+
+
+def rung_edits(primary, vocab, weapon_vocab, builds: BuildSet, *, abilities=None,
+               min_legal: float = 0.5, batch_size: int = 512) -> RungEdits:
+    """Every build of the sample set to each rung of each ability (default: all; standard
+    ones through 0, 3, 6, 12, ... 57, main-only through 0 and 10), other abilities changed
+    only where slots must be freed (:func:`primary.build_edits.set_ability_rung`), and the
+    pooled vectors of those that stay legal. A rung is kept while at least ``min_legal``
+    of the sample can legally hold it ("as far as legal")."""
     abilities = list(STANDARD_ABILITIES + MAIN_ONLY_ABILITIES) if abilities is None else \
         list(abilities)
     parts, tags = [], []
@@ -279,14 +285,23 @@ def rung_curves(primary, vocab, weapon_vocab, sae, builds: BuildSet, features, *
             if ok.mean() < min_legal:
                 break
             parts.append(e.subset(np.flatnonzero(ok)))
-            tags.append((a, v, int(ok.sum())))
-    curves: dict = {int(f): {} for f in features}
+            tags.append((a, int(v), int(ok.sum())))
     if not parts:
+        return RungEdits(np.zeros((0, primary.config.hidden_dim), np.float32), ())
+    pooled = pooled_of_builds(primary, BuildSet.concat(parts), vocab, weapon_vocab, batch_size)
+    return RungEdits(pooled, tuple(tags))
+
+
+def curves_of(sae, edits: RungEdits, features) -> dict:
+    """``{feature: {ability: {"ap": [...], "mean": [...], "n": [...]}}}``: each chosen
+    feature's mean activation at each rung of ``edits`` (``n``: builds averaged)."""
+    features = np.asarray(features, np.int64)
+    curves: dict = {int(f): {} for f in features}
+    if not edits.tags:
         return curves
-    x = pooled_of_builds(primary, BuildSet.concat(parts), vocab, weapon_vocab, batch_size)
-    h = feature_activations(sae, x, features)  # (m, len(features))
+    h = feature_activations(sae, edits.pooled, features)  # (m, len(features))
     start = 0
-    for a, v, n in tags:
+    for a, v, n in edits.tags:
         mean = h[start:start + n].mean(0)
         start += n
         for i, f in enumerate(features):
@@ -297,5 +312,14 @@ def rung_curves(primary, vocab, weapon_vocab, sae, builds: BuildSet, features, *
     return curves
 
 
-__all__ = ["CausalConfig", "causal_check", "feature_activations", "pair_activations",
-           "pooled_of_builds", "rung_curves"]
+def rung_curves(primary, vocab, weapon_vocab, sae, builds: BuildSet, features, *,
+                abilities=None, min_legal: float = 0.5, batch_size: int = 512) -> dict:
+    """Mean activation of each chosen feature as one ability steps through its rungs:
+    :func:`curves_of` the :func:`rung_edits` of ``builds``."""
+    edits = rung_edits(primary, vocab, weapon_vocab, builds, abilities=abilities,
+                       min_legal=min_legal, batch_size=batch_size)
+    return curves_of(sae, edits, features)
+
+
+__all__ = ["CausalConfig", "RungEdits", "causal_check", "curves_of", "feature_activations",
+           "pair_activations", "pooled_of_builds", "rung_curves", "rung_edits"]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -343,12 +344,14 @@ def _training_metrics(workdir: Path) -> dict:
 def analyse_and_write(workdir, primary, vocab, weapon_vocab, sae, builds, pooled: np.ndarray,
                       *, run: dict | None = None, top_features: int = 64,
                       explanations: bool = True, concept_set=None,
-                      timer: StageTimer | None = None) -> dict:
+                      timer: StageTimer | None = None, shared_explanation_builds=None) -> dict:
     """The analysis of ``builds`` (with their ``pooled (n, D)`` vectors) written into
     ``workdir``: ``concepts.json`` (when the builds carry concepts), ``explanations.json``
     (unless ``explanations`` is False) and ``report/``. ``run``: the run's ``run.json``
     (shown on the page); ``concept_set``: the planted set, the explanations' ground truth
-    (None: the built-in set).
+    (None: the built-in set); ``shared_explanation_builds``: the
+    :func:`sae_jax.explanations.explanation_builds` of these builds, when several SAEs
+    share them (None: made here).
     Returns the report document; ``timer`` records each stage's seconds."""
     from sae_jax.explanations import compute_explanations, write_explanations
     from sae_jax.report import write_report
@@ -376,38 +379,78 @@ def analyse_and_write(workdir, primary, vocab, weapon_vocab, sae, builds, pooled
             doc["explanations"] = compute_explanations(
                 primary, vocab, weapon_vocab, sae, builds, pooled,
                 curve_features=[p["id"] for p in doc["pages"]],
-                concepts_result=doc["concepts"], **planted)
+                concepts_result=doc["concepts"], shared=shared_explanation_builds, **planted)
             write_explanations(workdir / "explanations.json", doc["explanations"])
     with timer("report"):
         doc["index"] = str(write_report(workdir / "report", doc))
     return doc
 
 
+@dataclass(frozen=True)
+class AnalysisInputs:
+    """What the analyses of several SAE runs on one primary and one data setting share (a
+    sweep's members): the primary and its vocabularies, the held-out builds, their pooled
+    vectors, the planted concept set and the explanations' builds (None: no explanations).
+    Made by :func:`analysis_inputs`."""
+
+    primary: object
+    vocab: object
+    weapon_vocab: object
+    builds: object
+    pooled: np.ndarray
+    concept_set: object
+    explanation_builds: object
+
+
+def analysis_inputs(workdir, *, num_builds: int | None = None, explanations: bool = True,
+                    primary=None) -> AnalysisInputs:
+    """The inputs of :func:`analyze` for the run in ``workdir`` (``primary``: its primary
+    as ``(model, vocab, weapon_vocab)``, already loaded; None: loaded here)."""
+    from primary.store import load_primary
+    from sae_jax.explanations import explanation_builds
+    from sae_jax.run_setup import run_concepts
+
+    workdir = Path(workdir).absolute()
+    run, _ = _run_settings(workdir)
+    model, vocab, weapon_vocab = primary or load_primary(run["primary_model_dir"])
+    builds = known_builds(evaluation_builds(workdir, vocab, weapon_vocab, limit=num_builds),
+                          vocab, weapon_vocab)
+    inputs = full_build_inputs(builds, vocab, weapon_vocab, where=f"{workdir} test builds")
+    pooled = pooled_of_inputs(model, inputs, batch_size=BATCH_SIZE)
+    concept_set = run_concepts(workdir)  # the set the run planted
+    shared = None
+    if explanations:
+        planted = {} if concept_set is None else {"concepts": concept_set}
+        shared = explanation_builds(model, vocab, weapon_vocab, builds, pooled, **planted)
+    return AnalysisInputs(model, vocab, weapon_vocab, builds, pooled, concept_set, shared)
+
+
 def analyze(workdir, *, top_features: int = 64, num_builds: int | None = None,
-            explanations: bool = True) -> dict:
+            explanations: bool = True, inputs: AnalysisInputs | None = None) -> dict:
     """Analyse the SAE run in ``workdir``; writes ``concepts.json`` (synthetic data only),
     ``explanations.json`` (unless ``explanations`` is False) and ``report/index.html``.
-    Returns the concept summary (empty dict without concepts)."""
-    from primary.store import load_primary
-    from sae_jax.run_setup import run_concepts
+    ``inputs``: :func:`analysis_inputs` made once for several runs that share them (then
+    ``num_builds`` is theirs; None: made here). Returns the concept summary (empty dict
+    without concepts)."""
     from sae_jax.store import load_sae
 
     t0 = time.perf_counter()
     workdir = Path(workdir).absolute()
     run, _ = _run_settings(workdir)
-    primary, vocab, weapon_vocab = load_primary(run["primary_model_dir"])
+    if inputs is None:
+        inputs = analysis_inputs(workdir, num_builds=num_builds, explanations=explanations)
+    elif explanations and inputs.explanation_builds is None:
+        raise ValueError("the shared analysis inputs were made without explanations")
+    primary, vocab, weapon_vocab = inputs.primary, inputs.vocab, inputs.weapon_vocab
     sae = load_sae(workdir / "sae")
     if sae.config.input_dim != primary.config.hidden_dim:
         raise ValueError(f"{workdir}/sae takes {sae.config.input_dim}-d inputs but the primary "
                          f"model in {run['primary_model_dir']} pools to "
                          f"{primary.config.hidden_dim}")
-    builds = known_builds(evaluation_builds(workdir, vocab, weapon_vocab, limit=num_builds),
-                          vocab, weapon_vocab)
-    inputs = full_build_inputs(builds, vocab, weapon_vocab, where=f"{workdir} test builds")
-    pooled = pooled_of_inputs(primary, inputs, batch_size=BATCH_SIZE)
-    doc = analyse_and_write(workdir, primary, vocab, weapon_vocab, sae, builds, pooled,
-                            run=run, top_features=top_features, explanations=explanations,
-                            concept_set=run_concepts(workdir))  # the set the run planted
+    doc = analyse_and_write(workdir, primary, vocab, weapon_vocab, sae, inputs.builds,
+                            inputs.pooled, run=run, top_features=top_features,
+                            explanations=explanations, concept_set=inputs.concept_set,
+                            shared_explanation_builds=inputs.explanation_builds)
     summary = doc["concepts"]["summary"] if doc["concepts"] is not None else {}
     print(f"analysed {doc['num_builds']} held-out builds, {doc['num_features']} features "
           f"({doc['num_ranked']} in the 1%-30% window) in {time.perf_counter() - t0:.1f}s")

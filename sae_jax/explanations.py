@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from dataclasses import dataclass
 from functools import partial
 
 import jax
@@ -37,7 +38,14 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from bridge.causal import CausalConfig, causal_check, pooled_of_builds, rung_curves
+from bridge.causal import (
+    CausalConfig,
+    RungEdits,
+    causal_check,
+    curves_of,
+    pooled_of_builds,
+    rung_edits,
+)
 from primary.builds import BuildSet
 from primary.concepts import CONCEPTS
 from primary.conditions import CATALOGUE, condition_matrix, families, occurring
@@ -164,35 +172,96 @@ def _rows_of(rates, base, counts, support, names, top: int, min_support: int, ke
     return rows
 
 
-def compute_explanations(primary, vocab, weapon_vocab, sae, builds, pooled: np.ndarray, *,
-                         curve_features=(), explain_config: ExplainConfig | None = None,
-                         causal_config: CausalConfig | None = None,
-                         concepts_result: dict | None = None, concepts=CONCEPTS,
-                         fit_fraction: float = 0.5, seed: int = 0,
-                         min_builds: int | None = None, progress: bool = True) -> dict:
-    """The ``explanations.json`` document for ``builds`` (with pooled vectors ``pooled``).
+@dataclass(frozen=True)
+class ExplanationBuilds:
+    """What the explanations of every SAE on one primary and one set of analysed builds
+    share (a sweep's members): the builds topped up with fresh ones, their pooled
+    vectors, the conditions they meet, the fit / held-out split and the rung edits of the
+    curve sample. Made by :func:`explanation_builds`."""
+
+    builds: BuildSet
+    pooled: np.ndarray
+    analysed: int  # the first rows are the analysed builds, the rest fresh ones
+    conditions: list
+    cond: np.ndarray
+    fit: np.ndarray
+    held: np.ndarray
+    rungs: RungEdits | None
+
+    @property
+    def fresh(self) -> int:
+        return len(self.builds) - self.analysed
+
+
+def explanation_builds(primary, vocab, weapon_vocab, builds, pooled: np.ndarray, *,
+                       concepts=CONCEPTS, min_builds: int | None = None,
+                       fit_fraction: float = 0.5, seed: int = 0, curves: bool = True,
+                       batch_size: int = CausalConfig().batch_size) -> ExplanationBuilds:
+    """The SAE-independent part of :func:`compute_explanations` for ``builds`` (with
+    pooled vectors ``pooled``); ``curves``: also edit the curve sample through every rung.
 
     ``min_builds`` (default :data:`MIN_EXPLAIN_BUILDS`, at most :data:`FRESH_FACTOR` times
     ``len(builds)``): when ``builds`` come from the synthetic world with ``concepts``
     planted (their concept labels name that set), fresh builds from the same world are
     added up to this many (0: none); the weapons are those the model knows.
+    """
+    if len(pooled) != len(builds):
+        raise ValueError(f"{len(pooled)} pooled vectors for {len(builds)} builds")
+    analysed = len(builds)
+    if min_builds is None:
+        min_builds = min(MIN_EXPLAIN_BUILDS, FRESH_FACTOR * len(builds))
+    fresh = fresh_builds(builds, concepts, weapon_vocab, min_builds - len(builds))
+    pooled = np.asarray(pooled, np.float32)
+    if len(fresh):
+        builds = BuildSet.concat([builds, fresh])
+        pooled = np.concatenate([pooled, pooled_of_builds(primary, fresh, vocab, weapon_vocab,
+                                                          batch_size)])
+    n = len(builds)
+    if n < MIN_BUILDS:  # too few to split into fit and held-out rows
+        empty = np.zeros(0, np.int64)
+        return ExplanationBuilds(builds, pooled, analysed, [], np.zeros((n, 0), bool), empty,
+                                 empty, None)
+    cond_all = condition_matrix(builds, CATALOGUE)
+    keep = occurring(cond_all)  # the catalogue is fixed; only conditions that occur matter
+    fit, held = split_rows(n, fit_fraction=fit_fraction, seed=seed)
+    rungs = None
+    if curves:
+        rng = np.random.default_rng(seed)
+        sample = np.sort(rng.choice(held, min(CURVE_BUILDS, len(held)), replace=False))
+        rungs = rung_edits(primary, vocab, weapon_vocab, builds.subset(sample),
+                           batch_size=batch_size)
+    return ExplanationBuilds(builds, pooled, analysed, [CATALOGUE[k] for k in keep],
+                             cond_all[:, keep], fit, held, rungs)
 
+
+def compute_explanations(primary, vocab, weapon_vocab, sae, builds, pooled: np.ndarray, *,
+                         curve_features=(), explain_config: ExplainConfig | None = None,
+                         causal_config: CausalConfig | None = None,
+                         concepts_result: dict | None = None, concepts=CONCEPTS,
+                         fit_fraction: float = 0.5, seed: int = 0,
+                         min_builds: int | None = None, progress: bool = True,
+                         shared: ExplanationBuilds | None = None) -> dict:
+    """The ``explanations.json`` document for ``builds`` (with pooled vectors ``pooled``).
+
+    ``min_builds``: fresh synthetic builds to top up to (see :func:`explanation_builds`).
     ``curve_features``: features that get rung curves (the report's shown ones).
     ``concepts_result``: the run's ``concepts.json`` dict, for the ground-truth summary
-    (synthetic runs; None otherwise).
+    (synthetic runs; None otherwise). ``shared``: :func:`explanation_builds` of these same
+    builds, made once for several SAEs on the same primary (None: made here).
     """
     t0 = time.perf_counter()
     explain_config = explain_config or ExplainConfig()
     causal_config = causal_config or CausalConfig()
-    if len(pooled) != len(builds):
-        raise ValueError(f"{len(pooled)} pooled vectors for {len(builds)} builds")
-    if min_builds is None:
-        min_builds = min(MIN_EXPLAIN_BUILDS, FRESH_FACTOR * len(builds))
-    fresh = fresh_builds(builds, concepts, weapon_vocab, min_builds - len(builds))
-    if len(fresh):
-        builds = BuildSet.concat([builds, fresh])
-        pooled = np.concatenate([np.asarray(pooled, np.float32), pooled_of_builds(
-            primary, fresh, vocab, weapon_vocab, causal_config.batch_size)])
+    if shared is None:
+        shared = explanation_builds(primary, vocab, weapon_vocab, builds, pooled,
+                                    concepts=concepts, min_builds=min_builds,
+                                    fit_fraction=fit_fraction, seed=seed,
+                                    curves=bool(len(curve_features)),
+                                    batch_size=causal_config.batch_size)
+    elif shared.analysed != len(builds) or len(pooled) != len(builds):
+        raise ValueError(f"the shared explanation builds start with {shared.analysed} analysed "
+                         f"builds, not these {len(builds)} (with {len(pooled)} pooled vectors)")
+    builds, pooled = shared.builds, shared.pooled
     n = len(builds)
     if n < MIN_BUILDS:  # too few to split into fit and held-out rows: say so, explain none
         return {"version": VERSION, "num_builds": int(n), "fit_rows": 0, "heldout_rows": 0,
@@ -204,14 +273,10 @@ def compute_explanations(primary, vocab, weapon_vocab, sae, builds, pooled: np.n
                             "explained_f1": EXPLAINED_F1, "causal_agreement": None,
                             "causal_checked": 0, "ground_truth": None},
                 "features": {}}
-    cond_all = condition_matrix(builds, CATALOGUE)
-    keep = occurring(cond_all)  # the catalogue is fixed; only conditions that occur matter
-    conditions = [CATALOGUE[k] for k in keep]
-    cond = cond_all[:, keep]
+    conditions, cond, fit, held = shared.conditions, shared.cond, shared.fit, shared.held
     texts = [c.text for c in conditions]
     levels, thresholds = activity_levels(sae, pooled)
     active = levels[0]
-    fit, held = split_rows(n, fit_fraction=fit_fraction, seed=seed)
     costs = np.array([ABSENT_COST if c.negated else 0.0 for c in conditions])
     ex = explain(cond, levels, fit_rows=fit, heldout_rows=held, families=families(conditions),
                  costs=costs, config=explain_config, progress=progress)
@@ -236,10 +301,13 @@ def compute_explanations(primary, vocab, weapon_vocab, sae, builds, pooled: np.n
     curve_features = sorted({int(f) for f in curve_features})
     curves = {}
     if curve_features:
-        rng = np.random.default_rng(seed)
-        sample = np.sort(rng.choice(held, min(CURVE_BUILDS, len(held)), replace=False))
-        curves = rung_curves(primary, vocab, weapon_vocab, sae, builds.subset(sample),
-                             curve_features, batch_size=causal_config.batch_size)
+        rungs = shared.rungs
+        if rungs is None:  # shared builds made without curves: edit the sample here
+            rng = np.random.default_rng(seed)
+            sample = np.sort(rng.choice(held, min(CURVE_BUILDS, len(held)), replace=False))
+            rungs = rung_edits(primary, vocab, weapon_vocab, builds.subset(sample),
+                               batch_size=causal_config.batch_size)
+        curves = curves_of(sae, rungs, curve_features)
     t_all = time.perf_counter() - t0
 
     names = [c.name for c in conditions]
@@ -291,7 +359,7 @@ def compute_explanations(primary, vocab, weapon_vocab, sae, builds, pooled: np.n
     explained = (ex.f1 >= EXPLAINED_F1) & (ex.conjunctions[:, 0] >= 0).any(1)
     checked = explained & ~np.isnan(causal["agrees"])
     doc = {
-        "version": VERSION, "num_builds": int(n), "fresh_builds": len(fresh),
+        "version": VERSION, "num_builds": int(n), "fresh_builds": shared.fresh,
         "fit_rows": int(ex.fit_rows),
         "heldout_rows": int(ex.heldout_rows), "search_rows": int(ex.search_rows),
         "num_conditions": len(conditions), "num_catalogue_conditions": len(CATALOGUE),
@@ -409,5 +477,5 @@ def load_explanations(path: str | os.PathLike) -> dict | None:
         return json.load(f)
 
 
-__all__ = ["activity_levels", "compute_explanations", "fresh_builds", "ground_truth_check",
-           "load_explanations", "write_explanations"]
+__all__ = ["ExplanationBuilds", "activity_levels", "compute_explanations", "explanation_builds",
+           "fresh_builds", "ground_truth_check", "load_explanations", "write_explanations"]

@@ -214,9 +214,10 @@ def _train_stacks(base, plan, workdir, primary, train_examples, mesh, ckpt, stac
 
 
 def _finish_member(member: SweepMember, state, finite: bool, primary, eval_examples, sae_config,
-                   run_info: dict, train_seconds: float, analyze: bool,
-                   analysis_builds: int | None) -> dict:
-    """Write member ``member``'s run directory: SAE, evaluation, curves, analysis."""
+                   run_info: dict, train_seconds: float, analysis_inputs) -> dict:
+    """Write member ``member``'s run directory: SAE, evaluation, curves and, given
+    ``analysis_inputs`` (a callable returning the sweep's shared
+    :class:`sae_jax.analyze.AnalysisInputs`), the analysis."""
     mdir = run_info["members_dir"] / member.name
     if not finite:
         result = {"diverged": True, "steps": int(state.step)}
@@ -244,11 +245,11 @@ def _finish_member(member: SweepMember, state, finite: bool, primary, eval_examp
     write_json(mdir / "metrics.json", result)
     plot_curves(mdir / "metrics.jsonl", mdir / "curves.png",
                 resample_steps=member.cfg.resample_steps)
-    if analyze:
+    if analysis_inputs is not None:
         from sae_jax.analyze import analyze as analyze_run
 
         print(f"analysing member {member.name} ...")
-        analyze_run(mdir, num_builds=analysis_builds)
+        analyze_run(mdir, inputs=analysis_inputs(mdir))
     return result
 
 
@@ -331,6 +332,16 @@ def train_sweep(base: SAETrainConfig, members: list[SweepMember], workdir, *,
                 "primary_dir": primary_dir}
         t_members = time.perf_counter()
         results = {}
+        shared = []  # the members' analysis inputs, made once, by the first that needs them
+
+        def analysis_inputs(mdir: Path):
+            from sae_jax.analyze import analysis_inputs as make_inputs
+
+            if not shared:
+                shared.append(make_inputs(mdir, num_builds=analysis_builds,
+                                          primary=(primary, vocab, weapon_vocab)))
+            return shared[0]
+
         todo = [(s, i, m) for s, group in enumerate(groups) for i, m in enumerate(group)]
         for s, i, m in tqdm(todo, desc="members", unit="member"):
             mdir = members_dir(workdir) / m.name
@@ -341,7 +352,7 @@ def train_sweep(base: SAETrainConfig, members: list[SweepMember], workdir, *,
             results[m.name] = _finish_member(
                 m, member_state(states[s], i), finite, primary, eval_examples,
                 m.cfg.sae_config(hidden), {**info, "stack_size": len(groups[s])},
-                train_seconds, analyze, analysis_builds)
+                train_seconds, analysis_inputs if analyze else None)
         timing = {"train_seconds": round(train_seconds, 2),
                   "members_seconds": round(time.perf_counter() - t_members, 2),
                   "total_seconds_this_call": round(time.perf_counter() - t_start, 2)}

@@ -151,3 +151,55 @@ def test_fresh_builds_come_only_from_the_world_that_made_the_builds(setup):
     assert len(fresh_builds(real, CONCEPTS, s.weapon_vocab, 50)) == 0
     assert len(fresh_builds(s.builds, CONCEPTS[:3], s.weapon_vocab, 50)) == 0  # another set
     assert len(fresh_builds(s.builds, CONCEPTS, s.weapon_vocab, 0)) == 0
+
+
+def _without_seconds(doc: dict) -> dict:
+    out = json.loads(json.dumps(doc))
+    del out["summary"]["seconds"]
+    return out
+
+
+def test_shared_explanation_builds_give_each_sae_its_own_document(setup, monkeypatch):
+    """Builds made once (fresh top-up, conditions, split, rung edits) and shared by two SAEs
+    give each the document it gets alone; the primary then runs only on the causal edits."""
+    import bridge.causal as causal_module
+    import sae_jax.explanations as explanations_module
+    from sae_jax.explanations import explanation_builds
+
+    s = setup
+    calls = []
+    real = causal_module.pooled_of_builds
+
+    def counted(primary, builds, *args, **kwargs):
+        calls.append(len(builds))
+        return real(primary, builds, *args, **kwargs)
+
+    monkeypatch.setattr(causal_module, "pooled_of_builds", counted)
+    monkeypatch.setattr(explanations_module, "pooled_of_builds", counted)
+    other = create_sae(SAEConfig(input_dim=16, expansion_factor=1), seed=7)
+    other.set_params({**s.sae.params(), "W_enc": other.params()["W_enc"]})
+    settings = dict(curve_features=[0, 3], progress=False, min_builds=300,
+                    explain_config=ExplainConfig(min_rule_support=3),
+                    causal_config=CausalConfig(per_direction=4, batch_size=64))
+    alone, alone_calls = [], []
+    for sae in (s.sae, other):
+        calls.clear()
+        alone.append(compute_explanations(s.primary, s.vocab, s.weapon_vocab, sae, s.builds,
+                                          s.pooled, **settings))
+        alone_calls.append(list(calls))
+    assert alone[0]["fresh_builds"] == 60 and alone[0] != alone[1]
+    calls.clear()
+    shared = explanation_builds(s.primary, s.vocab, s.weapon_vocab, s.builds, s.pooled,
+                                min_builds=300, batch_size=64)
+    made_once = list(calls)
+    assert shared.fresh == 60 and made_once == [60, len(shared.rungs.pooled)]
+    for sae, doc, before in zip((s.sae, other), alone, alone_calls):
+        calls.clear()
+        got = compute_explanations(s.primary, s.vocab, s.weapon_vocab, sae, s.builds, s.pooled,
+                                   shared=shared, **settings)
+        assert _without_seconds(got) == _without_seconds(doc)
+        assert sorted(calls + made_once) == sorted(before)  # only the causal edits again
+    few = s.builds.subset(np.arange(10))
+    with pytest.raises(ValueError, match="analysed"):
+        compute_explanations(s.primary, s.vocab, s.weapon_vocab, s.sae, few, s.pooled[:10],
+                             shared=shared, **settings)

@@ -3,6 +3,7 @@ the sweep definition's validation."""
 
 import dataclasses
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -92,6 +93,37 @@ def test_killed_sweep_resumes_bit_identically(reference, tmp_path):
         got = _params(tmp_path / "members" / m.name)
         for k in want:
             np.testing.assert_array_equal(got[k], want[k], err_msg=f"{m.name} {k}")
+
+
+def _json_without_seconds(path):
+    doc = json.loads(path.read_text())
+    doc.get("summary", {}).pop("seconds", None)
+    return doc
+
+
+def test_members_analysed_on_shared_inputs_equal_their_own_analysis(reference, tmp_path):
+    """The sweep analyses its members on inputs made once (pooled builds, fresh builds, rung
+    edits); each member's files equal those of analysing its directory alone."""
+    from sae_jax.analyze import analyze
+
+    root, primary_dir, members, _ = reference
+    sweep = tmp_path / "sweep"
+    shutil.copytree(root / "sweep", sweep)
+    checked = (members[0], members[4])  # a relu_l1 and a topk member
+    for m in members:  # as if a resumed sweep had finished the others already
+        if m not in checked:
+            (sweep / "members" / m.name / "report").mkdir()
+    train_sweep(BASE, members, sweep, primary_dir=primary_dir, analyze=True)
+    for m in checked:
+        mdir = sweep / "members" / m.name
+        alone = tmp_path / f"alone-{m.name}"
+        shutil.copytree(mdir, alone, ignore=shutil.ignore_patterns(
+            "report", "explanations.json", "concepts.json"))
+        analyze(alone)
+        for name in ("explanations.json", "concepts.json"):
+            assert _json_without_seconds(alone / name) == _json_without_seconds(mdir / name), (
+                m.name, name)
+        assert (mdir / "report" / "index.html").exists()
 
 
 def test_a_changed_sweep_is_refused(reference):
