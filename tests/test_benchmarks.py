@@ -129,3 +129,15 @@ def test_example_harvest_pads_less_than_the_original_and_agrees_with_it():
     if "torch_builds_per_s" in r:  # torch is a benchmark-only dependency
         assert r["pooled_max_abs_diff"] < 1e-4
         assert r["speedup"] == pytest.approx(float(np.median(r["speedup_all"])))
+
+
+def test_concept_probe_finds_a_linear_concept_and_not_noise():
+    from benchmarks.concept_probe import probe_f1
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(4000, 8)).astype(np.float32)
+    linear = (x[:, 0] + 0.5 * x[:, 3]) > 1.0  # a concept the vector encodes linearly
+    noise = rng.random(4000) < 0.2  # one it does not encode
+    f1 = probe_f1(x, np.stack([linear, noise], 1), steps=300)
+    assert f1[0] > 0.9, f1
+    assert f1[1] < 0.45, f1
