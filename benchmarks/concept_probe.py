@@ -33,40 +33,14 @@ PROBE_SEED = 12_345  # fresh builds: a stream apart from the runs' own seeds
 
 def probe_f1(x: np.ndarray, y: np.ndarray, steps: int = 1500) -> np.ndarray:
     """``x (n, D)`` float, ``y (n, C)`` bool -> ``(C,)`` held-out F1 of one logistic
-    regression per column (first half fit, threshold chosen there; second half scored)."""
-    import jax
-    import jax.numpy as jnp
-    import optax
+    regression per column on the standardised ``x`` (first half fit, threshold chosen
+    there; second half scored)."""
+    from benchmarks.logistic import logistic_f1
 
     half = len(x) // 2
     mu, sd = x[:half].mean(0), x[:half].std(0) + 1e-6
     xs = (x - mu) / sd
-    xf, yf = jnp.asarray(xs[:half]), jnp.asarray(y[:half], jnp.float32)
-    params = (jnp.zeros((x.shape[1], y.shape[1])), jnp.zeros(y.shape[1]))
-    opt = optax.adam(0.05)
-    state = opt.init(params)
-
-    @jax.jit
-    def step(params, state):
-        def loss(p):
-            z = xf @ p[0] + p[1]
-            return (optax.sigmoid_binary_cross_entropy(z, yf).mean(0).sum()
-                    + 1e-4 * jnp.sum(p[0] ** 2))
-        updates, state = opt.update(jax.grad(loss)(params), state)
-        return optax.apply_updates(params, updates), state
-
-    for _ in range(steps):
-        params, state = step(params, state)
-    z = np.asarray(jnp.asarray(xs) @ params[0] + params[1])
-    out = np.zeros(y.shape[1])
-    for j in range(y.shape[1]):
-        z_fit, y_fit = z[:half, j], y[:half, j]
-        order = np.argsort(-z_fit)
-        tp = np.cumsum(y_fit[order])
-        f1 = 2 * tp / (y_fit.sum() + np.arange(1, half + 1))
-        pred, truth = z[half:, j] >= z_fit[order[np.argmax(f1)]], y[half:, j]
-        out[j] = 2 * (pred & truth).sum() / max(pred.sum() + truth.sum(), 1)
-    return out
+    return logistic_f1(xs[:half], y[:half], xs[half:], y[half:], steps=steps)[1]
 
 
 def measure(workdir: Path, num_builds: int) -> dict:

@@ -28,45 +28,8 @@ import numpy as np
 RESULTS = Path(__file__).resolve().parent / "results" / "explain_ceiling.json"
 
 
-def _linear_f1(x_fit, y_fit, x_held, y_held, steps: int = 600):
-    """``y (n, T)`` bool targets -> ``(fit F1 (T,), held-out F1 (T,))`` of one logistic
-    regression each, at the threshold chosen on the fit rows."""
-    import jax
-    import jax.numpy as jnp
-    import optax
-
-    xf, yf = jnp.asarray(x_fit, jnp.float32), jnp.asarray(y_fit, jnp.float32)
-    params = (jnp.zeros((xf.shape[1], yf.shape[1])), jnp.zeros(yf.shape[1]))
-    opt = optax.adam(0.05)
-    state = opt.init(params)
-
-    @jax.jit
-    def step(params, state):
-        def loss(p):
-            z = xf @ p[0] + p[1]
-            return (optax.sigmoid_binary_cross_entropy(z, yf).mean(0).sum()
-                    + 1e-4 * jnp.sum(p[0] ** 2))
-        grads = jax.grad(loss)(params)
-        updates, state = opt.update(grads, state)
-        return optax.apply_updates(params, updates), state
-
-    for _ in range(steps):
-        params, state = step(params, state)
-    z_fit = np.asarray(xf @ params[0] + params[1])
-    z_held = np.asarray(jnp.asarray(x_held, jnp.float32) @ params[0] + params[1])
-    fit_f1, out = np.zeros(yf.shape[1]), np.zeros(yf.shape[1])
-    for j in range(yf.shape[1]):  # the threshold with the best fit-row F1
-        order = np.argsort(-z_fit[:, j])
-        tp = np.cumsum(y_fit[order, j])
-        f1 = 2 * tp / (y_fit[:, j].sum() + np.arange(1, len(order) + 1))
-        cut = z_fit[order[np.argmax(f1)], j]
-        fit_f1[j] = f1.max()
-        pred, y = z_held[:, j] >= cut, y_held[:, j]
-        out[j] = 2 * (pred & y).sum() / max(pred.sum() + y.sum(), 1)
-    return fit_f1, out
-
-
 def measure(workdir: str) -> dict:
+    from benchmarks.logistic import logistic_f1
     from bridge.causal import pooled_of_builds
     from primary.builds import BuildSet
     from primary.conditions import CATALOGUE, condition_matrix, families, occurring
@@ -109,7 +72,7 @@ def measure(workdir: str) -> dict:
     # Logistic regressions of every window feature at every level, on the fit rows.
     y = np.concatenate([d[:, feats] for d in dense], 1)
     fit_f1, held_f1 = (a.reshape(len(levels), -1)
-                       for a in _linear_f1(cond[fit], y[fit], cond[held], y[held]))
+                       for a in logistic_f1(cond[fit], y[fit], cond[held], y[held]))
     # Each feature at the level whose regression fits best on the fit rows (as the rules
     # choose theirs), scored on the held-out rows.
     linear = held_f1[np.argmax(fit_f1, axis=0), np.arange(len(feats))]
