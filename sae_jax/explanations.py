@@ -193,6 +193,15 @@ class ExplanationBuilds:
         return len(self.builds) - self.analysed
 
 
+def _curve_edits(primary, vocab, weapon_vocab, builds, held: np.ndarray, *, seed: int,
+                 batch_size: int) -> RungEdits:
+    """The rung edits of the curve sample: :data:`CURVE_BUILDS` held-out builds, seeded."""
+    rng = np.random.default_rng(seed)
+    sample = np.sort(rng.choice(held, min(CURVE_BUILDS, len(held)), replace=False))
+    return rung_edits(primary, vocab, weapon_vocab, builds.subset(sample),
+                      batch_size=batch_size)
+
+
 def explanation_builds(primary, vocab, weapon_vocab, builds, pooled: np.ndarray, *,
                        concepts=CONCEPTS, min_builds: int | None = None,
                        fit_fraction: float = 0.5, seed: int = 0, curves: bool = True,
@@ -224,12 +233,8 @@ def explanation_builds(primary, vocab, weapon_vocab, builds, pooled: np.ndarray,
     cond_all = condition_matrix(builds, CATALOGUE)
     keep = occurring(cond_all)  # the catalogue is fixed; only conditions that occur matter
     fit, held = split_rows(n, fit_fraction=fit_fraction, seed=seed)
-    rungs = None
-    if curves:
-        rng = np.random.default_rng(seed)
-        sample = np.sort(rng.choice(held, min(CURVE_BUILDS, len(held)), replace=False))
-        rungs = rung_edits(primary, vocab, weapon_vocab, builds.subset(sample),
-                           batch_size=batch_size)
+    rungs = _curve_edits(primary, vocab, weapon_vocab, builds, held, seed=seed,
+                         batch_size=batch_size) if curves else None
     return ExplanationBuilds(builds, pooled, analysed, [CATALOGUE[k] for k in keep],
                              cond_all[:, keep], fit, held, rungs)
 
@@ -247,7 +252,8 @@ def compute_explanations(primary, vocab, weapon_vocab, sae, builds, pooled: np.n
     ``curve_features``: features that get rung curves (the report's shown ones).
     ``concepts_result``: the run's ``concepts.json`` dict, for the ground-truth summary
     (synthetic runs; None otherwise). ``shared``: :func:`explanation_builds` of these same
-    builds, made once for several SAEs on the same primary (None: made here).
+    builds, made once for several SAEs on the same primary (None: made here; given, its
+    fresh builds and split stand, and ``min_builds`` and ``fit_fraction`` are not used).
     """
     t0 = time.perf_counter()
     explain_config = explain_config or ExplainConfig()
@@ -303,10 +309,8 @@ def compute_explanations(primary, vocab, weapon_vocab, sae, builds, pooled: np.n
     if curve_features:
         rungs = shared.rungs
         if rungs is None:  # shared builds made without curves: edit the sample here
-            rng = np.random.default_rng(seed)
-            sample = np.sort(rng.choice(held, min(CURVE_BUILDS, len(held)), replace=False))
-            rungs = rung_edits(primary, vocab, weapon_vocab, builds.subset(sample),
-                               batch_size=causal_config.batch_size)
+            rungs = _curve_edits(primary, vocab, weapon_vocab, builds, held, seed=seed,
+                                 batch_size=causal_config.batch_size)
         curves = curves_of(sae, rungs, curve_features)
     t_all = time.perf_counter() - t0
 

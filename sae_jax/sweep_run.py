@@ -215,9 +215,9 @@ def _train_stacks(base, plan, workdir, primary, train_examples, mesh, ckpt, stac
 
 def _finish_member(member: SweepMember, state, finite: bool, primary, eval_examples, sae_config,
                    run_info: dict, train_seconds: float, analysis_inputs) -> dict:
-    """Write member ``member``'s run directory: SAE, evaluation, curves and, given
-    ``analysis_inputs`` (a callable returning the sweep's shared
-    :class:`sae_jax.analyze.AnalysisInputs`), the analysis."""
+    """Write member ``member``'s run directory: SAE, evaluation, curves and, given the
+    sweep's shared ``analysis_inputs`` (:class:`sae_jax.analyze.AnalysisInputs`), the
+    analysis."""
     mdir = run_info["members_dir"] / member.name
     if not finite:
         result = {"diverged": True, "steps": int(state.step)}
@@ -249,7 +249,7 @@ def _finish_member(member: SweepMember, state, finite: bool, primary, eval_examp
         from sae_jax.analyze import analyze as analyze_run
 
         print(f"analysing member {member.name} ...")
-        analyze_run(mdir, inputs=analysis_inputs(mdir))
+        analyze_run(mdir, inputs=analysis_inputs)
     return result
 
 
@@ -332,27 +332,28 @@ def train_sweep(base: SAETrainConfig, members: list[SweepMember], workdir, *,
                 "primary_dir": primary_dir}
         t_members = time.perf_counter()
         results = {}
-        shared = []  # the members' analysis inputs, made once, by the first that needs them
-
-        def analysis_inputs(mdir: Path):
-            from sae_jax.analyze import analysis_inputs as make_inputs
-
-            if not shared:
-                shared.append(make_inputs(mdir, num_builds=analysis_builds,
-                                          primary=(primary, vocab, weapon_vocab)))
-            return shared[0]
-
         todo = [(s, i, m) for s, group in enumerate(groups) for i, m in enumerate(group)]
+        pending = {m.name for _, _, m in todo
+                   if not _member_done(members_dir(workdir) / m.name, analyze)}
+        to_analyse = [m.name for s, i, m in todo
+                      if analyze and m.name in pending and np.asarray(healthy[s])[i]]
+        inputs = None  # what the members' analyses share, made once (all share the data)
+        if to_analyse:
+            from sae_jax.analyze import analysis_inputs
+
+            inputs = analysis_inputs(members_dir(workdir) / to_analyse[0],
+                                     num_builds=analysis_builds,
+                                     primary=(primary, vocab, weapon_vocab))
         for s, i, m in tqdm(todo, desc="members", unit="member"):
             mdir = members_dir(workdir) / m.name
-            if _member_done(mdir, analyze):
+            if m.name not in pending:
                 results[m.name] = read_json(mdir / "metrics.json", what="member metrics")
                 continue
             finite = bool(np.asarray(healthy[s])[i])
             results[m.name] = _finish_member(
                 m, member_state(states[s], i), finite, primary, eval_examples,
                 m.cfg.sae_config(hidden), {**info, "stack_size": len(groups[s])},
-                train_seconds, analysis_inputs if analyze else None)
+                train_seconds, inputs)
         timing = {"train_seconds": round(train_seconds, 2),
                   "members_seconds": round(time.perf_counter() - t_members, 2),
                   "total_seconds_this_call": round(time.perf_counter() - t_start, 2)}
