@@ -109,6 +109,27 @@ def test_levels_explain_the_strong_activations():
     assert ex.f1_level0[0] < 1.0
 
 
+def test_or_part_searched_at_the_chosen_level_only():
+    rng = np.random.default_rng(6)
+    c = rng.random((N, K)) < 0.3
+    strong = (c[:, 2] & c[:, 6]) | (c[:, 10] & c[:, 11])
+    weak = c[:, 9] | strong  # weakly on a broad set, strongly on an OR of two conjunctions
+    fit, held = split_rows(N)
+    levels = [weak[:, None], strong[:, None]]
+    # Searching the OR at every level finds that the strong level is the planted OR.
+    every = explain(c, levels, fit_rows=fit, heldout_rows=held, progress=False)
+    assert every.level[0] == 1 and every.f1[0] == 1.0
+    assert sorted(sorted(conj) for conj in every.rule(0)) == [[2, 6], [10, 11]]
+    # Searched at the chosen level only, the level is chosen by first conjunctions alone:
+    # "c9" fits the weak level better than half of the OR fits the strong one.
+    chosen = explain(c, levels, fit_rows=fit, heldout_rows=held, progress=False,
+                     config=ExplainConfig(or_at_chosen_level=True))
+    assert chosen.level[0] == 0 and chosen.rule(0)[0] == [9]
+    # ... and its OR part is searched there: one of the planted conjunctions adds recall.
+    assert len(chosen.rule(0)) == 2 and sorted(chosen.rule(0)[1]) in ([2, 6], [10, 11])
+    assert chosen.f1[0] < every.f1[0]
+
+
 def test_active_matrix_packs_batches_of_any_size():
     rng = np.random.default_rng(6)
     dense = rng.random((37, 5)) < 0.4
