@@ -1,6 +1,7 @@
 """The benchmark harness's own arithmetic and inputs (no torch needed)."""
 
 import json
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -141,3 +142,43 @@ def test_concept_probe_finds_a_linear_concept_and_not_noise():
     f1 = probe_f1(x, np.stack([linear, noise], 1), steps=300)
     assert f1[0] > 0.9, f1
     assert f1[1] < 0.45, f1
+
+
+def test_run_summary_reads_a_run_and_averages_runs_of_one_label(tmp_path):
+    from benchmarks.run_summary import parse_runs, summarise_groups, summarise_run
+
+    def run(name, fve, rates, f1s, median, matched):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "metrics.json").write_text(json.dumps(
+            {"fve": fve, "l0": 16.0, "dead_fraction": 0.0, "dense_fraction": 0.1,
+             "loss_recovered": 0.98}))
+        (d / "concepts.json").write_text(json.dumps(
+            {"rows": [{"concept": "a", "sae_f1": 0.9}, {"concept": "b", "sae_f1": 0.79}]}))
+        feats = {str(i): {"frequency_all": r, "f1": f} for i, (r, f) in
+                 enumerate(zip(rates, f1s))}
+        (d / "explanations.json").write_text(json.dumps(
+            {"features": feats, "summary": {
+                "median_f1_window": median, "window_features": 2, "causal_agreement": 1.0,
+                "ground_truth": {"share": matched / 2, "matched": matched, "checked": 2}}}))
+        return d
+
+    a = run("a", 0.98, [0.0, 0.005, 0.02, 0.2, 0.5], [0.0, 0.1, 0.6, 0.8, 0.9], 0.7, 2)
+    b = run("b", 0.96, [0.0005, 0.0005, 0.05, 0.1, 0.4], [0.2, 0.2, 0.4, 0.5, 0.6], 0.45, 1)
+    rows = [summarise_run(a), summarise_run(b)]
+    assert rows[0]["features_by_rate"] == {"0%-0.1%": 1, "0.1%-1%": 1, "1%-30%": 2,
+                                           "30%-100%": 1}
+    assert rows[1]["features_by_rate"]["0%-0.1%"] == 2
+    assert rows[0]["concepts_recovered"] == 1 and rows[0]["concepts_total"] == 2
+    assert rows[0]["median_f1_above_1pct"] == pytest.approx(0.8)  # 0.6, 0.8, 0.9
+    assert rows[0]["ground_truth"] == "2/2"
+    groups = summarise_groups(rows, ["x", "x"])
+    assert groups["x"]["runs"] == 2
+    assert groups["x"]["fve"]["mean"] == pytest.approx(0.97)
+    assert groups["x"]["fve"]["std"] == pytest.approx(0.01)
+    assert groups["x"]["ground_truth_share"]["mean"] == pytest.approx(0.75)
+    assert parse_runs("p=d1,d2") == [("p", Path("d1")), ("d2", Path("d2"))]
+    with pytest.raises(ValueError, match="no run directories"):
+        parse_runs(",")
+    with pytest.raises(Exception, match="no metrics file"):
+        summarise_run(tmp_path)  # holds no run
