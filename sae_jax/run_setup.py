@@ -8,7 +8,10 @@
   (at most ``eval_builds`` builds) feed evaluation.
 - :func:`plan_run`: how many primary batches per epoch (``data_fraction``) and
   how many SAE steps the run will make; known before any work, so the settings
-  can be validated against it.
+  can be validated against it (:func:`estimate_plan` works it out from the data
+  settings alone, :func:`known_d_sae` the number of features from a given primary).
+- :func:`primary_batches`: the primary batches in run order, from any global batch on
+  (each epoch's order a pure function of seed and epoch).
 - :func:`run_concept_set` / :func:`run_concepts`: the concept set a run plants
   in its synthetic builds (its ``--concepts_file``, or the set a reused primary
   was trained on), and, after the run, the set read back from its directory.
@@ -20,11 +23,12 @@ import dataclasses
 import json
 import math
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 
 from primary.store import load_primary
 from runkit.flags import config_from_flagfile
-from runkit.jsonio import write_json
+from runkit.jsonio import read_json, write_json
 from sae_jax.config import SAETrainConfig
 
 # Shipped inside the package (sae_jax/configs; the top-level configs/ links to it).
@@ -149,6 +153,53 @@ def prepare_data(cfg: SAETrainConfig, vocab, weapon_vocab, *, seed: int, concept
     train = make_examples(builds.subset(train_idx), vocab, weapon_vocab, seed=seed)
     evaluation = make_examples(builds.subset(test_idx), vocab, weapon_vocab, seed=seed + 2)
     return train, evaluation, len(builds)
+
+
+def primary_batches(train_examples, cfg: SAETrainConfig, plan: RunPlan, start: int):
+    """``(global index, batch)`` from global batch ``start`` on; each epoch's order is a pure
+    function of (seed, epoch), each epoch uses its first ``batches_per_epoch`` batches."""
+    from primary.examples import iterate_batches
+
+    per_epoch = plan.batches_per_epoch
+    for epoch in range(start // per_epoch, plan.epochs):
+        first = start - epoch * per_epoch if epoch == start // per_epoch else 0
+        batches = iterate_batches(train_examples, cfg.primary_batch_size, seed=cfg.seed,
+                                  epoch=epoch, shuffle=True, drop_remainder=True)
+        for b, batch in enumerate(islice(batches, first, per_epoch), start=first):
+            yield epoch * per_epoch + b, batch
+
+
+def estimate_plan(cfg: SAETrainConfig, primary_dir, concepts=None) -> RunPlan:
+    """The plan, from the data alone (before any training), for validating the settings.
+
+    The number of examples does not depend on the vocabularies, except that a SplatNLP TSV
+    holds ids of its run's own ones (read from the primary model directory)."""
+    from primary.examples import make_examples, num_batches, split_builds
+    from primary.sources import default_vocabs, load_builds
+    from primary.vocab import Vocab, WeaponVocab
+
+    if cfg.data_source == "splatnlp_tsv" and primary_dir is not None:
+        vocab = Vocab.load(Path(primary_dir) / "vocab.json")
+        weapon_vocab = WeaponVocab.load(Path(primary_dir) / "weapon_vocab.json")
+        builds = load_builds(cfg.data_source, path=cfg.data_path, num_builds=cfg.num_builds,
+                             seed=cfg.seed, vocab=vocab, weapon_vocab=weapon_vocab)
+    else:
+        builds = load_builds(cfg.data_source, path=cfg.data_path, num_builds=cfg.num_builds,
+                             seed=cfg.seed, concepts=concepts)
+        vocab, weapon_vocab = default_vocabs(builds)
+    train_idx, _, _ = split_builds(len(builds), cfg.seed)
+    examples = make_examples(builds.subset(train_idx), vocab, weapon_vocab, seed=cfg.seed)
+    return plan_run(cfg, num_batches(examples, cfg.primary_batch_size, drop_remainder=True))
+
+
+def known_d_sae(cfg: SAETrainConfig, primary_dir) -> int | None:
+    """The number of features, when a given primary model directory tells its size (the
+    settings that depend on it are then checked before anything is written)."""
+    if primary_dir is None:
+        return None
+    hidden = read_json(Path(primary_dir) / "config.json", what="primary model config").get(
+        "hidden_dim")
+    return int(int(hidden) * cfg.expansion_factor) if hidden else None
 
 
 def write_run_json(workdir: Path, cfg: SAETrainConfig, primary_dir: Path, num_builds: int,

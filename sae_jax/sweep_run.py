@@ -35,7 +35,7 @@ from flax import nnx
 from tqdm import tqdm
 
 from bridge.harvest import make_harvest_fn, model_inputs
-from primary.examples import pad_to_width
+from primary.examples import LENGTH_BUCKETS, pad_to_width
 from runkit.checkpoints import Checkpoints
 from runkit.jsonio import read_json, write_json
 from runkit.lock import WorkdirLock
@@ -45,12 +45,16 @@ from runkit.sharding import batch_sharding, make_mesh, replicate, shard_batch
 from sae_jax.buffer import create_buffer
 from sae_jax.config import SAETrainConfig
 from sae_jax.evaluate import evaluate_sae
+from sae_jax.loop_schedule import crossed
 from sae_jax.model import create_sae, sae_from_params
 from sae_jax.plots import plot_curves
 from sae_jax.run_setup import (
     check_devices,
+    estimate_plan,
+    known_d_sae,
     obtain_primary,
     prepare_data,
+    primary_batches,
     run_concept_set,
     write_run_json,
 )
@@ -63,16 +67,7 @@ from sae_jax.stack import (
 )
 from sae_jax.step import init_train_state
 from sae_jax.store import save_sae
-from sae_jax.training import (
-    EVAL_BATCH_SIZE,
-    TrainingFault,
-    _batches_from,
-    _check_result,
-    _crossed,
-    _estimate_plan,
-    _known_d_sae,
-    _max_width,
-)
+from sae_jax.training import EVAL_BATCH_SIZE, TrainingFault, check_result
 
 SWEEP_CONFIG = "sweep_config.json"
 CHECKPOINTS_KEPT = 2
@@ -167,7 +162,7 @@ def _train_stacks(base, plan, workdir, primary, train_examples, mesh, ckpt, stac
     graphdef, primary_state = nnx.split(primary)
     primary_state = replicate(primary_state, mesh)
     harvest = make_harvest_fn(graphdef)
-    width = _max_width()
+    width = LENGTH_BUCKETS[-1]  # one shape, one compilation
     fns = [make_stacked_train_steps(members[0].cfg, plan.total_sae_steps,
                                     plan.sae_steps_per_batch, batch_sharding=rows)
            for members in stacks]
@@ -175,7 +170,7 @@ def _train_stacks(base, plan, workdir, primary, train_examples, mesh, ckpt, stac
     metrics = [None] * len(stacks)
     bar = tqdm(total=plan.total_batches, initial=next_batch, unit="batch",
                desc=f"sweep ({len(stacks)} stacks)", dynamic_ncols=True)
-    for g, batch in _batches_from(train_examples, base, plan, next_batch):
+    for g, batch in primary_batches(train_examples, base, plan, next_batch):
         weight = np.asarray(batch["weight"])
         inputs = pad_to_width(model_inputs(batch), width, primary.config.pad_token_id)
         buffer, act_ok = harvest(primary_state, buffer, shard_batch(inputs, mesh))
@@ -195,14 +190,14 @@ def _train_stacks(base, plan, workdir, primary, train_examples, mesh, ckpt, stac
             raise TrainingFault(f"non-finite activations came out of the primary model at "
                                 f"SAE step {prev}; the last checkpoint in {ckpt.directory} "
                                 "is intact")
-        if metrics[0] is not None and (_crossed(prev, step, base.log_every) or final or stop):
+        if metrics[0] is not None and (crossed(prev, step, base.log_every) or final or stop):
             extra = {"step": step, "epoch": g // plan.batches_per_epoch, "primary_batch": g + 1,
                      "seconds": round(seconds_before + time.perf_counter() - t0, 3)}
             for s, members in enumerate(stacks):
                 for log, row in zip(logs[s], _log_rows(metrics[s], members, extra)):
                     log.append(row)
             bar.set_postfix(step=step)
-        if step > 0 and (_crossed(prev, step, base.checkpoint_every) or final or stop):
+        if step > 0 and (crossed(prev, step, base.checkpoint_every) or final or stop):
             ckpt.save(step, _stacks_tree(states, buffer, key, healthy), {
                 "next_batch": g + 1, "rows_seen": rows_seen,
                 "seconds": seconds_before + time.perf_counter() - t0})
@@ -227,7 +222,7 @@ def _finish_member(member: SweepMember, state, finite: bool, primary, eval_examp
     params, usage_ema = jax.device_get((state.params, state.usage_ema))
     sae = sae_from_params(sae_config, params, usage_ema)
     save_sae(mdir / "sae", sae)
-    result = _check_result(evaluate_sae(primary, sae, eval_examples, batch_size=EVAL_BATCH_SIZE,
+    result = check_result(evaluate_sae(primary, sae, eval_examples, batch_size=EVAL_BATCH_SIZE,
                                         original_behaviour=member.cfg.original_behaviour))
     last = MetricsLog(mdir / "metrics.jsonl").rows()
     last = last[-1] if last else {}
@@ -292,11 +287,11 @@ def train_sweep(base: SAETrainConfig, members: list[SweepMember], workdir, *,
     base, concepts = run_concept_set(base, primary_dir)
     members = [SweepMember(m.name, dataclasses.replace(
         m.cfg, concept_set_sha256=base.concept_set_sha256)) for m in members]
-    plan = _estimate_plan(base, primary_dir, concepts)
+    plan = estimate_plan(base, primary_dir, concepts)
     for m in members:
         try:
             m.cfg.validate(total_sae_steps=plan.total_sae_steps,
-                           d_sae=_known_d_sae(m.cfg, primary_dir))
+                           d_sae=known_d_sae(m.cfg, primary_dir))
         except ValueError as e:
             raise ValueError(f"member {m.name}: {e}") from None
     with ExitStack() as stack:

@@ -38,7 +38,6 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
-from itertools import islice
 from pathlib import Path
 
 import jax
@@ -73,14 +72,14 @@ from sae_jax.buffer import create_buffer
 from sae_jax.chunk import Health, fresh_health, make_chunk_fn
 from sae_jax.config import SAETrainConfig
 from sae_jax.evaluate import evaluate_sae
-from sae_jax.loop_schedule import LoopSchedule, crossed
+from sae_jax.loop_schedule import LoopSchedule
 from sae_jax.model import create_sae, sae_from_params
 from sae_jax.plots import plot_curves
 from sae_jax.run_setup import (
-    RunPlan,
     check_devices,
+    estimate_plan,
+    known_d_sae,
     obtain_primary,
-    plan_run,
     prepare_data,
     run_concept_set,
     write_run_json,
@@ -113,31 +112,6 @@ def _raise_if_unhealthy(health: Health, ckpt: Checkpoints) -> None:
 
 def _checkpoint_tree(state: TrainState, buffer, key) -> dict:
     return {"train_state": state, "buffer": buffer._asdict(), "rng": key}
-
-
-_crossed = crossed  # the sweep loop's name for it
-
-
-def _batches_from(train_examples, cfg: SAETrainConfig, plan: RunPlan, start: int):
-    """``(global index, batch)`` from global batch ``start`` on; each epoch's order is a pure
-    function of (seed, epoch), each epoch uses its first ``batches_per_epoch`` batches."""
-    from primary.examples import iterate_batches
-
-    per_epoch = plan.batches_per_epoch
-    for epoch in range(start // per_epoch, plan.epochs):
-        first = start - epoch * per_epoch if epoch == start // per_epoch else 0
-        batches = iterate_batches(train_examples, cfg.primary_batch_size, seed=cfg.seed,
-                                  epoch=epoch, shuffle=True, drop_remainder=True)
-        for b, batch in enumerate(islice(batches, first, per_epoch), start=first):
-            yield epoch * per_epoch + b, batch
-
-
-def _max_width() -> int:
-    """Token positions of every harvested batch: one shape, one compilation (the length
-    buckets save little here, where a batch's longest example nearly always needs the top one)."""
-    from primary.examples import LENGTH_BUCKETS
-
-    return LENGTH_BUCKETS[-1]
 
 
 class _LogReader:
@@ -285,39 +259,6 @@ def _run_loop(cfg, plan, workdir: Path, primary, train_examples, mesh, ckpt, sae
     return state, stopped, last_logged, seconds_before
 
 
-def _estimate_plan(cfg: SAETrainConfig, primary_dir, concepts=None) -> RunPlan:
-    """The plan, from the data alone (before any training), for validating the settings.
-
-    The number of examples does not depend on the vocabularies, except that a SplatNLP TSV
-    holds ids of its run's own ones (read from the primary model directory)."""
-    from primary.examples import make_examples, num_batches, split_builds
-    from primary.sources import default_vocabs, load_builds
-    from primary.vocab import Vocab, WeaponVocab
-
-    if cfg.data_source == "splatnlp_tsv" and primary_dir is not None:
-        vocab = Vocab.load(Path(primary_dir) / "vocab.json")
-        weapon_vocab = WeaponVocab.load(Path(primary_dir) / "weapon_vocab.json")
-        builds = load_builds(cfg.data_source, path=cfg.data_path, num_builds=cfg.num_builds,
-                             seed=cfg.seed, vocab=vocab, weapon_vocab=weapon_vocab)
-    else:
-        builds = load_builds(cfg.data_source, path=cfg.data_path, num_builds=cfg.num_builds,
-                             seed=cfg.seed, concepts=concepts)
-        vocab, weapon_vocab = default_vocabs(builds)
-    train_idx, _, _ = split_builds(len(builds), cfg.seed)
-    examples = make_examples(builds.subset(train_idx), vocab, weapon_vocab, seed=cfg.seed)
-    return plan_run(cfg, num_batches(examples, cfg.primary_batch_size, drop_remainder=True))
-
-
-def _known_d_sae(cfg: SAETrainConfig, primary_dir) -> int | None:
-    """The number of features, when a given primary model directory tells its size (the
-    settings that depend on it are then checked before anything is written)."""
-    if primary_dir is None:
-        return None
-    hidden = read_json(Path(primary_dir) / "config.json", what="primary model config").get(
-        "hidden_dim")
-    return int(int(hidden) * cfg.expansion_factor) if hidden else None
-
-
 def _run_analysis(workdir: Path):
     try:
         module = importlib.import_module("sae_jax.analyze")
@@ -348,7 +289,7 @@ def _run_analysis_apart(workdir: Path) -> None:
                             f"sae_jax.analyze --workdir={workdir}")
 
 
-def _check_result(result: dict) -> dict:
+def check_result(result: dict) -> dict:
     """Refuse an evaluation with non-finite numbers: a NaN is never written as a result.
     The one defined exception: ``loss_recovered`` when mean-ablating the pooled vector does
     not change the primary's loss (nothing to recover), recorded as None with a warning."""
@@ -399,8 +340,8 @@ def train_sae(cfg: SAETrainConfig, workdir, *, primary_dir=None, primary_flagfil
     if finished is not None:  # before the data is read: a finished run needs none
         print(f"{workdir} holds a finished run with these settings; reporting its metrics")
         return finished
-    plan = _estimate_plan(cfg, primary_dir, concepts)
-    cfg.validate(total_sae_steps=plan.total_sae_steps, d_sae=_known_d_sae(cfg, primary_dir))
+    plan = estimate_plan(cfg, primary_dir, concepts)
+    cfg.validate(total_sae_steps=plan.total_sae_steps, d_sae=known_d_sae(cfg, primary_dir))
     with ExitStack() as stack:
         if is_writer():
             stack.enter_context(WorkdirLock(workdir))
@@ -433,7 +374,7 @@ def train_sae(cfg: SAETrainConfig, workdir, *, primary_dir=None, primary_flagfil
         sae = sae_from_params(sae_config, params, usage_ema)
         save_sae(workdir / "sae", sae, write=is_writer())
         print("evaluating on held-out builds ...")
-        result = _check_result(evaluate_sae(primary, sae, eval_examples,
+        result = check_result(evaluate_sae(primary, sae, eval_examples,
                                             batch_size=EVAL_BATCH_SIZE,
                                             original_behaviour=cfg.original_behaviour))
         result.update(
