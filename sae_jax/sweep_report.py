@@ -3,10 +3,12 @@
 ``write_sweep_report(workdir, members)`` writes
 
 - ``sweep.json``: per member its settings and metrics (fve, l0, dead_fraction,
-  loss_recovered, kl_spliced, concepts recovered, explained features, ...), and per
-  setting (a member's name less its seed) the mean and standard deviation over seeds;
-- ``frontier.png``: FVE, concepts recovered and loss recovered against L0, one colour per
-  architecture, each setting at its mean over seeds with error bars of one std;
+  loss_recovered, kl_spliced, concepts recovered, explained features, the median
+  explanation F1 and causal agreement, ...), and per setting (a member's name less its
+  seed) the mean and standard deviation over seeds;
+- ``frontier.png``: FVE, concepts recovered, loss recovered and the median explanation F1
+  (features firing on 1-30% of builds) against L0, one colour per architecture, each
+  setting at its mean over seeds with error bars of one std;
 - ``sweep.html``: the settings table (mean +- std over seeds) linking to every member's
   report.
 """
@@ -24,9 +26,11 @@ from runkit.jsonio import read_json, write_json
 RUN_METRICS = ("fve", "mse", "l0", "dead_fraction", "dense_fraction", "loss_recovered",
                "kl_spliced", "logit_cosine", "top5_agreement", "shrinkage")
 # Columns of the table and keys averaged over seeds.
-SUMMARY_METRICS = RUN_METRICS + ("concepts_recovered", "mean_concept_f1", "explained")
+SUMMARY_METRICS = RUN_METRICS + ("concepts_recovered", "mean_concept_f1", "explained",
+                                  "explanation_f1", "causal_agreement")
 FRONTIER = (("fve", "FVE"), ("concepts_recovered", "concepts recovered (F1 >= 0.8)"),
-            ("loss_recovered", "loss recovered"))
+            ("loss_recovered", "loss recovered"),
+            ("explanation_f1", "explanation F1 (median, 1-30% window)"))
 
 
 def setting_of(name: str) -> str:
@@ -59,7 +63,11 @@ def member_record(mdir: Path, cfg) -> dict:
     rec["mean_concept_f1"] = summary.get("mean_sae_f1")
     explanations = read_json(mdir / "explanations.json", what="member explanations") \
         if (mdir / "explanations.json").exists() else {}
-    rec["explained"] = explanations.get("summary", {}).get("explained")
+    explained = explanations.get("summary", {})
+    rec["explained"] = explained.get("explained")
+    # How well rules explain the features depends on the recipe (README, "Explanations").
+    rec["explanation_f1"] = explained.get("median_f1_window")
+    rec["causal_agreement"] = explained.get("causal_agreement")
     return rec
 
 
@@ -85,7 +93,7 @@ def summarise(records: list[dict]) -> list[dict]:
 
 
 def plot_frontier(settings: list[dict], out_png: str | os.PathLike) -> Path:
-    """The three frontier panels against L0 (see the module docstring)."""
+    """The frontier panels against L0, two by two (see the module docstring)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -93,8 +101,13 @@ def plot_frontier(settings: list[dict], out_png: str | os.PathLike) -> Path:
 
     archs = sorted({s["architecture"] for s in settings})
     colours = {a: plt.get_cmap("tab10")(i % 10) for i, a in enumerate(archs)}
-    fig, axes = plt.subplots(1, len(FRONTIER), figsize=(5 * len(FRONTIER), 4.2),
-                             constrained_layout=True)
+    cols = 2
+    rows = -(-len(FRONTIER) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.5 * cols, 4.2 * rows),
+                             constrained_layout=True, squeeze=False)
+    axes = axes.ravel()
+    for ax in axes[len(FRONTIER):]:
+        ax.set_visible(False)
     for ax, (key, title) in zip(axes, FRONTIER):
         if not any(s.get("l0") and s.get(key) for s in settings):
             ax.text(0.5, 0.5, f"no {key} recorded\n(members not analysed?)",

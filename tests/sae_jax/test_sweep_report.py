@@ -1,0 +1,45 @@
+"""The sweep report reads each member's files: explanation F1 and causal agreement too."""
+
+import json
+
+import pytest
+
+from sae_jax.config import SAETrainConfig
+from sae_jax.sweep_report import FRONTIER, member_record, plot_frontier, summarise
+
+
+def _member(root, name, *, fve, l0, explanation_f1, causal, analysed=True):
+    d = root / name
+    d.mkdir(parents=True)
+    (d / "metrics.json").write_text(json.dumps({"fve": fve, "l0": l0, "steps": 10}))
+    if analysed:
+        (d / "concepts.json").write_text(json.dumps(
+            {"summary": {"recovered": 3, "total": 4, "mean_sae_f1": 0.8}}))
+        (d / "explanations.json").write_text(json.dumps(
+            {"summary": {"explained": 5, "median_f1_window": explanation_f1,
+                         "causal_agreement": causal}}))
+    return d
+
+
+def test_members_explanation_f1_is_recorded_averaged_and_plotted(tmp_path):
+    cfg = SAETrainConfig(architecture="topk", k=4, seed=0)
+    records = [
+        member_record(_member(tmp_path, "topk.k-4.seed-0", fve=0.9, l0=4.0,
+                              explanation_f1=0.8, causal=1.0), cfg),
+        member_record(_member(tmp_path, "topk.k-4.seed-1", fve=0.8, l0=4.0,
+                              explanation_f1=0.6, causal=0.9), cfg),
+        member_record(_member(tmp_path, "relu_l1.seed-0", fve=0.7, l0=9.0,
+                              explanation_f1=None, causal=None, analysed=False),
+                      SAETrainConfig()),
+    ]
+    assert records[0]["explanation_f1"] == 0.8 and records[0]["causal_agreement"] == 1.0
+    assert records[2]["explanation_f1"] is None and records[2]["explained"] is None
+    settings = {s["setting"]: s for s in summarise(records)}
+    topk = settings["topk.k-4"]
+    assert topk["explanation_f1"]["mean"] == pytest.approx(0.7)
+    assert topk["explanation_f1"]["std"] == pytest.approx(0.1)
+    assert topk["causal_agreement"]["mean"] == pytest.approx(0.95)
+    assert settings["relu_l1"]["explanation_f1"] is None  # not analysed: no number made up
+    assert "explanation_f1" in dict(FRONTIER)
+    png = plot_frontier(list(settings.values()), tmp_path / "frontier.png")
+    assert png.stat().st_size > 1000
