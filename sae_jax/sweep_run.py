@@ -106,6 +106,12 @@ def _member_done(mdir: Path, analyze: bool) -> bool:
     return (mdir / "metrics.json").exists() and (not analyze or (mdir / "report").exists())
 
 
+def _recorded_timing(workdir: Path) -> dict:
+    """The timing in the sweep report an earlier call wrote (empty when there is none)."""
+    path = workdir / "sweep.json"
+    return read_json(path, what="sweep report").get("timing", {}) if path.exists() else {}
+
+
 def _stacks_tree(states, buffer, key, healthy) -> dict:
     return {"stacks": list(states), "buffer": buffer._asdict(), "rng": key,
             "finite": list(healthy)}
@@ -350,8 +356,11 @@ def train_sweep(base: SAETrainConfig, members: list[SweepMember], workdir, *,
                 m.cfg.sae_config(hidden), {**info, "stack_size": len(groups[s])},
                 train_seconds, inputs)
         timing = {"train_seconds": round(train_seconds, 2),
-                  "members_seconds": round(time.perf_counter() - t_members, 2),
-                  "total_seconds_this_call": round(time.perf_counter() - t_start, 2)}
+                  "members_seconds": round(time.perf_counter() - t_members, 2)}
+        if not pending:  # an earlier call trained and finished every member: keep its times
+            recorded = _recorded_timing(workdir)
+            timing = {k: recorded.get(k, v) for k, v in timing.items()}
+        timing["total_seconds_this_call"] = round(time.perf_counter() - t_start, 2)
         write_sweep_report(workdir, members, timing=timing)
         print(f"sweep done in {time.perf_counter() - t_start:.1f}s: {workdir}")
         return results

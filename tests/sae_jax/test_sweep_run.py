@@ -82,6 +82,17 @@ def test_members_are_run_dirs_and_the_frontier_is_written(reference):
     assert 'href="members/topk.k-3.seed-1/report/index.html"' in html
 
 
+def test_rerunning_a_finished_sweep_keeps_its_timing(reference):
+    root, primary_dir, members, result = reference
+    report = root / "sweep" / "sweep.json"
+    before = json.loads(report.read_text())["timing"]
+    again = train_sweep(BASE, members, root / "sweep", primary_dir=primary_dir, analyze=False)
+    assert again == result  # nothing retrained: the members' finished metrics
+    after = json.loads(report.read_text())["timing"]
+    assert after["members_seconds"] == before["members_seconds"]
+    assert after["train_seconds"] == before["train_seconds"]
+
+
 def test_killed_sweep_resumes_bit_identically(reference, tmp_path):
     root, primary_dir, members, _ = reference
     out = train_sweep(BASE, members, tmp_path, primary_dir=primary_dir, stop_after_steps=10,
