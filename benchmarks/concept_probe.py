@@ -25,9 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.output import log, table, write_results  # noqa: E402
 from benchmarks.timing import machine_info  # noqa: E402
+from sae_jax.concepts import RECOVERED_F1  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "concept_probe.json"
-RECOVERED_F1 = 0.8
 PROBE_SEED = 12_345  # fresh builds: a stream apart from the runs' own seeds
 
 

@@ -54,6 +54,7 @@ from primary.vocab import AP_THRESHOLDS, MAIN_ONLY_ABILITIES
 from primary.weapons import WEAPON_CLASSES, WEAPONS, weapon_class_index, weapon_name
 from runkit.jsonio import write_json
 from sae_jax.activity import ACTIVE_THRESHOLD, is_active, window_mask
+from sae_jax.concepts import RECOVERED_F1
 from sae_jax.explain import (
     ActiveMatrix,
     ExplainConfig,
@@ -67,7 +68,6 @@ from sae_jax.model import encode
 
 VERSION = 1
 EXPLAINED_F1 = 0.5  # a feature counts as explained when its rule reaches this held-out F1
-RECOVERED_F1 = 0.8  # concepts.json rows at or above this are checked against ground truth
 CURVE_BUILDS = 128  # sample of held-out builds for the rung curves
 MIN_BUILDS = 4  # fewer cannot be split into fit and held-out rows worth scoring
 TOP_CLASSES = 5

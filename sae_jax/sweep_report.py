@@ -63,11 +63,11 @@ def member_record(mdir: Path, cfg) -> dict:
     rec["mean_concept_f1"] = summary.get("mean_sae_f1")
     explanations = read_json(mdir / "explanations.json", what="member explanations") \
         if (mdir / "explanations.json").exists() else {}
-    explained = explanations.get("summary", {})
-    rec["explained"] = explained.get("explained")
+    explanation_summary = explanations.get("summary", {})
+    rec["explained"] = explanation_summary.get("explained")
     # How well rules explain the features depends on the recipe (README, "Explanations").
-    rec["explanation_f1"] = explained.get("median_f1_window")
-    rec["causal_agreement"] = explained.get("causal_agreement")
+    rec["explanation_f1"] = explanation_summary.get("median_f1_window")
+    rec["causal_agreement"] = explanation_summary.get("causal_agreement")
     return rec
 
 
