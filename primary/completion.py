@@ -83,6 +83,10 @@ MO_COLUMNS_OF_PIECE = [np.flatnonzero(MO_PIECE == p) for p in range(len(GEAR_PIE
 # Filling a slot: whether an option that brings a new token beats every one that brings none.
 PREFER_NEW_TOKENS = False
 DEFAULT_ROWS_PER_CALL = 1024
+# Up to this hidden size a completion pads every model call to the largest length bucket: a
+# small model's compilation per bucket costs more than the padded work; for a big one (e.g.
+# the full-size 512-d primary) the padding costs more than the compilations.
+FIXED_WIDTH_MAX_HIDDEN = 128
 
 
 @partial(jax.jit, static_argnames=("graphdef",))
@@ -456,6 +460,11 @@ def _check_inputs(primary, logits_fn, vocab, weapon_vocab, beam_size):
     return logits_fn
 
 
+def prefers_fixed_width(primary: SetCompletionModel) -> bool:
+    """The ``fixed_width`` that completes a few builds with ``primary`` soonest."""
+    return primary.config.hidden_dim <= FIXED_WIDTH_MAX_HIDDEN
+
+
 def complete_builds(primary: SetCompletionModel | None, vocab: Vocab, weapon_vocab: WeaponVocab,
                     weapons: np.ndarray, observed: np.ndarray, *, beam_size: int = 4,
                     logits_fn: LogitsFn | None = None, rows_per_call: int | None = None,
@@ -524,4 +533,5 @@ def complete_build(primary: SetCompletionModel | None, vocab: Vocab, weapon_voca
 
 
 __all__ = ["CompletedBuild", "Completion", "CompletionBatch", "LogitsFn", "check_observed",
-           "complete_build", "complete_builds", "model_logits_fn", "resolve_weapon"]
+           "complete_build", "complete_builds", "model_logits_fn", "prefers_fixed_width",
+           "resolve_weapon"]

@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from bridge.steered_completion import diff_builds, steered_logits_fn
 from primary.allocator import allocate
-from primary.completion import complete_build
+from primary.completion import complete_build, prefers_fixed_width
 from primary.vocab import ABILITIES, MAIN_AP
 
 STEERED_FEATURES = 8  # cards that get steered builds (each costs three completions)
@@ -37,10 +37,14 @@ def mains_only(ap_row: np.ndarray) -> dict[str, int]:
 def steered_build_rows(primary, sae, vocab, weapon_vocab, weapon: int, observed: dict,
                        feature: int, high: float) -> list[dict]:
     """Slot rows ``{"slot", "before", "zero", "max", "changed_zero", "changed_max"}`` of the
-    three completions (``changed_*``: 1 where that edit changed the slot)."""
+    three completions (``changed_*``: 1 where that edit changed the slot). Input shapes as
+    :func:`primary.completion.prefers_fixed_width` says (the workbench's build lab uses the
+    same, so its pages and the lab share compilations)."""
+    fixed = prefers_fixed_width(primary)
+
     def complete(logits_fn=None):
         return complete_build(primary, vocab, weapon_vocab, weapon, observed,
-                              beam_size=BEAM_SIZE, logits_fn=logits_fn).best
+                              beam_size=BEAM_SIZE, logits_fn=logits_fn, fixed_width=fixed).best
 
     before = complete()
     zero = diff_builds(before, complete(steered_logits_fn(primary, sae, feature, 0.0)))

@@ -2,7 +2,7 @@
 
 :func:`lab_request` checks a request (every bad field named), :func:`complete_lab` runs
 it: the completion (:mod:`primary.completion`; input shapes as
-:func:`sae_jax.workbench_run.fixed_width` says), the model's token probabilities for the
+:func:`primary.completion.prefers_fixed_width` says), the model's token probabilities for the
 partial build, the SAE features active on it with their labels and what they push, and,
 when features are set, the steered completion (:mod:`bridge.steered_completion`) with a
 slot-by-slot diff. Plain completions are cached, so setting a feature on the build just
@@ -22,12 +22,17 @@ from flax import nnx
 
 from bridge.steered_completion import diff_builds, edit_features_params, steered_logits_fn
 from primary.allocator import min_ap_row
-from primary.completion import check_observed, complete_build, resolve_weapon
+from primary.completion import (
+    check_observed,
+    complete_build,
+    prefers_fixed_width,
+    resolve_weapon,
+)
 from primary.examples import LENGTH_BUCKETS
 from primary.vocab import ABILITIES, BuildError, ap_to_token_multihot
 from sae_jax.model import encode
 from sae_jax.report import token_label
-from sae_jax.workbench_run import COMPLETION_CACHE, RunData, fixed_width
+from sae_jax.workbench_run import COMPLETION_CACHE, RunData
 
 BEAM_SIZE = 4
 TOP_PROBABILITIES = 15
@@ -143,7 +148,7 @@ def complete_lab(run: RunData, req: LabRequest, *, beam_size: int = BEAM_SIZE) -
     edits), ``before`` and ``diff`` (with edits), ``probabilities`` (the model's top ability
     tokens for the partial build), ``active_features``."""
     primary, vocab, weapon_vocab, sae = run.models()
-    fixed = fixed_width(primary)
+    fixed = prefers_fixed_width(primary)
     with run.lock:
         key = (req.weapon, req.row.tobytes(), beam_size)
         before = run.completions.get(key)

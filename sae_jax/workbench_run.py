@@ -41,16 +41,8 @@ LIST_TOKENS = 4  # promoted tokens the list shows and searches per feature
 INDEX_VERSION = 2
 PAGE_CACHE = 64  # feature pages kept in memory
 CURVE_BUILDS = 128  # builds averaged per rung (as the analysis does)
-FIXED_WIDTH_MAX_HIDDEN = 128
 COMPLETION_CACHE = 64  # plain completions kept (a steered one is compared with its plain one)
 ANALYZE_HINT = "run python -m sae_jax.analyze --workdir={workdir}"
-
-
-def fixed_width(primary) -> bool:
-    """Whether completions pad every model call to the largest length bucket: for a small
-    model one compilation matters more than the padded work; for a big one (e.g. the
-    full-size 512-d primary) the padding costs more than a compilation per bucket."""
-    return primary.config.hidden_dim <= FIXED_WIDTH_MAX_HIDDEN
 
 
 
@@ -315,7 +307,7 @@ class RunData:
 
     def _compute_page(self, feature: int) -> dict:
         from sae_jax.analyze import _describe_build
-        from sae_jax.steered_views import mains_only
+        from sae_jax.steered_views import mains_only, steered_build_rows
 
         idx = self.index()
         builds, _ = self.builds()
@@ -346,8 +338,8 @@ class RunData:
         if not page["steered_builds"] and examples:
             row = examples[0]["row"]
             observed = mains_only(builds.ap[row])
-            rows = _steered_rows(primary, sae, vocab, weapon_vocab, int(builds.weapons[row]),
-                                 observed, f, page["max_act"])
+            rows = steered_build_rows(primary, sae, vocab, weapon_vocab,
+                                      int(builds.weapons[row]), observed, f, page["max_act"])
             page["steered_builds"] = [{"who": f"{examples[0]['weapon']}, mains kept",
                                        "rows": rows, "observed": observed}]
         return page
@@ -402,25 +394,6 @@ class RunData:
         self.check_feature(feature)
         with self.lock:
             return remove_label(self.workdir, feature, num_features=self.num_features).to_json()
-
-
-def _steered_rows(primary, sae, vocab, weapon_vocab, weapon: int, observed: dict, feature: int,
-                  high: float) -> list[dict]:
-    """The report's steered-build rows (``sae_jax.steered_views``), in the input shapes the
-    build lab also uses (:func:`fixed_width`), so a page costs no new compilation."""
-    from bridge.steered_completion import diff_builds, steered_logits_fn
-    from primary.completion import complete_build
-
-    def complete(logits_fn=None):
-        return complete_build(primary, vocab, weapon_vocab, weapon, observed, beam_size=4,
-                              logits_fn=logits_fn, fixed_width=fixed_width(primary)).best
-
-    before = complete()
-    zero = diff_builds(before, complete(steered_logits_fn(primary, sae, feature, 0.0)))
-    top = diff_builds(before, complete(steered_logits_fn(primary, sae, feature, high)))
-    return [{"slot": f"{z.piece} {z.slot}", "before": z.before, "zero": z.after,
-             "max": m.after, "changed_zero": int(z.changed), "changed_max": int(m.changed)}
-            for z, m in zip(zero.slots, top.slots)]
 
 
 def search_text(feature: int, expl: dict | None, label: dict | None, tokens, concept) -> str:
