@@ -204,6 +204,18 @@ def stats_from_sparse(sparse: SparseActivations, *, top_k: int = 16,
         coact_features=np.zeros(0, np.int32))
 
 
+def coactive_features(counts: np.ndarray, feature: int, live: np.ndarray, top: int = 5
+                      ) -> list[tuple[int, float]]:
+    """``[(g, P(g fires | feature fires)), ...]``, the ``top`` largest over the ``live``
+    features (neither dead nor dense) other than ``feature`` itself, from its row of
+    :func:`coactivation_counts`; empty when the feature never fires."""
+    if counts[feature] <= 0:
+        return []
+    ratio = np.where(live, counts / counts[feature], 0.0)
+    ratio[feature] = 0
+    return [(int(g), float(ratio[g])) for g in np.argsort(-ratio)[:top] if ratio[g] > 0]
+
+
 def coactivation_counts(sparse: SparseActivations, features) -> np.ndarray:
     """``(S, F)`` int64: for each chosen feature ``features[s]`` and every feature ``g``,
     the rows where both are active (so ``[s, features[s]]`` is the feature's own count).

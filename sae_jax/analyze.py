@@ -302,13 +302,7 @@ def analyse_features(primary, vocab, sae, builds, pooled: np.ndarray, *,
                 page["concept"] = {"name": builds.concept_names[c], "f1": float(sae_f1[f, c]),
                                    "auroc": float(sae_auc[f, c]),
                                    "best_detector": concepts["rows"][c]["feature"] == f}
-            i = coact_pos[f]
-            if coact_counts[i, f] > 0:
-                # P(g fires | f fires), over features that are neither dead nor dense.
-                ratio = np.where(live, coact_counts[i] / coact_counts[i, f], 0.0)
-                ratio[f] = 0
-                page["coactive"] = [(int(g), float(ratio[g]))
-                                    for g in np.argsort(-ratio)[:5] if ratio[g] > 0]
+            page["coactive"] = analysis.coactive_features(coact_counts[coact_pos[f]], f, live)
             pages.append(page)
 
         in_window = set(ranked.tolist())

@@ -9,9 +9,9 @@ builds) is computed once, saved beside the run as ``workbench/index.npz`` and pa
 through afterwards, so a 24,576-feature SAE lists as fast as a small one.
 
 Feature pages are built for any feature id from the index, the SAE's logit influence and
-steered completions computed on demand (a bounded number of pages cached in memory); when
-the static report shows the feature, its steering tables, concept and co-activations are
-taken from ``report/features.json``.
+steered completions and co-activations computed on demand (a bounded number of pages cached
+in memory); when the static report shows the feature, its steering tables, concept,
+co-activations and steered builds are taken from ``report/features.json``.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sae_jax.activity import window_mask
+from sae_jax.activity import dead_mask, dense_mask, window_mask
 from sae_jax.labels import (
     CATEGORIES,
     LabelError,
@@ -88,6 +88,7 @@ class RunData:
         self._builds = None
         self._index = None
         self._influence = None
+        self._sparse = None
         self._pages: OrderedDict[int, dict] = OrderedDict()
         self._curves: dict[int, dict] = {}
         self.completions: OrderedDict[tuple, object] = OrderedDict()
@@ -207,6 +208,21 @@ class RunData:
                     sae.atoms(), primary.output_layer.kernel[...]), np.float32)
             return self._influence
 
+    def activations(self):
+        """The SAE's positive activations on the analysis builds
+        (:class:`~sae_jax.sparse_activations.SparseActivations`: memory in proportion to
+        the active entries), for co-activations of features the report does not show."""
+        with self.lock:
+            if self._sparse is None:
+                from sae_jax.analyze import sae_activations
+                from sae_jax.sparse_activations import collect
+
+                _, pooled = self.builds()
+                sae = self.models()[3]
+                self._sparse = collect(sae_activations(sae, pooled), sae.hidden_dim,
+                                       total_rows=len(pooled))
+            return self._sparse
+
     # ------------------------------------------------------------------ the index
 
     def _index_path(self) -> Path:
@@ -306,6 +322,7 @@ class RunData:
         return None
 
     def _compute_page(self, feature: int) -> dict:
+        from sae_jax.analysis import coactivation_counts, coactive_features
         from sae_jax.analyze import _describe_build
         from sae_jax.steered_views import mains_only, steered_build_rows
 
@@ -335,6 +352,10 @@ class RunData:
             for key in ("steering", "concept", "coactive", "steered_builds"):
                 if report.get(key):
                     page[key] = report[key]
+        if not page["coactive"]:
+            counts = coactivation_counts(self.activations(), [f])[0]
+            live = ~dead_mask(idx["frequency"]) & ~dense_mask(idx["frequency"])
+            page["coactive"] = coactive_features(counts, f, live)
         if not page["steered_builds"] and examples:
             row = examples[0]["row"]
             observed = mains_only(builds.ap[row])

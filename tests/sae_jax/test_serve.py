@@ -96,6 +96,26 @@ def test_feature_page_of_any_feature_matches_the_sae(served):
     assert all(v > 0 for _, v in page["promoted"]) and all(v < 0 for _, v in page["suppressed"])
 
 
+def test_feature_outside_the_report_gets_its_co_activations(served):
+    client, run, workdir = served
+    shown = {p["id"] for p in run.report_doc().get("pages", [])}
+    idx = run.index()
+    live = (idx["frequency"] > 0) & (idx["frequency"] < 0.3)  # neither dead nor dense
+    feature = next(int(f) for f in np.argsort(-idx["frequency"]) if live[f] and f not in shown)
+    page = client.get(f"/api/features/{feature}").json()["page"]
+    _, pooled = run.builds()
+    _, _, _, sae = run.models()
+    fired = np.asarray(encode(sae.params(), jnp.asarray(pooled), sae.config.encoder)[1]) > 0.01
+    ratio = (fired[:, feature, None] & fired).sum(0) / fired[:, feature].sum()
+    ratio[feature] = 0
+    ratio[~live] = 0
+    expect = np.sort(ratio[ratio > 0])[::-1][:5]
+    assert page["coactive"], "a live feature co-fires with some other"
+    np.testing.assert_allclose([r for _, r in page["coactive"]], expect, rtol=1e-6)
+    for g, r in page["coactive"]:
+        assert r == pytest.approx(ratio[g]) and live[g] and g != feature
+
+
 def test_label_is_saved_searched_and_removed(served):
     client, _, workdir = served
     r = client.post("/api/features/7/label", json={"name": "Zebra stacker",
