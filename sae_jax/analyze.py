@@ -175,6 +175,39 @@ def _prediction_change(before: np.ndarray, after: np.ndarray, vocab) -> dict:
             "left": [t for t in top_b if t not in top_a], "rose": up, "fell": down}
 
 
+def steering_tables(primary, sae, vocab, pooled: np.ndarray, features, top_rows: np.ndarray,
+                    top_values: np.ndarray, max_act: np.ndarray) -> dict[int, list[dict]]:
+    """``{feature: [{"row", "before", "zero", "max"}, ...]}``: how the model's predictions on
+    each feature's top ``STEERED_EXAMPLES`` builds change with the feature set to 0 and to
+    its maximum ``max_act[f]`` (``top_rows``/``top_values``: ``(F, k)`` of the analysis
+    statistics, rows of ``pooled``)."""
+    features = np.asarray(features, np.int64)
+    if not len(features):
+        return {}
+    k = min(STEERED_EXAMPLES, len(pooled), top_rows.shape[1])
+    rows = np.maximum(top_rows[features, :k], 0)
+    values = np.stack([np.zeros(len(features)), max_act[features]], axis=1)
+    graphdef, state = nnx.split(primary)
+    logits = np.asarray(_steered_logits(
+        graphdef, state, sae.params(), jnp.asarray(pooled[rows]), jnp.asarray(features),
+        jnp.asarray(values, jnp.float32), clip_max=sae.config.encoder))
+    steering = {}
+    for i, f in enumerate(features):
+        items = []
+        for e in range(k):
+            if top_rows[f, e] < 0 or top_values[f, e] <= 0:
+                continue
+            before = logits[i, 0, e]
+            items.append({
+                "row": int(rows[i, e]),
+                "before": _top_token_lists(before, vocab, TOP_PREDICTIONS)[0],
+                "zero": _prediction_change(before, logits[i, 1, e], vocab),
+                "max": _prediction_change(before, logits[i, 2, e], vocab),
+            })
+        steering[int(f)] = items
+    return steering
+
+
 # ---------------------------------------------------------------- the whole analysis
 
 def _describe_build(builds, i: int) -> dict:
@@ -247,29 +280,9 @@ def analyse_features(primary, vocab, sae, builds, pooled: np.ndarray, *,
 
     top_rows = np.asarray(stats.top_rows)
     top_vals = np.asarray(stats.top_values)
-    steering = {}
     with timer("steering"):
-        if len(shown):
-            k = min(STEERED_EXAMPLES, len(pooled))
-            rows = np.maximum(top_rows[shown, :k], 0)
-            values = np.stack([np.zeros(len(shown)), summary.max_act[shown]], axis=1)
-            graphdef, state = nnx.split(primary)
-            logits = np.asarray(_steered_logits(
-                graphdef, state, sae.params(), jnp.asarray(pooled[rows]), jnp.asarray(shown),
-                jnp.asarray(values, jnp.float32), clip_max=sae.config.encoder))
-            for i, f in enumerate(shown):
-                items = []
-                for e in range(k):
-                    if top_rows[f, e] < 0 or top_vals[f, e] <= 0:
-                        continue
-                    before = logits[i, 0, e]
-                    items.append({
-                        "row": int(rows[i, e]),
-                        "before": _top_token_lists(before, vocab, TOP_PREDICTIONS)[0],
-                        "zero": _prediction_change(before, logits[i, 1, e], vocab),
-                        "max": _prediction_change(before, logits[i, 2, e], vocab),
-                    })
-                steering[int(f)] = items
+        steering = steering_tables(primary, sae, vocab, pooled, shown, top_rows, top_vals,
+                                   summary.max_act)
 
     # P(g fires | f fires) for the shown features f against every feature g.
     with timer("co-activation"):

@@ -9,9 +9,9 @@ builds) is computed once, saved beside the run as ``workbench/index.npz`` and pa
 through afterwards, so a 24,576-feature SAE lists as fast as a small one.
 
 Feature pages are built for any feature id from the index, the SAE's logit influence and
-steered completions and co-activations computed on demand (a bounded number of pages cached
-in memory); when the static report shows the feature, its steering tables, concept,
-co-activations and steered builds are taken from ``report/features.json``.
+steering tables, steered completions and co-activations computed on demand (a bounded
+number of pages cached in memory); when the static report shows the feature, its steering
+tables, concept, co-activations and steered builds are taken from ``report/features.json``.
 """
 
 from __future__ import annotations
@@ -323,7 +323,7 @@ class RunData:
 
     def _compute_page(self, feature: int) -> dict:
         from sae_jax.analysis import coactivation_counts, coactive_features
-        from sae_jax.analyze import _describe_build
+        from sae_jax.analyze import _describe_build, steering_tables
         from sae_jax.steered_views import mains_only, steered_build_rows
 
         idx = self.index()
@@ -352,6 +352,11 @@ class RunData:
             for key in ("steering", "concept", "coactive", "steered_builds"):
                 if report.get(key):
                     page[key] = report[key]
+        if not page["steering"] and examples:
+            _, pooled = self.builds()
+            page["steering"] = steering_tables(
+                primary, sae, vocab, pooled, [f], idx["top_rows"], idx["top_values"],
+                idx["max_act"])[f]
         if not page["coactive"]:
             counts = coactivation_counts(self.activations(), [f])[0]
             live = ~dead_mask(idx["frequency"]) & ~dense_mask(idx["frequency"])

@@ -96,9 +96,9 @@ def test_feature_page_of_any_feature_matches_the_sae(served):
     assert all(v > 0 for _, v in page["promoted"]) and all(v < 0 for _, v in page["suppressed"])
 
 
-def test_feature_outside_the_report_gets_its_co_activations(served):
+def test_feature_outside_the_report_gets_co_activations_and_steering(served):
     client, run, workdir = served
-    shown = {p["id"] for p in run.report_doc().get("pages", [])}
+    shown = {p["id"] for p in run.report_doc().get("pages", [])}  # none: not analysed
     idx = run.index()
     live = (idx["frequency"] > 0) & (idx["frequency"] < 0.3)  # neither dead nor dense
     feature = next(int(f) for f in np.argsort(-idx["frequency"]) if live[f] and f not in shown)
@@ -114,6 +114,14 @@ def test_feature_outside_the_report_gets_its_co_activations(served):
     np.testing.assert_allclose([r for _, r in page["coactive"]], expect, rtol=1e-6)
     for g, r in page["coactive"]:
         assert r == pytest.approx(ratio[g]) and live[g] and g != feature
+    # ... and its steering table: the model's predictions on its top builds, the feature
+    # set to 0 and to its maximum (as the report's cards have it).
+    rows = [ex["row"] for ex in page["top_examples"]]
+    assert page["steering"] and [s["row"] for s in page["steering"]] == rows[:len(
+        page["steering"])]
+    for s in page["steering"]:
+        assert s["before"] and set(s["zero"]) == set(s["max"]) == {"top", "entered", "left",
+                                                                 "rose", "fell"}
 
 
 def test_label_is_saved_searched_and_removed(served):
