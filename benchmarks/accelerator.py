@@ -1,6 +1,9 @@
 """Accelerator benchmark: matmul roofline, SAE step in float32 and bfloat16, bfloat16's
-accuracy cost, harvesting 819,200 activations from the full-size primary, and the whole
-training loop (harvest + SAE steps) swept over the primary batch size.
+accuracy cost, harvesting 819,200 activations from the full-size primary, the whole
+training loop (harvest + SAE steps) swept over the primary batch size, a sweep's stacked
+step against its members one at a time, and the analysis of a 24,576-feature SAE over
+100,000 builds (statistics, concept recovery, steering, report; the explanations, which
+run on the host, are ``benchmarks/analysis_scale.py --explanations``).
 
     python benchmarks/accelerator.py                  # on a GPU: every target, a few minutes
     python benchmarks/accelerator.py --harvest_rows 8192   # on a CPU: a short default run
@@ -19,8 +22,10 @@ same under ``jax.default_matmul_precision("highest")`` (true float32 products);
 matmul FLOPs per second over the matmul rate of the same variant.
 
 Writes one JSON (``--out``): the machine, the plan, every raw figure and a ``targets``
-block (``met`` is null where the figure was not measured at the target's conditions).
-All timings exclude compilation and block on the device's results.
+block (``met`` is null where the figure was not measured at the target's conditions),
+rewritten after every section (``complete`` is false until the last has run), so a run
+cut short keeps what it measured. ``--skip`` leaves sections out. All timings exclude
+compilation and block on the device's results.
 """
 
 from __future__ import annotations
@@ -106,7 +111,9 @@ def _plan(backend: str, smoke: bool) -> dict:
                     quality_usage=0.15, quality_usage_floor=0.005,
                     quality_variants=(REFERENCE_VARIANT, "bfloat16"),
                     harvest_full_size=False, harvest_rows=256, harvest_batch=64,
-                    harvest_fills=1, **LOOP_SMOKE)
+                    harvest_fills=1, **LOOP_SMOKE, sweep_members=4, sweep_shape=(32, 128),
+                    sweep_batch=64, sweep_steps_per_call=2, sweep_rounds=2,
+                    analysis_sizes=((64, 400),), analysis_explanations=False)
     if backend == "cpu":
         # On a CPU float32 "default" and "highest" are the same product: measure it once.
         return dict(mode="cpu", matmul_n=2048, matmul_reps=5,
@@ -117,7 +124,10 @@ def _plan(backend: str, smoke: bool) -> dict:
                     # The full-size primary does ~30 builds/s on 2 CPU cores: a short sample.
                     harvest_full_size=True, harvest_rows=1024, harvest_batch=256,
                     harvest_fills=1, loop_full_size=True, loop_builds=2000,
-                    loop_batch_sweep=(32,), loop_rows=64, loop_rounds=1)
+                    loop_batch_sweep=(32,), loop_rows=64, loop_rounds=1,
+                    sweep_members=8, sweep_shape=ROOFLINE_SHAPE, sweep_batch=1024,
+                    sweep_steps_per_call=2, sweep_rounds=3,
+                    analysis_sizes=((2048, 10_000),), analysis_explanations=False)
     return dict(mode="accelerator", matmul_n=8192, matmul_reps=10,
                 sae_shapes=(ROOFLINE_SHAPE, (512, 24_576)), sae_batch=ROOFLINE_BATCH,
                 sae_buffer_rows=262_144, sae_steps_per_call=32, sae_calls=5,
@@ -125,7 +135,10 @@ def _plan(backend: str, smoke: bool) -> dict:
                 **QUALITY_PLAN, quality_variants=tuple(VARIANTS),
                 harvest_full_size=True, harvest_rows=HARVEST_TARGET_ROWS, harvest_batch=4096,
                 harvest_fills=2, loop_full_size=True, loop_builds=10_000,
-                loop_batch_sweep=(32, 256, 1024), loop_rows=16_384, loop_rounds=3)
+                loop_batch_sweep=(32, 256, 1024), loop_rows=16_384, loop_rounds=3,
+                sweep_members=8, sweep_shape=ROOFLINE_SHAPE, sweep_batch=1024,
+                sweep_steps_per_call=16, sweep_rounds=5,
+                analysis_sizes=((24_576, 100_000),), analysis_explanations=False)
 
 
 def _precision(variant: str):
@@ -394,7 +407,52 @@ def run_loop(plan: dict) -> dict:
     return out
 
 
-# --- 6. targets, tables, entry point -------------------------------------------------------
+# --- 6. sweeps: a vmapped stack against its members one at a time ------------------------
+
+
+def run_sweep(plan: dict) -> dict:
+    """``sweep_members`` SAEs of ``sweep_shape`` at ``sweep_batch`` as one stacked call against
+    as many single calls and the ``matmul_n``^3 float32 matmul (``benchmarks/sweep_bench.py
+    step``): on an accelerator a small SAE's step leaves the device mostly idle, and the
+    stack is what fills it."""
+    from benchmarks import sweep_bench
+
+    d_in, d_sae = plan["sweep_shape"]
+    return sweep_bench.bench_step(
+        plan["sweep_rounds"], plan["sweep_steps_per_call"], plan["matmul_n"],
+        members=plan["sweep_members"], d_in=d_in, d_sae=d_sae, batch=plan["sweep_batch"],
+        buffer_rows=max(plan["sae_buffer_rows"], plan["sweep_batch"]))
+
+
+# --- 7. the analysis at scale ---------------------------------------------------------------
+
+
+def _device_peak_gib() -> float | None:
+    """The first device's peak memory in use so far (GiB), where the backend reports it."""
+    stats = jax.devices()[0].memory_stats() or {}
+    peak = stats.get("peak_bytes_in_use")
+    return None if peak is None else peak / 2**30
+
+
+def run_analysis(plan: dict) -> dict:
+    """Feature statistics, concept recovery, explanations and the report of a 512 ->
+    FEATURES SAE over BUILDS synthetic builds, stage by stage
+    (``benchmarks/analysis_scale.py``; host peak memory per stage, and the device's peak)."""
+    from benchmarks import analysis_scale
+
+    out = {}
+    for features, builds in plan["analysis_sizes"]:
+        log(f"analysis: {features:,} features x {builds:,} builds"
+            f"{' with explanations' if plan['analysis_explanations'] else ''}")
+        row = analysis_scale.run_one(features, builds,
+                                     explanations=plan["analysis_explanations"],
+                                     min_rate=0.005, max_rate=0.10)
+        row["device_peak_gib_so_far"] = _device_peak_gib()
+        out[f"{features}x{builds}"] = row
+    return out
+
+
+# --- 8. targets, tables, entry point -------------------------------------------------------
 
 
 def targets(results: dict) -> dict:
@@ -479,6 +537,24 @@ def print_tables(results: dict) -> None:
               ["primary batch", "SAE steps", "seconds", "SAE steps/s", "builds/s"],
               [[b, r["sae_steps"], r["ours_s_best"], r["ours_sae_steps_per_s"],
                 r["ours_builds_per_s"]] for b, r in loop["by_primary_batch"].items()])
+    sweep = results.get("sweep")
+    if sweep:
+        table(f"stacked sweep step: {sweep['members']} SAEs {sweep['d_in']} -> {sweep['d_sae']}, "
+              f"batch {sweep['batch']} (medians over {sweep['rounds']} rounds)",
+              ["stacked ms/step", "singles ms/step", "stacked / singles", f"stacked {unit}",
+               "of float32 matmul"],
+              [[sweep["stacked_ms_per_step_median"], sweep["singles_ms_per_step_median"],
+                sweep["stacked_over_singles_median"],
+                sweep["stacked_gflops_median"] * 1e9 / scale,
+                f"{100 * sweep['roofline_fraction_median']:.1f}%"]])
+    analysis = results.get("analysis")
+    if analysis:
+        table("analysis at scale (statistics, concept recovery, steering, report"
+              f"{', explanations' if results['plan']['analysis_explanations'] else ''})",
+              ["size", "seconds", "without explanations", "host peak GiB", "device peak GiB"],
+              [[size, r["seconds"], r["seconds_without_explanations"], r["peak_gib"],
+                r["device_peak_gib_so_far"] if r["device_peak_gib_so_far"] is not None
+                else "-"] for size, r in analysis.items()])
     print("\ntargets")
     for name, t in results["targets"].items():
         value = t["value"]
@@ -486,7 +562,7 @@ def print_tables(results: dict) -> None:
         print(f"  {name}: {shown} (target {t['target']}, met {t['met']})")
 
 
-SECTIONS = ("sae", "quality", "harvest", "loop")
+SECTIONS = ("sae", "quality", "harvest", "loop", "sweep", "analysis")
 
 
 def main(argv=None) -> dict:
@@ -526,14 +602,18 @@ def main(argv=None) -> dict:
                    for v, (d, p) in VARIANTS.items()}}
     log(f"matmul roofline, n={plan['matmul_n']}, on {machine['device_kind']}")
     results["matmul"] = bench_matmul_variants(plan["matmul_n"], plan["matmul_reps"])
-    if "sae" not in skip:
-        results["sae"] = run_sae(plan, results["matmul"])
-    if "quality" not in skip:
-        results["quality"] = run_quality(plan)
-    if "harvest" not in skip:
-        results["harvest"] = run_harvest(plan)
-    if "loop" not in skip:
-        results["loop"] = run_loop(plan)
+    runners = {"sae": partial(run_sae, plan, results["matmul"]),
+               **{name: partial(fn, plan) for name, fn in (
+                   ("quality", run_quality), ("harvest", run_harvest), ("loop", run_loop),
+                   ("sweep", run_sweep), ("analysis", run_analysis))}}
+    for section in (s for s in SECTIONS if s not in skip):
+        results[section] = runners[section]()
+        # Written after every section: a run cut short (a device lent for minutes) keeps
+        # what it measured; "complete" says whether every section ran.
+        _check_finite(results)
+        write_results({**results, "complete": False,
+                       "wall_s": time.perf_counter() - t_start}, args.out)
+    results["complete"] = True
     results["targets"] = targets(results)
     results["wall_s"] = time.perf_counter() - t_start
     results["machine"]["load_average_at_end"] = load_average()

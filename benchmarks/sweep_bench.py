@@ -39,7 +39,11 @@ from benchmarks.timing import machine_info, time_interleaved  # noqa: E402
 D_IN, D_SAE, BATCH, MEMBERS = 512, 2048, 1024, 8
 
 
-def bench_step(rounds: int, steps_per_call: int, matmul_n: int = 2048) -> dict:
+def bench_step(rounds: int, steps_per_call: int, matmul_n: int = 2048, *,
+               members: int = MEMBERS, d_in: int = D_IN, d_sae: int = D_SAE,
+               batch: int = BATCH, buffer_rows: int = 16_384) -> dict:
+    """``members`` relu_l1 SAEs ``d_in -> d_sae`` at ``batch``: one stacked call against
+    ``members`` single calls and a ``matmul_n``^3 float32 matmul, interleaved rounds."""
     import jax
 
     from benchmarks.sae_bench import matmul_call
@@ -50,16 +54,16 @@ def bench_step(rounds: int, steps_per_call: int, matmul_n: int = 2048) -> dict:
     from sae_jax.step import init_train_state, make_train_steps
 
     total = 100_000
-    base = SAETrainConfig(expansion_factor=D_SAE / D_IN, lr=1e-4, sae_batch_size=BATCH,
-                          resample_steps=(), buffer_size=16_384)
+    base = SAETrainConfig(expansion_factor=d_sae / d_in, lr=1e-4, sae_batch_size=batch,
+                          resample_steps=(), buffer_size=max(buffer_rows, batch))
     cfgs = [dataclasses.replace(base, seed=i, l1_coeff=base.l1_coeff * (1 + i))
-            for i in range(MEMBERS)]
-    buf = push(create_buffer(base.buffer_size, D_IN),
-               jax.numpy.asarray(random_activations(base.buffer_size, D_IN)))
+            for i in range(members)]
+    buf = push(create_buffer(base.buffer_size, d_in),
+               jax.numpy.asarray(random_activations(base.buffer_size, d_in)))
     key = jax.random.key(0)
 
     def fresh(cfg):
-        return init_train_state(create_sae(cfg.sae_config(D_IN), seed=cfg.seed), cfg, total)
+        return init_train_state(create_sae(cfg.sae_config(d_in), seed=cfg.seed), cfg, total)
 
     holder = {"stack": stack_states([fresh(c) for c in cfgs]),
               "singles": [fresh(c) for c in cfgs]}
@@ -74,22 +78,22 @@ def bench_step(rounds: int, steps_per_call: int, matmul_n: int = 2048) -> dict:
 
     def singles():
         out = []
-        for i in range(MEMBERS):
+        for i in range(members):
             holder["singles"][i], m = single_fn(holder["singles"][i], buf, key)
             out.append(m)
         jax.block_until_ready(out)
 
     matmul, matmul_flops = matmul_call(matmul_n, reps=3)
-    log(f"step: {MEMBERS} members {D_IN} -> {D_SAE}, batch {BATCH}, {steps_per_call} steps per "
+    log(f"step: {members} members {d_in} -> {d_sae}, batch {batch}, {steps_per_call} steps per "
         f"call, {rounds} interleaved rounds (compiling first) ...")
     times = time_interleaved({"stacked": stacked, "singles": singles, "matmul": matmul},
                              rounds=rounds, warmup=1)
     t_stack, t_singles, t_mm = (np.asarray(times[k]) for k in ("stacked", "singles", "matmul"))
-    step_flops = MEMBERS * sae_step_flops(BATCH, D_IN, D_SAE) * steps_per_call
+    step_flops = members * sae_step_flops(batch, d_in, d_sae) * steps_per_call
     ratio = t_stack / t_singles
     roofline = (step_flops / t_stack) / (matmul_flops / t_mm)
     out = {
-        "members": MEMBERS, "d_in": D_IN, "d_sae": D_SAE, "batch": BATCH,
+        "members": members, "d_in": d_in, "d_sae": d_sae, "batch": batch,
         "steps_per_call": steps_per_call, "rounds": rounds,
         "stacked_ms_per_step_median": 1e3 * float(np.median(t_stack)) / steps_per_call,
         "singles_ms_per_step_median": 1e3 * float(np.median(t_singles)) / steps_per_call,
@@ -101,11 +105,11 @@ def bench_step(rounds: int, steps_per_call: int, matmul_n: int = 2048) -> dict:
         "roofline_fraction_all": roofline.tolist(),
         "targets": {"stacked_over_singles": 1.15, "roofline_fraction": 0.8},
     }
-    table("stacked step vs eight single steps (medians over rounds)",
-          ["", "ms/step (8 members)", "GFLOP/s"],
+    table(f"stacked step vs {members} single steps (medians over rounds)",
+          ["", f"ms/step ({members} members)", "GFLOP/s"],
           [["stacked", f"{out['stacked_ms_per_step_median']:.1f}",
             f"{out['stacked_gflops_median']:.1f}"],
-           ["8 singles", f"{out['singles_ms_per_step_median']:.1f}", "-"],
+           [f"{members} singles", f"{out['singles_ms_per_step_median']:.1f}", "-"],
            [f"matmul {matmul_n}^3 f32", "-", f"{out['matmul_gflops_median']:.1f}"]])
     log(f"stacked / singles: {out['stacked_over_singles_median']:.3f} (target <= 1.15); "
         f"roofline fraction: {out['roofline_fraction_median']:.3f} (target >= 0.8)")

@@ -3,6 +3,7 @@
 import json
 import math
 
+import numpy as np
 import pytest
 
 from benchmarks import accelerator, sae_bench
@@ -30,10 +31,9 @@ def _numbers(node):
 
 def test_json_has_every_section_and_the_machine(smoke):
     _, written = smoke
-    for section in ("machine", "plan", "matmul", "sae", "quality", "harvest", "loop",
-                    "targets"):
+    for section in ("machine", "plan", "matmul", *accelerator.SECTIONS, "targets"):
         assert section in written, section
-    assert written["mode"] == "smoke"
+    assert written["mode"] == "smoke" and written["complete"] is True
     assert written["machine"]["jax_backend"] == "cpu"
     assert written["machine"]["device_kind"]
     assert set(written["targets"]) == {"sae_bf16_roofline_fraction_batch4096",
@@ -81,6 +81,44 @@ def test_roofline_fraction_is_flops_over_time_over_the_matching_rate(smoke):
                                                            rel=1e-12)
             assert r["compute_dtype"] == accelerator.VARIANTS[variant][0]
             assert r["all_losses_finite"]
+
+
+def test_sweep_section_compares_the_stack_with_its_members(smoke):
+    _, written = smoke
+    plan, sweep = written["plan"], written["sweep"]
+    assert (sweep["members"], sweep["batch"]) == (plan["sweep_members"], plan["sweep_batch"])
+    assert [sweep["d_in"], sweep["d_sae"]] == plan["sweep_shape"]
+    ratios = sweep["stacked_over_singles_all"]
+    assert len(ratios) == plan["sweep_rounds"] and all(r > 0 for r in ratios)
+    assert sweep["stacked_over_singles_median"] == pytest.approx(float(np.median(ratios)))
+    fractions = sweep["roofline_fraction_all"]
+    assert len(fractions) == plan["sweep_rounds"] and all(f > 0 for f in fractions)
+    assert sweep["roofline_fraction_median"] == pytest.approx(float(np.median(fractions)))
+
+
+def test_analysis_section_times_each_size(smoke):
+    _, written = smoke
+    plan, analysis = written["plan"], written["analysis"]
+    assert list(analysis) == [f"{f}x{n}" for f, n in plan["analysis_sizes"]]
+    for (features, builds), row in zip(plan["analysis_sizes"], analysis.values()):
+        assert (row["features"], row["builds"]) == (features, builds)
+        assert row["explanations"] is plan["analysis_explanations"]
+        assert 0 < row["seconds"] and 0 < row["peak_gib"]
+        assert sum(row["stages"].values()) <= row["seconds"] + 0.2
+        assert row["positive_activations"] > 0
+
+
+def test_a_run_cut_short_keeps_the_sections_it_finished(tmp_path, monkeypatch):
+    out = tmp_path / "cut.json"
+
+    def cut(plan):
+        raise KeyboardInterrupt  # the device taken back after the loop section
+
+    monkeypatch.setattr(accelerator, "run_sweep", cut)
+    with pytest.raises(KeyboardInterrupt):
+        accelerator.main(["--smoke", "--skip", "sae,quality,harvest", "--out", str(out)])
+    written = json.loads(out.read_text())
+    assert written["complete"] is False and "loop" in written and "sweep" not in written
 
 
 def test_fve_figures_are_bounded_and_the_change_is_their_difference(smoke):
