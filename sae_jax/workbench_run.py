@@ -45,7 +45,6 @@ COMPLETION_CACHE = 64  # plain completions kept (a steered one is compared with 
 ANALYZE_HINT = "run python -m sae_jax.analyze --workdir={workdir}"
 
 
-
 def _histogram_max(sae, pooled: np.ndarray) -> float:
     """The histograms' upper end: the encoder's clip when it has one, else the largest
     activation on ``pooled`` (1.0 when nothing fires), as the static report has it."""
