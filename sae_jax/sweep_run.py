@@ -229,7 +229,7 @@ def _finish_member(member: SweepMember, state, finite: bool, primary, eval_examp
     sae = sae_from_params(sae_config, params, usage_ema)
     save_sae(mdir / "sae", sae)
     result = check_result(evaluate_sae(primary, sae, eval_examples, batch_size=EVAL_BATCH_SIZE,
-                                        original_behaviour=member.cfg.original_behaviour))
+                                       original_behaviour=member.cfg.original_behaviour))
     last = MetricsLog(mdir / "metrics.jsonl").rows()
     last = last[-1] if last else {}
     result.update(

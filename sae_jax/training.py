@@ -375,8 +375,8 @@ def train_sae(cfg: SAETrainConfig, workdir, *, primary_dir=None, primary_flagfil
         save_sae(workdir / "sae", sae, write=is_writer())
         print("evaluating on held-out builds ...")
         result = check_result(evaluate_sae(primary, sae, eval_examples,
-                                            batch_size=EVAL_BATCH_SIZE,
-                                            original_behaviour=cfg.original_behaviour))
+                                           batch_size=EVAL_BATCH_SIZE,
+                                           original_behaviour=cfg.original_behaviour))
         result.update(
             steps=steps, seconds=round(seconds_before + time.perf_counter() - t_start, 2),
             num_devices=mesh.size,

@@ -45,18 +45,6 @@ COMPLETION_CACHE = 64  # plain completions kept (a steered one is compared with 
 ANALYZE_HINT = "run python -m sae_jax.analyze --workdir={workdir}"
 
 
-def _histogram_max(sae, pooled: np.ndarray) -> float:
-    """The histograms' upper end: the encoder's clip when it has one, else the largest
-    activation on ``pooled`` (1.0 when nothing fires), as the static report has it."""
-    from sae_jax.analyze import sae_activations
-
-    clip = sae.config.encoder.clip_max
-    if clip is not None:
-        return float(clip)
-    top = max((float(np.max(np.asarray(h)[valid], initial=0.0))
-               for h, valid in sae_activations(sae, pooled)), default=0.0)
-    return top if top > 0 else 1.0
-
 class RunError(ValueError):
     """A run directory the workbench cannot serve (the message says what is missing)."""
 
@@ -208,9 +196,9 @@ class RunData:
             return self._influence
 
     def activations(self):
-        """The SAE's positive activations on the analysis builds
+        """The SAE's positive activations on the analysis builds, sorted by value
         (:class:`~sae_jax.sparse_activations.SparseActivations`: memory in proportion to
-        the active entries), for co-activations of features the report does not show."""
+        the active entries): the index and the co-activations are read from them."""
         with self.lock:
             if self._sparse is None:
                 from sae_jax.analyze import sae_activations
@@ -219,7 +207,7 @@ class RunData:
                 _, pooled = self.builds()
                 sae = self.models()[3]
                 self._sparse = collect(sae_activations(sae, pooled), sae.hidden_dim,
-                                       total_rows=len(pooled))
+                                       total_rows=len(pooled)).sort_by_value()
             return self._sparse
 
     # ------------------------------------------------------------------ the index
@@ -256,14 +244,15 @@ class RunData:
 
     def _build_index(self) -> dict:
         from sae_jax import analysis
-        from sae_jax.analyze import sae_activations
 
         _, _, _, sae = self.models()
         _, pooled = self.builds()
-        hist_max = _histogram_max(sae, pooled)
-        stats = analysis.stats_from_batches(
-            sae_activations(sae, pooled), sae.hidden_dim, clip_max=hist_max,
-            top_k=TOP_EXAMPLES, num_bins=HIST_BINS, coact_features=np.zeros(0, np.int32))
+        sparse = self.activations()
+        # The histograms end where the static report's do: the clip, or the largest activation.
+        hist_max = analysis.histogram_max(sae.config.encoder.clip_max, sparse)
+        stats = analysis.stats_from_sparse(sparse, top_k=TOP_EXAMPLES,
+                                           hist_edges=analysis.histogram_edges(HIST_BINS,
+                                                                               hist_max))
         summary = analysis.summarize(stats)
         _, vocab, _, _ = self.models()
         top = np.argsort(-self.influence(), axis=1)[:, :LIST_TOKENS]

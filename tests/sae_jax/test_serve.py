@@ -356,8 +356,15 @@ def test_serves_an_imported_splatnlp_run(tmp_path):
 
 
 def test_histograms_of_an_unclipped_sae_span_its_activations():
+    # The workbench's index takes its histogram range as the report does.
+    from sae_jax.analysis import histogram_max
+    from sae_jax.analyze import sae_activations
     from sae_jax.model import SAEConfig, create_sae
-    from sae_jax.workbench_run import _histogram_max
+    from sae_jax.sparse_activations import collect
+
+    def _histogram_max(sae, pooled):
+        sparse = collect(sae_activations(sae, pooled), sae.hidden_dim)
+        return histogram_max(sae.config.encoder.clip_max, sparse)
 
     pooled = np.random.default_rng(0).normal(size=(40, 8)).astype(np.float32) * 50
     topk = create_sae(SAEConfig(8, 2, architecture="topk", k=3, clip=False), seed=0)
