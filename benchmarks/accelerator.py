@@ -5,9 +5,9 @@ step against its members one at a time, and the analysis of a 24,576-feature SAE
 100,000 builds (statistics, concept recovery, steering, report; the explanations, which
 run on the host, are ``benchmarks/analysis_scale.py --explanations``).
 
-    python benchmarks/accelerator.py                  # on a GPU: every target, a few minutes
+    python benchmarks/accelerator.py                  # on a GPU: every target, several minutes
     python benchmarks/accelerator.py --harvest_rows 8192   # on a CPU: a short default run
-    python benchmarks/accelerator.py --smoke --out /tmp/a.json   # toy sizes, seconds
+    python benchmarks/accelerator.py --smoke --out /tmp/a.json   # toy sizes, a minute or two
 
 The sizes follow the backend (``jax.default_backend()``): a GPU or TPU gets the full
 plan (8192^3 matmuls, batch-4096 SAE steps at 512 -> 2048 and 512 -> 24,576, a few
@@ -568,9 +568,10 @@ SECTIONS = ("sae", "quality", "harvest", "loop", "sweep", "analysis")
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true",
-                        help="toy sizes, seconds: checks the harness, not the machine")
+                        help="toy sizes, a minute or two: checks the harness, not the machine")
     parser.add_argument("--out", default=os.path.join(REPO_ROOT, "benchmarks", "results",
-                                                      "accelerator.json"))
+                                                      "accelerator.json"),
+                        help="the results JSON (rewritten after every section)")
     parser.add_argument("--harvest_rows", type=int, default=None,
                         help="rows to harvest (default 819,200 on a GPU/TPU, 1,024 on a CPU)")
     parser.add_argument("--harvest_batch", type=int, default=None,
