@@ -18,6 +18,8 @@ harvests every row exactly as an uninterrupted one did.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache, partial
 
@@ -186,6 +188,33 @@ def harvest_block(graphdef: nnx.GraphDef, primary_state, block: DeviceBlock,
     for _, group in block.groups:
         staging = fn(primary_state, staging, group)
     return staging
+
+
+def device_blocks(examples: Examples, layout: BlockLayout, mesh: Mesh, *, seed: int,
+                  batches_per_epoch: int, total_batches: int, first_batch: int
+                  ) -> Iterator[DeviceBlock]:
+    """The blocks holding global batches ``first_batch`` to ``total_batches - 1``, in order,
+    placed on the devices. Each is built on the host in a worker thread while the caller
+    uses the one before, so the device never waits for the host. Closing the iterator early
+    waits for the block being built."""
+    orders: dict = {}
+
+    def build(first: int) -> DeviceBlock:
+        end = min(first + layout.batches, total_batches)
+        indices = block_example_indices(examples, seed=seed, batch_size=layout.batch_size,
+                                        batches_per_epoch=batches_per_epoch, first_batch=first,
+                                        num_batches=end - first, orders=orders)
+        return to_device(host_block(examples, layout, indices, first), mesh)
+
+    starts = range(first_batch - first_batch % layout.batches, total_batches, layout.batches)
+    if first_batch >= total_batches:
+        return
+    with ThreadPoolExecutor(max_workers=1) as worker:
+        upcoming = worker.submit(build, starts[0]) if len(starts) else None
+        for i in range(len(starts)):
+            block = upcoming.result()
+            upcoming = worker.submit(build, starts[i + 1]) if i + 1 < len(starts) else None
+            yield block
 
 
 def null_pooled_table(primary, null_id: int, mesh: Mesh) -> jax.Array:

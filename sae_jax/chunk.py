@@ -121,3 +121,17 @@ def make_chunk_fn(cfg: SAETrainConfig, total_steps: int, steps_per_batch: int,
         fn = _COMPILED[key] = _chunk_fn(cfg, int(total_steps), int(steps_per_batch),
                                         int(batches_per_block), bool(train), batch_sharding)
     return fn
+
+
+def make_push_fn(batch_sharding: jax.sharding.Sharding | None = None):
+    """``fn(buffer, staging, null_table, is_null, weapons, i) -> (buffer, finite)``: batch
+    ``i`` of a harvested block pushed into the buffer (donated), as a chunk pushes it, for
+    loops that run their own steps after each push (sweeps); ``finite``: whether every
+    pushed row is finite."""
+    def run(buffer: ActivationBuffer, staging, null_table, is_null, weapons, i):
+        x = batch_rows(staging, null_table, is_null, weapons, i)
+        if batch_sharding is not None:
+            x = jax.lax.with_sharding_constraint(x, batch_sharding)
+        return push(buffer, x), jnp.all(jnp.isfinite(x))
+
+    return jax.jit(run, donate_argnums=0)

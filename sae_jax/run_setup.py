@@ -10,8 +10,6 @@
   how many SAE steps the run will make; known before any work, so the settings
   can be validated against it (:func:`estimate_plan` works it out from the data
   settings alone, :func:`known_d_sae` the number of features from a given primary).
-- :func:`primary_batches`: the primary batches in run order, from any global batch on
-  (each epoch's order a pure function of seed and epoch).
 - :func:`run_concept_set` / :func:`run_concepts`: the concept set a run plants
   in its synthetic builds (its ``--concepts_file``, or the set a reused primary
   was trained on), and, after the run, the set read back from its directory.
@@ -23,7 +21,6 @@ import dataclasses
 import json
 import math
 from dataclasses import dataclass
-from itertools import islice
 from pathlib import Path
 
 from primary.store import load_primary
@@ -153,20 +150,6 @@ def prepare_data(cfg: SAETrainConfig, vocab, weapon_vocab, *, seed: int, concept
     train = make_examples(builds.subset(train_idx), vocab, weapon_vocab, seed=seed)
     evaluation = make_examples(builds.subset(test_idx), vocab, weapon_vocab, seed=seed + 2)
     return train, evaluation, len(builds)
-
-
-def primary_batches(train_examples, cfg: SAETrainConfig, plan: RunPlan, start: int):
-    """``(global index, batch)`` from global batch ``start`` on; each epoch's order is a pure
-    function of (seed, epoch), each epoch uses its first ``batches_per_epoch`` batches."""
-    from primary.examples import iterate_batches
-
-    per_epoch = plan.batches_per_epoch
-    for epoch in range(start // per_epoch, plan.epochs):
-        first = start - epoch * per_epoch if epoch == start // per_epoch else 0
-        batches = iterate_batches(train_examples, cfg.primary_batch_size, seed=cfg.seed,
-                                  epoch=epoch, shuffle=True, drop_remainder=True)
-        for b, batch in enumerate(islice(batches, first, per_epoch), start=first):
-            yield epoch * per_epoch + b, batch
 
 
 def estimate_plan(cfg: SAETrainConfig, primary_dir, concepts=None) -> RunPlan:

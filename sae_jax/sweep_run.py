@@ -25,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, closing
 from pathlib import Path
 
 import jax
@@ -34,15 +34,21 @@ import numpy as np
 from flax import nnx
 from tqdm import tqdm
 
-from bridge.harvest import make_harvest_fn, model_inputs
-from primary.examples import LENGTH_BUCKETS, pad_to_width
+from bridge.harvest_blocks import (
+    BlockLayout,
+    create_staging,
+    device_blocks,
+    harvest_block,
+    null_pooled_table,
+)
 from runkit.checkpoints import Checkpoints
 from runkit.jsonio import read_json, write_json
 from runkit.lock import WorkdirLock
 from runkit.metrics_log import MetricsLog
 from runkit.resume import claim_settings
-from runkit.sharding import batch_sharding, make_mesh, replicate, shard_batch
+from runkit.sharding import batch_sharding, make_mesh, replicate
 from sae_jax.buffer import create_buffer
+from sae_jax.chunk import make_push_fn
 from sae_jax.config import SAETrainConfig
 from sae_jax.evaluate import evaluate_sae
 from sae_jax.loop_schedule import crossed
@@ -54,7 +60,6 @@ from sae_jax.run_setup import (
     known_d_sae,
     obtain_primary,
     prepare_data,
-    primary_batches,
     run_concept_set,
     write_run_json,
 )
@@ -167,8 +172,12 @@ def _train_stacks(base, plan, workdir, primary, train_examples, mesh, ckpt, stac
 
     graphdef, primary_state = nnx.split(primary)
     primary_state = replicate(primary_state, mesh)
-    harvest = make_harvest_fn(graphdef)
-    width = LENGTH_BUCKETS[-1]  # one shape, one compilation
+    # Harvested a block at a time, rows grouped by length (bridge.harvest_blocks), as a
+    # single run harvests: no padding work, and the members see what a single run sees.
+    layout = BlockLayout.for_batch_size(base.primary_batch_size)
+    null_table = null_pooled_table(primary, train_examples.null_id, mesh)
+    staging = create_staging(layout, d_in, mesh)
+    push_fn = make_push_fn(rows)
     fns = [make_stacked_train_steps(members[0].cfg, plan.total_sae_steps,
                                     plan.sae_steps_per_batch, batch_sharding=rows)
            for members in stacks]
@@ -176,40 +185,48 @@ def _train_stacks(base, plan, workdir, primary, train_examples, mesh, ckpt, stac
     metrics = [None] * len(stacks)
     bar = tqdm(total=plan.total_batches, initial=next_batch, unit="batch",
                desc=f"sweep ({len(stacks)} stacks)", dynamic_ncols=True)
-    for g, batch in primary_batches(train_examples, base, plan, next_batch):
-        weight = np.asarray(batch["weight"])
-        inputs = pad_to_width(model_inputs(batch), width, primary.config.pad_token_id)
-        buffer, act_ok = harvest(primary_state, buffer, shard_batch(inputs, mesh))
-        rows_seen += int((weight > 0).sum())
-        prev = step
-        if min(rows_seen, base.buffer_size) >= base.min_buffer:
-            for s, fn in enumerate(fns):
-                states[s], metrics[s] = fn(states[s], settings[s], buffer, key)
-                healthy[s] = healthy[s] & metrics[s]["finite"]
-            step += plan.sae_steps_per_batch
-        bar.update(1)
-        final = g + 1 == plan.total_batches
-        stop = stop_after_steps is not None and step >= stop_after_steps
-        if step == prev and not final:
-            continue
-        if not bool(act_ok):
-            raise TrainingFault(f"non-finite activations came out of the primary model at "
-                                f"SAE step {prev}; the last checkpoint in {ckpt.directory} "
-                                "is intact")
-        if metrics[0] is not None and (crossed(prev, step, base.log_every) or final or stop):
-            extra = {"step": step, "epoch": g // plan.batches_per_epoch, "primary_batch": g + 1,
-                     "seconds": round(seconds_before + time.perf_counter() - t0, 3)}
-            for s, members in enumerate(stacks):
-                for log, row in zip(logs[s], _log_rows(metrics[s], members, extra)):
-                    log.append(row)
-            bar.set_postfix(step=step)
-        if step > 0 and (crossed(prev, step, base.checkpoint_every) or final or stop):
-            ckpt.save(step, _stacks_tree(states, buffer, key, healthy), {
-                "next_batch": g + 1, "rows_seen": rows_seen,
-                "seconds": seconds_before + time.perf_counter() - t0})
-        if stop:
-            stopped = True
-            break
+    blocks = device_blocks(train_examples, layout, mesh, seed=base.seed,
+                           batches_per_epoch=plan.batches_per_epoch,
+                           total_batches=plan.total_batches, first_batch=next_batch)
+    block = None
+    with closing(blocks):
+        for g in range(next_batch, plan.total_batches):
+            block_first = g - g % layout.batches
+            if block is None or block.first_batch != block_first:
+                block = next(blocks)
+                staging = harvest_block(graphdef, primary_state, block, staging)
+            buffer, act_ok = push_fn(buffer, staging, null_table, block.is_null,
+                                     block.weapons, np.int32(g - block_first))
+            rows_seen += base.primary_batch_size
+            prev = step
+            if min(rows_seen, base.buffer_size) >= base.min_buffer:
+                for s, fn in enumerate(fns):
+                    states[s], metrics[s] = fn(states[s], settings[s], buffer, key)
+                    healthy[s] = healthy[s] & metrics[s]["finite"]
+                step += plan.sae_steps_per_batch
+            bar.update(1)
+            final = g + 1 == plan.total_batches
+            stop = stop_after_steps is not None and step >= stop_after_steps
+            if step == prev and not final:
+                continue
+            if not bool(act_ok):
+                raise TrainingFault(f"non-finite activations came out of the primary model at "
+                                    f"SAE step {prev}; the last checkpoint in {ckpt.directory} "
+                                    "is intact")
+            if metrics[0] is not None and (crossed(prev, step, base.log_every) or final or stop):
+                extra = {"step": step, "epoch": g // plan.batches_per_epoch, "primary_batch": g + 1,
+                         "seconds": round(seconds_before + time.perf_counter() - t0, 3)}
+                for s, members in enumerate(stacks):
+                    for log, row in zip(logs[s], _log_rows(metrics[s], members, extra)):
+                        log.append(row)
+                bar.set_postfix(step=step)
+            if step > 0 and (crossed(prev, step, base.checkpoint_every) or final or stop):
+                ckpt.save(step, _stacks_tree(states, buffer, key, healthy), {
+                    "next_batch": g + 1, "rows_seen": rows_seen,
+                    "seconds": seconds_before + time.perf_counter() - t0})
+            if stop:
+                stopped = True
+                break
     bar.close()
     return states, healthy, stopped, seconds_before + time.perf_counter() - t0
 

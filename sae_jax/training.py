@@ -36,8 +36,7 @@ import os
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
+from contextlib import ExitStack, closing
 from pathlib import Path
 
 import jax
@@ -47,12 +46,10 @@ from tqdm import tqdm
 
 from bridge.harvest_blocks import (
     BlockLayout,
-    block_example_indices,
     create_staging,
+    device_blocks,
     harvest_block,
-    host_block,
     null_pooled_table,
-    to_device,
 )
 from runkit.checkpoints import Checkpoints
 from runkit.errors import RunFault
@@ -144,17 +141,6 @@ class _LogReader:
         return out
 
 
-def _block_inputs(train_examples, cfg, plan, layout, schedule, first_batch, mesh, orders):
-    """The harvest block starting at ``first_batch``, built on the host and placed on the
-    devices (run in a worker thread, ahead of the device)."""
-    _, end = schedule.block_of(first_batch)
-    indices = block_example_indices(
-        train_examples, seed=cfg.seed, batch_size=cfg.primary_batch_size,
-        batches_per_epoch=plan.batches_per_epoch, first_batch=first_batch,
-        num_batches=end - first_batch, orders=orders)
-    return to_device(host_block(train_examples, layout, indices, first_batch), mesh)
-
-
 def _run_loop(cfg, plan, workdir: Path, primary, train_examples, mesh, ckpt, sae_config,
               stop_after_steps):
     """The harvest/train loop; returns ``(state, stopped_early, last_logged_metrics,
@@ -209,20 +195,16 @@ def _run_loop(cfg, plan, workdir: Path, primary, train_examples, mesh, ckpt, sae
     t0 = time.perf_counter()
     bar = tqdm(total=plan.total_batches, initial=next_batch, unit="batch", desc="SAE run",
                dynamic_ncols=True, disable=not is_writer())
-    stopped, block, orders = False, None, {}
-    with ThreadPoolExecutor(max_workers=1) as prep:
-        def prepare(first_batch):
-            return prep.submit(_block_inputs, train_examples, cfg, plan, layout, schedule,
-                               first_batch, mesh, orders)
-
-        upcoming = prepare(schedule.block_of(next_batch)[0]) if next_batch < plan.total_batches \
-            else None
+    stopped, block = False, None
+    blocks = device_blocks(train_examples, layout, mesh, seed=cfg.seed,
+                           batches_per_epoch=plan.batches_per_epoch,
+                           total_batches=plan.total_batches, first_batch=next_batch)
+    with closing(blocks):
         for chunk in schedule.chunks(next_batch):
-            block_first, block_end = schedule.block_of(chunk.first)
+            block_first = schedule.block_of(chunk.first)[0]
             if block is None or block.first_batch != block_first:
-                block = upcoming.result()
+                block = next(blocks)
                 staging = harvest_block(graphdef, primary_state, block, staging)
-                upcoming = prepare(block_end) if block_end < plan.total_batches else None
             state, buffer, health, metrics = chunk_fns[chunk.train](
                 state, buffer, key, health, staging, null_table, block.is_null, block.weapons,
                 np.int32(chunk.first - block_first), np.int32(chunk.end - chunk.first))
@@ -252,8 +234,6 @@ def _run_loop(cfg, plan, workdir: Path, primary, train_examples, mesh, ckpt, sae
             if chunk.stop:
                 stopped = True
                 break
-        if upcoming is not None:
-            upcoming.cancel()
     bar.close()
     _raise_if_unhealthy(health, ckpt)
     return state, stopped, last_logged, seconds_before

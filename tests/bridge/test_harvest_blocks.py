@@ -11,6 +11,7 @@ from bridge.harvest_blocks import (
     BlockLayout,
     block_example_indices,
     create_staging,
+    device_blocks,
     harvest_block,
     host_block,
     null_pooled_table,
@@ -78,6 +79,28 @@ def test_block_indices_follow_the_loops_batches(world):
     with pytest.raises(ValueError, match="short"):
         block_example_indices(examples, seed=5, batch_size=8, batches_per_epoch=per_epoch + 1,
                               first_batch=per_epoch, num_batches=1)
+
+
+def test_device_blocks_resume_mid_block_and_hold_the_loops_batches(world):
+    examples, _ = world
+    per_epoch = len(examples) // 8
+    layout = BlockLayout(batches=4, batch_size=8, group_rows=8)
+    total = 2 * per_epoch + 3  # spans epochs; the last block is short
+    blocks = list(device_blocks(examples, layout, make_mesh(jax.devices()[:1]), seed=5,
+                                batches_per_epoch=per_epoch, total_batches=total,
+                                first_batch=6))  # mid-block: its block starts at 4
+    starts = list(range(4, total, 4))
+    assert [b.first_batch for b in blocks] == starts
+    assert [b.num_batches for b in blocks] == [min(4, total - s) for s in starts]
+    for b in blocks:
+        want = block_example_indices(examples, seed=5, batch_size=8,
+                                     batches_per_epoch=per_epoch, first_batch=b.first_batch,
+                                     num_batches=b.num_batches)
+        np.testing.assert_array_equal(np.asarray(b.weapons)[:b.num_batches],
+                                      examples.weapons[want, 0])
+    assert list(device_blocks(examples, layout, make_mesh(jax.devices()[:1]), seed=5,
+                              batches_per_epoch=per_epoch, total_batches=total,
+                              first_batch=total)) == []
 
 
 def test_sharded_block_harvest_equals_single_device(world):

@@ -106,6 +106,22 @@ def test_killed_sweep_resumes_bit_identically(reference, tmp_path):
             np.testing.assert_array_equal(got[k], want[k], err_msg=f"{m.name} {k}")
 
 
+def test_a_member_trains_as_a_single_run_of_its_settings(reference, tmp_path):
+    # The sweep harvests and buffers as a single run does (blocks of length groups, the
+    # same data order and batch draws): a member ends where sae_jax.train ends.
+    from sae_jax.training import train_sae
+
+    root, primary_dir, members, result = reference
+    member = members[0]
+    single = train_sae(member.cfg, tmp_path, primary_dir=primary_dir, analyze=False)
+    assert single["steps"] == result[member.name]["steps"]
+    want = _params(root / "sweep" / "members" / member.name)
+    got = _params(tmp_path)
+    for k in want:
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-5, atol=1e-6,
+                                   err_msg=f"{member.name} {k}")
+
+
 def _json_without_seconds(path):
     doc = json.loads(path.read_text())
     doc.get("summary", {}).pop("seconds", None)
