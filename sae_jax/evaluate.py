@@ -41,11 +41,10 @@ from sae_jax.activity import dead_mask, dense_mask, is_active
 from sae_jax.model import decode, encode
 
 
-@partial(jax.jit, static_argnums=(0, 4))
-def _batch_sums(graphdef, primary_state, sae_params, batch, encoder):
+def _sums(graphdef, primary_state, sae_params, x, targets, weight, encoder):
+    """The per-batch sums of pooled vectors ``x`` (inside jit)."""
     model = nnx.merge(graphdef, primary_state)
-    x = pooled_vectors(graphdef, primary_state, batch)
-    valid = batch["weight"] > 0
+    valid = weight > 0
     vf = valid.astype(jnp.float32)
     n = vf.sum()
     _, h = encode(sae_params, x, encoder)
@@ -59,7 +58,7 @@ def _batch_sums(graphdef, primary_state, sae_params, batch, encoder):
     sq_err = jnp.sum((x - recon) ** 2)
     active = is_active(h) & valid[:, None]
     clipped = (active & (h >= clip)) if clip is not None else jnp.zeros_like(active)
-    targets = batch["targets"].astype(jnp.float32)
+    targets = targets.astype(jnp.float32)
 
     def bce_rows(z):  # (B,) mean over the vocabulary
         return jnp.mean(optax.sigmoid_binary_cross_entropy(z, targets), axis=-1)
@@ -80,6 +79,18 @@ def _batch_sums(graphdef, primary_state, sae_params, batch, encoder):
         "recon_sq": jnp.sum(recon * recon),
         "x_dot_recon": jnp.sum(x * recon),
     }
+
+
+@partial(jax.jit, static_argnums=(0, 4))
+def _batch_sums(graphdef, primary_state, sae_params, batch, encoder):
+    x = pooled_vectors(graphdef, primary_state, batch)
+    return _sums(graphdef, primary_state, sae_params, x, batch["targets"], batch["weight"],
+                 encoder)
+
+
+@partial(jax.jit, static_argnums=(0, 6))
+def _pooled_batch_sums(graphdef, primary_state, sae_params, x, targets, weight, encoder):
+    return _sums(graphdef, primary_state, sae_params, x, targets, weight, encoder)
 
 
 TOP_K_AGREEMENT = 5
@@ -129,12 +140,15 @@ def _combine(parts: list[dict]) -> dict:
 
 
 def evaluate_sae(primary, sae, examples, *, batch_size: int,
-                 original_behaviour: bool = False) -> dict:
+                 original_behaviour: bool = False, pooled: np.ndarray | None = None) -> dict:
     """Reconstruction, sparsity and downstream-fidelity metrics of ``sae`` on ``examples``.
 
     ``primary``: a SetCompletionModel; ``sae``: a SparseAutoencoder whose input_dim is the
     primary's hidden size; ``examples``: primary.examples.Examples (held-out builds).
     ``original_behaviour`` only labels the result (the forward pass is the same).
+    ``pooled``: the examples' pooled vectors in example order
+    (:func:`bridge.harvest.harvest_array`), when several SAEs of one primary are evaluated
+    on the same examples (None: computed batch by batch here).
     """
     from primary.examples import LENGTH_BUCKETS, iterate_batches
 
@@ -142,16 +156,26 @@ def evaluate_sae(primary, sae, examples, *, batch_size: int,
     if sae.config.input_dim != d_model:
         raise ValueError(f"SAE input_dim {sae.config.input_dim} does not match the primary "
                          f"model's pooled size {d_model}")
+    if pooled is not None and len(pooled) != len(examples):
+        raise ValueError(f"{len(pooled)} pooled vectors given for {len(examples)} examples")
     graphdef, state = nnx.split(primary)
     params = sae.params()
-    parts = []
+    parts, start = [], 0
     for batch in iterate_batches(examples, batch_size, seed=0, epoch=0, shuffle=False,
                                  drop_remainder=False):
-        inputs = pad_to_width(model_inputs(batch), LENGTH_BUCKETS[-1],
-                              primary.config.pad_token_id)
-        inputs["targets"] = batch["targets"]
-        parts.append(_batch_sums(graphdef, state, params, pad_batch(inputs, batch_size),
-                                 sae.config.encoder))
+        if pooled is None:
+            inputs = pad_to_width(model_inputs(batch), LENGTH_BUCKETS[-1],
+                                  primary.config.pad_token_id)
+            inputs["targets"] = batch["targets"]
+            parts.append(_batch_sums(graphdef, state, params, pad_batch(inputs, batch_size),
+                                     sae.config.encoder))
+            continue
+        real = int((batch["weight"] > 0).sum())  # the batch's real rows come first
+        x = np.zeros((batch_size, d_model), np.float32)
+        x[:real] = pooled[start:start + real]
+        start += real
+        parts.append(_pooled_batch_sums(graphdef, state, params, x, batch["targets"],
+                                        batch["weight"], sae.config.encoder))
     if not parts:
         raise ValueError("evaluation set is empty: no examples to evaluate the SAE on")
     t = _combine(parts)

@@ -34,6 +34,7 @@ import numpy as np
 from flax import nnx
 from tqdm import tqdm
 
+from bridge.harvest import harvest_array
 from bridge.harvest_blocks import (
     BlockLayout,
     create_staging,
@@ -231,9 +232,10 @@ def _train_stacks(base, plan, workdir, primary, train_examples, mesh, ckpt, stac
     return states, healthy, stopped, seconds_before + time.perf_counter() - t0
 
 
-def _finish_member(member: SweepMember, state, finite: bool, primary, eval_examples, sae_config,
+def _finish_member(member: SweepMember, state, finite: bool, primary, evaluation, sae_config,
                    run_info: dict, train_seconds: float, analysis_inputs) -> dict:
-    """Write member ``member``'s run directory: SAE, evaluation, curves and, given the
+    """Write member ``member``'s run directory: SAE, evaluation (``evaluation``: the held-out
+    examples and their pooled vectors, shared by every member), curves and, given the
     sweep's shared ``analysis_inputs`` (:class:`sae_jax.analyze.AnalysisInputs`), the
     analysis."""
     mdir = run_info["members_dir"] / member.name
@@ -245,7 +247,9 @@ def _finish_member(member: SweepMember, state, finite: bool, primary, eval_examp
     params, usage_ema = jax.device_get((state.params, state.usage_ema))
     sae = sae_from_params(sae_config, params, usage_ema)
     save_sae(mdir / "sae", sae)
+    eval_examples, eval_pooled = evaluation
     result = check_result(evaluate_sae(primary, sae, eval_examples, batch_size=EVAL_BATCH_SIZE,
+                                       pooled=eval_pooled,
                                        original_behaviour=member.cfg.original_behaviour))
     last = MetricsLog(mdir / "metrics.jsonl").rows()
     last = last[-1] if last else {}
@@ -355,6 +359,10 @@ def train_sweep(base: SAETrainConfig, members: list[SweepMember], workdir, *,
                    if not _member_done(members_dir(workdir) / m.name, analyze)}
         to_analyse = [m.name for s, i, m in todo
                       if analyze and m.name in pending and np.asarray(healthy[s])[i]]
+        # The evaluation's pooled vectors, made once: every member reads the same ones.
+        evaluation = (eval_examples, harvest_array(primary, eval_examples, EVAL_BATCH_SIZE)
+                      if any(np.asarray(healthy[s])[i] for s, i, m in todo if m.name in pending)
+                      else None)
         inputs = None  # what the members' analyses share, made once (all share the data)
         if to_analyse:
             from sae_jax.analyze import analysis_inputs
@@ -369,7 +377,7 @@ def train_sweep(base: SAETrainConfig, members: list[SweepMember], workdir, *,
                 continue
             finite = bool(np.asarray(healthy[s])[i])
             results[m.name] = _finish_member(
-                m, member_state(states[s], i), finite, primary, eval_examples,
+                m, member_state(states[s], i), finite, primary, evaluation,
                 m.cfg.sae_config(hidden), {**info, "stack_size": len(groups[s])},
                 train_seconds, inputs)
         timing = {"train_seconds": round(train_seconds, 2),

@@ -59,7 +59,10 @@ def test_metrics_match_numpy(setup):
     sae.set_params({k: jnp.asarray(v, jnp.float32) for k, v in p.items()})
     out = evaluate_sae(primary, sae, examples, batch_size=16)  # last batch padded
 
-    x = harvest_array(primary, examples, 16).astype(np.float64)
+    pooled = harvest_array(primary, examples, 16)
+    # The same SAE on given pooled vectors (as a sweep evaluates its members).
+    given = evaluate_sae(primary, sae, examples, batch_size=16, pooled=pooled)
+    x = pooled.astype(np.float64)
     t = all_targets(examples)
     assert len(x) == len(t) == out["num_inputs"]
     h = np.clip((x - p["b_dec"]) @ p["W_enc"] + p["b_enc"], 0, 6.0)
@@ -93,9 +96,14 @@ def test_metrics_match_numpy(setup):
     assert want["dead_fraction"] >= 5 / 64 and want["dense_fraction"] >= 4 / 64
     for k, v in want.items():
         assert out[k] == pytest.approx(v, rel=1e-4, abs=1e-6), k
+        assert given[k] == pytest.approx(v, rel=1e-4, abs=1e-6), f"{k} (pooled given)"
+    assert given["num_inputs"] == out["num_inputs"]
 
 
 def test_mismatched_sae_is_refused(setup):
     primary, examples = setup
     with pytest.raises(ValueError, match="input_dim 8 does not match"):
         evaluate_sae(primary, create_sae(SAEConfig(8, 2.0)), examples, batch_size=16)
+    with pytest.raises(ValueError, match="3 pooled vectors given for"):
+        evaluate_sae(primary, create_sae(SAEConfig(HIDDEN, 2.0)), examples, batch_size=16,
+                     pooled=np.zeros((3, HIDDEN), np.float32))
