@@ -38,11 +38,27 @@ def json_default(o):
     raise TypeError(f"cannot write {type(o).__name__} to JSON")
 
 
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def repo_relative(node):
+    """``node`` with every path inside this repository written relative to its root (a
+    results file then reads the same on every machine)."""
+    if isinstance(node, dict):
+        return {k: repo_relative(v) for k, v in node.items()}
+    if isinstance(node, (list, tuple)):
+        return [repo_relative(v) for v in node]
+    if isinstance(node, str):
+        return node.replace(REPO_ROOT + os.sep, "")
+    return node
+
+
 def write_results(results: dict, path: str) -> None:
-    """Write a benchmark's results as indented JSON (creating the folder) and say where."""
+    """Write a benchmark's results as indented JSON (creating the folder) and say where;
+    paths inside the repository are written relative to its root."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w") as f:
-        json.dump(results, f, indent=2, default=json_default)
+        json.dump(repo_relative(results), f, indent=2, default=json_default)
     print(f"\nwrote {path} ({results['wall_s']:.0f} s)")
 
 

@@ -182,3 +182,18 @@ def test_run_summary_reads_a_run_and_averages_runs_of_one_label(tmp_path):
         parse_runs(",")
     with pytest.raises(Exception, match="no metrics file"):
         summarise_run(tmp_path)  # holds no run
+
+
+def test_results_name_repository_paths_relative_to_its_root(tmp_path):
+    import os
+
+    from benchmarks.output import REPO_ROOT, write_results
+
+    out = tmp_path / "r.json"
+    write_results({"wall_s": 1.0, "fixture": os.path.join(REPO_ROOT, "tests", "fixtures"),
+                   "runs": [os.path.join(REPO_ROOT, "configs", "demo.flags"), "/elsewhere/x"],
+                   "rows": 3}, str(out))
+    got = json.loads(out.read_text())
+    assert got["fixture"] == os.path.join("tests", "fixtures")
+    assert got["runs"] == [os.path.join("configs", "demo.flags"), "/elsewhere/x"]
+    assert got["rows"] == 3 and got["wall_s"] == 1.0
