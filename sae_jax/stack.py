@@ -30,7 +30,7 @@ import jax.numpy as jnp
 from sae_jax.config import SAETrainConfig
 from sae_jax.recipes import metric_names
 from sae_jax.schedules import learning_rate_schedule
-from sae_jax.step import MEAN_METRICS, TrainState, _config_key, _one_step
+from sae_jax.step import MEAN_METRICS, TrainState, _config_key, _one_step, step_batch
 from sae_jax.transforms import make_optimizer
 
 # Settings members of one stack may differ in: used by the step only as numbers.
@@ -100,21 +100,29 @@ def member_config(cfg: SAETrainConfig, settings: dict) -> SAETrainConfig:
 def _build(cfg: SAETrainConfig, total_steps: int, num_steps: int, batch_sharding):
     resample_at = tuple(sorted(int(s) for s in cfg.resample_steps))
 
-    def member_step(state, settings, buffer, key):
+    def member_step(state, settings, buffer, key, x):
         mcfg = member_config(cfg, settings)
         # The optimiser and schedule hold no arrays of their own: building them per member
         # inside the trace puts the member's lr and weight decay in as values.
         return _one_step(state, buffer, key, cfg=mcfg,
                          optimizer=make_optimizer(mcfg, total_steps),
                          lr_schedule=learning_rate_schedule(mcfg, total_steps),
-                         resample_at=resample_at, batch_sharding=batch_sharding)
+                         resample_at=resample_at, batch_sharding=batch_sharding, x=x)
 
-    stacked_step = jax.vmap(member_step, in_axes=(_STATE_AXES, 0, None, None),
+    stacked_step = jax.vmap(member_step, in_axes=(_STATE_AXES, 0, None, None, 0),
                             out_axes=(_STATE_AXES, 0))
 
     def run(state: TrainState, settings: dict, buffer, key: jax.Array):
+        members = jax.tree.leaves(settings)[0].shape[0]
+
         def body(carry, _):
-            return stacked_step(carry, settings, buffer, key)
+            # The batch is drawn once and given to every member as its own copy: with the
+            # batch shared, vmap folds the members into one wide encoder matmul whose
+            # output then needs a transpose to member-major for each use (measured: many
+            # (members, batch, features) transposes per step).
+            x = step_batch(buffer, key, carry.step, cfg, batch_sharding)
+            xs = jnp.broadcast_to(x, (members, *x.shape))
+            return stacked_step(carry, settings, buffer, key, xs)
 
         state, per_step = jax.lax.scan(body, state, None, length=num_steps)
         # per_step leaves are (num_steps, members): summarise over the steps, per member.

@@ -67,11 +67,18 @@ MEAN_METRICS = (
 )
 
 
-def _one_step(state: TrainState, buffer: ActivationBuffer, key: jax.Array, *, cfg, optimizer,
-              lr_schedule, resample_at, batch_sharding):
-    x = sample(buffer, jax.random.fold_in(key, state.step), cfg.sae_batch_size)
+def step_batch(buffer: ActivationBuffer, key: jax.Array, step, cfg, batch_sharding):
+    """The batch SAE step ``step`` draws from the buffer."""
+    x = sample(buffer, jax.random.fold_in(key, step), cfg.sae_batch_size)
     if batch_sharding is not None:
         x = jax.lax.with_sharding_constraint(x, batch_sharding)
+    return x
+
+
+def _one_step(state: TrainState, buffer: ActivationBuffer, key: jax.Array, *, cfg, optimizer,
+              lr_schedule, resample_at, batch_sharding, x=None):
+    if x is None:
+        x = step_batch(buffer, key, state.step, cfg, batch_sharding)
 
     def loss_fn(params):
         return recipe_loss(params, x, state.usage_ema, state.extra, state.step, cfg)
