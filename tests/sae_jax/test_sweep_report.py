@@ -43,3 +43,19 @@ def test_members_explanation_f1_is_recorded_averaged_and_plotted(tmp_path):
     assert "explanation_f1" in dict(FRONTIER)
     png = plot_frontier(list(settings.values()), tmp_path / "frontier.png")
     assert png.stat().st_size > 1000
+
+
+def test_sweep_page_tables_scroll_inside_their_boxes(tmp_path):
+    # Many metric columns: the tables scroll sideways in their own box, never the page.
+    import re
+
+    from sae_jax.sweep_report import write_sweep_html
+
+    cfg = SAETrainConfig(architecture="topk", k=4, seed=0)
+    records = [member_record(_member(tmp_path, "topk.k-4.seed-0", fve=0.9, l0=4.0,
+                                     explanation_f1=0.8, causal=1.0), cfg)]
+    html = write_sweep_html(tmp_path, records, summarise(records)).read_text()
+    tables = re.findall(r"<table>", html)
+    wrapped = re.findall(r'<div class="scroll"><table>.*?</table></div>', html, re.S)
+    assert len(tables) == 2 and len(wrapped) == 2
+    assert re.search(r"\.scroll\s*\{[^}]*overflow-x:\s*auto", html)
