@@ -33,6 +33,11 @@ def dense_mask(frequency: np.ndarray) -> np.ndarray:
     return np.asarray(frequency) >= MAX_FREQUENCY
 
 
+def live_mask(frequency: np.ndarray) -> np.ndarray:
+    """Features neither dead nor dense (what co-activations are taken over)."""
+    return ~dead_mask(frequency) & ~dense_mask(frequency)
+
+
 def window_mask(frequency: np.ndarray, *, min_frequency: float = MIN_FREQUENCY,
                 max_frequency: float = MAX_FREQUENCY) -> np.ndarray:
     f = np.asarray(frequency)

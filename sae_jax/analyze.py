@@ -38,7 +38,7 @@ from primary.vocab import (
 from runkit.cli import report_user_errors
 from runkit.resume import effective_settings
 from sae_jax import analysis
-from sae_jax.activity import dead_mask, dense_mask
+from sae_jax.activity import dead_mask, dense_mask, live_mask
 from sae_jax.concepts import concept_recovery, write_concepts
 from sae_jax.labels import labels_to_json, load_run_labels
 from sae_jax.model import encode
@@ -289,7 +289,7 @@ def analyse_features(primary, vocab, sae, builds, pooled: np.ndarray, *,
         coact_counts = analysis.coactivation_counts(sparse, shown)
     del sparse
     coact_pos = {int(f): i for i, f in enumerate(shown)}
-    live = ~dead_mask(summary.frequency) & ~dense_mask(summary.frequency)
+    live = live_mask(summary.frequency)
     with timer("pages"):
         pages = []
         for f in shown:

@@ -124,14 +124,16 @@ def make_chunk_fn(cfg: SAETrainConfig, total_steps: int, steps_per_batch: int,
 
 
 def make_push_fn(batch_sharding: jax.sharding.Sharding | None = None):
-    """``fn(buffer, staging, null_table, is_null, weapons, i) -> (buffer, finite)``: batch
-    ``i`` of a harvested block pushed into the buffer (donated), as a chunk pushes it, for
-    loops that run their own steps after each push (sweeps); ``finite``: whether every
-    pushed row is finite."""
-    def run(buffer: ActivationBuffer, staging, null_table, is_null, weapons, i):
+    """``fn(buffer, health, staging, null_table, is_null, weapons, i, step) -> (buffer,
+    health)``: batch ``i`` of a harvested block pushed into the buffer (donated), as a chunk
+    pushes it, for loops that run their own steps after each push (sweeps); non-finite rows
+    are noted in ``health`` at SAE step ``step``, on the device (the host reads it when it
+    logs or checkpoints, not per batch)."""
+    def run(buffer: ActivationBuffer, health: Health, staging, null_table, is_null, weapons,
+            i, step):
         x = batch_rows(staging, null_table, is_null, weapons, i)
         if batch_sharding is not None:
             x = jax.lax.with_sharding_constraint(x, batch_sharding)
-        return push(buffer, x), jnp.all(jnp.isfinite(x))
+        return push(buffer, x), note(health, jnp.all(jnp.isfinite(x)), jnp.asarray(True), step)
 
     return jax.jit(run, donate_argnums=0)

@@ -49,7 +49,7 @@ from runkit.metrics_log import MetricsLog
 from runkit.resume import claim_settings
 from runkit.sharding import batch_sharding, make_mesh, replicate
 from sae_jax.buffer import create_buffer
-from sae_jax.chunk import make_push_fn
+from sae_jax.chunk import fresh_health, make_push_fn
 from sae_jax.config import SAETrainConfig
 from sae_jax.evaluate import evaluate_sae
 from sae_jax.loop_schedule import crossed
@@ -73,7 +73,7 @@ from sae_jax.stack import (
 )
 from sae_jax.step import init_train_state
 from sae_jax.store import save_sae
-from sae_jax.training import EVAL_BATCH_SIZE, TrainingFault, check_result
+from sae_jax.training import EVAL_BATCH_SIZE, check_result, raise_if_unhealthy
 
 SWEEP_CONFIG = "sweep_config.json"
 CHECKPOINTS_KEPT = 2
@@ -153,7 +153,7 @@ def _train_stacks(base, plan, workdir, primary, train_examples, mesh, ckpt, stac
     buffer = buffer._replace(write_pos=replicate(buffer.write_pos, mesh),
                              fill=replicate(buffer.fill, mesh))
     key = replicate(jax.random.PRNGKey(base.seed), mesh)
-    next_batch, rows_seen, seconds_before, latest = 0, 0, 0.0, None
+    next_batch, seconds_before, latest = 0, 0.0, None
     restored = ckpt.restore_latest(_stacks_tree(states, buffer, key, healthy),
                                    what=f"this sweep ({sum(map(len, stacks))} members)")
     if restored is not None:
@@ -162,7 +162,6 @@ def _train_stacks(base, plan, workdir, primary, train_examples, mesh, ckpt, stac
         states, key, healthy = list(tree["stacks"]), tree["rng"], list(tree["finite"])
         buffer = type(buffer)(**tree["buffer"])
         next_batch = int(restored.progress["next_batch"])
-        rows_seen = int(restored.progress["rows_seen"])
         seconds_before = float(restored.progress.get("seconds", 0.0))
         print(f"resuming the sweep from its checkpoint at SAE step {latest} "
               f"(primary batch {next_batch} of {plan.total_batches})")
@@ -178,7 +177,7 @@ def _train_stacks(base, plan, workdir, primary, train_examples, mesh, ckpt, stac
     layout = BlockLayout.for_batch_size(base.primary_batch_size)
     null_table = null_pooled_table(primary, train_examples.null_id, mesh)
     staging = create_staging(layout, d_in, mesh)
-    push_fn = make_push_fn(rows)
+    push_fn, health = make_push_fn(rows), fresh_health()
     fns = [make_stacked_train_steps(members[0].cfg, plan.total_sae_steps,
                                     plan.sae_steps_per_batch, batch_sharding=rows)
            for members in stacks]
@@ -196,9 +195,9 @@ def _train_stacks(base, plan, workdir, primary, train_examples, mesh, ckpt, stac
             if block is None or block.first_batch != block_first:
                 block = next(blocks)
                 staging = harvest_block(graphdef, primary_state, block, staging)
-            buffer, act_ok = push_fn(buffer, staging, null_table, block.is_null,
-                                     block.weapons, np.int32(g - block_first))
-            rows_seen += base.primary_batch_size
+            buffer, health = push_fn(buffer, health, staging, null_table, block.is_null,
+                                     block.weapons, np.int32(g - block_first), np.int32(step))
+            rows_seen = (g + 1) * base.primary_batch_size
             prev = step
             if min(rows_seen, base.buffer_size) >= base.min_buffer:
                 for s, fn in enumerate(fns):
@@ -210,18 +209,18 @@ def _train_stacks(base, plan, workdir, primary, train_examples, mesh, ckpt, stac
             stop = stop_after_steps is not None and step >= stop_after_steps
             if step == prev and not final:
                 continue
-            if not bool(act_ok):
-                raise TrainingFault(f"non-finite activations came out of the primary model at "
-                                    f"SAE step {prev}; the last checkpoint in {ckpt.directory} "
-                                    "is intact")
-            if metrics[0] is not None and (crossed(prev, step, base.log_every) or final or stop):
+            logs_now = crossed(prev, step, base.log_every) or final or stop
+            saves_now = step > 0 and (crossed(prev, step, base.checkpoint_every) or final or stop)
+            if logs_now or saves_now:
+                raise_if_unhealthy(health, ckpt)  # before anything is written
+            if metrics[0] is not None and logs_now:
                 extra = {"step": step, "epoch": g // plan.batches_per_epoch, "primary_batch": g + 1,
                          "seconds": round(seconds_before + time.perf_counter() - t0, 3)}
                 for s, members in enumerate(stacks):
                     for log, row in zip(logs[s], _log_rows(metrics[s], members, extra)):
                         log.append(row)
                 bar.set_postfix(step=step)
-            if step > 0 and (crossed(prev, step, base.checkpoint_every) or final or stop):
+            if saves_now:
                 ckpt.save(step, _stacks_tree(states, buffer, key, healthy), {
                     "next_batch": g + 1, "rows_seen": rows_seen,
                     "seconds": seconds_before + time.perf_counter() - t0})

@@ -92,7 +92,9 @@ class TrainingFault(RunFault):
     """Training stopped on non-finite activations or loss; the last checkpoint is good."""
 
 
-def _raise_if_unhealthy(health: Health, ckpt: Checkpoints) -> None:
+def raise_if_unhealthy(health: Health, ckpt: Checkpoints) -> None:
+    """Raise :class:`TrainingFault` naming the first fault ``health`` holds (reads the device
+    record: call it where the loop syncs anyway, before writing anything)."""
     bad_act, bad_loss = int(health.bad_activation_step), int(health.bad_loss_step)
     if bad_act < 0 and bad_loss < 0:
         return
@@ -212,7 +214,7 @@ def _run_loop(cfg, plan, workdir: Path, primary, train_examples, mesh, ckpt, sae
             if chunk.train:
                 reader.add(metrics, chunk.first - block_first, chunk.end - block_first)
             for g in chunk.log_at:
-                _raise_if_unhealthy(health, ckpt)
+                raise_if_unhealthy(health, ckpt)
                 last_logged = reader.line(g - block_first)
                 last_logged.update(step=schedule.steps_after(g),
                                    epoch=g // plan.batches_per_epoch, primary_batch=g + 1,
@@ -224,7 +226,7 @@ def _run_loop(cfg, plan, workdir: Path, primary, train_examples, mesh, ckpt, sae
                 bar.set_postfix(step=last_logged["step"], loss=f"{last_logged['loss']:.4g}",
                                 mse=f"{last_logged['mse']:.3g}", l0=f"{last_logged['l0']:.1f}")
             if chunk.checkpoint:
-                _raise_if_unhealthy(health, ckpt)
+                raise_if_unhealthy(health, ckpt)
                 ckpt.save(schedule.steps_after(chunk.end - 1),
                           _checkpoint_tree(state, buffer, key), {
                               "next_batch": chunk.end,
@@ -235,7 +237,7 @@ def _run_loop(cfg, plan, workdir: Path, primary, train_examples, mesh, ckpt, sae
                 stopped = True
                 break
     bar.close()
-    _raise_if_unhealthy(health, ckpt)
+    raise_if_unhealthy(health, ckpt)
     return state, stopped, last_logged, seconds_before
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sae_jax.activity import dead_mask, dense_mask, window_mask
+from sae_jax.activity import live_mask, window_mask
 from sae_jax.labels import (
     CATEGORIES,
     LabelError,
@@ -347,7 +347,7 @@ class RunData:
                 idx["max_act"])[f]
         if not page["coactive"]:
             counts = coactivation_counts(self.activations(), [f])[0]
-            live = ~dead_mask(idx["frequency"]) & ~dense_mask(idx["frequency"])
+            live = live_mask(idx["frequency"])
             page["coactive"] = coactive_features(counts, f, live)
         if not page["steered_builds"] and examples:
             row = examples[0]["row"]

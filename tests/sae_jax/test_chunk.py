@@ -133,3 +133,20 @@ def test_chunk_health_names_the_step_of_the_first_bad_batch():
     assert metrics is None and int(buf.fill) == 16 and int(health.bad_activation_step) == -1
     with pytest.raises(ValueError, match="must be positive"):
         make_chunk_fn(CFG, total, 0, 3, train=True)
+
+
+def test_push_fn_pushes_a_batch_and_notes_the_step_of_the_first_bad_one():
+    from sae_jax.chunk import make_push_fn
+
+    d = 8
+    staging = jnp.ones((3, 8, d), jnp.float32).at[2, 5, 0].set(jnp.nan)
+    table = jnp.full((1, d), 7.0)
+    is_null = jnp.zeros((3, 8), bool).at[0, 3].set(True)
+    push_fn, health, buf = make_push_fn(), fresh_health(), create_buffer(64, d)
+    for i, step in ((0, 0), (1, 2), (2, 4), (1, 6)):
+        buf, health = push_fn(buf, health, staging, table, is_null, jnp.zeros((3, 8), jnp.int32),
+                              np.int32(i), np.int32(step))
+        if i == 0:
+            np.testing.assert_array_equal(np.asarray(buf.data[3]), np.full(d, 7.0))  # looked up
+    assert int(buf.fill) == 32
+    assert int(health.bad_activation_step) == 4  # the first bad push, not a later good one
