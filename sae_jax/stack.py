@@ -10,13 +10,15 @@ resampling are the same code as a single run's.
 
 Batches are shared: every member of every stack draws step ``s``'s batch with
 ``fold_in(key, s)`` from the same buffer and key, so the batch is gathered once per
-step and the members differ only by their settings and initial parameters. A member
+step (outside the vmap; each member then gets its own copy, which keeps every member's
+matmuls in member-major layout) and the members differ only by their settings and
+initial parameters. A member
 trained alone with :func:`sae_jax.step.make_train_steps` from the same state, buffer and
 key follows the same trajectory (tests/sae_jax/test_sweep.py).
 
 The stacked state is a :class:`~sae_jax.step.TrainState` whose leaves carry a leading
-member axis, except ``step``, one shared int32 scalar (keeping it unbatched is what lets
-the batch draw stay unbatched under vmap).
+member axis, except ``step``, one shared int32 scalar (so the batch draw and the
+resampling schedule stay unbatched: one draw, and ``lax.cond`` rather than both branches).
 """
 
 from __future__ import annotations
