@@ -104,7 +104,10 @@ def test_analysis_section_times_each_size(smoke):
         assert (row["features"], row["builds"]) == (features, builds)
         assert row["explanations"] is plan["analysis_explanations"]
         assert 0 < row["seconds"] and 0 < row["peak_gib"]
-        assert sum(row["stages"].values()) <= row["seconds"] + 0.2
+        # Every stage and the total are rounded to 0.1 s (at most 0.05 off each), so the
+        # stages' sum may pass the total by that much per rounded number, never by more.
+        rounding = 0.05 * (len(row["stages"]) + 1) + 1e-9
+        assert sum(row["stages"].values()) <= row["seconds"] + rounding
         assert row["positive_activations"] > 0
 
 
