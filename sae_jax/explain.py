@@ -11,13 +11,17 @@ Per feature, on the FIT rows:
   true positives of every one-condition extension of every beam entry are one matmul,
   ``(A * C_S)^T C``; the supports of the extensions depend only on the beam entries, so
   they are one matmul over the distinct entries). A longer conjunction replaces a shorter
-  one when its F1 is at least the shorter one's plus ``min_gain`` (default 0: a condition
-  that every explained input meets is kept, so the rule is the most specific one that
-  fits as well); among equal scores the lower condition index wins (callers order
-  conditions by preference, e.g. higher AP rungs first).
+  one when its F1 is at least the shorter one's plus ``min_gain`` (default -0.01: a
+  condition that nearly every explained input meets is kept, so the rule is the most
+  specific one that fits as well); among equal scores the lower condition index wins
+  (callers order conditions by preference, e.g. higher AP rungs first).
 - optionally an OR with a second conjunction, searched the same way on the positives the
   first misses, kept only when the OR gains ``or_min_gain`` F1 on the fit rows and the
   second conjunction adds at least ``min_support`` true positives;
+- the same preference for the specific within a family: each condition of the chosen rule
+  is replaced by the strictest condition of its family that holds only where it holds
+  and keeps the rule's fit F1 within ``tighten_tolerance`` ("Quick Super Jump >= 12"
+  rather than ">= 3" when nearly every input that fires with it has 12 or more);
 - the single conditions with the highest lift ``P(active | c) / P(active)`` (with support).
 
 Then on the HELD-OUT rows: precision, recall, F1 of the rule, the feature's frequency and
@@ -42,6 +46,11 @@ class ExplainConfig:
     # F1 a longer conjunction must add on the fit rows; 0 keeps a condition that every
     # explained input meets (the most specific rule that fits as well).
     min_gain: float = -0.01
+    # The same preference within a family: a condition of the chosen rule is replaced by
+    # a stricter one of its family (one that holds only where it holds, e.g. a higher AP
+    # rung) when the rule's fit F1 drops by at most this, so that the rule says what the
+    # firing inputs have rather than the least of it. Negative: no tightening.
+    tighten_tolerance: float = 0.01
     or_min_gain: float = 0.03  # F1 an OR with a second conjunction must add on the fit rows
     or_below_recall: float = 0.9  # an OR is searched only where the first part's recall is lower
     allow_or: bool = True
@@ -258,6 +267,21 @@ class ConditionTable:
         self.fam = np.asarray(fam)
         self.costs = np.asarray(costs, np.float64)
         self._sup_cache: dict[int, np.ndarray] = {}
+        self._stricter: np.ndarray | None = None
+
+    @property
+    def stricter(self) -> np.ndarray:
+        """``(K, K)`` bool: ``[i, j]`` when condition ``j`` is of ``i``'s family, holds on
+        these rows only where ``i`` holds, on fewer of them (or as many, ``j`` preferred:
+        a lower index), and costs no more."""
+        if self._stricter is None:
+            k = np.arange(self.k)
+            sup_i, sup_j = self.sup1[:, None], self.sup1[None, :]
+            fewer = (sup_j < sup_i) | ((sup_j == sup_i) & (k[None, :] < k[:, None]))
+            self._stricter = ((self.fam[:, None] == self.fam[None, :])
+                              & (self.pairs == sup_j) & (sup_j > 0) & fewer
+                              & (self.costs[None, :] <= self.costs[:, None]))
+        return self._stricter
 
     def conjunction_rows(self, conj: np.ndarray) -> np.ndarray:
         """``conj (F, T)`` -1 padded -> ``(F, n)`` bool; an all -1 conjunction meets nothing."""
@@ -390,6 +414,57 @@ def _or_parts(table: ConditionTable, a_fit: np.ndarray, conj: np.ndarray,
     return conj2, fit_f1
 
 
+def _tighten(table: ConditionTable, a_fit: np.ndarray, conjs: np.ndarray,
+             fit_f1: np.ndarray, cfg: ExplainConfig):
+    """Each condition of each rule replaced, one at a time, by the strictest condition of
+    its family (``table.stricter``) that keeps the whole rule's fit F1 (OR parts
+    included) at least the original's less ``cfg.tighten_tolerance``.
+
+    ``a_fit (n, Fc)`` bool: each feature's activity at its chosen level on the search
+    rows; ``conjs (Fc, 2, T)``. Returns ``(conjs, fit_f1)``, new arrays."""
+    conjs, new_f1 = conjs.copy(), fit_f1.copy()
+    if cfg.tighten_tolerance < 0:
+        return conjs, new_f1
+    stricter = table.stricter
+    has = stricter.any(1)
+    act_t = np.ascontiguousarray(a_fit.T)  # (Fc, n)
+    pos = act_t.sum(1).astype(np.float64)
+    floor = fit_f1 - cfg.tighten_tolerance
+    everywhere = np.ones(table.n, bool)
+    for part in range(conjs.shape[1]):
+        for term in range(conjs.shape[2]):
+            c = conjs[:, part, term]
+            todo = np.flatnonzero((c >= 0) & has[np.maximum(c, 0)])
+            if not len(todo):
+                continue
+            rest = conjs[todo, part].copy()
+            rest[:, term] = -1
+            # Rows meeting the rest of this conjunction (every row when it has no rest).
+            bare = ~(rest >= 0).any(1)
+            rest_rows = np.where(bare[:, None], everywhere[None],
+                                 table.conjunction_rows(rest))
+            other = np.zeros_like(rest_rows)
+            for q in range(conjs.shape[1]):
+                if q != part:
+                    other |= table.conjunction_rows(conjs[todo, q])
+            a = act_t[todo]
+            only_here = rest_rows & ~other  # rows this conjunction adds to the others
+            tp = (a & other).sum(1)[:, None] + (a & only_here).astype(np.float32) @ table.cf
+            pred = other.sum(1)[:, None] + only_here.astype(np.float32) @ table.cf
+            f1 = _f1(tp, pos[todo, None], pred)  # (len(todo), K): this term replaced by each
+            ok = stricter[c[todo]] & (f1 >= floor[todo, None]) & (pred >= cfg.min_rule_support)
+            # The strictest acceptable condition (fewest rows; ties to the lower index).
+            rank = np.where(ok, table.sup1[None, :], np.inf)
+            pick = np.argmin(rank, axis=1)
+            take = np.isfinite(rank[np.arange(len(todo)), pick])
+            rows = todo[take]
+            conjs[rows, part, term] = pick[take]
+            new_f1[rows] = f1[take, pick[take]]
+    # Conjunctions keep their conditions in ascending order, -1 last.
+    key = np.where(conjs < 0, np.iinfo(np.int64).max, conjs)
+    return np.take_along_axis(conjs, np.argsort(key, axis=-1, kind="stable"), -1), new_f1
+
+
 def _rules_for(table: ConditionTable, a_fit: np.ndarray, cfg: ExplainConfig, with_or: bool):
     """Rule search of one activity target: ``(conjunctions (Fc, 2, T), fit F1, tp1, sup1)``."""
     conj, fit_f1, tp1, sup1 = search_conjunctions(table, a_fit, cfg)
@@ -499,6 +574,9 @@ def explain(cond: np.ndarray, active, *, fit_rows: np.ndarray, heldout_rows: np.
                     best["conjs"][these, 1], best["fit_f1"][these] = _or_parts(
                         table, blocks[lv][search][:, these], best["conjs"][these, 0],
                         best["fit_f1"][these], config)
+        a_chosen = np.stack(a_fits)[best["level"], :, np.arange(fc)].T  # (n_search, Fc)
+        best["conjs"], best["fit_f1"] = _tighten(table, a_chosen, best["conjs"],
+                                                 best["fit_f1"], config)
         held = np.stack([b[heldout_rows] for b in blocks], 0)  # (L, n_h, Fc)
         a_held = held[best["level"], :, np.arange(fc)].T  # each feature at its level
         sl = slice(f0, f1_)

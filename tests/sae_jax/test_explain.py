@@ -67,6 +67,44 @@ def test_one_family_is_never_conjoined():
     assert all(len({0, 1, 2} & set(conj)) <= 1 for conj in ex.rule(0))
 
 
+def _rungs_world(seed=6):
+    """A quantity whose inputs with ``other`` nearly all reach 12: the feature fires on
+    ``other`` and >= 3, so ">= 3" fits best, ">= 12" misses 1% of the positives."""
+    rng = np.random.default_rng(seed)
+    other = rng.random(N) < 0.4
+    u = rng.random(N)
+    ap = np.where(u < 0.04, rng.integers(0, 3, N),
+                  np.where(u < 0.05, rng.integers(3, 12, N), rng.integers(12, 30, N)))
+    ap = np.where(other, ap, rng.integers(0, 30, N))
+    # Rungs of one family, stricter first (the catalogue's order), then the other condition.
+    c = np.stack([ap >= 21, ap >= 12, ap >= 6, ap >= 3, other], 1)
+    return c, ((ap >= 3) & other)[:, None], np.array([0, 0, 0, 0, 1])
+
+
+@pytest.mark.parametrize("tolerance, rung", [(0.01, 1), (0.0, None), (-1.0, 3)])
+def test_rules_take_the_strictest_rung_that_fits_as_well(tolerance, rung):
+    c, active, fam = _rungs_world()
+    fit, held = split_rows(N)
+    cfg = ExplainConfig(tighten_tolerance=tolerance, allow_or=False)
+    ex = explain(c, active, fit_rows=fit, heldout_rows=held, families=fam, config=cfg,
+                 progress=False)
+    loose = explain(c, active, fit_rows=fit, heldout_rows=held, families=fam,
+                    config=ExplainConfig(tighten_tolerance=-1.0, allow_or=False),
+                    progress=False)
+    assert loose.rule(0) == [[3, 4]]
+    if rung is None:  # no loss allowed: only a rung that fits exactly as well may replace
+        assert ex.rule(0)[0][1] == 4 and ex.rule(0)[0][0] in (2, 3)
+        assert ex.fit_f1[0] == loose.fit_f1[0]
+    else:
+        assert ex.rule(0) == [[rung, 4]]
+    # The fit F1 reported is the tightened rule's own, within the tolerance of the loose one.
+    a, m = active[fit, 0], (c[fit][:, ex.rule(0)[0]]).all(1)
+    assert ex.fit_f1[0] == pytest.approx(2 * (a & m).sum() / (a.sum() + m.sum()))
+    assert ex.fit_f1[0] >= loose.fit_f1[0] - max(tolerance, 0.0) - 1e-12
+    if rung == 1:
+        assert ex.fit_f1[0] < loose.fit_f1[0]  # a real trade, not a tie
+
+
 def test_scores_equal_a_direct_numpy_computation(cond):
     rng = np.random.default_rng(3)
     noisy = (cond[:, 3] & cond[:, 7]) ^ (rng.random(N) < 0.05)
