@@ -387,7 +387,7 @@ def run_loop(plan: dict) -> dict:
 
     examples, vocab, weapon_vocab = harvest_bench.demo_examples(plan["loop_builds"])
     full = plan["loop_full_size"]
-    flags = os.path.join(REPO_ROOT, "configs", "splatnlp.flags" if full else "demo.flags")
+    flags = os.path.join(REPO_ROOT, "configs", "splatnlp.flags" if full else "demo_relu_l1.flags")
     cfg = loop_bench.full_size_settings(flags)
     primary = harvest_bench.FULL_SIZE if full else TOY_PRIMARY
     if not full:

@@ -54,7 +54,7 @@ def _plan(mode: str) -> dict:
                     full_size_harvest=False, matmul_reps=1,
                     buffer_rows=1000, sae_rounds=2, torch_k=2, jax_k=2, k_sweep=(1,),
                     demo_rounds=1, full_rounds=1, example_builds=300, demo_rows=64,
-                    demo_batch=16, full_rows=32, full_batch=16, loop_flags="demo.flags",
+                    demo_batch=16, full_rows=32, full_batch=16, loop_flags="demo_relu_l1.flags",
                     loop_batches=2, loop_rounds=1,
                     d_sae_sweep=(64, 128), batch_sweep=(32, 64), sweep_steps=2, sweep_calls=1,
                     torch_sweep=True)

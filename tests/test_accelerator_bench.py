@@ -58,7 +58,7 @@ def test_loop_sweep_counts_its_steps_and_rates(smoke):
     assert list(loop["by_primary_batch"]) == [str(b) for b in written["plan"]["loop_batch_sweep"]]
     for batch, r in loop["by_primary_batch"].items():
         assert r["num_batches"] * int(batch) == loop["rows"]
-        assert r["sae_steps"] == r["num_batches"] * 4  # demo.flags: 4 SAE steps per batch
+        assert r["sae_steps"] == r["num_batches"] * 4  # demo_relu_l1.flags: 4 SAE steps per batch
         assert r["ours_sae_steps_per_s"] == pytest.approx(r["sae_steps"] / r["ours_s_best"])
         assert r["ours_losses_finite"] and "speedup" not in r  # no torch side here
 

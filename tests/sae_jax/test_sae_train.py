@@ -194,7 +194,7 @@ def test_cli_reads_flagfile_and_command_line_overrides():
     from runkit.flags import config_from_flagfile
     from sae_jax import train as cli
 
-    demo = Path(__file__).resolve().parents[2] / "configs" / "demo.flags"
+    demo = Path(__file__).resolve().parents[2] / "configs" / "demo_relu_l1.flags"
     values = flags.FLAGS
     try:
         values(["train", f"--flagfile={demo}", "--workdir=/tmp/x"])
