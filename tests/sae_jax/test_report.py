@@ -3,6 +3,7 @@
 import html
 import html.parser
 import json
+import re
 from types import SimpleNamespace
 
 import jax
@@ -374,3 +375,14 @@ def test_report_shows_explanations_labels_and_sorts(setup, tmp_path):
     assert "explanations" not in data and len(data["pages"]) == len(doc["pages"])
     # Phone width: every table sits in a scrolling box.
     assert text.count("<table") == text.count('<div class="scroll"><table')
+    # The summary's sentences stay apart where a block of the template starts one.
+    summary = html.unescape(re.sub(r"<[^>]+>", "", text[text.index('class="summary"'):
+                                                       text.index("</p>", text.index(
+                                                           'class="summary"'))]))
+    assert "frequency. Explanations: median held-out F1 0.77" in " ".join(summary.split())
+    if doc.get("concepts"):  # ... and in the concept section's, with a ground-truth share
+        gt = {"matched": 2, "total": 3, "concepts": []}
+        doc["explanations"]["summary"]["ground_truth"] = gt
+        plain = " ".join(html.unescape(re.sub(r"<[^>]+>", "", render_report(doc))).split())
+        assert ". The explanation of a recovered concept's feature names" in plain
+        assert "one AP rung) for 2/3." in plain
