@@ -9,7 +9,7 @@ held-out F1 over the 1-30% window and, where the run planted concepts, the groun
 check of the rules (``sae_jax.explanations.ground_truth_check``, which reads the rules
 only).
 
-    python -m benchmarks.explain_tighten --workdir=runs/demo [--rounds=5]
+    python -m benchmarks.explain_tighten --workdir=runs/demo [--rounds=5] [--num_builds=N]
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def _ground_truth(ex, conditions, workdir: Path, concept_set) -> dict | None:
             "misses": [m["concept"] for m in gt["misses"]]}
 
 
-def measure(workdir: str, rounds: int) -> dict:
+def measure(workdir: str, rounds: int, num_builds: int | None = None) -> dict:
     import numpy as np
 
     from primary.concepts import CONCEPTS
@@ -51,12 +51,16 @@ def measure(workdir: str, rounds: int) -> dict:
     from sae_jax.activity import window_mask
     from sae_jax.analyze import analysis_inputs
     from sae_jax.explain import ExplainConfig, explain
-    from sae_jax.explanations import ABSENT_COST, activity_levels
+    from sae_jax.explanations import ABSENT_COST, activity_levels, explanation_builds
     from sae_jax.store import load_sae
 
     workdir = Path(workdir).absolute()
-    inputs = analysis_inputs(workdir)
-    shared = inputs.explanation_builds
+    inputs = analysis_inputs(workdir, num_builds=num_builds, explanations=False)
+    planted = {} if inputs.concept_set is None else {"concepts": inputs.concept_set}
+    # The builds, conditions and split the analysis explains with (no rung curves: only
+    # the rule search is measured).
+    shared = explanation_builds(inputs.primary, inputs.vocab, inputs.weapon_vocab,
+                                inputs.builds, inputs.pooled, curves=False, **planted)
     sae = load_sae(workdir / "sae")
     levels, _ = activity_levels(sae, shared.pooled)
     conditions = shared.conditions
@@ -95,6 +99,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--workdir", required=True, help="a finished SAE run directory")
     p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--num_builds", type=int, default=None,
+                   help="analysis builds to start from (default: the run's evaluation builds)")
     p.add_argument("--out", default=str(RESULTS))
     args = p.parse_args(argv)
     if args.rounds < 1:
@@ -102,7 +108,7 @@ def main(argv=None) -> int:
     from benchmarks.output import write_results
 
     t0 = time.perf_counter()
-    out = measure(args.workdir, args.rounds)
+    out = measure(args.workdir, args.rounds, args.num_builds)
     out["wall_s"] = time.perf_counter() - t0
     for name in ("tightened", "not tightened"):
         r = out[name]

@@ -252,8 +252,9 @@ class ConditionTable:
     """The search rows' condition matrix in the layouts the search reads, made once per
     call of :func:`explain` and shared by every chunk, level and OR search: ``cf (n, K)``
     float32, ``rows_of (K, n)`` bool (one contiguous row per condition), the pair supports
-    ``(K, K)``, and a cache of the supports of longer conjunctions (beam entries recur
-    across features and levels)."""
+    ``(K, K)``, a cache of the supports of longer conjunctions (beam entries recur
+    across features and levels) and, made on first use, which condition may replace which
+    when a rule is tightened (:attr:`stricter`)."""
 
     CACHE_LIMIT = 200_000  # conjunctions whose (K,) supports are kept
 

@@ -197,3 +197,22 @@ def test_results_name_repository_paths_relative_to_its_root(tmp_path):
     assert got["fixture"] == os.path.join("tests", "fixtures")
     assert got["runs"] == [os.path.join("configs", "demo.flags"), "/elsewhere/x"]
     assert got["rows"] == 3 and got["wall_s"] == 1.0
+
+
+def test_explain_tighten_compares_the_two_searches_on_a_run(tmp_path):
+    from benchmarks import explain_tighten
+    from tests.sae_jax.workbench_fixture import make_run
+
+    run = make_run(tmp_path / "run", explained=False)
+    out = tmp_path / "tighten.json"
+    assert explain_tighten.main([f"--workdir={run}", "--rounds=2", "--num_builds=200",
+                                 f"--out={out}"]) == 0
+    got = json.loads(out.read_text())
+    on, off = got["tightened"], got["not tightened"]
+    assert len(on["seconds"]) == len(off["seconds"]) == 2
+    assert got["time_ratio"] == pytest.approx(on["median_seconds"] / off["median_seconds"],
+                                               abs=2e-3)
+    assert 0 <= got["rules_changed"] <= got["features"] == 128
+    # Tightening may cost each rule at most 0.01 fit F1, so the mean at most as much.
+    assert on["mean_fit_f1"] >= off["mean_fit_f1"] - 0.01
+    assert got["rows"] >= 200 and got["workdir"] == str(run)
