@@ -38,9 +38,9 @@ def measure(workdir: str) -> dict:
     from sae_jax.analyze import _run_settings, evaluation_builds, known_builds
     from sae_jax.explain import ExplainConfig, explain, split_rows
     from sae_jax.explanations import (
-        ABSENT_COST,
         MIN_EXPLAIN_BUILDS,
         activity_levels,
+        condition_costs,
         fresh_builds,
     )
     from sae_jax.run_setup import run_concepts
@@ -61,9 +61,8 @@ def measure(workdir: str) -> dict:
     cond = cond_all[:, keep]
     levels, _ = activity_levels(sae, pooled)
     fit, held = split_rows(len(builds))
-    costs = np.array([ABSENT_COST if c.negated else 0.0 for c in conditions])
     ex = explain(cond, levels, fit_rows=fit, heldout_rows=held, families=families(conditions),
-                 costs=costs, config=ExplainConfig(), progress=False)
+                 costs=condition_costs(conditions), config=ExplainConfig(), progress=False)
     num_f = sae.hidden_dim
     dense = [lv.columns(0, num_f) for lv in levels]
     frequency = dense[0].mean(0)

@@ -33,7 +33,7 @@ def _ground_truth(ex, conditions, workdir: Path, concept_set) -> dict | None:
     from sae_jax.explanations import ground_truth_check
 
     path = workdir / "concepts.json"
-    if concept_set is None or not path.exists():
+    if not path.exists():  # no planted concepts
         return None
     names = [c.name for c in conditions]
     doc = {"features": {str(f): {"rule": [[names[c] for c in conj] for conj in ex.rule(f)],
@@ -51,7 +51,7 @@ def measure(workdir: str, rounds: int, num_builds: int | None = None) -> dict:
     from sae_jax.activity import window_mask
     from sae_jax.analyze import analysis_inputs
     from sae_jax.explain import ExplainConfig, explain
-    from sae_jax.explanations import ABSENT_COST, activity_levels, explanation_builds
+    from sae_jax.explanations import activity_levels, condition_costs, explanation_builds
     from sae_jax.store import load_sae
 
     workdir = Path(workdir).absolute()
@@ -64,7 +64,7 @@ def measure(workdir: str, rounds: int, num_builds: int | None = None) -> dict:
     sae = load_sae(workdir / "sae")
     levels, _ = activity_levels(sae, shared.pooled)
     conditions = shared.conditions
-    costs = np.array([ABSENT_COST if c.negated else 0.0 for c in conditions])
+    fam, costs = families(conditions), condition_costs(conditions)
     on = ExplainConfig()
     configs = {"tightened": on, "not tightened": dataclasses.replace(on, tighten_tolerance=-1.0)}
     times = {name: [] for name in configs}
@@ -73,11 +73,11 @@ def measure(workdir: str, rounds: int, num_builds: int | None = None) -> dict:
         for name, cfg in configs.items():
             t0 = time.perf_counter()
             results[name] = explain(shared.cond, levels, fit_rows=shared.fit,
-                                    heldout_rows=shared.held, families=families(conditions),
+                                    heldout_rows=shared.held, families=fam,
                                     costs=costs, config=cfg, progress=False)
             times[name].append(time.perf_counter() - t0)
     window = window_mask(levels[0].columns(0, levels[0].num_features).mean(0))
-    concept_set = inputs.concept_set if inputs.concept_set is not None else CONCEPTS
+    concept_set = inputs.concept_set or CONCEPTS
     out = {"workdir": str(workdir), "features": int(levels[0].num_features),
            "rows": int(len(shared.cond)), "conditions": len(conditions), "rounds": rounds,
            "window_features": int(window.sum())}

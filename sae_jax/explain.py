@@ -253,8 +253,10 @@ class ConditionTable:
     call of :func:`explain` and shared by every chunk, level and OR search: ``cf (n, K)``
     float32, ``rows_of (K, n)`` bool (one contiguous row per condition), the pair supports
     ``(K, K)``, a cache of the supports of longer conjunctions (beam entries recur
-    across features and levels) and, made on first use, which condition may replace which
-    when a rule is tightened (:attr:`stricter`)."""
+    across features and levels) and ``stricter (K, K)`` bool: ``[i, j]`` when condition
+    ``j`` may replace ``i`` in a tightened rule (of ``i``'s family, holding on these rows
+    only where ``i`` holds, on fewer of them or as many with ``j`` preferred by its lower
+    index, and costing no more)."""
 
     CACHE_LIMIT = 200_000  # conjunctions whose (K,) supports are kept
 
@@ -268,27 +270,21 @@ class ConditionTable:
         self.fam = np.asarray(fam)
         self.costs = np.asarray(costs, np.float64)
         self._sup_cache: dict[int, np.ndarray] = {}
-        self._stricter: np.ndarray | None = None
+        k = np.arange(self.k)
+        sup_i, sup_j = self.sup1[:, None], self.sup1[None, :]
+        fewer = (sup_j < sup_i) | ((sup_j == sup_i) & (k[None, :] < k[:, None]))
+        self.stricter = ((self.fam[:, None] == self.fam[None, :]) & (self.pairs == sup_j)
+                         & (sup_j > 0) & fewer & (self.costs[None, :] <= self.costs[:, None]))
 
-    @property
-    def stricter(self) -> np.ndarray:
-        """``(K, K)`` bool: ``[i, j]`` when condition ``j`` is of ``i``'s family, holds on
-        these rows only where ``i`` holds, on fewer of them (or as many, ``j`` preferred:
-        a lower index), and costs no more."""
-        if self._stricter is None:
-            k = np.arange(self.k)
-            sup_i, sup_j = self.sup1[:, None], self.sup1[None, :]
-            fewer = (sup_j < sup_i) | ((sup_j == sup_i) & (k[None, :] < k[:, None]))
-            self._stricter = ((self.fam[:, None] == self.fam[None, :])
-                              & (self.pairs == sup_j) & (sup_j > 0) & fewer
-                              & (self.costs[None, :] <= self.costs[:, None]))
-        return self._stricter
+    def rows_meeting(self, conj: np.ndarray) -> np.ndarray:
+        """``conj (F, T)`` -1 padded -> ``(F, n)`` bool: rows meeting every condition given
+        (every row for an all -1 conjunction)."""
+        ext = np.concatenate([self.rows_of, np.ones((1, self.n), bool)])
+        return ext[np.where(conj < 0, self.k, conj)].all(-2)
 
     def conjunction_rows(self, conj: np.ndarray) -> np.ndarray:
         """``conj (F, T)`` -1 padded -> ``(F, n)`` bool; an all -1 conjunction meets nothing."""
-        ext = np.concatenate([self.rows_of, np.ones((1, self.n), bool)])
-        out = ext[np.where(conj < 0, self.k, conj)].all(-2)
-        return out & (conj >= 0).any(-1)[:, None]
+        return self.rows_meeting(conj) & (conj >= 0).any(-1)[:, None]
 
     def meets(self, sets: np.ndarray) -> np.ndarray:
         """``sets (..., d)`` -> ``(..., n)`` bool: rows meeting every condition of a set."""
@@ -431,7 +427,6 @@ def _tighten(table: ConditionTable, a_fit: np.ndarray, conjs: np.ndarray,
     act_t = np.ascontiguousarray(a_fit.T)  # (Fc, n)
     pos = act_t.sum(1).astype(np.float64)
     floor = fit_f1 - cfg.tighten_tolerance
-    everywhere = np.ones(table.n, bool)
     for part in range(conjs.shape[1]):
         for term in range(conjs.shape[2]):
             c = conjs[:, part, term]
@@ -440,10 +435,7 @@ def _tighten(table: ConditionTable, a_fit: np.ndarray, conjs: np.ndarray,
                 continue
             rest = conjs[todo, part].copy()
             rest[:, term] = -1
-            # Rows meeting the rest of this conjunction (every row when it has no rest).
-            bare = ~(rest >= 0).any(1)
-            rest_rows = np.where(bare[:, None], everywhere[None],
-                                 table.conjunction_rows(rest))
+            rest_rows = table.rows_meeting(rest)  # every row when the term stands alone
             other = np.zeros_like(rest_rows)
             for q in range(conjs.shape[1]):
                 if q != part:

@@ -92,6 +92,12 @@ FRESH_FACTOR = 10
 FRESH_SEED = 2_147_483_647
 
 
+def condition_costs(conditions) -> np.ndarray:
+    """``(K,)``: the fit F1 each condition must add to enter a rule (:data:`ABSENT_COST` for
+    a condition on what a build lacks, 0 otherwise)."""
+    return np.array([ABSENT_COST if c.negated else 0.0 for c in conditions])
+
+
 @partial(jax.jit, static_argnames=("spec",))
 def _max_jit(params, x, valid, *, spec):
     h = encode(params, x, spec)[1]
@@ -283,9 +289,8 @@ def compute_explanations(primary, vocab, weapon_vocab, sae, builds, pooled: np.n
     texts = [c.text for c in conditions]
     levels, thresholds = activity_levels(sae, pooled)
     active = levels[0]
-    costs = np.array([ABSENT_COST if c.negated else 0.0 for c in conditions])
     ex = explain(cond, levels, fit_rows=fit, heldout_rows=held, families=families(conditions),
-                 costs=costs, config=explain_config, progress=progress)
+                 costs=condition_costs(conditions), config=explain_config, progress=progress)
     t_rules = time.perf_counter() - t0
 
     first = ex.conjunctions[:, 0]
