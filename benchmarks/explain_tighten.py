@@ -98,7 +98,8 @@ def measure(workdir: str, rounds: int, num_builds: int | None = None) -> dict:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--workdir", required=True, help="a finished SAE run directory")
-    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--rounds", type=int, default=5,
+                   help="interleaved rounds of both searches (default 5)")
     p.add_argument("--num_builds", type=int, default=None,
                    help="analysis builds to start from (default: the run's evaluation builds)")
     p.add_argument("--out", default=str(RESULTS))
