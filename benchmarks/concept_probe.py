@@ -7,7 +7,9 @@ regression per concept on the pooled vectors of fresh builds from the run's synt
 world, using all the pooled dimensions, not one feature. It trains on half of the builds,
 chooses the threshold on that half, and reports the held-out F1 on the other half. It
 also gives the concepts the run's own SAE recovered (its ``concepts.json``), to set beside
-the probe.
+the probe, and the F1 of each concept's own requirement as a rule ("every required ability
+at its minimum AP"): a labelled build always meets it, but filler can meet it too, so the
+world itself caps what any detector of the label can reach.
 
     python -m benchmarks.concept_probe --workdir=runs/demo [--builds=20000]
 """
@@ -43,6 +45,28 @@ def probe_f1(x: np.ndarray, y: np.ndarray, steps: int = 1500) -> np.ndarray:
     return logistic_f1(xs[:half], y[:half], xs[half:], y[half:], steps=steps)[1]
 
 
+def requirement_scores(builds, concepts) -> dict[str, tuple[float, float, float]]:
+    """``{concept: (precision, recall, F1)}`` of "the build holds every required ability at
+    its minimum AP" as a detector of the concept's label, for every labelled column of
+    ``builds`` (concepts matched by name)."""
+    from primary.vocab import ABILITY_INDEX
+
+    ap = np.asarray(builds.ap)
+    by_name = {c.name: c for c in concepts}
+    out = {}
+    for column, name in enumerate(builds.concept_names):
+        label = np.asarray(builds.concepts[:, column], bool)
+        meets = np.ones(len(ap), bool)
+        for ability, minimum in by_name[name].required.items():
+            meets &= ap[:, ABILITY_INDEX[ability]] >= minimum
+        hits = int((meets & label).sum())
+        precision = hits / max(int(meets.sum()), 1)
+        recall = hits / max(int(label.sum()), 1)
+        f1 = 2 * precision * recall / (precision + recall) if hits else 0.0
+        out[name] = (precision, recall, f1)
+    return out
+
+
 def measure(workdir: Path, num_builds: int) -> dict:
     from bridge.causal import pooled_of_builds
     from primary.store import load_primary
@@ -67,7 +91,10 @@ def measure(workdir: Path, num_builds: int) -> dict:
     recovered = load_concepts(workdir / "concepts.json")
     if recovered is not None:
         sae_f1 = {row["concept"]: row["sae_f1"] for row in recovered["rows"]}
-    rows = [{"concept": name, "probe_f1": float(f), "sae_f1": sae_f1.get(name)}
+    rule = requirement_scores(builds, concepts)
+    rows = [{"concept": name, "requirement_precision": rule[name][0],
+             "requirement_f1": rule[name][2], "probe_f1": float(f),
+             "sae_f1": sae_f1.get(name)}
             for name, f in zip(builds.concept_names, f1)]
     return {"workdir": str(workdir), "builds": num_builds, "concepts": rows,
             "probe_recovered": int((f1 >= RECOVERED_F1).sum()),
@@ -86,8 +113,9 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     log(f"probing {args.workdir} on {args.builds} fresh builds ...")
     out = {"machine": machine_info(), **measure(args.workdir, args.builds)}
-    table("held-out F1 per concept", ["concept", "linear probe", "best SAE feature"],
-          [[r["concept"], f"{r['probe_f1']:.3f}",
+    table("F1 per concept", ["concept", "requirement rule", "linear probe (held out)",
+                             "best SAE feature"],
+          [[r["concept"], f"{r['requirement_f1']:.3f}", f"{r['probe_f1']:.3f}",
             "-" if r["sae_f1"] is None else f"{r['sae_f1']:.3f}"] for r in out["concepts"]])
     log(f"recovered at F1 >= {RECOVERED_F1}: probe {out['probe_recovered']}, SAE "
         f"{out['sae_recovered']} of {len(out['concepts'])}")

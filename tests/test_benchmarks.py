@@ -1,5 +1,6 @@
 """The benchmark harness's own arithmetic and inputs (no torch needed)."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -216,3 +217,26 @@ def test_explain_tighten_compares_the_two_searches_on_a_run(tmp_path):
     # Tightening may cost each rule at most 0.01 fit F1, so the mean at most as much.
     assert on["mean_fit_f1"] >= off["mean_fit_f1"] - 0.01
     assert got["rows"] >= 200 and got["workdir"] == str(run)
+
+
+def test_concept_requirement_rule_is_met_by_every_labelled_build_and_scored_against_labels():
+    from benchmarks.concept_probe import requirement_scores
+    from primary.concepts import CONCEPTS
+    from primary.synthetic import generate_builds
+
+    builds = generate_builds(3000, seed=4)
+    scores = requirement_scores(builds, CONCEPTS)
+    assert sorted(scores) == sorted(builds.concept_names)
+    for name, (precision, recall, f1) in scores.items():
+        assert recall == 1.0, name  # a labelled build holds its concept's requirement
+        assert 0.0 < precision <= 1.0 and f1 == pytest.approx(2 * precision / (precision + 1))
+    # Unlabel half of anchor's builds: they still meet the rule, so precision halves.
+    column = builds.concept_names.index("anchor")
+    labels = np.asarray(builds.concepts, bool).copy()
+    positives = np.flatnonzero(labels[:, column])
+    labels[positives[::2], column] = False
+    fewer = dataclasses.replace(builds, concepts=labels)
+    precision, recall, _ = requirement_scores(fewer, CONCEPTS)["anchor"]
+    assert recall == 1.0
+    assert precision == pytest.approx(scores["anchor"][0] * (len(positives) // 2)
+                                      / len(positives))
