@@ -2,7 +2,7 @@
 CPU device, joined by jax.distributed over 127.0.0.1) against the same runs in one plain
 process of 1 device.
 
-Each pair runs concurrently, as subprocesses with their own environment (this pytest process
+All four runs go at once, as subprocesses with their own environment (this pytest process
 forces 4 devices through XLA_FLAGS; the children get 1 each).
 """
 
@@ -24,6 +24,7 @@ from runkit.hosts import COORDINATOR_ENV, NUM_PROCESSES_ENV, PROCESS_ID_ENV
 from sae_jax.store import load_sae
 
 ROOT = Path(__file__).resolve().parents[2]
+PRIMARY_MODEL = ROOT / "tests" / "fixtures" / "demo_small" / "primary"
 
 # The two layouts compute the same thing and differ only in the order of float32 sums:
 # with 2 devices each gradient, loss and evaluation sum is two partial sums all-reduced,
@@ -49,8 +50,9 @@ PRIMARY_FLAGS = [
     "--batch_size=16", "--epochs=1", "--lr=3e-3", "--log_every=5", "--checkpoint_every=10",
 ]
 PRIMARY_STEPS = 21
-# The SAE on that primary (settings of tests/sae_jax/test_sae_train.py, one epoch): 21 primary
-# batches of 16, SAE training from batch 4 on (min_buffer 64): 18 SAE steps, resampling at 15.
+# The SAE on the demo_small primary (settings of tests/sae_jax/test_sae_train.py, one
+# epoch): 21 primary batches of 16, SAE training from batch 4 on (min_buffer 64): 18 SAE
+# steps, resampling at 15.
 SAE_FLAGS = [
     "--data_source=synthetic", "--num_builds=80", "--seed=0", "--expansion_factor=2",
     "--lr=3e-3", "--l1_coeff=1e-3", "--l1_warmup_steps=10", "--usage_warmup_steps=10",
@@ -111,7 +113,8 @@ def run_together(commands: dict[str, list[str]], log_dir: Path) -> dict:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """``{"primary"|"sae": {1: workdir, 2: workdir}}`` and the runs' output; the two SAE runs
-    explain the same (one-process) primary model; the two-process SAE run also analyses."""
+    explain the committed demo_small primary (so all four runs start at once); the
+    two-process SAE run also analyses."""
     base = tmp_path_factory.mktemp("multiprocess")
     dirs = {kind: {n: base / f"{kind}_{n}" for n in (1, 2)} for kind in ("primary", "sae")}
     out = run_together({
@@ -119,14 +122,11 @@ def runs(tmp_path_factory):
                                  [f"--workdir={dirs['primary'][1]}", *PRIMARY_FLAGS]),
         "primary_2": two_processes("primary.train",
                                    [f"--workdir={dirs['primary'][2]}", *PRIMARY_FLAGS]),
-    }, base)
-    model_dir = dirs["primary"][1] / "model"
-    out.update(run_together({
         "sae_1": one_process("sae_jax.train", [f"--workdir={dirs['sae'][1]}", *SAE_FLAGS,
-                                               f"--primary_dir={model_dir}", "--noanalyze"]),
+                                               f"--primary_dir={PRIMARY_MODEL}", "--noanalyze"]),
         "sae_2": two_processes("sae_jax.train", [f"--workdir={dirs['sae'][2]}", *SAE_FLAGS,
-                                                 f"--primary_dir={model_dir}", "--analyze"]),
-    }, base))
+                                                 f"--primary_dir={PRIMARY_MODEL}", "--analyze"]),
+    }, base)
     return dirs, out
 
 
