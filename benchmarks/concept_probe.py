@@ -110,6 +110,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.builds < 100:
         p.error(f"--builds must be at least 100, got {args.builds}")
+    if not (args.workdir / "run.json").is_file():
+        p.error(f"--workdir: {args.workdir} is not an SAE run directory (no run.json)")
     t0 = time.perf_counter()
     log(f"probing {args.workdir} on {args.builds} fresh builds ...")
     out = {"machine": machine_info(), **measure(args.workdir, args.builds)}

@@ -240,3 +240,13 @@ def test_concept_requirement_rule_is_met_by_every_labelled_build_and_scored_agai
     assert recall == 1.0
     assert precision == pytest.approx(scores["anchor"][0] * (len(positives) // 2)
                                       / len(positives))
+
+
+def test_concept_probe_refuses_a_directory_that_is_not_a_run(tmp_path, capsys):
+    from benchmarks.concept_probe import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--workdir", str(tmp_path), "--out", str(tmp_path / "out.json")])
+    assert stop.value.code == 2
+    assert f"{tmp_path} is not an SAE run directory" in capsys.readouterr().err
+    assert not (tmp_path / "out.json").exists()
