@@ -49,18 +49,17 @@ def requirement_scores(builds, concepts) -> dict[str, tuple[float, float, float]
     """``{concept: (precision, recall, F1)}`` of "the build holds every required ability at
     its minimum AP" as a detector of the concept's label, for every labelled column of
     ``builds`` (concepts matched by name)."""
-    from primary.vocab import ABILITY_INDEX
+    from primary.concepts import required_ap_table
 
-    ap = np.asarray(builds.ap)
-    by_name = {c.name: c for c in concepts}
+    index = {c.name: i for i, c in enumerate(concepts)}
+    required = required_ap_table(concepts)  # 0 AP where an ability is not required
+    meets = (np.asarray(builds.ap)[:, None, :] >= required[None]).all(-1)  # (n, C)
     out = {}
     for column, name in enumerate(builds.concept_names):
         label = np.asarray(builds.concepts[:, column], bool)
-        meets = np.ones(len(ap), bool)
-        for ability, minimum in by_name[name].required.items():
-            meets &= ap[:, ABILITY_INDEX[ability]] >= minimum
-        hits = int((meets & label).sum())
-        precision = hits / max(int(meets.sum()), 1)
+        rule = meets[:, index[name]]
+        hits = int((rule & label).sum())
+        precision = hits / max(int(rule.sum()), 1)
         recall = hits / max(int(label.sum()), 1)
         f1 = 2 * precision * recall / (precision + recall) if hits else 0.0
         out[name] = (precision, recall, f1)

@@ -44,7 +44,8 @@ class ExplainConfig:
     beam: int = 4  # beam entries kept per feature and depth
     max_terms: int = 3  # conditions per conjunction
     # F1 a longer conjunction must add on the fit rows; 0 keeps a condition that every
-    # explained input meets (the most specific rule that fits as well).
+    # explained input meets, the default -0.01 one that nearly every input meets (the most
+    # specific rule that fits as well).
     min_gain: float = -0.01
     # The same preference within a family: a condition of the chosen rule is replaced by
     # a stricter one of its family (one that holds only where it holds, e.g. a higher AP
