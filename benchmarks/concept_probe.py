@@ -9,7 +9,10 @@ chooses the threshold on that half, and reports the held-out F1 on the other hal
 also gives the concepts the run's own SAE recovered (its ``concepts.json``), to set beside
 the probe, and the F1 of each concept's own requirement as a rule ("every required ability
 at its minimum AP"): a labelled build always meets it, but filler can meet it too, so the
-world itself caps what any detector of the label can reach.
+world itself caps what any detector of the label can reach. The same rule is scored again as
+the tokens show it (AP rounded down to the token thresholds 3, 6, 12, 15, ...): the primary
+sees 12 and 13 AP as the same token, so a requirement of 13 reads as 12 to any detector
+working from the model.
 
     python -m benchmarks.concept_probe --workdir=runs/demo [--builds=20000]
 """
@@ -45,15 +48,23 @@ def probe_f1(x: np.ndarray, y: np.ndarray, steps: int = 1500) -> np.ndarray:
     return logistic_f1(xs[:half], y[:half], xs[half:], y[half:], steps=steps)[1]
 
 
-def requirement_scores(builds, concepts) -> dict[str, tuple[float, float, float]]:
+def requirement_scores(builds, concepts, *, visible: bool = False
+                       ) -> dict[str, tuple[float, float, float]]:
     """``{concept: (precision, recall, F1)}`` of "the build holds every required ability at
     its minimum AP" as a detector of the concept's label, for every labelled column of
-    ``builds`` (concepts matched by name)."""
+    ``builds`` (concepts matched by name). ``visible``: judge the rule on what the tokens
+    show (:func:`primary.vocab.visible_ap` of both the builds and the requirement), as the
+    primary sees the build: a requirement between two token thresholds is then read at the
+    lower one."""
     from primary.concepts import required_ap_table
+    from primary.vocab import visible_ap
 
     index = {c.name: i for i, c in enumerate(concepts)}
     required = required_ap_table(concepts)  # 0 AP where an ability is not required
-    meets = (np.asarray(builds.ap)[:, None, :] >= required[None]).all(-1)  # (n, C)
+    ap = np.asarray(builds.ap)
+    if visible:
+        ap, required = visible_ap(ap), visible_ap(required)
+    meets = (ap[:, None, :] >= required[None]).all(-1)  # (n, C)
     out = {}
     for column, name in enumerate(builds.concept_names):
         label = np.asarray(builds.concepts[:, column], bool)
@@ -91,8 +102,10 @@ def measure(workdir: Path, num_builds: int) -> dict:
     if recovered is not None:
         sae_f1 = {row["concept"]: row["sae_f1"] for row in recovered["rows"]}
     rule = requirement_scores(builds, concepts)
+    seen = requirement_scores(builds, concepts, visible=True)
     rows = [{"concept": name, "requirement_precision": rule[name][0],
-             "requirement_f1": rule[name][2], "probe_f1": float(f),
+             "requirement_f1": rule[name][2], "visible_requirement_precision": seen[name][0],
+             "visible_requirement_f1": seen[name][2], "probe_f1": float(f),
              "sae_f1": sae_f1.get(name)}
             for name, f in zip(builds.concept_names, f1)]
     return {"workdir": str(workdir), "builds": num_builds, "concepts": rows,
@@ -114,9 +127,10 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     log(f"probing {args.workdir} on {args.builds} fresh builds ...")
     out = {"machine": machine_info(), **measure(args.workdir, args.builds)}
-    table("F1 per concept", ["concept", "requirement rule", "linear probe (held out)",
-                             "best SAE feature"],
-          [[r["concept"], f"{r['requirement_f1']:.3f}", f"{r['probe_f1']:.3f}",
+    table("F1 per concept", ["concept", "requirement rule", "the rule as tokens show it",
+                             "linear probe (held out)", "best SAE feature"],
+          [[r["concept"], f"{r['requirement_f1']:.3f}", f"{r['visible_requirement_f1']:.3f}",
+            f"{r['probe_f1']:.3f}",
             "-" if r["sae_f1"] is None else f"{r['sae_f1']:.3f}"] for r in out["concepts"]])
     log(f"recovered at F1 >= {RECOVERED_F1}: probe {out['probe_recovered']}, SAE "
         f"{out['sae_recovered']} of {len(out['concepts'])}")

@@ -150,6 +150,18 @@ def ap_to_token_multihot(ap: np.ndarray) -> np.ndarray:
     return np.concatenate([main, std.reshape(len(ap), -1)], axis=1)
 
 
+def visible_ap(ap: np.ndarray) -> np.ndarray:
+    """The AP a build's tokens show: ``(..., 26)`` AP -> the same shape, each standard
+    ability rounded down to the highest threshold it reaches (0 below the first),
+    main-only abilities unchanged. Builds with equal visible AP have equal tokens: 12 and
+    13 AP of an ability both read ``_12``, so the model cannot tell them apart."""
+    ap = np.asarray(ap)
+    n_main = len(MAIN_ONLY_ABILITIES)
+    thresholds = np.asarray((0, *AP_THRESHOLDS))
+    std = thresholds[np.searchsorted(thresholds, ap[..., n_main:], side="right") - 1]
+    return np.concatenate([ap[..., :n_main], std.astype(ap.dtype)], axis=-1)
+
+
 class Vocab:
     """A token -> id map in the original's ``vocab.json`` format.
 

@@ -242,6 +242,28 @@ def test_concept_requirement_rule_is_met_by_every_labelled_build_and_scored_agai
                                       / len(positives))
 
 
+def test_requirement_rule_as_the_tokens_show_it_cannot_be_more_precise():
+    from benchmarks.concept_probe import requirement_scores
+    from primary.concepts import CONCEPTS, Concept
+    from primary.synthetic import generate_builds
+
+    builds = generate_builds(3000, seed=4)
+    exact = requirement_scores(builds, CONCEPTS)
+    seen = requirement_scores(builds, CONCEPTS, visible=True)
+    for name in exact:
+        assert seen[name][1] == 1.0, name  # what holds in AP holds in the tokens
+        assert seen[name][0] <= exact[name][0], name
+    # Anchor asks for 13 AP of Ink Saver (Main), which the tokens show as 12: builds with
+    # exactly 12 (four subs) meet the visible rule only.
+    assert seen["anchor"][0] < exact["anchor"][0]
+    # A requirement on a threshold reads the same either way.
+    on_threshold = [Concept("on_threshold", "", {"swim_speed_up": 12, "ninja_squid": 10})]
+    relabelled = dataclasses.replace(builds, concept_names=["on_threshold"],
+                                     concepts=np.asarray(builds.concepts)[:, :1])
+    assert (requirement_scores(relabelled, on_threshold, visible=True)
+            == requirement_scores(relabelled, on_threshold))
+
+
 def test_concept_probe_refuses_a_directory_that_is_not_a_run(tmp_path, capsys):
     from benchmarks.concept_probe import main
 

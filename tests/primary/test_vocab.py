@@ -22,6 +22,7 @@ from primary.vocab import (
     check_id_range,
     detokenize,
     tokenize_build,
+    visible_ap,
 )
 from tests.fixture_paths import SPLATNLP_FIXTURE
 
@@ -120,6 +121,24 @@ def test_vectorised_tokenisation_matches_tokenize_build():
         expected = [t for t in tokenize_build(b) if t != NULL]
         assert [ABILITY_TOKENS[j] for j in np.flatnonzero(row)] == expected
     assert ap_to_build(builds_to_ap(builds)[0]) == {k: v for k, v in builds[0].items() if v}
+
+
+def test_visible_ap_is_what_the_tokens_show():
+    swim = ABILITIES.index("swim_speed_up")
+    ap = np.zeros((9, len(ABILITIES)), np.int16)
+    ap[:, swim] = [0, 2, 3, 5, 6, 9, 12, 13, 57]
+    ap[:, 0] = 10  # a main-only ability keeps its AP
+    seen = visible_ap(ap)
+    assert seen[:, swim].tolist() == [0, 0, 3, 3, 6, 6, 12, 12, 57]
+    assert seen[:, 0].tolist() == [10] * 9 and seen.dtype == ap.dtype
+    # Against the token path: the visible AP is the low end of each detokenised range.
+    rng = np.random.default_rng(1)
+    builds = [{str(a): int(rng.integers(1, 20))
+               for a in rng.choice(STANDARD_ABILITIES, size=3, replace=False)}
+              for _ in range(100)]
+    for row, build in zip(visible_ap(builds_to_ap(builds)), builds):
+        low = {r.ability: r.low for r in detokenize(tokenize_build(build))}
+        assert {a: int(v) for a, v in zip(ABILITIES, row) if v} == low
 
 
 def test_canonical_vocab_layout():
