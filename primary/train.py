@@ -17,7 +17,7 @@ import json
 from absl import app, flags, logging
 
 from primary.training import PrimaryTrainConfig, train_primary
-from runkit.cli import report_user_errors
+from runkit.cli import report_user_errors, run_with_flagfiles
 from runkit.flags import config_from_flags as config_from_dataclass_flags
 from runkit.flags import define_config_flags
 
@@ -85,4 +85,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run_with_flagfiles(main)

@@ -11,6 +11,7 @@ import functools
 import sys
 
 from runkit.errors import RunFault, UserError
+from runkit.flags import expand_flagfiles
 
 # OSError covers missing files, permissions and a full disk; ValueError the bad settings
 # and malformed data the readers and configs refuse (UnicodeDecodeError and
@@ -31,3 +32,18 @@ def report_user_errors(main):
             return 1
 
     return wrapped
+
+
+def run_with_flagfiles(main) -> None:
+    """``absl.app.run(main)`` on the command line with its flagfiles read in first
+    (:func:`runkit.flags.expand_flagfiles`: a flagfile may name a neighbour, and the
+    command then works from any directory). A missing or malformed flagfile prints one
+    ``error:`` line and exits with status 1."""
+    from absl import app
+
+    try:
+        argv = expand_flagfiles(sys.argv)
+    except (OSError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+    app.run(main, argv=argv)

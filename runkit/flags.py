@@ -5,6 +5,8 @@
 - :func:`config_from_flagfile`: an absl flagfile (``--name=value`` lines) read into a
   config without defining absl flags, for a library function that needs another
   command's settings (the SAE run trains its demo primary with ``primary_demo.flags``).
+- :func:`expand_flagfiles`: a command line with its flagfiles read in, nested ones looked
+  up next to the file that names them (absl alone looks in the current directory only).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from absl import flags
@@ -88,16 +90,71 @@ def _convert(raw: str, kind, *, name: str, where: str):
     raise ValueError(f"{where}: field {name} of type {kind} cannot be read from a flagfile")
 
 
-def read_flag_lines(path: str | os.PathLike) -> dict[str, str]:
-    """``{name: raw value}`` of a flagfile; comments (#, //) and blank lines skipped."""
-    out = {}
-    for line in Path(path).read_text().splitlines():
+_FLAGFILE = ("--flagfile", "-flagfile")
+
+
+def _flagfile_lines(path: Path, chain: tuple[Path, ...]) -> list[str]:
+    """The flag lines of ``path``, nested flagfiles expanded in place."""
+    if path.resolve() in chain:
+        cycle = " -> ".join(str(p) for p in (*chain, path.resolve()))
+        raise ValueError(f"flagfiles include each other in a cycle: {cycle}")
+    out = []
+    for line in path.read_text().splitlines():
         line = line.strip()
         if not line or line.startswith(("#", "//")):
             continue
-        if not line.startswith("--"):
+        if not line.startswith("-"):
             raise ValueError(f"{path}: line {line!r} is not a --flag=value line")
-        name, eq, value = line[2:].partition("=")
+        name, eq, value = line.partition("=")
+        if name in _FLAGFILE and eq:
+            out += _flagfile_lines(_nested(value.strip(), path), (*chain, path.resolve()))
+        else:
+            out.append(line)
+    return out
+
+
+def _nested(name: str, including: Path) -> Path:
+    """A flagfile named inside ``including``: next to it first, then from the current
+    directory (absl's own rule), so a flagfile that includes its neighbours works from
+    any directory."""
+    beside = including.parent / name
+    for candidate in (beside, Path(name)):
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(f"{including}: --flagfile={name} not found (looked in "
+                            f"{including.parent.resolve()} and in {Path.cwd()})")
+
+
+def expand_flagfiles(argv: Sequence[str]) -> list[str]:
+    """``argv`` with every ``--flagfile=PATH`` (or ``--flagfile PATH``) replaced by the
+    file's flag lines, recursively, in place: later flags still override earlier ones.
+    PATH on the command line is read from the current directory; a relative one inside a
+    flagfile next to that flagfile first (:func:`_nested`). A missing file, a line that is
+    not a flag or a cycle is an error naming the file."""
+    out, args = [], list(argv)
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        name, eq, value = arg.partition("=")
+        if name in _FLAGFILE and not eq and i + 1 < len(args):
+            name, eq, value = name, "=", args[i + 1]
+            i += 1
+        if name in _FLAGFILE and eq:
+            if not Path(value).is_file():
+                raise FileNotFoundError(f"--flagfile={value}: no such file (from {Path.cwd()})")
+            out += _flagfile_lines(Path(value), ())
+        else:
+            out.append(arg)
+        i += 1
+    return out
+
+
+def read_flag_lines(path: str | os.PathLike) -> dict[str, str]:
+    """``{name: raw value}`` of a flagfile (nested flagfiles followed, later lines win);
+    comments (#, //) and blank lines skipped."""
+    out = {}
+    for line in expand_flagfiles([f"--flagfile={path}"]):
+        name, eq, value = line.lstrip("-").partition("=")
         if not eq:  # "--flag" alone is a boolean true; "--noflag" a boolean false
             name, value = (name[2:], "false") if name.startswith("no") else (name, "true")
         out[name.strip()] = value.strip()

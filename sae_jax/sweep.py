@@ -27,7 +27,7 @@ import typing
 
 from absl import app, flags, logging
 
-from runkit.cli import report_user_errors
+from runkit.cli import report_user_errors, run_with_flagfiles
 from runkit.errors import UserError
 from runkit.flags import config_from_flags, define_config_flags
 from sae_jax.config import SAETrainConfig
@@ -161,4 +161,4 @@ def main(argv) -> int:
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    run_with_flagfiles(main)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from absl import app, flags, logging
 
-from runkit.cli import report_user_errors
+from runkit.cli import report_user_errors, run_with_flagfiles
 from runkit.flags import config_from_flags as config_from_dataclass_flags
 from runkit.flags import define_config_flags
 from sae_jax.config import SAETrainConfig
@@ -83,4 +83,4 @@ def main(argv) -> int:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run_with_flagfiles(main)

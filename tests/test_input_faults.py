@@ -305,7 +305,7 @@ def test_sae_defaults_and_demo_settings_pass():
     from runkit.flags import config_from_flagfile
 
     SAETrainConfig().validate()
-    for name in ("demo.flags", "demo_relu_l1.flags"):  # the flat ones; the rest read these
+    for name in ("demo.flags", "demo_relu_l1.flags"):
         config_from_flagfile(SAETrainConfig, REPO / "configs" / name).validate()
 
 
