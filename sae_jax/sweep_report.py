@@ -7,8 +7,9 @@
   explanation F1 and causal agreement, ...), and per setting (a member's name less its
   seed) the mean and standard deviation over seeds;
 - ``frontier.png``: FVE, concepts recovered, loss recovered and the median explanation F1
-  (features firing on 1-30% of builds) against L0, one colour per architecture, each
-  setting at its mean over seeds with error bars of one std;
+  (features firing on 1-30% of builds) against L0, each setting at its mean over seeds
+  with error bars of one std, one line per architecture (per architecture and dictionary
+  size, learning rate, ... where a sweep varies those too: :func:`frontier_series`);
 - ``sweep.html``: the settings table (mean +- std over seeds) linking to every member's
   report.
 """
@@ -31,6 +32,30 @@ SUMMARY_METRICS = RUN_METRICS + ("concepts_recovered", "mean_concept_f1", "expla
 FRONTIER = (("fve", "FVE"), ("concepts_recovered", "concepts recovered (F1 >= 0.8)"),
             ("loss_recovered", "loss recovered"),
             ("explanation_f1", "explanation F1 (median, 1-30% window)"))
+
+
+# The settings that move a member along its frontier (how sparse it is): settings that
+# differ only in these share one line of the plot.
+SPARSITY_SETTINGS = ("k", "l1_coeff", "l0_coeff")
+
+
+def frontier_series(settings: list[dict]) -> dict[str, str]:
+    """``{setting: the label of its line}``: the architecture, followed by every other
+    recorded setting that differs between that architecture's settings (``expansion_factor=16``),
+    so members of different sizes are not joined into one line."""
+    out = {}
+    for arch in sorted({s["architecture"] for s in settings}):
+        group = [s for s in settings if s["architecture"] == arch]
+        names = sorted({k for s in group for k in s["settings"]} - set(SPARSITY_SETTINGS))
+        varying = [k for k in names if len({repr(s["settings"].get(k)) for s in group}) > 1]
+        for s in group:
+            out[s["setting"]] = ", ".join(
+                [arch, *(f"{k}={_short(s['settings'].get(k))}" for k in varying)])
+    return out
+
+
+def _short(value) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def setting_of(name: str) -> str:
@@ -99,8 +124,9 @@ def plot_frontier(settings: list[dict], out_png: str | os.PathLike) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    archs = sorted({s["architecture"] for s in settings})
-    colours = {a: plt.get_cmap("tab10")(i % 10) for i, a in enumerate(archs)}
+    series = frontier_series(settings)
+    lines = list(dict.fromkeys(series.values()))  # by architecture, then in sweep order
+    colours = {a: plt.get_cmap("tab10")(i % 10) for i, a in enumerate(lines)}
     cols = 2
     rows = -(-len(FRONTIER) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(5.5 * cols, 4.2 * rows),
@@ -112,19 +138,21 @@ def plot_frontier(settings: list[dict], out_png: str | os.PathLike) -> Path:
         if not any(s.get("l0") and s.get(key) for s in settings):
             ax.text(0.5, 0.5, f"no {key} recorded\n(members not analysed?)",
                     ha="center", va="center", transform=ax.transAxes, color="0.4")
-        for arch in archs:
+        for line in lines:
             pts = sorted((s["l0"]["mean"], s["l0"]["std"], s[key]["mean"], s[key]["std"])
-                         for s in settings if s["architecture"] == arch
+                         for s in settings if series[s["setting"]] == line
                          and s.get("l0") and s.get(key))
             if not pts:
                 continue
             x, xerr, y, yerr = map(np.asarray, zip(*pts))
             ax.errorbar(x, y, xerr=xerr, yerr=yerr, marker="o", capsize=3,
-                        color=colours[arch], label=arch)
+                        color=colours[line], label=line)
         ax.set_xlabel("L0 (active features per input)")
         ax.set_title(f"{title} vs L0")
         ax.grid(alpha=0.3)
-    axes[0].legend(title="architecture")
+    one_per_architecture = len(lines) == len({s["architecture"] for s in settings})
+    axes[0].legend(title="architecture" if one_per_architecture
+                   else "architecture, other settings")
     fig.suptitle("sweep frontier (mean over seeds, error bars: 1 std)")
     out_png = Path(out_png)
     fig.savefig(out_png, dpi=110)

@@ -1,11 +1,18 @@
 """The sweep report reads each member's files: explanation F1 and causal agreement too."""
 
+import dataclasses
 import json
 
 import pytest
 
 from sae_jax.config import SAETrainConfig
-from sae_jax.sweep_report import FRONTIER, member_record, plot_frontier, summarise
+from sae_jax.sweep_report import (
+    FRONTIER,
+    frontier_series,
+    member_record,
+    plot_frontier,
+    summarise,
+)
 
 
 def _member(root, name, *, fve, l0, explanation_f1, causal, analysed=True):
@@ -59,3 +66,41 @@ def test_sweep_page_tables_scroll_inside_their_boxes(tmp_path):
     wrapped = re.findall(r'<div class="scroll"><table>.*?</table></div>', html, re.S)
     assert len(tables) == 2 and len(wrapped) == 2
     assert re.search(r"\.scroll\s*\{[^}]*overflow-x:\s*auto", html)
+
+
+def test_frontier_draws_one_line_per_architecture_and_dictionary_size(tmp_path, monkeypatch):
+    import matplotlib.axes
+
+    base = SAETrainConfig(architecture="batchtopk")
+    records = []
+    for ef in (2.0, 16.0):
+        for k in (11, 22):
+            name = f"batchtopk.expansion_factor-{ef:g}.k-{k}.seed-0"
+            cfg = dataclasses.replace(base, expansion_factor=ef, k=k)
+            records.append(member_record(_member(tmp_path, name, fve=0.9 + ef / 1000 + k / 100,
+                                                 l0=float(k), explanation_f1=0.8, causal=1.0),
+                                         cfg))
+    records.append(member_record(_member(tmp_path, "topk.k-11.seed-0", fve=0.9, l0=11.0,
+                                         explanation_f1=0.8, causal=1.0),
+                                 SAETrainConfig(architecture="topk", k=11)))
+    settings = summarise(records)
+    series = frontier_series(settings)
+    assert series == {"batchtopk.expansion_factor-2.k-11": "batchtopk, expansion_factor=2",
+                      "batchtopk.expansion_factor-2.k-22": "batchtopk, expansion_factor=2",
+                      "batchtopk.expansion_factor-16.k-11": "batchtopk, expansion_factor=16",
+                      "batchtopk.expansion_factor-16.k-22": "batchtopk, expansion_factor=16",
+                      "topk.k-11": "topk"}  # k moves along a line; the size starts a new one
+    drawn = []
+    errorbar = matplotlib.axes.Axes.errorbar
+
+    def spy(self, x, y, **kw):
+        drawn.append((kw["label"], [float(v) for v in x], [float(v) for v in y]))
+        return errorbar(self, x, y, **kw)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "errorbar", spy)
+    plot_frontier(settings, tmp_path / "frontier.png")
+    fve_panel = drawn[:3]  # the first panel: FVE, one call per line
+    assert sorted(label for label, _, _ in fve_panel) == [
+        "batchtopk, expansion_factor=16", "batchtopk, expansion_factor=2", "topk"]
+    small = next(d for d in fve_panel if d[0] == "batchtopk, expansion_factor=2")
+    assert small[1] == [11.0, 22.0] and small[2] == pytest.approx([1.012, 1.122])
