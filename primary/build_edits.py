@@ -113,41 +113,44 @@ def _free_slots(ap: np.ndarray, protected: np.ndarray) -> np.ndarray:
     """
     ap = ap.astype(np.int64).copy()
     protected = np.broadcast_to(protected, ap.shape)
-    rows = np.arange(len(ap))
+    # Only the rows still unfit are worked on: a row's step depends on that row alone, so
+    # a row that fits, or that had nothing to give, is done.
+    todo = np.flatnonzero(~exact_fits(ap))
     for _ in range(_MAX_DONOR_STEPS):
-        mains, subs = slot_use(ap)
+        if not len(todo):
+            break
+        part, prot = ap[todo], protected[todo]
+        rows = np.arange(len(todo))
+        mains, subs = slot_use(part)
         # A protected ability above 27 AP in subs alone needs all three mains.
-        std_now = ap[:, N_MAIN_ONLY:]
-        triple = ((std_now >= N_MAINS * MAIN_AP) & (std_now % 3 == 0)
-                  & protected[:, N_MAIN_ONLY:]).any(1)
+        std = part[:, N_MAIN_ONLY:]
+        triple = ((std >= N_MAINS * MAIN_AP) & (std % 3 == 0)
+                  & prot[:, N_MAIN_ONLY:]).any(1)
         mains = mains + N_MAINS * triple
         subs = subs - (N_MAINS * MAIN_AP // SUB_AP) * triple
-        bad = ~exact_fits(ap)
-        if not bad.any():
-            break
-        std = ap[:, N_MAIN_ONLY:]
         r = std % 3
         s = (std - MAIN_AP * r) // SUB_AP
-        free_std = ~protected[:, N_MAIN_ONLY:]
+        free_std = ~prot[:, N_MAIN_ONLY:]
         # Too many mains: a standard ability's main first (largest AP), then a main-only.
-        need_main = bad & (mains > N_MAINS)
+        need_main = mains > N_MAINS
         main_score = np.where((r > 0) & free_std, std, -1)
         j = main_score.argmax(1)
         has_std = main_score[rows, j] >= 0
         take = need_main & has_std
-        ap[take, N_MAIN_ONLY + j[take]] -= MAIN_AP
-        mo = np.where((ap[:, :N_MAIN_ONLY] > 0) & ~protected[:, :N_MAIN_ONLY], 1, 0)
+        part[take, N_MAIN_ONLY + j[take]] -= MAIN_AP
+        mo = np.where((part[:, :N_MAIN_ONLY] > 0) & ~prot[:, :N_MAIN_ONLY], 1, 0)
         k = mo.argmax(1)
         take_mo = need_main & ~has_std & (mo[rows, k] > 0)
-        ap[take_mo, k[take_mo]] = 0
+        part[take_mo, k[take_mo]] = 0
         # Too many subs: one sub of the standard ability holding the most subs.
-        need_sub = bad & ~need_main & (subs > N_SUBS)
+        need_sub = ~need_main & (subs > N_SUBS)
         sub_score = np.where((s > 0) & free_std, s, -1)
         j = sub_score.argmax(1)
-        take = need_sub & (sub_score[rows, j] > 0)
-        ap[take, N_MAIN_ONLY + j[take]] -= SUB_AP
-        if not (take | take_mo | (need_main & has_std)).any():
-            break  # nothing left to give
+        take_sub = need_sub & (sub_score[rows, j] > 0)
+        part[take_sub, N_MAIN_ONLY + j[take_sub]] -= SUB_AP
+        ap[todo] = part
+        moved = take | take_mo | take_sub
+        todo = todo[moved][~exact_fits(part[moved])]
     return ap
 
 
@@ -176,20 +179,21 @@ def set_ability_range(ap: np.ndarray, ability: str, lo: int, hi: int,
         values = _values_in(lo, hi)
     if len(values) == 0:
         raise ValueError(f"no whole-slot AP of {ability} lies in [{lo}, {hi}]")
-    best_ap, best_ok = ap.copy(), np.zeros(len(ap), bool)
-    best_kept = np.full(len(ap), -1)
-    for v in values:
-        trial = ap.copy()
-        trial[:, col] = v
-        if col < N_MAIN_ONLY and v > 0:  # one main-only ability per piece
-            rival = (_PIECE == _PIECE[col]) & (np.arange(N_MAIN_ONLY) != col)
-            trial[:, :N_MAIN_ONLY][:, rival] = 0
-        trial = _free_slots(trial, prot)
-        ok = legal(trial)
-        kept = np.where(ok, np.delete(trial, col, axis=1).sum(1), -1)
-        better = kept > best_kept
-        best_ap[better], best_ok[better], best_kept[better] = trial[better], ok[better], \
-            kept[better]
+    # Every candidate value of every row in one pass (rows are independent): (V * n, 26).
+    n = len(ap)
+    trial = np.tile(ap, (len(values), 1))
+    trial[:, col] = np.repeat(values, n)
+    if col < N_MAIN_ONLY:  # one main-only ability per piece
+        rival = np.zeros(ap.shape[1], bool)
+        rival[:N_MAIN_ONLY] = (_PIECE == _PIECE[col]) & (np.arange(N_MAIN_ONLY) != col)
+        trial[np.repeat(values > 0, n)[:, None] & rival[None, :]] = 0
+    trial = _free_slots(trial, np.tile(prot, (len(values), 1)))
+    ok = legal(trial)
+    kept = np.where(ok, np.delete(trial, col, axis=1).sum(1), -1).reshape(len(values), n)
+    pick = kept.argmax(0)  # the first of the values keeping the most AP elsewhere
+    rows = np.arange(n)
+    best_ok = kept[pick, rows] >= 0
+    best_ap = np.where(best_ok[:, None], trial.reshape(len(values), n, -1)[pick, rows], ap)
     return best_ap, best_ok
 
 

@@ -180,7 +180,7 @@ def test_shared_explanation_builds_give_each_sae_its_own_document(setup, monkeyp
     other.set_params({**s.sae.params(), "W_enc": other.params()["W_enc"]})
     settings = dict(curve_features=[0, 3], progress=False, min_builds=300,
                     explain_config=ExplainConfig(min_rule_support=3),
-                    causal_config=CausalConfig(per_direction=4, batch_size=64))
+                    causal_config=CausalConfig(per_direction=4, batch_size=512))
     alone, alone_calls = [], []
     for sae in (s.sae, other):
         calls.clear()
@@ -190,7 +190,7 @@ def test_shared_explanation_builds_give_each_sae_its_own_document(setup, monkeyp
     assert alone[0]["fresh_builds"] == 60 and alone[0] != alone[1]
     calls.clear()
     shared = explanation_builds(s.primary, s.vocab, s.weapon_vocab, s.builds, s.pooled,
-                                min_builds=300, batch_size=64)
+                                min_builds=300, batch_size=512)
     made_once = list(calls)
     assert shared.fresh == 60 and made_once == [60, len(shared.rungs.pooled)]
     for sae, doc, before in zip((s.sae, other), alone, alone_calls):
