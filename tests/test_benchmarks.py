@@ -272,3 +272,24 @@ def test_concept_probe_refuses_a_directory_that_is_not_a_run(tmp_path, capsys):
     assert stop.value.code == 2
     assert f"{tmp_path} is not an SAE run directory" in capsys.readouterr().err
     assert not (tmp_path / "out.json").exists()
+
+
+def test_input_transforms_standardise_and_whiten_the_training_vectors(tmp_path, capsys):
+    from benchmarks.input_transform import main, transforms
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(4000, 6)) @ rng.normal(size=(6, 6)) * 3.0 + 5.0
+    fns = transforms(x)
+    assert np.array_equal(fns["raw"](x), x)
+    z = fns["standardise"](x)
+    np.testing.assert_allclose(z.mean(0), 0.0, atol=1e-9)
+    np.testing.assert_allclose(z.std(0), 1.0, rtol=1e-5)
+    w = fns["whiten"](x)
+    cov = np.cov(w.T)
+    # Whitened: uncorrelated, each principal direction at variance ev / (ev + ridge).
+    ev = np.linalg.eigvalsh(np.cov(x.T))
+    np.testing.assert_allclose(cov, np.diag(ev / (ev + 1e-3 * ev.max())), atol=1e-9)
+    with pytest.raises(SystemExit) as stop:
+        main(["--workdir", str(tmp_path), "--transforms", "raw,zscore"])
+    assert stop.value.code == 2
+    assert "--transforms: unknown ['zscore']" in capsys.readouterr().err
