@@ -310,3 +310,22 @@ def test_pair_scores_find_a_concept_made_of_two_features_firing_together():
     assert got[0]["single_f1"] < 0.7  # neither feature alone tells a & b
     assert got[1]["single_f1"] == pytest.approx(1.0) and got[1]["single_feature"] == 1
     assert got[1]["pair_f1"] < 1.0  # adding a second feature only loses recall here
+
+
+def test_concept_probe_on_a_small_run_writes_every_column(tmp_path):
+    import shutil
+
+    from benchmarks.concept_probe import main
+
+    fixture = Path(__file__).resolve().parent / "fixtures" / "demo_small"
+    run = tmp_path / "run"
+    shutil.copytree(fixture / "sae", run / "sae")
+    (run / "run.json").write_text(json.dumps({"primary_model_dir": str(fixture / "primary"),
+                                              "data_source": "synthetic"}))
+    out = tmp_path / "probe.json"
+    assert main(["--workdir", str(run), "--builds", "400", "--out", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["builds"] == 400 and doc["sae_recovered"] is None  # no concepts.json here
+    for row in doc["concepts"]:
+        assert 0.0 <= row["fresh_single_f1"] <= 1.0 and len(set(row["fresh_pair"])) == 2
+        assert row["visible_requirement_f1"] <= row["requirement_f1"] + 1e-12
