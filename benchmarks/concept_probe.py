@@ -104,9 +104,7 @@ def pair_scores(acts: np.ndarray, labels: np.ndarray, top: int = 8) -> list[dict
 
 
 def measure(workdir: Path, num_builds: int) -> dict:
-    import jax.numpy as jnp
-
-    from bridge.causal import pooled_of_builds
+    from bridge.causal import feature_activations, pooled_of_builds
     from primary.store import load_primary
     from primary.synthetic import generate_builds
     from primary.weapons import WEAPONS
@@ -133,8 +131,7 @@ def measure(workdir: Path, num_builds: int) -> dict:
     rule = requirement_scores(builds, concepts)
     seen = requirement_scores(builds, concepts, visible=True)
     sae = load_sae(workdir / "sae")
-    acts = np.concatenate([np.asarray(sae.encode(jnp.asarray(pooled[i:i + 4096]))[1])
-                           for i in range(0, len(pooled), 4096)])
+    acts = feature_activations(sae, pooled, np.arange(sae.hidden_dim))
     pairs = pair_scores(acts, np.asarray(builds.concepts, bool))
     rows = [{"concept": name, "requirement_precision": rule[name][0],
              "requirement_f1": rule[name][2], "visible_requirement_precision": seen[name][0],

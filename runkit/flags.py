@@ -129,23 +129,25 @@ def expand_flagfiles(argv: Sequence[str]) -> list[str]:
     """``argv`` with every ``--flagfile=PATH`` (or ``--flagfile PATH``) replaced by the
     file's flag lines, recursively, in place: later flags still override earlier ones.
     PATH on the command line is read from the current directory; a relative one inside a
-    flagfile next to that flagfile first (:func:`_nested`). A missing file, a line that is
-    not a flag or a cycle is an error naming the file."""
-    out, args = [], list(argv)
-    i = 0
-    while i < len(args):
-        arg = args[i]
+    flagfile next to that flagfile first (:func:`_nested`). Arguments after ``--`` are left
+    as they are (absl stops reading flags there). A missing file, a line that is not a
+    flag or a cycle is an error naming the file."""
+    out, args = [], iter(argv)
+    for arg in args:
+        if arg == "--":
+            return [*out, arg, *args]
         name, eq, value = arg.partition("=")
-        if name in _FLAGFILE and not eq and i + 1 < len(args):
-            name, eq, value = name, "=", args[i + 1]
-            i += 1
-        if name in _FLAGFILE and eq:
-            if not Path(value).is_file():
-                raise FileNotFoundError(f"--flagfile={value}: no such file (from {Path.cwd()})")
-            out += _flagfile_lines(Path(value), ())
-        else:
+        if name not in _FLAGFILE:
             out.append(arg)
-        i += 1
+            continue
+        if not eq:
+            value = next(args, None)
+            if value is None:  # a bare trailing --flagfile: absl reports it
+                out.append(arg)
+                break
+        if not Path(value).is_file():
+            raise FileNotFoundError(f"--flagfile={value}: no such file (from {Path.cwd()})")
+        out += _flagfile_lines(Path(value), ())
     return out
 
 

@@ -71,22 +71,28 @@ def test_every_shipped_sae_flagfile_reads_into_valid_settings():
     assert sweep["epochs"] == "3" and sweep["buffer_size"] == str(relu.buffer_size)
 
 
+def test_arguments_after_a_double_dash_are_left_alone(tmp_path):
+    top = write(tmp_path / "top.flags", "--lr=0.1")
+    argv = ["prog", f"--flagfile={top}", "--", "child", "--flagfile=absent.flags"]
+    assert expand_flagfiles(argv) == ["prog", "--lr=0.1", "--", "child",
+                                      "--flagfile=absent.flags"]
+
+
+def _train_from(cwd: Path, *flags: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "sae_jax.train", *flags], cwd=cwd, capture_output=True,
+        text=True, timeout=120,
+        env={**os.environ, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu"})
+
+
 def test_training_command_reads_a_nested_flagfile_from_another_directory(tmp_path):
     # --k=0 is refused by validation, before any work: the message names the architecture,
     # which comes from demo_topk.flags, and the rest from the demo_relu_l1.flags it names.
-    done = subprocess.run(
-        [sys.executable, "-m", "sae_jax.train",
-         f"--flagfile={REPO / 'configs' / 'demo_topk.flags'}", "--k=0",
-         f"--workdir={tmp_path / 'run'}"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120,
-        env={**os.environ, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu"})
+    done = _train_from(tmp_path, f"--flagfile={REPO / 'configs' / 'demo_topk.flags'}",
+                       "--k=0", f"--workdir={tmp_path / 'run'}")
     assert done.returncode == 1, done.stderr
     assert "--k must be >= 1 for --architecture=topk" in done.stderr
-    missing = subprocess.run(
-        [sys.executable, "-m", "sae_jax.train", "--flagfile=absent.flags",
-         f"--workdir={tmp_path / 'run'}"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120,
-        env={**os.environ, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu"})
+    missing = _train_from(tmp_path, "--flagfile=absent.flags", f"--workdir={tmp_path / 'run'}")
     assert missing.returncode == 1
     assert missing.stderr.strip().splitlines()[-1].startswith(
         "error: --flagfile=absent.flags: no such file")
