@@ -1,9 +1,10 @@
 """Sweeps: a vmapped stack of SAEs against the same SAEs trained one at a time.
 
-    python benchmarks/sweep_bench.py step [--rounds=5 --steps_per_call=4]
+    python benchmarks/sweep_bench.py step [--rounds=5 --steps_per_call=4 --architecture=relu_l1]
     python benchmarks/sweep_bench.py demo --sweep_dir=W [--one_by_one=per_stack|all]
 
-``step``: 8 relu_l1 members at 512 -> 2048, batch 1024, as one stacked call
+``step``: 8 members at 512 -> 2048, batch 1024 (relu_l1 unless ``--architecture``
+names another; topk-family members keep k=32, the default), as one stacked call
 (``sae_jax.stack.make_stacked_train_steps``) against eight single-member calls
 (``sae_jax.step.make_train_steps``) and a 2048^3 float32 matmul, timed in interleaved
 rounds (every contender under the same slice of a shared machine's load). Reported per
@@ -41,9 +42,12 @@ D_IN, D_SAE, BATCH, MEMBERS = 512, 2048, 1024, 8
 
 def bench_step(rounds: int, steps_per_call: int, matmul_n: int = 2048, *,
                members: int = MEMBERS, d_in: int = D_IN, d_sae: int = D_SAE,
-               batch: int = BATCH, buffer_rows: int = 16_384) -> dict:
-    """``members`` relu_l1 SAEs ``d_in -> d_sae`` at ``batch``: one stacked call against
-    ``members`` single calls and a ``matmul_n``^3 float32 matmul, interleaved rounds."""
+               batch: int = BATCH, buffer_rows: int = 16_384,
+               architecture: str = "relu_l1") -> dict:
+    """``members`` SAEs of ``architecture``, ``d_in -> d_sae`` at ``batch``: one stacked call
+    against ``members`` single calls and a ``matmul_n``^3 float32 matmul, interleaved
+    rounds. Members differ in their seed and in a dynamic setting (relu_l1: the L1
+    coefficient; the others: the learning rate)."""
     import jax
 
     from benchmarks.sae_bench import matmul_call
@@ -55,8 +59,10 @@ def bench_step(rounds: int, steps_per_call: int, matmul_n: int = 2048, *,
 
     total = 100_000
     base = SAETrainConfig(expansion_factor=d_sae / d_in, lr=1e-4, sae_batch_size=batch,
-                          resample_steps=(), buffer_size=max(buffer_rows, batch))
-    cfgs = [dataclasses.replace(base, seed=i, l1_coeff=base.l1_coeff * (1 + i))
+                          resample_steps=(), buffer_size=max(buffer_rows, batch),
+                          architecture=architecture)
+    varied = "l1_coeff" if architecture == "relu_l1" else "lr"
+    cfgs = [dataclasses.replace(base, seed=i, **{varied: getattr(base, varied) * (1 + i)})
             for i in range(members)]
     buf = push(create_buffer(base.buffer_size, d_in),
                jax.numpy.asarray(random_activations(base.buffer_size, d_in)))
@@ -93,8 +99,8 @@ def bench_step(rounds: int, steps_per_call: int, matmul_n: int = 2048, *,
     ratio = t_stack / t_singles
     roofline = (step_flops / t_stack) / (matmul_flops / t_mm)
     out = {
-        "members": members, "d_in": d_in, "d_sae": d_sae, "batch": batch,
-        "steps_per_call": steps_per_call, "rounds": rounds,
+        "architecture": architecture, "members": members, "d_in": d_in, "d_sae": d_sae,
+        "batch": batch, "steps_per_call": steps_per_call, "rounds": rounds,
         "stacked_ms_per_step_median": 1e3 * float(np.median(t_stack)) / steps_per_call,
         "singles_ms_per_step_median": 1e3 * float(np.median(t_singles)) / steps_per_call,
         "stacked_over_singles_median": float(np.median(ratio)),
@@ -105,7 +111,7 @@ def bench_step(rounds: int, steps_per_call: int, matmul_n: int = 2048, *,
         "roofline_fraction_all": roofline.tolist(),
         "targets": {"stacked_over_singles": 1.15, "roofline_fraction": 0.8},
     }
-    table(f"stacked step vs {members} single steps (medians over rounds)",
+    table(f"stacked step vs {members} single steps, {architecture} (medians over rounds)",
           ["", f"ms/step ({members} members)", "GFLOP/s"],
           [["stacked", f"{out['stacked_ms_per_step_median']:.1f}",
             f"{out['stacked_gflops_median']:.1f}"],
@@ -170,6 +176,9 @@ def main() -> None:
     p.add_argument("what", choices=("step", "demo"))
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--steps_per_call", type=int, default=4)
+    p.add_argument("--architecture", default="relu_l1",
+                   choices=("relu_l1", "topk", "batchtopk", "jumprelu"),
+                   help="the members' architecture (step only)")
     p.add_argument("--sweep_dir", type=Path)
     p.add_argument("--one_by_one", choices=("per_stack", "all"), default="per_stack")
     p.add_argument("--out", default=None)
@@ -177,7 +186,8 @@ def main() -> None:
     t0 = time.perf_counter()
     results = {"machine": machine_info()}
     if args.what == "step":
-        results["step"] = bench_step(args.rounds, args.steps_per_call)
+        results["step"] = bench_step(args.rounds, args.steps_per_call,
+                                     architecture=args.architecture)
     else:
         if args.sweep_dir is None:
             p.error("demo needs --sweep_dir (a finished sweep)")
