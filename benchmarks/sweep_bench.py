@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.output import log, table, write_results  # noqa: E402
 from benchmarks.sae_bench import random_activations, sae_step_flops  # noqa: E402
 from benchmarks.timing import machine_info, time_interleaved  # noqa: E402
+from sae_jax.architectures import ARCHITECTURES  # noqa: E402
 
 D_IN, D_SAE, BATCH, MEMBERS = 512, 2048, 1024, 8
 
@@ -177,7 +178,8 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--steps_per_call", type=int, default=4)
     p.add_argument("--architecture", default="relu_l1",
-                   choices=("relu_l1", "topk", "batchtopk", "jumprelu"),
+                   # matryoshka is left out: it needs group sizes that fit d_sae
+                   choices=[a for a in ARCHITECTURES if a != "matryoshka"],
                    help="the members' architecture (step only)")
     p.add_argument("--sweep_dir", type=Path)
     p.add_argument("--one_by_one", choices=("per_stack", "all"), default="per_stack")
