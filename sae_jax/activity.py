@@ -14,15 +14,37 @@ report calls dead is dead in the metrics too (on the same inputs).
 
 from __future__ import annotations
 
+import jax.numpy as jnp
 import numpy as np
 
 ACTIVE_THRESHOLD = 0.01
 MIN_FREQUENCY, MAX_FREQUENCY = 0.01, 0.30
+# firing_counts: the active count in a word's high 16 bits, the firing count in the low.
+_PACK_SHIFT = 16
+_LOW_MASK = (1 << _PACK_SHIFT) - 1
+_PACKED_ROWS_MAX = _LOW_MASK
 
 
 def is_active(h):
     """Boolean mask of active entries of post-ReLU activations ``h`` (numpy or jax)."""
     return h > ACTIVE_THRESHOLD
+
+
+def firing_counts(h) -> tuple:
+    """Per feature of ``h (rows, F)``: how many rows fire (``h > 0``, the usage EMA's
+    test) and how many are active (:func:`is_active`), ``(fired, active)`` uint32 ``(F,)``.
+
+    One pass over ``h`` gives both: each entry adds ``[h > 0] + ([active] << 16)`` to a
+    uint32 column sum, so the two counts share a word (exact up to 65,535 rows; a taller
+    ``h`` is counted in two passes). Two separate sums cost a training step two full
+    passes over the ``(batch, d_sae)`` activations."""
+    fired, active = h > 0, is_active(h)
+    if h.shape[0] > _PACKED_ROWS_MAX:
+        return (jnp.sum(fired, axis=0, dtype=jnp.uint32),
+                jnp.sum(active, axis=0, dtype=jnp.uint32))
+    packed = jnp.sum(fired.astype(jnp.uint32) + (active.astype(jnp.uint32) << _PACK_SHIFT),
+                     axis=0, dtype=jnp.uint32)
+    return packed & _LOW_MASK, packed >> _PACK_SHIFT
 
 
 def dead_mask(frequency: np.ndarray) -> np.ndarray:

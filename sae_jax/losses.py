@@ -65,7 +65,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from sae_jax.activity import is_active
+from sae_jax.activity import firing_counts
 from sae_jax.config import SAETrainConfig
 from sae_jax.model import SAEParams, decode, encode
 from sae_jax.schedules import l1_coefficient, usage_coefficient
@@ -134,10 +134,11 @@ def sae_loss(
     l1 = jnp.mean(jnp.sum(jnp.abs(h), axis=-1))
     # The usage EMA counts any positive activation, as the original's resampling rule does;
     # the logged L0 counts active features as everything else reports them.
-    fired = jax.lax.stop_gradient(h > 0)
-    l0 = jnp.mean(jnp.sum(jax.lax.stop_gradient(is_active(h)), axis=-1, dtype=jnp.float32))
+    fired, active = firing_counts(jax.lax.stop_gradient(h))
+    rows = x.shape[0]
+    l0 = jnp.sum(active, dtype=jnp.float32) / rows
 
-    usage_batch = jnp.mean(fired, axis=0, dtype=jnp.float32)
+    usage_batch = fired.astype(jnp.float32) / rows
     decay = cfg.usage_ema_decay
     usage_ema_new = decay * usage_ema + (1.0 - decay) * usage_batch
     p = jax.lax.stop_gradient(jnp.clip(usage_ema_new, USAGE_CLIP, 1.0 - USAGE_CLIP))

@@ -48,7 +48,7 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
-from sae_jax.activity import is_active
+from sae_jax.activity import firing_counts
 from sae_jax.architectures import (
     GLOBAL_THRESHOLD,
     TOPK_FAMILY,
@@ -250,32 +250,33 @@ def recipe_loss(params: SAEParams, x: jax.Array, usage_ema: jax.Array, extra: di
         total = total + coeff * l0_ste
         aux.update(l0_coeff=coeff, threshold_mean=jnp.mean(theta))
 
-    fired = jax.lax.stop_gradient(h > 0)
-    active = jax.lax.stop_gradient(is_active(h))
+    fired_count, active_count = firing_counts(jax.lax.stop_gradient(h))
+    rows_in_batch = x.shape[0]
     if cfg.architecture in TOPK_FAMILY:
         dead = extra["rows_since_fired"] >= cfg.dead_after_rows
         k_aux = cfg.aux_k(d_in, d_sae)
         aux_value = auxk_loss(params, pre, x, recon, dead, k_aux, relu=cfg.aux_relu,
                               compute_dtype=cfg.compute_dtype)
         total = total + cfg.aux_coeff * aux_value
-        rows = jnp.minimum(extra["rows_since_fired"] + x.shape[0], _ROWS_CAP)
+        rows = jnp.minimum(extra["rows_since_fired"] + rows_in_batch, _ROWS_CAP)
         aux.update(aux_loss=aux_value, dead_aux=jnp.sum(dead, dtype=jnp.float32),
-                   rows_since_fired=jnp.where(jnp.any(active, axis=0), 0, rows))
+                   rows_since_fired=jnp.where(active_count > 0, 0, rows))
 
     if cfg.architecture in GLOBAL_THRESHOLD:
-        smallest = jnp.min(jnp.where(fired, jax.lax.stop_gradient(h), jnp.inf))
+        h_seen = jax.lax.stop_gradient(h)
+        smallest = jnp.min(jnp.where(h_seen > 0, h_seen, jnp.inf))
         old = params["threshold"].astype(jnp.float32)
         decay = cfg.threshold_decay
         updated = jnp.where(jnp.asarray(step) == 0, smallest,
                             decay * old + (1.0 - decay) * smallest)
         aux["threshold"] = jnp.where(jnp.isfinite(smallest), updated, old)  # nothing fired
 
-    usage_batch = jnp.mean(fired, axis=0, dtype=jnp.float32)
+    usage_batch = fired_count.astype(jnp.float32) / rows_in_batch
     decay = cfg.usage_ema_decay
     aux.update(
         mse=mse,
         l1=jnp.mean(jnp.sum(jnp.abs(h), axis=-1)),
-        l0=jnp.mean(jnp.sum(active, axis=-1, dtype=jnp.float32)),
+        l0=jnp.sum(active_count, dtype=jnp.float32) / rows_in_batch,
         usage_batch=usage_batch,
         usage_ema=decay * usage_ema + (1.0 - decay) * usage_batch,
     )
