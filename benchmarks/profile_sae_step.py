@@ -5,13 +5,14 @@
 Every piece is timed interleaved with the others (one call of each per round,
 best of ``--reps`` rounds), so a busy machine disturbs them alike. Pieces:
 the whole step through ``sae_jax.step.make_train_steps`` in both modes, with
-bfloat16 matmuls, and with a candidate change to the loss (``STEP_VARIANTS``);
+bfloat16 matmuls, and with candidate (or earlier) forms of the loss's parts
+(``STEP_VARIANTS``);
 the loss's value-and-gradient in both modes; a bare MSE + L1 loss; the soft
 usage estimate (``sae_jax.losses.soft_usage_logit``) alone on all rows, on the
 256 rows the step uses, and in a candidate form; the optimiser update; the
 batch draw; the five matmuls alone.
 
-The candidate changes are what-if measurements only: they are swapped into
+The variants are what-if measurements only: they are swapped into
 ``sae_jax.losses`` while one step function is traced and put back afterwards.
 """
 
@@ -36,6 +37,7 @@ import optax  # noqa: E402
 
 import sae_jax.losses as losses  # noqa: E402
 from benchmarks.sae_bench import _matmul_chain, random_activations  # noqa: E402
+from sae_jax.activity import is_active  # noqa: E402
 from sae_jax.buffer import ActivationBuffer, sample  # noqa: E402
 from sae_jax.config import SAETrainConfig  # noqa: E402
 from sae_jax.model import SAEConfig, create_sae, decode, encode  # noqa: E402
@@ -52,10 +54,17 @@ def soft_usage_logit_shared(pre, temperature=losses.USAGE_TEMPERATURE):
     return jax.nn.logsumexp(ls, axis=0) - jax.nn.logsumexp(ls - z, axis=0)
 
 
+def firing_counts_two_passes(h):
+    """Same counts as ``firing_counts``, as two column sums (the step's earlier form)."""
+    return (jnp.sum(h > 0, axis=0, dtype=jnp.uint32),
+            jnp.sum(is_active(h), axis=0, dtype=jnp.uint32))
+
+
 _ORIGINAL_SOFT_USAGE = losses.soft_usage_logit
 SOFT_USAGE_VARIANTS = {"shared_log_sigmoid": soft_usage_logit_shared}
 # What-if replacements of names inside sae_jax.losses, for whole-step timings.
-STEP_VARIANTS = {"shared_log_sigmoid": {"soft_usage_logit": soft_usage_logit_shared}}
+STEP_VARIANTS = {"shared_log_sigmoid": {"soft_usage_logit": soft_usage_logit_shared},
+                 "two_pass_counts": {"firing_counts": firing_counts_two_passes}}
 
 
 @contextlib.contextmanager

@@ -1,6 +1,7 @@
 """Sweeps: a vmapped stack of SAEs against the same SAEs trained one at a time.
 
     python benchmarks/sweep_bench.py step [--rounds=5 --steps_per_call=4 --architecture=relu_l1]
+                                          [--what_if=two_pass_counts]
     python benchmarks/sweep_bench.py demo --sweep_dir=W [--one_by_one=per_stack|all]
 
 ``step``: 8 members at 512 -> 2048, batch 1024 (relu_l1 unless ``--architecture``
@@ -44,11 +45,13 @@ D_IN, D_SAE, BATCH, MEMBERS = 512, 2048, 1024, 8
 def bench_step(rounds: int, steps_per_call: int, matmul_n: int = 2048, *,
                members: int = MEMBERS, d_in: int = D_IN, d_sae: int = D_SAE,
                batch: int = BATCH, buffer_rows: int = 16_384,
-               architecture: str = "relu_l1") -> dict:
+               architecture: str = "relu_l1", what_if: str | None = None) -> dict:
     """``members`` SAEs of ``architecture``, ``d_in -> d_sae`` at ``batch``: one stacked call
     against ``members`` single calls and a ``matmul_n``^3 float32 matmul, interleaved
     rounds. Members differ in their seed and in a dynamic setting (relu_l1: the L1
-    coefficient; the others: the learning rate)."""
+    coefficient; the others: the learning rate). ``what_if`` names a
+    ``benchmarks/profile_sae_step.py`` step variant (relu_l1): the stack built with it
+    swapped into ``sae_jax.losses`` is timed in the same rounds."""
     import jax
 
     from benchmarks.sae_bench import matmul_call
@@ -76,6 +79,21 @@ def bench_step(rounds: int, steps_per_call: int, matmul_n: int = 2048, *,
               "singles": [fresh(c) for c in cfgs]}
     settings = stack_settings(cfgs)
     stacked_fn = make_stacked_train_steps(base, total, steps_per_call)
+    contenders = {}
+    if what_if is not None:
+        from benchmarks.profile_sae_step import STEP_VARIANTS, swapped_in_losses
+
+        with swapped_in_losses(STEP_VARIANTS[what_if]):
+            # A distinct total_steps gives the variant its own compiled function (same work).
+            variant_fn = make_stacked_train_steps(base, total + 1, steps_per_call)
+            holder["variant"] = stack_states([fresh(c) for c in cfgs])
+            holder["variant"], _ = variant_fn(holder["variant"], settings, buf, key)  # compile
+
+        def variant():
+            holder["variant"], m = variant_fn(holder["variant"], settings, buf, key)
+            jax.block_until_ready(m)
+
+        contenders[f"stacked_{what_if}"] = variant
     # One compiled single step serves every member: its cost does not depend on the values.
     single_fn = make_train_steps(base, total, steps_per_call)
 
@@ -93,8 +111,8 @@ def bench_step(rounds: int, steps_per_call: int, matmul_n: int = 2048, *,
     matmul, matmul_flops = matmul_call(matmul_n, reps=3)
     log(f"step: {members} members {d_in} -> {d_sae}, batch {batch}, {steps_per_call} steps per "
         f"call, {rounds} interleaved rounds (compiling first) ...")
-    times = time_interleaved({"stacked": stacked, "singles": singles, "matmul": matmul},
-                             rounds=rounds, warmup=1)
+    times = time_interleaved({"stacked": stacked, "singles": singles, "matmul": matmul,
+                              **contenders}, rounds=rounds, warmup=1)
     t_stack, t_singles, t_mm = (np.asarray(times[k]) for k in ("stacked", "singles", "matmul"))
     step_flops = members * sae_step_flops(batch, d_in, d_sae) * steps_per_call
     ratio = t_stack / t_singles
@@ -112,6 +130,14 @@ def bench_step(rounds: int, steps_per_call: int, matmul_n: int = 2048, *,
         "roofline_fraction_all": roofline.tolist(),
         "targets": {"stacked_over_singles": 1.15, "roofline_fraction": 0.8},
     }
+    for name in contenders:
+        t_variant = np.asarray(times[name])
+        out[f"{name}_ms_per_step_median"] = 1e3 * float(np.median(t_variant)) / steps_per_call
+        out[f"stacked_over_{name}_median"] = float(np.median(t_stack / t_variant))
+        out[f"{name}_roofline_fraction_median"] = float(np.median(
+            (step_flops / t_variant) / (matmul_flops / t_mm)))
+        log(f"stacked / {name}: {out[f'stacked_over_{name}_median']:.3f} (median of per-round "
+            f"ratios); {name} roofline fraction {out[f'{name}_roofline_fraction_median']:.3f}")
     table(f"stacked step vs {members} single steps, {architecture} (medians over rounds)",
           ["", f"ms/step ({members} members)", "GFLOP/s"],
           [["stacked", f"{out['stacked_ms_per_step_median']:.1f}",
@@ -181,6 +207,9 @@ def main() -> None:
                    # matryoshka is left out: it needs group sizes that fit d_sae
                    choices=[a for a in ARCHITECTURES if a != "matryoshka"],
                    help="the members' architecture (step only)")
+    p.add_argument("--what_if", default=None,
+                   help="also time the stack with this benchmarks/profile_sae_step.py step "
+                        "variant swapped in (step, relu_l1), e.g. two_pass_counts")
     p.add_argument("--sweep_dir", type=Path)
     p.add_argument("--one_by_one", choices=("per_stack", "all"), default="per_stack")
     p.add_argument("--out", default=None)
@@ -189,7 +218,7 @@ def main() -> None:
     results = {"machine": machine_info()}
     if args.what == "step":
         results["step"] = bench_step(args.rounds, args.steps_per_call,
-                                     architecture=args.architecture)
+                                     architecture=args.architecture, what_if=args.what_if)
     else:
         if args.sweep_dir is None:
             p.error("demo needs --sweep_dir (a finished sweep)")
