@@ -2,6 +2,7 @@
 
     python benchmarks/sweep_bench.py step [--rounds=5 --steps_per_call=4 --architecture=relu_l1]
                                           [--what_if=two_pass_counts]
+    python benchmarks/sweep_bench.py chain [--rounds=5 --steps_per_call=4]
     python benchmarks/sweep_bench.py demo --sweep_dir=W [--one_by_one=per_stack|all]
 
 ``step``: 8 members at 512 -> 2048, batch 1024 (relu_l1 unless ``--architecture``
@@ -12,6 +13,12 @@ rounds (every contender under the same slice of a shared machine's load). Report
 round and as medians: stacked time / eight singles' time (target <= 1.15), and the
 stack's FLOP rate (8 x 10BDH per step, see ``benchmarks/sae_bench.py``) over the matmul's
 (target >= 0.8), the roofline measured as ``benchmarks/run.py`` measures it.
+
+``chain``: the five matmuls of a step alone for the same 8 members: 8 single calls, one
+vmapped call (every dot with a batch dimension, as in the stack) and 8 vmapped calls of
+one member each (a batch dimension of 1: the singles' work in the stack's form), each as a
+fraction of the matmul roofline; it separates what the batched form of the dots costs
+from what the rest of the step costs.
 
 ``demo``: the wall time of a finished sweep (``W/sweep.json``'s timing: the stacked
 training loop plus evaluating and analysing every member) against ``sae_jax.train`` runs
@@ -149,6 +156,58 @@ def bench_step(rounds: int, steps_per_call: int, matmul_n: int = 2048, *,
     return out
 
 
+def bench_chain(rounds: int, steps_per_call: int, matmul_n: int = 2048, *,
+                members: int = MEMBERS, d_in: int = D_IN, d_sae: int = D_SAE,
+                batch: int = BATCH) -> dict:
+    """The five matmuls of a learning step alone (``benchmarks/sae_bench.py``'s chain), for
+    ``members`` members: as ``members`` single calls, vmapped over all members (the
+    stack's form: every dot gets a batch dimension), and vmapped over one member at a time
+    (a batch dimension of 1, so the same work as the singles); interleaved rounds, each as
+    a fraction of the ``matmul_n``^3 matmul's rate."""
+    import jax
+
+    from benchmarks.sae_bench import _matmul_chain, matmul_call
+
+    k_x, k_enc, k_dec = jax.random.split(jax.random.key(1), 3)
+    x = jax.random.normal(k_x, (batch, d_in))
+    w_enc = 0.01 * jax.random.normal(k_enc, (members, d_in, d_sae))
+    w_dec = 0.01 * jax.random.normal(k_dec, (members, d_sae, d_in))
+    one = jax.jit(lambda x, a, b: _matmul_chain(x, a, b, steps_per_call))
+    batched = jax.jit(jax.vmap(lambda x, a, b: _matmul_chain(x, a, b, steps_per_call)))
+    xs = jax.numpy.broadcast_to(x, (members, *x.shape))
+
+    def singles():
+        jax.block_until_ready([one(x, w_enc[i], w_dec[i]) for i in range(members)])
+
+    def vmapped():
+        jax.block_until_ready(batched(xs, w_enc, w_dec))
+
+    def vmapped_one_by_one():
+        jax.block_until_ready([batched(xs[i:i + 1], w_enc[i:i + 1], w_dec[i:i + 1])
+                               for i in range(members)])
+
+    matmul, matmul_flops = matmul_call(matmul_n, reps=3)
+    log(f"chain: {members} members {d_in} -> {d_sae}, batch {batch}, {steps_per_call} steps "
+        f"per call, {rounds} interleaved rounds ...")
+    times = time_interleaved({"singles": singles, "vmapped": vmapped,
+                              "vmapped_one_by_one": vmapped_one_by_one, "matmul": matmul},
+                             rounds=rounds, warmup=1)
+    flops = members * sae_step_flops(batch, d_in, d_sae) * steps_per_call
+    rate = matmul_flops / np.asarray(times["matmul"])
+    out = {"members": members, "d_in": d_in, "d_sae": d_sae, "batch": batch,
+           "steps_per_call": steps_per_call, "rounds": rounds,
+           "matmul_gflops_median": float(np.median(rate)) / 1e9}
+    for name in ("singles", "vmapped", "vmapped_one_by_one"):
+        frac = flops / np.asarray(times[name]) / rate
+        out[f"{name}_roofline_fraction_median"] = float(np.median(frac))
+        out[f"{name}_roofline_fraction_all"] = frac.tolist()
+    table("the five matmuls of a step alone, as a fraction of the matmul roofline (medians)",
+          ["form", "of matmul"],
+          [[n, f"{out[f'{n}_roofline_fraction_median']:.3f}"]
+           for n in ("singles", "vmapped", "vmapped_one_by_one")])
+    return out
+
+
 def bench_demo(sweep_dir: Path, mode: str) -> dict:
     from runkit.jsonio import read_json
     from sae_jax.analyze import analyze
@@ -200,7 +259,7 @@ def bench_demo(sweep_dir: Path, mode: str) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("what", choices=("step", "demo"))
+    p.add_argument("what", choices=("step", "chain", "demo"))
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--steps_per_call", type=int, default=4)
     p.add_argument("--architecture", default="relu_l1",
@@ -219,6 +278,8 @@ def main() -> None:
     if args.what == "step":
         results["step"] = bench_step(args.rounds, args.steps_per_call,
                                      architecture=args.architecture, what_if=args.what_if)
+    elif args.what == "chain":
+        results["chain"] = bench_chain(args.rounds, args.steps_per_call)
     else:
         if args.sweep_dir is None:
             p.error("demo needs --sweep_dir (a finished sweep)")
