@@ -329,3 +329,33 @@ def test_concept_probe_on_a_small_run_writes_every_column(tmp_path):
     for row in doc["concepts"]:
         assert 0.0 <= row["fresh_single_f1"] <= 1.0 and len(set(row["fresh_pair"])) == 2
         assert row["visible_requirement_f1"] <= row["requirement_f1"] + 1e-12
+
+
+def test_sweep_chain_reports_every_form_against_the_matmul():
+    from benchmarks import sweep_bench
+
+    out = sweep_bench.bench_chain(rounds=2, steps_per_call=1, matmul_n=32, members=2,
+                                  d_in=8, d_sae=16, batch=8)
+    for form in ("singles", "vmapped", "vmapped_one_by_one"):
+        fractions = out[f"{form}_roofline_fraction_all"]
+        assert len(fractions) == 2 and all(f > 0 for f in fractions)
+        assert out[f"{form}_roofline_fraction_median"] == pytest.approx(np.median(fractions))
+
+
+def test_sweep_step_times_a_what_if_variant_beside_the_stack(monkeypatch):
+    from benchmarks import profile_sae_step, sweep_bench
+
+    traced = []
+
+    def counted(h):
+        traced.append(h.shape)
+        return profile_sae_step.firing_counts_two_passes(h)
+
+    monkeypatch.setitem(profile_sae_step.STEP_VARIANTS, "two_pass_counts",
+                        {"firing_counts": counted})
+    out = sweep_bench.bench_step(rounds=2, steps_per_call=1, matmul_n=32, members=2, d_in=8,
+                                 d_sae=16, batch=8, buffer_rows=32, what_if="two_pass_counts")
+    assert traced, "the variant was not swapped into the stacked step"
+    assert out["stacked_two_pass_counts_ms_per_step_median"] > 0
+    assert out["stacked_over_stacked_two_pass_counts_median"] > 0
+    assert 0 < out["stacked_two_pass_counts_roofline_fraction_median"]
