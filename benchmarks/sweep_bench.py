@@ -175,16 +175,18 @@ def bench_chain(rounds: int, steps_per_call: int, matmul_n: int = 2048, *,
     one = jax.jit(lambda x, a, b: _matmul_chain(x, a, b, steps_per_call))
     batched = jax.jit(jax.vmap(lambda x, a, b: _matmul_chain(x, a, b, steps_per_call)))
     xs = jax.numpy.broadcast_to(x, (members, *x.shape))
+    # Each member's operands sliced once here, so no timed call copies weights.
+    per_member = [(w_enc[i], w_dec[i]) for i in range(members)]
+    per_member_batched = [(xs[i:i + 1], w_enc[i:i + 1], w_dec[i:i + 1]) for i in range(members)]
 
     def singles():
-        jax.block_until_ready([one(x, w_enc[i], w_dec[i]) for i in range(members)])
+        jax.block_until_ready([one(x, *w) for w in per_member])
 
     def vmapped():
         jax.block_until_ready(batched(xs, w_enc, w_dec))
 
     def vmapped_one_by_one():
-        jax.block_until_ready([batched(xs[i:i + 1], w_enc[i:i + 1], w_dec[i:i + 1])
-                               for i in range(members)])
+        jax.block_until_ready([batched(*args) for args in per_member_batched])
 
     matmul, matmul_flops = matmul_call(matmul_n, reps=3)
     log(f"chain: {members} members {d_in} -> {d_sae}, batch {batch}, {steps_per_call} steps "

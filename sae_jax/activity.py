@@ -21,8 +21,7 @@ ACTIVE_THRESHOLD = 0.01
 MIN_FREQUENCY, MAX_FREQUENCY = 0.01, 0.30
 # firing_counts: the active count in a word's high 16 bits, the firing count in the low.
 _PACK_SHIFT = 16
-_LOW_MASK = (1 << _PACK_SHIFT) - 1
-_PACKED_ROWS_MAX = _LOW_MASK
+_LOW_MASK = (1 << _PACK_SHIFT) - 1  # also the most rows the low half can count
 
 
 def is_active(h):
@@ -39,7 +38,7 @@ def firing_counts(h) -> tuple:
     ``h`` is counted in two passes). Two separate sums cost a training step two full
     passes over the ``(batch, d_sae)`` activations."""
     fired, active = h > 0, is_active(h)
-    if h.shape[0] > _PACKED_ROWS_MAX:
+    if h.shape[0] > _LOW_MASK:
         return (jnp.sum(fired, axis=0, dtype=jnp.uint32),
                 jnp.sum(active, axis=0, dtype=jnp.uint32))
     packed = jnp.sum(fired.astype(jnp.uint32) + (active.astype(jnp.uint32) << _PACK_SHIFT),

@@ -250,7 +250,8 @@ def recipe_loss(params: SAEParams, x: jax.Array, usage_ema: jax.Array, extra: di
         total = total + coeff * l0_ste
         aux.update(l0_coeff=coeff, threshold_mean=jnp.mean(theta))
 
-    fired_count, active_count = firing_counts(jax.lax.stop_gradient(h))
+    h_seen = jax.lax.stop_gradient(h)
+    fired_count, active_count = firing_counts(h_seen)
     rows_in_batch = x.shape[0]
     if cfg.architecture in TOPK_FAMILY:
         dead = extra["rows_since_fired"] >= cfg.dead_after_rows
@@ -263,7 +264,6 @@ def recipe_loss(params: SAEParams, x: jax.Array, usage_ema: jax.Array, extra: di
                    rows_since_fired=jnp.where(active_count > 0, 0, rows))
 
     if cfg.architecture in GLOBAL_THRESHOLD:
-        h_seen = jax.lax.stop_gradient(h)
         smallest = jnp.min(jnp.where(h_seen > 0, h_seen, jnp.inf))
         old = params["threshold"].astype(jnp.float32)
         decay = cfg.threshold_decay
