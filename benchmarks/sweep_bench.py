@@ -42,6 +42,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.output import log, table, write_results  # noqa: E402
+from benchmarks.profile_sae_step import STEP_VARIANTS  # noqa: E402
 from benchmarks.sae_bench import random_activations, sae_step_flops  # noqa: E402
 from benchmarks.timing import machine_info, time_interleaved  # noqa: E402
 from sae_jax.architectures import ARCHITECTURES  # noqa: E402
@@ -88,7 +89,7 @@ def bench_step(rounds: int, steps_per_call: int, matmul_n: int = 2048, *,
     stacked_fn = make_stacked_train_steps(base, total, steps_per_call)
     contenders = {}
     if what_if is not None:
-        from benchmarks.profile_sae_step import STEP_VARIANTS, swapped_in_losses
+        from benchmarks.profile_sae_step import swapped_in_losses
 
         with swapped_in_losses(STEP_VARIANTS[what_if]):
             # A distinct total_steps gives the variant its own compiled function (same work).
@@ -268,7 +269,7 @@ def main() -> None:
                    # matryoshka is left out: it needs group sizes that fit d_sae
                    choices=[a for a in ARCHITECTURES if a != "matryoshka"],
                    help="the members' architecture (step only)")
-    p.add_argument("--what_if", default=None,
+    p.add_argument("--what_if", default=None, choices=sorted(STEP_VARIANTS),
                    help="also time the stack with this benchmarks/profile_sae_step.py step "
                         "variant swapped in (step, relu_l1), e.g. two_pass_counts")
     p.add_argument("--sweep_dir", type=Path)
