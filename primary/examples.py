@@ -8,15 +8,17 @@ input ``[<NULL>]``. The target is always the full build's token set
 (multi-hot over the vocabulary), stored once per build and gathered per batch.
 
 Batches are padded only to the smallest of :data:`LENGTH_BUCKETS` that fits,
-so a jitted step compiles once per bucket. Harvesting goes further: it regroups
-the rows of many batches by length (:func:`length_groups`), so its forward
-passes carry almost no padding.
+so a jitted step compiles once per bucket. Training cuts each batch into parts of
+similar length (:func:`split_by_length`, at widths fixed for the whole run by
+:func:`part_widths`): the same rows and the same summed loss, with a quarter of the
+padding. Harvesting goes further: it regroups the rows of many batches by length
+(:func:`length_groups`), so its forward passes carry almost no padding.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -258,6 +260,47 @@ def length_groups(lengths: np.ndarray, group_rows: int) -> list[tuple[int, np.nd
         pos = order[start:start + group_rows]
         out.append((harvest_width(int(lengths[pos[-1]])), pos))
     return out
+
+
+def part_widths(ex: Examples, batch_size: int, parts: int, *, seed: int,
+                epochs: Iterable[int], shuffle: bool = True) -> tuple[int, ...]:
+    """The widths at which :func:`split_by_length` cuts every full batch of these epochs
+    into ``parts`` parts: part ``p`` holds the ``p``-th run of ``batch_size // parts``
+    rows in order of length, and its width is the bucket of the longest such run any of
+    the batches has. Fixed for the run, so the training step compiles once."""
+    if parts <= 0 or batch_size % parts:
+        raise ValueError(f"batch_size {batch_size} does not split into {parts} equal parts")
+    count, rows = num_batches(ex, batch_size), batch_size // parts
+    longest = np.zeros(parts, np.int64)
+    for epoch in epochs:
+        order = epoch_order(ex, seed=seed, epoch=epoch, shuffle=shuffle)[:count * batch_size]
+        lengths = np.sort(ex.lengths[order].reshape(count, batch_size), axis=1)
+        longest = np.maximum(longest, lengths[:, rows - 1::rows].max(axis=0))
+    return tuple(bucket_length(int(n)) for n in longest)
+
+
+def split_by_length(batch: dict, widths: tuple[int, ...], pad_id: int) -> tuple[dict, ...]:
+    """A batch's rows sorted by length (stable) and cut into ``len(widths)`` parts of equal
+    row count, part ``p`` at ``widths[p]`` token positions. Every row lands in exactly one
+    part, so sums over the parts equal sums over the batch."""
+    mask = np.asarray(batch["key_padding_mask"])
+    lengths = (~mask).sum(axis=1)
+    rows, parts = len(lengths), len(widths)
+    if rows % parts:
+        raise ValueError(f"a batch of {rows} rows does not split into {parts} equal parts")
+    order = np.argsort(lengths, kind="stable")
+    out = []
+    for p, width in enumerate(widths):
+        idx = order[p * rows // parts:(p + 1) * rows // parts]
+        if lengths[idx].max() > width:
+            raise ValueError(f"part {p} of the batch holds a row of {lengths[idx].max()} "
+                             f"tokens, more than its width {width}")
+        part = {k: np.asarray(v)[idx] for k, v in batch.items()}
+        keep = min(width, part["tokens"].shape[1])  # the columns past keep are padding
+        part["tokens"] = part["tokens"][:, :keep]
+        part["key_padding_mask"] = part["key_padding_mask"][:, :keep]
+        out.append(pad_to_width(part, width, pad_id))
+    return tuple(out)
 
 
 def null_rows(ex: Examples, idx: np.ndarray) -> np.ndarray:

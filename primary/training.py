@@ -43,7 +43,9 @@ from primary.examples import (
     make_examples,
     num_batches,
     pad_to_width,
+    part_widths,
     split_builds,
+    split_by_length,
 )
 from primary.model import PrimaryConfig, SetCompletionModel, count_params, create_model
 from primary.set_metrics import scores_from_counts
@@ -161,6 +163,12 @@ def make_optimizer(lr: float, weight_decay: float) -> optax.GradientTransformati
     return optax.adamw(lr, weight_decay=weight_decay)
 
 
+# Training batches are cut into this many parts by length (split_by_length). On the demo
+# primary (2-core CPU) the step takes 0.72x the time of the batch padded whole, for 1.5x
+# its compile time; 4 parts: 0.67x for 2.6x (benchmarks/primary_step_bench.py).
+TRAIN_PARTS = 2
+
+
 def _bce_sums(model: SetCompletionModel, batch: dict, dropout_key):
     """Summed BCE-with-logits over (example, token) pairs and the logits. ``batch["weight"]``
     (B,) masks padding rows of a partial batch."""
@@ -170,21 +178,41 @@ def _bce_sums(model: SetCompletionModel, batch: dict, dropout_key):
     return jnp.sum(per_pair * batch["weight"][:, None]), logits
 
 
-def train_step(params, opt_state, batch: dict, dropout_key, *, graphdef, tx):
-    """One AdamW step on the mean BCE over all (example, token) pairs of the batch.
+def train_step(params, opt_state, parts: tuple[dict, ...], dropout_key, *, graphdef, tx):
+    """One AdamW step on the mean BCE over all (example, token) pairs of a batch, given
+    as ``parts`` (:func:`primary.examples.split_by_length`: its rows in parts of similar
+    length, each padded only to its own width; the loss sums over all of them).
 
-    batch: tokens (B, L) int32, weapons (B, 1) int32, key_padding_mask (B, L) bool,
-    targets (B, V) float32, weight (B,) float32. Returns (params, opt_state, loss).
+    Each part: tokens (b, L) int32, weapons (b, 1) int32, key_padding_mask (b, L) bool,
+    targets (b, V) float32, weight (b,) float32. Returns (params, opt_state, loss).
     """
 
-    def loss_fn(p):
-        total, _ = _bce_sums(nnx.merge(graphdef, p), batch, dropout_key)
-        pairs = jnp.sum(batch["weight"]) * batch["targets"].shape[1]
-        return total / jnp.maximum(pairs, 1.0)
-
-    loss, grads = jax.value_and_grad(loss_fn)(params)
+    loss, grads = jax.value_and_grad(batch_loss)(params, parts, dropout_key, graphdef)
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, loss
+
+
+def batch_loss(params, parts: tuple[dict, ...], dropout_key, graphdef) -> jax.Array:
+    """The mean BCE over all (example, token) pairs of a batch given as length parts."""
+    model = nnx.merge(graphdef, params)
+    total = sum(_bce_sums(model, part, _part_key(dropout_key, i))[0]
+                for i, part in enumerate(parts))
+    pairs = sum(jnp.sum(part["weight"]) for part in parts) * parts[0]["targets"].shape[1]
+    return total / jnp.maximum(pairs, 1.0)
+
+
+def _part_key(dropout_key, i: int):
+    # Each part draws its own dropout masks (a single part keeps the step's key).
+    return dropout_key if dropout_key is None or i == 0 else jax.random.fold_in(dropout_key, i)
+
+
+def train_parts(batch_size: int, shards: int) -> int:
+    """How many length parts each training batch is cut into: :data:`TRAIN_PARTS`, or
+    fewer where the batch does not split into that many parts whole over the shards."""
+    parts = TRAIN_PARTS
+    while parts > 1 and batch_size % (parts * shards):
+        parts //= 2
+    return parts
 
 
 train_step_jit = jax.jit(train_step, static_argnames=("graphdef", "tx"), donate_argnums=(0, 1))
@@ -379,6 +407,10 @@ def _run(cfg, workdir, data, model_cfg, mesh, steps_per_epoch, ckpts, stop_after
         log.restart_at(start if restored is not None else None)
 
     base_key = jax.random.key(cfg.seed)
+    # One set of part widths for every batch of the run: the step compiles once.
+    widths = part_widths(data.train, cfg.batch_size, train_parts(cfg.batch_size,
+                                                                 num_data_shards(mesh)),
+                         seed=cfg.seed, epochs=range(cfg.epochs))
     params, opt_state = state
     t0 = time.perf_counter()
     loss_sum, loss_n = jnp.zeros((), jnp.float32), 0
@@ -395,11 +427,11 @@ def _run(cfg, workdir, data, model_cfg, mesh, steps_per_epoch, ckpts, stop_after
             if i < skip:
                 continue
             where = f"training batch {i} of epoch {epoch}"
-            batch = pad_to_width(batch, data.train.tokens.shape[1], pad_id)
+            parts = tuple(shard_batch(part, mesh, where=where)
+                          for part in split_by_length(batch, widths, pad_id))
             dropout_key = jax.random.fold_in(base_key, step)
-            params, opt_state, loss = train_step_jit(
-                params, opt_state, shard_batch(batch, mesh, where=where), dropout_key,
-                graphdef=graphdef, tx=tx)
+            params, opt_state, loss = train_step_jit(params, opt_state, parts, dropout_key,
+                                                     graphdef=graphdef, tx=tx)
             step += 1
             loss_sum, loss_n = loss_sum + loss, loss_n + 1
             finite = finite & jnp.isfinite(loss)

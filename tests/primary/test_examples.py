@@ -271,3 +271,47 @@ def test_model_rows_null_rows_and_epoch_order(examples):
     order = epoch_order(examples, seed=4, epoch=2)
     first = next(iterate_batches(examples, 32, seed=4, epoch=2))
     np.testing.assert_array_equal(first["weapons"], examples.weapons[order[:32]])
+
+
+def test_split_by_length_keeps_every_row_once_at_its_parts_width(examples, vocabs):
+    from primary.examples import part_widths, split_by_length
+
+    vocab, _ = vocabs
+    widths = part_widths(examples, 64, 4, seed=0, epochs=range(3))
+    assert list(widths) == sorted(widths) and set(widths) <= set(LENGTH_BUCKETS)
+    assert widths[0] < widths[-1]  # the short parts really are narrower
+    for epoch in range(3):
+        for batch in iterate_batches(examples, 64, seed=0, epoch=epoch):
+            parts = split_by_length(batch, widths, vocab.pad_id)
+            assert [p["tokens"].shape for p in parts] == [(16, w) for w in widths]
+            lengths = np.concatenate([(~p["key_padding_mask"]).sum(1) for p in parts])
+            assert (np.diff(lengths) >= 0).all()  # parts in length order
+            # The same rows (tokens, weapon, targets, weight), each once.
+            def rows(b):
+                real = np.where(b["key_padding_mask"], -1, b["tokens"])
+                keys = [tuple(r[r >= 0]) + (int(w), int(t @ (1 << np.arange(20))), float(g))
+                        for r, w, t, g in zip(real, b["weapons"][:, 0],
+                                              b["targets"][:, :20].astype(np.int64),
+                                              b["weight"])]
+                return sorted(keys)
+            merged = {k: np.concatenate([p[k] for p in parts]) for k in ("weapons", "targets",
+                                                                          "weight")}
+            merged["tokens"] = np.concatenate([np.pad(p["tokens"], ((0, 0), (0, 16 - w)),
+                                                      constant_values=vocab.pad_id)
+                                               for p, w in zip(parts, widths)])
+            merged["key_padding_mask"] = merged["tokens"] == vocab.pad_id
+            assert rows(merged) == rows(batch)
+            for p in parts:
+                np.testing.assert_array_equal(p["key_padding_mask"], p["tokens"] == vocab.pad_id)
+    last = max(int((~b["key_padding_mask"]).sum(1).max())
+               for e in range(3) for b in iterate_batches(examples, 64, seed=0, epoch=e))
+    assert widths[-1] == bucket_length(last)
+
+    batch = next(iterate_batches(examples, 64, seed=0, epoch=0))
+    with pytest.raises(ValueError,
+                       match=r"part 3 of the batch holds a row of \d+ tokens, more than its width"):
+        split_by_length(batch, (16, 16, 16, 4), vocab.pad_id)
+    with pytest.raises(ValueError, match="64 rows does not split into 3 equal parts"):
+        split_by_length(batch, (4, 8, 16), vocab.pad_id)
+    with pytest.raises(ValueError, match="batch_size 64 does not split into 3 equal parts"):
+        part_widths(examples, 64, 3, seed=0, epochs=[0])
