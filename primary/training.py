@@ -164,8 +164,8 @@ def make_optimizer(lr: float, weight_decay: float) -> optax.GradientTransformati
 
 
 # Training batches are cut into this many parts by length (split_by_length). On the demo
-# primary (2-core CPU) the step takes 0.72x the time of the batch padded whole, for 1.5x
-# its compile time; 4 parts: 0.67x for 2.6x (benchmarks/primary_step_bench.py).
+# primary (2-core CPU) the step takes 0.72-0.77x the time of the batch padded whole, for
+# 1.5x its compile time; 4 parts: 0.67x for 2.6x (benchmarks/primary_step_bench.py).
 TRAIN_PARTS = 2
 
 
