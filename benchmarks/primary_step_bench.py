@@ -112,12 +112,14 @@ def bench(flagfile: str, batches: int, rounds: int, parts: int | None = None) ->
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--flagfile", default=os.path.join(REPO_ROOT, "configs", "primary_demo.flags"))
-    p.add_argument("--batches", type=int, default=16)
-    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--flagfile", default=os.path.join(REPO_ROOT, "configs", "primary_demo.flags"),
+                   help="a primary.train flagfile: the model, data and batch size")
+    p.add_argument("--batches", type=int, default=16,
+                   help="batches of the first epoch timed per round, in each form")
+    p.add_argument("--rounds", type=int, default=5, help="interleaved timed rounds")
     p.add_argument("--parts", type=int, default=None,
                    help="length parts per batch (default: as primary.training trains)")
-    p.add_argument("--out", default=None)
+    p.add_argument("--out", default=None, help="write the results as JSON here")
     args = p.parse_args(argv)
     t0 = time.perf_counter()
     result = {"machine": machine_info(),

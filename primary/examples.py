@@ -10,9 +10,9 @@ input ``[<NULL>]``. The target is always the full build's token set
 Batches are padded only to the smallest of :data:`LENGTH_BUCKETS` that fits,
 so a jitted step compiles once per bucket. Training cuts each batch into parts of
 similar length (:func:`split_by_length`, at widths fixed for the whole run by
-:func:`part_widths`): the same rows and the same summed loss, with a quarter of the
-padding. Harvesting goes further: it regroups the rows of many batches by length
-(:func:`length_groups`), so its forward passes carry almost no padding.
+:func:`part_widths`): the same rows and the same summed loss, with about half the
+padding on the demo's examples. Harvesting goes further: it regroups the rows of many
+batches by length (:func:`length_groups`), so its forward passes carry almost no padding.
 """
 
 from __future__ import annotations
@@ -272,6 +272,8 @@ def part_widths(ex: Examples, batch_size: int, parts: int, *, seed: int,
         raise ValueError(f"batch_size {batch_size} does not split into {parts} equal parts")
     count, rows = num_batches(ex, batch_size), batch_size // parts
     longest = np.zeros(parts, np.int64)
+    # iterate_batches' full batches are consecutive runs of the epoch order (a width that
+    # came out too small would be refused by split_by_length, never silently cut).
     for epoch in epochs:
         order = epoch_order(ex, seed=seed, epoch=epoch, shuffle=shuffle)[:count * batch_size]
         lengths = np.sort(ex.lengths[order].reshape(count, batch_size), axis=1)
