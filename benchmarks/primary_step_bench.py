@@ -14,8 +14,9 @@ initial state:
   the step had before.
 
 The two are timed in interleaved rounds (one pass over the batches each per round);
-reported: ms per step, the per-round ratio parts / whole, and each form's compile time.
-Both forms compute the same loss (``tests/primary/test_primary_train.py``).
+reported: ms per step, the per-round ratio parts / whole, each form's compile time, and
+how far apart the two forms' parameters end (float rounding only: both compute the same
+loss and gradient, ``tests/primary/test_primary_train.py``).
 """
 
 from __future__ import annotations
@@ -98,6 +99,11 @@ def bench(flagfile: str, batches: int, rounds: int, parts: int | None = None) ->
     times = time_interleaved({name: one_pass(name) for name in forms}, rounds=rounds, warmup=1)
     t_parts, t_whole = np.asarray(times["parts"]), np.asarray(times["whole"])
     ratio = t_parts / t_whole
+    # Both forms took the same steps over the same batches from the same start: their
+    # parameters agree up to float rounding, or one form timed other work.
+    apart = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+                for a, b in zip(jax.tree.leaves(state["parts"][0]),
+                                jax.tree.leaves(state["whole"][0])))
     return {
         "flagfile": flagfile, "batch_size": cfg.batch_size, "batches": batches,
         "rounds": rounds, "parts": parts, "widths": list(widths),
@@ -107,6 +113,7 @@ def bench(flagfile: str, batches: int, rounds: int, parts: int | None = None) ->
         "parts_over_whole_median": float(np.median(ratio)),
         "parts_over_whole_all": ratio.tolist(),
         "compile_s": compile_s,
+        "params_max_abs_difference": apart,
     }
 
 
@@ -132,7 +139,8 @@ def main(argv=None) -> dict:
           [["parts " + str(r["widths"]), r["parts_ms_per_step_median"], r["compile_s"]["parts"]],
            ["whole (16)", r["whole_ms_per_step_median"], r["compile_s"]["whole"]]])
     log(f"parts / whole: {r['parts_over_whole_median']:.3f} (per round "
-        f"{', '.join(f'{x:.3f}' for x in r['parts_over_whole_all'])})")
+        f"{', '.join(f'{x:.3f}' for x in r['parts_over_whole_all'])}); parameters end "
+        f"{r['params_max_abs_difference']:.2g} apart at most")
     if args.out:
         write_results(result, args.out)
     return result

@@ -359,3 +359,28 @@ def test_sweep_step_times_a_what_if_variant_beside_the_stack(monkeypatch):
     assert out["stacked_two_pass_counts_ms_per_step_median"] > 0
     assert out["stacked_over_stacked_two_pass_counts_median"] > 0
     assert 0 < out["stacked_two_pass_counts_roofline_fraction_median"]
+
+
+def test_primary_step_bench_times_both_forms_of_the_same_steps(tmp_path):
+    from benchmarks import primary_step_bench
+
+    flagfile = tmp_path / "tiny_primary.flags"
+    flagfile.write_text("\n".join([
+        "--data_source=synthetic", "--num_builds=80", "--seed=0", "--embedding_dim=8",
+        "--hidden_dim=16", "--num_layers=1", "--num_heads=2", "--num_inducing_points=4",
+        "--batch_size=16", "--epochs=1", "--dropout=0.0"]) + "\n")
+    out = tmp_path / "step.json"
+    res = primary_step_bench.main([f"--flagfile={flagfile}", "--batches=2", "--rounds=2",
+                                   f"--out={out}"])
+    r = res["primary_step"]
+    written = json.loads(out.read_text())["primary_step"]
+    assert written["parts_over_whole_all"] == pytest.approx(r["parts_over_whole_all"])
+    assert (r["batch_size"], r["batches"], r["rounds"], r["hidden_dim"]) == (16, 2, 2, 16)
+    assert len(r["widths"]) == r["parts"] == 2
+    assert list(r["widths"]) == sorted(r["widths"]) and r["widths"][-1] <= 16
+    assert len(r["parts_over_whole_all"]) == 2 and all(x > 0 for x in r["parts_over_whole_all"])
+    assert r["parts_over_whole_median"] == pytest.approx(
+        float(np.median(r["parts_over_whole_all"])))
+    assert all(s > 0 for s in r["compile_s"].values())
+    # Same steps from the same start in both forms: only float rounding between them.
+    assert r["params_max_abs_difference"] < 1e-4
