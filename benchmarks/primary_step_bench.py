@@ -16,7 +16,8 @@ initial state:
 The two are timed in interleaved rounds (one pass over the batches each per round);
 reported: ms per step, the per-round ratio parts / whole, each form's compile time, and
 how far apart the two forms' parameters end (float rounding only: both compute the same
-loss and gradient, ``tests/primary/test_primary_train.py``).
+loss and gradient, ``tests/primary/test_primary_train.py``; with ``--dropout`` above 0
+the forms draw different masks and end further apart).
 """
 
 from __future__ import annotations
