@@ -28,6 +28,9 @@ reconstruct the main reconstruction's error ``e = x - recon`` (no gradient throu
 mean(x^2)``, Gao's normalised error of the error, in the units of the main mse, scaled by
 ``s = min(n_dead / k_aux, 1)`` and zero without dead features. It gives dead features a
 gradient towards what the live ones miss, which is why the TopK family does not resample.
+Its work is skipped where it cannot change the value: without dead features nothing is
+decoded, and with at most ``k_aux`` of them every row takes them all without a selection
+(in a stack, only when no member needs it: :func:`any_member`).
 
 By default the chosen pre-activations are used as they are (as SAELens does): a feature
 that died negative on every row still gets a gradient, where a ReLU gives it none (on the
@@ -173,22 +176,48 @@ def l0_coefficient(step, cfg: SAETrainConfig) -> jax.Array:
 
 # ---------------------------------------------------------------- AuxK
 
+def any_member(flag: jax.Array, members_axis: str | None) -> jax.Array:
+    """``flag`` of one run; inside a stack vmapped with ``axis_name=members_axis``, whether
+    it holds for any member: one unbatched value, so a ``lax.cond`` on it stays a branch
+    instead of becoming a select that computes both sides for every member."""
+    if members_axis is None:
+        return flag
+    return jax.lax.pmax(flag.astype(jnp.int32), members_axis) > 0
+
+
 def auxk_loss(params: SAEParams, pre: jax.Array, x: jax.Array, recon: jax.Array,
               dead: jax.Array, k_aux: int, *, relu: bool = False,
-              compute_dtype: str = "float32") -> jax.Array:
+              compute_dtype: str = "float32", members_axis: str | None = None) -> jax.Array:
     """The AuxK loss (module docstring). ``pre (B, F)``, ``x``/``recon (B, d_in)``,
-    ``dead (F,)`` bool; ``relu``: ReLU the chosen pre-activations."""
-    error = jax.lax.stop_gradient(x - recon)
-    masked = jnp.where(dead[None, :], pre, -jnp.inf)
-    chosen = dead[None, :] & topk_mask(masked, k_aux)
-    z = jnp.where(chosen, jax.nn.relu(pre) if relu else pre, 0.0)
-    error_hat = matmul(z, unit_rows(params["W_dec"]), compute_dtype)
-    n_dead = jnp.sum(dead, dtype=jnp.float32)
-    scale = jnp.minimum(n_dead / k_aux, 1.0)
-    power = jax.lax.stop_gradient(jnp.mean(jnp.square(x)))
-    error_power = jnp.maximum(jnp.mean(jnp.square(error)), 1e-12)
-    value = scale * jnp.mean(jnp.square(error_hat - error)) / error_power * power
-    return jnp.where(n_dead > 0, value, 0.0)
+    ``dead (F,)`` bool; ``relu``: ReLU the chosen pre-activations. ``members_axis``: the
+    vmap axis name of a stack (:func:`any_member`)."""
+    n_dead = jnp.sum(dead, dtype=jnp.int32)
+
+    def select_per_row(pre):
+        masked = jnp.where(dead[None, :], pre, -jnp.inf)
+        return dead[None, :] & topk_mask(masked, k_aux)
+
+    def every_dead(pre):
+        return jnp.broadcast_to(dead[None, :], pre.shape)
+
+    def value_of(pre):
+        # With at most k_aux dead features every one of them is among a row's k_aux
+        # largest, so the selection (32 counting passes over the batch) gives the same
+        # mask as taking them all: it runs only when some member has more.
+        chosen = jax.lax.cond(any_member(n_dead > k_aux, members_axis),
+                              select_per_row, every_dead, pre)
+        error = jax.lax.stop_gradient(x - recon)
+        z = jnp.where(chosen, jax.nn.relu(pre) if relu else pre, 0.0)
+        error_hat = matmul(z, unit_rows(params["W_dec"]), compute_dtype)
+        scale = jnp.minimum(n_dead.astype(jnp.float32) / k_aux, 1.0)
+        power = jax.lax.stop_gradient(jnp.mean(jnp.square(x)))
+        error_power = jnp.maximum(jnp.mean(jnp.square(error)), 1e-12)
+        return scale * jnp.mean(jnp.square(error_hat - error)) / error_power * power
+
+    # Without dead features the loss is zero (value_of gives 0 too: its scale is 0), and
+    # its decode is skipped unless some member of the stack has dead features.
+    return jax.lax.cond(any_member(n_dead > 0, members_axis), value_of,
+                        lambda pre: jnp.zeros((), pre.dtype), pre)
 
 
 # ---------------------------------------------------------------- losses
@@ -208,12 +237,14 @@ def training_features(params: SAEParams, pre: jax.Array, cfg: SAETrainConfig) ->
 
 
 def recipe_loss(params: SAEParams, x: jax.Array, usage_ema: jax.Array, extra: dict, step,
-                cfg: SAETrainConfig) -> tuple[jax.Array, dict]:
+                cfg: SAETrainConfig, *, members_axis: str | None = None
+                ) -> tuple[jax.Array, dict]:
     """Total loss and its parts for one batch ``x (B, d_in)``, for ``cfg.architecture``.
 
     ``aux`` holds what :func:`sae_jax.losses.sae_loss` returns (``kl``, ``l1_coeff`` and
     ``usage_coeff`` are 0 outside relu_l1) plus :func:`metric_names` and, for the TopK
-    family, ``rows_since_fired (F,)``.
+    family, ``rows_since_fired (F,)``. ``members_axis``: the vmap axis name when the loss
+    runs inside a stack (:func:`any_member`).
     """
     if cfg.architecture == "relu_l1":
         return sae_loss(params, x, usage_ema, step, cfg)
@@ -257,7 +288,7 @@ def recipe_loss(params: SAEParams, x: jax.Array, usage_ema: jax.Array, extra: di
         dead = extra["rows_since_fired"] >= cfg.dead_after_rows
         k_aux = cfg.aux_k(d_in, d_sae)
         aux_value = auxk_loss(params, pre, x, recon, dead, k_aux, relu=cfg.aux_relu,
-                              compute_dtype=cfg.compute_dtype)
+                              compute_dtype=cfg.compute_dtype, members_axis=members_axis)
         total = total + cfg.aux_coeff * aux_value
         rows = jnp.minimum(extra["rows_since_fired"] + rows_in_batch, _ROWS_CAP)
         aux.update(aux_loss=aux_value, dead_aux=jnp.sum(dead, dtype=jnp.float32),

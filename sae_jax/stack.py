@@ -6,7 +6,9 @@ schedule lengths, the batch size, ...) and differ only in the settings of
 flow) and in their initialisation seed. The step is :func:`sae_jax.step._one_step`
 itself, vmapped over the members: each member's config is the stack's config with its
 own dynamic settings put in as traced scalars, so the loss, the optax chain and the
-resampling are the same code as a single run's.
+resampling are the same code as a single run's. The vmap names its axis
+(:data:`MEMBERS_AXIS`), so the loss can skip work that no member needs (a branch on the
+batched value of each member would run both sides for all).
 
 Batches are shared: every member of every stack draws step ``s``'s batch with
 ``fold_in(key, s)`` from the same buffer and key, so the batch is gathered once per
@@ -45,6 +47,8 @@ _DEFAULTS = {f.name: f.default for f in dataclasses.fields(SAETrainConfig)}
 
 # The state's member axis: everything but the shared step count.
 _STATE_AXES = TrainState(params=0, opt_state=0, usage_ema=0, step=None, extra=0)
+# The vmap axis name: the loss asks it whether any member needs work it can skip.
+MEMBERS_AXIS = "members"
 
 
 def stack_signature(cfg: SAETrainConfig) -> SAETrainConfig:
@@ -109,10 +113,11 @@ def _build(cfg: SAETrainConfig, total_steps: int, num_steps: int, batch_sharding
         return _one_step(state, buffer, key, cfg=mcfg,
                          optimizer=make_optimizer(mcfg, total_steps),
                          lr_schedule=learning_rate_schedule(mcfg, total_steps),
-                         resample_at=resample_at, batch_sharding=batch_sharding, x=x)
+                         resample_at=resample_at, batch_sharding=batch_sharding, x=x,
+                         members_axis=MEMBERS_AXIS)
 
     stacked_step = jax.vmap(member_step, in_axes=(_STATE_AXES, 0, None, None, 0),
-                            out_axes=(_STATE_AXES, 0))
+                            out_axes=(_STATE_AXES, 0), axis_name=MEMBERS_AXIS)
 
     def run(state: TrainState, settings: dict, buffer, key: jax.Array):
         members = jax.tree.leaves(settings)[0].shape[0]

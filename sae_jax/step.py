@@ -76,12 +76,13 @@ def step_batch(buffer: ActivationBuffer, key: jax.Array, step, cfg, batch_shardi
 
 
 def _one_step(state: TrainState, buffer: ActivationBuffer, key: jax.Array, *, cfg, optimizer,
-              lr_schedule, resample_at, batch_sharding, x=None):
+              lr_schedule, resample_at, batch_sharding, x=None, members_axis=None):
     if x is None:
         x = step_batch(buffer, key, state.step, cfg, batch_sharding)
 
     def loss_fn(params):
-        return recipe_loss(params, x, state.usage_ema, state.extra, state.step, cfg)
+        return recipe_loss(params, x, state.usage_ema, state.extra, state.step, cfg,
+                           members_axis=members_axis)
 
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     grad_norm = optax.tree.norm(grads)

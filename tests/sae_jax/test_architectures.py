@@ -3,6 +3,7 @@ settings checks, steering and one end-to-end run with resume and analysis."""
 
 import dataclasses
 import json
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -224,6 +225,51 @@ def test_auxk_loss_value_and_gradient_match_numpy():
     none_dead = auxk_loss(p, jnp.asarray(pre, jnp.float32), x, jnp.asarray(recon, jnp.float32),
                           jnp.zeros(F, bool), k_aux)
     assert float(none_dead) == 0.0
+
+
+def test_auxk_loss_with_few_dead_features_uses_every_dead_one():
+    """At most k_aux dead features: each row's choice is all of them (the selection is
+    skipped); the same inside a vmapped stack whose members take either branch."""
+    p, x = _params("topk"), _x()
+    pn = _np(p)
+    pre = np_pre(pn, x)
+    recon = np.where(np_topk_mask(pre, 3), np.maximum(pre, 0), 0) @ np_atoms(pn) + pn["b_dec"]
+    few = np.zeros(F, bool)
+    few[[2, 5, 11]] = True
+    many = np.zeros(F, bool)
+    many[[0, 3, 6, 8, 10, 13]] = True
+    k_aux = 4
+    err = np.asarray(x, np.float64) - recon
+    power = np.mean(np.asarray(x, np.float64) ** 2)
+
+    def want(dead):
+        chosen = np.broadcast_to(dead, pre.shape) if dead.sum() <= k_aux else (
+            np_topk_mask(np.where(dead, pre, -np.inf), k_aux) & dead)
+        err_hat = np.where(chosen, pre, 0) @ np_atoms(pn)
+        scale = min(dead.sum() / k_aux, 1.0)
+        return scale * np.mean((err_hat - err) ** 2) / np.mean(err ** 2) * power
+
+    def loss(dead, b_enc, members_axis=None):
+        q = {**p, "b_enc": b_enc}
+        pre_j = (x - q["b_dec"]) @ q["W_enc"] + q["b_enc"]
+        return auxk_loss(q, pre_j, x, jnp.asarray(recon, jnp.float32), dead, k_aux,
+                         members_axis=members_axis)
+
+    value, grad = jax.jit(jax.value_and_grad(loss, argnums=1))(jnp.asarray(few), p["b_enc"])
+    np.testing.assert_allclose(float(value), want(few), rtol=1e-5)
+    assert np.all(np.asarray(grad)[~few] == 0) and np.all(np.asarray(grad)[few] != 0)
+
+    # A stack: without an axis name each member's branch is a select; with one, every
+    # member takes the branch the neediest member needs (the selection, the decode).
+    deads = jnp.asarray(np.stack([few, many, np.zeros(F, bool)]))
+    stacked_b_enc = jnp.broadcast_to(p["b_enc"], (3, F))
+    alone = [jax.grad(loss, argnums=1)(dead, p["b_enc"]) for dead in deads]
+    for axis in (None, "members"):
+        grad_fn = jax.value_and_grad(partial(loss, members_axis=axis), argnums=1)
+        values, grads = jax.jit(jax.vmap(grad_fn, axis_name=axis))(deads, stacked_b_enc)
+        np.testing.assert_allclose(np.asarray(values), [want(few), want(many), 0.0], rtol=1e-5)
+        for i in range(3):
+            np.testing.assert_allclose(grads[i], alone[i], rtol=1e-5, atol=1e-8)
 
 
 def _planted_buffer(d=8, n_dirs=8, rows=512, seed=0):
