@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import sae_jax.kth_largest as kth_module
 from sae_jax.kth_largest import float_of_key, kth_largest, kth_largest_per_row, ordered_keys
 
 
@@ -32,6 +33,42 @@ def test_over_all_entries_matches_a_sort(k):
     x = np.maximum(x, 0)  # as BatchTopK uses it: many exact zeros
     want = np.sort(x.reshape(-1))[::-1][k - 1]
     assert float(kth_largest(jnp.asarray(x), k)) == want
+
+
+@pytest.mark.parametrize("limit", [2**24, 8])
+def test_integer_counts_where_a_float_count_would_not_be_exact(monkeypatch, limit):
+    """Past 2**24 entries counts are integer sums; a lowered limit sends these small inputs
+    down that path, and a limit of 2**24 the float one: both equal a sort."""
+    monkeypatch.setattr(kth_module, "_EXACT_FLOAT_COUNT", limit)
+    x = np.random.default_rng(5).normal(size=(5, 24)).astype(np.float32)
+    x[2, :6] = 1.25  # ties
+    np.testing.assert_array_equal(np.asarray(kth_largest_per_row(jnp.asarray(x), 7)),
+                                  -np.sort(-x, axis=-1)[:, 6])
+    flat = np.maximum(x, 0)
+    assert float(kth_largest(jnp.asarray(flat), 31)) == np.sort(flat.reshape(-1))[::-1][30]
+
+
+@pytest.mark.parametrize("map_from", [2**18, 8])
+def test_vmapped_selections_equal_each_members_own(monkeypatch, map_from):
+    """A stack's selections, batched (small members) or one member at a time (a lowered
+    threshold sends these small members down the lax.map path), equal each member's own;
+    gradients pass the masks and not the thresholds, as without vmap."""
+    monkeypatch.setattr(kth_module, "_MAP_FROM_ENTRIES", map_from)
+    x = np.random.default_rng(6).normal(size=(3, 4, 20)).astype(np.float32)
+    rows = jax.jit(jax.vmap(lambda m: kth_largest_per_row(m, 5)))(jnp.asarray(x))
+    overall = jax.jit(jax.vmap(lambda m: kth_largest(jnp.maximum(m, 0), 9)))(jnp.asarray(x))
+    for i in range(3):
+        np.testing.assert_array_equal(np.asarray(rows[i]), -np.sort(-x[i], axis=-1)[:, 4])
+        assert float(overall[i]) == np.sort(np.maximum(x[i], 0).reshape(-1))[::-1][8]
+
+    def masked_energy(scale, m):
+        pre = m * scale
+        return jnp.sum(jnp.where(pre >= kth_largest_per_row(pre, 5)[:, None], pre, 0.0) ** 2)
+
+    grads = jax.jit(jax.vmap(jax.grad(masked_energy)))(jnp.ones(3), jnp.asarray(x))
+    for i in range(3):
+        kept = x[i] >= -np.sort(-x[i], axis=-1)[:, 4:5]
+        np.testing.assert_allclose(float(grads[i]), 2 * np.sum(x[i][kept] ** 2), rtol=1e-5)
 
 
 def test_keeps_the_input_dtype():
