@@ -9,8 +9,8 @@ the 2**32 keys pin it exactly, each one a compare-and-count pass over the data, 
 result equals ``top_k(x, k)[0][..., -1]`` bit for bit (NaN excepted).
 
 The counts are float32 sums where that is exact (fewer than 2**24 entries counted: every
-partial sum is then an integer float32 holds): XLA's CPU backend sums floats about 1.5x
-faster than integers (``benchmarks/topk_bench.py``).
+partial sum is then an integer float32 holds): XLA's CPU backend sums floats 1.5-1.8x
+faster than integers (BENCHMARKS.md, "Sweeps").
 
 Under ``jax.vmap`` (a stack of SAEs) a large selection runs one batch element at a time
 on a CPU (``lax.map``): its 32 passes then re-read one member's keys from the cache
