@@ -13,9 +13,9 @@ world itself caps what any detector of the label can reach. The same rule is sco
 the tokens show it (AP rounded down to the token thresholds 3, 6, 12, 15, ...): the primary
 sees 12 and 13 AP as the same token, so a requirement of 13 reads as 12 to any detector
 working from the model. Last, the run's SAE on the same fresh builds: its best single
-feature per concept, and the best pair of features (among the eight best single ones)
-whose firing together detects the concept, which shows a concept the SAE builds from two
-features rather than one.
+feature per concept, and the best pair of features firing together
+(:mod:`sae_jax.concept_pairs`, as the analysis reports it), which shows a concept the SAE
+builds from two features rather than one.
 
     python -m benchmarks.concept_probe --workdir=runs/demo [--builds=20000]
 """
@@ -80,36 +80,14 @@ def requirement_scores(builds, concepts, *, visible: bool = False
     return out
 
 
-def pair_scores(acts: np.ndarray, labels: np.ndarray, top: int = 8) -> list[dict]:
-    """Per label column: the best single feature's F1 (any threshold) and the best F1 of
-    "two features both active" among the ``top`` best single features: a concept the SAE
-    represents by two features firing together scores high on the second only."""
-    from sae_jax.concepts import dense_best_f1_auroc
-
-    acts, labels = np.asarray(acts, np.float32), np.asarray(labels, bool)
-    single = dense_best_f1_auroc(acts, labels)[0]  # (F, C)
-    out = []
-    for c in range(labels.shape[1]):
-        best = np.argsort(-single[:, c], kind="stable")[:top]
-        active = acts[:, best] > 0
-        y = labels[:, c]
-        both = active[:, :, None] & active[:, None, :]  # (n, top, top)
-        hits = (both & y[:, None, None]).sum(0)
-        f1 = 2.0 * hits / np.maximum(both.sum(0) + y.sum(), 1)
-        f1[np.tril_indices(len(best))] = -1.0  # distinct pairs only
-        i, j = np.unravel_index(np.argmax(f1), f1.shape)
-        out.append({"single_f1": float(single[best[0], c]), "single_feature": int(best[0]),
-                    "pair_f1": float(f1[i, j]), "pair": [int(best[i]), int(best[j])]})
-    return out
-
-
 def measure(workdir: Path, num_builds: int) -> dict:
     from bridge.causal import feature_activations, pooled_of_builds
     from primary.store import load_primary
     from primary.synthetic import generate_builds
     from primary.weapons import WEAPONS
     from runkit.jsonio import read_json
-    from sae_jax.concepts import load_concepts
+    from sae_jax.concept_pairs import best_pairs
+    from sae_jax.concepts import dense_best_f1_auroc, load_concepts
     from sae_jax.run_setup import run_concepts
     from sae_jax.store import load_sae
 
@@ -132,13 +110,15 @@ def measure(workdir: Path, num_builds: int) -> dict:
     seen = requirement_scores(builds, concepts, visible=True)
     sae = load_sae(workdir / "sae")
     acts = feature_activations(sae, pooled, np.arange(sae.hidden_dim))
-    pairs = pair_scores(acts, np.asarray(builds.concepts, bool))
+    labels = np.asarray(builds.concepts, bool)
+    single = dense_best_f1_auroc(acts, labels)[0]  # (F, C)
+    pairs = best_pairs(acts, labels, single)
     rows = [{"concept": name, "requirement_precision": rule[name][0],
              "requirement_f1": rule[name][2], "visible_requirement_precision": seen[name][0],
              "visible_requirement_f1": seen[name][2], "probe_f1": float(f),
-             "sae_f1": sae_f1.get(name), "fresh_single_f1": pair["single_f1"],
-             "fresh_pair_f1": pair["pair_f1"], "fresh_pair": pair["pair"]}
-            for name, f, pair in zip(builds.concept_names, f1, pairs)]
+             "sae_f1": sae_f1.get(name), "fresh_single_f1": float(single[:, c].max()),
+             "fresh_pair_f1": pair and pair["f1"], "fresh_pair": pair and pair["features"]}
+            for c, (name, f, pair) in enumerate(zip(builds.concept_names, f1, pairs))]
     return {"workdir": str(workdir), "builds": num_builds, "concepts": rows,
             "probe_recovered": int((f1 >= RECOVERED_F1).sum()),
             "sae_recovered": sum(1 for r in rows if (r["sae_f1"] or 0) >= RECOVERED_F1)
@@ -164,7 +144,8 @@ def main(argv=None) -> int:
           [[r["concept"], f"{r['requirement_f1']:.3f}", f"{r['visible_requirement_f1']:.3f}",
             f"{r['probe_f1']:.3f}",
             "-" if r["sae_f1"] is None else f"{r['sae_f1']:.3f}",
-            f"{r['fresh_single_f1']:.3f}", f"{r['fresh_pair_f1']:.3f}"]
+            f"{r['fresh_single_f1']:.3f}",
+            "-" if r["fresh_pair_f1"] is None else f"{r['fresh_pair_f1']:.3f}"]
            for r in out["concepts"]])
     log(f"recovered at F1 >= {RECOVERED_F1}: probe {out['probe_recovered']}, SAE "
         f"{out['sae_recovered']} of {len(out['concepts'])}")

@@ -39,6 +39,7 @@ from runkit.cli import report_user_errors
 from runkit.resume import effective_settings
 from sae_jax import analysis
 from sae_jax.activity import dead_mask, dense_mask, live_mask
+from sae_jax.concept_pairs import detector_features, pairs_line, with_pairs
 from sae_jax.concepts import concept_recovery, write_concepts
 from sae_jax.labels import labels_to_json, load_run_labels
 from sae_jax.model import encode
@@ -270,11 +271,14 @@ def analyse_features(primary, vocab, sae, builds, pooled: np.ndarray, *,
             concepts, sae_f1, sae_auc = concept_recovery(
                 sparse, pooled, builds.concepts, builds.concept_names, return_matrices=True,
                 progress=True)
+        with timer("concept pairs"):
+            concepts = with_pairs(concepts, sparse, builds.concepts, sae_f1)
 
     if concepts is not None:
-        # Concept detectors get a section too, even when they rank below the cut.
-        extra = [r["feature"] for r in concepts["rows"]
-                 if r["feature"] not in set(shown.tolist()) and summary.max_act[r["feature"]] > 0]
+        # Concept detectors (single and paired) get a section too, even when they rank
+        # below the cut.
+        extra = [f for f in detector_features(concepts)
+                 if f not in set(shown.tolist()) and summary.max_act[f] > 0]
         shown = np.concatenate([shown, np.array(sorted(set(extra)), shown.dtype)])
     rank_of = {int(f): i + 1 for i, f in enumerate(ranked)}
 
@@ -465,6 +469,7 @@ def analyze(workdir, *, top_features: int = 64, num_builds: int | None = None,
         print(f"concept recovery: {summary['recovered']}/{summary['total']} concepts with "
               f"SAE F1 >= 0.8; mean F1 SAE {summary['mean_sae_f1']:.3f} vs raw neuron "
               f"{summary['mean_neuron_f1']:.3f}")
+        print(f"  {pairs_line(doc['concepts'])}")
     if doc["explanations"] is not None:
         ex = doc["explanations"]["summary"]
         print(f"explanations: {ex['explained']} features with held-out F1 >= "

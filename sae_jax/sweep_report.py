@@ -3,7 +3,8 @@
 ``write_sweep_report(workdir, members)`` writes
 
 - ``sweep.json``: per member its settings and metrics (fve, l0, dead_fraction,
-  loss_recovered, kl_spliced, concepts recovered, explained features, the median
+  loss_recovered, kl_spliced, concepts recovered by one feature and by one or a pair,
+  explained features, the median
   explanation F1 and causal agreement, ...), and per setting (a member's name less its
   seed) the mean and standard deviation over seeds;
 - ``frontier.png``: FVE, concepts recovered, loss recovered and the median explanation F1
@@ -27,7 +28,8 @@ from runkit.jsonio import read_json, write_json
 RUN_METRICS = ("fve", "mse", "l0", "dead_fraction", "dense_fraction", "loss_recovered",
                "kl_spliced", "logit_cosine", "top5_agreement", "shrinkage")
 # Columns of the table and keys averaged over seeds.
-SUMMARY_METRICS = RUN_METRICS + ("concepts_recovered", "mean_concept_f1", "explained",
+SUMMARY_METRICS = RUN_METRICS + ("concepts_recovered", "concepts_with_pairs",
+                                  "mean_concept_f1", "explained",
                                   "explanation_f1", "causal_agreement")
 FRONTIER = (("fve", "FVE"), ("concepts_recovered", "concepts recovered (F1 >= 0.8)"),
             ("loss_recovered", "loss recovered"),
@@ -85,6 +87,8 @@ def member_record(mdir: Path, cfg) -> dict:
     summary = concepts.get("summary", {})
     rec["concepts_recovered"] = summary.get("recovered")
     rec["concepts_total"] = summary.get("total")
+    # Also counting concepts that two features detect together (sae_jax/concept_pairs.py).
+    rec["concepts_with_pairs"] = summary.get("recovered_with_pairs")
     rec["mean_concept_f1"] = summary.get("mean_sae_f1")
     explanations = read_json(mdir / "explanations.json", what="member explanations") \
         if (mdir / "explanations.json").exists() else {}

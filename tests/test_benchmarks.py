@@ -295,23 +295,6 @@ def test_input_transforms_standardise_and_whiten_the_training_vectors(tmp_path, 
     assert "--transforms: unknown ['zscore']" in capsys.readouterr().err
 
 
-def test_pair_scores_find_a_concept_made_of_two_features_firing_together():
-    from benchmarks.concept_probe import pair_scores
-
-    rng = np.random.default_rng(0)
-    n = 3000
-    a, b = rng.random(n) < 0.3, rng.random(n) < 0.3
-    acts = rng.random((n, 5)).astype(np.float32) * (rng.random((n, 5)) < 0.2)
-    acts[:, 1] = a * rng.uniform(0.5, 1.0, n)
-    acts[:, 3] = b * rng.uniform(0.5, 1.0, n)
-    labels = np.stack([a & b, a], axis=1)
-    got = pair_scores(acts, labels, top=4)
-    assert got[0]["pair_f1"] == pytest.approx(1.0) and sorted(got[0]["pair"]) == [1, 3]
-    assert got[0]["single_f1"] < 0.7  # neither feature alone tells a & b
-    assert got[1]["single_f1"] == pytest.approx(1.0) and got[1]["single_feature"] == 1
-    assert got[1]["pair_f1"] < 1.0  # adding a second feature only loses recall here
-
-
 def test_concept_probe_on_a_small_run_writes_every_column(tmp_path):
     import shutil
 

@@ -16,7 +16,8 @@ SAE_LIBRARY = {
     "sae_jax.architectures", "sae_jax.recipes", "sae_jax.kth_largest",  # SAE architectures
     "sae_jax.stack",  # the vmapped stack of SAE steps
     "sae_jax.chunk",  # many primary batches of the loop in one call
-    "sae_jax.analysis", "sae_jax.concepts", "sae_jax.sparse_activations",  # feature statistics
+    "sae_jax.analysis", "sae_jax.concepts", "sae_jax.concept_pairs",
+    "sae_jax.sparse_activations",  # feature statistics
     "sae_jax.explain",  # the rule search
     "sae_jax.labels",  # the human label store
 }
