@@ -34,6 +34,8 @@ SUMMARY_METRICS = RUN_METRICS + ("concepts_recovered", "concepts_with_pairs",
 FRONTIER = (("fve", "FVE"), ("concepts_recovered", "concepts recovered (F1 >= 0.8)"),
             ("loss_recovered", "loss recovered"),
             ("explanation_f1", "explanation F1 (median, 1-30% window)"))
+# A second metric drawn dashed in a panel, in the same colours.
+DASHED = {"concepts_recovered": ("concepts_with_pairs", "dashed: by one feature or a pair")}
 
 
 # The settings that move a member along its frontier (how sparse it is): settings that
@@ -142,17 +144,22 @@ def plot_frontier(settings: list[dict], out_png: str | os.PathLike) -> Path:
         if not any(s.get("l0") and s.get(key) for s in settings):
             ax.text(0.5, 0.5, f"no {key} recorded\n(members not analysed?)",
                     ha="center", va="center", transform=ax.transAxes, color="0.4")
+        dashed, note = DASHED.get(key, (None, None))
         for line in lines:
-            pts = sorted((s["l0"]["mean"], s["l0"]["std"], s[key]["mean"], s[key]["std"])
-                         for s in settings if series[s["setting"]] == line
-                         and s.get("l0") and s.get(key))
-            if not pts:
-                continue
-            x, xerr, y, yerr = map(np.asarray, zip(*pts))
-            ax.errorbar(x, y, xerr=xerr, yerr=yerr, marker="o", capsize=3,
-                        color=colours[line], label=line)
+            for metric, style in ((key, "-"), (dashed, "--")):
+                pts = sorted((s["l0"]["mean"], s["l0"]["std"], s[metric]["mean"],
+                              s[metric]["std"])
+                             for s in settings if metric and series[s["setting"]] == line
+                             and s.get("l0") and s.get(metric))
+                if not pts:
+                    continue
+                x, xerr, y, yerr = map(np.asarray, zip(*pts))
+                ax.errorbar(x, y, xerr=xerr, yerr=yerr, marker="o", capsize=3, linestyle=style,
+                            color=colours[line], label=line if style == "-" else None,
+                            alpha=1.0 if style == "-" else 0.6)
         ax.set_xlabel("L0 (active features per input)")
-        ax.set_title(f"{title} vs L0")
+        drawn = note and any(s.get(dashed) for s in settings)
+        ax.set_title(f"{title} vs L0" + (f"\n({note})" if drawn else ""))
         ax.grid(alpha=0.3)
     one_per_architecture = len(lines) == len({s["architecture"] for s in settings})
     axes[0].legend(title="architecture" if one_per_architecture

@@ -15,13 +15,14 @@ from sae_jax.sweep_report import (
 )
 
 
-def _member(root, name, *, fve, l0, explanation_f1, causal, analysed=True):
+def _member(root, name, *, fve, l0, explanation_f1, causal, analysed=True, with_pairs=4):
     d = root / name
     d.mkdir(parents=True)
     (d / "metrics.json").write_text(json.dumps({"fve": fve, "l0": l0, "steps": 10}))
     if analysed:
         (d / "concepts.json").write_text(json.dumps(
-            {"summary": {"recovered": 3, "total": 4, "mean_sae_f1": 0.8}}))
+            {"summary": {"recovered": 3, "total": 4, "mean_sae_f1": 0.8,
+                         "recovered_with_pairs": with_pairs}}))
         (d / "explanations.json").write_text(json.dumps(
             {"summary": {"explained": 5, "median_f1_window": explanation_f1,
                          "causal_agreement": causal}}))
@@ -34,7 +35,7 @@ def test_members_explanation_f1_is_recorded_averaged_and_plotted(tmp_path):
         member_record(_member(tmp_path, "topk.k-4.seed-0", fve=0.9, l0=4.0,
                               explanation_f1=0.8, causal=1.0), cfg),
         member_record(_member(tmp_path, "topk.k-4.seed-1", fve=0.8, l0=4.0,
-                              explanation_f1=0.6, causal=0.9), cfg),
+                              explanation_f1=0.6, causal=0.9, with_pairs=3), cfg),
         member_record(_member(tmp_path, "relu_l1.seed-0", fve=0.7, l0=9.0,
                               explanation_f1=None, causal=None, analysed=False),
                       SAETrainConfig()),
@@ -47,6 +48,10 @@ def test_members_explanation_f1_is_recorded_averaged_and_plotted(tmp_path):
     assert topk["explanation_f1"]["std"] == pytest.approx(0.1)
     assert topk["causal_agreement"]["mean"] == pytest.approx(0.95)
     assert settings["relu_l1"]["explanation_f1"] is None  # not analysed: no number made up
+    # Concepts recovered by one feature, and by one feature or a pair of features.
+    assert topk["concepts_recovered"]["mean"] == 3
+    assert topk["concepts_with_pairs"]["mean"] == pytest.approx(3.5)
+    assert settings["relu_l1"]["concepts_with_pairs"] is None
     assert "explanation_f1" in dict(FRONTIER)
     png = plot_frontier(list(settings.values()), tmp_path / "frontier.png")
     assert png.stat().st_size > 1000
