@@ -39,7 +39,12 @@ from runkit.cli import report_user_errors
 from runkit.resume import effective_settings
 from sae_jax import analysis
 from sae_jax.activity import dead_mask, dense_mask, live_mask
-from sae_jax.concept_pairs import detector_features, pairs_line, with_pairs
+from sae_jax.concept_pairs import (
+    detector_features,
+    pair_memberships,
+    pairs_line,
+    with_pairs,
+)
 from sae_jax.concepts import concept_recovery, write_concepts
 from sae_jax.labels import labels_to_json, load_run_labels
 from sae_jax.model import encode
@@ -281,6 +286,7 @@ def analyse_features(primary, vocab, sae, builds, pooled: np.ndarray, *,
                  if f not in set(shown.tolist()) and summary.max_act[f] > 0]
         shown = np.concatenate([shown, np.array(sorted(set(extra)), shown.dtype)])
     rank_of = {int(f): i + 1 for i, f in enumerate(ranked)}
+    pairs_of = pair_memberships(concepts) if concepts is not None else {}
 
     top_rows = np.asarray(stats.top_rows)
     top_vals = np.asarray(stats.top_values)
@@ -312,7 +318,7 @@ def analyse_features(primary, vocab, sae, builds, pooled: np.ndarray, *,
                 "suppressed": [(vocab.id_to_token[int(t)], float(influence[f, t]))
                                for t in suppressed[f] if influence[f, t] < 0],
                 "steering": steering.get(f, []),
-                "concept": None, "coactive": [],
+                "concept": None, "coactive": [], "pairs": pairs_of.get(f, []),
             }
             if sae_f1 is not None:
                 c = int(np.argmax(sae_f1[f]))

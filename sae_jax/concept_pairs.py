@@ -24,6 +24,9 @@ from sae_jax.concepts import RECOVERED_F1, sparse_best_f1_auroc
 from sae_jax.sparse_activations import SparseActivations
 
 CANDIDATES = 8  # features taken by each ranking (best F1; most selective firing) per concept
+# A pair is shown beside its concept's single feature when it beats it by this much: a pair
+# is the best of about a hundred, so smaller gains say little.
+PAIR_GAIN = 0.05
 
 
 def _fire_counts(acts, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -111,23 +114,39 @@ def best_pairs(acts, labels, single_f1: np.ndarray, *,
 def with_pairs(result: dict, acts, labels, single_f1: np.ndarray, *,
                candidates: int = CANDIDATES) -> dict:
     """:func:`sae_jax.concepts.concept_recovery`'s ``result`` with each row's best pair
-    (``pair_features``, ``pair_f1``; None without one) and the summary's
-    ``recovered_with_pairs``: concepts that one feature or a pair detects with F1 >=
-    :data:`~sae_jax.concepts.RECOVERED_F1`."""
+    (``pair_features``, ``pair_f1``; None without one; ``pair_better``: it beats the single
+    feature by :data:`PAIR_GAIN`) and the summary's ``recovered_with_pairs``: concepts that
+    one feature or a pair detects with F1 >= :data:`~sae_jax.concepts.RECOVERED_F1`."""
     pairs = best_pairs(acts, labels, single_f1, candidates=candidates)
-    rows = [dict(row, pair_features=p and p["features"], pair_f1=p and p["f1"])
+    rows = [dict(row, pair_features=p and p["features"], pair_f1=p and p["f1"],
+                 pair_better=bool(p and p["f1"] >= row["sae_f1"] + PAIR_GAIN))
             for row, p in zip(result["rows"], pairs)]
     recovered = sum(max(r["sae_f1"], r["pair_f1"] or 0.0) >= RECOVERED_F1 for r in rows)
     return {**result, "rows": rows,
             "summary": {**result["summary"], "recovered_with_pairs": int(recovered)}}
 
 
+def _better_pairs(result: dict) -> list[dict]:
+    """The rows whose pair detects the concept clearly better than its best single feature."""
+    return [r for r in result["rows"] if r.get("pair_better")]
+
+
 def detector_features(result: dict) -> set[int]:
     """Every concept's best single feature, and both features of each pair that detects
-    its concept better than that single feature (the features a report should show)."""
-    out = {r["feature"] for r in result["rows"]}
-    out.update(f for r in result["rows"] if (r.get("pair_f1") or 0.0) > r["sae_f1"]
-               for f in r["pair_features"])
+    its concept clearly better than that single feature (the features a report shows)."""
+    return ({r["feature"] for r in result["rows"]}
+            | {f for r in _better_pairs(result) for f in r["pair_features"]})
+
+
+def pair_memberships(result: dict) -> dict[int, list[dict]]:
+    """``{feature: [{"concept", "partner", "f1"}, ...]}``: the pairs (clearly better than
+    their concept's single feature) each feature belongs to, for its card in the report."""
+    out: dict[int, list[dict]] = {}
+    for r in _better_pairs(result):
+        a, b = r["pair_features"]
+        for f, partner in ((a, b), (b, a)):
+            out.setdefault(f, []).append({"concept": r["concept"], "partner": partner,
+                                          "f1": r["pair_f1"]})
     return out
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from sae_jax.activity import live_mask, window_mask
+from sae_jax.concept_pairs import pair_memberships
 from sae_jax.labels import (
     CATEGORIES,
     LabelError,
@@ -328,13 +329,15 @@ class RunData:
                     if infl[t] > 0]
         suppressed = [(vocab.id_to_token[int(t)], float(infl[t]))
                       for t in order[::-1][:INFLUENCE_TOKENS] if infl[t] < 0]
+        concepts = self.concepts()
         page = {"id": f, "rank": int(rank[0]) + 1 if len(rank) else None,
                 "score": float(idx["score"][f]), "frequency": float(idx["frequency"][f]),
                 "mean_when_active": float(idx["mean_when_active"][f]),
                 "max_act": float(idx["max_act"][f]), "hist": idx["hist"][f].tolist(),
                 "top_examples": examples, "promoted": promoted, "suppressed": suppressed,
                 "steering": [], "concept": self._concept_of(f), "coactive": [],
-                "steered_builds": []}
+                "steered_builds": [],
+                "pairs": pair_memberships(concepts).get(f, []) if concepts else []}
         report = self._report_page(f)
         if report is not None:  # the report computed these over the same builds
             for key in ("steering", "concept", "coactive", "steered_builds"):

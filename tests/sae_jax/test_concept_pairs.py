@@ -6,7 +6,13 @@ from itertools import combinations
 import numpy as np
 import pytest
 
-from sae_jax.concept_pairs import best_pairs, pairs_line, with_pairs
+from sae_jax.concept_pairs import (
+    best_pairs,
+    detector_features,
+    pair_memberships,
+    pairs_line,
+    with_pairs,
+)
 from sae_jax.concepts import best_f1, concept_recovery
 from sae_jax.sparse_activations import collect
 
@@ -57,6 +63,12 @@ def test_with_pairs_counts_concepts_only_a_pair_detects(conjunction):
     out = with_pairs(result, acts, labels, single)
     assert out["summary"]["recovered_with_pairs"] == 2
     assert out["rows"][0]["pair_features"] == [1, 4]
+    # The pair is worth showing for "both" only: "other" has a perfect single detector.
+    assert [r["pair_better"] for r in out["rows"]] == [True, False]
+    assert detector_features(out) == {out["rows"][0]["feature"], 1, 4, 9}
+    member = pair_memberships(out)
+    assert member == {1: [{"concept": "both", "partner": 4, "f1": out["rows"][0]["pair_f1"]}],
+                      4: [{"concept": "both", "partner": 1, "f1": out["rows"][0]["pair_f1"]}]}
     assert result["summary"].get("recovered_with_pairs") is None  # the input is left as is
     assert pairs_line(out).startswith("with two-feature conjunctions: 2/2 (both = 1 AND 4")
 

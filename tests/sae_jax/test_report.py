@@ -119,7 +119,7 @@ def test_doc_ranks_and_describes_features(setup):
     # the two of each pair that beats its concept's single feature), and nothing else.
     rows = doc["concepts"]["rows"]
     detectors = {r["feature"] for r in rows}
-    detectors |= {f for r in rows if r["pair_f1"] > r["sae_f1"] for f in r["pair_features"]}
+    detectors |= {f for r in rows if r["pair_better"] for f in r["pair_features"]}
     assert {p["id"] for p in pages[len(top):]} <= detectors
     assert detectors <= {p["id"] for p in pages} | {
         f["id"] for f in doc["features"] if f["max_act"] == 0}
@@ -252,8 +252,7 @@ def test_analyze_workdir_end_to_end(setup, tmp_path):
             "neuron_sign"} <= set(concepts["rows"][0])
     text = (tmp_path / "report" / "index.html").read_text()
     detectors = {r["feature"] for r in concepts["rows"]}
-    detectors |= {f for r in concepts["rows"] if (r["pair_f1"] or 0) > r["sae_f1"]
-                  for f in r["pair_features"]}
+    detectors |= {f for r in concepts["rows"] if r["pair_better"] for f in r["pair_features"]}
     assert summary["recovered"] <= summary["recovered_with_pairs"] <= summary["total"]
     assert 3 <= text.count('<section class="feature"') <= 3 + len(detectors)
     assert "Concept recovery" in text

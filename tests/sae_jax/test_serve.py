@@ -373,3 +373,21 @@ def test_histograms_of_an_unclipped_sae_span_its_activations():
     assert _histogram_max(topk, pooled) == pytest.approx(float(h.max()), rel=1e-6)
     relu = create_sae(SAEConfig(8, 2), seed=0)
     assert _histogram_max(relu, pooled) == 6.0
+
+
+def test_feature_page_names_the_concept_pairs_it_belongs_to(served):
+    """A feature in a pair that detects a concept (concepts.json) says so on its page, with
+    a link to its partner; the concept's single feature is unaffected."""
+    _, _, workdir = served
+    row = {"concept": "anchor", "positives": 9, "feature": 5, "sae_f1": 0.6, "sae_auroc": 0.9,
+           "pair_features": [3, 7], "pair_f1": 0.9, "pair_better": True}
+    path = workdir / "concepts.json"
+    path.write_text(json.dumps({"rows": [row], "summary": {"recovered": 0, "total": 1}}))
+    try:  # a workbench of its own: the shared one may have cached these pages already
+        client = TestClient(create_app(workdir, num_builds=ANALYSIS_BUILDS))
+        page = client.get("/api/features/7").json()["page"]
+        assert page["pairs"] == [{"concept": "anchor", "partner": 3, "f1": 0.9}]
+        assert "with 3: anchor (F1 0.90)" in client.get("/feature/7").text
+        assert client.get("/api/features/4").json()["page"]["pairs"] == []
+    finally:
+        path.unlink()
