@@ -3,14 +3,14 @@
 ``write_sweep_report(workdir, members)`` writes
 
 - ``sweep.json``: per member its settings and metrics (fve, l0, dead_fraction,
-  loss_recovered, kl_spliced, concepts recovered by one feature and by one or a pair,
-  explained features, the median
-  explanation F1 and causal agreement, ...), and per setting (a member's name less its
-  seed) the mean and standard deviation over seeds;
-- ``frontier.png``: FVE, concepts recovered, loss recovered and the median explanation F1
-  (features firing on 1-30% of builds) against L0, each setting at its mean over seeds
-  with error bars of one std, one line per architecture (per architecture and dictionary
-  size, learning rate, ... where a sweep varies those too: :func:`frontier_series`);
+  loss_recovered, kl_spliced, concepts recovered by one feature and by one feature or a
+  pair, explained features, the median explanation F1 and causal agreement, ...), and per
+  setting (a member's name less its seed) the mean and standard deviation over seeds;
+- ``frontier.png``: FVE, concepts recovered (dashed: by one feature or a pair), loss
+  recovered and the median explanation F1 (features firing on 1-30% of builds) against
+  L0, each setting at its mean over seeds with error bars of one std, one line per
+  architecture (per architecture and dictionary size, learning rate, ... where a sweep
+  varies those too: :func:`frontier_series`);
 - ``sweep.html``: the settings table (mean +- std over seeds) linking to every member's
   report.
 """
