@@ -414,6 +414,44 @@ def _rung_index(ap: int) -> int:
     return int(np.searchsorted(AP_THRESHOLDS, ap, side="right")) - 1
 
 
+def _rule_mismatches(rule: list[list[str]], concept) -> list[str]:
+    """Why ``rule`` (conjunctions of condition names) does not name exactly ``concept``'s
+    required abilities, each within one rung of its AP; empty when it does."""
+    from primary.conditions import condition_by_name
+
+    why = []
+    named: dict[str, list[int | None]] = {}
+    for conj in rule:
+        for name in conj:
+            c = condition_by_name(name, where="an explanation rule")
+            if c.kind not in ("ability", "main_only"):
+                why.append(f"names {c.text}")
+                continue
+            named.setdefault(c.ability, []).append(c.threshold)
+    required = dict(concept.required)
+    extra = sorted(set(named) - set(required))
+    missing = sorted(set(required) - set(named))
+    if extra:
+        why.append(f"names {', '.join(extra)}, which the concept does not require")
+    if missing:
+        why.append(f"misses {', '.join(missing)}")
+    for a, thresholds in named.items():
+        if a not in required or a in MAIN_ONLY_ABILITIES:
+            continue
+        want = _rung_index(required[a])
+        for t in thresholds:
+            if abs(_rung_index(t) - want) > 1:
+                why.append(f"{a} at >= {t}, the concept requires {required[a]}")
+    return why
+
+
+def _tally(items: list[dict]) -> dict:
+    matched = sum(item["match"] for item in items)
+    return {"share": matched / len(items) if items else None, "checked": len(items),
+            "total": len(items), "matched": matched, "concepts": items,
+            "misses": [item for item in items if not item["match"]]}
+
+
 def ground_truth_check(doc: dict, concepts_result: dict, concepts=CONCEPTS) -> dict:
     """Do the explanations of recovered concepts' best features name exactly the concepts'
     required abilities, each within one rung of the required AP?
@@ -423,55 +461,38 @@ def ground_truth_check(doc: dict, concepts_result: dict, concepts=CONCEPTS) -> d
     only, name every required ability and no other, each standard one at a rung whose
     index is within one of the largest rung <= the required AP. Returns ``{"share",
     "checked", "total" (= checked), "matched", "concepts": [{"concept", "feature", "rule",
-    "match", "why"}] (every checked concept), "misses" (those that do not match)}``.
+    "match", "why"}] (every checked concept), "misses" (those that do not match),
+    "pairs"}``. ``pairs`` is the same tally for the concepts only a pair of features
+    recovers (:mod:`sae_jax.concept_pairs`): the two rules together must name the
+    requirements (items carry ``features`` in place of ``feature``).
     """
-    from primary.conditions import condition_by_name
-
     by_name = {c.name: c for c in concepts}
-    checked, matched, misses, items = 0, 0, [], []
-    for row in concepts_result.get("rows", []):
-        if row.get("sae_f1", 0.0) < RECOVERED_F1:
-            continue
+
+    def concept_of(row):
         concept = by_name.get(row["concept"])
         if concept is None:
             raise ValueError(f"concepts.json names concept {row['concept']!r}, which the "
                              "given concept set lacks")
-        checked += 1
-        entry = doc["features"].get(str(row["feature"]))
-        rule = entry["rule"] if entry else []
-        why = []
-        named: dict[str, list[int | None]] = {}
-        for conj in rule:
-            for name in conj:
-                c = condition_by_name(name, where="an explanation rule")
-                if c.kind not in ("ability", "main_only"):
-                    why.append(f"names {c.text}")
-                    continue
-                named.setdefault(c.ability, []).append(c.threshold)
-        required = dict(concept.required)
-        extra = sorted(set(named) - set(required))
-        missing = sorted(set(required) - set(named))
-        if extra:
-            why.append(f"names {', '.join(extra)}, which the concept does not require")
-        if missing:
-            why.append(f"misses {', '.join(missing)}")
-        for a, thresholds in named.items():
-            if a not in required or a in MAIN_ONLY_ABILITIES:
-                continue
-            want = _rung_index(required[a])
-            for t in thresholds:
-                if abs(_rung_index(t) - want) > 1:
-                    why.append(f"{a} at >= {t}, the concept requires {required[a]}")
-        item = {"concept": concept.name, "feature": int(row["feature"]),
-                "rule": entry["rule_text"] if entry else "no rule", "match": not why,
-                "why": "; ".join(why)}
-        items.append(item)
-        if why:
-            misses.append(item)
-        else:
-            matched += 1
-    return {"share": matched / checked if checked else None, "checked": checked,
-            "total": checked, "matched": matched, "concepts": items, "misses": misses}
+        return concept
+
+    singles, pairs = [], []
+    for row in concepts_result.get("rows", []):
+        if row.get("sae_f1", 0.0) >= RECOVERED_F1:
+            entry = doc["features"].get(str(row["feature"]))
+            why = _rule_mismatches(entry["rule"] if entry else [], concept_of(row))
+            singles.append({"concept": row["concept"], "feature": int(row["feature"]),
+                            "rule": entry["rule_text"] if entry else "no rule",
+                            "match": not why, "why": "; ".join(why)})
+        elif row.get("pair_better") and row["pair_f1"] >= RECOVERED_F1:
+            entries = [doc["features"].get(str(f)) for f in row["pair_features"]]
+            rule = [conj for e in entries if e for conj in e["rule"]]
+            why = [f"feature {f} has no rule" for f, e in zip(row["pair_features"], entries)
+                   if not e] + _rule_mismatches(rule, concept_of(row))
+            pairs.append({"concept": row["concept"], "features": list(row["pair_features"]),
+                          "rule": " AND ".join(f"({e['rule_text']})" if e else "(no rule)"
+                                               for e in entries),
+                          "match": not why, "why": "; ".join(why)})
+    return {**_tally(singles), "pairs": _tally(pairs)}
 
 
 def write_explanations(path: str | os.PathLike, doc: dict) -> None:

@@ -244,11 +244,18 @@ def _table_view(features: list, explained: dict, labels: dict, shown: set) -> li
 
 
 def _concept_rows(concepts: dict, explained: dict, ground_truth: dict | None) -> list[dict]:
-    matches = {}
-    for item in (ground_truth or {}).get("concepts", []):
-        matches[item.get("concept")] = item.get("match")
-    return [dict(r, explanation=(explained.get(str(r["feature"])) or {}).get("rule_text", ""),
-                 gt_match=matches.get(r["concept"])) for r in concepts["rows"]]
+    def matches(items):
+        return {item.get("concept"): item.get("match") for item in items}
+
+    single = matches((ground_truth or {}).get("concepts", []))
+    paired = matches(((ground_truth or {}).get("pairs") or {}).get("concepts", []))
+
+    def text(f):
+        return (explained.get(str(f)) or {}).get("rule_text", "")
+
+    return [dict(r, explanation=text(r["feature"]), gt_match=single.get(r["concept"]),
+                 pair_explanations=[text(f) for f in r.get("pair_features") or ()],
+                 gt_pair_match=paired.get(r["concept"])) for r in concepts["rows"]]
 
 
 def render_report(doc: dict) -> str:

@@ -113,6 +113,40 @@ def test_ground_truth_check_names_exact_abilities_within_one_rung():
     assert [c["match"] for c in gt["concepts"]] == [True, False, False]
     with pytest.raises(ValueError, match="stealth_slayer"):
         ground_truth_check(doc, rows, [zombie])
+    assert gt["pairs"]["checked"] == 0  # no pairs in these rows
+
+
+def test_ground_truth_check_of_concepts_only_a_pair_recovers():
+    """A concept recovered only by two features together is checked on their two rules
+    together; pairs that do not recover the concept, or do not beat the single feature,
+    are not checked."""
+    by_name = {c.name: c for c in CONCEPTS}
+    rows = {"rows": [
+        {"concept": "hardy", "feature": 0, "sae_f1": 0.7, "pair_features": [1, 2],
+         "pair_f1": 0.95, "pair_better": True},  # SRU 9 and IRU 9: each part names one
+        {"concept": "anchor", "feature": 0, "sae_f1": 0.69, "pair_features": [3, 4],
+         "pair_f1": 0.86, "pair_better": True},  # ISM at >= 21: two rungs above 13 (12)
+        {"concept": "zombie", "feature": 0, "sae_f1": 0.7, "pair_features": [1, 5],
+         "pair_f1": 0.95, "pair_better": True},  # feature 5 has no rule
+        {"concept": "flanker", "feature": 0, "sae_f1": 0.6, "pair_features": [1, 2],
+         "pair_f1": 0.75, "pair_better": True},  # the pair does not reach 0.8
+        {"concept": "stealth_slayer", "feature": 6, "sae_f1": 0.9, "pair_features": [1, 2],
+         "pair_f1": 0.99, "pair_better": True},  # recovered by one feature: checked as one
+    ]}
+    doc = _doc({1: [["sub_resistance_up>=6"]], 2: [["ink_resistance_up>=12"]],
+                3: [["quick_super_jump>=6"]], 4: [["ink_saver_main>=21"]],
+                6: [["ninja_squid", "swim_speed_up>=15"]]})
+    gt = ground_truth_check(doc, rows, list(by_name.values()))
+    assert (gt["checked"], gt["matched"]) == (1, 1)
+    pairs = gt["pairs"]
+    assert (pairs["checked"], pairs["matched"]) == (3, 1)
+    assert [(c["concept"], c["features"], c["match"]) for c in pairs["concepts"]] == [
+        ("hardy", [1, 2], True), ("anchor", [3, 4], False), ("zombie", [1, 5], False)]
+    texts = [doc["features"][f]["rule_text"] for f in ("1", "2")]
+    assert pairs["concepts"][0]["rule"] == f"({texts[0]}) AND ({texts[1]})"
+    assert "ink_saver_main at >= 21" in pairs["misses"][0]["why"]
+    assert "feature 5 has no rule" in pairs["misses"][1]["why"]
+    assert "misses comeback" in pairs["misses"][1]["why"]
 
 
 def test_analyze_writes_explanations_json(setup, tmp_path, monkeypatch):
