@@ -34,9 +34,11 @@ def _fire_counts(acts, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     rows it fires on in all."""
     if isinstance(acts, SparseActivations):
         feature = acts.feature_of_entries(0, acts.nnz)
-        per_concept = [np.bincount(feature[labels[acts.rows, c]], minlength=acts.num_features)
-                       for c in range(labels.shape[1])]  # one concept at a time: small
-        return np.stack(per_concept, axis=1).reshape(acts.num_features, -1), acts.counts()
+        fire_pos = np.zeros((acts.num_features, labels.shape[1]), np.int64)
+        for c in range(labels.shape[1]):  # one concept at a time: small temporaries
+            fire_pos[:, c] = np.bincount(feature[labels[acts.rows, c]],
+                                         minlength=acts.num_features)
+        return fire_pos, acts.counts()
     fires = np.asarray(acts) > 0
     return fires.T.astype(np.int64) @ labels.astype(np.int64), fires.sum(0)
 

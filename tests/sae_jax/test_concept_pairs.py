@@ -109,3 +109,5 @@ def test_concepts_without_positives_or_pairs_get_none():
     assert best_pairs(acts, labels, single) == [None]
     labels[:10] = True
     assert best_pairs(acts[:, :1], labels, single[:1]) == [None]  # one feature: no pair
+    no_concepts = np.zeros((50, 0), bool)
+    assert best_pairs(_sparse(acts), no_concepts, np.zeros((3, 0))) == []
