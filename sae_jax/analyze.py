@@ -282,8 +282,9 @@ def analyse_features(primary, vocab, sae, builds, pooled: np.ndarray, *,
     if concepts is not None:
         # Concept detectors (single and paired) get a section too, even when they rank
         # below the cut.
+        already = set(shown.tolist())
         extra = [f for f in detector_features(concepts)
-                 if f not in set(shown.tolist()) and summary.max_act[f] > 0]
+                 if f not in already and summary.max_act[f] > 0]
         shown = np.concatenate([shown, np.array(sorted(set(extra)), shown.dtype)])
     rank_of = {int(f): i + 1 for i, f in enumerate(ranked)}
     pairs_of = pair_memberships(concepts) if concepts is not None else {}

@@ -113,17 +113,28 @@ def best_pairs(acts, labels, single_f1: np.ndarray, *,
     return out
 
 
+def pair_only(row: dict) -> bool:
+    """Whether a ``concepts.json`` row's concept is recovered by its pair and not by any
+    single feature."""
+    return row["sae_f1"] < RECOVERED_F1 <= (row.get("pair_f1") or 0.0)
+
+
 def with_pairs(result: dict, acts, labels, single_f1: np.ndarray, *,
                candidates: int = CANDIDATES) -> dict:
     """:func:`sae_jax.concepts.concept_recovery`'s ``result`` with each row's best pair
     (``pair_features``, ``pair_f1``; None without one; ``pair_better``: it beats the single
-    feature by :data:`PAIR_GAIN`) and the summary's ``recovered_with_pairs``: concepts that
-    one feature or a pair detects with F1 >= :data:`~sae_jax.concepts.RECOVERED_F1`."""
+    feature by :data:`PAIR_GAIN`, or it alone recovers the concept) and the summary's
+    ``recovered_with_pairs``: concepts that one feature or a pair detects with F1 >=
+    :data:`~sae_jax.concepts.RECOVERED_F1`."""
     pairs = best_pairs(acts, labels, single_f1, candidates=candidates)
-    rows = [dict(row, pair_features=p and p["features"], pair_f1=p and p["f1"],
-                 pair_better=bool(p and p["f1"] >= row["sae_f1"] + PAIR_GAIN))
-            for row, p in zip(result["rows"], pairs)]
-    recovered = sum(max(r["sae_f1"], r["pair_f1"] or 0.0) >= RECOVERED_F1 for r in rows)
+    rows = []
+    for row, p in zip(result["rows"], pairs):
+        row = dict(row, pair_features=p and p["features"], pair_f1=p and p["f1"])
+        # A pair that alone recovers its concept is always worth showing.
+        row["pair_better"] = bool(p and (p["f1"] >= row["sae_f1"] + PAIR_GAIN
+                                         or pair_only(row)))
+        rows.append(row)
+    recovered = sum(r["sae_f1"] >= RECOVERED_F1 or pair_only(r) for r in rows)
     return {**result, "rows": rows,
             "summary": {**result["summary"], "recovered_with_pairs": int(recovered)}}
 
@@ -155,8 +166,7 @@ def pair_memberships(result: dict) -> dict[int, list[dict]]:
 def pairs_line(result: dict) -> str:
     """One line on what pairs add: the count with pairs and the concepts only pairs
     detect, e.g. ``anchor = 7 AND 193 (F1 0.859)``."""
-    only = [r for r in result["rows"] if r["sae_f1"] < RECOVERED_F1
-            and (r.get("pair_f1") or 0.0) >= RECOVERED_F1]
+    only = [r for r in result["rows"] if pair_only(r)]
     parts = [f"{r['concept']} = {r['pair_features'][0]} AND {r['pair_features'][1]} "
              f"(F1 {r['pair_f1']:.3f})" for r in only]
     summary = result["summary"]

@@ -54,6 +54,7 @@ from primary.vocab import AP_THRESHOLDS, MAIN_ONLY_ABILITIES
 from primary.weapons import WEAPON_CLASSES, WEAPONS, weapon_class_index, weapon_name
 from runkit.jsonio import write_json
 from sae_jax.activity import ACTIVE_THRESHOLD, is_active, window_mask
+from sae_jax.concept_pairs import pair_only
 from sae_jax.concepts import RECOVERED_F1
 from sae_jax.explain import (
     ActiveMatrix,
@@ -483,7 +484,7 @@ def ground_truth_check(doc: dict, concepts_result: dict, concepts=CONCEPTS) -> d
             singles.append({"concept": row["concept"], "feature": int(row["feature"]),
                             "rule": entry["rule_text"] if entry else "no rule",
                             "match": not why, "why": "; ".join(why)})
-        elif row.get("pair_better") and row["pair_f1"] >= RECOVERED_F1:
+        elif row.get("pair_f1") is not None and pair_only(row):
             entries = [doc["features"].get(str(f)) for f in row["pair_features"]]
             rule = [conj for e in entries if e for conj in e["rule"]]
             why = [f"feature {f} has no rule" for f, e in zip(row["pair_features"], entries)
