@@ -68,7 +68,7 @@ def test_every_shipped_sae_flagfile_reads_into_valid_settings():
     assert topk.architecture == "topk" and topk.lr == relu.lr
     assert topk.buffer_size == relu.buffer_size and topk != relu
     sweep = read_flag_lines(REPO / "configs" / "sweep_demo.flags")
-    assert sweep["epochs"] == "3" and sweep["buffer_size"] == str(relu.buffer_size)
+    assert sweep["epochs"] == "8" and sweep["buffer_size"] == str(relu.buffer_size)
 
 
 def test_arguments_after_a_double_dash_are_left_alone(tmp_path):
