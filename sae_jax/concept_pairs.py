@@ -73,10 +73,11 @@ def pair_scores(columns: np.ndarray, on_concept: np.ndarray) -> tuple[SparseActi
         if len(active):
             scale[j] = np.median(active)
     scaled = columns / scale
+    fires = scaled > 0
     pairs = list(combinations(range(columns.shape[1]), 2))
     rows, values = [], []
     for a, b in pairs:
-        both = np.flatnonzero((scaled[:, a] > 0) & (scaled[:, b] > 0)).astype(np.int32)
+        both = np.flatnonzero(fires[:, a] & fires[:, b]).astype(np.int32)
         rows.append(both)
         values.append(np.minimum(scaled[both, a], scaled[both, b]))
     indptr = np.concatenate([[0], np.cumsum([len(r) for r in rows])]).astype(np.int64)
@@ -101,8 +102,8 @@ def best_pairs(acts, labels, single_f1: np.ndarray, *,
     for c in range(num_concepts):
         positives = int(labels[:, c].sum())
         feats = candidate_features(single_f1, fire_pos, fire_all, positives, n, c,
-                                   candidates=candidates)
-        if positives == 0 or len(feats) < 2:
+                                   candidates=candidates) if positives else []
+        if len(feats) < 2:
             out.append(None)
             continue
         scores, pairs = pair_scores(_columns(acts, feats), labels[:, c])

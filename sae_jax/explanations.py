@@ -484,7 +484,7 @@ def ground_truth_check(doc: dict, concepts_result: dict, concepts=CONCEPTS) -> d
             singles.append({"concept": row["concept"], "feature": int(row["feature"]),
                             "rule": entry["rule_text"] if entry else "no rule",
                             "match": not why, "why": "; ".join(why)})
-        elif row.get("pair_f1") is not None and pair_only(row):
+        elif pair_only(row):
             entries = [doc["features"].get(str(f)) for f in row["pair_features"]]
             rule = [conj for e in entries if e for conj in e["rule"]]
             why = [f"feature {f} has no rule" for f, e in zip(row["pair_features"], entries)

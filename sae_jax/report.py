@@ -244,11 +244,12 @@ def _table_view(features: list, explained: dict, labels: dict, shown: set) -> li
 
 
 def _concept_rows(concepts: dict, explained: dict, ground_truth: dict | None) -> list[dict]:
-    def matches(items):
+    def matches(tally):
+        items = (tally or {}).get("concepts", [])
         return {item.get("concept"): item.get("match") for item in items}
 
-    single = matches((ground_truth or {}).get("concepts", []))
-    paired = matches(((ground_truth or {}).get("pairs") or {}).get("concepts", []))
+    single = matches(ground_truth)
+    paired = matches((ground_truth or {}).get("pairs"))
 
     def text(f):
         return (explained.get(str(f)) or {}).get("rule_text", "")

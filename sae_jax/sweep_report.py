@@ -145,11 +145,12 @@ def plot_frontier(settings: list[dict], out_png: str | os.PathLike) -> Path:
             ax.text(0.5, 0.5, f"no {key} recorded\n(members not analysed?)",
                     ha="center", va="center", transform=ax.transAxes, color="0.4")
         dashed, note = DASHED.get(key, (None, None))
+        drawn_metrics = [(key, "-")] + ([(dashed, "--")] if dashed else [])
         for line in lines:
-            for metric, style in ((key, "-"), (dashed, "--")):
+            for metric, style in drawn_metrics:
                 pts = sorted((s["l0"]["mean"], s["l0"]["std"], s[metric]["mean"],
                               s[metric]["std"])
-                             for s in settings if metric and series[s["setting"]] == line
+                             for s in settings if series[s["setting"]] == line
                              and s.get("l0") and s.get(metric))
                 if not pts:
                     continue
