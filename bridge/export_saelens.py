@@ -42,7 +42,7 @@ import numpy as np
 from absl import app, flags, logging
 from safetensors.numpy import load_file, save_file
 
-from runkit.cli import report_user_errors
+from runkit.cli import report_user_errors, run_with_flagfiles
 from runkit.errors import UserError
 from runkit.jsonio import read_json, write_json
 from sae_jax.architectures import GLOBAL_THRESHOLD, jumprelu_threshold
@@ -64,11 +64,13 @@ class ClipWarning(UserWarning):
 
 def define_flags() -> None:
     """Flags are defined only when run as a program, so importing this module defines none."""
-    flags.DEFINE_string("workdir", None, "SAE run workdir or import output (holds sae/).")
-    flags.DEFINE_string("out", None, "Output directory for cfg.json and the safetensors.")
+    flags.DEFINE_string("workdir", None, "SAE run workdir or import output (holds sae/); "
+                        "required.")
+    flags.DEFINE_string("out", None, "Output directory for cfg.json and the safetensors; "
+                        "required.")
     flags.DEFINE_string("hook_name", DEFAULT_HOOK_NAME, "Hook point name to record.")
     flags.DEFINE_string("model_name", DEFAULT_MODEL_NAME, "Model name to record.")
-    flags.DEFINE_string("activations", None, "Optional .npy of SAE inputs (n, d_in) to "
+    flags.DEFINE_string("activations", None, ".npy of SAE inputs (n, d_in) to "
                         "measure the share of features at the clip on (default: the run's "
                         "evaluation, metrics.json).")
     flags.mark_flags_as_required(["workdir", "out"])
@@ -264,4 +266,4 @@ def main(argv):
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    run_with_flagfiles(main)

@@ -51,7 +51,7 @@ from bridge.splatnlp_published import (
 from primary.model import PrimaryConfig
 from primary.splatnlp_tsv import read_splatnlp_tsv
 from primary.vocab import Vocab, WeaponVocab
-from runkit.cli import report_user_errors
+from runkit.cli import report_user_errors, run_with_flagfiles
 from runkit.jsonio import write_json
 from sae_jax.labels import import_labels, read_labels
 
@@ -246,7 +246,7 @@ def _format(summary: FetchSummary, seconds: float) -> str:
 def define_flags() -> None:
     """Flags are defined only when run as a program, so importing this module defines none."""
     flags.DEFINE_string("out", None, "Directory for the downloaded files; the imports go to "
-                        "OUT/imported and OUT/imported_ultra.")
+                        "OUT/imported and OUT/imported_ultra; required.")
     flags.DEFINE_string("base_url", DEFAULT_BASE_URL, "Where SplatNLP's files are published.")
     flags.DEFINE_bool("ultra", False, "Also fetch and import the Ultra model (model_ultra.pth).")
     flags.DEFINE_bool("sae", False, "Also fetch the Ultra SAE (sae_config_ultra.json, "
@@ -282,4 +282,4 @@ def main(argv):
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    run_with_flagfiles(main)

@@ -21,7 +21,7 @@ from absl import app, flags, logging
 from bridge.splatnlp import SplatNLPRun, load_splatnlp
 from primary.model import count_params
 from primary.store import save_primary
-from runkit.cli import report_user_errors
+from runkit.cli import report_user_errors, run_with_flagfiles
 from runkit.jsonio import write_json
 from sae_jax.labels import import_labels, labels_path, load_run_labels, read_labels
 from sae_jax.store import save_sae
@@ -30,15 +30,16 @@ from sae_jax.store import save_sae
 def define_flags() -> None:
     """Flags are defined only when run as a program, so importing this module defines none."""
     flags.DEFINE_string("run_dir", None, "SplatNLP run directory (model_params.json, "
-                        "vocab.json, weapon_vocab.json, model .pth).")
-    flags.DEFINE_string("sae", None, "The SAE's .pth (absolute, or relative to run_dir).")
+                        "vocab.json, weapon_vocab.json, model .pth); required.")
+    flags.DEFINE_string("sae", None, "The SAE's .pth (absolute, or relative to run_dir); "
+                        "default: none, the model alone is imported.")
     flags.DEFINE_string("model", None, "The model's .pth; default: the single .pth in "
                         "run_dir that is not the SAE.")
     flags.DEFINE_string("labels", None, "SplatNLP's feature labels file (e.g. "
                         "feature_labels_ultra.json; absolute, or relative to run_dir or the "
                         "current directory), imported "
-                        "into OUT/feature_labels.json; needs --sae.")
-    flags.DEFINE_string("out", None, "Output directory (created).")
+                        "into OUT/feature_labels.json; needs --sae (default: none).")
+    flags.DEFINE_string("out", None, "Output directory (created); required.")
     flags.mark_flags_as_required(["run_dir", "out"])
 
 
@@ -133,4 +134,4 @@ def main(argv):
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    run_with_flagfiles(main)

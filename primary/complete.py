@@ -64,12 +64,16 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    from absl import app, flags
+    from absl import flags
 
-    flags.DEFINE_string("primary_dir", None, "primary model directory (config.json, params/)")
-    flags.DEFINE_string("weapon", None, "weapon: English name, stat.ink key or game id")
-    flags.DEFINE_string("abilities", "{}", 'observed abilities as JSON {"ability": min AP}')
-    flags.DEFINE_integer("beam_size", 4, "beam width (1 = greedy)")
-    flags.DEFINE_bool("json", False, "print the result as JSON")
+    from runkit.cli import run_with_flagfiles
+
+    flags.DEFINE_string("primary_dir", None, "Primary model directory (config.json, params/); "
+                        "required.")
+    flags.DEFINE_string("weapon", None, "The build's weapon: English name, stat.ink key or "
+                        "game id; required.")
+    flags.DEFINE_string("abilities", "{}", 'Observed abilities as JSON {"ability": min AP}.')
+    flags.DEFINE_integer("beam_size", 4, "Beam width of the search (1 = greedy).")
+    flags.DEFINE_bool("json", False, "Print the result as JSON.")
     flags.mark_flags_as_required(["primary_dir", "weapon"])
-    app.run(main)
+    run_with_flagfiles(main)

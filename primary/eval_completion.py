@@ -395,17 +395,20 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    from absl import app, flags
+    from absl import flags
 
-    from runkit.cli import report_user_errors
+    from runkit.cli import report_user_errors, run_with_flagfiles
 
-    flags.DEFINE_string("primary_dir", None, "primary model directory")
+    flags.DEFINE_string("primary_dir", None, "Primary model directory; required.")
     flags.DEFINE_enum("data_source", None, ["synthetic", "statink", "splatnlp_tsv"],
-                      "held-out builds from here (default: the primary's own test split)")
-    flags.DEFINE_string("data_path", "", "file for statink / splatnlp_tsv")
-    flags.DEFINE_integer("num_builds", 2000, "held-out builds to complete")
-    flags.DEFINE_integer("beam_size", 4, "beam width of the model and baseline completers")
-    flags.DEFINE_integer("seed", 0, "which slots are hidden; the split when not the primary's")
-    flags.DEFINE_string("out", "completion_eval", "output directory")
+                      "Take the held-out builds from this source (default: the primary's own "
+                      "test split).")
+    flags.DEFINE_string("data_path", "", "File of --data_source (statink, splatnlp_tsv).")
+    flags.DEFINE_integer("num_builds", 2000, "Held-out builds to complete (at most).")
+    flags.DEFINE_integer("beam_size", 4, "Beam width of the model and baseline completers.")
+    flags.DEFINE_integer("seed", 0, "Seed of which slots are hidden, and of the split when it "
+                         "is not the primary's.")
+    flags.DEFINE_string("out", "completion_eval", "Output directory (completion_eval.json, "
+                        "completion_eval.png).")
     flags.mark_flag_as_required("primary_dir")
-    app.run(report_user_errors(main))
+    run_with_flagfiles(report_user_errors(main))

@@ -21,42 +21,17 @@ from runkit.cli import report_user_errors, run_with_flagfiles
 from runkit.flags import config_from_flags as config_from_dataclass_flags
 from runkit.flags import define_config_flags
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (created; resumed if it exists).")
+_WORKDIR = flags.DEFINE_string(
+    "workdir", None, "Run directory (created; resumed if it exists); required.")
 _STOP_AFTER = flags.DEFINE_integer(
-    "stop_after_steps", None, "Stop after this many steps, as if killed (resumable).")
+    "stop_after_steps", None,
+    "Stop after this many steps, as if killed, resumable (default: run to the end).")
 _OVERRIDE = flags.DEFINE_bool(
     "override", False, "Continue a workdir's run under settings other than those it was "
     "started with (recorded in config_changes.jsonl).")
 
-_HELP = {
-    "embedding_dim": "Ability and weapon embedding size.",
-    "hidden_dim": "Width of the set transformer; the pooled vector the SAE reads.",
-    "num_layers": "Set-transformer layers.",
-    "num_heads": "Attention heads (must divide hidden_dim).",
-    "num_inducing_points": "Inducing points of each ISAB and seeds of the PMA.",
-    "use_layer_norm": "Layer norm inside attention blocks and layers.",
-    "dropout": "Dropout rate in training.",
-    "lr": "AdamW learning rate (constant).",
-    "weight_decay": "AdamW weight decay.",
-    "batch_size": "Examples per step, split over all devices (a multiple of their number).",
-    "epochs": "Passes over the training examples.",
-    "num_instances": "Completion examples made from each build.",
-    "skew_factor": "P(remove k tokens) ~ k ** skew_factor.",
-    "include_null": "Add one example per build whose input is <NULL>.",
-    "data_source": "synthetic, statink or splatnlp_tsv.",
-    "data_path": "File or directory of the data source (unused for synthetic).",
-    "vocab_path": "splatnlp_tsv only: the vocab.json the file's token ids refer to.",
-    "weapon_vocab_path": "splatnlp_tsv only: the weapon_vocab.json of the file.",
-    "num_builds": "Builds to load (synthetic: to generate).",
-    "seed": "Seed of data generation, split, initialisation and order.",
-    "concepts_file": "synthetic only: JSON concept set to plant (default: the built-in 19).",
-    "checkpoint_every": "Steps between checkpoints.",
-    "log_every": "Steps between training-loss lines in metrics.jsonl.",
-}
-
-
 _NOT_FLAGS = ("concept_set_sha256",)  # filled in by the run from --concepts_file
-define_config_flags(PrimaryTrainConfig, _HELP, skip=_NOT_FLAGS)
+define_config_flags(PrimaryTrainConfig, skip=_NOT_FLAGS)
 
 
 def config_from_flags(values=flags.FLAGS) -> PrimaryTrainConfig:

@@ -54,6 +54,7 @@ from primary.store import save_primary
 from primary.vocab import check_id_range
 from runkit.checkpoints import Checkpoints
 from runkit.errors import RunFault
+from runkit.flags import setting
 from runkit.hosts import is_writer
 from runkit.jsonio import read_json, write_json
 from runkit.lock import WorkdirLock
@@ -74,36 +75,48 @@ class PrimaryTrainConfig:
     published size (83.0 M parameters with the full vocabulary)."""
 
     # Model (PrimaryConfig names).
-    embedding_dim: int = 32
-    hidden_dim: int = 512
-    num_layers: int = 3
-    num_heads: int = 8
-    num_inducing_points: int = 32
-    use_layer_norm: bool = True
-    dropout: float = 0.0
+    embedding_dim: int = setting(32, "Ability and weapon embedding size.")
+    hidden_dim: int = setting(
+        512, "Width of the set transformer; the pooled vector the SAE reads.")
+    num_layers: int = setting(3, "Set-transformer layers.")
+    num_heads: int = setting(8, "Attention heads (must divide hidden_dim).")
+    num_inducing_points: int = setting(
+        32, "Inducing points of each ISAB and seeds of the PMA.")
+    use_layer_norm: bool = setting(True, "Layer norm inside attention blocks and layers.")
+    dropout: float = setting(0.0, "Dropout rate in training.")
     # Optimisation.
-    lr: float = 1e-4
-    weight_decay: float = 0.01
-    batch_size: int = 1024
-    epochs: int = 10
+    lr: float = setting(1e-4, "AdamW learning rate (constant).")
+    weight_decay: float = setting(0.01, "AdamW weight decay.")
+    batch_size: int = setting(
+        1024, "Examples per step, split over all devices (a multiple of their number).")
+    epochs: int = setting(10, "Passes over the training examples.")
     # Examples (docs/original.md §2).
-    num_instances: int = 5
-    skew_factor: float = 1.2
-    include_null: bool = True
+    num_instances: int = setting(5, "Completion examples made from each build.")
+    skew_factor: float = setting(
+        1.2, "An example removes k of its build's tokens with probability ~ "
+        "k ** skew_factor.")
+    include_null: bool = setting(True, "Add one example per build whose input is <NULL>.")
     # Data.
-    data_source: str = "synthetic"
-    data_path: str = ""
-    vocab_path: str = ""  # splatnlp_tsv only: the vocab.json its token ids refer to
-    weapon_vocab_path: str = ""  # splatnlp_tsv only: its weapon_vocab.json
-    num_builds: int = 200_000
-    seed: int = 0
-    concepts_file: str = ""  # synthetic only: a concept set file; "" = the built-in set
+    data_source: str = setting(
+        "synthetic", "Where the builds come from: synthetic (generated), statink (a stat.ink "
+        "battle CSV) or splatnlp_tsv (SplatNLP's tokenized TSV).")
+    data_path: str = setting("", "File of the data source (unused for synthetic).")
+    vocab_path: str = setting(
+        "", "splatnlp_tsv only: the vocab.json the file's token ids refer to.")
+    weapon_vocab_path: str = setting(
+        "", "splatnlp_tsv only: the weapon_vocab.json of the file.")
+    num_builds: int = setting(
+        200_000, "Builds to load (a seeded random subset of a larger file; synthetic: to "
+        "generate).")
+    seed: int = setting(0, "Seed of data generation, split, initialisation and order.")
+    concepts_file: str = setting(
+        "", "synthetic only: JSON concept set to plant (default: the built-in 19).")
     # Filled in by the run from the set it plants ("" = built-in), so that resuming with a
     # changed concept file is caught by the resume policy; not a flag.
     concept_set_sha256: str = ""
     # Bookkeeping (in steps).
-    checkpoint_every: int = 1000
-    log_every: int = 50
+    checkpoint_every: int = setting(1000, "Steps between checkpoints.")
+    log_every: int = setting(50, "Steps between training-loss lines in metrics.jsonl.")
 
     def __post_init__(self):
         """Refuse settings that cannot work, naming the flag (``--name``)."""

@@ -34,11 +34,50 @@ def report_user_errors(main):
     return wrapped
 
 
+class _HelpExitsZero:
+    """absl's help flags exit with status 1; a user who asks for help made no mistake."""
+
+    def parse(self, arg):
+        try:
+            super().parse(arg)
+        except SystemExit:
+            raise SystemExit(0) from None
+
+
+def _help_flags_exit_zero() -> None:
+    """Put exit-0 versions of absl's --help, --helpshort, --helpfull and --helpxml in
+    place of absl's own (idempotent)."""
+    from absl import app, flags
+
+    app.define_help_flags()
+    for base in (app.HelpFlag, app.HelpshortFlag, app.HelpfullFlag, app.HelpXMLFlag):
+        flag = type(base.__name__, (_HelpExitsZero, base), {})()
+        if isinstance(flags.FLAGS[flag.name], _HelpExitsZero):
+            continue
+        for name in (flag.name, flag.short_name):
+            if name:
+                delattr(flags.FLAGS, name)
+        flags.DEFINE_flag(flag, module_name=app.__name__)
+
+
+def _adopt_command_flags(main) -> None:
+    """absl's --help lists the flags of the main module only; the flags of the module
+    that holds ``main`` are the command's own, also when that module is not ``__main__``
+    (a command whose ``__main__`` only calls an app's entry point)."""
+    from absl import flags
+
+    module = getattr(main, "__module__", "__main__")
+    if module != "__main__":
+        for flag in flags.FLAGS.get_flags_for_module(module):
+            flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
+
+
 def run_with_flagfiles(main) -> None:
     """``absl.app.run(main)`` on the command line with its flagfiles read in first
     (:func:`runkit.flags.expand_flagfiles`: a flagfile may name a neighbour, and the
     command then works from any directory). A missing or malformed flagfile prints one
-    ``error:`` line and exits with status 1."""
+    ``error:`` line and exits with status 1. ``--help`` lists every flag of the command
+    (absl's own flags only under ``--helpfull``) and exits with status 0."""
     from absl import app
 
     try:
@@ -46,4 +85,6 @@ def run_with_flagfiles(main) -> None:
     except (OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
+    _help_flags_exit_zero()
+    _adopt_command_flags(main)
     app.run(main, argv=argv)

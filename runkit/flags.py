@@ -1,5 +1,6 @@
 """Settings from the command line and from flagfiles, for frozen config dataclasses.
 
+- :func:`setting`: a config field with its flag's help sentence beside it.
 - :func:`define_config_flags` / :func:`config_from_flags`: one absl flag per field of a
   config, read back into the config; both training commands expose every field this way.
 - :func:`config_from_flagfile`: an absl flagfile (``--name=value`` lines) read into a
@@ -22,21 +23,43 @@ from absl import flags
 _DEFINE = {bool: flags.DEFINE_bool, int: flags.DEFINE_integer,
            float: flags.DEFINE_float, str: flags.DEFINE_string}
 
+# The flags define_config_flags defines belong to the module that calls it (the command),
+# so that absl's --help, which lists the main module's flags only, shows them.
+flags.disclaim_key_flags()
 
-def define_config_flags(cls, help_texts: Mapping[str, str], *, skip=()) -> None:
+
+def setting(default, help: str):
+    """A config dataclass field whose flag has the help sentence ``help``:
+    ``lr: float = setting(1e-3, "Peak learning rate.")``."""
+    if not help.strip():
+        raise ValueError("a setting needs a help sentence")
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
+def define_config_flags(cls, *, skip=(), help_overrides: Mapping[str, str] | None = None,
+                        flag_values: flags.FlagValues = flags.FLAGS) -> None:
     """Define ``--<field>`` for each field of ``cls`` (tuples as comma lists), with the
-    field's default; ``help_texts`` gives the help of a field, else its qualified name."""
+    field's default and the help sentence declared with it (:func:`setting`), or the one
+    ``help_overrides`` gives. A field without a help sentence (and not in ``skip``) is an
+    error naming it, raised before any flag is defined."""
     hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        if f.name in skip:
-            continue
-        kind, doc = hints[f.name], help_texts.get(f.name, f"{cls.__name__}.{f.name}")
-        if typing.get_origin(kind) is tuple:
-            flags.DEFINE_list(f.name, [str(v) for v in f.default], doc)
-        elif kind in _DEFINE:
-            _DEFINE[kind](f.name, f.default, doc)
-        else:
+    fields = [f for f in dataclasses.fields(cls) if f.name not in skip]
+    docs = {f.name: (help_overrides or {}).get(f.name) or f.metadata.get("help")
+            for f in fields}
+    for f in fields:
+        if not docs[f.name]:
+            raise TypeError(f"{cls.__name__}.{f.name} has no help sentence: declare it "
+                            "with runkit.flags.setting(default, help)")
+        kind = hints[f.name]
+        if typing.get_origin(kind) is not tuple and kind not in _DEFINE:
             raise TypeError(f"no flag type for {cls.__name__}.{f.name}: {kind}")
+    for f in fields:
+        kind, doc = hints[f.name], docs[f.name]
+        if typing.get_origin(kind) is tuple:
+            flags.DEFINE_list(f.name, [str(v) for v in f.default], doc,
+                              flag_values=flag_values)
+        else:
+            _DEFINE[kind](f.name, f.default, doc, flag_values=flag_values)
 
 
 def config_from_flags(cls, values=flags.FLAGS, *, skip=()):

@@ -521,12 +521,17 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    from absl import app, flags
+    from absl import flags
 
-    flags.DEFINE_string("workdir", None, "SAE run directory (holds run.json and sae/)")
-    flags.DEFINE_integer("top_features", 64, "ranked features given a full section")
-    flags.DEFINE_integer("num_builds", None, "analyse at most this many held-out builds")
-    flags.DEFINE_bool("explanations", True, "compute explanations.json (the longest stage for "
-                      "a large SAE; without it an earlier explanations.json is left as it is)")
+    from runkit.cli import run_with_flagfiles
+
+    flags.DEFINE_string("workdir", None, "SAE run directory (holds run.json and sae/); "
+                        "required.")
+    flags.DEFINE_integer("top_features", 64, "Top-ranked features given a full section in "
+                         "the report.")
+    flags.DEFINE_integer("num_builds", None, "Analyse at most this many held-out builds "
+                         "(default: the run's --eval_builds).")
+    flags.DEFINE_bool("explanations", True, "Compute explanations.json (the longest stage for "
+                      "a large SAE; without it an earlier explanations.json is left as it is).")
     flags.mark_flag_as_required("workdir")
-    app.run(main)
+    run_with_flagfiles(main)

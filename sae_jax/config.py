@@ -11,6 +11,7 @@ import math
 import os
 from dataclasses import dataclass, field
 
+from runkit.flags import setting
 from runkit.jsonio import read_json, write_json
 from sae_jax.architectures import ARCHITECTURES, TOPK_FAMILY
 from sae_jax.precision import COMPUTE_DTYPES
@@ -22,69 +23,140 @@ CONCEPT_SET_SETTINGS = ("concepts_file", "concept_set_sha256")
 @dataclass(frozen=True)
 class SAETrainConfig:
     # --- SAE shape
-    expansion_factor: float = 4.0
-    clip_max: float = 6.0
+    expansion_factor: float = setting(
+        4.0, "SAE features per input dimension (512 x 4 = 2048 features).")
+    clip_max: float = setting(
+        6.0, "Upper clip of the feature activations (relu_l1; the other architectures only "
+        "with --clip_all).")
     # --- optimiser
-    lr: float = 1e-5
-    weight_decay: float = 0.01  # torch AdamW's default, which the original used
-    grad_clip: float = 1.0
-    lr_final_fraction: float = 0.1  # cosine from lr to 0.1 x lr
+    lr: float = setting(
+        1e-5, "Peak AdamW learning rate (cosine-annealed to lr_final_fraction x lr).")
+    # torch AdamW's default, which the original used
+    weight_decay: float = setting(
+        0.01, "AdamW weight decay (thresholds of batchtopk, matryoshka and jumprelu take none).")
+    grad_clip: float = setting(
+        1.0, "Gradients are clipped to this global norm before the AdamW update.")
+    lr_final_fraction: float = setting(
+        0.1, "The learning rate anneals from lr to this fraction of lr over the run.")
     # --- loss and schedules (per SAE step)
-    l1_coeff: float = 5e-6
-    l1_start: float = 0.0
-    l1_warmup_steps: int = 6000
-    target_usage: float = 0.05
-    usage_coeff: float = 1.5
-    usage_floor: float = 0.05
-    usage_warmup_steps: int = 6000
-    usage_period: int = 60000
-    usage_ema_decay: float = 0.99
+    l1_coeff: float = setting(
+        5e-6, "relu_l1: weight of the L1 penalty on the feature activations, once warmed up.")
+    l1_start: float = setting(
+        0.0, "relu_l1: L1 weight at step 0, raised linearly to l1_coeff over "
+        "l1_warmup_steps.")
+    l1_warmup_steps: int = setting(
+        6000, "SAE steps over which the L1 weight (relu_l1) or the L0 weight (jumprelu) rises "
+        "to its full value.")
+    target_usage: float = setting(
+        0.05, "relu_l1: firing rate each feature is pushed towards by the usage (KL) "
+        "penalty.")
+    usage_coeff: float = setting(
+        1.5, "relu_l1: peak weight of the usage (KL) penalty.")
+    usage_floor: float = setting(
+        0.05, "relu_l1: weight of the usage penalty at step 0 and at the bottom of its "
+        "periodic cosine.")
+    usage_warmup_steps: int = setting(
+        6000, "relu_l1: SAE steps over which the usage weight rises from usage_floor to "
+        "usage_coeff.")
+    usage_period: int = setting(
+        60000, "relu_l1: period in SAE steps of the usage weight's cosine between usage_coeff "
+        "and usage_floor after the warm-up.")
+    usage_ema_decay: float = setting(
+        0.99, "Decay of the per-feature firing-rate EMA that the usage penalty, the "
+        "dead-feature count and resampling read.")
     # Rows of each batch the soft firing estimate (the usage penalty's gradient) is taken
     # on; batch rows are independent draws, so a subsample is an unbiased, cheaper estimate.
-    # 0 = every row.
-    usage_estimate_rows: int = 256
-    # dtype of the step's matmul operands ("float32" or "bfloat16": float32 sums, params
-    # and optimiser state either way; see sae_jax/precision.py).
-    compute_dtype: str = "float32"
-    # Reproduce the original's two defects (frozen decoder, gradient-free usage term).
-    original_behaviour: bool = False
+    usage_estimate_rows: int = setting(
+        256, "Batch rows the usage penalty's soft firing estimate uses (0: all).")
+    # See sae_jax/precision.py.
+    compute_dtype: str = setting(
+        "float32", "SAE step matmul operands: float32, or bfloat16 with float32 sums "
+        "(parameters and optimiser state stay float32).")
+    original_behaviour: bool = setting(
+        False, "Reproduce the original's frozen decoder and gradient-free usage term "
+        "(relu_l1 only).")
     # --- architecture (README "Architectures"; sae_jax/architectures.py). The L1 and usage
     # settings above train relu_l1 only.
-    architecture: str = "relu_l1"
-    k: int = 32  # topk: features per row; batchtopk, matryoshka: mean features per row
-    clip_all: bool = False  # clip the other architectures' features at clip_max too
-    k_aux: int = 0  # AuxK: dead features per row reconstructing the error; 0 = input_dim // 2
-    aux_coeff: float = 1 / 32  # AuxK loss weight (Gao et al. 2024)
-    aux_relu: bool = False  # AuxK: ReLU the dead features' pre-activations (default: as they are)
-    dead_after_rows: int = 10_000_000  # AuxK: dead after firing on none of this many rows
-    threshold_decay: float = 0.99  # batchtopk, matryoshka: EMA of the inference threshold
-    jumprelu_bandwidth: float = 0.001  # width of the straight-through kernel
-    jumprelu_init_threshold: float = 0.001
-    l0_coeff: float = 1e-3  # jumprelu: L0 penalty (warmed up over l1_warmup_steps)
-    matryoshka_groups: tuple[int, ...] = ()  # feature group sizes, summing to d_sae
+    architecture: str = setting(
+        "relu_l1", "SAE architecture: relu_l1, topk, batchtopk, jumprelu or matryoshka.")
+    k: int = setting(
+        32, "topk: active features per row; batchtopk and matryoshka: mean active features "
+        "per row.")
+    clip_all: bool = setting(
+        False, "Clip the features of the architectures other than relu_l1 at clip_max too.")
+    k_aux: int = setting(
+        0, "AuxK (topk family): dead features per row that reconstruct the error; 0: half "
+        "the input size.")
+    aux_coeff: float = setting(
+        1 / 32, "AuxK (topk family): weight of the auxiliary loss (Gao et al. 2024).")
+    aux_relu: bool = setting(
+        False, "AuxK (topk family): ReLU the dead features' pre-activations (default: use "
+        "them as they are).")
+    dead_after_rows: int = setting(
+        10_000_000, "AuxK (topk family): a feature is dead after firing on none of this many "
+        "training rows.")
+    threshold_decay: float = setting(
+        0.99, "batchtopk, matryoshka: EMA decay of the inference threshold.")
+    jumprelu_bandwidth: float = setting(
+        0.001, "jumprelu: width of the straight-through kernel that trains the thresholds.")
+    jumprelu_init_threshold: float = setting(
+        0.001, "jumprelu: every feature's threshold at initialisation and after a resample.")
+    l0_coeff: float = setting(
+        1e-3, "jumprelu: weight of the L0 penalty, warmed up over l1_warmup_steps.")
+    matryoshka_groups: tuple[int, ...] = setting(
+        (), "matryoshka: comma-separated sizes of the nested feature groups, summing to the "
+        "number of features.")
     # --- buffer and training loop
-    buffer_size: int = 819_200
-    buffer_dtype: str = "float32"  # or "bfloat16"
-    min_buffer: int = 50_000  # start SAE training once this many activations are buffered
-    primary_batch_size: int = 32
-    sae_batch_size: int = 1024
-    sae_steps_per_primary_step: int = 4
-    epochs: int = 10
-    data_fraction: float = 0.005
+    buffer_size: int = setting(
+        819_200, "Activation buffer capacity (rows).")
+    buffer_dtype: str = setting(
+        "float32", "Buffer storage dtype: float32 or bfloat16.")
+    min_buffer: int = setting(
+        50_000, "Buffered activations needed before SAE training starts.")
+    primary_batch_size: int = setting(
+        32, "Examples per primary model forward pass whose pooled activations enter the "
+        "buffer.")
+    sae_batch_size: int = setting(
+        1024, "Activation rows sampled from the buffer per SAE step.")
+    sae_steps_per_primary_step: int = setting(
+        4, "SAE steps after each primary batch once min_buffer is reached.")
+    epochs: int = setting(
+        10, "Passes over the training examples (each of data_fraction of them).")
+    data_fraction: float = setting(
+        0.005, "Fraction of the training examples used per epoch (the start of each "
+        "epoch's shuffled order).")
     # --- dead-feature resampling
-    resample_steps: tuple[int, ...] = (7000, 14000, 28000)
-    resample_weight: float = 0.2
-    resample_bias: float = 0.0
-    dead_threshold: float = 1e-8
+    resample_steps: tuple[int, ...] = setting(
+        (7000, 14000, 28000), "Comma-separated SAE steps at which dead features are "
+        "resampled (relu_l1, jumprelu; empty for the topk family).")
+    resample_weight: float = setting(
+        0.2, "A resampled feature's encoder column norm, as a multiple of the live "
+        "features' mean.")
+    resample_bias: float = setting(
+        0.0, "A resampled feature's encoder bias.")
+    dead_threshold: float = setting(
+        1e-8, "A feature whose firing-rate EMA is below this is dead (resampled, counted).")
     # --- data and bookkeeping
-    data_source: str = "synthetic"
-    data_path: str = ""
-    num_builds: int = 200_000  # synthetic world size
-    seed: int = 0
-    log_every: int = 100  # SAE steps between metric transfers to the host
-    checkpoint_every: int = 1000  # SAE steps between checkpoints
-    eval_builds: int = 20_000  # held-out builds for evaluation
-    concepts_file: str = ""  # synthetic only: a concept set file; "" = the built-in set
+    data_source: str = setting(
+        "synthetic", "Where the builds come from: synthetic (generated), statink (a stat.ink "
+        "battle CSV) or splatnlp_tsv (SplatNLP's tokenized TSV).")
+    data_path: str = setting(
+        "", "File of the data source (unused for synthetic).")
+    num_builds: int = setting(
+        200_000, "Builds to load (a seeded random subset of a larger file; synthetic: to "
+        "generate).")
+    seed: int = setting(
+        0, "Seed of the SAE's initialisation and batch order, and of the builds drawn and "
+        "split (unless the --primary_dir run split the same data with its own).")
+    log_every: int = setting(
+        100, "SAE steps between metric transfers to the host.")
+    checkpoint_every: int = setting(
+        1000, "SAE steps between checkpoints.")
+    eval_builds: int = setting(
+        20_000, "Held-out builds used for evaluation (at most).")
+    concepts_file: str = setting(
+        "", "synthetic only: JSON concept set to plant (default: the built-in 19; with "
+        "--primary_dir, the set that primary was trained on).")
     # Filled in by the run from the concept set it plants ("" = built-in), so that resuming
     # with a changed set is caught by the resume policy; not a flag.
     concept_set_sha256: str = ""

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from absl import app, flags
 
-from runkit.cli import report_user_errors
+from runkit.cli import report_user_errors, run_with_flagfiles
 from sae_jax.labels import (
     CATEGORIES,
     check_feature,
@@ -30,11 +30,13 @@ from sae_jax.labels import (
 
 def define_flags() -> None:
     """Flags are defined only when run as a program, so importing this module defines none."""
-    flags.DEFINE_string("workdir", None, "SAE run directory (holds sae/).")
-    flags.DEFINE_integer("feature", None, "Feature id (0 .. SAE features - 1).")
-    flags.DEFINE_string("name", None, "Label name to set.")
-    flags.DEFINE_string("category", None, f"One of {', '.join(CATEGORIES)} (default: none, "
-                        "or the label's current one).")
+    flags.DEFINE_string("workdir", None, "SAE run directory (holds sae/); required.")
+    flags.DEFINE_integer("feature", None, "Feature id (0 .. SAE features - 1); needed by "
+                         "--name and --remove (default with --list: every feature).")
+    flags.DEFINE_string("name", None, "Set the feature's label to this name (default: none; "
+                        "give one of --name, --list or --remove).")
+    flags.DEFINE_string("category", None, f"The label's category, one of "
+                        f"{', '.join(CATEGORIES)} (default: none, or the label's current one).")
     flags.DEFINE_string("notes", None, "Free-text notes (default: empty, or the current ones).")
     flags.DEFINE_bool("list", False, "Print the labels (only --feature's when given).")
     flags.DEFINE_bool("remove", False, "Remove --feature's label.")
@@ -87,4 +89,4 @@ def main(argv) -> int:
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    run_with_flagfiles(main)

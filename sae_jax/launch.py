@@ -62,13 +62,14 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, str, list[str]]:
     parser = _Parser(prog="python -m sae_jax.launch", usage=USAGE, allow_abbrev=False,
                      description="Run MODULE in N local processes joined by jax.distributed.")
     parser.add_argument("--num_processes", type=int, required=True,
-                        help="number of processes to start (N >= 1)")
+                        help="number of processes to start (N >= 1); required")
     parser.add_argument("--devices_per_process", type=int, default=1,
                         help="forced host CPU devices per process (default 1)")
     parser.add_argument("--port", type=int, default=0,
                         help="coordinator port on 127.0.0.1 (default: a free one)")
     parser.add_argument("--cpu", action="store_true",
-                        help="run the processes on CPU (JAX_PLATFORMS=cpu)")
+                        help="run the processes on CPU (JAX_PLATFORMS=cpu; default: they "
+                        "inherit the launcher's JAX_PLATFORMS)")
     options, unknown = parser.parse_known_args(own)
     if unknown:
         raise UsageError(f"unknown launcher arguments {unknown}; the module and its flags go "

@@ -307,11 +307,15 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    from absl import app, flags
+    from absl import flags
 
-    flags.DEFINE_string("workdir", None, "SAE run directory (holds run.json and sae/)")
-    flags.DEFINE_string("host", "127.0.0.1", "address to listen on")
-    flags.DEFINE_integer("port", 8000, "port to listen on")
-    flags.DEFINE_integer("num_builds", None, "analysis builds (default: as sae_jax.analyze)")
+    from runkit.cli import run_with_flagfiles
+
+    flags.DEFINE_string("workdir", None, "SAE run directory (holds run.json and sae/); "
+                        "required.")
+    flags.DEFINE_string("host", "127.0.0.1", "Address the workbench listens on.")
+    flags.DEFINE_integer("port", 8000, "Port the workbench listens on.")
+    flags.DEFINE_integer("num_builds", None, "Held-out builds the workbench analyses "
+                         "(default: as sae_jax.analyze, the run's --eval_builds).")
     flags.mark_flag_as_required("workdir")
-    app.run(main)
+    run_with_flagfiles(main)

@@ -38,19 +38,23 @@ _NOT_SETTINGS = ("extra", "concept_set_sha256")
 def define_flags() -> None:
     """Flags are defined only when run as a program, so importing this module (beside
     ``sae_jax.train``, which defines the same names) defines none."""
-    flags.DEFINE_string("workdir", None, "Sweep directory (created; resumed if it exists).")
+    flags.DEFINE_string("workdir", None, "Sweep directory (created; resumed if it exists); "
+                        "required.")
     flags.DEFINE_string("primary_dir", None,
                         "Primary model directory; default: train (or reuse) the demo primary.")
     flags.DEFINE_bool("analyze", True, "Analyse every member after training.")
     flags.DEFINE_integer("stop_after_steps", None,
-                         "Checkpoint and stop after this many SAE steps (resumable).")
+                         "Checkpoint and stop after this many SAE steps, resumable "
+                         "(default: run to the end).")
     flags.DEFINE_integer("analysis_builds", None, "Analyse each member on at most this many "
                          "held-out builds (default: all --eval_builds).")
-    flags.DEFINE_string("members", "[{}]", "JSON list of member groups (module doc).")
+    flags.DEFINE_string("members", "[{}]", "JSON list of member groups: each an object of the "
+                        "settings it overrides, with an optional \"grid\" and \"name\" (see "
+                        "the command's description above).")
     flags.DEFINE_list("seeds", ["0"], "Initialisation seeds: each member once per seed.")
-    define_config_flags(SAETrainConfig, {
+    define_config_flags(SAETrainConfig, skip=_NOT_SETTINGS, help_overrides={
         "seed": "Data order and the members' shared batch order (initialisation: --seeds).",
-    }, skip=_NOT_SETTINGS)
+    })
 
 
 _HINTS = typing.get_type_hints(SAETrainConfig)

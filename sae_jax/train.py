@@ -20,38 +20,20 @@ from runkit.flags import config_from_flags as config_from_dataclass_flags
 from runkit.flags import define_config_flags
 from sae_jax.config import SAETrainConfig
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (created; resumed if it exists).")
+_WORKDIR = flags.DEFINE_string(
+    "workdir", None, "Run directory (created; resumed if it exists); required.")
 _PRIMARY_DIR = flags.DEFINE_string(
     "primary_dir", None, "Primary model directory to explain; default: train the demo primary.")
 _ANALYZE = flags.DEFINE_bool("analyze", True, "Run the feature analysis after training.")
 _STOP_AFTER = flags.DEFINE_integer(
-    "stop_after_steps", None, "Checkpoint and stop after this many SAE steps (resumable).")
+    "stop_after_steps", None,
+    "Checkpoint and stop after this many SAE steps, resumable (default: run to the end).")
 _OVERRIDE = flags.DEFINE_bool(
     "override", False, "Continue a workdir's run under settings other than those it was "
     "started with (recorded in config_changes.jsonl).")
 
-_HELP = {
-    "expansion_factor": "SAE features per input dimension (512 x 4 = 2048 features).",
-    "clip_max": "Upper clip of the feature activations.",
-    "lr": "Peak AdamW learning rate (cosine-annealed to lr_final_fraction x lr).",
-    "original_behaviour": "Reproduce the original's frozen decoder and gradient-free usage term.",
-    "buffer_size": "Activation buffer capacity (rows).",
-    "buffer_dtype": "Buffer storage dtype: float32 or bfloat16.",
-    "compute_dtype": "SAE step matmul operands: float32, or bfloat16 with float32 sums.",
-    "min_buffer": "Buffered activations needed before SAE training starts.",
-    "usage_estimate_rows": "Batch rows the usage penalty's soft firing estimate uses (0: all).",
-    "resample_steps": "Comma-separated SAE steps at which dead features are resampled.",
-    "data_source": "synthetic, statink or splatnlp_tsv.",
-    "data_fraction": "Fraction of the training examples used per epoch.",
-    "log_every": "SAE steps between metric transfers to the host.",
-    "checkpoint_every": "SAE steps between checkpoints.",
-    "eval_builds": "Held-out builds used for evaluation (at most).",
-    "concepts_file": "synthetic only: JSON concept set to plant (default: the built-in 19; "
-                     "with --primary_dir, the set that primary was trained on).",
-}
-
 _NOT_FLAGS = ("extra", "concept_set_sha256")  # the digest is filled in from the set
-define_config_flags(SAETrainConfig, _HELP, skip=_NOT_FLAGS)
+define_config_flags(SAETrainConfig, skip=_NOT_FLAGS)
 
 
 def config_from_flags(values=flags.FLAGS) -> SAETrainConfig:
