@@ -78,7 +78,7 @@ class PrimaryTrainConfig:
     embedding_dim: int = setting(32, "Ability and weapon embedding size.")
     hidden_dim: int = setting(
         512, "Width of the set transformer; the pooled vector the SAE reads.")
-    num_layers: int = setting(3, "Set-transformer layers.")
+    num_layers: int = setting(3, "Number of set-transformer layers.")
     num_heads: int = setting(8, "Attention heads (must divide hidden_dim).")
     num_inducing_points: int = setting(
         32, "Inducing points of each ISAB and seeds of the PMA.")
