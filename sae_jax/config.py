@@ -135,7 +135,8 @@ class SAETrainConfig:
     resample_bias: float = setting(
         0.0, "A resampled feature's encoder bias.")
     dead_threshold: float = setting(
-        1e-8, "A feature whose firing-rate EMA is below this is dead (resampled, counted).")
+        1e-8, "A feature whose firing-rate EMA is below this counts as dead (and is "
+        "resampled at resample_steps).")
     # --- data and bookkeeping
     data_source: str = setting(
         "synthetic", "Where the builds come from: synthetic (generated), statink (a stat.ink "
