@@ -74,9 +74,10 @@ def bench_step(rounds: int, steps_per_call: int, matmul_n: int = 2048, *,
 
     total = 100_000
     arch = get_architecture(architecture)
-    base = SAETrainConfig(expansion_factor=d_sae / d_in, lr=1e-4, sae_batch_size=batch,
-                          resample_steps=(), buffer_size=max(buffer_rows, batch),
-                          architecture=architecture, **arch.required_settings(d_sae))
+    settings = dict(expansion_factor=d_sae / d_in, lr=1e-4, sae_batch_size=batch,
+                    resample_steps=(), buffer_size=max(buffer_rows, batch),
+                    architecture=architecture)
+    base = SAETrainConfig(**{**settings, **arch.required_settings(d_sae)})
     varied = arch.penalty_setting or "lr"
     cfgs = [dataclasses.replace(base, seed=i, **{varied: getattr(base, varied) * (1 + i)})
             for i in range(members)]
