@@ -56,8 +56,7 @@ class SAEConfig:
                 f"SAE expansion_factor {self.expansion_factor} x input_dim {self.input_dim} "
                 "gives no features"
             )
-        get_architecture(self.architecture, where="SAEConfig.architecture"
-                         ).check_sae_config(self)
+        self.arch.check_sae_config(self)
 
     @property
     def hidden_dim(self) -> int:
