@@ -48,7 +48,7 @@ class SAETrainConfig:
     compute_dtype: str = "float32"
     # Reproduce the original's two defects (frozen decoder, gradient-free usage term).
     original_behaviour: bool = False
-    # --- architecture (README "Architectures"; sae_jax/architectures/). The L1 and usage
+    # --- architecture (README "Architectures"; sae_jax/architectures.py). The L1 and usage
     # settings above train relu_l1 only.
     architecture: str = "relu_l1"
     k: int = 32  # topk: features per row; batchtopk, matryoshka: mean features per row
