@@ -6,7 +6,8 @@
     python benchmarks/sweep_bench.py demo --sweep_dir=W [--one_by_one=per_stack|all]
 
 ``step``: 8 members at 512 -> 2048, batch 1024 (relu_l1 unless ``--architecture``
-names another; topk-family members keep k=32, the default), as one stacked call
+names another; topk-family members keep k=32, the default, and matryoshka's groups
+double from prefix to prefix), as one stacked call
 (``sae_jax.stack.make_stacked_train_steps``) against eight single-member calls
 (``sae_jax.step.make_train_steps``) and a 2048^3 float32 matmul, timed in interleaved
 rounds (every contender under the same slice of a shared machine's load). Reported per
@@ -45,7 +46,7 @@ from benchmarks.output import log, table, write_results  # noqa: E402
 from benchmarks.profile_sae_step import STEP_VARIANTS  # noqa: E402
 from benchmarks.sae_bench import random_activations, sae_step_flops  # noqa: E402
 from benchmarks.timing import machine_info, time_interleaved  # noqa: E402
-from sae_jax.architectures import ARCHITECTURES  # noqa: E402
+from sae_jax.architectures import ARCHITECTURES, get_architecture  # noqa: E402
 
 D_IN, D_SAE, BATCH, MEMBERS = 512, 2048, 1024, 8
 
@@ -56,8 +57,10 @@ def bench_step(rounds: int, steps_per_call: int, matmul_n: int = 2048, *,
                architecture: str = "relu_l1", what_if: str | None = None) -> dict:
     """``members`` SAEs of ``architecture``, ``d_in -> d_sae`` at ``batch``: one stacked call
     against ``members`` single calls and a ``matmul_n``^3 float32 matmul, interleaved
-    rounds. Members differ in their seed and in a dynamic setting (relu_l1: the L1
-    coefficient; the others: the learning rate). ``what_if`` names a
+    rounds. Members differ in their seed and in a dynamic setting: the weight of the
+    architecture's sparsity penalty where it has one (relu_l1: the L1 coefficient; jumprelu:
+    the L0 coefficient, the learning rate before 2026-12-07), else the learning rate; the
+    cost of a step does not depend on either. ``what_if`` names a
     ``benchmarks/profile_sae_step.py`` step variant (relu_l1): the stack built with it
     swapped into ``sae_jax.losses`` is timed in the same rounds."""
     import jax
@@ -70,10 +73,12 @@ def bench_step(rounds: int, steps_per_call: int, matmul_n: int = 2048, *,
     from sae_jax.step import init_train_state, make_train_steps
 
     total = 100_000
-    base = SAETrainConfig(expansion_factor=d_sae / d_in, lr=1e-4, sae_batch_size=batch,
-                          resample_steps=(), buffer_size=max(buffer_rows, batch),
-                          architecture=architecture)
-    varied = "l1_coeff" if architecture == "relu_l1" else "lr"
+    arch = get_architecture(architecture)
+    settings = dict(expansion_factor=d_sae / d_in, lr=1e-4, sae_batch_size=batch,
+                    resample_steps=(), buffer_size=max(buffer_rows, batch),
+                    architecture=architecture)
+    base = SAETrainConfig(**{**settings, **arch.required_settings(d_sae)})
+    varied = arch.penalty_setting or "lr"
     cfgs = [dataclasses.replace(base, seed=i, **{varied: getattr(base, varied) * (1 + i)})
             for i in range(members)]
     buf = push(create_buffer(base.buffer_size, d_in),
@@ -266,8 +271,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--steps_per_call", type=int, default=4)
     p.add_argument("--architecture", default="relu_l1",
-                   # matryoshka is left out: it needs group sizes that fit d_sae
-                   choices=[a for a in ARCHITECTURES if a != "matryoshka"],
+                   choices=ARCHITECTURES,
                    help="the members' architecture (step only)")
     p.add_argument("--what_if", default=None, choices=sorted(STEP_VARIANTS),
                    help="also time the stack with this benchmarks/profile_sae_step.py step "

@@ -45,7 +45,7 @@ from safetensors.numpy import load_file, save_file
 from runkit.cli import report_user_errors, run_with_flagfiles
 from runkit.errors import UserError
 from runkit.jsonio import read_json, write_json
-from sae_jax.architectures import GLOBAL_THRESHOLD, jumprelu_threshold
+from sae_jax.architectures import ARCHITECTURES, get_architecture
 from sae_jax.model import SAEConfig, SparseAutoencoder, encode, sae_from_params, unit_rows
 from sae_jax.store import load_sae
 
@@ -54,9 +54,8 @@ CFG_FILENAME = "cfg.json"
 WEIGHTS_FILENAME = "sae_weights.safetensors"
 DEFAULT_HOOK_NAME = "pooled"  # the input of the primary model's output layer
 DEFAULT_MODEL_NAME = "splatnlp-set-completion"
-# Our architecture -> SAELens's.
-SAELENS_ARCHITECTURE = {"relu_l1": "standard", "topk": "topk", "jumprelu": "jumprelu",
-                        "batchtopk": "jumprelu", "matryoshka": "jumprelu"}
+# Exports written before ``sae_jax_architecture`` was recorded hold SAEConfig's default.
+LEGACY_ARCHITECTURE = SAEConfig.architecture
 
 
 class ClipWarning(UserWarning):
@@ -85,11 +84,7 @@ def saelens_tensors(sae: SparseAutoencoder) -> dict[str, np.ndarray]:
         "W_dec": unit_rows(params["W_dec"]),
         "b_dec": params["b_dec"],
     }
-    arch = sae.config.architecture
-    if arch == "jumprelu":
-        out["threshold"] = jumprelu_threshold(params)
-    elif arch in GLOBAL_THRESHOLD:
-        out["threshold"] = jnp.full((sae.hidden_dim,), params["threshold"])
+    out.update(sae.config.arch.export_tensors(params, sae.hidden_dim))
     return {k: np.ascontiguousarray(np.asarray(v, np.float32)) for k, v in out.items()}
 
 
@@ -113,7 +108,7 @@ def saelens_config(sae: SparseAutoencoder, *, hook_name: str, model_name: str,
         **(extra_metadata or {}),
     }
     cfg = {
-        "architecture": SAELENS_ARCHITECTURE[config.architecture],
+        "architecture": config.arch.saelens_architecture,
         "d_in": int(config.input_dim),
         "d_sae": int(sae.hidden_dim),
         "dtype": "float32",
@@ -125,8 +120,7 @@ def saelens_config(sae: SparseAutoencoder, *, hook_name: str, model_name: str,
         "model_name": model_name,
         "metadata": metadata,
     }
-    if config.architecture == "topk":
-        cfg.update(k=int(config.k), rescale_acts_by_decoder_norm=False)
+    cfg.update(config.arch.export_fields(config))
     return cfg
 
 
@@ -212,8 +206,10 @@ def load_saelens_export(directory: str | os.PathLike) -> SparseAutoencoder:
     meta = cfg.get("metadata", {})
     arch = meta.get("sae_jax_architecture")
     if arch is None:  # written before other architectures were exported: standard, clipped
-        arch = {"standard": "relu_l1"}.get(cfg.get("architecture"))
-    if arch not in SAELENS_ARCHITECTURE or SAELENS_ARCHITECTURE[arch] != cfg.get("architecture"):
+        legacy = get_architecture(LEGACY_ARCHITECTURE)
+        arch = legacy.name if cfg.get("architecture") == legacy.saelens_architecture else None
+    if (arch not in ARCHITECTURES
+            or get_architecture(arch).saelens_architecture != cfg.get("architecture")):
         raise UserError(f"{d / CFG_FILENAME}: architecture {cfg.get('architecture')!r} "
                         f"(ours: {arch!r}) is not one this tool exports")
     t = load_file(str(d / WEIGHTS_FILENAME))
@@ -222,14 +218,10 @@ def load_saelens_export(directory: str | os.PathLike) -> SparseAutoencoder:
     config = SAEConfig(d_in, d_sae / d_in, 6.0 if clip is None else float(clip), arch,
                        int(meta.get("sae_jax_k", cfg.get("k", 0))), clip=clip is not None)
     params = {k: jnp.asarray(t[k]) for k in ("W_enc", "b_enc", "W_dec", "b_dec")}
-    if arch == "jumprelu":
-        params["log_threshold"] = jnp.log(jnp.asarray(t["threshold"]))
-    elif arch in GLOBAL_THRESHOLD:
-        thresholds = t["threshold"]
-        if not np.all(thresholds == thresholds[0]):
-            raise UserError(f"{d}: a {arch} export has one threshold for every feature; "
-                            "these differ")
-        params["threshold"] = jnp.asarray(thresholds[0])
+    try:
+        params.update(config.arch.import_params(t))
+    except ValueError as e:
+        raise UserError(f"{d}: {e}") from None
     return sae_from_params(config, params)
 
 

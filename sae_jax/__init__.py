@@ -1,7 +1,8 @@
 """The sparse autoencoder: a pure library, and the runs built on it.
 
-Library (imports neither ``primary`` nor ``bridge``): ``model``, ``architectures`` (the
-encoders), ``recipes`` (their training losses), ``losses``, ``schedules``, ``transforms``,
+Library (imports neither ``primary`` nor ``bridge``): ``model``, ``architectures`` (one
+plugin per architecture: encoder, loss terms, settings, export), ``recipes`` (the step's
+view of them), ``losses``, ``schedules``, ``transforms``,
 ``precision``, ``buffer``, ``resample``, ``step`` and ``stack`` (many SAEs as one vmapped
 step), ``config``, ``store``, ``activity``, ``sparse_activations`` (positive activations by
 feature), ``analysis``, ``concepts``, ``explain`` (the rule search), ``labels`` (the human

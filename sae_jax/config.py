@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from runkit.flags import setting
 from runkit.jsonio import read_json, write_json
-from sae_jax.architectures import ARCHITECTURES, TOPK_FAMILY
+from sae_jax.architectures import Architecture, get_architecture
 from sae_jax.precision import COMPUTE_DTYPES
 
 DATA_SOURCES = ("synthetic", "statink", "splatnlp_tsv")
@@ -229,54 +229,20 @@ class SAETrainConfig:
             raise ValueError("invalid SAE training settings: " + "; ".join(errors))
 
     def _architecture_errors(self, check, d_sae: int | None) -> list[str]:
-        arch = self.architecture
-        if arch not in ARCHITECTURES:
-            return [f"unknown SAE architecture {arch!r} (--architecture); choose one of "
-                    f"{ARCHITECTURES}"]
-        errors = []
-        if arch != "relu_l1" and self.original_behaviour:
-            errors.append(f"--original_behaviour reproduces the original's relu_l1 recipe; "
-                          f"--architecture is {arch!r}")
-        if arch in TOPK_FAMILY:
-            check("k", self.k >= 1, f"must be >= 1 for --architecture={arch}")
-            if d_sae is not None and self.k >= d_sae:
-                errors.append(f"--k {self.k} must be smaller than the number of features "
-                              f"{d_sae} (--architecture={arch})")
-            check("k_aux", self.k_aux >= 0, "must be >= 0 (0: half the input size)")
-            check("aux_coeff", self.aux_coeff >= 0, "must be >= 0")
-            check("dead_after_rows", self.dead_after_rows > 0, "must be positive")
-            if self.resample_steps:
-                errors.append(f"--resample_steps {','.join(map(str, self.resample_steps))}: "
-                              f"the AuxK loss replaces resampling for --architecture={arch}; "
-                              "pass --resample_steps= (empty)")
-        if arch in ("batchtopk", "matryoshka"):
-            check("threshold_decay", 0 < self.threshold_decay < 1, "must be in (0, 1)")
-        if arch == "jumprelu":
-            check("jumprelu_bandwidth", self.jumprelu_bandwidth > 0, "must be > 0")
-            check("jumprelu_init_threshold", self.jumprelu_init_threshold > 0, "must be > 0")
-            check("l0_coeff", self.l0_coeff >= 0, "must be >= 0")
-        if arch == "matryoshka":
-            groups = self.matryoshka_groups
-            if not groups or any(g <= 0 for g in groups):
-                errors.append(f"--matryoshka_groups must be positive group sizes summing to "
-                              f"the number of features, got {groups}")
-            elif d_sae is not None and sum(groups) != d_sae:
-                errors.append(f"--matryoshka_groups {','.join(map(str, groups))} sum to "
-                              f"{sum(groups)}, not to the number of features {d_sae}")
-        elif self.matryoshka_groups:
-            errors.append(f"--matryoshka_groups is for --architecture=matryoshka; "
-                          f"--architecture is {arch!r}")
-        return errors
+        try:
+            arch = self.arch
+        except ValueError as e:  # names the bad value and the choices
+            return [str(e)]
+        return arch.settings_errors(self, check, d_sae)
+
+    @property
+    def arch(self) -> Architecture:
+        """The architecture's plugin (:mod:`sae_jax.architectures`)."""
+        return get_architecture(self.architecture)
 
     def sae_config(self, input_dim: int):
         """The SAEConfig this run trains (relu_l1: exactly the original's three fields)."""
-        from sae_jax.model import SAEConfig
-
-        if self.architecture == "relu_l1":
-            return SAEConfig(input_dim, self.expansion_factor, self.clip_max)
-        k = self.k if self.architecture in TOPK_FAMILY else 0
-        return SAEConfig(input_dim, self.expansion_factor, self.clip_max, self.architecture,
-                         k, clip=self.clip_all)
+        return self.arch.sae_config(self, input_dim)
 
     def aux_k(self, input_dim: int, d_sae: int) -> int:
         """AuxK's k: ``--k_aux``, or half the input size when 0; at most ``d_sae``."""

@@ -11,10 +11,11 @@ optimiser's projection, so the stored and the used dictionary agree.
 ``usage_ema`` (d_sae,) is the running firing rate used for dead-feature
 detection and the usage penalty; it is training state, not a parameter.
 
-Architectures (:mod:`sae_jax.architectures`): the config's ``architecture`` picks the
-encoder nonlinearity (relu_l1 above is the default); batchtopk and matryoshka SAEs hold a
-scalar ``threshold`` parameter and jumprelu ones a ``log_threshold (d_sae,)``, beside the
-four above. ``encode`` takes a float clip (relu_l1), an SAEConfig or an EncoderSpec.
+Architectures (:mod:`sae_jax.architectures`): the config's ``architecture`` names the
+plugin that gives the encoder nonlinearity (relu_l1 above is the default) and the
+parameters beside the four above (batchtopk and matryoshka SAEs hold a scalar
+``threshold``, jumprelu ones a ``log_threshold (d_sae,)``). ``encode`` takes a float clip
+(relu_l1), an SAEConfig or an EncoderSpec.
 """
 
 from __future__ import annotations
@@ -30,14 +31,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from runkit.jsonio import write_json
-from sae_jax.architectures import (
-    EXTRA_PARAMS,
-    TOPK_FAMILY,
-    EncoderSpec,
-    activate,
-    check_architecture,
-    encoder_spec,
-)
+from sae_jax.architectures import Architecture, EncoderSpec, encoder_spec, get_architecture
 from sae_jax.precision import matmul
 
 ATOM_NORM_EPS = 1e-12
@@ -62,26 +56,24 @@ class SAEConfig:
                 f"SAE expansion_factor {self.expansion_factor} x input_dim {self.input_dim} "
                 "gives no features"
             )
-        check_architecture(self.architecture, where="SAEConfig.architecture")
-        if self.architecture == "relu_l1" and not self.clip:
-            raise ValueError("a relu_l1 SAE always clips its features (SAEConfig.clip)")
-        if self.architecture in TOPK_FAMILY and not 0 < self.k < self.hidden_dim:
-            raise ValueError(f"SAE architecture {self.architecture} needs 0 < k < the number "
-                             f"of features {self.hidden_dim}, got k={self.k}")
+        self.arch.check_sae_config(self)
 
     @property
     def hidden_dim(self) -> int:
         return int(self.input_dim * self.expansion_factor)
 
     @property
+    def arch(self) -> Architecture:
+        """The architecture's plugin (:mod:`sae_jax.architectures`)."""
+        return get_architecture(self.architecture, where="SAEConfig.architecture")
+
+    @property
     def encoder(self) -> EncoderSpec:
         """The hashable spec ``encode`` needs (a static jit argument)."""
-        k = self.k if self.architecture == "topk" else 0
-        clip = self.clip_max if self.clip or self.architecture == "relu_l1" else None
-        return EncoderSpec(self.architecture, k, clip)
+        return self.arch.encoder_spec(self)
 
     def param_names(self) -> tuple[str, ...]:
-        return PARAM_KEYS + tuple(EXTRA_PARAMS.get(self.architecture, {}))
+        return PARAM_KEYS + self.arch.param_names()
 
     def to_json(self, path: str | os.PathLike) -> None:
         d = dataclasses.asdict(self)
@@ -138,7 +130,7 @@ def encode(params: SAEParams, x: jax.Array, spec, *,
     resolved = encoder_spec(spec)
     if resolved is None:  # a bare clip value: the relu_l1 encoder, exactly as it always was
         return pre, jnp.clip(jax.nn.relu(pre), 0.0, spec)
-    return pre, activate(params, pre, resolved)
+    return pre, get_architecture(resolved.architecture).activate(params, pre, resolved)
 
 
 def decode(params: SAEParams, h: jax.Array, *, frozen_decoder: bool = False,
@@ -162,7 +154,7 @@ class SparseAutoencoder(nnx.Module):
         self.b_enc = nnx.Param(jnp.zeros((h,)))
         self.W_dec = nnx.Param(unit_rows(_kaiming_uniform_relu(rngs.params(), (h, d), fan_in=h)))
         self.b_dec = nnx.Param(jnp.zeros((d,)))
-        for name, kind in EXTRA_PARAMS.get(config.architecture, {}).items():
+        for name, kind in config.arch.extra_params:
             setattr(self, name, nnx.Param(jnp.zeros(() if kind == "scalar" else (h,))))
         self.usage_ema = UsageEMA(jnp.zeros((h,)))
 

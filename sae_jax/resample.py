@@ -36,7 +36,6 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from sae_jax.architectures import log_threshold_init
 from sae_jax.buffer import ActivationBuffer
 from sae_jax.config import SAETrainConfig
 from sae_jax.model import SAEParams, decode, encode, unit_rows
@@ -63,8 +62,10 @@ def reconstruction_errors(params: SAEParams, x: jax.Array, clip_max) -> jax.Arra
     return jax.lax.map(score, x, batch_size=min(SCORE_CHUNK, x.shape[0]))
 
 
-def _zero_adam_moments(opt_state, mask_cols: jax.Array):
-    """Zero ``mu``/``nu`` of the masked encoder columns, encoder biases and decoder rows.
+def _zero_adam_moments(opt_state, mask_cols: jax.Array, feature_params: tuple[str, ...] = ()):
+    """Zero ``mu``/``nu`` of the masked encoder columns, encoder biases and decoder rows,
+    and of the masked entries of ``feature_params`` (the architecture's own parameters
+    with one value per feature).
 
     mask_cols: (d_sae,) bool.
     """
@@ -76,9 +77,9 @@ def _zero_adam_moments(opt_state, mask_cols: jax.Array):
             "b_enc": jnp.where(mask_cols, 0, tree["b_enc"]).astype(tree["b_enc"].dtype),
             "W_dec": jnp.where(mask_cols[:, None], 0, tree["W_dec"]).astype(tree["W_dec"].dtype),
         }
-        if "log_threshold" in tree:
-            t = tree["log_threshold"]
-            out["log_threshold"] = jnp.where(mask_cols, 0, t).astype(t.dtype)
+        for name in feature_params:
+            t = tree[name]
+            out[name] = jnp.where(mask_cols, 0, t).astype(t.dtype)
         return out
 
     found = optax.tree_utils.tree_get_all_with_path(opt_state, "ScaleByAdamState")
@@ -114,7 +115,7 @@ def resample_dead_features(
     key_rows, key_pick, key_dir = jax.random.split(key, 3)
     rows = jax.random.randint(key_rows, (n_cand,), 0, jnp.maximum(buffer.fill, 1))
     cand = buffer.data[rows].astype(jnp.float32)
-    spec = cfg.clip_max if cfg.architecture == "relu_l1" else cfg.sae_config(d_in).encoder
+    spec = cfg.sae_config(d_in).encoder
     err = reconstruction_errors(params, cand, spec)
     err = jnp.where(jnp.sum(err) > 0, err, jnp.ones_like(err))  # all zero: uniform
     gumbel = jax.random.gumbel(key_pick, (n_cand,))
@@ -141,11 +142,9 @@ def resample_dead_features(
         "b_enc": jnp.where(dead, jnp.asarray(cfg.resample_bias, b_enc.dtype), b_enc),
         "W_dec": jnp.where(dead[:, None], direction.astype(w_dec.dtype), w_dec),
     }
-    if "log_threshold" in params:
-        t = params["log_threshold"]
-        init = jnp.asarray(log_threshold_init(cfg.jumprelu_init_threshold), t.dtype)
-        new_params["log_threshold"] = jnp.where(dead, init, t)
-    new_opt_state = _zero_adam_moments(opt_state, dead)
+    new_params = cfg.arch.resampled_params(new_params, params, dead, cfg)
+    per_feature = tuple(name for name, kind in cfg.arch.extra_params if kind == "features")
+    new_opt_state = _zero_adam_moments(opt_state, dead, per_feature)
 
     live_usage = jnp.sum(jnp.where(live, usage_ema, 0.0)) / jnp.maximum(n_live, 1)
     live_usage = jnp.where(n_live > 0, live_usage, cfg.target_usage)

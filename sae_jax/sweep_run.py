@@ -261,8 +261,7 @@ def _finish_member(member: SweepMember, state, finite: bool, primary, evaluation
                                           "threshold_mean") if k in last},
         sweep=str(run_info["workdir"]), trained_in_stack_of=run_info["stack_size"],
     )
-    if sae_config.architecture != "relu_l1":
-        result.update(architecture=sae_config.architecture, k=sae_config.k)
+    result.update(sae_config.arch.summary_fields(sae_config))
     write_json(mdir / "metrics.json", result)
     plot_curves(mdir / "metrics.jsonl", mdir / "curves.png",
                 resample_steps=member.cfg.resample_steps)

@@ -370,8 +370,7 @@ def train_sae(cfg: SAETrainConfig, workdir, *, primary_dir=None, primary_flagfil
                                               "prefix_mse", "threshold_mean")
                          if k in last},
         )
-        if sae_config.architecture != "relu_l1":
-            result.update(architecture=sae_config.architecture, k=sae_config.k)
+        result.update(sae_config.arch.summary_fields(sae_config))
         if is_writer():
             write_json(workdir / "metrics.json", result)
             plot_curves(workdir / "metrics.jsonl", workdir / "curves.png",

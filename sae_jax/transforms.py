@@ -74,7 +74,7 @@ def make_optimizer(cfg: SAETrainConfig, total_steps: int) -> optax.GradientTrans
         raise ValueError(f"grad_clip must be positive, got {cfg.grad_clip}")
     # Thresholds take no weight decay (a decayed BatchTopK threshold would drift between the
     # steps that set it); relu_l1 has none and keeps its unmasked AdamW.
-    mask = None if cfg.architecture == "relu_l1" else _decayed
+    mask = _decayed if cfg.arch.masked_weight_decay else None
     return optax.chain(
         optax.clip_by_global_norm(cfg.grad_clip),
         remove_parallel_decoder_grad(),

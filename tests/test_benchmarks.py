@@ -344,6 +344,17 @@ def test_sweep_step_times_a_what_if_variant_beside_the_stack(monkeypatch):
     assert 0 < out["stacked_two_pass_counts_roofline_fraction_median"]
 
 
+def test_sweep_step_takes_every_architecture_matryoshka_included():
+    from benchmarks import sweep_bench
+
+    # d_sae above the default k (32); the groups come from the architecture (8, 8, 16, 32).
+    out = sweep_bench.bench_step(rounds=1, steps_per_call=1, matmul_n=32, members=2, d_in=8,
+                                 d_sae=64, batch=8, buffer_rows=32, architecture="matryoshka")
+    assert out["architecture"] == "matryoshka"
+    assert out["stacked_ms_per_step_median"] > 0 and out["singles_ms_per_step_median"] > 0
+    assert "matryoshka" in sweep_bench.ARCHITECTURES
+
+
 def test_primary_step_bench_times_both_forms_of_the_same_steps(tmp_path):
     from benchmarks import primary_step_bench
 

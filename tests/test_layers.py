@@ -50,7 +50,10 @@ def layer_of(module: str) -> str | None:
     if top == "bridge":
         return "bridge"
     if top == "sae_jax":
-        for name in (module, module.rsplit(".", 1)[0]):
+        # The module, its parent (a name imported from it), and the sub-packages above
+        # (a module of sae_jax.architectures takes that package's layer).
+        prefixes = [module.rsplit(".", i)[0] for i in range(module.count(".") + 1)]
+        for name in prefixes[:2] + [p for p in prefixes[2:] if "." in p]:
             if name in SAE_ORCHESTRATION:
                 return "orchestration"
             if name in SAE_LIBRARY:

@@ -48,6 +48,10 @@ CASES = {
              for s, a, lr in ((0, 1 / 32, 3e-3), (1, 0.1, 1e-3))],
     "jumprelu": [dict(architecture="jumprelu", seed=s, l0_coeff=c, lr=lr)
                  for s, c, lr in ((0, 1e-3, 3e-3), (3, 1e-2, 2e-3))],
+    # Nested prefix losses, the BatchTopK threshold and AuxK, all inside the vmap.
+    "matryoshka": [dict(architecture="matryoshka", k=4, matryoshka_groups=(8, 8, 16),
+                        resample_steps=(), seed=s, aux_coeff=a, lr=lr)
+                   for s, a, lr in ((0, 1 / 32, 3e-3), (2, 0.1, 1e-3))],
 }
 
 
