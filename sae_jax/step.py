@@ -19,8 +19,6 @@ to that axis too; params and optimiser state are expected replicated.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from typing import Any, NamedTuple
 
 import jax
@@ -147,17 +145,6 @@ def steps_body(cfg: SAETrainConfig, total_steps: int, num_steps: int, batch_shar
     return run
 
 
-def _build(cfg: SAETrainConfig, total_steps: int, num_steps: int, batch_sharding):
-    return jax.jit(steps_body(cfg, total_steps, num_steps, batch_sharding), donate_argnums=0)
-
-
-_COMPILED: dict = {}
-
-
-def _config_key(cfg: SAETrainConfig) -> str:
-    return json.dumps(dataclasses.asdict(cfg), sort_keys=True, default=str)
-
-
 def make_train_steps(cfg: SAETrainConfig, total_steps: int, num_steps: int, *,
                      batch_sharding: jax.sharding.Sharding | None = None):
     """``fn(state, buffer, key) -> (state, metrics)`` running ``num_steps`` SAE steps.
@@ -166,14 +153,12 @@ def make_train_steps(cfg: SAETrainConfig, total_steps: int, num_steps: int, *,
     lr schedule). ``metrics``: means over the steps of loss, mse, l1, kl, l0, l1_coeff,
     usage_coeff, lr, grad_norm; ``n_resampled`` (total over the steps), ``dead_count``
     (usage EMA below threshold after the last step), ``finite`` (every loss finite) and
-    ``step`` (SAE steps done). Cached per (config, total_steps, num_steps, sharding).
+    ``step`` (SAE steps done). Each call returns a new function, compiled at its first
+    use: make it once and keep it.
     """
     if num_steps <= 0:
         raise ValueError(f"num_steps must be positive, got {num_steps}")
     if total_steps <= 0:
         raise ValueError(f"total_steps must be positive, got {total_steps}")
-    cache_key = (_config_key(cfg), int(total_steps), int(num_steps), batch_sharding)
-    fn = _COMPILED.get(cache_key)
-    if fn is None:
-        fn = _COMPILED[cache_key] = _build(cfg, int(total_steps), int(num_steps), batch_sharding)
-    return fn
+    return jax.jit(steps_body(cfg, int(total_steps), int(num_steps), batch_sharding),
+                   donate_argnums=0)
