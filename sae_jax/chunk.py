@@ -78,9 +78,6 @@ def single_steps(cfg: SAETrainConfig, total_steps: int, steps_per_batch: int,
                  batch_sharding: jax.sharding.Sharding | None = None) -> BatchSteps:
     """One SAE's steps (:func:`sae_jax.step.steps_body`; metrics: a list of its one dict of
     scalars); a non-finite loss stops the run."""
-    if min(steps_per_batch, total_steps) <= 0:
-        raise ValueError(f"steps_per_batch {steps_per_batch} and total_steps {total_steps} "
-                         "must be positive")
     body = steps_body(cfg, int(total_steps), int(steps_per_batch), batch_sharding)
 
     def run(state, buffer, key):

@@ -3,7 +3,7 @@
 A *stack* is N members that share every static setting (shape, architecture, k, the
 schedule lengths, the batch size, ...) and differ only in the settings of
 :data:`DYNAMIC_SETTINGS` (numbers the step uses as values, never for Python control
-flow) and in their initialisation seed. The step is :func:`sae_jax.step._one_step`
+flow) and in their initialisation seed. The step is :func:`sae_jax.step.one_step`
 itself, vmapped over the members: each member's config is the stack's config with its
 own dynamic settings put in as traced scalars, so the loss, the optax chain and the
 resampling are the same code as a single run's. The vmap names its axis
@@ -34,7 +34,7 @@ import jax.numpy as jnp
 from sae_jax.config import SAETrainConfig
 from sae_jax.recipes import metric_names
 from sae_jax.schedules import learning_rate_schedule
-from sae_jax.step import MEAN_METRICS, TrainState, _one_step, step_batch
+from sae_jax.step import MEAN_METRICS, TrainState, check_step_counts, one_step, step_batch
 from sae_jax.transforms import make_optimizer
 
 # Settings members of one stack may differ in: used by the step only as numbers.
@@ -114,6 +114,7 @@ def stacked_steps_body(cfg: SAETrainConfig, total_steps: int, num_steps: int,
     """The unjitted ``(state, settings, buffer, key) -> (state, metrics)`` of
     :func:`make_stacked_train_steps`, for callers that run it inside a jitted function of
     their own (the training loop's chunk)."""
+    check_step_counts(total_steps, num_steps)
     cfg = stack_signature(cfg)
     resample_at = tuple(sorted(int(s) for s in cfg.resample_steps))
 
@@ -121,7 +122,7 @@ def stacked_steps_body(cfg: SAETrainConfig, total_steps: int, num_steps: int,
         mcfg = member_config(cfg, settings)
         # The optimiser and schedule hold no arrays of their own: building them per member
         # inside the trace puts the member's lr and weight decay in as values.
-        return _one_step(state, buffer, key, cfg=mcfg,
+        return one_step(state, buffer, key, cfg=mcfg,
                          optimizer=make_optimizer(mcfg, total_steps),
                          lr_schedule=learning_rate_schedule(mcfg, total_steps),
                          resample_at=resample_at, batch_sharding=batch_sharding, x=x,
@@ -166,9 +167,5 @@ def make_stacked_train_steps(cfg: SAETrainConfig, total_steps: int, num_steps: i
     ``(members,)`` except ``step``. Each call returns a new function, compiled at its first
     use: make it once and keep it.
     """
-    if num_steps <= 0:
-        raise ValueError(f"num_steps must be positive, got {num_steps}")
-    if total_steps <= 0:
-        raise ValueError(f"total_steps must be positive, got {total_steps}")
     return jax.jit(stacked_steps_body(cfg, int(total_steps), int(num_steps), batch_sharding),
                    donate_argnums=0)

@@ -91,3 +91,40 @@ def test_same_final_metrics(both):
             np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL, err_msg=k)
         else:
             assert got == want, k
+
+
+def test_a_non_finite_loss_stops_a_single_run_and_marks_only_its_sweep_member(tmp_path):
+    """The loop's NaN guard is the plugged-in steps' to set: a single run's ``loss_ok`` stops
+    the run; a sweep's steps go on and mark the member whose loss became non-finite."""
+    from runkit.sharding import make_mesh
+    from sae_jax.buffer import create_buffer, push
+    from sae_jax.run_setup import RunPlan
+    from sae_jax.sweep_run import sweep_trainee
+    from sae_jax.training import single_trainee
+
+    d = 8
+    plan = RunPlan(batches_per_epoch=10, epochs=1, first_train_batch=1, sae_steps_per_batch=2)
+    mesh = make_mesh(jax.devices()[:1])
+    rows = jax.random.normal(jax.random.key(1), (64, d))
+    key = jax.random.key(2)
+
+    def buffer():  # a fresh one per call: the steps' callers donate what they pass
+        return push(create_buffer(CFG.buffer_size, d), rows)
+
+    single = single_trainee(CFG, plan, CFG.sae_config(d), mesh, tmp_path / "single")
+    state = single.state
+    bad_single = state._replace(params={**state.params, "W_enc": state.params["W_enc"] * np.nan})
+    assert bool(single.steps.run(state, buffer(), key)[2])
+    assert not bool(single.steps.run(bad_single, buffer(), key)[2])
+
+    members = [SweepMember("a", CFG), SweepMember("b", CFG)]
+    sweep = sweep_trainee([members], plan, lambda c: c.sae_config(d), mesh, tmp_path / "sweep")
+    (stacked,), settings, healthy = sweep.state
+    w_enc = stacked.params["W_enc"]
+    bad_member = stacked._replace(params={**stacked.params, "W_enc": w_enc.at[1].set(np.nan)})
+    healthy = sweep.steps.run(([stacked], settings, healthy), buffer(), key)[0][2]
+    assert np.asarray(healthy[0]).tolist() == [True, True]
+    out, _, ok = sweep.steps.run(([bad_member], settings, healthy), buffer(), key)
+    assert bool(ok)  # not fatal
+    assert np.asarray(out[2][0]).tolist() == [True, False]
+    assert np.all(np.isfinite(np.asarray(out[0][0].params["W_enc"][0])))
