@@ -51,8 +51,6 @@ from sae_jax.run_setup import (
 )
 from sae_jax.step import init_train_state
 
-__all__ = ["TrainingFault", "metrics_summary", "single_trainee", "train_sae"]
-
 CHECKPOINTS_KEPT = 3
 
 
