@@ -41,7 +41,7 @@ from bridge.harvest_blocks import (
 from primary.model import PrimaryConfig, create_model
 from runkit.sharding import batch_sharding, make_mesh, replicate
 from sae_jax.buffer import ActivationBuffer
-from sae_jax.chunk import fresh_health, make_chunk_fn
+from sae_jax.chunk import fresh_health, make_chunk_fn, single_steps
 from sae_jax.config import SAETrainConfig
 from sae_jax.model import create_sae
 from sae_jax.step import init_train_state
@@ -57,8 +57,8 @@ def ours_loop_call(model, cfg: SAETrainConfig, examples, indices: np.ndarray, pr
     graphdef, primary_state = nnx.split(model)
     table = null_pooled_table(model, examples.null_id, mesh)
     sae_config = cfg.sae_config(model.config.hidden_dim)
-    chunk = make_chunk_fn(cfg, TOTAL_STEPS, cfg.sae_steps_per_primary_step, layout.batches,
-                          train=True, batch_sharding=batch_sharding(mesh))
+    steps = single_steps(cfg, TOTAL_STEPS, cfg.sae_steps_per_primary_step, batch_sharding(mesh))
+    chunk = make_chunk_fn(steps, layout.batches, train=True, batch_sharding=batch_sharding(mesh))
     # Placed as the training loop places them (replicated state, buffer rows split).
     data = np.zeros((cfg.buffer_size, prefill.shape[1]), np.float32)
     data[:len(prefill)] = prefill
@@ -76,7 +76,7 @@ def ours_loop_call(model, cfg: SAETrainConfig, examples, indices: np.ndarray, pr
             holder["state"], holder["buffer"], key, fresh_health(), holder["staging"], table,
             block.is_null, block.weapons, np.int32(0), np.int32(n))
         jax.block_until_ready((holder["state"], holder["buffer"], health, metrics))
-        return metrics
+        return metrics[0]  # the one SAE's metrics
 
     return call
 

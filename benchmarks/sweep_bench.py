@@ -97,8 +97,8 @@ def bench_step(rounds: int, steps_per_call: int, matmul_n: int = 2048, *,
         from benchmarks.profile_sae_step import swapped_in_losses
 
         with swapped_in_losses(STEP_VARIANTS[what_if]):
-            # A distinct total_steps gives the variant its own compiled function (same work).
-            variant_fn = make_stacked_train_steps(base, total + 1, steps_per_call)
+            # A function of its own, compiled (at its first call) with the variant swapped in.
+            variant_fn = make_stacked_train_steps(base, total, steps_per_call)
             holder["variant"] = stack_states([fresh(c) for c in cfgs])
             holder["variant"], _ = variant_fn(holder["variant"], settings, buf, key)  # compile
 

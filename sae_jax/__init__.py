@@ -9,7 +9,8 @@ feature), ``analysis``, ``concepts``, ``explain`` (the rule search), ``labels`` 
 label store).
 
 Orchestration (ties the primary model, the bridge and the library together):
-``run_setup``, ``training`` and its command ``train``, ``sweep`` (``sweep_run``,
+``engine`` (the one training loop of runs and sweeps), ``run_setup``, ``run_finish``,
+``training`` and its command ``train``, ``sweep`` (``sweep_run``,
 ``sweep_report``), ``evaluate``, ``analyze``, ``explanations``, ``steered_views``,
 ``report``, ``plots``, ``label``, ``launch``, ``serve`` (``workbench_run``,
 ``workbench_list``, ``workbench_lab``). ``tests/test_layers.py`` holds this split.

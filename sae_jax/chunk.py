@@ -4,7 +4,7 @@ A chunk takes a block of already harvested pooled vectors (``staging``,
 ``(C, B, d)``: C primary batches of B rows) and, for ``count`` of its batches
 starting at ``first``, does on the device what the loop used to do with three
 host calls per batch: push the batch's rows into the activation buffer, run
-``steps_per_batch`` SAE steps (:func:`sae_jax.step.steps_body`) and fold the
+its SAE steps (:class:`BatchSteps`: a single run's or a sweep's) and fold the
 batch's checks into the :class:`Health` record. The batch loop is a
 ``lax.fori_loop`` with traced bounds, so one compiled program serves every chunk
 length from 1 to C (and a chunk cut short by a checkpoint runs the very same
@@ -20,6 +20,7 @@ the host reads them only when it logs, so nothing syncs per batch.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
@@ -27,7 +28,7 @@ import jax.numpy as jnp
 
 from sae_jax.buffer import ActivationBuffer, push
 from sae_jax.config import SAETrainConfig
-from sae_jax.step import TrainState, _config_key, steps_body
+from sae_jax.step import steps_body
 
 
 class Health(NamedTuple):
@@ -61,16 +62,54 @@ def batch_rows(staging: jax.Array, null_table: jax.Array, is_null: jax.Array,
     return jnp.where(null[:, None], looked_up.astype(jnp.float32), x)
 
 
-def _chunk_fn(cfg: SAETrainConfig, total_steps: int, steps_per_batch: int, batches: int,
-              train: bool, batch_sharding):
-    run_steps = steps_body(cfg, total_steps, steps_per_batch, batch_sharding) if train else None
+class BatchSteps(NamedTuple):
+    """What a chunk trains after each push: one SAE (a single run) or the stacks of a sweep.
 
-    def run(state: TrainState, buffer: ActivationBuffer, key, health: Health, staging,
-            null_table, is_null, weapons, first, count):
+    ``run(state, buffer, key) -> (state, metrics, loss_ok)``: one primary batch's SAE steps,
+    unjitted (the chunk traces it into its loop); ``metrics`` is any pytree of arrays;
+    ``loss_ok`` a bool scalar, False when the run must stop on a non-finite loss.
+    ``steps_done(state)``: the SAE steps ``state`` has done (an int32 scalar)."""
+
+    run: Callable
+    steps_done: Callable
+
+
+def single_steps(cfg: SAETrainConfig, total_steps: int, steps_per_batch: int,
+                 batch_sharding: jax.sharding.Sharding | None = None) -> BatchSteps:
+    """One SAE's steps (:func:`sae_jax.step.steps_body`; metrics: a list of its one dict of
+    scalars); a non-finite loss stops the run."""
+    body = steps_body(cfg, int(total_steps), int(steps_per_batch), batch_sharding)
+
+    def run(state, buffer, key):
+        state, metrics = body(state, buffer, key)
+        return state, [metrics], metrics["finite"]
+
+    return BatchSteps(run, lambda state: state.step)
+
+
+def make_chunk_fn(steps: BatchSteps, batches_per_block: int, *, train: bool,
+                  batch_sharding: jax.sharding.Sharding | None = None):
+    """``fn(state, buffer, key, health, staging, null_table, is_null, weapons, first, count)
+    -> (state, buffer, health, metrics)``.
+
+    ``staging``: ``(C, B, d)`` pooled vectors of a block of ``C = batches_per_block``
+    primary batches; ``is_null`` ``(C, B)`` bool and ``weapons`` ``(C, B)`` int: which rows
+    to take from ``null_table`` ``(num_weapons, d)`` instead; ``first``, ``count``: int32
+    scalars, the batches of the block to run. ``train``: run ``steps`` after each push
+    (False: only fill the buffer; ``metrics`` is then None). ``state`` and ``buffer`` are
+    donated. ``metrics``: ``steps``' metrics, each leaf per batch of the block, ``(C, ...)``.
+    Each call returns a new function, compiled at its first use: make it once per run.
+    """
+    if batches_per_block <= 0:
+        raise ValueError(f"batches_per_block must be positive, got {batches_per_block}")
+    batches = int(batches_per_block)
+
+    def run(state, buffer: ActivationBuffer, key, health: Health, staging, null_table, is_null,
+            weapons, first, count):
         metrics = None
         if train:
-            shapes = jax.eval_shape(run_steps, state, buffer, key)[1]
-            metrics = {k: jnp.zeros((batches,) + v.shape, v.dtype) for k, v in shapes.items()}
+            shapes = jax.eval_shape(steps.run, state, buffer, key)[1]
+            metrics = jax.tree.map(lambda v: jnp.zeros((batches,) + v.shape, v.dtype), shapes)
 
         def body(i, carry):
             state, buffer, health, metrics = carry
@@ -79,12 +118,11 @@ def _chunk_fn(cfg: SAETrainConfig, total_steps: int, steps_per_batch: int, batch
                 x = jax.lax.with_sharding_constraint(x, batch_sharding)
             activations_ok = jnp.all(jnp.isfinite(x))
             buffer = push(buffer, x)
-            step = state.step
+            step = steps.steps_done(state)
             loss_ok = jnp.asarray(True)
             if train:
-                state, m = run_steps(state, buffer, key)
-                loss_ok = m["finite"]
-                metrics = {k: v.at[i].set(m[k]) for k, v in metrics.items()}
+                state, m, loss_ok = steps.run(state, buffer, key)
+                metrics = jax.tree.map(lambda v, new: v.at[i].set(new), metrics, m)
             return state, buffer, note(health, activations_ok, loss_ok, step), metrics
 
         state, buffer, health, metrics = jax.lax.fori_loop(
@@ -92,48 +130,3 @@ def _chunk_fn(cfg: SAETrainConfig, total_steps: int, steps_per_batch: int, batch
         return state, buffer, health, metrics
 
     return jax.jit(run, donate_argnums=(0, 1))
-
-
-_COMPILED: dict = {}
-
-
-def make_chunk_fn(cfg: SAETrainConfig, total_steps: int, steps_per_batch: int,
-                  batches_per_block: int, *, train: bool,
-                  batch_sharding: jax.sharding.Sharding | None = None):
-    """``fn(state, buffer, key, health, staging, null_table, is_null, weapons, first, count)
-    -> (state, buffer, health, metrics)``.
-
-    ``staging``: ``(C, B, d)`` pooled vectors of a block of ``C = batches_per_block``
-    primary batches; ``is_null`` ``(C, B)`` bool and ``weapons`` ``(C, B)`` int: which rows
-    to take from ``null_table`` ``(num_weapons, d)`` instead; ``first``, ``count``: int32
-    scalars, the batches of the block to run. ``train``: run ``steps_per_batch`` SAE steps
-    after each push (False: only fill the buffer; ``metrics`` is then None). ``state`` and
-    ``buffer`` are donated. ``metrics``: each of :func:`sae_jax.step.make_train_steps`'s
-    metrics, per batch of the block, ``(C,)``. Cached per (config, sizes, sharding).
-    """
-    if min(steps_per_batch, batches_per_block, total_steps) <= 0:
-        raise ValueError(f"steps_per_batch {steps_per_batch}, batches_per_block "
-                         f"{batches_per_block} and total_steps {total_steps} must be positive")
-    key = (_config_key(cfg), int(total_steps), int(steps_per_batch), int(batches_per_block),
-           bool(train), batch_sharding)
-    fn = _COMPILED.get(key)
-    if fn is None:
-        fn = _COMPILED[key] = _chunk_fn(cfg, int(total_steps), int(steps_per_batch),
-                                        int(batches_per_block), bool(train), batch_sharding)
-    return fn
-
-
-def make_push_fn(batch_sharding: jax.sharding.Sharding | None = None):
-    """``fn(buffer, health, staging, null_table, is_null, weapons, i, step) -> (buffer,
-    health)``: batch ``i`` of a harvested block pushed into the buffer (donated), as a chunk
-    pushes it, for loops that run their own steps after each push (sweeps); non-finite rows
-    are noted in ``health`` at SAE step ``step``, on the device (the host reads it when it
-    logs or checkpoints, not per batch)."""
-    def run(buffer: ActivationBuffer, health: Health, staging, null_table, is_null, weapons,
-            i, step):
-        x = batch_rows(staging, null_table, is_null, weapons, i)
-        if batch_sharding is not None:
-            x = jax.lax.with_sharding_constraint(x, batch_sharding)
-        return push(buffer, x), note(health, jnp.all(jnp.isfinite(x)), jnp.asarray(True), step)
-
-    return jax.jit(run, donate_argnums=0)

@@ -261,3 +261,54 @@ def run_concepts(workdir) -> tuple:
                              f"is not the one the run recorded in {CONFIG_NAME} (sha256 "
                              f"{expected or 'built-in'}); was a concept_set.json changed?")
     return concepts
+
+
+def open_settings(cfg: SAETrainConfig, primary_dir, devices):
+    """``(cfg, concepts, mesh)``: the settings checked (with the devices and
+    ``--primary_dir``, before anything is read or written) and given their concept set's
+    digest (:func:`run_concept_set`), and the data-parallel mesh of ``devices``."""
+    from runkit.sharding import make_mesh
+
+    cfg.validate()
+    mesh = make_mesh(devices)
+    check_devices(cfg, mesh.size)
+    if primary_dir is not None and not (Path(primary_dir) / "config.json").exists():
+        raise FileNotFoundError(f"--primary_dir {primary_dir} is not a primary model directory "
+                                "(no config.json): give the model/ folder of a primary run")
+    cfg, concepts = run_concept_set(cfg, primary_dir)
+    return cfg, concepts, mesh
+
+
+@dataclass(frozen=True)
+class RunInputs:
+    """The primary model and the data a run trains and evaluates on."""
+
+    primary: object
+    vocab: object
+    weapon_vocab: object
+    primary_dir: Path
+    seed: int  # the seed the builds were drawn and split with (:func:`split_seed`)
+    train_examples: object
+    eval_examples: object
+    num_builds: int
+    concepts: object
+
+
+def load_inputs(cfg: SAETrainConfig, workdir: Path, concepts, *, primary_dir=None,
+                primary_cfg=None, devices=None) -> RunInputs:
+    """The run's primary (:func:`obtain_primary`) and data (:func:`prepare_data`)."""
+    primary, vocab, weapon_vocab, primary_dir, seed = obtain_primary(
+        cfg, workdir, primary_dir=primary_dir, primary_cfg=primary_cfg, devices=devices)
+    train_examples, eval_examples, num_builds = prepare_data(cfg, vocab, weapon_vocab,
+                                                             seed=seed, concepts=concepts)
+    return RunInputs(primary, vocab, weapon_vocab, primary_dir, seed, train_examples,
+                     eval_examples, num_builds, concepts)
+
+
+def record_run(rundir: Path, cfg: SAETrainConfig, inputs: RunInputs, *, write: bool) -> None:
+    """Check the settings against the primary's size, then write ``rundir``'s ``run.json``
+    (when ``write``)."""
+    cfg.validate(d_sae=int(inputs.primary.config.hidden_dim * cfg.expansion_factor))
+    if write:
+        write_run_json(rundir, cfg, inputs.primary_dir, inputs.num_builds, inputs.seed,
+                       inputs.concepts)

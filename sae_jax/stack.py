@@ -3,7 +3,7 @@
 A *stack* is N members that share every static setting (shape, architecture, k, the
 schedule lengths, the batch size, ...) and differ only in the settings of
 :data:`DYNAMIC_SETTINGS` (numbers the step uses as values, never for Python control
-flow) and in their initialisation seed. The step is :func:`sae_jax.step._one_step`
+flow) and in their initialisation seed. The step is :func:`sae_jax.step.one_step`
 itself, vmapped over the members: each member's config is the stack's config with its
 own dynamic settings put in as traced scalars, so the loss, the optax chain and the
 resampling are the same code as a single run's. The vmap names its axis
@@ -34,7 +34,7 @@ import jax.numpy as jnp
 from sae_jax.config import SAETrainConfig
 from sae_jax.recipes import metric_names
 from sae_jax.schedules import learning_rate_schedule
-from sae_jax.step import MEAN_METRICS, TrainState, _config_key, _one_step, step_batch
+from sae_jax.step import MEAN_METRICS, TrainState, check_step_counts, one_step, step_batch
 from sae_jax.transforms import make_optimizer
 
 # Settings members of one stack may differ in: used by the step only as numbers.
@@ -60,10 +60,16 @@ def stack_signature(cfg: SAETrainConfig) -> SAETrainConfig:
 
 def group_into_stacks(cfgs: Sequence[SAETrainConfig]) -> list[list[int]]:
     """Member indices grouped by :func:`stack_signature`, in order of first appearance."""
-    groups: dict[str, list[int]] = {}
+    groups: list[tuple[SAETrainConfig, list[int]]] = []
     for i, cfg in enumerate(cfgs):
-        groups.setdefault(_config_key(stack_signature(cfg)), []).append(i)
-    return list(groups.values())
+        signature = stack_signature(cfg)
+        for other, members in groups:
+            if other == signature:
+                members.append(i)
+                break
+        else:
+            groups.append((signature, [i]))
+    return [members for _, members in groups]
 
 
 def stack_settings(cfgs: Sequence[SAETrainConfig]) -> dict[str, jax.Array]:
@@ -71,9 +77,9 @@ def stack_settings(cfgs: Sequence[SAETrainConfig]) -> dict[str, jax.Array]:
     raises ValueError when the members cannot share a stack."""
     if not cfgs:
         raise ValueError("a stack needs at least one member")
-    first = _config_key(stack_signature(cfgs[0]))
+    first = stack_signature(cfgs[0])
     for i, cfg in enumerate(cfgs):
-        if _config_key(stack_signature(cfg)) != first:
+        if stack_signature(cfg) != first:
             diff = {k: (getattr(cfgs[0], k), getattr(cfg, k))
                     for k in _DEFAULTS if k not in DYNAMIC_SETTINGS + INIT_SETTINGS
                     and getattr(cfgs[0], k) != getattr(cfg, k)}
@@ -103,14 +109,20 @@ def member_config(cfg: SAETrainConfig, settings: dict) -> SAETrainConfig:
     return dataclasses.replace(cfg, **settings)
 
 
-def _build(cfg: SAETrainConfig, total_steps: int, num_steps: int, batch_sharding):
+def stacked_steps_body(cfg: SAETrainConfig, total_steps: int, num_steps: int,
+                       batch_sharding=None):
+    """The unjitted ``(state, settings, buffer, key) -> (state, metrics)`` of
+    :func:`make_stacked_train_steps`, for callers that run it inside a jitted function of
+    their own (the training loop's chunk)."""
+    check_step_counts(total_steps, num_steps)
+    cfg = stack_signature(cfg)
     resample_at = tuple(sorted(int(s) for s in cfg.resample_steps))
 
     def member_step(state, settings, buffer, key, x):
         mcfg = member_config(cfg, settings)
         # The optimiser and schedule hold no arrays of their own: building them per member
         # inside the trace puts the member's lr and weight decay in as values.
-        return _one_step(state, buffer, key, cfg=mcfg,
+        return one_step(state, buffer, key, cfg=mcfg,
                          optimizer=make_optimizer(mcfg, total_steps),
                          lr_schedule=learning_rate_schedule(mcfg, total_steps),
                          resample_at=resample_at, batch_sharding=batch_sharding, x=x,
@@ -141,10 +153,7 @@ def _build(cfg: SAETrainConfig, total_steps: int, num_steps: int, batch_sharding
         metrics["step"] = state.step
         return state, metrics
 
-    return jax.jit(run, donate_argnums=0)
-
-
-_COMPILED: dict = {}
+    return run
 
 
 def make_stacked_train_steps(cfg: SAETrainConfig, total_steps: int, num_steps: int, *,
@@ -155,17 +164,8 @@ def make_stacked_train_steps(cfg: SAETrainConfig, total_steps: int, num_steps: i
     ``cfg``: any member's config (its dynamic settings are ignored: ``settings``, from
     :func:`stack_settings`, gives them per member). ``state``: stacked (:func:`stack_states`),
     donated. ``metrics``: as :func:`sae_jax.step.make_train_steps`'s, each of shape
-    ``(members,)`` except ``step``. Cached per (static config, total_steps, num_steps,
-    sharding).
+    ``(members,)`` except ``step``. Each call returns a new function, compiled at its first
+    use: make it once and keep it.
     """
-    if num_steps <= 0:
-        raise ValueError(f"num_steps must be positive, got {num_steps}")
-    if total_steps <= 0:
-        raise ValueError(f"total_steps must be positive, got {total_steps}")
-    cache_key = (_config_key(stack_signature(cfg)), int(total_steps), int(num_steps),
-                 batch_sharding)
-    fn = _COMPILED.get(cache_key)
-    if fn is None:
-        fn = _COMPILED[cache_key] = _build(stack_signature(cfg), int(total_steps),
-                                           int(num_steps), batch_sharding)
-    return fn
+    return jax.jit(stacked_steps_body(cfg, int(total_steps), int(num_steps), batch_sharding),
+                   donate_argnums=0)

@@ -19,8 +19,6 @@ to that axis too; params and optimiser state are expected replicated.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from typing import Any, NamedTuple
 
 import jax
@@ -75,8 +73,11 @@ def step_batch(buffer: ActivationBuffer, key: jax.Array, step, cfg, batch_shardi
     return x
 
 
-def _one_step(state: TrainState, buffer: ActivationBuffer, key: jax.Array, *, cfg, optimizer,
-              lr_schedule, resample_at, batch_sharding, x=None, members_axis=None):
+def one_step(state: TrainState, buffer: ActivationBuffer, key: jax.Array, *, cfg, optimizer,
+             lr_schedule, resample_at, batch_sharding, x=None, members_axis=None):
+    """One SAE step, unjitted: a single run's (:func:`steps_body`) and, vmapped, a stack's
+    (:mod:`sae_jax.stack`). ``x``: the batch, when drawn already; ``members_axis``: the
+    vmap's axis name in a stack."""
     if x is None:
         x = step_batch(buffer, key, state.step, cfg, batch_sharding)
 
@@ -123,16 +124,25 @@ def _one_step(state: TrainState, buffer: ActivationBuffer, key: jax.Array, *, cf
     return TrainState(params, opt_state, usage_ema, done, extra), metrics
 
 
+def check_step_counts(total_steps: int, num_steps: int) -> None:
+    """Refuse a run of no SAE steps, or calls of none."""
+    if num_steps <= 0:
+        raise ValueError(f"num_steps must be positive, got {num_steps}")
+    if total_steps <= 0:
+        raise ValueError(f"total_steps must be positive, got {total_steps}")
+
+
 def steps_body(cfg: SAETrainConfig, total_steps: int, num_steps: int, batch_sharding=None):
     """The unjitted ``(state, buffer, key) -> (state, metrics)`` of :func:`make_train_steps`,
     for callers that run it inside a jitted function of their own."""
+    check_step_counts(total_steps, num_steps)
     optimizer = make_optimizer(cfg, total_steps)
     lr_schedule = learning_rate_schedule(cfg, total_steps)
     resample_at = tuple(sorted(int(s) for s in cfg.resample_steps))
 
     def run(state: TrainState, buffer: ActivationBuffer, key: jax.Array):
         def body(carry, _):
-            return _one_step(carry, buffer, key, cfg=cfg, optimizer=optimizer,
+            return one_step(carry, buffer, key, cfg=cfg, optimizer=optimizer,
                              lr_schedule=lr_schedule, resample_at=resample_at,
                              batch_sharding=batch_sharding)
 
@@ -147,17 +157,6 @@ def steps_body(cfg: SAETrainConfig, total_steps: int, num_steps: int, batch_shar
     return run
 
 
-def _build(cfg: SAETrainConfig, total_steps: int, num_steps: int, batch_sharding):
-    return jax.jit(steps_body(cfg, total_steps, num_steps, batch_sharding), donate_argnums=0)
-
-
-_COMPILED: dict = {}
-
-
-def _config_key(cfg: SAETrainConfig) -> str:
-    return json.dumps(dataclasses.asdict(cfg), sort_keys=True, default=str)
-
-
 def make_train_steps(cfg: SAETrainConfig, total_steps: int, num_steps: int, *,
                      batch_sharding: jax.sharding.Sharding | None = None):
     """``fn(state, buffer, key) -> (state, metrics)`` running ``num_steps`` SAE steps.
@@ -166,14 +165,8 @@ def make_train_steps(cfg: SAETrainConfig, total_steps: int, num_steps: int, *,
     lr schedule). ``metrics``: means over the steps of loss, mse, l1, kl, l0, l1_coeff,
     usage_coeff, lr, grad_norm; ``n_resampled`` (total over the steps), ``dead_count``
     (usage EMA below threshold after the last step), ``finite`` (every loss finite) and
-    ``step`` (SAE steps done). Cached per (config, total_steps, num_steps, sharding).
+    ``step`` (SAE steps done). Each call returns a new function, compiled at its first
+    use: make it once and keep it.
     """
-    if num_steps <= 0:
-        raise ValueError(f"num_steps must be positive, got {num_steps}")
-    if total_steps <= 0:
-        raise ValueError(f"total_steps must be positive, got {total_steps}")
-    cache_key = (_config_key(cfg), int(total_steps), int(num_steps), batch_sharding)
-    fn = _COMPILED.get(cache_key)
-    if fn is None:
-        fn = _COMPILED[cache_key] = _build(cfg, int(total_steps), int(num_steps), batch_sharding)
-    return fn
+    return jax.jit(steps_body(cfg, int(total_steps), int(num_steps), batch_sharding),
+                   donate_argnums=0)

@@ -23,6 +23,7 @@ SAE_LIBRARY = {
 }
 SAE_ORCHESTRATION = {
     "sae_jax.training", "sae_jax.loop_schedule", "sae_jax.run_setup", "sae_jax.train",
+    "sae_jax.engine", "sae_jax.run_finish",  # the one training loop; finishing a run dir
     "sae_jax.launch", "sae_jax.evaluate", "sae_jax.plots",
     "sae_jax.analyze", "sae_jax.explanations", "sae_jax.report", "sae_jax.steered_views",
     "sae_jax.label",  # the label command

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from sae_jax.buffer import create_buffer, push
-from sae_jax.chunk import fresh_health, make_chunk_fn
+from sae_jax.chunk import fresh_health, make_chunk_fn, single_steps
 from sae_jax.config import SAETrainConfig
 from sae_jax.loop_schedule import LoopSchedule, crossed
 from sae_jax.model import create_sae
@@ -99,7 +99,7 @@ def test_chunk_equals_push_then_steps_per_batch():
         want_metrics.append(m)
     # One chunk call for batches 1..3 of the block.
     got_state, got_buf = fresh()
-    chunk = make_chunk_fn(CFG, total, 2, batches, train=True)
+    chunk = make_chunk_fn(single_steps(CFG, total, 2), batches, train=True)
     got_state, got_buf, health, metrics = chunk(got_state, got_buf, key, fresh_health(),
                                                 staging, table, is_null, weapons,
                                                 np.int32(1), np.int32(3))
@@ -110,8 +110,8 @@ def test_chunk_equals_push_then_steps_per_batch():
     assert int(got_state.step) == 6 and int(health.bad_activation_step) == -1
     for i, m in enumerate(want_metrics, start=1):
         for k in ("loss", "l0", "n_resampled", "step"):
-            np.testing.assert_allclose(np.asarray(metrics[k][i]), np.asarray(m[k]), rtol=1e-6)
-    assert float(metrics["loss"][0]) == 0.0  # not run
+            np.testing.assert_allclose(np.asarray(metrics[0][k][i]), np.asarray(m[k]), rtol=1e-6)
+    assert float(metrics[0]["loss"][0]) == 0.0  # not run
 
 
 def test_chunk_health_names_the_step_of_the_first_bad_batch():
@@ -119,34 +119,19 @@ def test_chunk_health_names_the_step_of_the_first_bad_batch():
     staging = jnp.ones((3, 8, d), jnp.float32).at[2, 5, 0].set(jnp.nan)
     state = init_train_state(create_sae(CFG.sae_config(d), seed=0), CFG, total)
     buf = push(create_buffer(64, d), jnp.ones((16, d), jnp.float32))
-    chunk = make_chunk_fn(CFG, total, 2, 3, train=True)
+    chunk = make_chunk_fn(single_steps(CFG, total, 2), 3, train=True)
     no_null = jnp.zeros((3, 8), bool)
     _, _, health, _ = chunk(state, buf, jax.random.key(0), fresh_health(), staging,
                             jnp.zeros((1, d)), no_null, jnp.zeros((3, 8), jnp.int32),
                             np.int32(0), np.int32(3))
     assert int(health.bad_activation_step) == 4  # batch 2 came after 2 batches of 2 steps
-    fill_only = make_chunk_fn(CFG, total, 2, 3, train=False)
+    fill_only = make_chunk_fn(single_steps(CFG, total, 2), 3, train=False)
     state = init_train_state(create_sae(CFG.sae_config(d), seed=0), CFG, total)
     _, buf, health, metrics = fill_only(state, create_buffer(64, d), jax.random.key(0),
                                         fresh_health(), staging, jnp.zeros((1, d)), no_null,
                                         jnp.zeros((3, 8), jnp.int32), np.int32(0), np.int32(2))
     assert metrics is None and int(buf.fill) == 16 and int(health.bad_activation_step) == -1
     with pytest.raises(ValueError, match="must be positive"):
-        make_chunk_fn(CFG, total, 0, 3, train=True)
-
-
-def test_push_fn_pushes_a_batch_and_notes_the_step_of_the_first_bad_one():
-    from sae_jax.chunk import make_push_fn
-
-    d = 8
-    staging = jnp.ones((3, 8, d), jnp.float32).at[2, 5, 0].set(jnp.nan)
-    table = jnp.full((1, d), 7.0)
-    is_null = jnp.zeros((3, 8), bool).at[0, 3].set(True)
-    push_fn, health, buf = make_push_fn(), fresh_health(), create_buffer(64, d)
-    for i, step in ((0, 0), (1, 2), (2, 4), (1, 6)):
-        buf, health = push_fn(buf, health, staging, table, is_null, jnp.zeros((3, 8), jnp.int32),
-                              np.int32(i), np.int32(step))
-        if i == 0:
-            np.testing.assert_array_equal(np.asarray(buf.data[3]), np.full(d, 7.0))  # looked up
-    assert int(buf.fill) == 32
-    assert int(health.bad_activation_step) == 4  # the first bad push, not a later good one
+        single_steps(CFG, total, 0)
+    with pytest.raises(ValueError, match="must be positive"):
+        make_chunk_fn(single_steps(CFG, total, 2), 0, train=True)
