@@ -20,7 +20,6 @@ four above. ``encode`` takes a float clip (relu_l1), an SAEConfig or an EncoderS
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 from dataclasses import dataclass
@@ -29,7 +28,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from runkit.jsonio import write_json
+from runkit.jsonio import read_json, write_json
 from sae_jax.architectures import (
     EXTRA_PARAMS,
     TOPK_FAMILY,
@@ -91,8 +90,7 @@ class SAEConfig:
 
     @classmethod
     def from_json(cls, path: str | os.PathLike) -> SAEConfig:
-        with open(path) as f:
-            return cls(**json.load(f))
+        return cls(**read_json(path, what="SAE config"))
 
 
 class UsageEMA(nnx.Variable):

@@ -337,7 +337,7 @@ def train_sweep(base: SAETrainConfig, members: list[SweepMember], workdir, *,
             mdir = members_dir(workdir) / m.name
             mdir.mkdir(parents=True, exist_ok=True)
             claim_settings(mdir, m.cfg.to_dict())
-            write_run_json(mdir, m.cfg, primary_dir, num_builds, seed, concepts)
+            write_run_json(mdir, m.cfg, primary_dir, num_builds, seed, concepts, within=workdir)
         groups = [[members[i] for i in g] for g in group_into_stacks([m.cfg for m in members])]
         print(f"{len(members)} members in {len(groups)} stacks "
               f"({', '.join(str(len(g)) for g in groups)}); {plan.total_batches} primary "
