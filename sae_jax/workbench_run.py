@@ -60,6 +60,7 @@ class RunData:
         try:
             self.run = self.rundir.read_run()
             self.sae_config = self.rundir.sae_config()
+            self.primary_dir = self.rundir.primary_dir(self.run)  # a path check, no loading
         except RunDirError as e:
             raise RunError(str(e)) from None
         self.num_builds = num_builds
@@ -136,10 +137,7 @@ class RunData:
                 from primary.store import load_primary
                 from sae_jax.store import load_sae
 
-                try:
-                    primary_dir = self.rundir.primary_dir(self.run)
-                except RunDirError as e:
-                    raise RunError(str(e)) from None
+                primary_dir = self.primary_dir
                 primary, vocab, weapon_vocab = load_primary(primary_dir)
                 sae = load_sae(self.rundir.sae_dir)
                 if sae.config.input_dim != primary.config.hidden_dim:
