@@ -16,7 +16,7 @@ from primary.model import PrimaryConfig, create_model
 from primary.store import save_primary
 from primary.synthetic import generate_builds
 from primary.vocab import BuildError, Vocab, WeaponVocab
-from runkit.run_dir import RunDir
+from runkit.run_dir import RunDir, RunDirError
 from sae_jax import analyze as analyze_module
 from sae_jax.analyze import (
     analyse_features,
@@ -290,7 +290,7 @@ def legal_slots(mains, subs) -> bool:
 
 
 def test_analyze_refuses_a_directory_without_run_json(tmp_path):
-    with pytest.raises(FileNotFoundError, match="run.json"):
+    with pytest.raises(RunDirError, match="has no run.json: not an SAE run directory"):
         analyze(tmp_path)
 
 
