@@ -86,6 +86,7 @@ def measure(workdir: Path, num_builds: int) -> dict:
     from primary.synthetic import generate_builds
     from primary.weapons import WEAPONS
     from runkit.jsonio import read_json
+    from runkit.run_dir import RunDir
     from sae_jax.concept_pairs import best_pairs
     from sae_jax.concepts import dense_best_f1_auroc, load_concepts
     from sae_jax.run_setup import run_concepts
@@ -95,7 +96,7 @@ def measure(workdir: Path, num_builds: int) -> dict:
     if run.get("data_source", "synthetic") != "synthetic":
         raise SystemExit(f"{workdir} was trained on {run['data_source']} data: no planted "
                          "concepts to probe")
-    primary, vocab, weapon_vocab = load_primary(run["primary_model_dir"])
+    primary, vocab, weapon_vocab = load_primary(RunDir(workdir).primary_dir())
     concepts = run_concepts(workdir)
     known = {int(g) for g in weapon_vocab.game_ids}
     weapons = [w.game_id for w in WEAPONS if w.game_id in known]

@@ -34,8 +34,9 @@ def measure(workdir: str) -> dict:
     from primary.builds import BuildSet
     from primary.conditions import CATALOGUE, condition_matrix, families, occurring
     from primary.store import load_primary
+    from runkit.run_dir import RunDir
     from sae_jax.activity import window_mask
-    from sae_jax.analyze import _run_settings, evaluation_builds, known_builds
+    from sae_jax.analyze import evaluation_builds, known_builds
     from sae_jax.explain import ExplainConfig, explain, split_rows
     from sae_jax.explanations import (
         MIN_EXPLAIN_BUILDS,
@@ -47,8 +48,7 @@ def measure(workdir: str) -> dict:
     from sae_jax.store import load_sae
 
     workdir = Path(workdir)
-    run, _ = _run_settings(workdir)
-    primary, vocab, weapon_vocab = load_primary(run["primary_model_dir"])
+    primary, vocab, weapon_vocab = load_primary(RunDir(workdir).primary_dir())
     sae = load_sae(workdir / "sae")
     builds = known_builds(evaluation_builds(workdir, vocab, weapon_vocab), vocab, weapon_vocab)
     fresh = fresh_builds(builds, run_concepts(workdir), weapon_vocab,

@@ -84,11 +84,10 @@ def measure(workdir: Path, data: str, names: list[str], seeds: list[int]) -> dic
     from primary.store import load_primary
     from primary.synthetic import generate_builds
     from primary.weapons import WEAPONS
-    from runkit.jsonio import read_json
+    from runkit.run_dir import RunDir
     from sae_jax.run_setup import run_concepts
 
-    run = read_json(workdir / "run.json", what="run file")
-    primary, vocab, weapon_vocab = load_primary(run["primary_model_dir"])
+    primary, vocab, weapon_vocab = load_primary(RunDir(workdir).primary_dir())
     concepts = run_concepts(workdir)
     known = {int(g) for g in weapon_vocab.game_ids}
     weapons = [w.game_id for w in WEAPONS if w.game_id in known]

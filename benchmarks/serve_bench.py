@@ -193,10 +193,10 @@ def _make_wide_run(scratch: Path, name: str, primary_dir: Path, d_in: int, num_b
 
 
 def wide_figures(scratch: Path, reps: int) -> dict:
+    from runkit.run_dir import RunDir
     from sae_jax.workbench_run import RunData
 
-    primary_dir = Path(json.loads((Path(_DEMO.value) / "run.json").read_text())[
-        "primary_model_dir"])
+    primary_dir = RunDir(_DEMO.value).primary_dir()
     run = _make_wide_run(scratch, "wide_run", primary_dir, 64, 10_000)
     t0 = time.perf_counter()
     data = RunData(run)
@@ -225,11 +225,11 @@ def full_figures(scratch: Path, reps: int) -> dict:
     from primary.store import load_primary, save_primary
     from primary.training import PrimaryTrainConfig
     from runkit.flags import config_from_flagfile
+    from runkit.run_dir import RunDir
     from sae_jax.workbench_lab import complete_lab, lab_request
     from sae_jax.workbench_run import RunData
 
-    demo_dir = Path(json.loads((Path(_DEMO.value) / "run.json").read_text())[
-        "primary_model_dir"])
+    demo_dir = RunDir(_DEMO.value).primary_dir()
     _, vocab, weapon_vocab = load_primary(demo_dir)
     cfg = config_from_flagfile(PrimaryTrainConfig, ROOT / "configs" / "primary_splatnlp.flags",
                                ignore=("workdir",))

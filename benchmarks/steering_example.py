@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bridge.harvest import pooled_of_inputs  # noqa: E402
 from bridge.steering import HookMode, hooked_forward  # noqa: E402
 from primary.store import load_primary  # noqa: E402
+from runkit.run_dir import RunDir  # noqa: E402
 from sae_jax.analyze import (  # noqa: E402
     evaluation_builds,
     full_build_inputs,
@@ -63,8 +64,7 @@ def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
     workdir = Path(_WORKDIR.value).absolute()
-    run = json.loads((workdir / "run.json").read_text())
-    primary, vocab, weapon_vocab = load_primary(run["primary_model_dir"])
+    primary, vocab, weapon_vocab = load_primary(RunDir(workdir).primary_dir())
     sae = load_sae(workdir / "sae")
     feature, what = _pick_feature(workdir)
     builds = evaluation_builds(workdir, vocab, weapon_vocab)

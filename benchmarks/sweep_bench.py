@@ -218,6 +218,7 @@ def bench_chain(rounds: int, steps_per_call: int, matmul_n: int = 2048, *,
 
 def bench_demo(sweep_dir: Path, mode: str) -> dict:
     from runkit.jsonio import read_json
+    from runkit.run_dir import RunDir
     from sae_jax.analyze import analyze
     from sae_jax.config import SAETrainConfig
     from sae_jax.stack import group_into_stacks
@@ -227,8 +228,7 @@ def bench_demo(sweep_dir: Path, mode: str) -> dict:
                    if (p / "train_config.json").exists())
     cfgs = {n: SAETrainConfig.from_json(sweep_dir / "members" / n / "train_config.json")
             for n in names}
-    primary_dir = read_json(sweep_dir / "members" / names[0] / "run.json",
-                            what="member run file")["primary_model_dir"]
+    primary_dir = RunDir(sweep_dir / "members" / names[0]).primary_dir()
     stacks = [[names[i] for i in g] for g in group_into_stacks([cfgs[n] for n in names])]
     chosen = [s[0] for s in stacks] if mode == "per_stack" else names
     weight = {s[0]: len(s) for s in stacks} if mode == "per_stack" else dict.fromkeys(names, 1)

@@ -32,7 +32,6 @@ the one-line SAELens hook that restores the clip.
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
 from pathlib import Path
@@ -45,6 +44,7 @@ from safetensors.numpy import load_file, save_file
 from runkit.cli import report_user_errors, run_with_flagfiles
 from runkit.errors import UserError
 from runkit.jsonio import read_json, write_json
+from runkit.run_dir import RunDir
 from sae_jax.architectures import ARCHITECTURES, get_architecture
 from sae_jax.model import SAEConfig, SparseAutoencoder, encode, sae_from_params, unit_rows
 from sae_jax.store import load_sae
@@ -181,20 +181,17 @@ def export_workdir(workdir: str | os.PathLike, out: str | os.PathLike, *,
                    model_name: str = DEFAULT_MODEL_NAME, activations=None) -> Path:
     """Export ``workdir/sae``; ``workdir/run.json`` (if present) names the primary model,
     ``workdir/metrics.json`` (if present) gives the clip share when ``activations`` is None."""
-    workdir = Path(workdir)
-    if not (workdir / "sae").is_dir():
-        raise FileNotFoundError(f"{workdir} holds no sae/ directory: give an SAE run workdir "
+    run = RunDir(workdir)
+    if not run.sae_dir.is_dir():
+        raise FileNotFoundError(f"{run.root} holds no sae/ directory: give an SAE run workdir "
                                 "or the output of bridge.import_splatnlp with an SAE")
-    sae = load_sae(workdir / "sae")
-    extra = {"exported_from": str(workdir.absolute())}
-    run_json = workdir / "run.json"
-    if run_json.is_file():
-        with open(run_json) as f:
-            extra["primary_model_dir"] = json.load(f).get("primary_model_dir")
+    sae = load_sae(run.sae_dir)
+    extra = {"exported_from": str(run.root)}
+    if run.is_run():  # where the primary model is now (run.json may record it relative)
+        extra["primary_model_dir"] = str(run.resolve(run.read_run().primary_model_dir))
     share = None
-    if activations is None and (workdir / "metrics.json").is_file():
-        share = read_json(workdir / "metrics.json", what="SAE run metrics").get(
-            "clipped_fraction")
+    if activations is None:
+        share = run.metrics().get("clipped_fraction")
     return export_saelens(sae, out, hook_name=hook_name, model_name=model_name,
                           extra_metadata=extra, activations=activations, clipped_share=share)
 
@@ -248,8 +245,7 @@ def main(argv):
                              activations=activations)
     for w in caught:
         print(f"warning: {w.message}")
-    with open(out / CFG_FILENAME) as fh:
-        cfg = json.load(fh)
+    cfg = read_json(out / CFG_FILENAME, what="SAELens cfg.json")
     print(f"wrote {out.absolute()}: SAELens {cfg['architecture']} SAE (ours: "
           f"{cfg['metadata']['sae_jax_architecture']}), d_in {cfg['d_in']}, "
           f"d_sae {cfg['d_sae']}, hook {cfg['hook_name']!r}")

@@ -53,6 +53,7 @@ from primary.splatnlp_tsv import read_splatnlp_tsv
 from primary.vocab import Vocab, WeaponVocab
 from runkit.cli import report_user_errors, run_with_flagfiles
 from runkit.jsonio import write_json
+from runkit.run_dir import RunDir
 from sae_jax.labels import import_labels, read_labels
 
 IMPORTED = "imported"
@@ -144,21 +145,24 @@ def _import_ultra(run_dir: Path, dest: Path, scratch: Path, selection: Selection
             read_labels(consolidated, num_features=run.sae.hidden_dim, missing_ok=False)
     write_imported_run(run, dest, imported_from=str(run_dir))
     if labels_file is not None:
-        counts = import_labels(labels_file, dest, num_features=run.sae.hidden_dim)
+        counts = import_labels(labels_file, RunDir(dest).labels_path,
+                               num_features=run.sae.hidden_dim)
         findings.append(f"labels: {counts['imported']} from {labels_file.name}")
         if consolidated is not None:  # fills only the features the first file leaves out
-            counts = import_labels(consolidated, dest, num_features=run.sae.hidden_dim)
+            counts = import_labels(consolidated, RunDir(dest).labels_path,
+                                   num_features=run.sae.hidden_dim)
             findings.append(f"labels: {counts['imported']} more from consolidated_ultra.json "
                             f"({counts['kept']} already labelled)")
     return findings
 
 
 def _finish_run_json(staged: Path, final: Path, data: Path | None, extra: dict) -> None:
-    """Point ``run.json`` at the final place of the model, and at the data if fetched."""
+    """Point ``run.json`` at the data if fetched: relative to the import's final place
+    ``final`` (the data lies in the fetched run directory that holds it)."""
     info = read_json_object(staged / "run.json")
-    info["primary_model_dir"] = str(final / "model")
     if data is not None:
-        info.update(data_source="splatnlp_tsv", data_path=str(data),
+        info.update(data_source="splatnlp_tsv",
+                    data_path=RunDir(final).record_path(data, within=final.parent),
                     num_builds=IMPORTED_NUM_BUILDS)
     info.update(extra)
     write_json(staged / "run.json", info)

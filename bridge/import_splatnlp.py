@@ -22,8 +22,8 @@ from bridge.splatnlp import SplatNLPRun, load_splatnlp
 from primary.model import count_params
 from primary.store import save_primary
 from runkit.cli import report_user_errors, run_with_flagfiles
-from runkit.jsonio import write_json
-from sae_jax.labels import import_labels, labels_path, load_run_labels, read_labels
+from runkit.run_dir import RunDir
+from sae_jax.labels import import_labels, read_labels
 from sae_jax.store import save_sae
 
 
@@ -56,16 +56,12 @@ def write_imported_run(run: SplatNLPRun, out: str | os.PathLike, *, imported_fro
     model_dir = save_primary(out / "model", run.primary, run.vocab, run.weapon_vocab)
     if run.sae is not None:
         save_sae(out / "sae", run.sae)
-    info = {
-        "primary_model_dir": str(model_dir.absolute()),
-        "data_source": IMPORTED_DATA_SOURCE,
-        "data_path": "",
-        "num_builds": IMPORTED_NUM_BUILDS,
-        "seed": 0,
-        "imported_from": str(Path(imported_from).absolute()),
-    }
-    write_json(out / "run.json", info)
-    return info
+    run = RunDir(out)
+    record = run.new_record(model_dir, data_source=IMPORTED_DATA_SOURCE,
+                            num_builds=IMPORTED_NUM_BUILDS, seed=0,
+                            imported_from=str(Path(imported_from).absolute()))
+    run.write_run(record)
+    return record.to_json()
 
 
 def import_run(run_dir: str, out: str, *, sae: str | None = None, model: str | None = None,
@@ -79,7 +75,7 @@ def import_run(run_dir: str, out: str, *, sae: str | None = None, model: str | N
         read_labels(labels_file, num_features=run.sae.hidden_dim, missing_ok=False)
     info = write_imported_run(run, out, imported_from=run_dir)
     if labels_file is not None:
-        import_labels(labels_file, out, num_features=run.sae.hidden_dim)
+        import_labels(labels_file, RunDir(out).labels_path, num_features=run.sae.hidden_dim)
     return run, info
 
 
@@ -127,8 +123,8 @@ def main(argv):
     run, _ = import_run(f.run_dir, f.out, sae=f.sae, model=f.model, labels=f.labels)
     print(_summary(run, f.out, time.perf_counter() - start))
     if f.labels:
-        print(f"  labels: {len(load_run_labels(f.out))} feature labels in "
-              f"{labels_path(Path(f.out).absolute())}")
+        labels = RunDir(f.out).labels_path
+        print(f"  labels: {len(read_labels(labels))} feature labels in {labels}")
     return 0
 
 

@@ -7,7 +7,7 @@ Held-out builds: where the primary's training settings sit beside its model
 directory (``<primary_dir>/../train_config.json``, as ``primary.train`` writes
 them) and no ``--data_source`` is given, the builds are made exactly as that
 training made them and its test split is used (``primary.training.prepare_data``:
-same source, count and seed; ``split_builds``). Otherwise (an imported model, or
+same source, count and seed; :func:`primary.splits.data_splits`). Otherwise (an imported model, or
 another source) the builds of ``--data_source`` are split 70/10/20 with
 ``--seed`` and the test part is used. Only full legal 57-AP builds of weapons
 the model knows are scored (the others are counted as skipped). Token-only data
@@ -39,7 +39,6 @@ under ``--out``.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import dataclass
@@ -63,8 +62,8 @@ from primary.builds import (
 )
 from primary.completion import complete_builds
 from primary.concept_sets import recorded_concept_set
-from primary.examples import make_examples, split_builds
-from primary.sources import load_builds
+from primary.examples import make_examples
+from primary.splits import data_splits
 from primary.vocab import (
     ABILITIES,
     AP_THRESHOLDS,
@@ -76,7 +75,8 @@ from primary.vocab import (
     Vocab,
     WeaponVocab,
 )
-from runkit.jsonio import write_json
+from runkit.jsonio import read_json, write_json
+from runkit.resume import CONFIG_NAME
 
 N_SLOTS = N_MAINS + N_SUBS
 N_AB = len(ABILITIES)
@@ -99,13 +99,10 @@ class HeldOut:
 
 
 def _train_settings(primary_dir: Path) -> dict | None:
-    path = primary_dir.parent / "train_config.json"
+    path = primary_dir.parent / CONFIG_NAME
     if not path.is_file():
         return None
-    try:
-        cfg = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    cfg = read_json(path, what="primary run settings")
     need = ("data_source", "data_path", "num_builds", "seed")
     if not isinstance(cfg, dict) or any(k not in cfg for k in need):
         raise ValueError(f"{path} lacks the data settings {list(need)}")
@@ -152,23 +149,21 @@ def held_out_builds(primary_dir, vocab: Vocab, weapon_vocab: WeaponVocab, *,
         # A synthetic world is made again with the concept set the primary was trained on.
         concepts = (recorded_concept_set(primary_dir)
                     if cfg["data_source"] == "synthetic" else None)
-        builds = load_builds(cfg["data_source"], path=cfg["data_path"],
+        splits = data_splits(cfg["data_source"], data_path=cfg["data_path"],
                              num_builds=cfg["num_builds"], seed=cfg["seed"],
                              vocab=cfg.get("vocab_path") or None,
                              weapon_vocab=cfg.get("weapon_vocab_path") or None,
                              concepts=concepts)
-        train_idx, _, test_idx = split_builds(len(builds), cfg["seed"])
         origin = (f"the test split of the primary's training data ({cfg['data_source']}, "
                   f"{cfg['num_builds']} builds, seed {cfg['seed']})")
     else:
         source = data_source or "synthetic"
         count = num_builds * 5 if source == "synthetic" else 0  # test part = 20 %
-        builds = load_builds(source, path=data_path, num_builds=count, seed=seed,
+        splits = data_splits(source, data_path=data_path, num_builds=count, seed=seed,
                              vocab=vocab, weapon_vocab=weapon_vocab)
-        train_idx, _, test_idx = split_builds(len(builds), seed)
         origin = (f"the 20 % test part of {source}{' ' + data_path if data_path else ''} "
                   f"(split with seed {seed})")
-    test = builds.subset(test_idx)
+    test = splits.test_builds()
     if (cfg or {}).get("data_source", data_source) == "splatnlp_tsv":
         # Tokens give AP ranges only: each build becomes a legal one inside its ranges.
         rebuilt = [full_build_in_ranges(r) for r in test.ap]
@@ -183,7 +178,7 @@ def held_out_builds(primary_dir, vocab: Vocab, weapon_vocab: WeaponVocab, *,
     test = test.subset(np.flatnonzero(usable)[:num_builds])
     if len(test) == 0:
         raise ValueError(f"no full legal builds of known weapons to evaluate on in {origin}")
-    train = builds.subset(train_idx)
+    train = splits.train_builds()
     train = train.subset(np.isin(train.weapons, weapon_vocab.game_ids))
     return HeldOut(test, train, origin, skipped)
 

@@ -44,12 +44,12 @@ from primary.examples import (
     num_batches,
     pad_to_width,
     part_widths,
-    split_builds,
     split_by_length,
 )
 from primary.model import PrimaryConfig, SetCompletionModel, count_params, create_model
 from primary.set_metrics import scores_from_counts
-from primary.sources import default_vocabs, load_builds
+from primary.sources import default_vocabs
+from primary.splits import data_splits
 from primary.store import save_primary
 from primary.vocab import check_id_range
 from runkit.checkpoints import Checkpoints
@@ -306,11 +306,12 @@ def prepare_data(cfg: PrimaryTrainConfig, concepts=None) -> PrimaryData:
     ``concepts``: the set to plant (default: ``cfg.concepts_file``'s, for synthetic data)."""
     if concepts is None:
         _, concepts = cfg.with_concept_set()
-    builds = load_builds(cfg.data_source, path=cfg.data_path, num_builds=cfg.num_builds,
+    splits = data_splits(cfg.data_source, data_path=cfg.data_path, num_builds=cfg.num_builds,
                          seed=cfg.seed, vocab=cfg.vocab_path or None,
                          weapon_vocab=cfg.weapon_vocab_path or None, concepts=concepts)
+    builds = splits.builds
     vocab, weapon_vocab = default_vocabs(builds)
-    parts = split_builds(len(builds.weapons), cfg.seed)
+    parts = (splits.train, splits.val, splits.test)
     examples = [
         make_examples(builds.subset(idx), vocab, weapon_vocab, num_instances=cfg.num_instances,
                       skew_factor=cfg.skew_factor, include_null=cfg.include_null,

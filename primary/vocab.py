@@ -12,14 +12,13 @@ whole datasets are tokenised with vectorised numpy.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from runkit.jsonio import write_json
+from runkit.jsonio import read_json, write_json
 
 MAIN_ONLY_BY_PIECE: dict[str, tuple[str, ...]] = {
     "head": ("comeback", "last_ditch_effort", "opening_gambit", "tenacity"),
@@ -202,8 +201,7 @@ class Vocab:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Vocab:
-        with open(path) as f:
-            return cls(json.load(f), source=str(path))
+        return cls(read_json(path, what="token vocabulary"), source=str(path))
 
     def save(self, path: str | os.PathLike) -> None:
         write_json(path, self.token_to_id)
@@ -255,8 +253,7 @@ class WeaponVocab:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> WeaponVocab:
-        with open(path) as f:
-            return cls(json.load(f), source=str(path))
+        return cls(read_json(path, what="weapon vocabulary"), source=str(path))
 
     def save(self, path: str | os.PathLike) -> None:
         write_json(path, self.key_to_id)

@@ -8,6 +8,8 @@ Nothing here imports ``primary``, ``sae_jax`` or ``bridge``. Modules:
   newest intact checkpoint.
 - ``lock``: one process per workdir.
 - ``resume``: what a rerun on an existing workdir may change.
+- ``run_dir``: the run directory as one value: its paths, ``run.json`` and the other
+  records, paths recorded relative to the run.
 - ``hosts``: joining a multi-process run, and which process writes files.
 - ``sharding``: the data-parallel mesh and the batch each process feeds it.
 - ``flags``: absl flags from config dataclasses, and flagfiles read into them.

@@ -12,7 +12,6 @@ writes ``workdir/concepts.json`` (when the builds carry planted concepts) and
 
 from __future__ import annotations
 
-import json
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -36,7 +35,7 @@ from primary.vocab import (
     ap_to_token_multihot,
 )
 from runkit.cli import report_user_errors
-from runkit.resume import effective_settings
+from runkit.run_dir import RunDir, RunRecord
 from sae_jax import analysis
 from sae_jax.activity import dead_mask, dense_mask, live_mask
 from sae_jax.concept_pairs import (
@@ -46,7 +45,7 @@ from sae_jax.concept_pairs import (
     with_pairs,
 )
 from sae_jax.concepts import concept_recovery, write_concepts
-from sae_jax.labels import labels_to_json, load_run_labels
+from sae_jax.labels import labels_to_json, read_labels
 from sae_jax.model import encode
 from sae_jax.sparse_activations import collect
 from sae_jax.steered_views import add_steered_builds
@@ -80,47 +79,37 @@ def sae_activations(sae, pooled: np.ndarray, *, batch_size: int = BATCH_SIZE):
         yield _encode_jit(params, jnp.asarray(part), clip_max=clip), valid
 
 
-def _run_settings(workdir: Path) -> tuple[dict, object]:
+def _run_settings(run: RunDir) -> tuple[RunRecord, object]:
+    """The run's ``run.json`` and its settings (for an imported run, which has no
+    ``train_config.json``, those ``run.json`` records)."""
     from sae_jax.config import SAETrainConfig
 
-    run_path = workdir / "run.json"
-    if not run_path.exists():
-        raise FileNotFoundError(f"{workdir} has no run.json; is it an SAE run directory?")
-    with open(run_path) as f:
-        run = json.load(f)
-    if "primary_model_dir" not in run:
-        raise ValueError(f"{run_path} names no primary_model_dir")
-    if (workdir / "train_config.json").exists():  # with any accepted --override changes
-        cfg = SAETrainConfig.from_dict(effective_settings(workdir),
-                                       where=str(workdir / "train_config.json"))
+    record = run.read_run()
+    if run.has_settings():  # with any accepted --override changes
+        cfg = SAETrainConfig.from_dict(run.settings(), where=str(run.settings_path))
     else:  # an imported run: only run.json says how its data was made
-        cfg = SAETrainConfig(data_source=run.get("data_source", "synthetic"),
-                             data_path=run.get("data_path", "") or "",
-                             num_builds=int(run.get("num_builds", 200_000)),
-                             seed=int(run.get("seed", 0)))
-    return run, cfg
+        cfg = SAETrainConfig(data_source=record.data_source, data_path=run.data_path(record),
+                             num_builds=record.num_builds, seed=record.seed)
+    return record, cfg
 
 
 def evaluation_builds(workdir, vocab, weapon_vocab, *, limit: int | None = None):
     """The run's held-out builds: the test split, made with the same source, seed and split
     seed as training (``sae_jax.run_setup``), at most ``limit`` (default the run's
     ``eval_builds``)."""
-    from primary.examples import split_builds
-    from primary.sources import load_builds
-    from sae_jax.run_setup import run_concepts, split_seed
+    from sae_jax.run_setup import run_concepts, run_splits, split_seed
 
-    workdir = Path(workdir)
-    run, cfg = _run_settings(workdir)
-    primary_dir = Path(run["primary_model_dir"])
-    seed = split_seed(primary_dir, cfg)  # training drew and split its builds with this seed
-    concepts = run_concepts(workdir) if cfg.data_source == "synthetic" else None  # as planted
-    builds = load_builds(cfg.data_source, path=cfg.data_path or None, num_builds=cfg.num_builds,
-                         seed=seed, vocab=vocab, weapon_vocab=weapon_vocab, concepts=concepts)
-    _, _, test_idx = split_builds(len(builds), seed)
-    test_idx = test_idx[: (cfg.eval_builds if limit is None else int(limit))]
-    if len(test_idx) == 0:
-        raise ValueError(f"the run in {workdir} has no test builds to analyse")
-    return builds.subset(test_idx)
+    run = RunDir(workdir)
+    record, cfg = _run_settings(run)
+    # Training drew and split its builds with this seed.
+    seed = split_seed(run.primary_dir(record), cfg)
+    concepts = run_concepts(run.root) if cfg.data_source == "synthetic" else None  # as planted
+    splits = run_splits(cfg, seed=seed, vocab=vocab, weapon_vocab=weapon_vocab,
+                        concepts=concepts)
+    builds = splits.test_builds(cfg.eval_builds if limit is None else int(limit))
+    if len(builds) == 0:
+        raise ValueError(f"the run in {run.root} has no test builds to analyse")
+    return builds
 
 
 def known_builds(builds, vocab, weapon_vocab):
@@ -349,11 +338,7 @@ def analyse_features(primary, vocab, sae, builds, pooled: np.ndarray, *,
 
 def _training_metrics(workdir: Path) -> dict:
     """The held-out evaluation numbers of the run (``metrics.json``), if any."""
-    path = workdir / "metrics.json"
-    if not path.exists():
-        return {}
-    with open(path) as f:
-        metrics = json.load(f)
+    metrics = RunDir(workdir).metrics()
     keys = ("fve", "mse", "l0", "dead_fraction", "dense_fraction", "loss_recovered",
             "kl_spliced", "logit_cosine", "top5_agreement", "shrinkage", "steps")
     return {k: metrics[k] for k in keys if isinstance(metrics.get(k), (int, float))}
@@ -385,11 +370,12 @@ def analyse_and_write(workdir, primary, vocab, weapon_vocab, sae, builds, pooled
                                                   "num_builds", "seed")}
     doc["metrics"] = _training_metrics(workdir)
     # Human labels are shown beside the explanations; nothing here writes them.
-    doc["labels"] = labels_to_json(load_run_labels(workdir, num_features=sae.hidden_dim))
-    if (workdir / "curves.png").exists():
-        doc["curves_png"] = str(workdir / "curves.png")
+    run = RunDir(workdir)
+    doc["labels"] = labels_to_json(read_labels(run.labels_path, num_features=sae.hidden_dim))
+    if run.curves_path.exists():
+        doc["curves_png"] = str(run.curves_path)
     if doc["concepts"] is not None:
-        write_concepts(workdir / "concepts.json", doc["concepts"])
+        write_concepts(run.concepts_path, doc["concepts"])
     doc["explanations"] = None
     if explanations:
         with timer("explanations"):
@@ -398,9 +384,9 @@ def analyse_and_write(workdir, primary, vocab, weapon_vocab, sae, builds, pooled
                 primary, vocab, weapon_vocab, sae, builds, pooled,
                 curve_features=[p["id"] for p in doc["pages"]],
                 concepts_result=doc["concepts"], shared=shared_explanation_builds, **planted)
-            write_explanations(workdir / "explanations.json", doc["explanations"])
+            write_explanations(run.explanations_path, doc["explanations"])
     with timer("report"):
-        doc["index"] = str(write_report(workdir / "report", doc))
+        doc["index"] = str(write_report(run.report_dir, doc))
     return doc
 
 
@@ -428,9 +414,9 @@ def analysis_inputs(workdir, *, num_builds: int | None = None, explanations: boo
     from sae_jax.explanations import explanation_builds
     from sae_jax.run_setup import run_concepts
 
-    workdir = Path(workdir).absolute()
-    run, _ = _run_settings(workdir)
-    model, vocab, weapon_vocab = primary or load_primary(run["primary_model_dir"])
+    run = RunDir(workdir)
+    workdir = run.root
+    model, vocab, weapon_vocab = primary or load_primary(run.primary_dir())
     builds = known_builds(evaluation_builds(workdir, vocab, weapon_vocab, limit=num_builds),
                           vocab, weapon_vocab)
     inputs = full_build_inputs(builds, vocab, weapon_vocab, where=f"{workdir} test builds")
@@ -453,20 +439,21 @@ def analyze(workdir, *, top_features: int = 64, num_builds: int | None = None,
     from sae_jax.store import load_sae
 
     t0 = time.perf_counter()
-    workdir = Path(workdir).absolute()
-    run, _ = _run_settings(workdir)
+    run = RunDir(workdir)
+    workdir = run.root
+    record = run.read_run()
     if inputs is None:
         inputs = analysis_inputs(workdir, num_builds=num_builds, explanations=explanations)
     elif explanations and inputs.explanation_builds is None:
         raise ValueError("the shared analysis inputs were made without explanations")
     primary, vocab, weapon_vocab = inputs.primary, inputs.vocab, inputs.weapon_vocab
-    sae = load_sae(workdir / "sae")
+    sae = load_sae(run.sae_dir)
     if sae.config.input_dim != primary.config.hidden_dim:
-        raise ValueError(f"{workdir}/sae takes {sae.config.input_dim}-d inputs but the primary "
-                         f"model in {run['primary_model_dir']} pools to "
+        raise ValueError(f"{run.sae_dir} takes {sae.config.input_dim}-d inputs but the primary "
+                         f"model in {record.primary_model_dir} pools to "
                          f"{primary.config.hidden_dim}")
     doc = analyse_and_write(workdir, primary, vocab, weapon_vocab, sae, inputs.builds,
-                            inputs.pooled, run=run, top_features=top_features,
+                            inputs.pooled, run=record.to_json(), top_features=top_features,
                             explanations=explanations, concept_set=inputs.concept_set,
                             shared_explanation_builds=inputs.explanation_builds)
     summary = doc["concepts"]["summary"] if doc["concepts"] is not None else {}
@@ -498,19 +485,10 @@ def main(argv):
     workdir = Path(f.workdir)
     if not workdir.is_dir():
         raise FileNotFoundError(f"--workdir {workdir} is not a directory")
-    run_json = workdir / "run.json"
-    if not run_json.is_file():
-        raise FileNotFoundError(f"{workdir} has no run.json: not an SAE run directory (make one "
-                                "with sae_jax.train or bridge.import_splatnlp)")
-    try:
-        run = json.loads(run_json.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{run_json}: not valid JSON ({e})") from None
-    if not isinstance(run, dict) or not isinstance(run.get("primary_model_dir"), str):
-        raise ValueError(f"{run_json} names no primary_model_dir")
-    if not (workdir / "sae" / "config.json").is_file():
-        raise FileNotFoundError(f"no SAE in {workdir / 'sae'}: run sae_jax.train first (or "
-                                "bridge.import_splatnlp with --sae)")
+    run = RunDir(workdir)
+    record = run.read_run()  # checked before any work: run.json, the SAE, the primary
+    run.sae_config()
+    run.primary_dir(record)
     if f.num_builds is not None and f.num_builds <= 0:
         raise ValueError(f"--num_builds must be positive, got {f.num_builds}")
     if f.top_features < 0:

@@ -22,7 +22,6 @@ dense matrix.
 
 from __future__ import annotations
 
-import json
 import os
 
 import jax
@@ -30,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from runkit.jsonio import write_json
+from runkit.jsonio import read_json, write_json
 from sae_jax.sparse_activations import SparseActivations
 
 RECOVERED_F1 = 0.8  # a concept counts as recovered when its best SAE feature reaches this F1
@@ -332,5 +331,4 @@ def load_concepts(path: str | os.PathLike) -> dict | None:
     """The ``concepts.json`` dict, or None when the file does not exist."""
     if not os.path.exists(path):
         return None
-    with open(path) as f:
-        return json.load(f)
+    return read_json(path, what="concept recovery file")

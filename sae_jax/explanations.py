@@ -27,7 +27,6 @@ only)}}}``.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import dataclass
@@ -52,7 +51,7 @@ from primary.conditions import CATALOGUE, condition_matrix, families, occurring
 from primary.synthetic import generate_builds
 from primary.vocab import AP_THRESHOLDS, MAIN_ONLY_ABILITIES
 from primary.weapons import WEAPON_CLASSES, WEAPONS, weapon_class_index, weapon_name
-from runkit.jsonio import write_json
+from runkit.jsonio import read_json, write_json
 from sae_jax.activity import ACTIVE_THRESHOLD, is_active, window_mask
 from sae_jax.concept_pairs import pair_only
 from sae_jax.concepts import RECOVERED_F1
@@ -504,8 +503,7 @@ def load_explanations(path: str | os.PathLike) -> dict | None:
     """The ``explanations.json`` dict, or None when the file does not exist."""
     if not os.path.exists(path):
         return None
-    with open(path) as f:
-        return json.load(f)
+    return read_json(path, what="explanations file")
 
 
 __all__ = ["ExplanationBuilds", "activity_levels", "compute_explanations", "explanation_builds",

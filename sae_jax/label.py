@@ -16,16 +16,16 @@ from pathlib import Path
 from absl import app, flags
 
 from runkit.cli import report_user_errors, run_with_flagfiles
+from runkit.run_dir import RunDir
 from sae_jax.labels import (
     CATEGORIES,
     check_feature,
     format_labels,
-    labels_path,
-    load_run_labels,
+    read_labels,
     remove_label,
-    run_num_features,
     set_label,
 )
+from sae_jax.model import SAEConfig
 
 
 def define_flags() -> None:
@@ -58,23 +58,24 @@ def label_command(workdir, *, feature=None, name=None, category=None, notes=None
         raise ValueError("--category and --notes go with --name")
     if category is not None and category not in CATEGORIES:
         raise ValueError(f"--category {category!r} is not one of {', '.join(CATEGORIES)}")
-    num_features = run_num_features(workdir)
+    run = RunDir(workdir)
+    num_features = SAEConfig(**run.sae_config()).hidden_dim
     if feature is not None:
-        check_feature(feature, num_features, where=f"--feature ({workdir / 'sae'})")
+        check_feature(feature, num_features, where=f"--feature ({run.sae_dir})")
     elif not list_labels:
         raise ValueError(f"{modes[0]} needs --feature")
     if list_labels:
-        labels = load_run_labels(workdir, num_features)
+        labels = read_labels(run.labels_path, num_features=num_features)
         if feature is not None:
             labels = {f: v for f, v in labels.items() if f == feature}
         return format_labels(labels)
     if remove:
-        old = remove_label(workdir, feature, num_features=num_features)
+        old = remove_label(run.labels_path, feature, num_features=num_features)
         return f"removed the label of feature {feature} ({old.name!r})"
-    label = set_label(workdir, feature, name, category=category, notes=notes,
+    label = set_label(run.labels_path, feature, name, category=category, notes=notes,
                       num_features=num_features)
     return (f"feature {feature}: {label.name!r} ({label.category}) written to "
-            f"{labels_path(workdir)}")
+            f"{run.labels_path}")
 
 
 @report_user_errors

@@ -1,4 +1,5 @@
-"""Human feature labels of an SAE run: ``workdir/feature_labels.json``.
+"""Human feature labels: the label file format (a run's file is ``feature_labels.json``,
+:attr:`runkit.run_dir.RunDir.labels_path`).
 
 The file is SplatNLP's own label format, so its published label files (e.g.
 ``feature_labels_ultra.json``) load as they are::
@@ -24,7 +25,6 @@ from pathlib import Path
 
 from runkit.jsonio import parse_json_file, write_json
 
-LABELS_FILE = "feature_labels.json"
 CATEGORIES = ("none", "mechanical", "tactical", "strategic")
 _FIELDS = ("name", "category", "notes", "timestamp")
 
@@ -130,38 +130,18 @@ def write_labels(path: str | os.PathLike, labels: Mapping[int, FeatureLabel]) ->
     return write_json(path, labels_to_json(labels))
 
 
-# ------------------------------------------------------------------ a run's store
+# ------------------------------------------------------------------ changes to a label file
 
-def labels_path(workdir: str | os.PathLike) -> Path:
-    return Path(workdir) / LABELS_FILE
-
-
-def run_num_features(workdir: str | os.PathLike) -> int:
-    """The number of features of the SAE in ``workdir/sae``."""
-    from sae_jax.model import SAEConfig
-
-    config = Path(workdir) / "sae" / "config.json"
-    if not config.is_file():
-        raise FileNotFoundError(f"no SAE in {Path(workdir) / 'sae'} (no config.json); is "
-                                f"{workdir} an SAE run directory?")
-    return SAEConfig.from_json(config).hidden_dim
-
-
-def load_run_labels(workdir: str | os.PathLike,
-                    num_features: int | None = None) -> dict[int, FeatureLabel]:
-    """The run's labels ({} when none has been set)."""
-    return read_labels(labels_path(workdir), num_features=num_features)
-
-
-def set_label(workdir: str | os.PathLike, feature: int, name: str, *,
+def set_label(path: str | os.PathLike, feature: int, name: str, *,
               category: str | None = None, notes: str | None = None,
               num_features: int | None = None, timestamp: str | None = None) -> FeatureLabel:
-    """Label ``feature`` (or relabel it: ``category`` / ``notes`` left None keep the old
-    ones, a new label gets "none" / ""); returns the stored label."""
+    """Label ``feature`` in the label file ``path`` (a run's is
+    :attr:`runkit.run_dir.RunDir.labels_path`), or relabel it: ``category`` / ``notes``
+    left None keep the old ones, a new label gets "none" / ""; returns the stored label."""
     if not isinstance(name, str) or not name.strip():
         raise LabelError("a label needs a non-empty name")
     check_feature(int(feature), num_features, where="label")
-    labels = load_run_labels(workdir, num_features)
+    labels = read_labels(path, num_features=num_features)
     old = labels.get(int(feature), FeatureLabel(name))
     try:
         label = replace(old, name=name.strip(),
@@ -171,35 +151,36 @@ def set_label(workdir: str | os.PathLike, feature: int, name: str, *,
     except LabelError as e:
         raise LabelError(f"feature {feature}: {e}") from None
     labels[int(feature)] = label
-    write_labels(labels_path(workdir), labels)
+    write_labels(path, labels)
     return label
 
 
-def remove_label(workdir: str | os.PathLike, feature: int, *,
+def remove_label(path: str | os.PathLike, feature: int, *,
                  num_features: int | None = None) -> FeatureLabel:
-    """Remove ``feature``'s label; returns it. A feature without a label is an error."""
-    labels = load_run_labels(workdir, num_features)
+    """Remove ``feature``'s label from the label file ``path``; returns it. A feature
+    without a label is an error."""
+    labels = read_labels(path, num_features=num_features)
     if int(feature) not in labels:
-        raise LabelError(f"feature {feature} has no label in {labels_path(workdir)}")
+        raise LabelError(f"feature {feature} has no label in {path}")
     removed = labels.pop(int(feature))
-    write_labels(labels_path(workdir), labels)
+    write_labels(path, labels)
     return removed
 
 
-def import_labels(source: str | os.PathLike, workdir: str | os.PathLike, *,
+def import_labels(source: str | os.PathLike, path: str | os.PathLike, *,
                   num_features: int | None = None, overwrite: bool = False) -> dict:
-    """Merge a label file (e.g. SplatNLP's ``feature_labels_ultra.json``) into the run's
-    store. Features the store already labels are kept unless ``overwrite``. Returns
+    """Merge a label file (e.g. SplatNLP's ``feature_labels_ultra.json``) into the label
+    file ``path``. Features it already labels are kept unless ``overwrite``. Returns
     ``{"imported": n, "kept": n}``."""
     incoming = read_labels(source, num_features=num_features, missing_ok=False)
-    labels = load_run_labels(workdir, num_features)
+    labels = read_labels(path, num_features=num_features)
     kept = 0
     for feature, label in incoming.items():
         if feature in labels and not overwrite:
             kept += 1
             continue
         labels[feature] = label
-    write_labels(labels_path(workdir), labels)
+    write_labels(path, labels)
     return {"imported": len(incoming) - kept, "kept": kept}
 
 

@@ -21,7 +21,6 @@ parameters beside the four above (batchtopk and matryoshka SAEs hold a scalar
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from runkit.jsonio import write_json
+from runkit.jsonio import read_json, write_json
 from sae_jax.architectures import Architecture, EncoderSpec, encoder_spec, get_architecture
 from sae_jax.precision import matmul
 
@@ -83,8 +82,7 @@ class SAEConfig:
 
     @classmethod
     def from_json(cls, path: str | os.PathLike) -> SAEConfig:
-        with open(path) as f:
-            return cls(**json.load(f))
+        return cls(**read_json(path, what="SAE config"))
 
 
 class UsageEMA(nnx.Variable):

@@ -18,14 +18,14 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
 from primary.store import load_primary
 from runkit.flags import config_from_flagfile
-from runkit.jsonio import read_json, write_json
+from runkit.jsonio import read_json
+from runkit.run_dir import IMPORTED_PRIMARY, RunDir
 from sae_jax.config import SAETrainConfig
 
 # Shipped inside the package (sae_jax/configs; the top-level configs/ links to it).
@@ -121,8 +121,7 @@ def split_seed(primary_dir: Path, cfg: SAETrainConfig) -> int:
     train_config = primary_dir.parent / "train_config.json"
     if not train_config.exists():
         return cfg.seed
-    with open(train_config) as f:
-        primary_settings = json.load(f)
+    primary_settings = read_json(train_config, what="primary run settings")
     differs = [k for k in ("data_source", "num_builds")
                if k in primary_settings and primary_settings[k] != getattr(cfg, k)]
     if differs:
@@ -136,20 +135,28 @@ def prepare_data(cfg: SAETrainConfig, vocab, weapon_vocab, *, seed: int, concept
     """``(train_examples, eval_examples, num_builds)``: builds drawn and split with ``seed``,
     examples made as the primary run makes its train and test examples (seed, seed + 2).
     ``concepts``: the set synthetic builds plant (see :func:`run_concept_set`)."""
-    from primary.examples import make_examples, split_builds
-    from primary.sources import load_builds
+    from primary.examples import make_examples
 
-    builds = load_builds(cfg.data_source, path=cfg.data_path,
-                         num_builds=cfg.num_builds, seed=seed, vocab=vocab,
-                         weapon_vocab=weapon_vocab, concepts=concepts)
-    train_idx, _, test_idx = split_builds(len(builds), seed)
-    test_idx = test_idx[: cfg.eval_builds]
-    if len(train_idx) == 0 or len(test_idx) == 0:
-        raise ValueError(f"{len(builds)} builds from {cfg.data_source!r} leave an empty train or "
-                         "test split; use more builds")
-    train = make_examples(builds.subset(train_idx), vocab, weapon_vocab, seed=seed)
-    evaluation = make_examples(builds.subset(test_idx), vocab, weapon_vocab, seed=seed + 2)
-    return train, evaluation, len(builds)
+    splits = run_splits(cfg, seed=seed, vocab=vocab, weapon_vocab=weapon_vocab,
+                        concepts=concepts)
+    train_builds, test_builds = splits.train_builds(), splits.test_builds(cfg.eval_builds)
+    if len(train_builds) == 0 or len(test_builds) == 0:
+        raise ValueError(f"{splits.num_builds} builds from {cfg.data_source!r} leave an empty "
+                         "train or test split; use more builds")
+    train = make_examples(train_builds, vocab, weapon_vocab, seed=seed)
+    evaluation = make_examples(test_builds, vocab, weapon_vocab, seed=seed + 2)
+    return train, evaluation, splits.num_builds
+
+
+def run_splits(cfg: SAETrainConfig, *, seed: int, vocab=None, weapon_vocab=None,
+               concepts=None):
+    """The builds of an SAE run's data settings and their split
+    (:func:`primary.splits.data_splits`), drawn and split with ``seed``: the split seed
+    (:func:`split_seed`) for training and evaluation."""
+    from primary.splits import data_splits
+
+    return data_splits(cfg.data_source, data_path=cfg.data_path, num_builds=cfg.num_builds,
+                       seed=seed, vocab=vocab, weapon_vocab=weapon_vocab, concepts=concepts)
 
 
 def estimate_plan(cfg: SAETrainConfig, primary_dir, concepts=None) -> RunPlan:
@@ -157,21 +164,18 @@ def estimate_plan(cfg: SAETrainConfig, primary_dir, concepts=None) -> RunPlan:
 
     The number of examples does not depend on the vocabularies, except that a SplatNLP TSV
     holds ids of its run's own ones (read from the primary model directory)."""
-    from primary.examples import make_examples, num_batches, split_builds
-    from primary.sources import default_vocabs, load_builds
+    from primary.examples import make_examples, num_batches
+    from primary.sources import default_vocabs
     from primary.vocab import Vocab, WeaponVocab
 
     if cfg.data_source == "splatnlp_tsv" and primary_dir is not None:
         vocab = Vocab.load(Path(primary_dir) / "vocab.json")
         weapon_vocab = WeaponVocab.load(Path(primary_dir) / "weapon_vocab.json")
-        builds = load_builds(cfg.data_source, path=cfg.data_path, num_builds=cfg.num_builds,
-                             seed=cfg.seed, vocab=vocab, weapon_vocab=weapon_vocab)
+        splits = run_splits(cfg, seed=cfg.seed, vocab=vocab, weapon_vocab=weapon_vocab)
     else:
-        builds = load_builds(cfg.data_source, path=cfg.data_path, num_builds=cfg.num_builds,
-                             seed=cfg.seed, concepts=concepts)
-        vocab, weapon_vocab = default_vocabs(builds)
-    train_idx, _, _ = split_builds(len(builds), cfg.seed)
-    examples = make_examples(builds.subset(train_idx), vocab, weapon_vocab, seed=cfg.seed)
+        splits = run_splits(cfg, seed=cfg.seed, concepts=concepts)
+        vocab, weapon_vocab = default_vocabs(splits.builds)
+    examples = make_examples(splits.train_builds(), vocab, weapon_vocab, seed=cfg.seed)
     return plan_run(cfg, num_batches(examples, cfg.primary_batch_size, drop_remainder=True))
 
 
@@ -186,16 +190,18 @@ def known_d_sae(cfg: SAETrainConfig, primary_dir) -> int | None:
 
 
 def write_run_json(workdir: Path, cfg: SAETrainConfig, primary_dir: Path, num_builds: int,
-                   seed: int, concepts=None):
-    """``run.json``, and ``concept_set.json`` (the set the run plants) when ``concepts``."""
+                   seed: int, concepts=None, *, within=None):
+    """``run.json``, and ``concept_set.json`` (the set the run plants) when ``concepts``.
+    Paths inside the run (or inside ``within``, the sweep holding it) are recorded
+    relative to it (:meth:`runkit.run_dir.RunDir.record_path`)."""
     from primary.concept_sets import write_concept_set
 
-    info = {"primary_model_dir": str(Path(primary_dir).absolute()),
-            "data_source": cfg.data_source, "data_path": cfg.data_path,
-            "num_builds": int(num_builds), "seed": int(seed)}
+    run = RunDir(workdir)
+    record = run.new_record(primary_dir, data_source=cfg.data_source, data_path=cfg.data_path,
+                            num_builds=num_builds, seed=seed, within=within)
     if concepts is not None:
         write_concept_set(workdir, concepts)
-    write_json(Path(workdir) / "run.json", info)
+    run.write_run(record)
 
 
 def run_concept_set(cfg: SAETrainConfig, primary_dir=None):
@@ -239,20 +245,18 @@ def run_concepts(workdir) -> tuple:
     set. An SAE run whose settings record another set's digest is an error."""
     from primary.concept_sets import recorded_concept_set, recorded_digest
     from primary.concepts import CONCEPTS
-    from runkit.jsonio import read_json
-    from runkit.resume import CONFIG_NAME, effective_settings
+    from runkit.resume import CONFIG_NAME
 
     workdir = Path(workdir)
+    run = RunDir(workdir)
     concepts = recorded_concept_set(workdir)
     if concepts is None:
-        concepts = recorded_concept_set(workdir / "model")
-    if concepts is None and (workdir / "run.json").exists():
-        primary = read_json(workdir / "run.json", what="SAE run file").get("primary_model_dir")
-        if primary:
-            concepts = recorded_concept_set(primary)
+        concepts = recorded_concept_set(workdir / IMPORTED_PRIMARY)
+    if concepts is None and run.is_run():
+        concepts = recorded_concept_set(run.resolve(run.read_run().primary_model_dir))
     if concepts is None:
         concepts = CONCEPTS
-    settings = effective_settings(workdir) if (workdir / CONFIG_NAME).exists() else {}
+    settings = run.settings() if run.has_settings() else {}
     if settings.get("data_source", "synthetic") == "synthetic" and settings:
         expected = settings.get("concept_set_sha256", "")
         found = recorded_digest(concepts)
@@ -305,10 +309,11 @@ def load_inputs(cfg: SAETrainConfig, workdir: Path, concepts, *, primary_dir=Non
                      eval_examples, num_builds, concepts)
 
 
-def record_run(rundir: Path, cfg: SAETrainConfig, inputs: RunInputs, *, write: bool) -> None:
+def record_run(rundir: Path, cfg: SAETrainConfig, inputs: RunInputs, *, write: bool,
+               within=None) -> None:
     """Check the settings against the primary's size, then write ``rundir``'s ``run.json``
-    (when ``write``)."""
+    (when ``write``; ``within``: the sweep holding the run, see :func:`write_run_json`)."""
     cfg.validate(d_sae=int(inputs.primary.config.hidden_dim * cfg.expansion_factor))
     if write:
         write_run_json(rundir, cfg, inputs.primary_dir, inputs.num_builds, inputs.seed,
-                       inputs.concepts)
+                       inputs.concepts, within=within)

@@ -222,7 +222,7 @@ def train_sweep(base: SAETrainConfig, members: list[SweepMember], workdir, *,
             mdir.mkdir(parents=True, exist_ok=True)
             claim_settings(mdir, m.cfg.to_dict())
             try:
-                record_run(mdir, m.cfg, inputs, write=True)
+                record_run(mdir, m.cfg, inputs, write=True, within=workdir)
             except ValueError as e:
                 raise ValueError(f"member {m.name}: {e}") from None
         groups = [[members[i] for i in g] for g in group_into_stacks([m.cfg for m in members])]

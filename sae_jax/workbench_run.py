@@ -23,13 +23,14 @@ from pathlib import Path
 
 import numpy as np
 
+from runkit.run_dir import RunDir, RunDirError
 from sae_jax.activity import live_mask, window_mask
 from sae_jax.concept_pairs import pair_memberships
 from sae_jax.labels import (
     CATEGORIES,
     LabelError,
     labels_to_json,
-    load_run_labels,
+    read_labels,
     remove_label,
     set_label,
 )
@@ -54,19 +55,14 @@ class RunData:
     """One run directory. Thread-safe: model work runs under :attr:`lock`."""
 
     def __init__(self, workdir, *, num_builds: int | None = None):
-        self.workdir = Path(workdir).absolute()
-        if not (self.workdir / "run.json").is_file():
-            raise RunError(f"{self.workdir} has no run.json: not an SAE run directory (make one "
-                           "with python -m sae_jax.train or bridge.import_splatnlp)")
-        if not (self.workdir / "sae" / "config.json").is_file():
-            raise RunError(f"no SAE in {self.workdir / 'sae'} (no config.json)")
+        self.rundir = RunDir(workdir)
+        self.workdir = self.rundir.root
         try:
-            self.run = json.loads((self.workdir / "run.json").read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise RunError(f"{self.workdir / 'run.json'} is not valid JSON: {e}") from None
-        if not isinstance(self.run, dict) or not isinstance(self.run.get("primary_model_dir"),
-                                                             str):
-            raise RunError(f"{self.workdir / 'run.json'} names no primary_model_dir")
+            self.run = self.rundir.read_run()
+            self.sae_config = self.rundir.sae_config()
+            self.primary_dir = self.rundir.primary_dir(self.run)  # a path check, no loading
+        except RunDirError as e:
+            raise RunError(str(e)) from None
         self.num_builds = num_builds
         self.lock = threading.RLock()
         self._index_lock = threading.Lock()
@@ -82,7 +78,6 @@ class RunData:
         self.completions: OrderedDict[tuple, object] = OrderedDict()
         self._explanations = None
         self._report = None
-        self.sae_config = json.loads((self.workdir / "sae" / "config.json").read_text())
 
     # ------------------------------------------------------------------ files
 
@@ -96,10 +91,10 @@ class RunData:
 
     @property
     def num_features(self) -> int:
-        from sae_jax.labels import run_num_features
+        from sae_jax.model import SAEConfig
 
         if self._num_features is None:
-            self._num_features = run_num_features(self.workdir)
+            self._num_features = SAEConfig(**self.sae_config).hidden_dim
         return self._num_features
 
     def analyze_hint(self) -> str:
@@ -108,31 +103,28 @@ class RunData:
     def explanations(self) -> dict:
         """``explanations.json`` ({} when the run has not been analysed)."""
         if self._explanations is None:
-            from sae_jax.explanations import load_explanations
-
-            self._explanations = load_explanations(self.workdir / "explanations.json") or {}
+            self._explanations = self.rundir.explanations() or {}
         return self._explanations
 
     def report_doc(self) -> dict:
         """``report/features.json`` (the static report's pages; {} when absent)."""
         if self._report is None:
-            path = self.workdir / "report" / "features.json"
-            self._report = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+            self._report = self.rundir.report_features()
         return self._report
 
     def concepts(self) -> dict | None:
-        path = self.workdir / "concepts.json"
-        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+        return self.rundir.concepts()
 
     def labels(self) -> dict[str, dict]:
-        return labels_to_json(load_run_labels(self.workdir, self.num_features))
+        return labels_to_json(read_labels(self.rundir.labels_path,
+                                          num_features=self.num_features))
 
     def missing(self) -> list[str]:
         """What the run lacks that some parts of the pages show, with how to get it."""
         out = []
-        if not (self.workdir / "explanations.json").is_file():
+        if not self.rundir.explanations_path.is_file():
             out.append(f"explanations, class breakdowns and rung curves: {self.analyze_hint()}")
-        if not (self.workdir / "report" / "features.json").is_file():
+        if not self.rundir.report_features_path.is_file():
             out.append(f"the static report's steering tables: {self.analyze_hint()}")
         return out
 
@@ -145,13 +137,11 @@ class RunData:
                 from primary.store import load_primary
                 from sae_jax.store import load_sae
 
-                primary_dir = Path(self.run["primary_model_dir"])
-                if not primary_dir.is_absolute():
-                    primary_dir = self.workdir / primary_dir
+                primary_dir = self.primary_dir
                 primary, vocab, weapon_vocab = load_primary(primary_dir)
-                sae = load_sae(self.workdir / "sae")
+                sae = load_sae(self.rundir.sae_dir)
                 if sae.config.input_dim != primary.config.hidden_dim:
-                    raise RunError(f"{self.workdir}/sae takes {sae.config.input_dim}-d inputs "
+                    raise RunError(f"{self.rundir.sae_dir} takes {sae.config.input_dim}-d inputs "
                                    f"but the primary model in {primary_dir} pools to "
                                    f"{primary.config.hidden_dim}")
                 self._models = (primary, vocab, weapon_vocab, sae)
@@ -214,10 +204,10 @@ class RunData:
     # ------------------------------------------------------------------ the index
 
     def _index_path(self) -> Path:
-        return self.workdir / "workbench" / "index.npz"
+        return self.rundir.workbench_dir / "index.npz"
 
     def _fingerprint(self) -> str:
-        params = self.workdir / "sae" / "params"
+        params = self.rundir.sae_dir / "params"
         stamp = max((p.stat().st_mtime_ns for p in params.rglob("*") if p.is_file()),
                     default=0) if params.exists() else 0
         return f"v{INDEX_VERSION}:{stamp}:{self.num_builds}"
@@ -403,14 +393,15 @@ class RunData:
             raise LabelError(f"unknown label category {category!r}; categories: "
                              f"{', '.join(CATEGORIES)}")
         with self.lock:
-            label = set_label(self.workdir, feature, name if name is not None else "",
+            label = set_label(self.rundir.labels_path, feature, name if name is not None else "",
                               category=category, notes=notes, num_features=self.num_features)
         return label.to_json()
 
     def remove_label(self, feature: int) -> dict:
         self.check_feature(feature)
         with self.lock:
-            return remove_label(self.workdir, feature, num_features=self.num_features).to_json()
+            return remove_label(self.rundir.labels_path, feature,
+                                num_features=self.num_features).to_json()
 
 
 def search_text(feature: int, expl: dict | None, label: dict | None, tokens, concept) -> str:

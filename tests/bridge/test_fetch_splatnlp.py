@@ -31,7 +31,8 @@ from bridge.splatnlp_published import (
 )
 from bridge.torch_pickle import load_state_dict
 from primary.store import load_primary
-from sae_jax.labels import load_run_labels
+from runkit.run_dir import RunDir
+from sae_jax.labels import read_labels
 from sae_jax.model import sae_from_params
 from sae_jax.store import load_sae
 from tests.fixture_paths import SPLATNLP_FIXTURE
@@ -174,9 +175,11 @@ def test_imported_runs_load_with_the_checkpoint_values(fetched):
             == (out / IMPORTED_ULTRA / "model" / "config.json").read_text())
     for name in (IMPORTED, IMPORTED_ULTRA):
         run = json.loads((out / name / "run.json").read_text())
-        assert run["primary_model_dir"] == str(out / name / "model")
+        # Recorded relative to the import, so the fetched run directory can move.
+        assert run["primary_model_dir"] == "model"
         assert (run["data_source"], run["data_path"]) == ("splatnlp_tsv",
-                                                          str(out / "tokenized_data.csv"))
+                                                          "../tokenized_data.csv")
+        assert RunDir(out / name).data_path() == str(out / "tokenized_data.csv")
     assert not (out / IMPORTED / "sae").exists()
     sae = load_sae(out / IMPORTED_ULTRA / "sae")
     assert (sae.config.input_dim, sae.config.hidden_dim) == (32, NUM_FEATURES)
@@ -188,7 +191,7 @@ def test_imported_runs_load_with_the_checkpoint_values(fetched):
 
 def test_labels_imported_and_consolidated_fills_the_gaps(fetched):
     out, summary, _ = fetched
-    labels = load_run_labels(out / IMPORTED_ULTRA, NUM_FEATURES)
+    labels = read_labels(RunDir(out / IMPORTED_ULTRA).labels_path, num_features=NUM_FEATURES)
     assert sorted(labels) == [3, 7, 9]
     assert labels[3].name == "Swim swimmer" and labels[3].category == "tactical"
     assert labels[7].name == "Stamper"  # feature_labels_ultra.json wins over consolidated

@@ -190,7 +190,7 @@ def test_import_cli_round_trip(tmp_path, cases):
     _, info = import_run(str(FIXTURE), str(out), sae="sae.pth")
     saved = json.loads((out / "run.json").read_text())
     assert saved == info
-    assert saved["primary_model_dir"] == str((out / "model").absolute())
+    assert saved["primary_model_dir"] == "model"  # relative: the import can move
     assert saved["data_source"] == "synthetic" and saved["imported_from"] == str(FIXTURE)
     primary, vocab, weapon_vocab = load_primary(out / "model")
     sae = load_sae(out / "sae")
@@ -289,7 +289,8 @@ def test_load_splatnlp_is_importable_from_the_package():
 
 
 def test_import_brings_splatnlp_labels_into_the_run_store(tmp_path):
-    from sae_jax.labels import LabelError, load_run_labels
+    from runkit.run_dir import RunDir
+    from sae_jax.labels import LabelError, read_labels
 
     labels = {"5": {"name": "SCU stacker", "category": "tactical", "notes": "",
                     "timestamp": "2025-06-01T12:00:00", "source": "manual"},
@@ -298,7 +299,7 @@ def test_import_brings_splatnlp_labels_into_the_run_store(tmp_path):
     src.write_text(json.dumps(labels))
     out = tmp_path / "imported"
     import_run(str(FIXTURE), str(out), sae="sae.pth", labels=str(src))
-    stored = load_run_labels(out)
+    stored = read_labels(RunDir(out).labels_path)
     assert sorted(stored) == [5, 127] and stored[5].extra == {"source": "manual"}
     assert json.loads((out / "feature_labels.json").read_text()) == labels
     # Checked against the SAE's 128 features before anything is written; --sae is needed.

@@ -8,13 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from runkit.run_dir import LABELS_FILE, RunDir
 from sae_jax.label import label_command
 from sae_jax.labels import (
-    LABELS_FILE,
     FeatureLabel,
     LabelError,
     import_labels,
-    load_run_labels,
     parse_labels,
     read_labels,
     remove_label,
@@ -92,39 +91,40 @@ def test_unreadable_file_names_it(tmp_path):
 
 
 def test_set_relabel_remove_keep_other_fields(tmp_path):
-    run = sae_run(tmp_path)
-    set_label(run, 3, "first", category="strategic", notes="n1", timestamp="t1")
-    relabel = set_label(run, 3, "second", timestamp="t2")  # category and notes kept
+    path = tmp_path / "labels.json"
+    set_label(path, 3, "first", category="strategic", notes="n1", timestamp="t1")
+    relabel = set_label(path, 3, "second", timestamp="t2")  # category and notes kept
     assert relabel == FeatureLabel("second", "strategic", "n1", "t2")
-    set_label(run, 5, "other")
-    stored = load_run_labels(run)
+    set_label(path, 5, "other")
+    stored = read_labels(path)
     assert set(stored) == {3, 5} and stored[5].category == "none" and stored[5].timestamp
-    assert remove_label(run, 3).name == "second"
-    assert set(load_run_labels(run)) == {5}
+    assert remove_label(path, 3).name == "second"
+    assert set(read_labels(path)) == {5}
     with pytest.raises(LabelError, match="feature 3 has no label"):
-        remove_label(run, 3)
+        remove_label(path, 3)
     with pytest.raises(LabelError, match="non-empty name"):
-        set_label(run, 4, "  ")
+        set_label(path, 4, "  ")
     with pytest.raises(LabelError, match="out of range"):
-        set_label(run, NUM_FEATURES, "x", num_features=NUM_FEATURES)
+        set_label(path, NUM_FEATURES, "x", num_features=NUM_FEATURES)
 
 
 def test_import_keeps_existing_labels_unless_told(tmp_path):
-    run = sae_run(tmp_path)
+    path = tmp_path / "labels.json"
     src = tmp_path / "feature_labels_ultra.json"
     src.write_text(json.dumps(SPLATNLP_LABELS))
-    set_label(run, 3, "mine", timestamp="t")
-    assert import_labels(src, run, num_features=NUM_FEATURES) == {"imported": 2, "kept": 1}
-    stored = load_run_labels(run)
+    set_label(path, 3, "mine", timestamp="t")
+    assert import_labels(src, path, num_features=NUM_FEATURES) == {"imported": 2, "kept": 1}
+    stored = read_labels(path)
     assert stored[3].name == "mine" and stored[12].extra == {"tags": ["stealth", "swim"]}
-    assert import_labels(src, run, overwrite=True) == {"imported": 3, "kept": 0}
-    assert load_run_labels(run)[3].name == "SCU stacker"
+    assert import_labels(src, path, overwrite=True) == {"imported": 3, "kept": 0}
+    assert read_labels(path)[3].name == "SCU stacker"
 
 
 def test_label_command_modes(tmp_path):
     run = sae_run(tmp_path)
     out = label_command(run, feature=2, name="Swim stack", category="mechanical", notes="n")
     assert "feature 2" in out and (run / LABELS_FILE).exists()
+    assert set(read_labels(RunDir(run).labels_path)) == {2}
     listing = label_command(run, list_labels=True)
     assert "Swim stack" in listing and "mechanical" in listing
     assert "removed" in label_command(run, feature=2, remove=True)
@@ -153,7 +153,7 @@ def test_cli_sets_lists_removes_and_reports_errors_on_one_line(tmp_path):
     r = _cli(w, "--feature=4", "--name=Bomb thrower", "--category=tactical", cwd=REPO)
     out, err = r.communicate(timeout=120)
     assert r.returncode == 0, err
-    assert load_run_labels(run)[4].name == "Bomb thrower"
+    assert read_labels(RunDir(run).labels_path)[4].name == "Bomb thrower"
     # The rest run side by side (each starts a Python).
     procs = {
         "list": _cli(w, "--list", cwd=REPO),
@@ -171,7 +171,8 @@ def test_cli_sets_lists_removes_and_reports_errors_on_one_line(tmp_path):
             (name, err)
     assert "'sneaky'" in results["bad category"][2]
     assert "16" in results["out of range"][2]
-    assert load_run_labels(run)[4].category == "tactical"  # the failed calls changed nothing
+    # The failed calls changed nothing.
+    assert read_labels(RunDir(run).labels_path)[4].category == "tactical"
     r = _cli(w, "--feature=4", "--remove", cwd=REPO)
     assert r.wait(timeout=120) == 0
-    assert load_run_labels(run) == {}
+    assert read_labels(RunDir(run).labels_path) == {}

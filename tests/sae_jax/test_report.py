@@ -16,6 +16,7 @@ from primary.model import PrimaryConfig, create_model
 from primary.store import save_primary
 from primary.synthetic import generate_builds
 from primary.vocab import BuildError, Vocab, WeaponVocab
+from runkit.run_dir import RunDir, RunDirError
 from sae_jax import analyze as analyze_module
 from sae_jax.analyze import (
     analyse_features,
@@ -241,7 +242,7 @@ def test_analyze_workdir_end_to_end(setup, tmp_path):
         "primary_model_dir": str(tmp_path / "model"), "data_source": "synthetic",
         "data_path": "", "num_builds": len(builds), "seed": 3}))
     for f in range(setup.sae.hidden_dim):  # whichever features are shown carry a label
-        set_label(tmp_path, f, f"Hand-named feature {f}", category="tactical")
+        set_label(RunDir(tmp_path).labels_path, f, f"Hand-named feature {f}", category="tactical")
     summary = analyze(tmp_path, top_features=3)
     concepts = json.loads((tmp_path / "concepts.json").read_text())
     assert summary == concepts["summary"]
@@ -289,7 +290,7 @@ def legal_slots(mains, subs) -> bool:
 
 
 def test_analyze_refuses_a_directory_without_run_json(tmp_path):
-    with pytest.raises(FileNotFoundError, match="run.json"):
+    with pytest.raises(RunDirError, match="has no run.json: not an SAE run directory"):
         analyze(tmp_path)
 
 

@@ -9,7 +9,8 @@ import pytest
 from starlette.testclient import TestClient
 
 from bridge.steered_completion import steered_builds
-from sae_jax.labels import load_run_labels
+from runkit.run_dir import RunDir
+from sae_jax.labels import read_labels
 from sae_jax.model import encode
 from sae_jax.serve import create_app
 from sae_jax.workbench_run import RunData
@@ -129,12 +130,12 @@ def test_label_is_saved_searched_and_removed(served):
     r = client.post("/api/features/7/label", json={"name": "Zebra stacker",
                                                    "category": "tactical", "notes": "n"})
     assert r.status_code == 200, r.text
-    assert load_run_labels(workdir)[7].name == "Zebra stacker"
+    assert read_labels(RunDir(workdir).labels_path)[7].name == "Zebra stacker"
     hits = client.get("/api/features?q=zebra").json()["features"]
     assert [h["id"] for h in hits] == [7] and hits[0]["label"] == "Zebra stacker"
     assert "Zebra stacker" in client.get("/feature/7").text
     assert client.delete("/api/features/7/label").status_code == 200
-    assert 7 not in load_run_labels(workdir)
+    assert 7 not in read_labels(RunDir(workdir).labels_path)
     assert client.get("/api/features?q=zebra").json()["total"] == 0
 
 

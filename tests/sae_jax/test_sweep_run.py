@@ -10,6 +10,7 @@ import pytest
 
 from primary.store import save_primary
 from runkit.errors import UserError
+from runkit.run_dir import RunDir
 from sae_jax.config import SAETrainConfig
 from sae_jax.store import load_sae
 from sae_jax.sweep import parse_members
@@ -49,7 +50,7 @@ def reference(tmp_path_factory):
 
 
 def test_members_are_run_dirs_and_the_frontier_is_written(reference):
-    root, _, members, result = reference
+    root, primary_dir, members, result = reference
     assert [m.name for m in members] == [
         "relu_l1.l1_coeff-0.001.seed-0", "relu_l1.l1_coeff-0.001.seed-1",
         "relu_l1.l1_coeff-0.1.seed-0", "relu_l1.l1_coeff-0.1.seed-1",
@@ -61,6 +62,7 @@ def test_members_are_run_dirs_and_the_frontier_is_written(reference):
                      "curves.png", "sae/config.json"):
             assert (mdir / name).exists(), (m.name, name)
         assert json.loads((mdir / "train_config.json").read_text())["seed"] == m.cfg.seed
+        assert RunDir(mdir).primary_dir() == primary_dir  # --primary_dir, outside the sweep
         assert result[m.name]["steps"] == 24
         assert np.isfinite(result[m.name]["fve"]) and result[m.name]["mse"] > 0
     assert load_sae(sweep / "members" / members[4].name / "sae").config.architecture == "topk"

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from sae_jax.labels import load_run_labels
+from runkit.run_dir import RunDir
+from sae_jax.labels import read_labels
 from sae_jax.serve import create_app
 from sae_jax.workbench_lab import complete_lab, lab_request
 from tests.sae_jax.workbench_fixture import ANALYSIS_BUILDS, EXPLAINED, make_run
@@ -143,7 +144,7 @@ def test_label_edit_persists_after_reload(server, browser):
     assert Select(browser.find_element(By.ID, "lcategory")).first_selected_option.text == \
         "mechanical"
     assert "Browser-named feature" in browser.find_element(By.ID, "f12").text
-    assert load_run_labels(workdir)[12].name == "Browser-named feature"
+    assert read_labels(RunDir(workdir).labels_path)[12].name == "Browser-named feature"
 
 
 def _answered(driver) -> int:
