@@ -1,6 +1,6 @@
 """The analysis at scale: feature statistics, concept recovery and the report of a large SAE.
 
-Times ``sae_jax.analyze.analyse_and_write`` (what ``python -m sae_jax.analyze`` runs once
+Times ``apps.analysis.pipeline.analyze_and_write`` (what ``python -m apps.analyze`` runs once
 the pooled vectors are made: statistics, top builds, histograms, logit influence, concept
 recovery, steering, co-activation, steered builds, explanations and the report) stage by
 stage for a 512 -> ``--features`` SAE over ``--builds`` synthetic builds, with and without
@@ -70,12 +70,12 @@ def _peak_rss_gib() -> float:
 
 
 class PeakTimer:
-    """A :class:`sae_jax.analyze.StageTimer` that also keeps each stage's peak resident
+    """A :class:`apps.analysis.pipeline.StageTimer` that also keeps each stage's peak resident
     memory (the high-water mark reset as the stage starts, so what the stage holds from
     before counts too)."""
 
     def __init__(self):
-        from sae_jax.analyze import StageTimer
+        from apps.analysis.pipeline import StageTimer
 
         self.timer = StageTimer()
         self.seconds = self.timer.seconds
@@ -139,7 +139,7 @@ def make_inputs(features: int, builds: int, *, min_rate: float, max_rate: float,
 def run_one(features: int, builds: int, *, explanations: bool, min_rate: float,
             max_rate: float, seed: int = 0) -> dict:
     """One size, in this process: stage times (s), peak memory (GiB), report size (MB)."""
-    from sae_jax.analyze import analyse_and_write
+    from apps.analysis.pipeline import analyze_and_write
 
     t0 = time.perf_counter()
     primary, vocab, weapon_vocab, sae, b, pooled = make_inputs(
@@ -149,7 +149,7 @@ def run_one(features: int, builds: int, *, explanations: bool, min_rate: float,
     timer = PeakTimer()
     with tempfile.TemporaryDirectory() as workdir:
         t1 = time.perf_counter()
-        doc = analyse_and_write(workdir, primary, vocab, weapon_vocab, sae, b, pooled,
+        doc = analyze_and_write(workdir, primary, vocab, weapon_vocab, sae, b, pooled,
                                 explanations=explanations, timer=timer)
         seconds = time.perf_counter() - t1
         report = Path(workdir) / "report"
@@ -176,7 +176,7 @@ def main(argv=None) -> int:
     p.add_argument("--sizes", default=",".join(DEFAULT_SIZES),
                    help="comma-separated FEATURESxBUILDS")
     p.add_argument("--explanations", action="store_true",
-                   help="also time the explanation stage (sae_jax.explanations)")
+                   help="also time the explanation stage (apps.analysis.explanations)")
     p.add_argument("--min_rate", type=float, default=0.005)
     p.add_argument("--max_rate", type=float, default=0.10)
     p.add_argument("--one", default=None, help=argparse.SUPPRESS)  # a child process's size

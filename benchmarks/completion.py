@@ -6,7 +6,7 @@
 Measures, on whatever JAX runs on:
 
 - one completion (``primary.completion.complete_build``, beam 4) with the demo primary and
-  with a full-size primary (``configs/primary_splatnlp.flags`` sizes, 83 M parameters,
+  with a full-size primary (``primary/configs/primary_splatnlp.flags`` sizes, 83 M parameters,
   random initialisation: the work does not depend on the weights); two partial builds
   (a nearly empty one, which needs the most steps, and a half-full one); best and median of
   several calls after one warm-up call (the first call compiles, reported apart);
@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.output import log  # noqa: E402
 from benchmarks.timing import machine_info, time_calls  # noqa: E402
+from primary import PRIMARY_CONFIGS
 from primary.completion import complete_build, complete_builds  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,7 +54,7 @@ def full_size_primary(vocab, weapon_vocab):
     from primary.training import PrimaryTrainConfig
     from runkit.flags import config_from_flagfile
 
-    cfg = config_from_flagfile(PrimaryTrainConfig, ROOT / "configs" / "primary_splatnlp.flags",
+    cfg = config_from_flagfile(PrimaryTrainConfig, PRIMARY_CONFIGS / "primary_splatnlp.flags",
                                ignore=("workdir",))
     model = create_model(cfg.model_config(len(vocab), len(weapon_vocab), vocab.pad_id), seed=0)
     return model, count_params(model)
@@ -103,7 +104,7 @@ def batched(model, vocab, weapon_vocab, n: int, beam: int) -> dict:
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
-    from primary.store import load_primary
+    from primary.model_dir import load_primary
 
     result = {"machine": machine_info(), "beam_size": _BEAM.value}
     demo, vocab, weapon_vocab = load_primary(_DEMO.value)

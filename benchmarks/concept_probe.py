@@ -14,7 +14,7 @@ the tokens show it (AP rounded down to the token thresholds 3, 6, 12, 15, ...): 
 sees 12 and 13 AP as the same token, so a requirement of 13 reads as 12 to any detector
 working from the model. Last, the run's SAE on the same fresh builds: its best single
 feature per concept, and the best pair of features firing together
-(:mod:`sae_jax.concept_pairs`, as the analysis reports it), which shows a concept the SAE
+(:mod:`sae_jax.pair_recovery`, as the analysis reports it), which shows a concept the SAE
 builds from two features rather than one.
 
     python -m benchmarks.concept_probe --workdir=runs/demo [--builds=20000]
@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.output import log, table, write_results  # noqa: E402
 from benchmarks.timing import machine_info  # noqa: E402
-from sae_jax.concepts import RECOVERED_F1  # noqa: E402
+from sae_jax.concept_recovery import RECOVERED_F1  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "concept_probe.json"
 PROBE_SEED = 12_345  # fresh builds: a stream apart from the runs' own seeds
@@ -59,7 +59,7 @@ def requirement_scores(builds, concepts, *, visible: bool = False
     show (:func:`primary.vocab.visible_ap` of both the builds and the requirement), as the
     primary sees the build: a requirement between two token thresholds is then read at the
     lower one."""
-    from primary.concepts import required_ap_table
+    from primary.planted_concepts import required_ap_table
     from primary.vocab import visible_ap
 
     index = {c.name: i for i, c in enumerate(concepts)}
@@ -81,16 +81,16 @@ def requirement_scores(builds, concepts, *, visible: bool = False
 
 
 def measure(workdir: Path, num_builds: int) -> dict:
+    from apps.runs.setup import run_concepts
     from bridge.causal import feature_activations, pooled_of_builds
-    from primary.store import load_primary
+    from primary.model_dir import load_primary
     from primary.synthetic import generate_builds
     from primary.weapons import WEAPONS
     from runkit.jsonio import read_json
     from runkit.run_dir import RunDir
-    from sae_jax.concept_pairs import best_pairs
-    from sae_jax.concepts import dense_best_f1_auroc, load_concepts
-    from sae_jax.run_setup import run_concepts
-    from sae_jax.store import load_sae
+    from sae_jax.concept_recovery import dense_best_f1_auroc, load_concepts
+    from sae_jax.pair_recovery import best_pairs
+    from sae_jax.sae_dir import load_sae
 
     run = read_json(workdir / "run.json", what="run file")
     if run.get("data_source", "synthetic") != "synthetic":

@@ -1,10 +1,10 @@
 """How well could any rule over the build conditions predict a run's features? A ceiling
 for the explanation F1.
 
-For the analysed builds of a run (topped up with fresh synthetic builds as the analysis
+For the analyzed builds of a run (topped up with fresh synthetic builds as the analysis
 does) and the same fit / held-out split, per feature and activity level:
 
-- ``rules``: held-out F1 of the explanation rule (``sae_jax.explain``, the analysis's
+- ``rules``: held-out F1 of the explanation rule (``sae_jax.rule_search``, the analysis's
   settings: a conjunction of up to 3 conditions, optionally OR a second);
 - ``linear``: held-out F1 of a logistic regression over all the same conditions, trained on
   the fit rows, its threshold chosen on the fit rows (a weighted sum of every condition:
@@ -29,23 +29,23 @@ RESULTS = Path(__file__).resolve().parent / "results" / "explain_ceiling.json"
 
 
 def measure(workdir: str) -> dict:
-    from benchmarks.logistic import logistic_f1
-    from bridge.causal import pooled_of_builds
-    from primary.builds import BuildSet
-    from primary.conditions import CATALOGUE, condition_matrix, families, occurring
-    from primary.store import load_primary
-    from runkit.run_dir import RunDir
-    from sae_jax.activity import window_mask
-    from sae_jax.analyze import evaluation_builds, known_builds
-    from sae_jax.explain import ExplainConfig, explain, split_rows
-    from sae_jax.explanations import (
+    from apps.analysis.explanations import (
         MIN_EXPLAIN_BUILDS,
         activity_levels,
         condition_costs,
         fresh_builds,
     )
-    from sae_jax.run_setup import run_concepts
-    from sae_jax.store import load_sae
+    from apps.analysis.pipeline import evaluation_builds, known_builds
+    from apps.runs.setup import run_concepts
+    from benchmarks.logistic import logistic_f1
+    from bridge.causal import pooled_of_builds
+    from primary.builds import BuildSet
+    from primary.conditions import CATALOGUE, condition_matrix, families, occurring
+    from primary.model_dir import load_primary
+    from runkit.run_dir import RunDir
+    from sae_jax.activity import window_mask
+    from sae_jax.rule_search import ExplainConfig, explain, split_rows
+    from sae_jax.sae_dir import load_sae
 
     workdir = Path(workdir)
     primary, vocab, weapon_vocab = load_primary(RunDir(workdir).primary_dir())
@@ -89,7 +89,7 @@ def measure(workdir: str) -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--workdir", required=True, help="an SAE run directory (analysed)")
+    p.add_argument("--workdir", required=True, help="an SAE run directory (analyzed)")
     p.add_argument("--out", default=str(RESULTS))
     args = p.parse_args(argv)
     result = measure(args.workdir)

@@ -1,6 +1,6 @@
 """Explanations at scale: rules, held-out scores, causal checks and rung curves for a large SAE.
 
-Times ``sae_jax.explanations.compute_explanations`` (everything ``explanations.json``
+Times ``apps.analysis.explanations.compute_explanations`` (everything ``explanations.json``
 holds) for an SAE of ``--features`` features over ``--builds`` synthetic builds, and
 reports its wall time and the process's peak resident memory. Each size runs in a fresh
 process, so the peak is that size's own.
@@ -41,11 +41,11 @@ def run_one(features: int, builds: int, seed: int = 0) -> dict:
     import jax
     import numpy as np
 
+    from apps.analysis.explanations import compute_explanations
     from bridge.causal import pooled_of_builds
     from primary.model import PrimaryConfig, create_model
     from primary.synthetic import generate_builds
     from primary.vocab import Vocab, WeaponVocab
-    from sae_jax.explanations import compute_explanations
     from sae_jax.model import SAEConfig, create_sae
 
     t0 = time.perf_counter()

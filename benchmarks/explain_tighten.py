@@ -1,12 +1,12 @@
 """What rung tightening costs and changes: the rule search of a finished run with and without it.
 
-Loads a finished SAE run (its analysis builds, topped up as ``sae_jax.analyze`` does),
+Loads a finished SAE run (its analysis builds, topped up as ``apps.analysis.pipeline`` does),
 makes the condition matrix and the activity levels once, then times
-``sae_jax.explain.explain`` with ``tighten_tolerance`` at its default and off (-1), in
+``sae_jax.rule_search.explain`` with ``tighten_tolerance`` at its default and off (-1), in
 interleaved rounds in this one process (ratios, not absolute times, on a shared machine).
 Reports the median times, their ratio, how many rules differ, and both ways the median
 held-out F1 over the 1-30% window and, where the run planted concepts, the ground-truth
-check of the rules (``sae_jax.explanations.ground_truth_check``, which reads the rules
+check of the rules (``apps.analysis.explanations.ground_truth_check``, which reads the rules
 only).
 
     python -m benchmarks.explain_tighten --workdir=runs/demo [--rounds=5] [--num_builds=N]
@@ -30,7 +30,7 @@ RESULTS = REPO_ROOT / "benchmarks" / "results" / "explain_tighten.json"
 
 def _ground_truth(ex, conditions, workdir: Path, concept_set) -> dict | None:
     """The ground-truth check of these rules (``None`` without planted concepts)."""
-    from sae_jax.explanations import ground_truth_check
+    from apps.analysis.explanations import ground_truth_check
 
     path = workdir / "concepts.json"
     if not path.exists():  # no planted concepts
@@ -46,13 +46,13 @@ def _ground_truth(ex, conditions, workdir: Path, concept_set) -> dict | None:
 def measure(workdir: str, rounds: int, num_builds: int | None = None) -> dict:
     import numpy as np
 
-    from primary.concepts import CONCEPTS
+    from apps.analysis.explanations import activity_levels, condition_costs, explanation_builds
+    from apps.analysis.pipeline import analysis_inputs
     from primary.conditions import families
+    from primary.planted_concepts import CONCEPTS
     from sae_jax.activity import window_mask
-    from sae_jax.analyze import analysis_inputs
-    from sae_jax.explain import ExplainConfig, explain
-    from sae_jax.explanations import activity_levels, condition_costs, explanation_builds
-    from sae_jax.store import load_sae
+    from sae_jax.rule_search import ExplainConfig, explain
+    from sae_jax.sae_dir import load_sae
 
     workdir = Path(workdir).absolute()
     inputs = analysis_inputs(workdir, num_builds=num_builds, explanations=False)

@@ -33,13 +33,14 @@ _FLAG_TO_FIELD = {
 }
 
 
-def demo_config(flagfile: str = "configs/primary_demo.flags") -> tuple[PrimaryConfig, str]:
+def demo_config(flagfile: str = "primary/configs/primary_demo.flags"
+                ) -> tuple[PrimaryConfig, str]:
     """The demo primary's shape from its flagfile if present, else a small stand-in."""
     try:
         with open(flagfile) as f:
             lines = f.read().splitlines()
     except OSError:
-        return DEMO_FALLBACK, "built-in demo size (no configs/primary_demo.flags)"
+        return DEMO_FALLBACK, "built-in demo size (no primary/configs/primary_demo.flags)"
     values = {}
     for line in lines:
         line = line.strip()
@@ -240,6 +241,7 @@ def bench_example_harvest(cfg: PrimaryConfig, examples, *, rows: int, original_b
     ours groups them by length (``bridge.harvest_blocks``) and looks the ``[<NULL>]`` rows up
     per weapon; the original runs batches of ``original_batch`` padded to their longest.
     Timed in interleaved rounds; the pooled vectors of both are compared row by row."""
+    from apps.training.chunk import batch_rows
     from bridge.harvest_blocks import (
         BlockLayout,
         create_staging,
@@ -250,7 +252,6 @@ def bench_example_harvest(cfg: PrimaryConfig, examples, *, rows: int, original_b
     )
     from primary.examples import epoch_order
     from runkit.sharding import make_mesh
-    from sae_jax.chunk import batch_rows
 
     if rows % original_batch:
         raise ValueError(f"rows {rows} must be a multiple of the batch {original_batch}")

@@ -48,7 +48,7 @@ def train_and_score(xt: np.ndarray, at: np.ndarray, pooled_a: np.ndarray, labels
     import jax.numpy as jnp
 
     from sae_jax.buffer import create_buffer, push
-    from sae_jax.concepts import concept_recovery
+    from sae_jax.concept_recovery import concept_recovery
     from sae_jax.config import SAETrainConfig
     from sae_jax.model import create_sae, sae_from_params
     from sae_jax.step import init_train_state, make_train_steps
@@ -78,14 +78,14 @@ def train_and_score(xt: np.ndarray, at: np.ndarray, pooled_a: np.ndarray, labels
 
 
 def measure(workdir: Path, data: str, names: list[str], seeds: list[int]) -> dict:
+    from apps.runs.setup import run_concepts
     from bridge.causal import pooled_of_builds
     from bridge.harvest import harvest_array
     from primary.examples import make_examples
-    from primary.store import load_primary
+    from primary.model_dir import load_primary
     from primary.synthetic import generate_builds
     from primary.weapons import WEAPONS
     from runkit.run_dir import RunDir
-    from sae_jax.run_setup import run_concepts
 
     primary, vocab, weapon_vocab = load_primary(RunDir(workdir).primary_dir())
     concepts = run_concepts(workdir)

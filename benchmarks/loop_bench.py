@@ -9,10 +9,10 @@ state of a run), and time ``num_batches`` primary batches end to end:
   the primary forward under ``torch.inference_mode``, the append to its
   circular buffer tensor, then ``steps_per_batch`` SAE steps of its trainer
   (``randperm`` batch over the filled buffer, step, second forward for L0);
-- ours, the code the training loop runs (:mod:`sae_jax.training`): the
+- ours, the code the training loop runs (:mod:`apps.training.single_run`): the
   block's host arrays (:func:`bridge.harvest_blocks.host_block`), its length
   groups through the primary (:func:`~bridge.harvest_blocks.harvest_block`)
-  and one chunk call (:mod:`sae_jax.chunk`) that pushes each batch and runs its
+  and one chunk call (:mod:`apps.training.chunk`) that pushes each batch and runs its
   SAE steps; timing ends when the device is done.
 
 The figure is SAE steps per second including the harvesting; its ratio is per
@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from apps.training.chunk import fresh_health, make_chunk_fn, single_steps
 from benchmarks.timing import summarize
 from bridge.harvest_blocks import (
     BlockLayout,
@@ -41,7 +42,6 @@ from bridge.harvest_blocks import (
 from primary.model import PrimaryConfig, create_model
 from runkit.sharding import batch_sharding, make_mesh, replicate
 from sae_jax.buffer import ActivationBuffer
-from sae_jax.chunk import fresh_health, make_chunk_fn, single_steps
 from sae_jax.config import SAETrainConfig
 from sae_jax.model import create_sae
 from sae_jax.step import init_train_state

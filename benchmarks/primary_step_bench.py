@@ -1,6 +1,6 @@
 """The primary's training step: batches cut into length parts against whole padded batches.
 
-    python benchmarks/primary_step_bench.py [--flagfile=configs/primary_demo.flags]
+    python benchmarks/primary_step_bench.py [--flagfile=primary/configs/primary_demo.flags]
         [--batches=16 --rounds=5 --out=benchmarks/results/primary_step.json]
 
 The primary trains on the demo's examples (``--flagfile``: its model, data and batch
@@ -120,7 +120,8 @@ def bench(flagfile: str, batches: int, rounds: int, parts: int | None = None) ->
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--flagfile", default=os.path.join(REPO_ROOT, "configs", "primary_demo.flags"),
+    p.add_argument("--flagfile",
+                   default=os.path.join(REPO_ROOT, "primary", "configs", "primary_demo.flags"),
                    help="a primary.train flagfile: the model, data and batch size")
     p.add_argument("--batches", type=int, default=16,
                    help="batches of the first epoch timed per round, in each form")

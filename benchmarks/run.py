@@ -157,7 +157,7 @@ def run_harvest(plan: dict) -> dict:
     code) vs the original's forward over its padded batches, demo and full-size primary."""
     examples, vocab, weapon_vocab = harvest_bench.demo_examples(plan["example_builds"])
     demo_cfg, demo_source = harvest_bench.demo_config(
-        os.path.join(REPO_ROOT, "configs", "primary_demo.flags"))
+        os.path.join(REPO_ROOT, "primary", "configs", "primary_demo.flags"))
     out = {}
     sizes = [("demo", demo_cfg, plan["demo_rows"], plan["demo_batch"], plan["demo_rounds"])]
     if plan["full_size_harvest"]:
@@ -178,7 +178,8 @@ def run_loop(plan: dict, have_torch: bool) -> dict:
     examples, vocab, weapon_vocab = harvest_bench.demo_examples(plan["example_builds"])
     cfg = loop_bench.full_size_settings(os.path.join(REPO_ROOT, "configs", plan["loop_flags"]))
     primary = harvest_bench.FULL_SIZE if plan["full_size_harvest"] else \
-        harvest_bench.demo_config(os.path.join(REPO_ROOT, "configs", "primary_demo.flags"))[0]
+        harvest_bench.demo_config(
+            os.path.join(REPO_ROOT, "primary", "configs", "primary_demo.flags"))[0]
     log(f"loop: {plan['loop_batches']} primary batches of {cfg.primary_batch_size}, "
         f"{cfg.sae_steps_per_primary_step} SAE steps each, {plan['loop_rounds']} rounds")
     out = loop_bench.bench_loop(harvest_bench.with_vocab(primary, vocab, weapon_vocab), cfg,

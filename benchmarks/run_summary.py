@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.output import table, write_results  # noqa: E402
 from benchmarks.timing import machine_info  # noqa: E402
 from sae_jax.activity import MAX_FREQUENCY, MIN_FREQUENCY  # noqa: E402
-from sae_jax.concepts import RECOVERED_F1  # noqa: E402
+from sae_jax.concept_recovery import RECOVERED_F1  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "run_summary.json"
 # Firing-rate bands of the features (share of explanation builds where active); the third

@@ -5,7 +5,7 @@
 
 Measures, on the CPU (JAX_PLATFORMS=cpu is set):
 
-- startup of ``python -m sae_jax.serve`` on a copy of the demo run: seconds from launch
+- startup of ``python -m apps.serve`` on a copy of the demo run: seconds from launch
   until ``/api/run`` answers; then the feature list's first page, first with no index
   (built on that request) and again after a restart (the saved index is read);
 - the list's first page with a 24,576-feature SAE (random, 64 -> 24,576 on the demo
@@ -13,9 +13,9 @@ Measures, on the CPU (JAX_PLATFORMS=cpu is set):
   freshly started server, hot pages, a search, and the server's resident memory;
 - build-lab latency (``POST /api/complete``, HTTP round trip) with the demo primary, plain
   and with one feature set to 0, after the first calls (which compile) are reported apart;
-- the same with a full-size primary (``configs/primary_splatnlp.flags`` sizes, 83 M
+- the same with a full-size primary (``primary/configs/primary_splatnlp.flags`` sizes, 83 M
   parameters, random initialisation) and a random 512 -> 24,576 SAE, called in process
-  (``sae_jax.workbench_lab.complete_lab``).
+  (``apps.workbench.lab.complete_lab``).
 
 Targets: startup <= 10 s, list first page <= 2 s at 24,576 features, interaction <= 300 ms
 with the demo primary and <= 1.5 s full-size.
@@ -69,14 +69,14 @@ def _free_port() -> int:
 
 
 class Server:
-    """``python -m sae_jax.serve`` in a subprocess (started, timed, stopped)."""
+    """``python -m apps.serve`` in a subprocess (started, timed, stopped)."""
 
     def __init__(self, workdir: Path):
         self.port = _free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         t0 = time.perf_counter()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "sae_jax.serve", f"--workdir={workdir}",
+            [sys.executable, "-m", "apps.serve", f"--workdir={workdir}",
              f"--port={self.port}"], cwd=ROOT, stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL)
         while True:
@@ -180,7 +180,7 @@ def demo_figures(scratch: Path, reps: int) -> dict:
 
 def _make_wide_run(scratch: Path, name: str, primary_dir: Path, d_in: int, num_builds: int):
     from sae_jax.model import SAEConfig, create_sae
-    from sae_jax.store import save_sae
+    from sae_jax.sae_dir import save_sae
 
     run = scratch / name
     run.mkdir(parents=True)
@@ -193,8 +193,8 @@ def _make_wide_run(scratch: Path, name: str, primary_dir: Path, d_in: int, num_b
 
 
 def wide_figures(scratch: Path, reps: int) -> dict:
+    from apps.workbench.run_state import RunData
     from runkit.run_dir import RunDir
-    from sae_jax.workbench_run import RunData
 
     primary_dir = RunDir(_DEMO.value).primary_dir()
     run = _make_wide_run(scratch, "wide_run", primary_dir, 64, 10_000)
@@ -221,17 +221,18 @@ def wide_figures(scratch: Path, reps: int) -> dict:
 
 
 def full_figures(scratch: Path, reps: int) -> dict:
+    from apps.workbench.lab import complete_lab, lab_request
+    from apps.workbench.run_state import RunData
+    from primary import PRIMARY_CONFIGS
     from primary.model import count_params, create_model
-    from primary.store import load_primary, save_primary
+    from primary.model_dir import load_primary, save_primary
     from primary.training import PrimaryTrainConfig
     from runkit.flags import config_from_flagfile
     from runkit.run_dir import RunDir
-    from sae_jax.workbench_lab import complete_lab, lab_request
-    from sae_jax.workbench_run import RunData
 
     demo_dir = RunDir(_DEMO.value).primary_dir()
     _, vocab, weapon_vocab = load_primary(demo_dir)
-    cfg = config_from_flagfile(PrimaryTrainConfig, ROOT / "configs" / "primary_splatnlp.flags",
+    cfg = config_from_flagfile(PrimaryTrainConfig, PRIMARY_CONFIGS / "primary_splatnlp.flags",
                                ignore=("workdir",))
     model = create_model(cfg.model_config(len(vocab), len(weapon_vocab), vocab.pad_id), seed=0)
     n_params = count_params(model)

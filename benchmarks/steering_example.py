@@ -22,17 +22,17 @@ from absl import app, flags, logging
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bridge.harvest import pooled_of_inputs  # noqa: E402
-from bridge.steering import HookMode, hooked_forward  # noqa: E402
-from primary.store import load_primary  # noqa: E402
-from runkit.run_dir import RunDir  # noqa: E402
-from sae_jax.analyze import (  # noqa: E402
+from apps.analysis.pipeline import (  # noqa: E402
     evaluation_builds,
     full_build_inputs,
     sae_activations,
 )
-from sae_jax.report import ability_label, token_label  # noqa: E402
-from sae_jax.store import load_sae  # noqa: E402
+from apps.analysis.report import ability_label, token_label  # noqa: E402
+from bridge.harvest import pooled_of_inputs  # noqa: E402
+from bridge.steering import HookMode, hooked_forward  # noqa: E402
+from primary.model_dir import load_primary  # noqa: E402
+from runkit.run_dir import RunDir  # noqa: E402
+from sae_jax.sae_dir import load_sae  # noqa: E402
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "SAE run directory")
 _CONCEPT = flags.DEFINE_string("concept", None, "steer the best detector of this concept")

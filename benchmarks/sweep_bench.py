@@ -22,8 +22,8 @@ fraction of the matmul roofline; it separates what the batched form of the dots 
 from what the rest of the step costs.
 
 ``demo``: the wall time of a finished sweep (``W/sweep.json``'s timing: the stacked
-training loop plus evaluating and analysing every member) against ``sae_jax.train`` runs
-of its members one by one on the same primary (each: harvest, train, evaluate, analyse).
+training loop plus evaluating and analyzing every member) against ``sae_jax.train`` runs
+of its members one by one on the same primary (each: harvest, train, evaluate, analyze).
 ``--one_by_one=per_stack`` times one member of each stack and counts it for every member
 of that stack (said so in the output); ``all`` times every member.
 """
@@ -217,12 +217,12 @@ def bench_chain(rounds: int, steps_per_call: int, matmul_n: int = 2048, *,
 
 
 def bench_demo(sweep_dir: Path, mode: str) -> dict:
+    from apps.analysis.pipeline import analyze
+    from apps.training.single_run import train_sae
     from runkit.jsonio import read_json
     from runkit.run_dir import RunDir
-    from sae_jax.analyze import analyze
     from sae_jax.config import SAETrainConfig
     from sae_jax.stack import group_into_stacks
-    from sae_jax.training import train_sae
 
     names = sorted(p.name for p in (sweep_dir / "members").iterdir()
                    if (p / "train_config.json").exists())
@@ -232,16 +232,16 @@ def bench_demo(sweep_dir: Path, mode: str) -> dict:
     stacks = [[names[i] for i in g] for g in group_into_stacks([cfgs[n] for n in names])]
     chosen = [s[0] for s in stacks] if mode == "per_stack" else names
     weight = {s[0]: len(s) for s in stacks} if mode == "per_stack" else dict.fromkeys(names, 1)
-    # The one-by-one runs analyse as many held-out builds as the sweep's members did.
-    analysed = {n: read_json(sweep_dir / "members" / n / "report" / "features.json",
+    # The one-by-one runs analyze as many held-out builds as the sweep's members did.
+    analyzed = {n: read_json(sweep_dir / "members" / n / "report" / "features.json",
                              what="member feature analysis")["num_builds"] for n in chosen}
     timed = {}
     for n in chosen:
         with tempfile.TemporaryDirectory(prefix="one_by_one_") as tmp:
-            log(f"one by one: {n} (analysed on {analysed[n]} builds) ...")
+            log(f"one by one: {n} (analyzed on {analyzed[n]} builds) ...")
             t0 = time.perf_counter()
             train_sae(cfgs[n], tmp, primary_dir=primary_dir, analyze=False)
-            analyze(tmp, num_builds=analysed[n])
+            analyze(tmp, num_builds=analyzed[n])
             timed[n] = time.perf_counter() - t0
     one_by_one = sum(timed[n] * weight[n] for n in chosen)
     # Read last: the one-by-one runs may go on while the sweep finishes its members.
@@ -252,7 +252,7 @@ def bench_demo(sweep_dir: Path, mode: str) -> dict:
     sweep_seconds = timing["train_seconds"] + timing["members_seconds"]
     out = {"sweep_dir": str(sweep_dir), "members": len(names), "stacks": len(stacks),
            "sweep_seconds": sweep_seconds, "sweep_timing": timing, "one_by_one_mode": mode,
-           "one_by_one_seconds_timed": timed, "analysis_builds": analysed,
+           "one_by_one_seconds_timed": timed, "analysis_builds": analyzed,
            "one_by_one_seconds": one_by_one,
            "sweep_over_one_by_one": sweep_seconds / one_by_one, "target": 0.5}
     table("demo sweep vs its members one by one (same primary, both with analysis)",

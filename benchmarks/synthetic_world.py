@@ -19,8 +19,8 @@ import time
 import numpy as np
 from absl import app, flags
 
-from primary.concepts import CONCEPT_NAMES, concept_holds
 from primary.examples import make_examples
+from primary.planted_concepts import CONCEPT_NAMES, concept_holds
 from primary.sources import default_vocabs
 from primary.synthetic import generate_builds
 

@@ -47,7 +47,7 @@ from runkit.jsonio import read_json, write_json
 from runkit.run_dir import RunDir
 from sae_jax.architectures import ARCHITECTURES, get_architecture
 from sae_jax.model import SAEConfig, SparseAutoencoder, encode, sae_from_params, unit_rows
-from sae_jax.store import load_sae
+from sae_jax.sae_dir import load_sae
 
 SAELENS_VERSION = "6.0.0"  # the first release with this cfg.json layout
 CFG_FILENAME = "cfg.json"

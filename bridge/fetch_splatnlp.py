@@ -54,7 +54,7 @@ from primary.vocab import Vocab, WeaponVocab
 from runkit.cli import report_user_errors, run_with_flagfiles
 from runkit.jsonio import write_json
 from runkit.run_dir import RunDir
-from sae_jax.labels import import_labels, read_labels
+from sae_jax.feature_labels import import_labels, read_labels
 
 IMPORTED = "imported"
 IMPORTED_ULTRA = "imported_ultra"

@@ -5,7 +5,7 @@
 
 Writes ``OUT/model`` (a primary model directory), ``OUT/sae`` (an SAE directory,
 when ``--sae`` is given), ``OUT/feature_labels.json`` (SplatNLP's feature labels,
-when ``--labels`` is given; see :mod:`sae_jax.labels`) and ``OUT/run.json``, so
+when ``--labels`` is given; see :mod:`sae_jax.feature_labels`) and ``OUT/run.json``, so
 every later command (SAE training with ``--primary_dir=OUT/model``, analysis,
 steering, SAELens export) works on the imported models. torch is not needed.
 """
@@ -20,11 +20,11 @@ from absl import app, flags, logging
 
 from bridge.splatnlp import SplatNLPRun, load_splatnlp
 from primary.model import count_params
-from primary.store import save_primary
+from primary.model_dir import save_primary
 from runkit.cli import report_user_errors, run_with_flagfiles
 from runkit.run_dir import RunDir
-from sae_jax.labels import import_labels, read_labels
-from sae_jax.store import save_sae
+from sae_jax.feature_labels import import_labels, read_labels
+from sae_jax.sae_dir import save_sae
 
 
 def define_flags() -> None:

@@ -30,7 +30,7 @@ from pathlib import Path
 from bridge.splatnlp import CheckpointMismatchError
 from primary.model import PrimaryConfig
 from runkit.jsonio import parse_json_file
-from sae_jax.labels import CATEGORIES
+from sae_jax.feature_labels import CATEGORIES
 from sae_jax.model import SparseAutoencoder, sae_from_params
 
 DEFAULT_BASE_URL = "https://splat-nlp.nyc3.cdn.digitaloceanspaces.com/dataset_v2/"
@@ -230,7 +230,7 @@ def consolidated_to_labels(raw: dict, *, source: str) -> dict:
     """SplatNLP's consolidated label file -> the label store's JSON (``{"<feature>":
     {"name", "category", "notes", "timestamp", ...}}``). An entry's feature is its
     ``feature_id`` or else its key; entries without a name are left out; a category outside
-    :data:`sae_jax.labels.CATEGORIES` becomes ``none`` (the entry's own keys are kept)."""
+    :data:`sae_jax.feature_labels.CATEGORIES` becomes ``none`` (the entry's own keys are kept)."""
     out = {}
     for key, entry in raw.items():
         if not isinstance(entry, dict):

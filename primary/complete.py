@@ -31,7 +31,7 @@ def run(primary_dir: str, weapon: str, abilities: str, beam_size: int, as_json: 
     """The text the command prints."""
     from primary.allocator import min_ap_row
     from primary.completion import check_observed, complete_build
-    from primary.store import load_primary
+    from primary.model_dir import load_primary
 
     if beam_size < 1:
         raise UserError(f"--beam_size must be at least 1, got {beam_size}")

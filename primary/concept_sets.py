@@ -1,6 +1,6 @@
 """Concept sets: the concepts a synthetic world plants, read from and written to JSON.
 
-The built-in set is :data:`primary.concepts.CONCEPTS`. A custom set is a JSON
+The built-in set is :data:`primary.planted_concepts.CONCEPTS`. A custom set is a JSON
 file holding a list of objects::
 
     [{"name": "stealth_slayer",
@@ -11,7 +11,7 @@ file holding a list of objects::
 
 ``name`` and ``required`` are needed; ``description`` (text), ``favoured``
 (ability -> filler weight >= 0) and ``weapon_classes`` (class -> affinity >= 0,
-unnamed classes get :data:`primary.concepts.OTHER_CLASS_AFFINITY`) may be left
+unnamed classes get :data:`primary.planted_concepts.OTHER_CLASS_AFFINITY`) may be left
 out. ``required`` maps abilities to the minimum AP a labelled build holds: 10
 for a main-only ability, 1..29 for a standard one, and the whole requirement
 must fit one build. A bad file is an error naming the file, the concept (its
@@ -32,14 +32,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from primary.allocator import allocate
-from primary.concepts import CONCEPTS, Concept
+from primary.planted_concepts import CONCEPTS, Concept
 from primary.vocab import ABILITY_INDEX, MAIN_AP, PIECE_OF_MAIN_ONLY
 from primary.weapons import WEAPON_CLASSES
 from runkit.jsonio import parse_json_file, write_json
 
 CONCEPT_SET_FILE = "concept_set.json"
 FIELDS = ("name", "description", "required", "favoured", "weapon_classes")
-MAX_STANDARD_AP = 29  # the bound primary.concepts.Concept applies
+MAX_STANDARD_AP = 29  # the bound primary.planted_concepts.Concept applies
 
 
 class ConceptSetError(ValueError):

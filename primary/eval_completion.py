@@ -340,7 +340,7 @@ def plot(result: dict, path: str | os.PathLike) -> None:
 
 def run(primary_dir: str, out: str, *, data_source: str | None, data_path: str, num_builds: int,
         beam_size: int, seed: int) -> dict:
-    from primary.store import load_primary
+    from primary.model_dir import load_primary
 
     if num_builds <= 0:
         raise ValueError(f"--num_builds must be positive, got {num_builds}")

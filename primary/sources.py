@@ -42,7 +42,7 @@ def load_builds(source: str, *, path: str = "", num_builds: int = 200_000, seed:
     needed for ``splatnlp_tsv``; for ``synthetic`` the weapon vocabulary limits the world to
     weapons the model knows (an imported model may know fewer than the weapon table).
     concepts: ``synthetic`` only: the concept set to plant (None: the built-in set; a concept
-    set file path; or a sequence of :class:`primary.concepts.Concept`).
+    set file path; or a sequence of :class:`primary.planted_concepts.Concept`).
     """
     if source not in SOURCES:
         raise ValueError(f"unknown data source {source!r}; valid sources: {', '.join(SOURCES)}")

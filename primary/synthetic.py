@@ -1,7 +1,7 @@
 """The synthetic build world: legal Splatoon 3 builds with planted, labelled concepts.
 
 Each build: a real weapon (uniform over the weapon list), one to three
-concepts of a concept set (the built-in :data:`primary.concepts.CONCEPTS`, or a
+concepts of a concept set (the built-in :data:`primary.planted_concepts.CONCEPTS`, or a
 custom one, :mod:`primary.concept_sets`) drawn with weapon-class-dependent
 probabilities (never two that need different main-only abilities on the
 same piece), then filler drawn from the weapon class's tastes, leaning
@@ -28,7 +28,7 @@ import numpy as np
 
 from primary.builds import N_MAINS, N_SUBS, BuildSet, check_slots_legal, slots_to_ap
 from primary.concept_sets import concept_set_key, resolve_concepts
-from primary.concepts import (
+from primary.planted_concepts import (
     Concept,
     class_affinity_table,
     favoured_table,
@@ -338,7 +338,7 @@ def generate_builds(n: int, seed: int = 0, *, weapons: Sequence[int | Weapon] | 
 
     weapons: game ids (or :class:`Weapon`) to draw from uniformly; default all of
     :data:`primary.weapons.WEAPONS`. concepts: the concept set to plant (None: the
-    built-in :data:`primary.concepts.CONCEPTS`; a concept set file path; or a sequence of
+    built-in :data:`primary.planted_concepts.CONCEPTS`; a concept set file path; or a sequence of
     :class:`Concept`); the label columns follow its order.
     """
     if int(n) < 0:

@@ -1,6 +1,6 @@
 """Train the primary gear-build model.
 
-    python -m primary.train --flagfile=configs/primary_demo.flags --workdir=DIR
+    python -m primary.train --flagfile=primary/configs/primary_demo.flags --workdir=DIR
 
 Writes ``DIR/{train_config.json, metrics.jsonl, checkpoints/, metrics.json, model/}``;
 synthetic builds plant ``--concepts_file``'s concepts (default the built-in 19), recorded

@@ -14,7 +14,7 @@ restarted ends with the same parameters as one that never stopped.
 
 Workdir layout: ``train_config.json``, ``metrics.jsonl`` (one line per log
 interval and per epoch), ``checkpoints/``, and at the end ``metrics.json`` and
-``model/`` (a primary model directory, see :mod:`primary.store`). A workdir
+``model/`` (a primary model directory, see :mod:`primary.model_dir`). A workdir
 whose ``model/`` and ``metrics.json`` exist for the same config is finished:
 ``train_primary`` returns its metrics without training again.
 """
@@ -47,10 +47,10 @@ from primary.examples import (
     split_by_length,
 )
 from primary.model import PrimaryConfig, SetCompletionModel, count_params, create_model
+from primary.model_dir import save_primary
 from primary.set_metrics import scores_from_counts
 from primary.sources import default_vocabs
 from primary.splits import data_splits
-from primary.store import save_primary
 from primary.vocab import check_id_range
 from runkit.checkpoints import Checkpoints
 from runkit.errors import RunFault

@@ -29,7 +29,7 @@ def initialize_multihost_from_env() -> bool:
     Must run before anything touches a device; ``JAX_NUM_PROCESSES`` and
     ``JAX_PROCESS_ID`` are passed on when set (clusters JAX knows detect them itself).
     On CPU the processes exchange data through JAX's default CPU collectives (gloo over
-    TCP), which need no setting. ``python -m sae_jax.launch`` starts such a run locally.
+    TCP), which need no setting. ``python -m runkit.launch`` starts such a run locally.
     """
     address = os.environ.get(COORDINATOR_ENV)
     if not address:

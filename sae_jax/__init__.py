@@ -1,17 +1,14 @@
-"""The sparse autoencoder: a pure library, and the runs built on it.
+"""The sparse-autoencoder library: it imports neither the gear model (``primary``), the
+``bridge`` nor the ``apps`` (tests/test_layers.py).
 
-Library (imports neither ``primary`` nor ``bridge``): ``model``, ``architectures`` (one
-plugin per architecture: encoder, loss terms, settings, export), ``recipes`` (the step's
-view of them), ``losses``, ``schedules``, ``transforms``,
-``precision``, ``buffer``, ``resample``, ``step`` and ``stack`` (many SAEs as one vmapped
-step), ``config``, ``store``, ``activity``, ``sparse_activations`` (positive activations by
-feature), ``analysis``, ``concepts``, ``explain`` (the rule search), ``labels`` (the human
-label store).
+``model`` (the SAE and its pure encode/decode), ``architectures`` (one plugin per
+architecture behind one protocol, and their registry), ``recipes`` (the step's view of
+them), ``losses``, ``schedules``, ``transforms`` (the optax chain), ``precision``,
+``buffer`` (the device-resident activation buffer), ``resample``, ``step`` and ``stack``
+(many SAEs as one vmapped step), ``config``, ``sae_dir`` (saved SAEs), ``activity``,
+``sparse_activations``, ``feature_stats``, ``concept_recovery``, ``pair_recovery``,
+``rule_search`` and ``feature_labels`` (the label file format).
 
-Orchestration (ties the primary model, the bridge and the library together):
-``engine`` (the one training loop of runs and sweeps), ``run_setup``, ``run_finish``,
-``training`` and its command ``train``, ``sweep`` (``sweep_run``,
-``sweep_report``), ``evaluate``, ``analyze``, ``explanations``, ``steered_views``,
-``report``, ``plots``, ``label``, ``launch``, ``serve`` (``workbench_run``,
-``workbench_list``, ``workbench_lab``). ``tests/test_layers.py`` holds this split.
+``train`` is the one exception to the layer rule: ``python -m sae_jax.train`` runs
+:mod:`apps.train`.
 """

@@ -16,7 +16,6 @@ from runkit.jsonio import read_json, write_json
 from sae_jax.architectures import Architecture, get_architecture
 from sae_jax.precision import COMPUTE_DTYPES
 
-DATA_SOURCES = ("synthetic", "statink", "splatnlp_tsv")
 CONCEPT_SET_SETTINGS = ("concepts_file", "concept_set_sha256")
 
 
@@ -207,14 +206,6 @@ class SAETrainConfig:
         if self.compute_dtype not in COMPUTE_DTYPES:
             errors.append(f"--compute_dtype must be one of {COMPUTE_DTYPES}, got "
                           f"{self.compute_dtype!r}")
-        if self.data_source not in DATA_SOURCES:
-            errors.append(f"unknown data source {self.data_source!r} (--data_source); choose "
-                          f"one of {DATA_SOURCES}")
-        if self.data_source != "synthetic" and not self.data_path:
-            errors.append(f"data source {self.data_source!r} needs --data_path")
-        if self.data_source != "synthetic" and self.concepts_file:
-            errors.append(f"--concepts_file plants concepts in synthetic builds only; "
-                          f"--data_source is {self.data_source!r}")
         check("target_usage", 0 < self.target_usage < 1, "must be in (0, 1)")
         check("usage_estimate_rows", self.usage_estimate_rows >= 0, "must be >= 0")
         if any(s <= 0 for s in self.resample_steps):

@@ -16,7 +16,7 @@ step (outside the vmap; each member then gets its own copy, which keeps every me
 matmuls in member-major layout) and the members differ only by their settings and
 initial parameters. A member
 trained alone with :func:`sae_jax.step.make_train_steps` from the same state, buffer and
-key follows the same trajectory (tests/sae_jax/test_sweep.py).
+key follows the same trajectory (tests/apps/test_sweep.py).
 
 The stacked state is a :class:`~sae_jax.step.TrainState` whose leaves carry a leading
 member axis, except ``step``, one shared int32 scalar (so the batch draw and the

@@ -202,7 +202,7 @@ def test_results_name_repository_paths_relative_to_its_root(tmp_path):
 
 def test_explain_tighten_compares_the_two_searches_on_a_run(tmp_path):
     from benchmarks import explain_tighten
-    from tests.sae_jax.workbench_fixture import make_run
+    from tests.apps.workbench.workbench_fixture import make_run
 
     run = make_run(tmp_path / "run", explained=False)
     out = tmp_path / "tighten.json"
@@ -221,7 +221,7 @@ def test_explain_tighten_compares_the_two_searches_on_a_run(tmp_path):
 
 def test_concept_requirement_rule_is_met_by_every_labelled_build_and_scored_against_labels():
     from benchmarks.concept_probe import requirement_scores
-    from primary.concepts import CONCEPTS
+    from primary.planted_concepts import CONCEPTS
     from primary.synthetic import generate_builds
 
     builds = generate_builds(3000, seed=4)
@@ -244,7 +244,7 @@ def test_concept_requirement_rule_is_met_by_every_labelled_build_and_scored_agai
 
 def test_requirement_rule_as_the_tokens_show_it_cannot_be_more_precise():
     from benchmarks.concept_probe import requirement_scores
-    from primary.concepts import CONCEPTS, Concept
+    from primary.planted_concepts import CONCEPTS, Concept
     from primary.synthetic import generate_builds
 
     builds = generate_builds(3000, seed=4)

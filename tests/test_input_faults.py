@@ -353,7 +353,7 @@ def test_clis_print_one_error_line_and_write_nothing(tmp_path):
     bad_json.mkdir()
     (bad_json / "run.json").write_text("{not json")
     out = tmp_path / "out"
-    imp, exp, ana = "bridge.import_splatnlp", "bridge.export_saelens", "sae_jax.analyze"
+    imp, exp, ana = "bridge.import_splatnlp", "bridge.export_saelens", "apps.analyze"
     cases = {
         "import_missing_dir": ([imp, "--run_dir=/nonexistent/run", f"--out={out}/a"],
                                "--run_dir /nonexistent/run is not a directory"),

@@ -30,11 +30,11 @@ from bridge.splatnlp_published import (
     ultra_model_params,
 )
 from bridge.torch_pickle import load_state_dict
-from primary.store import load_primary
+from primary.model_dir import load_primary
 from runkit.run_dir import RunDir
-from sae_jax.labels import read_labels
+from sae_jax.feature_labels import read_labels
 from sae_jax.model import sae_from_params
-from sae_jax.store import load_sae
+from sae_jax.sae_dir import load_sae
 from tests.fixture_paths import SPLATNLP_FIXTURE
 
 PREFIX = "/dataset_v2/"

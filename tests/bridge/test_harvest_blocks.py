@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from apps.training.chunk import batch_rows
 from bridge.harvest_blocks import (
     BlockLayout,
     block_example_indices,
@@ -19,7 +20,6 @@ from bridge.harvest_blocks import (
 )
 from primary.examples import iterate_batches, make_examples
 from runkit.sharding import make_mesh
-from sae_jax.chunk import batch_rows
 from tests.tiny_setup import HIDDEN, primary_for, tiny_world
 
 

@@ -17,7 +17,7 @@ from bridge.export_saelens import (
     load_saelens_export,
 )
 from sae_jax.model import SAEConfig, create_sae, sae_from_params
-from sae_jax.store import save_sae
+from sae_jax.sae_dir import save_sae
 
 
 @pytest.fixture(scope="module")

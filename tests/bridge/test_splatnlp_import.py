@@ -25,8 +25,8 @@ from bridge.splatnlp import (
 from bridge.steering import HookMode, hooked_forward
 from bridge.torch_pickle import load_state_dict
 from primary.model import PrimaryConfig, count_params
-from primary.store import load_primary
-from sae_jax.store import load_sae
+from primary.model_dir import load_primary
+from sae_jax.sae_dir import load_sae
 from tests.fixture_paths import SPLATNLP_FIXTURE, rel_err
 from tests.torch_zip_writer import write_state_dict
 
@@ -290,7 +290,7 @@ def test_load_splatnlp_is_importable_from_the_package():
 
 def test_import_brings_splatnlp_labels_into_the_run_store(tmp_path):
     from runkit.run_dir import RunDir
-    from sae_jax.labels import LabelError, read_labels
+    from sae_jax.feature_labels import LabelError, read_labels
 
     labels = {"5": {"name": "SCU stacker", "category": "tactical", "notes": "",
                     "timestamp": "2025-06-01T12:00:00", "source": "manual"},

@@ -122,10 +122,10 @@ def demo_small():
     from bridge.harvest import pooled_of_inputs
     from primary.build_inputs import full_build_inputs
     from primary.examples import split_builds
+    from primary.model_dir import load_primary
     from primary.sources import load_builds
-    from primary.store import load_primary
-    from sae_jax.concepts import concept_recovery
-    from sae_jax.store import load_sae
+    from sae_jax.concept_recovery import concept_recovery
+    from sae_jax.sae_dir import load_sae
 
     primary, vocab, weapon_vocab = load_primary(DEMO_SMALL / "primary")
     sae = load_sae(DEMO_SMALL / "sae")
@@ -141,7 +141,7 @@ def demo_small():
 def _concept_cases(test, rows, min_f1: float, per_concept: int = 16):
     """Well-recovered concepts with a standard ability among their requirements: (concept,
     feature, the weapons of builds labelled with it, whether each build has it)."""
-    from primary.concepts import CONCEPTS
+    from primary.planted_concepts import CONCEPTS
     from primary.vocab import PIECE_OF_MAIN_ONLY
 
     by_name = {c.name: c for c in CONCEPTS}

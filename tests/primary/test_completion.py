@@ -216,7 +216,7 @@ def test_impossible_observed_names_why():
 
 @pytest.fixture(scope="module")
 def primary_dir(tmp_path_factory):
-    from primary.store import save_primary
+    from primary.model_dir import save_primary
 
     _, vocab, weapon_vocab = tiny_world()
     d = tmp_path_factory.mktemp("primary") / "model"

@@ -19,7 +19,7 @@ from primary.concept_sets import (
     recorded_digest,
     write_concept_set,
 )
-from primary.concepts import CONCEPTS, concept_holds
+from primary.planted_concepts import CONCEPTS, concept_holds
 from primary.sources import load_builds
 from primary.synthetic import generate_builds, world_for
 from primary.training import PrimaryTrainConfig

@@ -84,7 +84,7 @@ def test_held_out_builds_plant_the_primarys_concept_set(tmp_path):
     from primary.concept_sets import load_concept_set, write_concept_set
     from primary.training import PrimaryTrainConfig
 
-    example = Path(__file__).resolve().parents[2] / "sae_jax" / "configs" / "concepts_example.json"
+    example = Path(__file__).resolve().parents[2] / "apps" / "configs" / "concepts_example.json"
     concepts = load_concept_set(example)
     cfg = PrimaryTrainConfig(num_builds=200, seed=3, num_instances=1)
     (tmp_path / "model").mkdir()
@@ -132,9 +132,9 @@ def test_bad_settings_are_errors(imported, tmp_path):
 
 def test_held_out_builds_from_a_tsv_are_rebuilt_inside_their_token_ranges(imported, tmp_path):
     from primary.builds import BuildSet, check_ap_legal
+    from primary.model_dir import load_primary
     from primary.sources import load_builds
     from primary.splatnlp_tsv import write_splatnlp_tsv
-    from primary.store import load_primary
 
     _, vocab, wv = load_primary(imported / "model")
     full = load_builds("synthetic", num_builds=40, seed=2, weapon_vocab=wv)

@@ -12,7 +12,7 @@ from flax import nnx
 from primary import training
 from primary.examples import Examples
 from primary.model import create_model
-from primary.store import load_primary
+from primary.model_dir import load_primary
 from primary.training import PrimaryTrainConfig, eval_primary, prepare_data, train_primary
 from primary.vocab import Vocab
 from runkit.checkpoints import Checkpoints

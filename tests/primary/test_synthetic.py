@@ -9,7 +9,7 @@ from primary.builds import (
     check_slots_legal,
     slots_to_ap,
 )
-from primary.concepts import CONCEPT_NAMES, CONCEPTS, concept_holds
+from primary.planted_concepts import CONCEPT_NAMES, CONCEPTS, concept_holds
 from primary.synthetic import generate_builds, generate_slots
 from primary.vocab import ABILITIES, ABILITY_INDEX, MAIN_ONLY_ABILITIES, PIECE_OF_MAIN_ONLY
 from primary.weapons import WEAPONS, weapon_by_game_id

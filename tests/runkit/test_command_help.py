@@ -20,10 +20,11 @@ from primary.training import PrimaryTrainConfig
 from sae_jax.config import SAETrainConfig
 
 REPO = Path(__file__).resolve().parents[2]
-PACKAGES = ("runkit", "primary", "sae_jax", "bridge")
-ARGPARSE = {"sae_jax.launch"}  # parses its own arguments: no absl flags, no --helpfull
+PACKAGES = ("runkit", "primary", "sae_jax", "bridge", "apps")
+ARGPARSE = {"runkit.launch"}  # parses its own arguments: no absl flags, no --helpfull
 # Commands that expose a config as flags: each field declared with a help is a flag.
-CONFIGS = {"sae_jax.train": SAETrainConfig, "sae_jax.sweep": SAETrainConfig,
+CONFIGS = {"sae_jax.train": SAETrainConfig, "apps.train": SAETrainConfig,
+           "apps.sweep": SAETrainConfig,
            "primary.train": PrimaryTrainConfig}
 
 
@@ -97,8 +98,9 @@ def check_help_sentence(command: str, name: str, text: str, *, has_default: bool
 
 
 def test_every_command_is_checked():
-    assert {"sae_jax.train", "sae_jax.sweep", "primary.train", "bridge.export_saelens",
-            "sae_jax.launch"} <= set(COMMANDS)
+    assert {"sae_jax.train", "apps.train", "apps.sweep", "apps.analyze", "apps.serve",
+            "apps.label", "primary.train", "bridge.export_saelens",
+            "runkit.launch"} <= set(COMMANDS)
 
 
 @pytest.mark.parametrize("command", sorted(set(COMMANDS) - ARGPARSE))

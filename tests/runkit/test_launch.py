@@ -1,4 +1,4 @@
-"""``python -m sae_jax.launch``: its command line, the children's environment, and stopping
+"""``python -m runkit.launch``: its command line, the children's environment, and stopping
 every process when one fails (with a stand-in module: no JAX in the children)."""
 
 import os
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from sae_jax import launch
+from runkit import launch
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -80,7 +80,7 @@ def run_launcher(tmp_path, **probe_env):
     (tmp_path / "launch_probe.py").write_text(PROBE)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)]), **probe_env}
     t0 = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "sae_jax.launch", "--num_processes=3",
+    done = subprocess.run([sys.executable, "-m", "runkit.launch", "--num_processes=3",
                            "--port=1", "--", "launch_probe"], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=60)
     return done, time.perf_counter() - t0

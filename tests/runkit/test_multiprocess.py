@@ -1,4 +1,4 @@
-"""Two processes for real: tiny primary and SAE runs under ``sae_jax.launch`` (2 processes of 1
+"""Two processes for real: tiny primary and SAE runs under ``runkit.launch`` (2 processes of 1
 CPU device, joined by jax.distributed over 127.0.0.1) against the same runs in one plain
 process of 1 device.
 
@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from primary.store import load_primary
+from primary.model_dir import load_primary
 from runkit.checkpoints import Checkpoints, verify_manifest
 from runkit.hosts import COORDINATOR_ENV, NUM_PROCESSES_ENV, PROCESS_ID_ENV
-from sae_jax.store import load_sae
+from sae_jax.sae_dir import load_sae
 
 ROOT = Path(__file__).resolve().parents[2]
 PRIMARY_MODEL = ROOT / "tests" / "fixtures" / "demo_small" / "primary"
@@ -50,7 +50,7 @@ PRIMARY_FLAGS = [
     "--batch_size=16", "--epochs=1", "--lr=3e-3", "--log_every=5", "--checkpoint_every=10",
 ]
 PRIMARY_STEPS = 21
-# The SAE on the demo_small primary (settings of tests/sae_jax/test_sae_train.py, one
+# The SAE on the demo_small primary (settings of tests/apps/training/test_sae_train.py, one
 # epoch): 21 primary batches of 16, SAE training from batch 4 on (min_buffer 64): 18 SAE
 # steps, resampling at 15.
 SAE_FLAGS = [
@@ -81,7 +81,7 @@ def one_process(module: str, flags: list[str]) -> list[str]:
 
 
 def two_processes(module: str, flags: list[str]) -> list[str]:
-    return [sys.executable, "-m", "sae_jax.launch", "--num_processes=2",
+    return [sys.executable, "-m", "runkit.launch", "--num_processes=2",
             "--devices_per_process=1", "--cpu", "--", module, *flags]
 
 
@@ -114,7 +114,7 @@ def run_together(commands: dict[str, list[str]], log_dir: Path) -> dict:
 def runs(tmp_path_factory):
     """``{"primary"|"sae": {1: workdir, 2: workdir}}`` and the runs' output; the two SAE runs
     explain the committed demo_small primary (so all four runs start at once); the
-    two-process SAE run also analyses."""
+    two-process SAE run also analyzes."""
     base = tmp_path_factory.mktemp("multiprocess")
     dirs = {kind: {n: base / f"{kind}_{n}" for n in (1, 2)} for kind in ("primary", "sae")}
     out = run_together({
@@ -208,7 +208,7 @@ def test_sae_two_processes_match_one(runs):
     for name, a in s1.params().items():
         assert_params_close(a, s2.params()[name], f"SAE parameter {name}")
     assert_params_close(s1.usage_ema[...], s2.usage_ema[...], "SAE usage_ema")
-    # Process 0 analysed the run on its own (the report exists) while process 1 waited.
+    # Process 0 analyzed the run on its own (the report exists) while process 1 waited.
     assert (dirs["sae"][2] / "report" / "index.html").exists()
 
 

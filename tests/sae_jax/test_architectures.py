@@ -17,8 +17,8 @@ from sae_jax.buffer import create_buffer, push
 from sae_jax.config import SAETrainConfig
 from sae_jax.model import SAEConfig, create_sae, encode, sae_from_params
 from sae_jax.recipes import auxk_loss, recipe_loss
+from sae_jax.sae_dir import load_sae, save_sae
 from sae_jax.step import init_train_state, make_train_steps
-from sae_jax.store import load_sae, save_sae
 
 D, F, B = 6, 16, 10
 NEW = ("topk", "batchtopk", "jumprelu", "matryoshka")
@@ -491,8 +491,8 @@ def test_jumprelu_resampling_resets_thresholds_and_their_moments():
 
 def test_a_batchtopk_run_stopped_and_resumed_ends_as_an_uninterrupted_one(tmp_path):
     """The whole run (harvest, train, checkpoint, resume, evaluate) on a tiny primary."""
-    from primary.store import save_primary
-    from sae_jax.training import train_sae
+    from apps.training.single_run import train_sae
+    from primary.model_dir import save_primary
     from tests.tiny_setup import primary_for, tiny_world
 
     cfg = SAETrainConfig(

@@ -1,0 +1,510 @@
+"""Explanations of every feature of a run: computed, scored, causally checked.
+
+For the analysis builds of a run (``apps.analysis.pipeline``), topped up with fresh builds from
+the same synthetic world where the builds come from one (:data:`MIN_EXPLAIN_BUILDS`; real
+data cannot be topped up): the condition matrix of the builds
+(:mod:`primary.conditions`), which features are active (``sae_jax.activity``), a seeded
+fit / held-out split, then
+
+- per feature a rule, its held-out precision / recall / F1 and the top lifts
+  (:mod:`sae_jax.rule_search`), read as a sentence;
+- the causal check of the rule's first conjunction on held-out builds
+  (:mod:`bridge.causal`);
+- which weapon classes and weapons it fires on, against its base rate;
+- for the features the report shows, AP-rung response curves per ability.
+
+Written to ``workdir/explanations.json`` (schema version 1, below) and put in the report
+document. Nothing here reads the planted concepts except :func:`ground_truth_check`, which
+compares the finished explanations with them.
+
+Schema: ``{"version", "num_builds", "fresh_builds", "fit_rows", "heldout_rows", "search_rows",
+"num_conditions", "summary": {"median_f1_window", "window_features", "explained",
+"explained_f1", "causal_agreement", "causal_checked", "ground_truth"}, "features": {"<id>":
+{"rule", "rule_text", "sentence", "precision", "recall", "f1", "fit_f1", "frequency",
+"rule_frequency", "lifts", "causal", "classes", "weapons", "rung_curves" (shown features
+only)}}}``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm import tqdm
+
+from bridge.causal import (
+    CausalConfig,
+    RungEdits,
+    causal_check,
+    curves_of,
+    pooled_of_builds,
+    rung_edits,
+)
+from primary.builds import BuildSet
+from primary.conditions import CATALOGUE, condition_matrix, families, occurring
+from primary.planted_concepts import CONCEPTS
+from primary.synthetic import generate_builds
+from primary.vocab import AP_THRESHOLDS, MAIN_ONLY_ABILITIES
+from primary.weapons import WEAPON_CLASSES, WEAPONS, weapon_class_index, weapon_name
+from runkit.jsonio import read_json, write_json
+from sae_jax.activity import ACTIVE_THRESHOLD, is_active, window_mask
+from sae_jax.concept_recovery import RECOVERED_F1
+from sae_jax.model import encode
+from sae_jax.pair_recovery import pair_only
+from sae_jax.rule_search import (
+    ActiveMatrix,
+    ExplainConfig,
+    explain,
+    percent,
+    rule_text,
+    sentence,
+    split_rows,
+)
+
+VERSION = 1
+EXPLAINED_F1 = 0.5  # a feature counts as explained when its rule reaches this held-out F1
+CURVE_BUILDS = 128  # sample of held-out builds for the rung curves
+MIN_BUILDS = 4  # fewer cannot be split into fit and held-out rows worth scoring
+TOP_CLASSES = 5
+TOP_WEAPONS = 5
+MIN_WEAPON_SUPPORT = 5
+ACT_BATCH = 1024  # a multiple of 8: packed batches concatenate row for row
+# Activity levels besides "active": these fractions of each feature's largest activation.
+# A feature that fires weakly on many builds and strongly on a few is explained at the
+# level whose rule fits best (sae_jax.rule_search).
+LEVEL_FRACTIONS = (0.15, 0.3, 0.5)
+# F1 a condition on what a build lacks ("no Quick Super Jump") must add to enter a rule:
+# nearly every build lacks most abilities, so without a price rules fill up with
+# absences that change nothing.
+ABSENT_COST = 0.02
+# Synthetic builds are cheap and rules of features that fire on 1-5% of builds need
+# hundreds of positives: explanations of a synthetic run use at least this many builds
+# (the analyzed ones plus fresh ones from the same world), at most FRESH_FACTOR times the
+# analyzed ones (a small analysis stays small).
+MIN_EXPLAIN_BUILDS = 20_000
+FRESH_FACTOR = 10
+# Fresh builds are drawn with this seed: a stream apart from the runs' own seeds (0, 1, ...).
+FRESH_SEED = 2_147_483_647
+
+
+def condition_costs(conditions) -> np.ndarray:
+    """``(K,)``: the fit F1 each condition must add to enter a rule (:data:`ABSENT_COST` for
+    a condition on what a build lacks, 0 otherwise)."""
+    return np.array([ABSENT_COST if c.negated else 0.0 for c in conditions])
+
+
+@partial(jax.jit, static_argnames=("spec",))
+def _max_jit(params, x, valid, *, spec):
+    h = encode(params, x, spec)[1]
+    return jnp.max(jnp.where(valid[:, None], h, 0.0), axis=0)
+
+
+@partial(jax.jit, static_argnames=("spec",))
+def _levels_jit(params, x, thresholds, *, spec):
+    """``(L, B, F)`` bool: level 0 is "active"; level j > 0 is ``h >= thresholds[j]``."""
+    h = encode(params, x, spec)[1]
+    return jnp.concatenate([is_active(h)[None], h[None] >= thresholds[1:, None, :]], axis=0)
+
+
+def _padded_batches(pooled: np.ndarray, size: int):
+    n = len(pooled)
+    for s in range(0, n, size):
+        part = pooled[s:s + size]
+        m = len(part)
+        valid = np.arange(size) < m
+        if m < size:
+            part = np.concatenate([part, np.zeros((size - m, part.shape[1]), part.dtype)])
+        yield jnp.asarray(part), jnp.asarray(valid), m
+
+
+def activity_levels(sae, pooled: np.ndarray, *, fractions=LEVEL_FRACTIONS,
+                    batch_size: int = ACT_BATCH) -> tuple[list[ActiveMatrix], np.ndarray]:
+    """Which features are active on each pooled vector, at several levels, packed.
+
+    Level 0: active (``sae_jax.activity``); level j: activation at least ``fractions[j-1]``
+    of the feature's largest activation on these inputs. Returns ``(levels,
+    thresholds (L, F))`` (level 0's threshold is the active threshold).
+    """
+    params, spec = sae.params(), sae.config.encoder  # the architecture's own encoder
+    n = len(pooled)
+    size = max(8, min(batch_size, -(-max(n, 1) // 8) * 8))
+    top = np.zeros(sae.hidden_dim, np.float32)
+    for x, valid, _ in _padded_batches(pooled, size):
+        top = np.maximum(top, np.asarray(_max_jit(params, x, valid, spec=spec)))
+    fr = np.asarray(fractions, np.float32)
+    thresholds = np.concatenate([np.full((1, len(top)), ACTIVE_THRESHOLD, np.float32),
+                                 np.maximum(fr[:, None] * top[None], ACTIVE_THRESHOLD)])
+    parts: list[list[np.ndarray]] = [[] for _ in thresholds]
+    th = jnp.asarray(thresholds)
+    for x, _, m in tqdm(_padded_batches(pooled, size), desc="feature activity",
+                        total=-(-n // size), unit="batch", leave=False, disable=n <= size):
+        planes = np.asarray(_levels_jit(params, x, th, spec=spec))[:, :m]
+        for j in range(len(thresholds)):
+            parts[j].append(np.packbits(planes[j], axis=0))
+    return [ActiveMatrix(np.concatenate(p), n) for p in parts], thresholds
+
+
+def _breakdown(active: ActiveMatrix, groups: np.ndarray, num_groups: int, chunk: int):
+    """``(F, G)`` active counts per group, ``(G,)`` group sizes, ``(F,)`` active counts."""
+    onehot = np.zeros((active.n, num_groups), np.float32)
+    onehot[np.arange(active.n), groups] = 1.0
+    counts = np.zeros((active.num_features, num_groups))
+    total = np.zeros(active.num_features)
+    for f0 in range(0, active.num_features, chunk):
+        block = active.columns(f0, min(active.num_features, f0 + chunk)).astype(np.float32)
+        counts[f0:f0 + chunk] = block.T @ onehot
+        total[f0:f0 + chunk] = block.sum(0)
+    return counts, onehot.sum(0), total
+
+
+def _rows_of(rates, base, counts, support, names, top: int, min_support: int, key: str,
+             extra=None):
+    """The groups a feature fires on most above its base rate, as JSON rows."""
+    lift = np.where(base > 0, rates / max(base, 1e-12), 0.0)
+    ok = (counts > 0) & (support >= min_support)
+    order = [i for i in np.lexsort((-counts, -lift)) if ok[i]][:top]
+    rows = []
+    for i in order:
+        row = {key: names[i], "rate": float(rates[i]), "base": float(base),
+               "lift": float(lift[i]), "support": int(support[i]), "active": int(counts[i])}
+        if extra is not None:
+            row.update(extra[i])
+        rows.append(row)
+    return rows
+
+
+@dataclass(frozen=True)
+class ExplanationBuilds:
+    """What the explanations of every SAE on one primary and one set of analyzed builds
+    share (a sweep's members): the builds topped up with fresh ones, their pooled
+    vectors, the conditions they meet, the fit / held-out split and the rung edits of the
+    curve sample. Made by :func:`explanation_builds`."""
+
+    builds: BuildSet
+    pooled: np.ndarray
+    analyzed: int  # the first rows are the analyzed builds, the rest fresh ones
+    conditions: list
+    cond: np.ndarray
+    fit: np.ndarray
+    held: np.ndarray
+    rungs: RungEdits | None
+
+    @property
+    def fresh(self) -> int:
+        return len(self.builds) - self.analyzed
+
+
+def _curve_edits(primary, vocab, weapon_vocab, builds, held: np.ndarray, *, seed: int,
+                 batch_size: int) -> RungEdits:
+    """The rung edits of the curve sample: :data:`CURVE_BUILDS` held-out builds, seeded."""
+    rng = np.random.default_rng(seed)
+    sample = np.sort(rng.choice(held, min(CURVE_BUILDS, len(held)), replace=False))
+    return rung_edits(primary, vocab, weapon_vocab, builds.subset(sample),
+                      batch_size=batch_size)
+
+
+def explanation_builds(primary, vocab, weapon_vocab, builds, pooled: np.ndarray, *,
+                       concepts=CONCEPTS, min_builds: int | None = None,
+                       fit_fraction: float = 0.5, seed: int = 0, curves: bool = True,
+                       batch_size: int = CausalConfig().batch_size) -> ExplanationBuilds:
+    """The SAE-independent part of :func:`compute_explanations` for ``builds`` (with
+    pooled vectors ``pooled``); ``curves``: also edit the curve sample through every rung.
+
+    ``min_builds`` (default :data:`MIN_EXPLAIN_BUILDS`, at most :data:`FRESH_FACTOR` times
+    ``len(builds)``): when ``builds`` come from the synthetic world with ``concepts``
+    planted (their concept labels name that set), fresh builds from the same world are
+    added up to this many (0: none); the weapons are those the model knows.
+    """
+    if len(pooled) != len(builds):
+        raise ValueError(f"{len(pooled)} pooled vectors for {len(builds)} builds")
+    analyzed = len(builds)
+    if min_builds is None:
+        min_builds = min(MIN_EXPLAIN_BUILDS, FRESH_FACTOR * len(builds))
+    fresh = fresh_builds(builds, concepts, weapon_vocab, min_builds - len(builds))
+    pooled = np.asarray(pooled, np.float32)
+    if len(fresh):
+        builds = BuildSet.concat([builds, fresh])
+        pooled = np.concatenate([pooled, pooled_of_builds(primary, fresh, vocab, weapon_vocab,
+                                                          batch_size)])
+    n = len(builds)
+    if n < MIN_BUILDS:  # too few to split into fit and held-out rows
+        empty = np.zeros(0, np.int64)
+        return ExplanationBuilds(builds, pooled, analyzed, [], np.zeros((n, 0), bool), empty,
+                                 empty, None)
+    cond_all = condition_matrix(builds, CATALOGUE)
+    keep = occurring(cond_all)  # the catalogue is fixed; only conditions that occur matter
+    fit, held = split_rows(n, fit_fraction=fit_fraction, seed=seed)
+    rungs = _curve_edits(primary, vocab, weapon_vocab, builds, held, seed=seed,
+                         batch_size=batch_size) if curves else None
+    return ExplanationBuilds(builds, pooled, analyzed, [CATALOGUE[k] for k in keep],
+                             cond_all[:, keep], fit, held, rungs)
+
+
+def compute_explanations(primary, vocab, weapon_vocab, sae, builds, pooled: np.ndarray, *,
+                         curve_features=(), explain_config: ExplainConfig | None = None,
+                         causal_config: CausalConfig | None = None,
+                         concepts_result: dict | None = None, concepts=CONCEPTS,
+                         fit_fraction: float = 0.5, seed: int = 0,
+                         min_builds: int | None = None, progress: bool = True,
+                         shared: ExplanationBuilds | None = None) -> dict:
+    """The ``explanations.json`` document for ``builds`` (with pooled vectors ``pooled``).
+
+    ``min_builds``: fresh synthetic builds to top up to (see :func:`explanation_builds`).
+    ``curve_features``: features that get rung curves (the report's shown ones).
+    ``concepts_result``: the run's ``concepts.json`` dict, for the ground-truth summary
+    (synthetic runs; None otherwise). ``shared``: :func:`explanation_builds` of these same
+    builds, made once for several SAEs on the same primary (None: made here; given, its
+    fresh builds and split stand, and ``min_builds`` and ``fit_fraction`` are not used).
+    """
+    t0 = time.perf_counter()
+    explain_config = explain_config or ExplainConfig()
+    causal_config = causal_config or CausalConfig()
+    if shared is None:
+        shared = explanation_builds(primary, vocab, weapon_vocab, builds, pooled,
+                                    concepts=concepts, min_builds=min_builds,
+                                    fit_fraction=fit_fraction, seed=seed,
+                                    curves=bool(len(curve_features)),
+                                    batch_size=causal_config.batch_size)
+    elif shared.analyzed != len(builds) or len(pooled) != len(builds):
+        raise ValueError(f"the shared explanation builds start with {shared.analyzed} analyzed "
+                         f"builds, not these {len(builds)} (with {len(pooled)} pooled vectors)")
+    builds, pooled = shared.builds, shared.pooled
+    n = len(builds)
+    if n < MIN_BUILDS:  # too few to split into fit and held-out rows: say so, explain none
+        return {"version": VERSION, "num_builds": int(n), "fit_rows": 0, "heldout_rows": 0,
+                "search_rows": 0, "num_conditions": 0,
+                "num_catalogue_conditions": len(CATALOGUE),
+                "num_features": int(sae.hidden_dim),
+                "note": f"{n} builds: explanations need at least {MIN_BUILDS}",
+                "summary": {"median_f1_window": None, "window_features": 0, "explained": 0,
+                            "explained_f1": EXPLAINED_F1, "causal_agreement": None,
+                            "causal_checked": 0, "ground_truth": None},
+                "features": {}}
+    conditions, cond, fit, held = shared.conditions, shared.cond, shared.fit, shared.held
+    texts = [c.text for c in conditions]
+    levels, thresholds = activity_levels(sae, pooled)
+    active = levels[0]
+    ex = explain(cond, levels, fit_rows=fit, heldout_rows=held, families=families(conditions),
+                 costs=condition_costs(conditions), config=explain_config, progress=progress)
+    t_rules = time.perf_counter() - t0
+
+    first = ex.conjunctions[:, 0]
+    level_threshold = thresholds[ex.level, np.arange(active.num_features)]
+    causal = causal_check(primary, vocab, weapon_vocab, sae, builds.subset(held),
+                          pooled[held], cond[held], conditions, first, config=causal_config,
+                          thresholds=level_threshold, priority=ex.f1)
+    t_causal = time.perf_counter() - t0 - t_rules
+
+    cls_idx = weapon_class_index(builds.weapons)
+    cls_names = list(WEAPON_CLASSES) + ["unknown"]
+    cls_counts, cls_support, total = _breakdown(active, np.where(cls_idx < 0, len(
+        WEAPON_CLASSES), cls_idx), len(cls_names), explain_config.feature_chunk)
+    game_ids, w_idx = np.unique(builds.weapons, return_inverse=True)
+    w_counts, w_support, _ = _breakdown(active, w_idx.reshape(-1), len(game_ids),
+                                        explain_config.feature_chunk)
+    frequency = total / n
+
+    curve_features = sorted({int(f) for f in curve_features})
+    curves = {}
+    if curve_features:
+        rungs = shared.rungs
+        if rungs is None:  # shared builds made without curves: edit the sample here
+            rungs = _curve_edits(primary, vocab, weapon_vocab, builds, held, seed=seed,
+                                 batch_size=causal_config.batch_size)
+        curves = curves_of(sae, rungs, curve_features)
+    t_all = time.perf_counter() - t0
+
+    names = [c.name for c in conditions]
+    w_names = [weapon_name(int(g)) for g in game_ids]
+    w_extra = [{"game_id": int(g)} for g in game_ids]
+    features = {}
+    for f in range(active.num_features):
+        rule = ex.rule(f)
+        base = total[f] / n
+        entry = {
+            "rule": [[names[c] for c in conj] for conj in rule],
+            "rule_text": rule_text(rule, texts),
+            "sentence": sentence(rule, texts, ex.f1[f], ex.frequency[f],
+                                 level=float(level_threshold[f]) if ex.level[f] else None)
+            if rule else f"no rule: never active on the fit split (fires {percent(base)})",
+            "level": {"index": int(ex.level[f]), "threshold": float(level_threshold[f]),
+                      "fraction_of_max": 0.0 if ex.level[f] == 0 else
+                      float(LEVEL_FRACTIONS[ex.level[f] - 1])},
+            "f1_active": float(ex.f1_level0[f]),
+            "precision": float(ex.precision[f]), "recall": float(ex.recall[f]),
+            "f1": float(ex.f1[f]), "fit_f1": float(ex.fit_f1[f]),
+            "frequency": float(ex.frequency[f]), "frequency_all": float(base),
+            "rule_frequency": float(ex.rule_frequency[f]),
+            "lifts": [{"condition": names[c], "text": texts[c], "lift": float(lv),
+                       "precision": float(lp), "support": int(ls)}
+                      for c, lv, lp, ls in zip(ex.lift_condition[f], ex.lift[f],
+                                               ex.lift_precision[f], ex.lift_support[f])
+                      if c >= 0],
+            "causal": {
+                "add": {"n": int(causal["add_n"][f]),
+                        "mean_change": float(causal["add_mean_change"][f]),
+                        "turned_on": float(causal["add_turned_on"][f])},
+                "remove": {"n": int(causal["remove_n"][f]),
+                           "mean_change": float(causal["remove_mean_change"][f]),
+                           "turned_off": float(causal["remove_turned_off"][f])},
+                "agrees": None if np.isnan(causal["agrees"][f]) else bool(causal["agrees"][f]),
+            },
+            "classes": _rows_of(cls_counts[f] / np.maximum(cls_support, 1), base, cls_counts[f],
+                                cls_support, cls_names, TOP_CLASSES, 1, "class"),
+            "weapons": _rows_of(w_counts[f] / np.maximum(w_support, 1), base, w_counts[f],
+                                w_support, w_names, TOP_WEAPONS, MIN_WEAPON_SUPPORT, "weapon",
+                                w_extra),
+        }
+        if f in curves:
+            entry["rung_curves"] = curves[f]
+        features[str(f)] = entry
+
+    window = window_mask(frequency)
+    explained = (ex.f1 >= EXPLAINED_F1) & (ex.conjunctions[:, 0] >= 0).any(1)
+    checked = explained & ~np.isnan(causal["agrees"])
+    doc = {
+        "version": VERSION, "num_builds": int(n), "fresh_builds": shared.fresh,
+        "fit_rows": int(ex.fit_rows),
+        "heldout_rows": int(ex.heldout_rows), "search_rows": int(ex.search_rows),
+        "num_conditions": len(conditions), "num_catalogue_conditions": len(CATALOGUE),
+        "num_features": int(active.num_features),
+        "summary": {
+            "median_f1_window": float(np.median(ex.f1[window])) if window.any() else None,
+            "median_f1_active_window": float(np.median(ex.f1_level0[window]))
+            if window.any() else None,
+            "level_counts": np.bincount(ex.level, minlength=len(levels)).tolist(),
+            "window_features": int(window.sum()),
+            "explained": int(explained.sum()), "explained_f1": EXPLAINED_F1,
+            "causal_agreement": float(causal["agrees"][checked].mean()) if checked.any()
+            else None,
+            "causal_checked": int(checked.sum()),
+            "ground_truth": None,
+            "seconds": {"rules": round(t_rules, 2), "causal": round(t_causal, 2),
+                        "total": round(t_all, 2)},
+        },
+        "features": features,
+    }
+    if concepts_result is not None:
+        doc["summary"]["ground_truth"] = ground_truth_check(doc, concepts_result, concepts)
+    return doc
+
+
+def fresh_builds(builds: BuildSet, concepts, weapon_vocab, count: int) -> BuildSet:
+    """``count`` fresh builds from the synthetic world that made ``builds`` (none when
+    ``count <= 0`` or when ``builds`` do not carry that world's concept labels: real data),
+    drawn with :data:`FRESH_SEED` and limited to the weapons ``weapon_vocab`` knows."""
+    names = tuple(c.name for c in concepts)
+    if count <= 0 or builds.concepts is None or builds.concept_names != names:
+        return BuildSet(np.zeros(0, np.int32), np.zeros((0, builds.ap.shape[1]), np.int16))
+    vocab_ids = {int(g) for g in weapon_vocab.game_ids}
+    known = [w.game_id for w in WEAPONS if w.game_id in vocab_ids]
+    if not known:
+        raise ValueError(f"the model's weapon vocabulary ({weapon_vocab.source}) holds none of "
+                         "the synthetic world's weapons")
+    return generate_builds(count, FRESH_SEED, weapons=known, concepts=concepts)
+
+
+def _rung_index(ap: int) -> int:
+    """Index in :data:`AP_THRESHOLDS` of the largest rung <= ``ap`` (-1 below the first)."""
+    return int(np.searchsorted(AP_THRESHOLDS, ap, side="right")) - 1
+
+
+def _rule_mismatches(rule: list[list[str]], concept) -> list[str]:
+    """Why ``rule`` (conjunctions of condition names) does not name exactly ``concept``'s
+    required abilities, each within one rung of its AP; empty when it does."""
+    from primary.conditions import condition_by_name
+
+    why = []
+    named: dict[str, list[int | None]] = {}
+    for conj in rule:
+        for name in conj:
+            c = condition_by_name(name, where="an explanation rule")
+            if c.kind not in ("ability", "main_only"):
+                why.append(f"names {c.text}")
+                continue
+            named.setdefault(c.ability, []).append(c.threshold)
+    required = dict(concept.required)
+    extra = sorted(set(named) - set(required))
+    missing = sorted(set(required) - set(named))
+    if extra:
+        why.append(f"names {', '.join(extra)}, which the concept does not require")
+    if missing:
+        why.append(f"misses {', '.join(missing)}")
+    for a, thresholds in named.items():
+        if a not in required or a in MAIN_ONLY_ABILITIES:
+            continue
+        want = _rung_index(required[a])
+        for t in thresholds:
+            if abs(_rung_index(t) - want) > 1:
+                why.append(f"{a} at >= {t}, the concept requires {required[a]}")
+    return why
+
+
+def _tally(items: list[dict]) -> dict:
+    matched = sum(item["match"] for item in items)
+    return {"share": matched / len(items) if items else None, "checked": len(items),
+            "total": len(items), "matched": matched, "concepts": items,
+            "misses": [item for item in items if not item["match"]]}
+
+
+def ground_truth_check(doc: dict, concepts_result: dict, concepts=CONCEPTS) -> dict:
+    """Do the explanations of recovered concepts' best features name exactly the concepts'
+    required abilities, each within one rung of the required AP?
+
+    A concept is checked when its ``concepts.json`` row has SAE F1 >= 0.8. Its best
+    feature's rule (all conjunctions) must consist of ability and main-only conditions
+    only, name every required ability and no other, each standard one at a rung whose
+    index is within one of the largest rung <= the required AP. Returns ``{"share",
+    "checked", "total" (= checked), "matched", "concepts": [{"concept", "feature", "rule",
+    "match", "why"}] (every checked concept), "misses" (those that do not match),
+    "pairs"}``. ``pairs`` is the same tally for the concepts only a pair of features
+    recovers (:mod:`sae_jax.pair_recovery`): the two rules together must name the
+    requirements (items carry ``features`` in place of ``feature``).
+    """
+    by_name = {c.name: c for c in concepts}
+
+    def concept_of(row):
+        concept = by_name.get(row["concept"])
+        if concept is None:
+            raise ValueError(f"concepts.json names concept {row['concept']!r}, which the "
+                             "given concept set lacks")
+        return concept
+
+    singles, pairs = [], []
+    for row in concepts_result.get("rows", []):
+        if row.get("sae_f1", 0.0) >= RECOVERED_F1:
+            entry = doc["features"].get(str(row["feature"]))
+            why = _rule_mismatches(entry["rule"] if entry else [], concept_of(row))
+            singles.append({"concept": row["concept"], "feature": int(row["feature"]),
+                            "rule": entry["rule_text"] if entry else "no rule",
+                            "match": not why, "why": "; ".join(why)})
+        elif pair_only(row):
+            entries = [doc["features"].get(str(f)) for f in row["pair_features"]]
+            rule = [conj for e in entries if e for conj in e["rule"]]
+            why = [f"feature {f} has no rule" for f, e in zip(row["pair_features"], entries)
+                   if not e] + _rule_mismatches(rule, concept_of(row))
+            pairs.append({"concept": row["concept"], "features": list(row["pair_features"]),
+                          "rule": " AND ".join(f"({e['rule_text']})" if e else "(no rule)"
+                                               for e in entries),
+                          "match": not why, "why": "; ".join(why)})
+    return {**_tally(singles), "pairs": _tally(pairs)}
+
+
+def write_explanations(path: str | os.PathLike, doc: dict) -> None:
+    write_json(path, doc)
+
+
+def load_explanations(path: str | os.PathLike) -> dict | None:
+    """The ``explanations.json`` dict, or None when the file does not exist."""
+    if not os.path.exists(path):
+        return None
+    return read_json(path, what="explanations file")
+
+
+__all__ = ["ExplanationBuilds", "activity_levels", "compute_explanations", "explanation_builds",
+           "fresh_builds", "ground_truth_check", "load_explanations", "write_explanations"]

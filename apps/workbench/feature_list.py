@@ -1,0 +1,129 @@
+"""The workbench's feature list: search, filter, sort and page over every feature of a run.
+
+The table is made once per run from the run's index (:class:`apps.workbench.run_state.RunData`),
+its explanations, labels and logit influence; a query is then a filter over plain arrays
+and one list of search strings, never a pass over the builds.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+from apps.workbench.run_state import RunData, search_text
+from sae_jax.activity import window_mask
+
+SORTS = ("score", "frequency", "f1", "id")
+MAX_LIMIT = 500
+
+
+@dataclass(frozen=True)
+class FeatureQuery:
+    """One request of the list. ``fmin``/``fmax``: frequency window in [0, 1]."""
+
+    q: str = ""
+    sort: str = "score"
+    offset: int = 0
+    limit: int = 50
+    fmin: float = 0.0
+    fmax: float = 1.0
+    window_only: bool = False
+    arch: str = ""
+
+    def __post_init__(self):
+        if self.sort not in SORTS:
+            raise ValueError(f"sort: unknown order {self.sort!r}; one of {', '.join(SORTS)}")
+        if self.offset < 0:
+            raise ValueError(f"offset: must be >= 0, got {self.offset}")
+        if not 1 <= self.limit <= MAX_LIMIT:
+            raise ValueError(f"limit: must be 1..{MAX_LIMIT}, got {self.limit}")
+        for name in ("fmin", "fmax"):
+            v = getattr(self, name)
+            if not (np.isfinite(v) and 0.0 <= v <= 1.0):
+                raise ValueError(f"{name}: a frequency in [0, 1], got {v}")
+        if self.fmin > self.fmax:
+            raise ValueError(f"fmin: {self.fmin} is above fmax {self.fmax}")
+
+
+class FeatureTable:
+    """Rows of every feature, made lazily on the first query."""
+
+    def __init__(self, run: RunData):
+        self.run = run
+        self._lock = threading.Lock()
+        self._ready = False
+
+    def _build(self) -> None:
+        run = self.run
+        idx = run.index()
+        self.num_features = len(idx["score"])
+        explained = run.explanations().get("features") or {}
+        self.f1 = np.full(self.num_features, np.nan)
+        self.rule = [""] * self.num_features
+        for key, e in explained.items():
+            f = int(key)
+            if 0 <= f < self.num_features:
+                self.f1[f] = e.get("f1", np.nan)
+                self.rule[f] = e.get("rule_text", "")
+        self.tokens = idx["top_tokens"].tolist()
+        self.concept = [""] * self.num_features
+        for r in (run.concepts() or {}).get("rows", []):
+            if 0 <= r.get("feature", -1) < self.num_features:
+                self.concept[r["feature"]] = r["concept"]
+        self.labels = run.labels()
+        self.search = [search_text(f, explained.get(str(f)), self.labels.get(str(f)),
+                                   self.tokens[f], self.concept[f])
+                       for f in range(self.num_features)]
+        self.in_window = window_mask(idx["frequency"])
+        self._ready = True
+
+    def ensure(self) -> None:
+        with self._lock:
+            if not self._ready:
+                self._build()
+
+    def relabel(self, feature: int) -> None:
+        """Refresh one feature's label and search text after a label edit."""
+        with self._lock:
+            if not self._ready:
+                return
+            self.labels = self.run.labels()
+            expl = (self.run.explanations().get("features") or {}).get(str(feature))
+            self.search[feature] = search_text(feature, expl, self.labels.get(str(feature)),
+                                               self.tokens[feature], self.concept[feature])
+
+    def query(self, query: FeatureQuery) -> dict:
+        """``{"total", "offset", "limit", "features": [row...]}``; rows as in :meth:`row`."""
+        self.ensure()
+        idx = self.run.index()
+        freq = idx["frequency"]
+        keep = (freq >= query.fmin) & (freq <= query.fmax)
+        if query.window_only:
+            keep &= self.in_window
+        if query.arch and query.arch != self.run.architecture:
+            keep[:] = False
+        ids = np.flatnonzero(keep)
+        terms = query.q.strip().lower().split()
+        if terms:
+            ids = np.array([f for f in ids if all(t in self.search[f] for t in terms)], np.int64)
+        if query.sort == "id":
+            order = ids
+        else:
+            key = {"score": idx["score"], "frequency": freq,
+                   "f1": np.nan_to_num(self.f1, nan=-1.0)}[query.sort][ids]
+            order = ids[np.lexsort((ids, -key))]
+        page = order[query.offset:query.offset + query.limit]
+        return {"total": int(len(order)), "offset": query.offset, "limit": query.limit,
+                "sort": query.sort, "features": [self.row(int(f)) for f in page]}
+
+    def row(self, f: int) -> dict:
+        idx = self.run.index()
+        label = self.labels.get(str(f))
+        return {"id": f, "score": float(idx["score"][f]), "frequency": float(idx["frequency"][f]),
+                "mean_when_active": float(idx["mean_when_active"][f]),
+                "max_act": float(idx["max_act"][f]), "in_window": bool(self.in_window[f]),
+                "f1": None if np.isnan(self.f1[f]) else float(self.f1[f]),
+                "explanation": self.rule[f], "label": label["name"] if label else "",
+                "tokens": self.tokens[f], "concept": self.concept[f]}

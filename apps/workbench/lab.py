@@ -1,0 +1,236 @@
+"""The workbench's build lab: a partial build in, the model's legal completion out.
+
+:func:`lab_request` checks a request (every bad field named), :func:`complete_lab` runs
+it: the completion (:mod:`primary.completion`; input shapes as
+:func:`primary.completion.prefers_fixed_width` says), the model's token probabilities for the
+partial build, the SAE features active on it with their labels and what they push, and,
+when features are set, the steered completion (:mod:`bridge.steered_completion`) with a
+slot-by-slot diff. Plain completions are cached, so setting a feature on the build just
+completed costs one completion.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from apps.analysis.report import token_label
+from apps.workbench.run_state import COMPLETION_CACHE, RunData
+from bridge.steered_completion import diff_builds, edit_features_params, steered_logits_fn
+from primary.allocator import min_ap_row
+from primary.completion import (
+    check_observed,
+    complete_build,
+    prefers_fixed_width,
+    resolve_weapon,
+)
+from primary.examples import LENGTH_BUCKETS
+from primary.vocab import ABILITIES, BuildError, ap_to_token_multihot
+from sae_jax.model import encode
+
+BEAM_SIZE = 4
+TOP_PROBABILITIES = 15
+TOP_FEATURES = 24
+ACTIVE = 0.01
+MAX_EDITS = 16
+MAX_AP = 57
+
+
+class LabRequestError(ValueError):
+    """A bad build-lab request; ``field`` names the offending part."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+@dataclass(frozen=True)
+class LabRequest:
+    weapon: int
+    row: np.ndarray  # (26,) minimum AP
+    features: tuple[int, ...]
+    values: tuple[float, ...]
+
+
+def lab_request(body, run: RunData) -> LabRequest:
+    """Check a ``POST /api/complete`` body: ``{"weapon", "abilities": {name: AP},
+    "edits": [{"feature", "value"}]}``."""
+    if not isinstance(body, dict):
+        raise LabRequestError("body", "expected a JSON object with weapon, abilities, edits")
+    unknown = set(body) - {"weapon", "abilities", "edits"}
+    if unknown:
+        raise LabRequestError(sorted(unknown)[0], "unknown field; fields: weapon, abilities, "
+                                                  "edits")
+    _, _, weapon_vocab, _ = run.models()
+    if "weapon" not in body:
+        raise LabRequestError("weapon", "missing (a game id or a weapon name)")
+    weapon = body["weapon"]
+    if isinstance(weapon, bool) or not isinstance(weapon, (int, str)):
+        raise LabRequestError("weapon", f"a game id or a weapon name, got {weapon!r}")
+    try:
+        gid = resolve_weapon(weapon, weapon_vocab)
+    except BuildError as e:
+        raise LabRequestError("weapon", str(e)) from None
+    abilities = body.get("abilities", {})
+    if not isinstance(abilities, dict):
+        raise LabRequestError("abilities", f"an object {{ability: AP}}, got {abilities!r:.60}")
+    for name, ap in abilities.items():
+        if name not in ABILITIES:
+            raise LabRequestError(f"abilities.{name}", "unknown ability")
+        if isinstance(ap, bool) or not isinstance(ap, int) or not 0 <= ap <= MAX_AP:
+            raise LabRequestError(f"abilities.{name}", f"AP must be an integer 0..{MAX_AP}, "
+                                                       f"got {ap!r}")
+    row = min_ap_row(abilities, where="abilities")
+    try:
+        check_observed(row[None], where="abilities")
+    except BuildError as e:
+        raise LabRequestError("abilities", str(e).removeprefix("abilities: ")) from None
+    edits = body.get("edits", [])
+    if not isinstance(edits, list):
+        raise LabRequestError("edits", f"a list of {{feature, value}}, got {edits!r:.60}")
+    if len(edits) > MAX_EDITS:
+        raise LabRequestError("edits", f"at most {MAX_EDITS} edits, got {len(edits)}")
+    features, values = [], []
+    for i, e in enumerate(edits):
+        where = f"edits[{i}]"
+        if not isinstance(e, dict) or set(e) != {"feature", "value"}:
+            raise LabRequestError(where, "expected {\"feature\": F, \"value\": V}, got "
+                                         f"{e!r:.60}")
+        f, v = e["feature"], e["value"]
+        if isinstance(f, bool) or not isinstance(f, int) or not 0 <= f < run.num_features:
+            raise LabRequestError(f"{where}.feature", f"a feature id 0..{run.num_features - 1}, "
+                                                      f"got {f!r}")
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise LabRequestError(f"{where}.value", f"a finite number, got {v!r}")
+        if f in features:
+            raise LabRequestError(f"{where}.feature", f"feature {f} is set twice")
+        features.append(f)
+        values.append(float(v))
+    return LabRequest(gid, row, tuple(features), tuple(values))
+
+
+@partial(jax.jit, static_argnames=("graphdef", "spec"))
+def _lab_forward(graphdef, state, sae_params, tokens, weapons, mask, features, values, *, spec):
+    """Pooled input -> (SAE activations as is, as edited, logits of the edited model)."""
+    model = nnx.merge(graphdef, state)
+    pooled = model.pooled(tokens, weapons, mask)
+    _, h = encode(sae_params, pooled, spec)
+    if features.shape[0] == 0:
+        return h, h, model.head(pooled)
+    edited = edit_features_params(sae_params, spec, pooled, features, values, True)
+    select = jax.nn.one_hot(features, h.shape[-1], dtype=h.dtype)
+    h_set = h * (1.0 - select.sum(0)) + values.astype(h.dtype) @ select
+    return h, h_set, model.head(edited)
+
+
+def _inputs(row: np.ndarray, weapon: int, vocab, weapon_vocab):
+    """One partial build as model inputs ``(1, L)``, right-padded to the largest length
+    bucket so that every request has one shape (one compilation); ``[<NULL>]`` when
+    empty."""
+    hot = ap_to_token_multihot(row[None])[0] & (vocab.ability_token_ids >= 0)
+    ids = vocab.ability_token_ids[hot]
+    tokens = np.full((1, max(LENGTH_BUCKETS[-1], len(ids))), vocab.pad_id, np.int32)
+    tokens[0, :len(ids)] = ids
+    if not len(ids):
+        tokens[0, 0] = vocab.null_id
+    weapons = weapon_vocab.encode_game_ids(np.array([weapon]), where="weapon")[:, None]
+    return tokens, weapons.astype(np.int32), tokens == vocab.pad_id
+
+
+def complete_lab(run: RunData, req: LabRequest, *, beam_size: int = BEAM_SIZE) -> dict:
+    """The build lab's answer (JSON-ready): ``build`` (the completion, steered when there are
+    edits), ``before`` and ``diff`` (with edits), ``probabilities`` (the model's top ability
+    tokens for the partial build), ``active_features``."""
+    primary, vocab, weapon_vocab, sae = run.models()
+    fixed = prefers_fixed_width(primary)
+    with run.lock:
+        key = (req.weapon, req.row.tobytes(), beam_size)
+        before = run.completions.get(key)
+        if before is None:  # a steered request usually follows its plain one: reuse it
+            before = complete_build(primary, vocab, weapon_vocab, req.weapon, req.row,
+                                    beam_size=beam_size, fixed_width=fixed).best
+            run.completions[key] = before
+            while len(run.completions) > COMPLETION_CACHE:
+                run.completions.popitem(last=False)
+        run.completions.move_to_end(key)
+        after = before
+        if req.features:
+            fn = steered_logits_fn(primary, sae, list(req.features), list(req.values))
+            after = complete_build(primary, vocab, weapon_vocab, req.weapon, req.row,
+                                   beam_size=beam_size, logits_fn=fn, fixed_width=fixed).best
+        graphdef, state = run.split_primary()
+        tokens, weapons, mask = _inputs(req.row, req.weapon, vocab, weapon_vocab)
+        h0, h1, logits = _lab_forward(
+            graphdef, state, sae.params(), jnp.asarray(tokens), jnp.asarray(weapons),
+            jnp.asarray(mask), jnp.asarray(req.features, jnp.int32),
+            jnp.asarray(req.values, jnp.float32), spec=sae.config.encoder)
+    h0, h1, logits = np.asarray(h0)[0], np.asarray(h1)[0], np.asarray(logits)[0]
+    probs = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
+    have = np.flatnonzero(vocab.ability_token_ids >= 0)
+    token_ids = vocab.ability_token_ids[have]
+    observed = set(np.asarray(vocab.ability_token_ids)[ap_to_token_multihot(req.row[None])[0]])
+    order = np.argsort(-probs[token_ids], kind="stable")
+    probabilities = [{"token": vocab.id_to_token[int(token_ids[i])],
+                      "label": token_label(vocab.id_to_token[int(token_ids[i])]),
+                      "p": float(probs[token_ids[i]]),
+                      "observed": int(token_ids[i]) in observed}
+                     for i in order[:TOP_PROBABILITIES]]
+    result = {"build": after.to_dict(), "probabilities": probabilities,
+              "active_features": _active(run, h0, h1, after, vocab),
+              "edits": [{"feature": f, "value": v} for f, v in zip(req.features, req.values)]}
+    if req.features:
+        result["before"] = before.to_dict()
+        result["diff"] = diff_builds(before, after).to_dict()
+    return result
+
+
+def _active(run: RunData, h0: np.ndarray, h1: np.ndarray, build, vocab) -> list[dict]:
+    """Features active on the partial build (as edited), strongest first, with labels and
+    ``contribution``: activation x logit influence summed over the tokens the completion
+    added (how much the feature pushed what was added)."""
+    ids = np.flatnonzero((h1 > ACTIVE) | (h0 > ACTIVE))
+    ids = ids[np.argsort(-np.maximum(h1[ids], h0[ids]), kind="stable")][:TOP_FEATURES]
+    influence = run.influence()
+    added = [vocab.token_to_id[t] for t in build.tokens if t in vocab.token_to_id
+             and t not in set(_observed_tokens(build))]
+    labels = run.labels()
+    out = []
+    for f in ids:
+        f = int(f)
+        push = influence[f] * h1[f]
+        top = np.argsort(-push)[:3]
+        expl = run.explanation(f)
+        out.append({"feature": f, "activation": float(h1[f]), "unedited": float(h0[f]),
+                    "label": (labels.get(str(f)) or {}).get("name", ""),
+                    "explanation": (expl or {}).get("rule_text", ""),
+                    "contribution": float(push[added].sum()) if added else 0.0,
+                    "promotes": [{"token": vocab.id_to_token[int(t)],
+                                  "label": token_label(vocab.id_to_token[int(t)]),
+                                  "logit": float(push[t])} for t in top if push[t] > 0]})
+    return out
+
+
+def _observed_tokens(build) -> list[str]:
+    from primary.vocab import tokenize_build
+
+    return tokenize_build(build.observed) if build.observed else []
+
+
+def lab_choices(run: RunData) -> dict:
+    """What the lab's form offers: the model's weapons and the abilities."""
+    from apps.analysis.report import ability_label
+    from primary.vocab import MAIN_ONLY_ABILITIES
+    from primary.weapons import weapon_name
+
+    _, _, weapon_vocab, _ = run.models()
+    weapons = sorted(({"id": int(g), "name": weapon_name(int(g))}
+                      for g in weapon_vocab.game_ids), key=lambda w: w["name"])
+    abilities = [{"name": a, "label": ability_label(a), "main_only": a in MAIN_ONLY_ABILITIES}
+                 for a in ABILITIES]
+    return {"weapons": weapons, "abilities": abilities}

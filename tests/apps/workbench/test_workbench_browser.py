@@ -1,0 +1,209 @@
+"""The workbench in a real browser: headless Chromium (Debian ``chromium`` and
+``chromium-driver``) driven by selenium against the server on a free local port.
+
+Set ``WORKBENCH_SHOTS=DIR`` to also save screenshots of every page at desktop width and at
+400 px. Without Chromium these tests fail (they never skip): install ``chromium`` and
+``chromium-driver`` (apt) and ``selenium`` (requirements-dev.txt).
+"""
+
+import os
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from apps.workbench.lab import complete_lab, lab_request
+from apps.workbench.server import create_app
+from runkit.run_dir import RunDir
+from sae_jax.feature_labels import read_labels
+from tests.apps.workbench.workbench_fixture import ANALYSIS_BUILDS, EXPLAINED, make_run
+
+CHROMEDRIVER = os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver")
+WAIT = 60  # seconds; the first completion compiles the model
+
+
+def _browser_paths() -> str:
+    chrome = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which(
+        "google-chrome")
+    missing = [name for name, path in (("chromium", chrome), ("chromedriver", CHROMEDRIVER))
+               if not path or not os.path.exists(path)]
+    if missing:
+        pytest.fail(f"the browser tests need {' and '.join(missing)}: install the Debian packages "
+                    "chromium and chromium-driver (apt-get install chromium chromium-driver), "
+                    "or set CHROMEDRIVER to a chromedriver path", pytrace=False)
+    return chrome
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    import uvicorn
+
+    workdir = make_run(tmp_path_factory.mktemp("browser_run"))
+    app = create_app(workdir, num_builds=ANALYSIS_BUILDS, warm=True)
+    port = _free_port()
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not srv.started:
+        if time.time() > deadline or not thread.is_alive():
+            pytest.fail("the workbench server did not start")
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}", app.state.workbench.run, workdir
+    srv.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    chrome = _browser_paths()
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chrome
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                "--window-size=1280,1000"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    yield driver
+    driver.quit()
+
+
+def _wait(driver, condition, timeout=WAIT):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, timeout).until(condition)
+
+
+def _shots(driver, name: str) -> None:
+    """Screenshots at desktop width and at 400 px, when WORKBENCH_SHOTS names a folder; the
+    page must not scroll sideways at either width."""
+    out = os.environ.get("WORKBENCH_SHOTS")
+    for width in (1280, 400):
+        driver.set_window_size(width, 1000)
+        time.sleep(0.3)
+        overflow = driver.execute_script(
+            "return document.documentElement.scrollWidth - document.documentElement.clientWidth")
+        assert overflow <= 1, f"{name} at {width}px scrolls sideways by {overflow}px"
+        if out:
+            Path(out).mkdir(parents=True, exist_ok=True)
+            height = driver.execute_script("return document.body.scrollHeight")
+            driver.set_window_size(width, min(max(height + 120, 600), 6000))
+            time.sleep(0.2)
+            driver.save_screenshot(str(Path(out) / f"{name}_{width}.png"))
+    driver.set_window_size(1280, 1000)
+
+
+def test_list_search_and_open_a_feature(server, browser):
+    from selenium.webdriver.common.by import By
+
+    base, _, _ = server
+    browser.get(base + "/")
+    rows = browser.find_elements(By.CSS_SELECTOR, "#features tbody tr")
+    assert len(rows) == 50  # the first page
+    _shots(browser, "list")
+    feature, text = next(iter(EXPLAINED.items()))
+    box = browser.find_element(By.ID, "q")
+    box.clear()
+    box.send_keys(text.split(": ")[1].lower())
+    browser.find_element(By.ID, "go").click()
+    _wait(browser, lambda d: "q=" in d.current_url)
+    links = browser.find_elements(By.CSS_SELECTOR, "#features a.fid")
+    assert [a.text for a in links] == [str(feature)]
+    links[0].click()
+    _wait(browser, lambda d: d.current_url.endswith(f"/feature/{feature}"))
+    card = browser.find_element(By.ID, f"f{feature}")
+    assert "Fires on builds with" in card.text
+    _shots(browser, "feature")
+
+
+def test_label_edit_persists_after_reload(server, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    base, _, workdir = server
+    browser.get(base + "/feature/12")
+    name = browser.find_element(By.ID, "lname")
+    name.clear()
+    name.send_keys("Browser-named feature")
+    Select(browser.find_element(By.ID, "lcategory")).select_by_visible_text("mechanical")
+    browser.find_element(By.ID, "lsave").click()
+    _wait(browser, lambda d: d.find_element(By.ID, "lstatus").text.startswith("saved"))
+    browser.refresh()
+    assert browser.find_element(By.ID, "lname").get_attribute("value") == "Browser-named feature"
+    assert Select(browser.find_element(By.ID, "lcategory")).first_selected_option.text == \
+        "mechanical"
+    assert "Browser-named feature" in browser.find_element(By.ID, "f12").text
+    assert read_labels(RunDir(workdir).labels_path)[12].name == "Browser-named feature"
+
+
+def _answered(driver) -> int:
+    return int(driver.find_element("tag name", "body").get_attribute("data-answered") or 0)
+
+
+def _click_and_wait(driver, selector: str) -> None:
+    """Click, then wait until the lab has shown the answer to a newer request."""
+    before = _answered(driver)
+    driver.find_element("css selector", selector).click()
+    _wait(driver, lambda d: _answered(d) > before)
+
+
+def _zeroing_case(run):
+    """A weapon, two abilities to click and a feature active on that partial build whose
+    zeroing changes the completion (found through the lab's own functions)."""
+    _, _, weapon_vocab, _ = run.models()
+    for gid in weapon_vocab.game_ids[:12]:
+        for abilities in (["swim_speed_up", "ink_saver_main"], ["run_speed_up", "quick_respawn"],
+                          ["special_charge_up", "ink_resistance_up"]):
+            body = {"weapon": int(gid), "abilities": {a: 10 for a in abilities}}
+            out = complete_lab(run, lab_request(body, run))
+            for f in out["active_features"][:4]:
+                edited = complete_lab(run, lab_request(
+                    dict(body, edits=[{"feature": f["feature"], "value": 0}]), run))
+                if edited["diff"]["changed_slots"] > 0:
+                    return int(gid), abilities, f["feature"]
+    pytest.fail("no active feature of the tried builds changes the completion when zeroed")
+
+
+def test_lab_zeroing_a_feature_changes_the_completion(server, browser):
+    from selenium.webdriver.common.by import By
+
+    base, run, _ = server
+    weapon, abilities, feature = _zeroing_case(run)
+    browser.get(f"{base}/lab?weapon={weapon}")
+    _wait(browser, lambda d: d.find_elements(By.ID, "buildtable"))
+    for a in abilities:  # click each ability: a main of it (10 AP); wait for its completion
+        _click_and_wait(browser, f'.ability[data-ability="{a}"] span')
+    assert browser.find_elements(By.CSS_SELECTOR, f'#activetable tr[data-feature="{feature}"]')
+    unsteered = browser.find_element(By.ID, "buildtable").text
+    assert "features:" in browser.find_element(By.ID, "changes").text or \
+        "no feature changed" in browser.find_element(By.ID, "changes").text
+    _click_and_wait(browser, f'#activetable tr[data-feature="{feature}"] button.zero')
+    summary = browser.find_element(By.ID, "diffsummary").text
+    changed = int(summary.split(" of ")[0])
+    assert changed > 0, summary
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#buildtable td.changed")) == changed
+    assert browser.find_element(By.ID, "buildtable").text != unsteered
+    _shots(browser, "lab")
+
+
+def test_lab_shows_a_bad_request_message(server, browser):
+    from selenium.webdriver.common.by import By
+
+    base, _, _ = server
+    browser.get(f"{base}/lab")
+    _wait(browser, lambda d: d.find_elements(By.ID, "buildtable"))
+    for a in ("comeback", "last_ditch_effort"):  # both head-only: no legal build holds both
+        _click_and_wait(browser, f'.ability[data-ability="{a}"] span')
+    assert "abilities" in browser.find_element(By.ID, "error").text
+    assert "head" in browser.find_element(By.ID, "error").text
