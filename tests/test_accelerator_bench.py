@@ -8,6 +8,10 @@ import pytest
 
 from benchmarks import accelerator, sae_bench
 
+# Slow (a smoke run of the accelerator benchmark):
+# run by `pytest -m slow`; .ci/run runs both passes.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):

@@ -15,6 +15,7 @@ from apps.runs.evaluation import evaluate_sae
 from apps.training.engine import TrainingFault
 from runkit.hosts import is_writer
 from runkit.jsonio import write_json
+from runkit.run_dir import RunDir
 from sae_jax.config import SAETrainConfig
 from sae_jax.model import sae_from_params
 from sae_jax.sae_dir import save_sae
@@ -44,12 +45,13 @@ def check_result(result: dict) -> dict:
 def finish_sae(rundir: Path, cfg: SAETrainConfig, sae_config, state: TrainState, primary,
                eval_examples, *, last_logged: dict, seconds: Callable[[], float],
                num_devices: int, primary_dir, pooled: np.ndarray | None = None,
-               extra: dict | None = None) -> dict:
+               extra: dict | None = None, within=None) -> dict:
     """Save the SAE ``state`` holds in ``rundir/sae``, evaluate it on ``eval_examples``
     (``pooled``: their pooled vectors, when already harvested), write ``metrics.json``
     and ``curves.png``; returns the result. ``last_logged``: the run's latest metrics line;
     ``seconds()``: the run's time so far (read after the evaluation); ``extra``: more keys
-    for the result. Only the writing process writes."""
+    for the result; ``within``: the sweep holding the run (paths inside it are recorded
+    relative to the run, as in run.json). Only the writing process writes."""
     params, usage_ema = jax.device_get((state.params, state.usage_ema))
     if not all(np.all(np.isfinite(v)) for v in jax.tree.leaves(params)):
         raise TrainingFault("the trained SAE has non-finite parameters; it is not saved")
@@ -63,7 +65,7 @@ def finish_sae(rundir: Path, cfg: SAETrainConfig, sae_config, state: TrainState,
         steps=int(state.step), seconds=round(seconds(), 2), num_devices=num_devices,
         num_processes=jax.process_count(),
         d_in=sae_config.input_dim, d_sae=sae_config.hidden_dim,
-        primary_model_dir=str(primary_dir),
+        primary_model_dir=RunDir(rundir).record_path(primary_dir, within=within),
         final_train={k: last_logged[k] for k in FINAL_TRAIN_KEYS if k in last_logged},
         **(extra or {}),
     )

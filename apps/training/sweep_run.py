@@ -52,6 +52,7 @@ from runkit.checkpoints import Checkpoints
 from runkit.jsonio import read_json, write_json
 from runkit.lock import WorkdirLock
 from runkit.resume import claim_settings
+from runkit.run_dir import RunDir
 from runkit.sharding import batch_sharding, replicate
 from sae_jax.config import SAETrainConfig
 from sae_jax.model import create_sae
@@ -159,8 +160,9 @@ def _finish_member(member: SweepMember, state, finite: bool, inputs: RunInputs, 
                         inputs.eval_examples, pooled=evaluation,
                         last_logged=run_info["last_logged"],
                         seconds=lambda: run_info["train_seconds"], num_devices=1,
-                        primary_dir=inputs.primary_dir,
-                        extra={"sweep": str(run_info["workdir"]),
+                        primary_dir=inputs.primary_dir, within=run_info["workdir"],
+                        extra={"sweep": RunDir(mdir).record_path(
+                                   run_info["workdir"], within=run_info["workdir"]),
                                "trained_in_stack_of": run_info["stack_size"]})
     if analysis_inputs is not None:
         from apps.analysis.pipeline import analyze as analyze_run

@@ -20,6 +20,10 @@ from sae_jax.model import encode
 from sae_jax.sae_dir import load_sae
 from tests.tiny_setup import primary_for, tiny_world
 
+# Slow (a matryoshka run and sweep through every command):
+# run by `pytest -m slow`; .ci/run runs both passes.
+pytestmark = pytest.mark.slow
+
 # 60 builds, 16 -> 32 features in nested groups of 4, 4, 8, 16.
 CFG = SAETrainConfig(
     architecture="matryoshka", k=3, matryoshka_groups=(4, 4, 8, 16), expansion_factor=2.0,

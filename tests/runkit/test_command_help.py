@@ -19,6 +19,10 @@ import pytest
 from primary.training import PrimaryTrainConfig
 from sae_jax.config import SAETrainConfig
 
+# Slow (--help and --helpfull of every command, each a process importing JAX):
+# run by `pytest -m slow`; .ci/run runs both passes.
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[2]
 PACKAGES = ("runkit", "primary", "sae_jax", "bridge", "apps")
 ARGPARSE = {"runkit.launch"}  # parses its own arguments: no absl flags, no --helpfull

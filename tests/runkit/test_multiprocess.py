@@ -23,6 +23,10 @@ from runkit.checkpoints import Checkpoints, verify_manifest
 from runkit.hosts import COORDINATOR_ENV, NUM_PROCESSES_ENV, PROCESS_ID_ENV
 from sae_jax.sae_dir import load_sae
 
+# Slow (four runs in six compiling processes):
+# run by `pytest -m slow`; .ci/run runs both passes.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[2]
 PRIMARY_MODEL = ROOT / "tests" / "fixtures" / "demo_small" / "primary"
 

@@ -80,6 +80,7 @@ def test_run_writes_every_file_and_sane_metrics(reference):
     assert 0 <= metrics["dead_fraction"] <= 1 and metrics["l0"] > 0 and metrics["mse"] > 0
     run = json.loads((workdir / "run.json").read_text())
     assert run["primary_model_dir"] == "primary_run/model"  # relative: the run can move
+    assert metrics["primary_model_dir"] == "primary_run/model"
     assert run["num_builds"] == 60 and run["data_source"] == "synthetic"
     assert SAETrainConfig.from_json(workdir / "train_config.json") == CFG
     lines = [json.loads(x) for x in (workdir / "metrics.jsonl").read_text().splitlines()]

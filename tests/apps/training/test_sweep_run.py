@@ -64,6 +64,9 @@ def test_members_are_run_dirs_and_the_frontier_is_written(reference):
         assert json.loads((mdir / "train_config.json").read_text())["seed"] == m.cfg.seed
         assert RunDir(mdir).primary_dir() == primary_dir  # --primary_dir, outside the sweep
         assert result[m.name]["steps"] == 24
+        # Recorded relative to the member where inside the sweep, as given where outside.
+        assert result[m.name]["sweep"] == "../.."
+        assert result[m.name]["primary_model_dir"] == str(primary_dir)
         assert np.isfinite(result[m.name]["fve"]) and result[m.name]["mse"] > 0
     assert load_sae(sweep / "members" / members[4].name / "sae").config.architecture == "topk"
     # Seeds give different SAEs; a stronger L1 gives a sparser one.
@@ -95,6 +98,7 @@ def test_rerunning_a_finished_sweep_keeps_its_timing(reference):
     assert after["train_seconds"] == before["train_seconds"]
 
 
+@pytest.mark.slow  # kills and resumes a whole sweep
 def test_killed_sweep_resumes_bit_identically(reference, tmp_path):
     root, primary_dir, members, _ = reference
     out = train_sweep(BASE, members, tmp_path, primary_dir=primary_dir, stop_after_steps=10,

@@ -21,6 +21,10 @@ from runkit.run_dir import RunDir
 from sae_jax.feature_labels import read_labels
 from tests.apps.workbench.workbench_fixture import ANALYSIS_BUILDS, EXPLAINED, make_run
 
+# Slow (a headless browser driving the workbench):
+# run by `pytest -m slow`; .ci/run runs both passes.
+pytestmark = pytest.mark.slow
+
 CHROMEDRIVER = os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver")
 WAIT = 60  # seconds; the first completion compiles the model
 
