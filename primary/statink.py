@@ -1,13 +1,15 @@
 """Reader for stat.ink's Splatoon 3 battle CSVs: one build per player.
 
 Each row is a battle with player slots ``A1..A4`` and ``B1..B4``; a player's
-``X-weapon`` is stat.ink's weapon key and ``X-abilities`` a JSON object
+``X-weapon`` is stat.ink's weapon key (any other name of a kit of
+:data:`primary.weapons.WEAPONS` is read too) and ``X-abilities`` a JSON object
 ``{ability: units}`` (main slot 1.0, sub slot 0.3), so AP = round(10 x units).
 Only full, legal 57-AP builds are kept. Bad players are skipped and counted
-by reason, never fatal; the count per reason is printed, with a ``warning:``
-when most players are dropped. A file that is not a stat.ink battle CSV (not
-UTF-8, missing columns, a row longer than :data:`MAX_RECORD_BYTES`, broken CSV
-quoting) or that holds no valid build is an error naming the file and line.
+by reason (the weapon keys it did not know by name), never fatal; the count per
+reason is printed, with a ``warning:`` when most players are dropped. A file that is
+not a stat.ink battle CSV (not UTF-8, missing columns, a row longer than
+:data:`MAX_RECORD_BYTES`, broken CSV quoting) or that holds no valid build is an error
+naming the file and line.
 Rows are streamed, and every field and JSON value is size-capped, so memory
 stays bounded whatever the file holds.
 """
