@@ -248,3 +248,16 @@ def test_statink_summary_names_the_weapon_keys_it_dropped(tmp_path):
     assert builds.weapons.tolist() == [40]  # a name other than the key is read too
     assert summary.unknown_weapons == {"no_such_weapon": 2, "other_gun": 1}
     assert "dropped unknown_weapon: 3 ('no_such_weapon' 2, 'other_gun' 1)" in str(summary)
+
+
+def test_a_primary_trained_on_statink_data_knows_every_kit(tmp_path):
+    from primary.training import PrimaryTrainConfig, prepare_data
+    from primary.weapons import WEAPONS
+
+    rows = [{"A1": ("sshooter", _units(GOOD[0][1])), "B1": ("nova", _units(GOOD[2][1]))}] * 30
+    path = _write_csv(tmp_path / "two_kits.csv", rows)
+    cfg = PrimaryTrainConfig(data_source="statink", data_path=str(path), num_builds=1000)
+    data = prepare_data(cfg)
+    assert sorted(data.weapon_vocab.game_ids.tolist()) == sorted(w.game_id for w in WEAPONS)
+    synthetic = prepare_data(PrimaryTrainConfig(num_builds=300))
+    assert len(synthetic.weapon_vocab) == 78
