@@ -84,8 +84,7 @@ def measure(workdir: Path, num_builds: int) -> dict:
     from apps.runs.setup import run_concepts
     from bridge.causal import feature_activations, pooled_of_builds
     from primary.model_dir import load_primary
-    from primary.synthetic import generate_builds
-    from primary.weapons import WEAPONS
+    from primary.synthetic import SYNTHETIC_WEAPON_IDS, generate_builds
     from runkit.jsonio import read_json
     from runkit.run_dir import RunDir
     from sae_jax.concept_recovery import dense_best_f1_auroc, load_concepts
@@ -99,7 +98,7 @@ def measure(workdir: Path, num_builds: int) -> dict:
     primary, vocab, weapon_vocab = load_primary(RunDir(workdir).primary_dir())
     concepts = run_concepts(workdir)
     known = {int(g) for g in weapon_vocab.game_ids}
-    weapons = [w.game_id for w in WEAPONS if w.game_id in known]
+    weapons = [g for g in SYNTHETIC_WEAPON_IDS if g in known]
     builds = generate_builds(num_builds, PROBE_SEED, weapons=weapons, concepts=concepts)
     pooled = pooled_of_builds(primary, builds, vocab, weapon_vocab)
     f1 = probe_f1(pooled, np.asarray(builds.concepts, bool))

@@ -83,14 +83,13 @@ def measure(workdir: Path, data: str, names: list[str], seeds: list[int]) -> dic
     from bridge.harvest import harvest_array
     from primary.examples import make_examples
     from primary.model_dir import load_primary
-    from primary.synthetic import generate_builds
-    from primary.weapons import WEAPONS
+    from primary.synthetic import SYNTHETIC_WEAPON_IDS, generate_builds
     from runkit.run_dir import RunDir
 
     primary, vocab, weapon_vocab = load_primary(RunDir(workdir).primary_dir())
     concepts = run_concepts(workdir)
     known = {int(g) for g in weapon_vocab.game_ids}
-    weapons = [w.game_id for w in WEAPONS if w.game_id in known]
+    weapons = [g for g in SYNTHETIC_WEAPON_IDS if g in known]
     if data == "partial":
         train = generate_builds(10_000, TRAIN_SEED, weapons=weapons, concepts=concepts)
         examples = make_examples(train, vocab, weapon_vocab, seed=0)

@@ -1,10 +1,13 @@
 """Complete a partial gear build from the command line.
 
     python -m primary.complete --primary_dir=DIR --weapon=NAME \\
-        --abilities='{"ninja_squid": 10, "swim_speed_up": 12}' [--beam_size=4] [--json]
+        --abilities='{"ninja_squid": 10, "Swim Speed Up": 12}' [--beam_size=4] [--json]
+    python -m primary.complete --list_weapons     (or --list_abilities)
 
 Prints the best full build as a player reads it (gear piece, main, subs), then the
-beam's runners-up. A bad weapon, ability or JSON prints one ``error:`` line (exit 1).
+beam's runners-up. Weapons and abilities are taken by any of their names, any case. A bad
+weapon, ability or JSON prints one ``error:`` line (exit 1), with the closest names for
+a near miss.
 """
 
 from __future__ import annotations
@@ -17,14 +20,17 @@ from runkit.errors import UserError
 
 
 def parse_abilities(text: str) -> dict[str, int]:
-    """``--abilities`` JSON -> ``{ability: AP}`` (names and values checked later)."""
+    """``--abilities`` JSON -> ``{ability: AP}``, each ability by the project's name (any
+    name :func:`primary.vocab.resolve_ability` takes); values are checked later."""
     try:
         value = json.loads(text)
     except json.JSONDecodeError as e:
         raise UserError(f"--abilities is not valid JSON ({e}): {text!r}") from None
     if not isinstance(value, dict):
         raise UserError(f"--abilities must be a JSON object of ability: AP, got {text!r}")
-    return value
+    from primary.vocab import resolve_abilities
+
+    return resolve_abilities(value, where="--abilities")
 
 
 def run(primary_dir: str, weapon: str, abilities: str, beam_size: int, as_json: bool) -> str:
@@ -59,6 +65,15 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.WARNING)  # checkpoint-library chatter hides the build
     f = flags.FLAGS
+    if f.list_weapons or f.list_abilities:
+        from primary.vocab import ability_table_text
+        from primary.weapons import weapon_table_text
+
+        print(weapon_table_text() if f.list_weapons else ability_table_text())
+        return 0
+    missing = [name for name in ("primary_dir", "weapon") if not f[name].value]
+    if missing:
+        raise UserError(f"--{missing[0]} is required (or --list_weapons / --list_abilities)")
     print(run(f.primary_dir, f.weapon, f.abilities, f.beam_size, f.json))
     return 0
 
@@ -70,10 +85,14 @@ if __name__ == "__main__":
 
     flags.DEFINE_string("primary_dir", None, "Primary model directory (config.json, params/); "
                         "required.")
-    flags.DEFINE_string("weapon", None, "The build's weapon: English name, stat.ink key or "
-                        "game id; required.")
-    flags.DEFINE_string("abilities", "{}", 'Observed abilities as JSON {"ability": min AP}.')
+    flags.DEFINE_string("weapon", None, "The build's weapon: game id, stat.ink key, internal "
+                        "or English name (any case); required.")
+    flags.DEFINE_string("abilities", "{}", 'Observed abilities as JSON {"ability": min AP}; '
+                        "an ability by its name, English name or game code (any case).")
     flags.DEFINE_integer("beam_size", 4, "Beam width of the search (1 = greedy).")
     flags.DEFINE_bool("json", False, "Print the result as JSON.")
-    flags.mark_flags_as_required(["primary_dir", "weapon"])
+    flags.DEFINE_bool("list_weapons", False, "Print every weapon (game id, English name, "
+                      "class, sub, special) and exit.")
+    flags.DEFINE_bool("list_abilities", False, "Print every ability (name, English name, "
+                      "game code) and exit.")
     run_with_flagfiles(main)

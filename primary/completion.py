@@ -60,9 +60,11 @@ from primary.vocab import (
     Vocab,
     WeaponVocab,
     ap_to_token_multihot,
+    resolve_abilities,
     tokenize_build,
 )
-from primary.weapons import WEAPONS, weapon_name
+from primary.weapons import UnknownWeaponError, weapon_name
+from primary.weapons import resolve_weapon as resolve_table_weapon
 
 LogitsFn = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
 
@@ -103,29 +105,25 @@ def model_logits_fn(primary: SetCompletionModel) -> LogitsFn:
 # ----------------------------------------------------------------------------- inputs
 
 
-def resolve_weapon(weapon, weapon_vocab: WeaponVocab) -> int:
-    """A game id (int or digits), an English name or a stat.ink key -> a game id the model knows."""
-    gid = None
-    if isinstance(weapon, (int, np.integer)) and not isinstance(weapon, bool):
-        gid = int(weapon)
-    elif isinstance(weapon, str):
-        text = weapon.strip()
-        if text.lstrip("-").isdigit():
-            gid = int(text)
-        else:
-            key = text.casefold()
-            for w in WEAPONS:
-                if key in (w.name.casefold(), w.statink_key.casefold()):
-                    gid = w.game_id
-                    break
-            if gid is None:
-                raise BuildError(f"unknown weapon {weapon!r}: not a game id, weapon name or "
-                                 "stat.ink key of primary.weapons")
+def resolve_weapon(weapon, weapon_vocab: WeaponVocab, *, where: str = "weapon") -> int:
+    """A game id, stat.ink key, internal or English name (:func:`primary.weapons.resolve_weapon`)
+    -> a game id the model knows. A game id outside the weapon table is taken as it is (an
+    imported model may know one)."""
+    known = {int(g) for g in weapon_vocab.game_ids}
+    text = weapon.strip() if isinstance(weapon, str) else weapon
+    if isinstance(text, str) and text.lstrip("-").isdigit() and int(text) in known:
+        gid = int(text)
+    elif (isinstance(text, (int, np.integer)) and not isinstance(text, bool)
+          and int(text) in known):
+        gid = int(text)
     else:
-        raise BuildError(f"weapon must be a game id or a name, got {weapon!r}")
-    if gid not in {int(g) for g in weapon_vocab.game_ids}:
-        raise BuildError(f"weapon {weapon!r} (game id {gid}, {weapon_name(gid)}) is not in "
-                         f"{weapon_vocab.source}")
+        try:
+            gid = resolve_table_weapon(weapon, where=where).game_id
+        except UnknownWeaponError as e:
+            raise BuildError(str(e)) from None
+    if gid not in known:
+        raise BuildError(f"{where}: weapon {weapon!r} (game id {gid}, {weapon_name(gid)}) is "
+                         f"not in {weapon_vocab.source}: this model was not trained on it")
     return gid
 
 
@@ -504,7 +502,8 @@ def complete_build(primary: SetCompletionModel | None, vocab: Vocab, weapon_voca
                    ) -> Completion:
     """Complete one partial build into a full legal one, with the beam's runners-up.
 
-    ``weapon``: a game id or a weapon name / stat.ink key. ``observed``: ``{ability: AP}``
+    ``weapon``: a game id or a weapon name / stat.ink key. ``observed``: ``{ability: AP}``,
+    each ability by any name :func:`primary.vocab.resolve_ability` takes
     (minimum AP, never lowered) or a ``(26,)`` row. ``logits_fn``: see the module docstring
     (default: the plain model). Runners-up are the other distinct finished beams, each
     allocated and filled the same way (up to ``beam_size - 1`` of them; two rows may fill
@@ -513,6 +512,8 @@ def complete_build(primary: SetCompletionModel | None, vocab: Vocab, weapon_voca
     """
     logits_fn = _check_inputs(primary, logits_fn, vocab, weapon_vocab, beam_size)
     gid = resolve_weapon(weapon, weapon_vocab)
+    if isinstance(observed, Mapping):
+        observed = resolve_abilities(observed, where="observed abilities")
     row = min_ap_row(observed, where="observed abilities")
     check_observed(row[None])
     weapon_ids = weapon_vocab.encode_game_ids(np.array([gid]), where="weapon to complete")

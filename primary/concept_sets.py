@@ -14,7 +14,9 @@ file holding a list of objects::
 unnamed classes get :data:`primary.planted_concepts.OTHER_CLASS_AFFINITY`) may be left
 out. ``required`` maps abilities to the minimum AP a labelled build holds: 10
 for a main-only ability, 1..29 for a standard one, and the whole requirement
-must fit one build. A bad file is an error naming the file, the concept (its
+must fit one build. An ability may be named as :func:`primary.vocab.resolve_ability`
+takes it (``swim_speed_up``, ``Swim Speed Up``, ``SquidMove_Up``, any case); the set
+holds the project's names. A bad file is an error naming the file, the concept (its
 name, or its index when it has none) and the field.
 
 A primary model directory records the set its builds were drawn with in
@@ -33,7 +35,7 @@ from pathlib import Path
 
 from primary.allocator import allocate
 from primary.planted_concepts import CONCEPTS, Concept
-from primary.vocab import ABILITY_INDEX, MAIN_AP, PIECE_OF_MAIN_ONLY
+from primary.vocab import MAIN_AP, PIECE_OF_MAIN_ONLY, BuildError, resolve_abilities
 from primary.weapons import WEAPON_CLASSES
 from runkit.jsonio import parse_json_file, write_json
 
@@ -97,24 +99,22 @@ def _mapping(entry: dict, field: str, *, where: str) -> dict:
     return value
 
 
-def _ability(name: str, *, where: str, field: str) -> str:
-    if name not in ABILITY_INDEX:
-        import difflib
-
-        close = difflib.get_close_matches(name, list(ABILITY_INDEX), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ConceptSetError(f"{where}: field {field!r}: unknown ability {name!r}{hint}")
-    return name
+def _abilities(raw: dict, *, where: str, field: str) -> dict:
+    """``raw`` with each ability named by the project's name (any name
+    :func:`resolve_ability` takes); two names of one ability are an error."""
+    try:
+        return resolve_abilities(raw, where=f"{where}: field {field!r}")
+    except BuildError as e:
+        raise ConceptSetError(str(e)) from None
 
 
 def _required(entry: dict, *, where: str) -> dict[str, int]:
-    raw = _mapping(entry, "required", where=where)
+    raw = _abilities(_mapping(entry, "required", where=where), where=where, field="required")
     if not raw:
         raise ConceptSetError(f"{where}: field 'required' is empty: a concept must require "
                               "at least one ability")
     required, piece_of = {}, {}
     for a, ap in raw.items():
-        _ability(a, where=where, field="required")
         ap = _number(ap, where=where, what=f"field 'required': AP of {a!r}", integer=True)
         if a in PIECE_OF_MAIN_ONLY:
             if ap != MAIN_AP:
@@ -137,9 +137,13 @@ def _required(entry: dict, *, where: str) -> dict[str, int]:
 
 
 def _weights(entry: dict, field: str, *, where: str, known, what: str) -> dict[str, float]:
+    """``known``: the valid keys, or None for abilities (any name :func:`_abilities` takes)."""
     out = {}
-    for k, w in _mapping(entry, field, where=where).items():
-        if k not in known:
+    raw = _mapping(entry, field, where=where)
+    if known is None:
+        raw = _abilities(raw, where=where, field=field)
+    for k, w in raw.items():
+        if known is not None and k not in known:
             raise ConceptSetError(f"{where}: field {field!r}: unknown {what} {k!r}; known: "
                                   f"{', '.join(known)}")
         w = _number(w, where=where, what=f"field {field!r}: weight of {k!r}")
@@ -173,8 +177,7 @@ def _concept(entry, index: int, *, source: str) -> Concept:
     if "required" not in entry:
         raise ConceptSetError(f"{where}: field 'required' is missing")
     required = _required(entry, where=where)
-    favoured = _weights(entry, "favoured", where=where, known=list(ABILITY_INDEX),
-                        what="ability")
+    favoured = _weights(entry, "favoured", where=where, known=None, what="ability")
     classes = _weights(entry, "weapon_classes", where=where, known=WEAPON_CLASSES,
                        what="weapon class")
     if len(classes) == len(WEAPON_CLASSES) and not any(classes.values()):

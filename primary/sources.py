@@ -15,7 +15,7 @@ from absl import logging
 from primary.builds import BuildSet
 from primary.splatnlp_tsv import read_splatnlp_tsv
 from primary.statink import read_statink_csv
-from primary.synthetic import generate_builds
+from primary.synthetic import SYNTHETIC_WEAPON_IDS, generate_builds
 from primary.vocab import Vocab, WeaponVocab
 from primary.weapons import WEAPON_GAME_IDS
 
@@ -74,22 +74,32 @@ def load_builds(source: str, *, path: str = "", num_builds: int = 200_000, seed:
 
 
 def _known_table_weapons(weapon_vocab: WeaponVocab | str | None) -> list[int] | None:
-    """Game ids both in the weapon table and in ``weapon_vocab`` (None: the whole table)."""
+    """The synthetic world's weapons that ``weapon_vocab`` knows (None: all of them)."""
     if weapon_vocab is None:
         return None
     if not isinstance(weapon_vocab, WeaponVocab):
         weapon_vocab = WeaponVocab.load(weapon_vocab)
-    known = sorted(set(WEAPON_GAME_IDS) & {int(g) for g in weapon_vocab.game_ids})
+    known = sorted(set(SYNTHETIC_WEAPON_IDS) & {int(g) for g in weapon_vocab.game_ids})
     if not known:
         raise ValueError(f"{weapon_vocab.source} holds none of the synthetic world's weapons "
-                         f"(game ids {sorted(WEAPON_GAME_IDS)[:8]} ...)")
+                         f"(game ids {sorted(SYNTHETIC_WEAPON_IDS)[:8]} ...)")
     return known
 
 
-def default_vocabs(builds: BuildSet | None = None) -> tuple[Vocab, WeaponVocab]:
-    """The canonical token vocabulary, and a weapon vocabulary over every weapon in the table
-    (plus any other weapon in ``builds``), so synthetic and stat.ink builds always map."""
-    game_ids = set(WEAPON_GAME_IDS)
+def default_vocabs(builds: BuildSet | None = None, *, data_source: str = "synthetic"
+                   ) -> tuple[Vocab, WeaponVocab]:
+    """The canonical token vocabulary, and a weapon vocabulary over the weapons the data
+    source can hold, plus any other weapon in ``builds``.
+
+    For ``synthetic`` data: the synthetic world's weapons (the vocabulary every synthetic
+    model has had; a larger one would change the models' initialisation). For real data:
+    every kit of :data:`primary.weapons.WEAPONS`, so a model knows each current weapon.
+    Ids follow game ids in both (``weapon_id_{N}`` keys name the game id, so a saved
+    vocabulary keeps its meaning whatever the table holds)."""
+    if data_source not in SOURCES:
+        raise ValueError(f"unknown data source {data_source!r}; valid sources: "
+                         f"{', '.join(SOURCES)}")
+    game_ids = set(SYNTHETIC_WEAPON_IDS if data_source == "synthetic" else WEAPON_GAME_IDS)
     if builds is not None:
         game_ids |= {int(g) for g in np.unique(builds.weapons)}
     return Vocab.canonical(), WeaponVocab.from_game_ids(game_ids)

@@ -1,13 +1,15 @@
 """Reader for stat.ink's Splatoon 3 battle CSVs: one build per player.
 
 Each row is a battle with player slots ``A1..A4`` and ``B1..B4``; a player's
-``X-weapon`` is stat.ink's weapon key and ``X-abilities`` a JSON object
+``X-weapon`` is stat.ink's weapon key (any other name of a kit of
+:data:`primary.weapons.WEAPONS` is read too) and ``X-abilities`` a JSON object
 ``{ability: units}`` (main slot 1.0, sub slot 0.3), so AP = round(10 x units).
 Only full, legal 57-AP builds are kept. Bad players are skipped and counted
-by reason, never fatal; the count per reason is printed, with a ``warning:``
-when most players are dropped. A file that is not a stat.ink battle CSV (not
-UTF-8, missing columns, a row longer than :data:`MAX_RECORD_BYTES`, broken CSV
-quoting) or that holds no valid build is an error naming the file and line.
+by reason (the weapon keys it did not know by name), never fatal; the count per
+reason is printed, with a ``warning:`` when most players are dropped. A file that is
+not a stat.ink battle CSV (not UTF-8, missing columns, a row longer than
+:data:`MAX_RECORD_BYTES`, broken CSV quoting) or that holds no valid build is an error
+naming the file and line.
 Rows are streamed, and every field and JSON value is size-capped, so memory
 stays bounded whatever the file holds.
 """
@@ -25,7 +27,7 @@ import numpy as np
 
 from primary.builds import BuildSet, check_ap_legal
 from primary.vocab import ABILITIES, ABILITY_INDEX, MAX_AP
-from primary.weapons import weapon_by_statink_key
+from primary.weapons import find_weapon, weapon_by_statink_key
 
 PLAYER_SLOTS: tuple[str, ...] = tuple(f"{t}{i}" for t in "AB" for i in range(1, 5))
 NEEDED_COLUMNS: tuple[str, ...] = tuple(
@@ -48,6 +50,10 @@ MAX_ABILITIES_CHARS = 4096
 MAX_WEAPON_KEY_CHARS = 64
 # A file where more than this fraction of the players is dropped gets a warning.
 WARN_DROP_FRACTION = 0.5
+# The summary names this many of the weapon keys it did not know, the commonest first.
+SHOWN_UNKNOWN_WEAPONS = 5
+# Distinct unknown keys counted by name; more are counted in the total only.
+MAX_UNKNOWN_WEAPON_KEYS = 1000
 
 
 @dataclass
@@ -55,7 +61,8 @@ class ReadSummary:
     """What a read kept and dropped.
 
     rows: battle rows read. players_seen: player slots with a weapon or
-    abilities. kept: builds returned. dropped: reason -> count.
+    abilities. kept: builds returned. dropped: reason -> count. unknown_weapons: the
+    weapon keys dropped as ``unknown_weapon`` -> count.
     """
 
     path: str
@@ -63,11 +70,21 @@ class ReadSummary:
     players_seen: int = 0
     kept: int = 0
     dropped: Counter = field(default_factory=Counter)
+    unknown_weapons: Counter = field(default_factory=Counter)
 
     def __str__(self) -> str:
         lines = [f"{self.path}: {self.rows} battles, {self.players_seen} players, "
                  f"{self.kept} builds kept, {sum(self.dropped.values())} dropped"]
-        lines += [f"  dropped {reason}: {n}" for reason, n in sorted(self.dropped.items()) if n]
+        for reason, n in sorted(self.dropped.items()):
+            if not n:
+                continue
+            line = f"  dropped {reason}: {n}"
+            if reason == "unknown_weapon" and self.unknown_weapons:
+                top = self.unknown_weapons.most_common(SHOWN_UNKNOWN_WEAPONS)
+                more = len(self.unknown_weapons) - len(top)
+                line += " (" + ", ".join(f"{k!r} {c}" for k, c in top) + (
+                    f", {more} more keys" if more > 0 else "") + ")"
+            lines.append(line)
         return "\n".join(lines)
 
     @property
@@ -177,13 +194,16 @@ def _rows(reader, lines: _Lines, path: str):
 
 
 def _weapon_game_id(key: str, cache: dict[str, int | None]) -> int | None:
+    """stat.ink's key; failing that any other name of a kit (a kit newer than stat.ink's
+    keys has none, and a file may carry its game id or name instead)."""
     if len(key) > MAX_WEAPON_KEY_CHARS:
         return None  # no weapon key is that long; not cached, so the cache stays small
     if key not in cache:
         try:
             cache[key] = weapon_by_statink_key(key).game_id
         except KeyError:
-            cache[key] = None
+            w = find_weapon(key)
+            cache[key] = None if w is None else w.game_id
     return cache[key]
 
 
@@ -249,6 +269,10 @@ def _read_players(rows, summary: ReadSummary, weapons: list, aps: list,
             gid = _weapon_game_id(key, weapon_cache)
             if gid is None:
                 summary.dropped["unknown_weapon"] += 1
+                shown = key[:MAX_WEAPON_KEY_CHARS]
+                if (shown in summary.unknown_weapons
+                        or len(summary.unknown_weapons) < MAX_UNKNOWN_WEAPON_KEYS):
+                    summary.unknown_weapons[shown] += 1
                 continue
             ap, reason = parse_abilities(abilities)
             if reason is None and int(ap.sum()) != MAX_AP:

@@ -1,6 +1,7 @@
 """The synthetic build world: legal Splatoon 3 builds with planted, labelled concepts.
 
-Each build: a real weapon (uniform over the weapon list), one to three
+Each build: a real weapon (uniform over :data:`SYNTHETIC_WEAPON_IDS` unless told
+otherwise; any kit of :data:`primary.weapons.WEAPONS` may be asked for), one to three
 concepts of a concept set (the built-in :data:`primary.planted_concepts.CONCEPTS`, or a
 custom one, :mod:`primary.concept_sets`) drawn with weapon-class-dependent
 probabilities (never two that need different main-only abilities on the
@@ -45,6 +46,16 @@ from primary.vocab import (
 )
 from primary.weapons import WEAPON_CLASSES, WEAPONS, Weapon, weapon_by_game_id
 
+# The 78 kits the world draws from by default, in its draw order: the weapon table as it
+# was before it held the whole roster. The order and the set fix the default world's
+# builds (and the demo's numbers); tests/primary/test_synthetic.py pins their digest.
+SYNTHETIC_WEAPON_IDS: tuple[int, ...] = (
+    0, 1, 10, 11, 20, 21, 30, 31, 40, 41, 45, 50, 60, 61, 70, 80, 81, 90, 100, 300, 310, 400,
+    200, 201, 210, 220, 230, 231, 240, 241, 250, 260, 1000, 1001, 1010, 1011, 1020, 1030, 1040,
+    1100, 1110, 1120, 2000, 2010, 2011, 2020, 2030, 2040, 2050, 2060, 2070, 3000, 3001, 3010,
+    3020, 3030, 3040, 3050, 4000, 4010, 4020, 4030, 4040, 4050, 5000, 5010, 5011, 5020, 5030,
+    5040, 5050, 6000, 6010, 6020, 7010, 7020, 8000, 8010,
+)
 CHUNK = 65_536
 N_MAIN_ONLY = len(MAIN_ONLY_ABILITIES)
 N_STD = len(ABILITIES) - N_MAIN_ONLY
@@ -321,7 +332,7 @@ def _class_index(game_ids: np.ndarray) -> np.ndarray:
 
 def _weapon_ids(weapons) -> np.ndarray:
     if weapons is None:
-        return np.array([w.game_id for w in WEAPONS], np.int32)
+        return np.array(SYNTHETIC_WEAPON_IDS, np.int32)
     ids = []
     for w in weapons:
         gid = w.game_id if isinstance(w, Weapon) else int(w)
@@ -336,8 +347,8 @@ def generate_builds(n: int, seed: int = 0, *, weapons: Sequence[int | Weapon] | 
                     concepts=None, progress: bool = False) -> BuildSet:
     """``n`` legal synthetic builds with concept labels, deterministic per ``seed``.
 
-    weapons: game ids (or :class:`Weapon`) to draw from uniformly; default all of
-    :data:`primary.weapons.WEAPONS`. concepts: the concept set to plant (None: the
+    weapons: game ids (or :class:`Weapon`) of :data:`primary.weapons.WEAPONS` to draw from
+    uniformly; default :data:`SYNTHETIC_WEAPON_IDS`. concepts: the concept set to plant (None: the
     built-in :data:`primary.planted_concepts.CONCEPTS`; a concept set file path; or a sequence of
     :class:`Concept`); the label columns follow its order.
     """

@@ -310,7 +310,7 @@ def prepare_data(cfg: PrimaryTrainConfig, concepts=None) -> PrimaryData:
                          seed=cfg.seed, vocab=cfg.vocab_path or None,
                          weapon_vocab=cfg.weapon_vocab_path or None, concepts=concepts)
     builds = splits.builds
-    vocab, weapon_vocab = default_vocabs(builds)
+    vocab, weapon_vocab = default_vocabs(builds, data_source=cfg.data_source)
     parts = (splits.train, splits.val, splits.test)
     examples = [
         make_examples(builds.subset(idx), vocab, weapon_vocab, num_instances=cfg.num_instances,

@@ -51,6 +51,39 @@ AP_THRESHOLDS: tuple[int, ...] = (3, 6, 12, 15, 21, 29, 38, 51, 57)
 MAIN_AP, SUB_AP, SUBS_PER_PIECE = 10, 3, 3
 MAX_AP = 3 * MAIN_AP + 3 * SUBS_PER_PIECE * SUB_AP  # 57
 
+# How the game names each ability: its US English name and its internal code.
+ABILITY_NAMES: dict[str, str] = {
+    "comeback": "Comeback", "last_ditch_effort": "Last-Ditch Effort",
+    "opening_gambit": "Opening Gambit", "tenacity": "Tenacity",
+    "ability_doubler": "Ability Doubler", "haunt": "Haunt", "ninja_squid": "Ninja Squid",
+    "respawn_punisher": "Respawn Punisher", "thermal_ink": "Thermal Ink",
+    "drop_roller": "Drop Roller", "object_shredder": "Object Shredder",
+    "stealth_jump": "Stealth Jump", "ink_recovery_up": "Ink Recovery Up",
+    "ink_resistance_up": "Ink Resistance Up", "ink_saver_main": "Ink Saver (Main)",
+    "ink_saver_sub": "Ink Saver (Sub)", "intensify_action": "Intensify Action",
+    "quick_respawn": "Quick Respawn", "quick_super_jump": "Quick Super Jump",
+    "run_speed_up": "Run Speed Up", "special_charge_up": "Special Charge Up",
+    "special_power_up": "Special Power Up", "special_saver": "Special Saver",
+    "sub_power_up": "Sub Power Up", "sub_resistance_up": "Sub Resistance Up",
+    "swim_speed_up": "Swim Speed Up",
+}
+ABILITY_CODES: dict[str, str] = {
+    "comeback": "ComeBack", "last_ditch_effort": "EndAllUp", "opening_gambit": "StartAllUp",
+    "tenacity": "MinorityUp", "ability_doubler": "ExSkillDouble", "haunt": "DeathMarking",
+    "ninja_squid": "SquidMoveSpatter_Reduction", "respawn_punisher": "Exorcist",
+    "thermal_ink": "ThermalInk", "drop_roller": "SomersaultLanding",
+    "object_shredder": "ObjectEffect_Up", "stealth_jump": "SuperJumpSign_Hide",
+    "ink_recovery_up": "InkRecovery_Up", "ink_resistance_up": "OpInkEffect_Reduction",
+    "ink_saver_main": "MainInk_Save", "ink_saver_sub": "SubInk_Save",
+    "intensify_action": "Action_Up", "quick_respawn": "RespawnTime_Save",
+    "quick_super_jump": "JumpTime_Save", "run_speed_up": "HumanMove_Up",
+    "special_charge_up": "SpecialIncrease_Up", "special_power_up": "SpecialSpec_Up",
+    "special_saver": "RespawnSpecialGauge_Save", "sub_power_up": "SubSpec_Up",
+    "sub_resistance_up": "SubEffect_Reduction", "swim_speed_up": "SquidMove_Up",
+}
+if set(ABILITY_NAMES) != set(ABILITIES) or set(ABILITY_CODES) != set(ABILITIES):
+    raise ValueError("ABILITY_NAMES and ABILITY_CODES must name every ability")
+
 PAD, NULL, MASK = "<PAD>", "<NULL>", "<MASK>"
 # The 138 ability tokens in tokenisation order.
 ABILITY_TOKENS: tuple[str, ...] = MAIN_ONLY_ABILITIES + tuple(
@@ -60,6 +93,73 @@ ABILITY_TOKENS: tuple[str, ...] = MAIN_ONLY_ABILITIES + tuple(
 
 class BuildError(ValueError):
     """A build that breaks the game's rules or names something unknown."""
+
+
+class UnknownAbilityError(BuildError, KeyError):
+    """An ability name that no ability has."""
+
+    def __str__(self) -> str:  # KeyError would quote the whole message
+        return str(self.args[0])
+
+
+def _ability_texts() -> dict[str, tuple[str, str]]:
+    """Every text that names an ability, case-folded -> (the text, the project's name)."""
+    out = {}
+    for a in ABILITIES:
+        for t in (a, ABILITY_NAMES[a], ABILITY_CODES[a]):
+            out[t.casefold()] = (t, a)
+    return out
+
+
+_ABILITY_TEXTS = _ability_texts()
+
+
+def resolve_ability(text, *, where: str = "ability") -> str:
+    """The project's name (``swim_speed_up``, also stat.ink's key) of the ability ``text``
+    names: that name, the English name (``Swim Speed Up``) or the game's internal code
+    (``SquidMove_Up``), any case. :class:`UnknownAbilityError` names the value and
+    ``where`` otherwise, with the closest names for a near miss."""
+    if isinstance(text, str):
+        hit = _ABILITY_TEXTS.get(text.strip().casefold())
+        if hit is not None:
+            return hit[1]
+    import difflib
+
+    close = difflib.get_close_matches(str(text).strip().casefold(), list(_ABILITY_TEXTS), n=3,
+                                      cutoff=0.75)
+    # Each near ability once, spelt the way the user wrote (name, English name or code).
+    shown: dict[str, str] = {}
+    for c in close:
+        t, a = _ABILITY_TEXTS[c]
+        shown.setdefault(a, repr(t) if t == ABILITY_NAMES[a] else f"{t!r} ({ABILITY_NAMES[a]})")
+    hint = f" (did you mean {' or '.join(shown.values())}?)" if shown else ""
+    raise UnknownAbilityError(f"{where}: unknown ability {text!r}{hint}; an ability's name "
+                              "(swim_speed_up), English name (Swim Speed Up) or game code "
+                              "(SquidMove_Up)")
+
+
+def resolve_abilities(build: Mapping, *, where: str = "abilities") -> dict:
+    """``{ability text: value}`` with every key resolved (:func:`resolve_ability`); two keys
+    naming one ability are an error."""
+    out: dict = {}
+    seen: dict[str, object] = {}
+    for key, value in build.items():
+        a = resolve_ability(key, where=where)
+        if a in out:
+            raise BuildError(f"{where}: {seen[a]!r} and {key!r} both name {a!r}")
+        out[a], seen[a] = value, key
+    return out
+
+
+def ability_table_text() -> str:
+    """Every ability, one a line: name, English name, game code, and main-only piece."""
+    rows = [(a, ABILITY_NAMES[a], ABILITY_CODES[a],
+             f"main slot of {PIECE_OF_MAIN_ONLY[a]} only" if a in PIECE_OF_MAIN_ONLY else "")
+            for a in ABILITIES]
+    head = ("ability", "English name", "game code", "")
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(3)] + [0]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()
+                     for r in [head, *rows])
 
 
 def _check_build(build: Mapping[str, int], where: str) -> None:

@@ -1,18 +1,23 @@
-"""Splatoon 3 main weapons: game ids, stat.ink keys, names, classes and kits.
+"""Splatoon 3 main weapons: every versus kit with its game id, names, class, sub and special.
 
-The table covers the weapons listed in :data:`WEAPONS` below (every base kit
-of the launch-era classes plus a number of alternate kits); it is not the
-game's complete roster. Game ids follow the game's numbering, stat.ink keys
-are stat.ink's spellings. A weapon missing here still works everywhere a
-game id is only carried along (display falls back to ``"weapon {gid}"``);
-only the stat.ink reader and the synthetic world need the table.
+The table is read from ``primary/data/weapons.json``, a facts table of the game's 174
+versus kits (game data 11.3.0; the file names its sources). Game ids follow the game's
+numbering, stat.ink keys are stat.ink's spellings (one kit, new in 11.3.0, has none yet).
+Whatever a user types to name a weapon goes through :func:`resolve_weapon`: game id,
+stat.ink key, the game's internal name or the English name, any case.
 """
 
 from __future__ import annotations
 
+import difflib
+import json
 from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
 
 import numpy as np
+
+DATA_FILE = Path(__file__).parent / "data" / "weapons.json"
 
 WEAPON_CLASSES: tuple[str, ...] = (
     "shooter",
@@ -31,123 +36,57 @@ WEAPON_CLASSES: tuple[str, ...] = (
 
 @dataclass(frozen=True)
 class Weapon:
-    """One main weapon with its fixed sub weapon and special."""
+    """One main weapon kit with its fixed sub weapon and special."""
 
     game_id: int
-    statink_key: str
+    statink_key: str | None
     name: str
     weapon_class: str
     sub: str
     special: str
+    internal: str
 
 
-def _w(gid: int, key: str, name: str, cls: str, sub: str, special: str) -> Weapon:
-    return Weapon(gid, key, name, cls, sub, special)
+def _load(path: Path) -> tuple[tuple[Weapon, ...], str]:
+    """The kits of the facts file in class order (:data:`WEAPON_CLASSES`), by game id within
+    a class, and the file's game data version."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    out = []
+    for i, w in enumerate(data["weapons"]):
+        if w["class"] not in WEAPON_CLASSES:
+            raise ValueError(f"{path}: weapon {i} ({w.get('name')!r}) has unknown class "
+                             f"{w['class']!r}")
+        out.append(Weapon(int(w["game_id"]), w["statink_key"], w["name"], w["class"], w["sub"],
+                          w["special"], w["internal"]))
+    out.sort(key=lambda w: (WEAPON_CLASSES.index(w.weapon_class), w.game_id))
+    return tuple(out), str(data["source"]["game_data_version"])
 
 
-WEAPONS: tuple[Weapon, ...] = (
-    # Shooters
-    _w(0, "bold", "Sploosh-o-matic", "shooter", "Curling Bomb", "Ultra Stamp"),
-    _w(1, "bold_neo", "Neo Sploosh-o-matic", "shooter", "Squid Beakon", "Killer Wail 5.1"),
-    _w(10, "wakaba", "Splattershot Jr.", "shooter", "Splat Bomb", "Big Bubbler"),
-    _w(11, "momiji", "Custom Splattershot Jr.", "shooter", "Torpedo", "Ink Storm"),
-    _w(20, "sharp", "Splash-o-matic", "shooter", "Burst Bomb", "Crab Tank"),
-    _w(21, "sharp_neo", "Neo Splash-o-matic", "shooter", "Suction Bomb", "Triple Inkstrike"),
-    _w(30, "promodeler_mg", "Aerospray MG", "shooter", "Fizzy Bomb", "Booyah Bomb"),
-    _w(31, "promodeler_rg", "Aerospray RG", "shooter", "Sprinkler", "Reefslider"),
-    _w(40, "sshooter", "Splattershot", "shooter", "Suction Bomb", "Trizooka"),
-    _w(41, "sshooter_collabo", "Tentatek Splattershot", "shooter", "Splat Bomb",
-       "Triple Inkstrike"),
-    _w(45, "heroshooter_replica", "Hero Shot Replica", "shooter", "Suction Bomb", "Trizooka"),
-    _w(50, "52gal", ".52 Gal", "shooter", "Splash Wall", "Killer Wail 5.1"),
-    _w(60, "nzap85", "N-ZAP '85", "shooter", "Suction Bomb", "Tacticooler"),
-    _w(61, "nzap89", "N-ZAP '89", "shooter", "Autobomb", "Super Chump"),
-    _w(70, "prime", "Splattershot Pro", "shooter", "Angle Shooter", "Crab Tank"),
-    _w(80, "96gal", ".96 Gal", "shooter", "Sprinkler", "Ink Vac"),
-    _w(81, "96gal_deco", ".96 Gal Deco", "shooter", "Splash Wall", "Kraken Royale"),
-    _w(90, "jetsweeper", "Jet Squelcher", "shooter", "Toxic Mist", "Ink Vac"),
-    _w(100, "spaceshooter", "Splattershot Nova", "shooter", "Point Sensor", "Killer Wail 5.1"),
-    _w(300, "l3reelgun", "L-3 Nozzlenose", "shooter", "Curling Bomb", "Crab Tank"),
-    _w(310, "h3reelgun", "H-3 Nozzlenose", "shooter", "Point Sensor", "Tacticooler"),
-    _w(400, "bottlegeyser", "Squeezer", "shooter", "Splash Wall", "Trizooka"),
-    # Blasters
-    _w(200, "nova", "Luna Blaster", "blaster", "Splat Bomb", "Zipcaster"),
-    _w(201, "nova_neo", "Luna Blaster Neo", "blaster", "Fizzy Bomb", "Ultra Stamp"),
-    _w(210, "hotblaster", "Blaster", "blaster", "Autobomb", "Big Bubbler"),
-    _w(220, "longblaster", "Range Blaster", "blaster", "Suction Bomb", "Wave Breaker"),
-    _w(230, "clashblaster", "Clash Blaster", "blaster", "Splat Bomb", "Trizooka"),
-    _w(231, "clashblaster_neo", "Clash Blaster Neo", "blaster", "Curling Bomb", "Super Chump"),
-    _w(240, "rapid", "Rapid Blaster", "blaster", "Ink Mine", "Triple Inkstrike"),
-    _w(241, "rapid_deco", "Rapid Blaster Deco", "blaster", "Torpedo", "Inkjet"),
-    _w(250, "rapid_elite", "Rapid Blaster Pro", "blaster", "Toxic Mist", "Ink Vac"),
-    _w(260, "sblast92", "S-BLAST '92", "blaster", "Sprinkler", "Reefslider"),
-    # Rollers
-    _w(1000, "carbon", "Carbon Roller", "roller", "Autobomb", "Zipcaster"),
-    _w(1001, "carbon_deco", "Carbon Roller Deco", "roller", "Burst Bomb", "Trizooka"),
-    _w(1010, "splatroller", "Splat Roller", "roller", "Curling Bomb", "Big Bubbler"),
-    _w(1011, "splatroller_collabo", "Krak-On Splat Roller", "roller", "Squid Beakon",
-       "Kraken Royale"),
-    _w(1020, "dynamo", "Dynamo Roller", "roller", "Sprinkler", "Tacticooler"),
-    _w(1030, "variableroller", "Flingza Roller", "roller", "Fizzy Bomb", "Tenta Missiles"),
-    _w(1040, "wideroller", "Big Swig Roller", "roller", "Splash Wall", "Ink Vac"),
-    # Brushes
-    _w(1100, "pablo", "Inkbrush", "brush", "Splat Bomb", "Killer Wail 5.1"),
-    _w(1110, "hokusai", "Octobrush", "brush", "Suction Bomb", "Zipcaster"),
-    _w(1120, "fincent", "Painbrush", "brush", "Curling Bomb", "Wave Breaker"),
-    # Chargers
-    _w(2000, "squiclean_a", "Classic Squiffer", "charger", "Point Sensor", "Big Bubbler"),
-    _w(2010, "splatcharger", "Splat Charger", "charger", "Splat Bomb", "Ink Vac"),
-    _w(2011, "splatcharger_collabo", "Z+F Splat Charger", "charger", "Splash Wall",
-       "Triple Splashdown"),
-    _w(2020, "splatscope", "Splatterscope", "charger", "Splat Bomb", "Ink Vac"),
-    _w(2030, "liter4k", "E-liter 4K", "charger", "Ink Mine", "Zipcaster"),
-    _w(2040, "liter4k_scope", "E-liter 4K Scope", "charger", "Ink Mine", "Zipcaster"),
-    _w(2050, "bamboo14mk1", "Bamboozler 14 Mk I", "charger", "Autobomb", "Killer Wail 5.1"),
-    _w(2060, "soytuber", "Goo Tuber", "charger", "Fizzy Bomb", "Kraken Royale"),
-    _w(2070, "rpen_5h", "Snipewriter 5H", "charger", "Sprinkler", "Tacticooler"),
-    # Sloshers
-    _w(3000, "bucketslosher", "Slosher", "slosher", "Splat Bomb", "Triple Inkstrike"),
-    _w(3001, "bucketslosher_deco", "Slosher Deco", "slosher", "Angle Shooter", "Zipcaster"),
-    _w(3010, "hissen", "Tri-Slosher", "slosher", "Toxic Mist", "Inkjet"),
-    _w(3020, "screwslosher", "Sloshing Machine", "slosher", "Fizzy Bomb", "Booyah Bomb"),
-    _w(3030, "furo", "Bloblobber", "slosher", "Sprinkler", "Ink Storm"),
-    _w(3040, "explosher", "Explosher", "slosher", "Point Sensor", "Ink Storm"),
-    _w(3050, "moprin", "Dread Wringer", "slosher", "Squid Beakon", "Reefslider"),
-    # Splatlings
-    _w(4000, "splatspinner", "Mini Splatling", "splatling", "Burst Bomb", "Ultra Stamp"),
-    _w(4010, "barrelspinner", "Heavy Splatling", "splatling", "Sprinkler", "Wave Breaker"),
-    _w(4020, "hydra", "Hydra Splatling", "splatling", "Autobomb", "Booyah Bomb"),
-    _w(4030, "kugelschreiber", "Ballpoint Splatling", "splatling", "Fizzy Bomb", "Inkjet"),
-    _w(4040, "nautilus47", "Nautilus 47", "splatling", "Point Sensor", "Ink Storm"),
-    _w(4050, "examiner", "Heavy Edit Splatling", "splatling", "Curling Bomb", "Kraken Royale"),
-    # Dualies
-    _w(5000, "sputtery", "Dapple Dualies", "dualie", "Squid Beakon", "Tacticooler"),
-    _w(5010, "maneuver", "Splat Dualies", "dualie", "Suction Bomb", "Crab Tank"),
-    _w(5011, "maneuver_collabo", "Enperry Splat Dualies", "dualie", "Curling Bomb",
-       "Triple Inkstrike"),
-    _w(5020, "kelvin525", "Glooga Dualies", "dualie", "Splash Wall", "Booyah Bomb"),
-    _w(5030, "dualsweeper", "Dualie Squelchers", "dualie", "Splat Bomb", "Wave Breaker"),
-    _w(5040, "quadhopper_black", "Dark Tetra Dualies", "dualie", "Autobomb", "Reefslider"),
-    _w(5050, "gaen_ff", "Douser Dualies FF", "dualie", "Ink Mine", "Triple Splashdown"),
-    # Brellas
-    _w(6000, "parashelter", "Splat Brella", "brella", "Sprinkler", "Triple Inkstrike"),
-    _w(6010, "campingshelter", "Tenta Brella", "brella", "Squid Beakon", "Ink Vac"),
-    _w(6020, "spygadget", "Undercover Brella", "brella", "Ink Mine", "Reefslider"),
-    # Stringers
-    _w(7010, "tristringer", "Tri-Stringer", "stringer", "Toxic Mist", "Killer Wail 5.1"),
-    _w(7020, "lact450", "REEF-LUX 450", "stringer", "Curling Bomb", "Tenta Missiles"),
-    # Splatanas
-    _w(8000, "jimuwiper", "Splatana Stamper", "splatana", "Burst Bomb", "Zipcaster"),
-    _w(8010, "drivewiper", "Splatana Wiper", "splatana", "Torpedo", "Ultra Stamp"),
-)
-
-_BY_GAME_ID: dict[int, Weapon] = {w.game_id: w for w in WEAPONS}
-_BY_STATINK_KEY: dict[str, Weapon] = {w.statink_key: w for w in WEAPONS}
+WEAPONS, GAME_DATA_VERSION = _load(DATA_FILE)
 WEAPON_GAME_IDS: tuple[int, ...] = tuple(w.game_id for w in WEAPONS)
+_BY_GAME_ID: dict[int, Weapon] = {w.game_id: w for w in WEAPONS}
+_BY_STATINK_KEY: dict[str, Weapon] = {w.statink_key: w for w in WEAPONS if w.statink_key}
+
+
+def _names_of(w: Weapon) -> tuple[str, ...]:
+    """The texts that name ``w`` (compared case-insensitively)."""
+    return tuple(t for t in (str(w.game_id), w.statink_key, w.internal, w.name) if t)
+
+
+@cache
+def _texts() -> dict[str, tuple[str, Weapon]]:
+    """Every text that names a weapon, case-folded -> (the text, the weapon)."""
+    out: dict[str, tuple[str, Weapon]] = {}
+    for w in WEAPONS:
+        for t in _names_of(w):
+            other = out.setdefault(t.casefold(), (t, w))[1]
+            if other is not w:  # the facts never do this; a later edit of the file might
+                raise ValueError(f"{DATA_FILE}: {t!r} names both {other.name} and {w.name}")
+    return out
 
 
 class UnknownWeaponError(KeyError):
-    """A weapon id or key that the table does not hold."""
+    """A weapon id, key or name that the table does not hold."""
 
     def __str__(self) -> str:  # KeyError would quote the whole message
         return str(self.args[0])
@@ -171,6 +110,42 @@ def weapon_by_statink_key(key: str) -> Weapon:
         ) from None
 
 
+def find_weapon(text) -> Weapon | None:
+    """The weapon named exactly by ``text`` (game id, stat.ink key, internal or English name,
+    any case, surrounding spaces ignored); None when nothing is."""
+    if isinstance(text, (int, np.integer)) and not isinstance(text, bool):
+        return _BY_GAME_ID.get(int(text))
+    if not isinstance(text, str):
+        return None
+    hit = _texts().get(text.strip().casefold())
+    return None if hit is None else hit[1]
+
+
+def resolve_weapon(text, *, where: str = "weapon") -> Weapon:
+    """The weapon ``text`` names (see :func:`find_weapon`); :class:`UnknownWeaponError`
+    naming the value and ``where`` otherwise, with the closest names for a near miss."""
+    w = find_weapon(text)
+    if w is not None:
+        return w
+    if isinstance(text, bool) or not isinstance(text, (str, int, np.integer)):
+        raise UnknownWeaponError(f"{where}: a weapon is a game id or a name, got {text!r}")
+    raise UnknownWeaponError(f"{where}: unknown weapon {text!r}{_suggestion(str(text))}; "
+                             "a game id, stat.ink key, internal or English name "
+                             "(python -m primary.complete --list_weapons lists them)")
+
+
+def _suggestion(text: str) -> str:
+    texts = _texts()
+    close = difflib.get_close_matches(text.strip().casefold(),
+                                      [t for t in texts if not t.isdigit()], n=3, cutoff=0.75)
+    # Each near weapon once, spelt the way the user wrote (key, internal or English name).
+    shown: dict[int, str] = {}
+    for c in close:
+        t, w = texts[c]
+        shown.setdefault(w.game_id, repr(t) if t == w.name else f"{t!r} ({w.name})")
+    return f" (did you mean {' or '.join(shown.values())}?)" if shown else ""
+
+
 def weapon_name(gid: int) -> str:
     """English name for display; ``"weapon {gid}"`` for ids the table lacks."""
     w = _BY_GAME_ID.get(int(gid))
@@ -185,3 +160,14 @@ def weapon_class_index(game_ids: np.ndarray) -> np.ndarray:
     for g in np.unique(game_ids):
         out[game_ids == g] = lookup.get(int(g), -1)
     return out
+
+
+def weapon_table_text() -> str:
+    """Every weapon, one a line: game id, English name, class, sub and special."""
+    rows = [(str(w.game_id), w.name, w.weapon_class, w.sub, w.special) for w in WEAPONS]
+    head = ("id", "weapon", "class", "sub", "special")
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head) - 1)]
+    lines = ["  ".join(c.ljust(wd) if i < len(widths) else c
+                       for i, (c, wd) in enumerate(zip(r, [*widths, 0]))).rstrip()
+             for r in [head, *rows]]
+    return "\n".join(lines + [f"{len(WEAPONS)} weapons (game data {GAME_DATA_VERSION})"])

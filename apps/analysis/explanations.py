@@ -48,9 +48,9 @@ from bridge.causal import (
 from primary.builds import BuildSet
 from primary.conditions import CATALOGUE, condition_matrix, families, occurring
 from primary.planted_concepts import CONCEPTS
-from primary.synthetic import generate_builds
+from primary.synthetic import SYNTHETIC_WEAPON_IDS, generate_builds
 from primary.vocab import AP_THRESHOLDS, MAIN_ONLY_ABILITIES
-from primary.weapons import WEAPON_CLASSES, WEAPONS, weapon_class_index, weapon_name
+from primary.weapons import WEAPON_CLASSES, weapon_class_index, weapon_name
 from runkit.jsonio import read_json, write_json
 from sae_jax.activity import ACTIVE_THRESHOLD, is_active, window_mask
 from sae_jax.concept_recovery import RECOVERED_F1
@@ -402,7 +402,7 @@ def fresh_builds(builds: BuildSet, concepts, weapon_vocab, count: int) -> BuildS
     if count <= 0 or builds.concepts is None or builds.concept_names != names:
         return BuildSet(np.zeros(0, np.int32), np.zeros((0, builds.ap.shape[1]), np.int16))
     vocab_ids = {int(g) for g in weapon_vocab.game_ids}
-    known = [w.game_id for w in WEAPONS if w.game_id in vocab_ids]
+    known = [g for g in SYNTHETIC_WEAPON_IDS if g in vocab_ids]
     if not known:
         raise ValueError(f"the model's weapon vocabulary ({weapon_vocab.source}) holds none of "
                          "the synthetic world's weapons")

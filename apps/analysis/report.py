@@ -29,18 +29,13 @@ from pathlib import Path
 import jinja2
 from markupsafe import Markup
 
-from primary.vocab import AP_THRESHOLDS, STANDARD_ABILITIES
+from primary.vocab import ABILITY_NAMES, AP_THRESHOLDS, STANDARD_ABILITIES
 from runkit.jsonio import write_json
-
-_ABILITY_NAMES = {
-    "ink_saver_main": "Ink Saver (Main)", "ink_saver_sub": "Ink Saver (Sub)",
-    "intensify_action": "Intensify Action", "quick_super_jump": "Quick Super Jump",
-}
 
 
 def ability_label(name: str) -> str:
     """``swim_speed_up`` -> ``Swim Speed Up`` (as the game writes it)."""
-    return _ABILITY_NAMES.get(name) or name.replace("_", " ").title()
+    return ABILITY_NAMES.get(name) or name.replace("_", " ").title()
 
 
 def token_label(token: str) -> str:

@@ -175,7 +175,7 @@ def estimate_plan(cfg: SAETrainConfig, primary_dir, concepts=None) -> RunPlan:
         splits = run_splits(cfg, seed=cfg.seed, vocab=vocab, weapon_vocab=weapon_vocab)
     else:
         splits = run_splits(cfg, seed=cfg.seed, concepts=concepts)
-        vocab, weapon_vocab = default_vocabs(splits.builds)
+        vocab, weapon_vocab = default_vocabs(splits.builds, data_source=cfg.data_source)
     examples = make_examples(splits.train_builds(), vocab, weapon_vocab, seed=cfg.seed)
     return plan_run(cfg, num_batches(examples, cfg.primary_batch_size, drop_remainder=True))
 

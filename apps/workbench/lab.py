@@ -31,7 +31,7 @@ from primary.completion import (
     resolve_weapon,
 )
 from primary.examples import LENGTH_BUCKETS
-from primary.vocab import ABILITIES, BuildError, ap_to_token_multihot
+from primary.vocab import ABILITIES, BuildError, ap_to_token_multihot, resolve_ability
 from sae_jax.model import encode
 
 BEAM_SIZE = 4
@@ -76,16 +76,24 @@ def lab_request(body, run: RunData) -> LabRequest:
     try:
         gid = resolve_weapon(weapon, weapon_vocab)
     except BuildError as e:
-        raise LabRequestError("weapon", str(e)) from None
+        raise LabRequestError("weapon", str(e).removeprefix("weapon: ")) from None
     abilities = body.get("abilities", {})
     if not isinstance(abilities, dict):
         raise LabRequestError("abilities", f"an object {{ability: AP}}, got {abilities!r:.60}")
+    named = {}
     for name, ap in abilities.items():
-        if name not in ABILITIES:
-            raise LabRequestError(f"abilities.{name}", "unknown ability")
+        try:
+            ability = resolve_ability(name, where="ability")
+        except BuildError as e:
+            raise LabRequestError(f"abilities.{name}", str(e).removeprefix("ability: ")) from None
+        if ability in named:
+            raise LabRequestError(f"abilities.{name}", f"names {ability!r} again (as "
+                                                       f"{named[ability]!r})")
+        named[ability] = name
         if isinstance(ap, bool) or not isinstance(ap, int) or not 0 <= ap <= MAX_AP:
             raise LabRequestError(f"abilities.{name}", f"AP must be an integer 0..{MAX_AP}, "
                                                        f"got {ap!r}")
+    abilities = {ability: abilities[name] for ability, name in named.items()}
     row = min_ap_row(abilities, where="abilities")
     try:
         check_observed(row[None], where="abilities")
@@ -223,14 +231,23 @@ def _observed_tokens(build) -> list[str]:
 
 
 def lab_choices(run: RunData) -> dict:
-    """What the lab's form offers: the model's weapons and the abilities."""
+    """What the lab's form offers: the model's weapons (``weapons``), the roster's other kits,
+    which the model was not trained on (``other_weapons``, shown but not chosen), and the
+    abilities."""
     from apps.analysis.report import ability_label
     from primary.vocab import MAIN_ONLY_ABILITIES
-    from primary.weapons import weapon_name
+    from primary.weapons import WEAPONS, find_weapon, weapon_name
 
     _, _, weapon_vocab, _ = run.models()
-    weapons = sorted(({"id": int(g), "name": weapon_name(int(g))}
-                      for g in weapon_vocab.game_ids), key=lambda w: w["name"])
+
+    def entry(gid: int) -> dict:
+        w = find_weapon(gid)
+        return {"id": gid, "name": weapon_name(gid), "class": w.weapon_class if w else ""}
+
+    known = {int(g) for g in weapon_vocab.game_ids}
+    weapons = sorted((entry(g) for g in known), key=lambda w: w["name"])
+    others = sorted((entry(w.game_id) for w in WEAPONS if w.game_id not in known),
+                    key=lambda w: w["name"])
     abilities = [{"name": a, "label": ability_label(a), "main_only": a in MAIN_ONLY_ABILITIES}
                  for a in ABILITIES]
-    return {"weapons": weapons, "abilities": abilities}
+    return {"weapons": weapons, "other_weapons": others, "abilities": abilities}

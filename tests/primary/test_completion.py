@@ -201,6 +201,19 @@ def test_weapons_by_id_name_or_key():
         resolve_weapon(0, wv)
 
 
+def test_weapons_by_any_name_and_models_that_lack_them():
+    wv = WeaponVocab.from_game_ids([40, 8020, 77777])
+    for text in ("Shooter_Normal_00", "SPLATTERSHOT", " sshooter ", np.int64(40)):
+        assert resolve_weapon(text, wv) == 40
+    assert resolve_weapon("mint decavitator", wv) == 8020
+    assert resolve_weapon("77777", wv) == 77777  # an id the model knows, outside the table
+    with pytest.raises(BuildError, match=r"did you mean 'Splattershot'"):
+        resolve_weapon("Splatershot", wv)
+    with pytest.raises(BuildError, match=r"Charcoal Decavitator\) is not in weapon vocab: this "
+                                         "model was not trained on it"):
+        resolve_weapon("Charcoal Decavitator", wv)
+
+
 def test_impossible_observed_names_why():
     fn, _, _ = toy_logits_fn({}, {})
     with pytest.raises(BuildError, match="head main slot"):
@@ -240,6 +253,42 @@ def test_cli_errors_name_the_bad_value(primary_dir):
         run(str(primary_dir.parent / "missing"), "40", "{}", 2, False)
     text = run(str(primary_dir), "Splattershot", '{"ninja_squid": 10}', 2, False)
     assert "clothes  main ninja_squid" in text
+
+
+def test_cli_takes_english_and_game_names(primary_dir):
+    from primary.complete import run
+
+    a = run(str(primary_dir), "Shooter_Normal_00",
+            '{"Ninja Squid": 10, "SquidMove_Up": 6}', 2, True)
+    b = run(str(primary_dir), "40", '{"ninja_squid": 10, "swim_speed_up": 6}', 2, True)
+    assert a == b
+    with pytest.raises(BuildError, match=r"--abilities: unknown ability 'Ninja Squidd' \(did you "
+                                         r"mean 'Ninja Squid'\?\)"):
+        run(str(primary_dir), "40", '{"Ninja Squidd": 10}', 2, False)
+
+
+@pytest.mark.parametrize("flag, first, count", [("--list_weapons", "id", 174 + 2),
+                                                ("--list_abilities", "ability", 26 + 1)])
+def test_cli_lists_weapons_and_abilities(flag, first, count):
+    proc = subprocess.run([sys.executable, "-m", "primary.complete", flag], cwd=REPO,
+                          capture_output=True, text=True,
+                          env={"JAX_PLATFORMS": "cpu", "PATH": ""}, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert len(lines) == count and lines[0].split()[0] == first
+    if flag == "--list_weapons":
+        assert "8021  Charcoal Decavitator" in proc.stdout
+        assert "48    Plastic-Bottle Shot Replica   shooter    Splat Bomb     Triple Inkstrike" \
+            in lines
+
+
+def test_cli_without_weapon_is_one_error_line():
+    proc = subprocess.run([sys.executable, "-m", "primary.complete", "--weapon=40"], cwd=REPO,
+                          capture_output=True, text=True,
+                          env={"JAX_PLATFORMS": "cpu", "PATH": ""}, timeout=120)
+    assert proc.returncode == 1
+    assert [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")] == [
+        "error: --primary_dir is required (or --list_weapons / --list_abilities)"]
 
 
 def test_cli_prints_one_error_line(primary_dir):

@@ -151,6 +151,11 @@ BAD_SETS = [
     (_with(1, required={"ink_saver_main": 29, "run_speed_up": 29, "swim_speed_up": 3}),
      ["'saver'", "'required'", "does not fit"]),
     (_with(0, favoured={"swim_sped_up": 1}), ["'jumper'", "'favoured'", "'swim_sped_up'"]),
+    (_with(1, required={"Ink Saver (Main)": 16, "ink_saver_main": 6}),
+     ["'saver'", "'required'", "'Ink Saver (Main)' and 'ink_saver_main' both name "
+                                 "'ink_saver_main'"]),
+    (_with(0, favoured={"Swim Speed Up": 1, "SquidMove_Up": 2}),
+     ["'jumper'", "'favoured'", "'Swim Speed Up' and 'SquidMove_Up' both name"]),
     (_with(0, favoured={"swim_speed_up": -1}), ["'jumper'", "'favoured'", ">= 0"]),
     (_with(0, weapon_classes={"bow": 2}), ["'jumper'", "'weapon_classes'", "'bow'"]),
     (_with(0, weapon_classes={"shooter": "high"}), ["'jumper'", "'weapon_classes'", "number"]),
@@ -169,6 +174,14 @@ def test_bad_concept_files_name_file_concept_and_field(tmp_path, content, needle
     assert str(path) in message
     for needle in needles:
         assert needle in message, (needle, message)
+
+
+def test_abilities_may_be_named_as_the_game_names_them():
+    data = json.loads(json.dumps(CUSTOM))
+    data[0]["required"] = {"Stealth Jump": 10, "jumptime_save": 13}
+    data[0]["favoured"] = {"SWIM SPEED UP": 2}
+    data[1]["required"] = {"Ink Saver (Main)": 16, "Ink Saver (Sub)": 6}
+    assert concepts_from_json(data, source="x") == concepts_from_json(CUSTOM, source="x")
 
 
 def test_missing_file_is_named(tmp_path):

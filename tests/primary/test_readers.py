@@ -193,14 +193,71 @@ def test_load_builds_sources(tmp_path):
         load_builds("splatnlp_tsv", path=str(tmp_path / "s.tsv"))
 
 
-def test_default_vocabs_cover_every_weapon():
-    vocab, wv = default_vocabs()
-    assert vocab == Vocab.canonical()
+def test_default_vocabs_cover_the_sources_weapons():
+    import hashlib
+
+    from primary.builds import BuildSet
+    from primary.synthetic import SYNTHETIC_WEAPON_IDS
     from primary.weapons import WEAPONS
 
-    wv.encode_game_ids(np.array([w.game_id for w in WEAPONS]))
-    from primary.builds import BuildSet
-
+    vocab, wv = default_vocabs()
+    assert vocab == Vocab.canonical()
+    # The synthetic world's vocabulary is the one every synthetic model has had (sha256 of
+    # json.dumps(key_to_id, sort_keys=True), computed before the table held the whole roster).
+    assert hashlib.sha256(json.dumps(wv.key_to_id, sort_keys=True).encode()).hexdigest() == (
+        "96120fd2e9829d351fa450669f7b66cd3d83a6685b92ff01cd3c327d0510434a")
+    assert sorted(wv.game_ids.tolist()) == sorted(SYNTHETIC_WEAPON_IDS)
+    assert default_vocabs(generate_builds(500, 1))[1] == wv
+    # Real data: every current kit, ids in game-id order.
+    for source in ("statink", "splatnlp_tsv"):
+        _, full = default_vocabs(data_source=source)
+        assert full.game_ids.tolist() == sorted(w.game_id for w in WEAPONS)
+        assert full.key_to_id["weapon_id_8021"] == 173
     odd = BuildSet(np.array([77777]), np.zeros((1, len(ABILITIES)), np.int16))
     _, wv2 = default_vocabs(odd)
     assert wv2.encode_game_ids(np.array([77777])).shape == (1,)
+    _, wv3 = default_vocabs(odd, data_source="statink")
+    assert len(wv3) == 175 and wv3.key_to_id["weapon_id_77777"] == 174
+    with pytest.raises(ValueError, match="unknown data source 'csv'"):
+        default_vocabs(data_source="csv")
+
+
+
+
+def test_statink_keeps_a_player_of_every_current_kit(tmp_path):
+    """One battle row per kit of the weapon table, every kit by its stat.ink key (the one kit
+    stat.ink has no key for yet, game id 48, by its internal name): all are kept."""
+    from primary.weapons import WEAPONS
+
+    build = GOOD[0][1]
+    rows = [{"A1": (w.statink_key or w.internal, _units(build))} for w in WEAPONS]
+    builds, summary = read_statink_csv(_write_csv(tmp_path / "roster.csv", rows), quiet=True)
+    assert summary.rows == summary.players_seen == summary.kept == len(WEAPONS) == 174
+    assert not summary.dropped_total
+    assert builds.weapons.tolist() == [w.game_id for w in WEAPONS]
+    _, wv = default_vocabs(builds, data_source="statink")
+    wv.encode_game_ids(builds.weapons, where="roster.csv")
+
+
+def test_statink_summary_names_the_weapon_keys_it_dropped(tmp_path):
+    rows = [{"A1": ("no_such_weapon", _units(GOOD[0][1])),
+             "A2": ("no_such_weapon", _units(GOOD[0][1])),
+             "A3": ("other_gun", _units(GOOD[0][1])),
+             "A4": ("Splattershot", _units(GOOD[0][1]))}]
+    builds, summary = read_statink_csv(_write_csv(tmp_path / "b.csv", rows), quiet=True)
+    assert builds.weapons.tolist() == [40]  # a name other than the key is read too
+    assert summary.unknown_weapons == {"no_such_weapon": 2, "other_gun": 1}
+    assert "dropped unknown_weapon: 3 ('no_such_weapon' 2, 'other_gun' 1)" in str(summary)
+
+
+def test_a_primary_trained_on_statink_data_knows_every_kit(tmp_path):
+    from primary.training import PrimaryTrainConfig, prepare_data
+    from primary.weapons import WEAPONS
+
+    rows = [{"A1": ("sshooter", _units(GOOD[0][1])), "B1": ("nova", _units(GOOD[2][1]))}] * 30
+    path = _write_csv(tmp_path / "two_kits.csv", rows)
+    cfg = PrimaryTrainConfig(data_source="statink", data_path=str(path), num_builds=1000)
+    data = prepare_data(cfg)
+    assert sorted(data.weapon_vocab.game_ids.tolist()) == sorted(w.game_id for w in WEAPONS)
+    synthetic = prepare_data(PrimaryTrainConfig(num_builds=300))
+    assert len(synthetic.weapon_vocab) == 78

@@ -214,3 +214,55 @@ def test_weapon_vocab_encoding_and_errors():
         w.check_ids(np.array([3]), where="batch")
     with pytest.raises(ValueError, match="weapon_id_<N>"):
         WeaponVocab({"sshooter": 0})
+
+
+# ----------------------------------------------------------------------------- ability names
+
+
+def test_every_ability_resolves_by_name_english_name_or_game_code_in_any_case():
+    from primary.vocab import ABILITY_CODES, ABILITY_NAMES, resolve_ability
+
+    assert len(set(ABILITY_NAMES.values())) == len(set(ABILITY_CODES.values())) == 26
+    for a in ABILITIES:
+        for t in (a, a.upper(), ABILITY_NAMES[a], ABILITY_NAMES[a].lower(),
+                  f"  {ABILITY_NAMES[a]} ", ABILITY_CODES[a], ABILITY_CODES[a].lower()):
+            assert resolve_ability(t) == a, t
+    assert resolve_ability("Swim Speed Up") == "swim_speed_up"
+    assert resolve_ability("Ink Saver (Main)") == "ink_saver_main"
+    assert resolve_ability("SquidMoveSpatter_Reduction") == "ninja_squid"
+    assert resolve_ability("last-ditch effort") == "last_ditch_effort"
+
+
+def test_unknown_abilities_are_named_with_near_misses():
+    from primary.vocab import UnknownAbilityError, resolve_ability
+
+    with pytest.raises(UnknownAbilityError, match=r"^x: unknown ability 'Swim Sped Up' \(did you "
+                                                  r"mean 'Swim Speed Up'\?\)"):
+        resolve_ability("Swim Sped Up", where="x")
+    with pytest.raises(BuildError, match=r"'ink_saver_mian' \(did you mean 'ink_saver_main' "
+                                         r"\(Ink Saver \(Main\)\)"):
+        resolve_ability("ink_saver_mian")
+    with pytest.raises(UnknownAbilityError, match=r"unknown ability 'jump'; "):
+        resolve_ability("jump")
+    with pytest.raises(UnknownAbilityError, match="unknown ability 3"):
+        resolve_ability(3)
+
+
+def test_resolve_abilities_maps_keys_and_refuses_one_ability_twice():
+    from primary.vocab import resolve_abilities
+
+    assert resolve_abilities({"Swim Speed Up": 12, "ninja_squid": 10}) == {
+        "swim_speed_up": 12, "ninja_squid": 10}
+    with pytest.raises(BuildError, match="'Swim Speed Up' and 'SquidMove_Up' both name "
+                                         "'swim_speed_up'"):
+        resolve_abilities({"Swim Speed Up": 3, "SquidMove_Up": 6})
+
+
+def test_ability_table_text_lists_every_ability():
+    from primary.vocab import ABILITY_CODES, ABILITY_NAMES, ability_table_text
+
+    lines = ability_table_text().splitlines()
+    assert len(lines) == len(ABILITIES) + 1
+    for a, line in zip(ABILITIES, lines[1:]):
+        assert line.startswith(a + " ") and ABILITY_NAMES[a] in line and ABILITY_CODES[a] in line
+        assert ("main slot of" in line) == (a in MAIN_ONLY_ABILITIES)

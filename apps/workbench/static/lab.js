@@ -168,7 +168,10 @@
     fetch('/api/lab').then(function (r) { return r.json(); }).then(function (choices) {
       $('weapon').innerHTML = choices.weapons.map(function (w) {
         return '<option value="' + w.id + '">' + esc(w.name) + '</option>';
-      }).join('');
+      }).join('') + (choices.other_weapons && choices.other_weapons.length ?
+        '<optgroup label="not known to this model">' + choices.other_weapons.map(function (w) {
+          return '<option value="' + w.id + '" disabled>' + esc(w.name) + '</option>';
+        }).join('') + '</optgroup>' : '');
       choices.abilities.forEach(function (a) {
         abilityNames[a.name] = a.label;
         $('abilities').appendChild(abilityBox(a));

@@ -171,6 +171,36 @@ def test_complete_is_legal_and_matches_steered_builds(served):
     assert zeroed[feature]["activation"] == 0 and zeroed[feature]["unedited"] > 0
 
 
+def test_lab_offers_the_models_weapons_and_shows_the_rest_of_the_roster(served):
+    from primary.weapons import WEAPONS
+
+    client, run, _ = served
+    choices = client.get("/api/lab").json()
+    known = {int(g) for g in run.models()[2].game_ids}
+    assert {w["id"] for w in choices["weapons"]} == known
+    assert {w["id"] for w in choices["other_weapons"]} == {w.game_id for w in WEAPONS} - known
+    assert len(choices["weapons"]) + len(choices["other_weapons"]) == len(WEAPONS)
+    mint = next(w for w in choices["weapons"] + choices["other_weapons"] if w["id"] == 8020)
+    assert mint == {"id": 8020, "name": "Mint Decavitator", "class": "splatana"}
+
+
+def test_lab_takes_weapons_and_abilities_by_any_name(served):
+    client, _, _ = served
+    _, plain = _lab_case(client)
+    body = {"weapon": "SHOOTER_NORMAL_00", "abilities": {"Swim Speed Up": 10,
+                                                         "MainInk_Save": 6}}
+    out = client.post("/api/complete", json=body).json()
+    assert out["build"]["pieces"] == plain["build"]["pieces"]
+    r = client.post("/api/complete", json={"weapon": 40, "abilities": {"Swim Sped Up": 3}})
+    assert r.status_code == 400
+    assert "did you mean 'Swim Speed Up'" in r.json()["error"]
+    r = client.post("/api/complete", json={"weapon": "Splatershot"})
+    assert r.status_code == 400 and "did you mean 'Splattershot'" in r.json()["error"]
+    r = client.post("/api/complete", json={"weapon": 40, "abilities": {"Swim Speed Up": 3,
+                                                                       "swim_speed_up": 6}})
+    assert r.status_code == 400 and "abilities.swim_speed_up" in r.json()["error"]
+
+
 BAD = [
     ("get", "/api/features?sort=bogus", None, 400, "sort"),
     ("get", "/api/features?limit=0", None, 400, "limit"),

@@ -211,3 +211,22 @@ def test_lab_shows_a_bad_request_message(server, browser):
         _click_and_wait(browser, f'.ability[data-ability="{a}"] span')
     assert "abilities" in browser.find_element(By.ID, "error").text
     assert "head" in browser.find_element(By.ID, "error").text
+
+
+def test_lab_lists_the_roster_with_the_models_weapons_choosable(server, browser):
+    from selenium.webdriver.common.by import By
+
+    from primary.weapons import WEAPONS
+
+    base, run, _ = server
+    browser.get(f"{base}/lab")
+    _wait(browser, lambda d: d.find_elements(By.ID, "buildtable"))
+    options = browser.find_elements(By.CSS_SELECTOR, "#weapon option")
+    assert len(options) == len(WEAPONS)
+    known = {int(g) for g in run.models()[2].game_ids}
+    for o in options:
+        assert o.get_attribute("disabled") == (None if int(o.get_attribute("value")) in known
+                                               else "true")
+    group = browser.find_element(By.CSS_SELECTOR, "#weapon optgroup")
+    assert group.get_attribute("label") == "not known to this model"
+    assert "Charcoal Decavitator" in group.text
