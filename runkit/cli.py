@@ -8,6 +8,7 @@ traceback. Programming errors still show their traceback.
 from __future__ import annotations
 
 import functools
+import re
 import sys
 
 from runkit.errors import RunFault, UserError
@@ -17,16 +18,22 @@ from runkit.flags import expand_flagfiles
 # and malformed data the readers and configs refuse (UnicodeDecodeError and
 # json.JSONDecodeError are ValueErrors).
 USER_ERRORS = (UserError, RunFault, ValueError, OSError)
+HELP_HINT = "run the command with --help to list its flags"
 
 
 def report_user_errors(main):
     """Wrap an absl ``main(argv)``: a user error prints ``error: <message>`` to stderr and
     returns 1 (absl's ``app.run`` turns the return value into the exit status)."""
 
+    from absl.app import UsageError
+
     @functools.wraps(main)
     def wrapped(argv):
         try:
             return main(argv)
+        except UsageError as e:  # absl would print the whole help before the message
+            print(f"error: {e}; {HELP_HINT}", file=sys.stderr)
+            return 1
         except USER_ERRORS as e:
             print(f"error: {e}", file=sys.stderr)
             return 1
@@ -72,11 +79,26 @@ def _adopt_command_flags(main) -> None:
             flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
 
 
+def _parse_flags(argv):
+    """absl's flag parsing, with a bad flag (unknown, malformed, a required one missing) as
+    one ``error:`` line and exit status 1 instead of absl's ``FATAL`` lines."""
+    from absl import flags
+
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as e:
+        message = re.sub(r"flag --(\w+)=None: Flag --\1 must have a value other than None\.?",
+                         r"--\1 is required", str(e)).rstrip(".")
+        print(f"error: {message}; {HELP_HINT}", file=sys.stderr)
+        sys.exit(1)
+
+
 def run_with_flagfiles(main) -> None:
     """``absl.app.run(main)`` on the command line with its flagfiles read in first
     (:func:`runkit.flags.expand_flagfiles`: a flagfile may name a neighbour, and the
-    command then works from any directory). A missing or malformed flagfile prints one
-    ``error:`` line and exits with status 1. ``--help`` lists every flag of the command
+    command then works from any directory). A missing or malformed flagfile, an unknown
+    or malformed flag, or a required one missing prints one ``error:`` line and exits with
+    status 1. ``--help`` lists every flag of the command
     (absl's own flags only under ``--helpfull``) and exits with status 0."""
     from absl import app
 
@@ -87,4 +109,4 @@ def run_with_flagfiles(main) -> None:
         sys.exit(1)
     _help_flags_exit_zero()
     _adopt_command_flags(main)
-    app.run(main, argv=argv)
+    app.run(main, argv=argv, flags_parser=_parse_flags)

@@ -88,7 +88,20 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, str, list[str]]:
     if not _MODULE.match(module):
         raise UsageError(f"{module!r} is not a module name; give one like sae_jax.train "
                          "(what python -m takes)")
+    if not _module_exists(module):
+        raise UsageError(f"no module {module!r} to run (python -m {module} would fail); give "
+                         "one like sae_jax.train")
     return options, module, flags
+
+
+def _module_exists(module: str) -> bool:
+    """Whether ``python -m module`` finds it (checked before any process starts)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # a parent package is missing
+        return False
 
 
 def free_port() -> int:

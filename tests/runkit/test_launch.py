@@ -33,6 +33,8 @@ def test_options_module_and_its_flags():
     (["--num_processes=2", "--devices_per_process=0", "--", "m"], "at least 1"),
     (["--num_processes=2", "--workdir=x", "--", "m"], "unknown launcher arguments"),
     (["--num_processes=2", "--", "sae_jax/train.py"], "not a module name"),
+    (["--num_processes=1", "--", "no_such_module_here"], "no module 'no_such_module_here'"),
+    (["--num_processes=1", "--", "no_such.module"], "no module 'no_such.module'"),
 ])
 def test_bad_usage_is_one_error_line(argv, message, capsys):
     assert launch.main(argv) == 1
