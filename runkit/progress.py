@@ -1,10 +1,11 @@
 """Progress of a long stage: a tqdm bar on a terminal, plain lines in a file or pipe.
 
 A bar redraws itself with carriage returns, which a log file keeps: one training run wrote
-1,390 redraws into 132 KB. :func:`show_progress` returns a tqdm bar when its stream (stderr by
-default) is a terminal, and otherwise a :class:`PlainProgress` with the same interface the
-project uses (iteration, ``update``, ``set_postfix``, ``write``, ``close``, ``with``),
-which prints one line with what the bar shows (stage, n/total, rate, ETA, postfix):
+1,390 redraws into 132 KB. :func:`show_progress` returns a tqdm bar when its stream
+(stderr by default) is a terminal, and otherwise a :class:`PlainProgress` with the same
+interface the project uses (iteration, ``update``, ``set_postfix``, ``write``, ``close``,
+``with``), which prints one line with what the bar shows (stage, n/total, rate, ETA,
+postfix):
 
 - at most every :data:`MIN_SECONDS` (30 s), so a quick stage prints only its last line;
 - otherwise each :data:`STEP_FRACTION` (10%) of the total, so a stage of known length
@@ -29,9 +30,9 @@ MAX_SECONDS = 300.0
 
 
 def show_progress(iterable: Iterable | None = None, *, total: int | None = None,
-             desc: str | None = None, unit: str = "it", initial: int = 0, leave: bool = True,
-             disable: bool = False, unit_scale: bool = False, unit_divisor: int = 1000,
-             file=None, **bar_options):
+                  desc: str | None = None, unit: str = "it", initial: int = 0,
+                  leave: bool = True, disable: bool = False, unit_scale: bool = False,
+                  unit_divisor: int = 1000, file=None, **bar_options):
     """A tqdm bar over ``iterable`` (or counting to ``total``) when ``file`` (default
     ``sys.stderr``) is a terminal; a :class:`PlainProgress` otherwise. ``bar_options``
     (e.g. ``dynamic_ncols``) go to the bar only. ``disable``: a silent tqdm either way."""
