@@ -1,7 +1,7 @@
 """Training curves of an SAE run, drawn from its ``metrics.jsonl`` (matplotlib, Agg) for the
 run's architecture: the loss, MSE and L0 of every run, the terms of the architecture's own
 loss and state (its plugin's ``curve_metrics``), and the dead count training acts on (its
-``dead_metric``), beside the evaluation's dead count on held-out builds, whose test differs
+``dead_metric``), beside the evaluation's dead count on held-out inputs, whose test differs
 (:mod:`sae_jax.activity`). A panel is drawn only where the run logged its metric."""
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def curve_panels(cfg, rows: list[dict]) -> list[tuple[str, str]]:
 def plot_curves(metrics_jsonl: str | os.PathLike, out_png: str | os.PathLike, cfg, *,
                 held_out_dead: tuple[int, int] | None = None) -> list[str]:
     """Draw :func:`curve_panels` against SAE step into ``out_png``, ``cfg.resample_steps``
-    dashed; ``held_out_dead``: the evaluation's ``(dead features, held-out builds)``, marked
+    dashed; ``held_out_dead``: the evaluation's ``(dead features, held-out inputs)``, marked
     at the last step of the dead-count panel. Returns the titles of the panels drawn."""
     import matplotlib
 
@@ -77,10 +77,10 @@ def plot_curves(metrics_jsonl: str | os.PathLike, out_png: str | os.PathLike, cf
         for s in resample_steps:
             ax.axvline(s, color="tab:red", ls="--", lw=0.8, alpha=0.7)
         if key == dead_key and held_out_dead is not None:
-            dead, builds = held_out_dead
+            dead, inputs = held_out_dead
             ax.plot([pts[-1][0]], [dead], "o", color="tab:orange",
                     label=f"evaluation: {dead} never active (h > {ACTIVE_THRESHOLD:g})\n"
-                          f"on {builds:,} held-out builds")
+                          f"on {inputs:,} held-out inputs")
             ax.legend(loc="best", fontsize=8)
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("SAE step")

@@ -178,7 +178,7 @@ class Architecture(abc.ABC):
     def dead_metric(self, cfg) -> tuple[str, str]:
         """``(metrics key, title)`` of the dead-feature count training acts on
         (resampling's or AuxK's), the title saying exactly what it counts: it is not the
-        evaluation's count (:mod:`sae_jax.activity`, on held-out builds)."""
+        evaluation's count (:mod:`sae_jax.activity`, on held-out inputs)."""
 
     # ------------------------------------------------------------ records and export
 
