@@ -19,9 +19,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm import tqdm
-
 from runkit.errors import UserError
+from runkit.progress import show_progress
 
 CHUNK_BYTES = 1 << 20
 DEFAULT_TIMEOUT_S = 60.0
@@ -133,8 +132,8 @@ def download(url: str, dest: str | os.PathLike, *, timeout: float = DEFAULT_TIME
     with response:
         total, append = _expected_total(response, url, offset)
         start = offset if append else 0  # a 200 to a Range request: the whole file again
-        bar = tqdm(total=total, initial=start, unit="B", unit_scale=True, unit_divisor=1024,
-                   desc=dest.name, disable=not progress, leave=False)
+        bar = show_progress(total=total, initial=start, unit="B", unit_scale=True,
+                            unit_divisor=1024, desc=dest.name, disable=not progress, leave=False)
         try:
             with open(part, "ab" if append else "wb") as f:
                 while chunk := response.read(CHUNK_BYTES):

@@ -20,8 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from tqdm import tqdm
 
+from runkit.progress import show_progress
 from sae_jax.buffer import ActivationBuffer, push
 
 MODEL_INPUTS = ("tokens", "weapons", "key_padding_mask")
@@ -104,8 +104,8 @@ def pooled_of_inputs(primary, inputs: dict, *, batch_size: int = 512) -> np.ndar
     graphdef, state = nnx.split(primary)
     n = len(inputs["tokens"])
     out = []
-    for start in tqdm(range(0, n, batch_size), desc="pooled vectors", unit="batch",
-                      leave=False, disable=n <= batch_size):
+    for start in show_progress(range(0, n, batch_size), desc="pooled vectors", unit="batch",
+                               leave=False, disable=n <= batch_size):
         part = {k: np.asarray(inputs[k][start:start + batch_size]) for k in MODEL_INPUTS}
         m = len(part["tokens"])
         part["weight"] = np.ones(m, np.float32)

@@ -32,7 +32,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from tqdm.auto import tqdm
 
 from primary.allocator import (
     PieceSlots,
@@ -65,6 +64,7 @@ from primary.vocab import (
 )
 from primary.weapons import UnknownWeaponError, weapon_name
 from primary.weapons import resolve_weapon as resolve_table_weapon
+from runkit.progress import show_progress
 
 LogitsFn = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
 
@@ -281,7 +281,7 @@ def _beam_search(logits_fn, vocab, rows0, weapon_ids, beam_size, chunk, progress
     done = np.zeros((n, B), bool)
     last = np.zeros((n, B, N_TOKENS), np.float32)
     in_vocab = vocab.ability_token_ids >= 0
-    bar = tqdm(desc="completing", unit="step", disable=not progress)
+    bar = show_progress(desc="completing", unit="step", disable=not progress)
     while True:
         live = np.isfinite(score) & ~done
         if not live.any():

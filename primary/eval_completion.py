@@ -47,7 +47,6 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-from tqdm.auto import tqdm
 
 from primary import baseline as freq_baseline
 from primary.allocator import allocate, fits
@@ -76,6 +75,7 @@ from primary.vocab import (
     WeaponVocab,
 )
 from runkit.jsonio import read_json, write_json
+from runkit.progress import show_progress
 from runkit.resume import CONFIG_NAME
 
 N_SLOTS = N_MAINS + N_SUBS
@@ -293,7 +293,7 @@ def evaluate_completion(model, vocab: Vocab, weapon_vocab: WeaponVocab, held: He
               "model": None}
     result = {m: {"completion_slot_acc": [], "recovered": [], "hidden": [], "illegal": [],
                   "seconds": []} for m in METHODS}
-    for k in tqdm(ks, desc="hidden slots k", disable=not progress):
+    for k in show_progress(ks, desc="hidden slots k", disable=not progress):
         observed, hidden = hide(true_mains, true_subs, k, np.random.default_rng([seed, k]))
         for method in METHODS:
             t0 = time.perf_counter()

@@ -359,9 +359,9 @@ def generate_builds(n: int, seed: int = 0, *, weapons: Sequence[int | Weapon] | 
     parts = []
     starts = range(0, int(n), CHUNK)
     if progress:
-        from tqdm import tqdm
+        from runkit.progress import show_progress
 
-        starts = tqdm(starts, desc="synthetic builds", unit="chunk")
+        starts = show_progress(starts, desc="synthetic builds", unit="chunk")
     for i, start in enumerate(starts):
         rng = np.random.default_rng([int(seed), i])
         w, mains, subs, labels = generate_slots(min(CHUNK, int(n) - start), rng, weapon_ids,

@@ -34,7 +34,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
-from tqdm.auto import tqdm
 
 from primary import baseline as freq_baseline
 from primary.concept_sets import recorded_digest, resolve_concepts
@@ -59,6 +58,7 @@ from runkit.hosts import is_writer
 from runkit.jsonio import read_json, write_json
 from runkit.lock import WorkdirLock
 from runkit.metrics_log import MetricsLog
+from runkit.progress import show_progress
 from runkit.resume import claim_settings
 from runkit.sharding import (
     check_batch_divisible,
@@ -429,8 +429,8 @@ def _run(cfg, workdir, data, model_cfg, mesh, steps_per_epoch, ckpts, stop_after
     t0 = time.perf_counter()
     loss_sum, loss_n = jnp.zeros((), jnp.float32), 0
     finite = jnp.asarray(True)
-    bar = tqdm(total=total_steps, initial=start, desc="primary training", unit="step",
-               disable=not is_writer())
+    bar = show_progress(total=total_steps, initial=start, desc="primary training", unit="step",
+                        disable=not is_writer())
     step = start
     val = None
     for epoch in range(start // steps_per_epoch, cfg.epochs):
@@ -473,7 +473,7 @@ def _run(cfg, workdir, data, model_cfg, mesh, steps_per_epoch, ckpts, stop_after
                   **{f"baseline_{k}": v for k, v in base_val.items()}}
         if is_writer():
             log.append(record)
-        tqdm.write(f"epoch {epoch + 1}/{cfg.epochs}: val loss {val['loss']:.4f} "
+        bar.write(f"epoch {epoch + 1}/{cfg.epochs}: val loss {val['loss']:.4f} "
                    f"F1 {val['f1']:.4f} (baseline F1 {base_val['f1']:.4f})")
     bar.close()
     _check_finite(_all_finite(params), step, "the parameters became non-finite (NaN or Inf)",

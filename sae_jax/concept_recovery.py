@@ -27,9 +27,9 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
-from tqdm import tqdm
 
 from runkit.jsonio import read_json, write_json
+from runkit.progress import show_progress
 from sae_jax.sparse_activations import SparseActivations
 
 RECOVERED_F1 = 0.8  # a concept counts as recovered when its best SAE feature reaches this F1
@@ -220,8 +220,8 @@ def sparse_best_f1_auroc(sparse: SparseActivations, labels, *, progress: bool = 
     pos_entries = np.zeros((num, c), np.int64)
     rank_sum = np.zeros((num, c), np.float64)
     chunks = list(sparse.feature_chunks(SPARSE_CHUNK))
-    for f0, f1 in tqdm(chunks, desc="concept recovery", unit="chunk", leave=False,
-                       disable=not progress):
+    for f0, f1 in show_progress(chunks, desc="concept recovery", unit="chunk", leave=False,
+                                disable=not progress):
         a, b = int(sparse.indptr[f0]), int(sparse.indptr[f1])
         if a == b:
             continue
@@ -251,8 +251,8 @@ def dense_best_f1_auroc(scores, labels, *, progress: bool = False
     pos_entries = np.zeros((num, c), np.int64)
     rank_sum = np.zeros((num, c), np.float64)
     width = max(1, SPARSE_CHUNK // max(n, 1))
-    for f0 in tqdm(range(0, num, width), desc="neuron baseline", unit="chunk", leave=False,
-                   disable=not progress):
+    for f0 in show_progress(range(0, num, width), desc="neuron baseline", unit="chunk",
+                            leave=False, disable=not progress):
         block = scores[:, f0:f0 + width]
         order = np.argsort(-block, axis=0, kind="stable")  # (n, w) descending per column
         values = np.take_along_axis(block, order, axis=0).T.ravel()

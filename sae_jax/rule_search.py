@@ -34,7 +34,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from tqdm import tqdm
+
+from runkit.progress import show_progress
 
 MAX_TERMS_LIMIT = 3  # set keys pack up to 3 condition indices of 16 bits into an int64
 
@@ -529,8 +530,8 @@ def explain(cond: np.ndarray, active, *, fit_rows: np.ndarray, heldout_rows: np.
         lift_condition=np.full((num_f, nl), -1, np.int64), lift=np.zeros((num_f, nl)),
         lift_precision=np.zeros((num_f, nl)), lift_support=np.zeros((num_f, nl), np.int64))
     chunks = range(0, num_f, config.feature_chunk)
-    for f0 in tqdm(chunks, desc="explaining features", unit="chunk", disable=not progress,
-                   leave=False):
+    for f0 in show_progress(chunks, desc="explaining features", unit="chunk",
+                            disable=not progress, leave=False):
         f1_ = min(num_f, f0 + config.feature_chunk)
         fc = f1_ - f0
         blocks = [a.columns(f0, f1_) for a in levels]

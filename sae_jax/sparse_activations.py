@@ -18,7 +18,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
-from tqdm import tqdm
+
+from runkit.progress import show_progress
 
 SORT_CHUNK = 1 << 22  # entries sorted at once: bounds the sort's temporary memory
 
@@ -103,7 +104,8 @@ def collect(batches: Iterable, num_features: int, *, total_rows: int | None = No
     parts = []  # per batch: (feature, row, value) of its entries, feature-major
     counts = np.zeros(num_features, np.int64)
     offset = 0
-    bar = tqdm(total=total_rows, desc=desc, unit="row", leave=False, disable=desc is None)
+    bar = show_progress(total=total_rows, desc=desc, unit="row", leave=False,
+                        disable=desc is None)
     for h, valid in batches:
         h = np.asarray(h)
         valid = np.asarray(valid, bool)

@@ -35,7 +35,6 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 import numpy as np
-from tqdm import tqdm
 
 from bridge.causal import (
     CausalConfig,
@@ -52,6 +51,7 @@ from primary.synthetic import SYNTHETIC_WEAPON_IDS, generate_builds
 from primary.vocab import AP_THRESHOLDS, MAIN_ONLY_ABILITIES
 from primary.weapons import WEAPON_CLASSES, weapon_class_index, weapon_name
 from runkit.jsonio import read_json, write_json
+from runkit.progress import show_progress
 from sae_jax.activity import ACTIVE_THRESHOLD, is_active, window_mask
 from sae_jax.concept_recovery import RECOVERED_F1
 from sae_jax.model import encode
@@ -141,8 +141,9 @@ def activity_levels(sae, pooled: np.ndarray, *, fractions=LEVEL_FRACTIONS,
                                  np.maximum(fr[:, None] * top[None], ACTIVE_THRESHOLD)])
     parts: list[list[np.ndarray]] = [[] for _ in thresholds]
     th = jnp.asarray(thresholds)
-    for x, _, m in tqdm(_padded_batches(pooled, size), desc="feature activity",
-                        total=-(-n // size), unit="batch", leave=False, disable=n <= size):
+    for x, _, m in show_progress(_padded_batches(pooled, size), desc="feature activity",
+                                 total=-(-n // size), unit="batch", leave=False,
+                                 disable=n <= size):
         planes = np.asarray(_levels_jit(params, x, th, spec=spec))[:, :m]
         for j in range(len(thresholds)):
             parts[j].append(np.packbits(planes[j], axis=0))

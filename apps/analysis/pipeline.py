@@ -427,6 +427,21 @@ def analysis_inputs(workdir, *, num_builds: int | None = None, explanations: boo
     return AnalysisInputs(model, vocab, weapon_vocab, builds, pooled, concept_set, shared)
 
 
+def explanations_line(summary: dict) -> str:
+    """The printed line on the explanations (``explanations.json``'s summary), rounded for
+    people: the agreement as a percentage of the features checked, F1 to 3 digits."""
+    agreement, checked = summary["causal_agreement"], summary["causal_checked"]
+    if agreement is None:
+        causal = "causal agreement n/a (no explained feature checked)"
+    else:
+        causal = (f"causal agreement {100 * agreement:.1f}% ({round(agreement * checked)} of "
+                  f"{checked} checked)")
+    median = summary["median_f1_window"]
+    window = "n/a (no feature in the window)" if median is None else f"{median:.3f}"
+    return (f"explanations: {summary['explained']} features with held-out F1 >= "
+            f"{summary['explained_f1']:g}, {causal}, median F1 in the window {window}")
+
+
 def analyze(workdir, *, top_features: int = 64, num_builds: int | None = None,
             explanations: bool = True, inputs: AnalysisInputs | None = None) -> dict:
     """Analyze the SAE run in ``workdir``; writes ``concepts.json`` (synthetic data only),
@@ -463,9 +478,6 @@ def analyze(workdir, *, top_features: int = 64, num_builds: int | None = None,
               f"{summary['mean_neuron_f1']:.3f}")
         print(f"  {pairs_line(doc['concepts'])}")
     if doc["explanations"] is not None:
-        ex = doc["explanations"]["summary"]
-        print(f"explanations: {ex['explained']} features with held-out F1 >= "
-              f"{ex['explained_f1']}, causal agreement {ex['causal_agreement']}, median F1 in "
-              f"the window {ex['median_f1_window']}")
+        print(explanations_line(doc["explanations"]["summary"]))
     print(f"feature browser: {doc['index']}")
     return summary

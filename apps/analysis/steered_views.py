@@ -11,12 +11,12 @@ slot by slot (:func:`bridge.steered_completion.diff_builds`).
 from __future__ import annotations
 
 import numpy as np
-from tqdm import tqdm
 
 from bridge.steered_completion import diff_builds, steered_logits_fn
 from primary.allocator import allocate
 from primary.completion import complete_build, prefers_fixed_width
 from primary.vocab import ABILITIES, MAIN_AP
+from runkit.progress import show_progress
 
 STEERED_FEATURES = 8  # cards that get steered builds (each costs three completions)
 BEAM_SIZE = 4
@@ -58,8 +58,8 @@ def add_steered_builds(pages: list[dict], builds, primary, sae, vocab, weapon_vo
                        max_features: int = STEERED_FEATURES) -> None:
     """Attach ``steered_builds`` to the first ``max_features`` ranked pages (in place)."""
     chosen = [p for p in pages if p.get("rank") is not None and p["top_examples"]]
-    for page in tqdm(chosen[:max_features], desc="steered builds", unit="feature",
-                     leave=False):
+    for page in show_progress(chosen[:max_features], desc="steered builds", unit="feature",
+                              leave=False):
         example = page["top_examples"][0]
         row = example["row"]
         observed = mains_only(builds.ap[row])

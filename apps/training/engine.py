@@ -31,7 +31,6 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 from flax import nnx
-from tqdm import tqdm
 
 from apps.training.chunk import BatchSteps, Health, fresh_health, make_chunk_fn
 from apps.training.chunk_plan import LoopSchedule
@@ -46,6 +45,7 @@ from runkit.checkpoints import Checkpoints
 from runkit.errors import RunFault
 from runkit.hosts import is_writer
 from runkit.metrics_log import MetricsLog
+from runkit.progress import show_progress
 from runkit.sharding import batch_sharding, replicate
 from sae_jax.buffer import create_buffer
 from sae_jax.config import SAETrainConfig
@@ -208,8 +208,8 @@ def run_loop(cfg: SAETrainConfig, plan, trainee: Trainee, primary, train_example
                  for train in (False, True)}
     health, reader = fresh_health(), _LogReader()
     t0 = time.perf_counter()
-    bar = tqdm(total=plan.total_batches, initial=next_batch, unit="batch", desc=desc,
-               dynamic_ncols=True, disable=not is_writer())
+    bar = show_progress(total=plan.total_batches, initial=next_batch, unit="batch", desc=desc,
+                        dynamic_ncols=True, disable=not is_writer())
     stopped, block = False, None
     blocks = device_blocks(train_examples, layout, mesh, seed=cfg.seed,
                            batches_per_epoch=plan.batches_per_epoch,

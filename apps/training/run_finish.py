@@ -72,6 +72,7 @@ def finish_sae(rundir: Path, cfg: SAETrainConfig, sae_config, state: TrainState,
     result.update(sae_config.arch.summary_fields(sae_config))
     if is_writer():
         write_json(rundir / "metrics.json", result)
-        plot_curves(rundir / "metrics.jsonl", rundir / "curves.png",
-                    resample_steps=cfg.resample_steps)
+        dead = round(result["dead_fraction"] * sae_config.hidden_dim)
+        plot_curves(rundir / "metrics.jsonl", rundir / "curves.png", cfg,
+                    held_out_dead=(dead, result["num_inputs"]))
     return result

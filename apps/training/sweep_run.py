@@ -34,7 +34,6 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-from tqdm import tqdm
 
 from apps.runs.setup import (
     RunInputs,
@@ -51,6 +50,7 @@ from bridge.harvest import harvest_array
 from runkit.checkpoints import Checkpoints
 from runkit.jsonio import read_json, write_json
 from runkit.lock import WorkdirLock
+from runkit.progress import show_progress
 from runkit.resume import claim_settings
 from runkit.run_dir import RunDir
 from runkit.sharding import batch_sharding, replicate
@@ -260,7 +260,7 @@ def train_sweep(base: SAETrainConfig, members: list[SweepMember], workdir, *,
             shared = analysis_inputs(members_dir(workdir) / to_analyze[0],
                                      num_builds=analysis_builds,
                                      primary=(inputs.primary, inputs.vocab, inputs.weapon_vocab))
-        for s, i, m in tqdm(todo, desc="members", unit="member"):
+        for s, i, m in show_progress(todo, desc="members", unit="member"):
             mdir = members_dir(workdir) / m.name
             if m.name not in pending:
                 results[m.name] = read_json(mdir / "metrics.json", what="member metrics")

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import jax
 import jax.numpy as jnp
 
+from sae_jax.activity import ACTIVE_THRESHOLD
 from sae_jax.architectures.masks import topk_mask
 from sae_jax.architectures.sparse_recipe import Seen, SparseRecipe
 from sae_jax.model import SAEParams, unit_rows
@@ -125,6 +126,13 @@ class AuxKRecipe(SparseRecipe):
 
     def metric_names(self, cfg):
         return ("aux_loss", "dead_aux")
+
+    def curve_metrics(self, cfg):
+        return (("aux_loss", "AuxK loss"),)
+
+    def dead_metric(self, cfg):
+        return ("dead_aux", f"features not active (h > {ACTIVE_THRESHOLD:g}) on the last\n"
+                            f"{cfg.dead_after_rows:,} training rows (AuxK's test)")
 
     def upkeep(self, total, params, seen: Seen, extra, step, cfg, aux, *, members_axis):
         d_in, d_sae = params["W_enc"].shape

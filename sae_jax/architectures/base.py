@@ -15,7 +15,8 @@ name, which stays the static jit argument. What it decides:
   (:meth:`resampled_params`);
 - its SAELens export (:attr:`saelens_architecture`, :meth:`export_tensors`,
   :meth:`export_fields`, :meth:`import_params`) and what a run's ``metrics.json`` records
-  of it (:meth:`summary_fields`).
+  of it (:meth:`summary_fields`);
+- which logged metrics its training curves draw (:meth:`curve_metrics`, :meth:`dead_metric`).
 """
 
 from __future__ import annotations
@@ -72,6 +73,12 @@ def groups_not_applicable(name: str, cfg) -> list[str]:
         return [f"--matryoshka_groups is for --architecture=matryoshka; "
                 f"--architecture is {name!r}"]
     return []
+
+
+def resampling_dead_metric(cfg) -> tuple[str, str]:
+    """The dead count of the architectures that resample: the usage EMA's test."""
+    return ("dead_count", f"features with firing-rate EMA < {cfg.dead_threshold:g}\n"
+                          f"(h > 0, decay {cfg.usage_ema_decay:g}; resampling's test)")
 
 
 @dataclass(frozen=True)
@@ -160,6 +167,18 @@ class Architecture(abc.ABC):
     def resampled_params(self, new_params: dict, params: dict, dead: jax.Array, cfg) -> dict:
         """``new_params`` (resampling's new weights) with the architecture's own
         parameters of the ``dead (F,)`` features reset."""
+
+    @abc.abstractmethod
+    def curve_metrics(self, cfg) -> tuple[tuple[str, str], ...]:
+        """``((metrics key, title), ...)``: the logged terms of this architecture's own
+        loss and state that its training curves draw beside the loss, MSE and L0 (none
+        that it logs as a constant, such as another architecture's zero penalty)."""
+
+    @abc.abstractmethod
+    def dead_metric(self, cfg) -> tuple[str, str]:
+        """``(metrics key, title)`` of the dead-feature count training acts on
+        (resampling's or AuxK's), the title saying exactly what it counts: it is not the
+        evaluation's count (:mod:`sae_jax.activity`, on held-out inputs)."""
 
     # ------------------------------------------------------------ records and export
 

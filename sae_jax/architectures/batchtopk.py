@@ -41,6 +41,9 @@ class BatchTopK(AuxKRecipe):
     def metric_names(self, cfg):
         return super().metric_names(cfg) + ("threshold",)
 
+    def curve_metrics(self, cfg):
+        return super().curve_metrics(cfg) + (("threshold", "inference threshold"),)
+
     def upkeep(self, total, params, seen, extra, step, cfg, aux, *, members_axis):
         total = super().upkeep(total, params, seen, extra, step, cfg, aux,
                                members_axis=members_axis)

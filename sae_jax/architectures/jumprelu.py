@@ -119,6 +119,9 @@ class JumpReLU(SparseRecipe):
     def metric_names(self, cfg):
         return ("l0_coeff", "threshold_mean")
 
+    def curve_metrics(self, cfg):
+        return (("threshold_mean", "mean threshold"),)
+
     def penalty(self, total, params, pre, step, cfg, aux):
         theta = jumprelu_threshold(params)
         l0_ste = jnp.mean(jnp.sum(step_ste(pre, theta, cfg.jumprelu_bandwidth), axis=-1))

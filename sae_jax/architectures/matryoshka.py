@@ -52,6 +52,9 @@ class Matryoshka(BatchTopK):
     def metric_names(self, cfg):
         return super().metric_names(cfg) + ("prefix_mse",)
 
+    def curve_metrics(self, cfg):
+        return super().curve_metrics(cfg) + (("prefix_mse", "sum of the nested prefixes' MSE"),)
+
     def reconstruction(self, params, h, x, cfg, aux):
         atoms = unit_rows(params["W_dec"])
         recon, start, prefix_mse = params["b_dec"], 0, jnp.zeros((), jnp.float32)

@@ -13,7 +13,12 @@ from dataclasses import dataclass
 import jax
 import jax.numpy as jnp
 
-from sae_jax.architectures.base import Architecture, EncoderSpec, groups_not_applicable
+from sae_jax.architectures.base import (
+    Architecture,
+    EncoderSpec,
+    groups_not_applicable,
+    resampling_dead_metric,
+)
 from sae_jax.losses import sae_loss
 from sae_jax.model import SAEConfig
 
@@ -62,6 +67,12 @@ class ReluL1(Architecture):
 
     def resampled_params(self, new_params, params, dead, cfg):
         return new_params
+
+    def curve_metrics(self, cfg):
+        return (("l1", "L1 (sum of |h| per row)"), ("kl", "usage KL"))
+
+    def dead_metric(self, cfg):
+        return resampling_dead_metric(cfg)
 
     def summary_fields(self, config):
         return {}

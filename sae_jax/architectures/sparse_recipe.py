@@ -24,6 +24,7 @@ from sae_jax.architectures.base import (
     EncoderSpec,
     clipped,
     groups_not_applicable,
+    resampling_dead_metric,
 )
 from sae_jax.model import SAEConfig, decode, pre_activations, unit_rows
 
@@ -103,6 +104,12 @@ class SparseRecipe(Architecture):
 
     def resampled_params(self, new_params, params, dead, cfg):
         return new_params
+
+    def curve_metrics(self, cfg):
+        return ()
+
+    def dead_metric(self, cfg):
+        return resampling_dead_metric(cfg)
 
     def reconstruction(self, params, h, x, cfg, aux) -> tuple[jax.Array, jax.Array, jax.Array]:
         """``(recon, mse, total)``: the reconstruction, its mse and the loss so far."""

@@ -182,6 +182,21 @@ def test_the_launcher_ran_two_joined_processes(runs):
         assert any(line.startswith("[1] ") for line in lines)
 
 
+def test_commands_writing_to_a_file_print_plain_progress_lines(runs):
+    """The runs' output goes to log files: progress as plain lines, never a bar's
+    carriage-return redraws, and only from the writing process."""
+    dirs, out = runs
+    done = {"primary": f"primary training: done, {PRIMARY_STEPS}/{PRIMARY_STEPS} step",
+            "sae": "SAE run: done, 21/21 batch"}
+    for name, text in out.items():
+        # The file as written (the output read as text has its \r turned into \n).
+        assert b"\r" not in (dirs["sae"][1].parent / f"{name}.log").read_bytes(), name
+        kind, processes = name.split("_")
+        shown = [line for line in text.splitlines() if done[kind] in line]
+        assert len(shown) == 1, (name, shown)
+        assert processes == "1" or shown[0].startswith("[0] ")
+
+
 def test_primary_two_processes_match_one(runs):
     dirs, _ = runs
     one, two = metrics(dirs["primary"][1]), metrics(dirs["primary"][2])

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from apps.analysis.explanations import compute_explanations, fresh_builds, ground_truth_check
-from apps.analysis.pipeline import analyze
+from apps.analysis.pipeline import analyze, explanations_line
 from bridge.causal import CausalConfig, pooled_of_builds
 from primary.builds import BuildSet
 from primary.model import PrimaryConfig, create_model
@@ -149,7 +149,7 @@ def test_ground_truth_check_of_concepts_only_a_pair_recovers():
     assert "misses comeback" in pairs["misses"][1]["why"]
 
 
-def test_analyze_writes_explanations_json(setup, tmp_path, monkeypatch):
+def test_analyze_writes_explanations_json(setup, tmp_path, monkeypatch, capsys):
     s = setup
     # The 16 test builds are topped up with fresh ones from the same world (not 20,000 here).
     monkeypatch.setattr("apps.analysis.explanations.MIN_EXPLAIN_BUILDS", 64)
@@ -165,6 +165,22 @@ def test_analyze_writes_explanations_json(setup, tmp_path, monkeypatch):
     assert doc["summary"]["ground_truth"] is not None  # synthetic builds carry concepts
     assert sum("rung_curves" in e for e in doc["features"].values()) >= 1
     assert "explanations" in (tmp_path / "report" / "index.html").read_text().lower()
+    # The printed line is the summary rounded for people; the file keeps full precision.
+    printed = [line for line in capsys.readouterr().out.splitlines()
+               if line.startswith("explanations: ")]
+    assert printed == [explanations_line(doc["summary"])]
+
+
+def test_the_printed_explanations_line_is_rounded():
+    summary = {"explained": 22, "explained_f1": 0.5, "causal_agreement": 0.9545454545454546,
+               "causal_checked": 22, "median_f1_window": 0.8764367816091954}
+    assert explanations_line(summary) == (
+        "explanations: 22 features with held-out F1 >= 0.5, causal agreement 95.5% (21 of 22 "
+        "checked), median F1 in the window 0.876")
+    none = {**summary, "causal_agreement": None, "causal_checked": 0, "median_f1_window": None}
+    assert explanations_line(none) == (
+        "explanations: 22 features with held-out F1 >= 0.5, causal agreement n/a (no explained "
+        "feature checked), median F1 in the window n/a (no feature in the window)")
 
 
 def test_too_few_builds_give_an_empty_document(setup):

@@ -4,6 +4,7 @@ import dataclasses
 import json
 import os
 import shutil
+from contextlib import redirect_stderr, redirect_stdout
 
 import jax
 import numpy as np
@@ -51,8 +52,22 @@ def reference(tmp_path_factory):
     """An uninterrupted run on all 4 devices, in the layout of a run with its own demo primary."""
     workdir = tmp_path_factory.mktemp("reference")
     finished_demo_primary(workdir)
-    result = train_sae(CFG, workdir, primary_flagfile_cfg=PRIMARY, analyze=False)
+    # What the run prints goes to a file, as in `python -m sae_jax.train ... > log 2>&1`.
+    with (open(output_of(workdir), "w") as out, redirect_stdout(out), redirect_stderr(out)):
+        result = train_sae(CFG, workdir, primary_flagfile_cfg=PRIMARY, analyze=False)
     return workdir, result
+
+
+def output_of(workdir):
+    return workdir.parent / f"{workdir.name}.out"
+
+
+def test_output_to_a_file_has_progress_lines_and_no_redraws(reference):
+    workdir, _ = reference
+    raw = output_of(workdir).read_bytes()  # as written: read_text() would turn \r into \n
+    assert b"\r" not in raw  # a progress bar redraws with carriage returns
+    text = raw.decode()
+    assert "SAE run: done, 30/30 batch (100%) in " in text.splitlines()[-2]
 
 
 def final_params(workdir):
