@@ -134,6 +134,7 @@ def _json_without_seconds(path):
     return doc
 
 
+@pytest.mark.slow  # analyzes every member twice
 def test_members_analyzed_on_shared_inputs_equal_their_own_analysis(reference, tmp_path):
     """The sweep analyzes its members on inputs made once (pooled builds, fresh builds, rung
     edits); each member's files equal those of analyzing its directory alone."""
