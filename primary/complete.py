@@ -18,6 +18,9 @@ from pathlib import Path
 from runkit.cli import report_user_errors
 from runkit.errors import UserError
 
+SCORE_NOTE = ("score: the model's log-odds summed over the ability tokens the completion "
+              "added; higher is better (the model finds the build likelier).")
+
 
 def parse_abilities(text: str) -> dict[str, int]:
     """``--abilities`` JSON -> ``{ability: AP}``, each ability by the project's name (any
@@ -54,7 +57,7 @@ def run(primary_dir: str, weapon: str, abilities: str, beam_size: int, as_json: 
     parts = [result.best.describe()]
     for i, other in enumerate(result.runners_up, 1):
         parts.append(f"runner-up {i}: " + other.describe())
-    return "\n\n".join(parts)
+    return "\n\n".join(parts) + "\n\n" + SCORE_NOTE
 
 
 @report_user_errors
@@ -74,6 +77,9 @@ def main(argv):
     missing = [name for name in ("primary_dir", "weapon") if not f[name].value]
     if missing:
         raise UserError(f"--{missing[0]} is required (or --list_weapons / --list_abilities)")
+    from runkit.compile_cache import use_persistent_cache
+
+    use_persistent_cache()  # a second call reads the beam search's programs from disk
     print(run(f.primary_dir, f.weapon, f.abilities, f.beam_size, f.json))
     return 0
 

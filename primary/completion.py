@@ -47,6 +47,7 @@ from primary.model import SetCompletionModel
 from primary.vocab import (
     ABILITIES,
     ABILITY_INDEX,
+    ABILITY_NAMES,
     ABILITY_TOKENS,
     AP_THRESHOLDS,
     GEAR_PIECES,
@@ -220,13 +221,17 @@ class CompletedBuild:
         }
 
     def describe(self) -> str:
-        """The build as a player reads it: one line per gear piece, then AP totals."""
+        """The build as a player reads it (in-game names): one line per gear piece, then AP
+        totals and what the score means."""
         width = max(len(p.piece) for p in self.pieces)
+        name_width = max(len(n) for n in ABILITY_NAMES.values())
         lines = [f"{weapon_name(self.weapon)} (score {self.score:.2f})"]
         for p in self.pieces:
-            lines.append(f"  {p.piece:<{width}}  main {p.main:<20} subs {', '.join(p.subs)}")
+            subs = ", ".join(ABILITY_NAMES.get(a, "(empty)") for a in p.subs)
+            main = ABILITY_NAMES.get(p.main, "(empty)")
+            lines.append(f"  {p.piece:<{width}}  main {main:<{name_width}}  subs {subs}")
         totals = sorted(self.ap.items(), key=lambda kv: (-kv[1], kv[0]))
-        lines.append("  AP: " + ", ".join(f"{a} {v}" for a, v in totals))
+        lines.append("  AP: " + ", ".join(f"{ABILITY_NAMES[a]} {v}" for a, v in totals))
         return "\n".join(lines)
 
 

@@ -252,7 +252,9 @@ def test_cli_errors_name_the_bad_value(primary_dir):
     with pytest.raises(FileNotFoundError, match="not a primary model directory"):
         run(str(primary_dir.parent / "missing"), "40", "{}", 2, False)
     text = run(str(primary_dir), "Splattershot", '{"ninja_squid": 10}', 2, False)
-    assert "clothes  main ninja_squid" in text
+    # In-game names, as the lab and the report show them, and what the score means.
+    assert "clothes  main Ninja Squid " in text and "ninja_squid" not in text
+    assert text.splitlines()[-1].startswith("score: the model's log-odds summed over")
 
 
 def test_cli_takes_english_and_game_names(primary_dir):
