@@ -173,6 +173,9 @@ def render_table(results: dict) -> str:
         time_cell = "not measured"
     else:
         time_cell = _minutes(wall) + (" (resumed run)" if results.get("resumed") else "")
+        if results.get("wall_load_average_1min"):
+            start, end = results["wall_load_average_1min"]
+            time_cell += f" (load average {start:g} at the start, {end:g} at the end)"
     rows = [
         ("primary validation F1", f"**{f['primary_val_f1']:.3f}** vs "
          f"{f['primary_baseline_f1']:.3f}",
@@ -213,8 +216,10 @@ def render_table(results: dict) -> str:
     cpu = results["machine"]
     commit = (results.get("commit") or "unknown")[:10]
     lines.append("")
+    load = ", ".join(f"{x:g}" for x in cpu["load_average_1_5_15"])
     lines.append(f"Measured on a {cpu['cpu_cores']}-core CPU ({cpu['cpu_model']}) at commit "
-                 f"`{commit}`; `benchmarks/results/demo.json`.")
+                 f"`{commit}`; load average (1, 5, 15 min) {load} when the figures were "
+                 "collected; `benchmarks/results/demo.json`.")
     return "\n".join(lines)
 
 
@@ -252,13 +257,15 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     workdir = Path(args.workdir)
     resumed = False
-    wall, timed_by = args.wall_s, "given (--wall_s)"
+    wall, timed_by, wall_load = args.wall_s, "given (--wall_s)", None
     if not is_finished(workdir):
         if wall is not None:
             raise DemoResultsError(f"--wall_s={wall:g} given, but {workdir} holds no "
                                    "finished demo run to go with it")
         resumed = workdir.exists() and any(workdir.iterdir())
+        load_before = load_average()[0]
         wall, timed_by = run_demo(workdir), "benchmarks.demo_results"
+        wall_load = [load_before, load_average()[0]]
     commit = commit_of()
     if args.commit:
         commit = {"commit": args.commit, "dirty": None}
@@ -269,6 +276,7 @@ def main(argv=None) -> int:
         "machine": machine(),
         "wall_s": None if wall is None else round(wall, 1),
         "wall_timed_by": None if wall is None else timed_by,
+        "wall_load_average_1min": wall_load,  # at the run's start and end
         "resumed": resumed,
         "figures": collect(workdir),
     }

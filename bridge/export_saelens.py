@@ -24,8 +24,8 @@ architectures only when trained with ``--clip_all``); SAELens has no such clip, 
 export reproduces ours exactly only where features stay below it. The clip is recorded
 in the metadata (``activation_clip_max``, null when none) and the export warns with the
 measured share of active features at the clip: on ``activations`` when given, else the
-run's evaluation (``metrics.json``'s ``clipped_fraction``). README "Architectures" shows
-the one-line SAELens hook that restores the clip.
+run's evaluation (``metrics.json``'s ``clipped_fraction``). docs/training.md,
+"Architectures", shows the one-line SAELens hook that restores the clip.
 
 :func:`load_saelens_export` reads an export of ours back into a SparseAutoencoder.
 """
@@ -147,8 +147,8 @@ def _warn_clip(sae: SparseAutoencoder, share: float | None, where: str) -> None:
                 if share is not None else
                 "the share of activations that reach it was not measured (pass activations)")
     warnings.warn(f"this {sae.config.architecture} SAE clips its features at {clip:g}, "
-                  f"SAELens will not: {measured}; README 'Architectures' shows the SAELens "
-                  "hook that restores the clip", ClipWarning, stacklevel=3)
+                  f"SAELens will not: {measured}; docs/training.md 'Architectures' shows "
+                  "the SAELens hook that restores the clip", ClipWarning, stacklevel=3)
 
 
 def export_saelens(sae: SparseAutoencoder, out: str | os.PathLike, *,

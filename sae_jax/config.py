@@ -74,7 +74,7 @@ class SAETrainConfig:
     original_behaviour: bool = setting(
         False, "Reproduce the original's frozen decoder and gradient-free usage term "
         "(relu_l1 only).")
-    # --- architecture (README "Architectures"; sae_jax/architectures.py). The L1 and usage
+    # --- architecture (docs/training.md "Architectures"; sae_jax/architectures/). The L1 and usage
     # settings above train relu_l1 only.
     architecture: str = setting(
         "relu_l1", "SAE architecture: relu_l1, topk, batchtopk, jumprelu or matryoshka.")

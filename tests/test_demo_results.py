@@ -56,13 +56,17 @@ def test_a_missing_file_or_field_is_named(tmp_path):
 
 def test_the_table_rounds_for_people(tmp_path):
     results = {"figures": dr.collect(fake_run(tmp_path / "run")), "wall_s": 125.4,
-               "commit": "0123456789abcdef", "machine": {"cpu_cores": 2, "cpu_model": "X"}}
+               "wall_load_average_1min": [1.25, 2.5],
+               "commit": "0123456789abcdef", "machine": {"cpu_cores": 2, "cpu_model": "X",
+                                                         "load_average_1_5_15": [1.5, 2, 3]}}
     table = dr.render_table(results)
     for cell in ("| **0.651** vs 0.599 |", "| **0.923** |", "| 0.877 |", "| 7.0 of 64 |",
                  "| 12.5% |", "3,000 held-out", "| **5 / 9** |", "| 8 / 9 |",
                  "| 21 of 64 |", "| **0.81** |", "over the 13 features",
-                 "| 90.0% (18 of 20) |", "| 4 / 6 |", "| 2 min 5 s |", "BatchTopK, k = 7",
-                 "2-core CPU (X) at commit `0123456789`"):
+                 "| 90.0% (18 of 20) |", "| 4 / 6 |",
+                 "| 2 min 5 s (load average 1.25 at the start, 2.5 at the end) |",
+                 "BatchTopK, k = 7",
+                 "2-core CPU (X) at commit `0123456789`", "(1, 5, 15 min) 1.5, 2, 3"):
         assert cell in table, cell
 
 
