@@ -216,10 +216,8 @@ def render_table(results: dict) -> str:
     cpu = results["machine"]
     commit = (results.get("commit") or "unknown")[:10]
     lines.append("")
-    load = ", ".join(f"{x:g}" for x in cpu["load_average_1_5_15"])
     lines.append(f"Measured on a {cpu['cpu_cores']}-core CPU ({cpu['cpu_model']}) at commit "
-                 f"`{commit}`; load average (1, 5, 15 min) {load} when the figures were "
-                 "collected; `benchmarks/results/demo.json`.")
+                 f"`{commit}`; `benchmarks/results/demo.json`.")
     return "\n".join(lines)
 
 

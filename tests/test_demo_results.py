@@ -66,7 +66,7 @@ def test_the_table_rounds_for_people(tmp_path):
                  "| 90.0% (18 of 20) |", "| 4 / 6 |",
                  "| 2 min 5 s (load average 1.25 at the start, 2.5 at the end) |",
                  "BatchTopK, k = 7",
-                 "2-core CPU (X) at commit `0123456789`", "(1, 5, 15 min) 1.5, 2, 3"):
+                 "2-core CPU (X) at commit `0123456789`"):
         assert cell in table, cell
 
 
