@@ -98,7 +98,9 @@ def collect(workdir: str | os.PathLike) -> dict:
         "dead_fraction": get("metrics.json", "dead_fraction"),
         "dead_inputs": get("metrics.json", "num_inputs"),
         "sae_steps": get("metrics.json", "steps"),
-        "sae_seconds": get("metrics.json", "seconds"),
+        # From the command's start to the end of SAE training (the primary's included);
+        # the evaluation and analysis after it are timed nowhere in the run's files.
+        "train_seconds": get("metrics.json", "seconds"),
         "concepts_recovered": get("concepts.json", "summary.recovered"),
         "concepts_with_pairs": get("concepts.json", "summary.recovered_with_pairs"),
         "concepts_total": get("concepts.json", "summary.total"),
