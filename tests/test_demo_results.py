@@ -87,3 +87,25 @@ def test_a_wall_time_needs_a_finished_run(tmp_path):
     with pytest.raises(dr.DemoResultsError, match="no finished demo run"):
         dr.main([f"--workdir={tmp_path / 'empty'}", f"--out={tmp_path / 'x.json'}",
                  "--readme=", "--wall_s=5"])
+
+
+def test_an_empty_workdir_runs_the_demo_and_times_it(tmp_path, monkeypatch):
+    ran = []
+
+    def fake_demo(workdir):
+        ran.append(workdir)
+        fake_run(workdir)
+        return 42.25
+
+    monkeypatch.setattr(dr, "run_demo", fake_demo)
+    run, out = tmp_path / "run", tmp_path / "demo.json"
+    assert dr.main([f"--workdir={run}", f"--out={out}", "--readme="]) == 0
+    results = json.loads(out.read_text())
+    assert ran == [run]
+    assert (results["wall_s"], results["wall_timed_by"], results["resumed"]) == (
+        42.2, "benchmarks.demo_results", False)
+    assert len(results["wall_load_average_1min"]) == 2
+    assert results["figures"] == dr.collect(run)
+    # A finished run is read, not run again, and has no time of its own.
+    assert dr.main([f"--workdir={run}", f"--out={out}", "--readme="]) == 0
+    assert ran == [run] and json.loads(out.read_text())["wall_s"] is None
