@@ -31,6 +31,7 @@ import os
 import re
 import shutil
 from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
 from functools import cache
 from pathlib import Path
 
@@ -66,9 +67,13 @@ def _num(x: float, digits: int = 3) -> str:
 
 
 def share(x: float) -> str:
-    """A feature's frequency as every part of a card writes it: ``15.3%``, ``0.05%``."""
-    pct = 100 * float(x)
-    return f"{pct:.1f}%" if pct >= 1 or pct == 0 else f"{pct:.2g}%"
+    """A feature's frequency as the report writes it everywhere: ``15.3%``, ``0.05%``.
+    Halves round up, as a reader rounds the shown digits (15.25% -> 15.3%): frequencies
+    of k / 2,000 builds end in 5 often."""
+    pct = Decimal(repr(100 * float(x)))
+    if pct >= 1 or pct == 0:
+        return f"{pct.quantize(Decimal('0.1'), ROUND_HALF_UP)}%"
+    return f"{float(pct):.2g}%"
 
 
 TICK_CHAR_PX = 6.5  # a generous width of one character of the charts' 10px text
@@ -275,7 +280,7 @@ def feature_view(page: dict, expl: dict | None, label: dict | None, edges,
 
 
 TABLE_COLUMNS = ("id", "label", "explanation", "f1", "score", "frequency", "mean_when_active",
-                 "max_act", "in_window", "has_section")
+                 "max_act", "in_window", "has_section", "frequency_shown")
 
 
 def _table_view(features: list, explained: dict, labels: dict, shown: set) -> list[list]:
@@ -287,7 +292,8 @@ def _table_view(features: list, explained: dict, labels: dict, shown: set) -> li
         rows.append([r["id"], (lab or {}).get("name", ""), (e or {}).get("rule_text", ""),
                      round(e["f1"], 4) if e else None, float(f"{r['score']:.5g}"),
                      round(r["frequency"], 7), round(r["mean_when_active"], 5),
-                     round(r["max_act"], 5), int(r["in_window"]), int(r["id"] in shown)])
+                     round(r["max_act"], 5), int(r["in_window"]), int(r["id"] in shown),
+                     share(r["frequency"])])  # as the cards write it, not as JS rounds
     return rows
 
 

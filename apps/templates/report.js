@@ -45,18 +45,13 @@ function openFromHash(){
   el.scrollIntoView();
 }
 // The all-features table: rows [id, label, explanation, F1, score, frequency, mean when
-// active, max, in window (1/0), has a section (1/0)], drawn TABLE_PAGE at a time; table.js
-// calls reportTable with them.
+// active, max, in window (1/0), has a section (1/0), frequency as shown], drawn TABLE_PAGE
+// at a time; table.js calls reportTable with them.
 var TABLE_PAGE=500;
 var table={rows:[],view:[],limit:TABLE_PAGE,filter:{q:'',lo:0,hi:1},col:-1,dir:'desc'};
 function reportTable(rows){
   table.rows=rows;
   drawTable(true);
-}
-// A frequency as the cards write it (apps.analysis.report.share).
-function share(x){
-  var p=100*x;
-  return (p>=1||p===0?p.toFixed(1):String(Number(p.toPrecision(2))))+'%';
 }
 function fmt(x,digits){
   if(x===null||x===undefined)return '';
@@ -66,7 +61,7 @@ function rowHtml(r){
   var num='</td><td class="num">';
   return '<tr><td>'+(r[9]?'<a href="#f'+r[0]+'">'+r[0]+'</a>':String(r[0]))+'</td><td>'+
     esc(r[1])+'</td><td>'+esc(r[2])+num+(r[3]===null?'':r[3].toFixed(2))+num+fmt(r[4],3)+
-    num+share(r[5])+num+r[6].toFixed(3)+num+r[7].toFixed(3)+'</td><td>'+
+    num+esc(r[10])+num+r[6].toFixed(3)+num+r[7].toFixed(3)+'</td><td>'+
     (r[8]?'yes':'')+'</td></tr>';
 }
 function esc(s){

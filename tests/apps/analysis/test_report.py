@@ -276,6 +276,7 @@ def test_report_structure(setup, tmp_path):
     for r in rows:
         assert r[5] == pytest.approx(by_id[r[0]]["frequency"], abs=1e-6)
         assert r[8] == int(by_id[r[0]]["in_window"])
+        assert r[10] == share(by_id[r[0]]["frequency"])  # as its card writes it
     data = json.loads((tmp_path / "report" / "features.json").read_text())
     assert [p["id"] for p in data["pages"]] == [p["id"] for p in doc["pages"]]
     # A second report in the same folder leaves no card of the first behind.
@@ -517,7 +518,8 @@ def test_one_frequency_per_card_with_its_base(setup):
             assert re.findall(r"(?:fires on|base) ([\d.]+%)", plain) == [shown] * len(
                 re.findall(r"(?:fires on|base) [\d.]+%", plain)), plain
         assert f"base {shown}" in _plain(card)  # the classes' base rate, as written above
-    assert share(0.1525) == "15.2%" and share(0.0005) == "0.05%" and share(0.0) == "0.0%"
+    assert share(0.1525) == "15.3%" and share(0.0005) == "0.05%" and share(0.0) == "0.0%"
+    assert share(0.4449) == "44.5%" and share(0.0123) == "1.2%" and share(1.0) == "100.0%"
 
 
 def test_cards_and_concept_table_name_one_assignment(setup, tmp_path):
