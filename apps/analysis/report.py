@@ -192,8 +192,8 @@ def template_environment() -> jinja2.Environment:
     return env
 
 
-def _never_fire(count: int) -> str:
-    return f"{count:,} feature never fires" if count == 1 else f"{count:,} features never fire"
+def _never_fire(count: int, what: str) -> str:
+    return f"{count:,} {what} {'never fires' if count == 1 else 'never fire'}"
 
 
 def dead_sentence(doc: dict) -> str:
@@ -201,12 +201,14 @@ def dead_sentence(doc: dict) -> str:
     analysis's full builds, and the evaluation's partial builds (the model's inputs
     mid-completion, which the SAE was trained on). A feature silent on full builds can
     fire on partial ones, so the two differ."""
-    full = f"{_never_fire(doc['dead'])} on the {doc['num_builds']:,} full analysis builds"
+    dead = doc["dead"]
+    full = (f"{_never_fire(dead, 'feature' if dead == 1 else 'features')} on the "
+            f"{doc['num_builds']:,} full analysis builds")
     fraction = (doc.get("metrics") or {}).get("dead_fraction")
     if fraction is None:
         return full + "."
     partial = int(round(fraction * doc["num_features"]))
-    return (f"{full}; {partial:,} ({fraction:.1%}) never fire on the evaluation's partial "
+    return (f"{full}; {_never_fire(partial, f'({fraction:.1%})')} on the evaluation's partial "
             "builds, the inputs the SAE was trained on.")
 
 
@@ -245,7 +247,7 @@ def rule_claim(expl: dict) -> str:
     """The explanation's sentence as a card shows it: without the frequency it ends with,
     which counts the explanations' builds at the rule's activity level and would sit
     beside the card's own, different frequency."""
-    return _SENTENCE_FREQUENCY.sub("", expl["sentence"])
+    return _SENTENCE_FREQUENCY.sub("", expl.get("sentence") or expl.get("rule_text", ""))
 
 
 def _page_view(page: dict, expl: dict | None, label: dict | None, edges,
@@ -363,11 +365,12 @@ def _render_index(parts: _Parts) -> str:
 
 
 TABLE_SCRIPT = "table.js"
+CARDS = "cards"  # the folder of the cards' scripts, beside index.html
 
 
 def card_path(feature: int) -> str:
     """Where feature ``feature``'s card lies, relative to ``index.html``."""
-    return f"cards/f{int(feature)}.js"
+    return f"{CARDS}/f{int(feature)}.js"
 
 
 def _script_call(function: str, *args) -> str:
@@ -417,7 +420,7 @@ def write_report(out_dir: str | os.PathLike, doc: dict) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     files = report_files(doc)
     # Cards of an earlier analysis would linger beside the new ones.
-    cards = out / Path(card_path(0)).parent
+    cards = out / CARDS
     if cards.is_dir():
         shutil.rmtree(cards)
     cards.mkdir()
