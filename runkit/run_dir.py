@@ -16,7 +16,8 @@ What an SAE run (``python -m sae_jax.train``, or a sweep member) holds::
     concepts.json         concept recovery (the analysis)
     explanations.json     feature explanations (the analysis)
     feature_labels.json   human feature labels
-    report/               the static feature browser: index.html, features.json, curves.png
+    report/               the static feature browser: index.html, the cards it loads
+                          (cards/), table.js, features.json, curves.png
     workbench/            the workbench's feature index
     diverged.json         a sweep member whose loss became non-finite
     .lock                 one process per run (runkit.lock)

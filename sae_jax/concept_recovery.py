@@ -332,3 +332,15 @@ def load_concepts(path: str | os.PathLike) -> dict | None:
     if not os.path.exists(path):
         return None
     return read_json(path, what="concept recovery file")
+
+
+def assigned_concept(result: dict, feature: int) -> dict | None:
+    """The concept ``feature`` is the detector of in the ``concepts.json`` dict ``result``
+    (the first row naming it): ``{"name", "f1", "auroc", "best_detector": True}``, or None
+    when no row names it. Whatever shows a feature's concept reads this one assignment: a
+    feature's own best concept can be one that another feature detects better."""
+    for row in result["rows"]:
+        if row["feature"] == feature:
+            return {"name": row["concept"], "f1": float(row["sae_f1"]),
+                    "auroc": float(row["sae_auroc"]), "best_detector": True}
+    return None

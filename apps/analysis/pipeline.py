@@ -37,7 +37,7 @@ from primary.vocab import (
 from runkit.run_dir import RunDir, RunRecord
 from sae_jax import feature_stats as analysis
 from sae_jax.activity import dead_mask, dense_mask, live_mask
-from sae_jax.concept_recovery import concept_recovery, write_concepts
+from sae_jax.concept_recovery import assigned_concept, concept_recovery, write_concepts
 from sae_jax.feature_labels import labels_to_json, read_labels
 from sae_jax.model import encode
 from sae_jax.pair_recovery import (
@@ -257,10 +257,10 @@ def analyze_features(primary, vocab, sae, builds, pooled: np.ndarray, *,
         influence = np.asarray(analysis.logit_influence(sae.atoms(), kernel))
         promoted, suppressed = analysis.top_tokens(influence, INFLUENCE_TOKENS)
 
-    concepts, sae_f1, sae_auc = None, None, None
+    concepts, sae_f1 = None, None
     if builds.concepts is not None and len(builds.concept_names):
         with timer("concept recovery"):
-            concepts, sae_f1, sae_auc = concept_recovery(
+            concepts, sae_f1, _ = concept_recovery(
                 sparse, pooled, builds.concepts, builds.concept_names, return_matrices=True,
                 progress=True)
         with timer("concept pairs"):
@@ -308,11 +308,8 @@ def analyze_features(primary, vocab, sae, builds, pooled: np.ndarray, *,
                 "steering": steering.get(f, []),
                 "concept": None, "coactive": [], "pairs": pairs_of.get(f, []),
             }
-            if sae_f1 is not None:
-                c = int(np.argmax(sae_f1[f]))
-                page["concept"] = {"name": builds.concept_names[c], "f1": float(sae_f1[f, c]),
-                                   "auroc": float(sae_auc[f, c]),
-                                   "best_detector": concepts["rows"][c]["feature"] == f}
+            if concepts is not None:
+                page["concept"] = assigned_concept(concepts, f)
             page["coactive"] = analysis.coactive_features(coact_counts[coact_pos[f]], f, live)
             pages.append(page)
 

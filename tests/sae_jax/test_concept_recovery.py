@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from sae_jax.concept_recovery import auroc, best_f1, concept_recovery
+from sae_jax.concept_recovery import assigned_concept, auroc, best_f1, concept_recovery
 
 
 def _brute_best_f1(score, label):
@@ -116,3 +116,14 @@ def test_sparse_activations_give_the_dense_f1_threshold_and_auroc(world):
     for row, expect in zip(got["rows"], want["rows"]):
         assert row == pytest.approx(expect, abs=1e-6)
     assert got["summary"] == pytest.approx(want["summary"], abs=1e-6)
+
+
+def test_assigned_concept_is_the_first_row_naming_the_feature():
+    rows = [{"concept": "a", "feature": 3, "sae_f1": 0.5, "sae_auroc": 0.7},
+            {"concept": "b", "feature": 7, "sae_f1": 0.9, "sae_auroc": 0.95},
+            {"concept": "c", "feature": 7, "sae_f1": 0.95, "sae_auroc": 0.99}]
+    result = {"rows": rows, "summary": {}}
+    assert assigned_concept(result, 7) == {"name": "b", "f1": 0.9, "auroc": 0.95,
+                                           "best_detector": True}
+    assert assigned_concept(result, 3)["name"] == "a"
+    assert assigned_concept(result, 4) is None
