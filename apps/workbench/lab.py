@@ -251,3 +251,19 @@ def lab_choices(run: RunData) -> dict:
     abilities = [{"name": a, "label": ability_label(a), "main_only": a in MAIN_ONLY_ABILITIES}
                  for a in ABILITIES]
     return {"weapons": weapons, "other_weapons": others, "abilities": abilities}
+
+
+def lab_url(weapon: int, abilities, *, feature: int | None = None,
+            value: float | None = None) -> str:
+    """The build lab's address with a build loaded, as ``static/lab.js`` reads it:
+    ``/lab?weapon=GID&abilities=name:AP,...`` (``abilities``: ``{name: AP}`` or pairs),
+    with ``feature`` (and ``value``, default 0) as a feature edit."""
+    from urllib.parse import urlencode
+
+    pairs = abilities.items() if isinstance(abilities, dict) else abilities
+    params = {"weapon": int(weapon),
+              "abilities": ",".join(f"{name}:{int(ap)}" for name, ap in pairs)}
+    if feature is not None:
+        params["feature"] = int(feature)
+        params["value"] = f"{0.0 if value is None else float(value):.4g}"
+    return "/lab?" + urlencode(params)
