@@ -267,3 +267,17 @@ def lab_url(weapon: int, abilities, *, feature: int | None = None,
         params["feature"] = int(feature)
         params["value"] = f"{0.0 if value is None else float(value):.4g}"
     return "/lab?" + urlencode(params)
+
+
+def feature_activation(run: RunData, weapon: int, abilities: dict, feature: int) -> float:
+    """``feature``'s activation on a partial build (the lab's own forward pass)."""
+    req = lab_request({"weapon": weapon, "abilities": abilities}, run)
+    _, vocab, weapon_vocab, sae = run.models()
+    tokens, weapons, mask = _inputs(req.row, req.weapon, vocab, weapon_vocab)
+    with run.lock:
+        graphdef, state = run.split_primary()
+        h, _, _ = _lab_forward(graphdef, state, sae.params(), jnp.asarray(tokens),
+                               jnp.asarray(weapons), jnp.asarray(mask),
+                               jnp.zeros((0,), jnp.int32), jnp.zeros((0,), jnp.float32),
+                               spec=sae.config.encoder)
+    return float(np.asarray(h)[0, feature])

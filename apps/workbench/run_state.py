@@ -80,6 +80,7 @@ class RunData:
         self._active_counts = None
         self._pages: OrderedDict[int, dict] = OrderedDict()
         self._curves: dict[int, dict] = {}
+        self._rung_edits = None
         self.completions: OrderedDict[tuple, object] = OrderedDict()
         self._explanations = None
         self._report = None
@@ -396,16 +397,28 @@ class RunData:
             return expl["rung_curves"]
         with self.lock:
             if feature not in self._curves:
-                from bridge.causal import rung_curves
+                from bridge.causal import curves_of
+
+                self._curves[feature] = curves_of(self.models()[3], self.rung_edits(),
+                                                  [feature])[feature]
+            return self._curves[feature]
+
+    def rung_edits(self):
+        """The sample's builds at every rung of every ability, pooled
+        (``bridge.causal.rung_edits``): the same for every feature, so made once; a
+        feature's curves are then one SAE encoding of them."""
+        with self.lock:
+            if self._rung_edits is None:
+                from bridge.causal import rung_edits
 
                 builds, _ = self.builds()
-                primary, vocab, weapon_vocab, sae = self.models()
+                primary, vocab, weapon_vocab, _ = self.models()
                 rng = np.random.default_rng(0)
                 sample = np.sort(rng.choice(len(builds), min(CURVE_BUILDS, len(builds)),
                                             replace=False))
-                self._curves[feature] = rung_curves(primary, vocab, weapon_vocab, sae,
-                                                    builds.subset(sample), [feature])[feature]
-            return self._curves[feature]
+                self._rung_edits = rung_edits(primary, vocab, weapon_vocab,
+                                              builds.subset(sample))
+            return self._rung_edits
 
     def _concept_of(self, feature: int) -> dict | None:
         """The planted concept this feature is the best detector of (concepts.json)."""

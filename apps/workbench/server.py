@@ -15,7 +15,7 @@ Pages (server-rendered from the report's Jinja2 templates; plain JavaScript from
   token probabilities and active features out; features set to values, with a slot diff.
   ``/lab?weapon=GID&abilities=name:AP,...&feature=F&value=V`` opens it with that build
   (every example build links there); ``/lab?feature=F`` alone opens the mains of F's
-  strongest build with F set to its maximum.
+  strongest build with F set (:meth:`Workbench.set_link`).
 
 Started with ``warm=True`` (``apps.serve``), the server answers at once but compiles and
 loads in a background thread first (:mod:`apps.workbench.warmup`): until then the
@@ -60,12 +60,14 @@ from apps.workbench.feature_list import (
 from apps.workbench.lab import (
     LabRequestError,
     complete_lab,
+    feature_activation,
     lab_choices,
     lab_request,
     lab_url,
 )
 from apps.workbench.run_state import RunData
 from apps.workbench.warmup import warm_up
+from sae_jax.activity import is_active
 from sae_jax.feature_labels import CATEGORIES, LabelError
 
 STATIC = Path(__file__).parent / "static"
@@ -288,12 +290,22 @@ class Workbench:
         view["bands"] = [dict(b, examples=[_with_lab_link(ex) for ex in b["examples"]])
                          for b in view.get("bands", [])]
         view["fires_together"] = [self._described(g) for g in view.get("fires_together", [])]
-        start = await _threaded(self.run.top_build_start, feature)
-        set_link = (lab_url(*start, feature=feature, value=view["max_act"]) if start
-                    else f"/lab?feature={feature}")
+        set_link = await _threaded(self.set_link, feature) or f"/lab?feature={feature}"
         return self._page(request, "wb_feature.html.j2", page=view, label=doc["label"],
                           categories=CATEGORIES, edges=index["hist_edges"].tolist(),
                           set_link=set_link, title=f"Feature {feature} of {self.run.name}")
+
+    def set_link(self, feature: int, value: float | None = None) -> str | None:
+        """The build lab with ``feature`` set on the mains of its strongest build (None: it
+        never fires): to 0 where it fires on them (what it adds to the completion), else to
+        its maximum (what it would add); or to ``value``."""
+        start = self.run.top_build_start(feature)
+        if start is None:
+            return None
+        if value is None:
+            fires = is_active(feature_activation(self.run, *start, feature))
+            value = 0.0 if fires else float(self.run.index()["max_act"][feature])
+        return lab_url(*start, feature=feature, value=value)
 
     def _described(self, entry: dict) -> dict:
         """A feature of a list on a page, with its label and explanation."""
@@ -311,11 +323,11 @@ class Workbench:
             except ValueError:
                 raise BadRequest(f"feature: expected an integer id, got "
                                  f"{params['feature']!r}") from None
-            start = await _threaded(self.run.top_build_start, feature)
-            if start is not None:
-                value = params.get("value") or float(self.run.index()["max_act"][feature])
-                return RedirectResponse(lab_url(*start, feature=feature, value=float(value)),
-                                        status_code=303)
+            value = _float_param(params, "value", math.nan)
+            link = await _threaded(self.set_link, feature,
+                                   None if math.isnan(value) else value)
+            if link is not None:
+                return RedirectResponse(link, status_code=303)
         return self._page(request, "wb_lab.html.j2", title=f"Build lab: {self.run.name}")
 
     async def report_css(self, request: Request):

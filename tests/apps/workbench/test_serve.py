@@ -374,6 +374,22 @@ def test_rung_curves_on_demand(served):
         assert c["ap"][0] == 0 and c["ap"] == sorted(c["ap"]), ability
         assert len(c["mean"]) == len(c["ap"]) and min(c["mean"]) >= 0
     assert "compute rung curves" in client.get(f"/feature/{live}").text
+    # The rung edits are made once for all features: each feature's curves are still the
+    # analysis's own (bridge.causal.rung_curves on the same seeded sample of the builds).
+    from bridge.causal import rung_curves
+
+    builds, _ = run.builds()
+    sample = np.sort(np.random.default_rng(0).choice(len(builds), min(128, len(builds)),
+                                                     replace=False))
+    other = int(np.argsort(-run.index()["frequency"])[6])
+    direct = rung_curves(*run.models(), builds.subset(sample), [live, other])
+    for f in (live, other):
+        got = client.get(f"/api/features/{f}/rung_curves").json()["curves"]
+        assert set(got) == set(direct[f])
+        for ability, c in got.items():
+            assert c["ap"] == direct[f][ability]["ap"] and c["n"] == direct[f][ability]["n"]
+            np.testing.assert_allclose(c["mean"], direct[f][ability]["mean"], rtol=1e-5,
+                                       atol=1e-7)
 
 
 def test_serves_an_imported_splatnlp_run(tmp_path):
@@ -536,10 +552,27 @@ def test_set_it_in_the_build_lab_starts_from_its_strongest_build(served):
     mains = mains_only(builds.ap[top])
     assert query["abilities"] == "%2C".join(f"{a}%3A{ap}" for a, ap in mains.items())
     assert int(query["feature"]) == feature
-    assert float(query["value"]) == pytest.approx(float(idx["max_act"][feature]), rel=1e-3)
+    # Set to 0 where it fires on those mains (what it adds), else to its maximum.
+    partial = client.post("/api/complete", json={"weapon": int(query["weapon"]),
+                                                 "abilities": mains}).json()
+    fires = feature in [f["feature"] for f in partial["active_features"]]
+    assert float(query["value"]) == (0.0 if fires else pytest.approx(
+        float(idx["max_act"][feature]), rel=1e-3))
     moved = client.get(f"/lab?feature={feature}", follow_redirects=False)
     assert moved.status_code == 303 and moved.headers["location"] == link
     assert 'id="abilities"' in client.get(link).text
+    chosen = client.get(f"/lab?feature={feature}&value=1.25", follow_redirects=False)
+    assert chosen.headers["location"].endswith(f"feature={feature}&value=1.25")
+    for other in (f for f in np.argsort(-idx["frequency"]) if idx["frequency"][f] > 0):
+        start = run.top_build_start(int(other))
+        out = client.post("/api/complete", json={"weapon": start[0], "abilities": start[1]})
+        if int(other) not in [f["feature"] for f in out.json()["active_features"]]:
+            break  # a feature silent on its own strongest build's mains: set to its maximum
+    else:
+        pytest.fail("every live feature fires on the mains of its strongest build")
+    other_link = client.get(f"/lab?feature={int(other)}", follow_redirects=False)
+    assert other_link.headers["location"].endswith(
+        f"feature={int(other)}&value={float(idx['max_act'][other]):.4g}")
     dead = np.flatnonzero(idx["frequency"] == 0)
     if len(dead):  # a feature that never fires has no build to start from: the plain lab
         plain = client.get(f"/lab?feature={int(dead[0])}", follow_redirects=False)
