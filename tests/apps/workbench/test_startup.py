@@ -144,9 +144,12 @@ def test_serve_answers_at_once_and_keeps_compiled_programs(tmp_path):
     """``python -m apps.serve``: /api/status answers while loading, and the compiled
     programs land in the persistent compilation cache (what a restart reads)."""
     workdir = make_run(tmp_path / "run")
-    cache = tmp_path / "cache"
+    # The command's own cache folder (runkit.compile_cache) under a fresh XDG_CACHE_HOME; no
+    # JAX_COMPILATION_CACHE_DIR, which jax would follow by itself.
+    env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
+    env.update(XDG_CACHE_HOME=str(tmp_path / "xdg"), JAX_PLATFORMS="cpu")
+    cache = tmp_path / "xdg" / "splat-sae-jax" / "jax"
     port = _free_port()
-    env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(cache), JAX_PLATFORMS="cpu")
     proc = subprocess.Popen([sys.executable, "-m", "apps.serve", f"--workdir={workdir}",
                              f"--port={port}", f"--num_builds={ANALYSIS_BUILDS}"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
