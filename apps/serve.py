@@ -1,6 +1,9 @@
 """The workbench: a local web app over one SAE run (:mod:`apps.workbench.server`).
 
     python -m apps.serve --workdir=RUN [--host=127.0.0.1] [--port=8000]
+
+It answers at once and says "loading" while it compiles and loads in the background;
+compiled programs are kept on disk (:mod:`runkit.compile_cache`), so a restart is quick.
 """
 
 from __future__ import annotations
@@ -35,6 +38,9 @@ def main(argv):
         raise ValueError(f"--port must be 1..65535, got {f.port}")
     if f.num_builds is not None and f.num_builds <= 0:
         raise ValueError(f"--num_builds must be positive, got {f.num_builds}")
+    from runkit.compile_cache import use_persistent_cache
+
+    use_persistent_cache()  # before anything compiles: a restart reads its programs back
     application = create_app(f.workdir, num_builds=f.num_builds, warm=True)
     print(f"workbench for {Path(f.workdir).absolute()}: http://{f.host}:{f.port}/")
     uvicorn.run(application, host=f.host, port=f.port, log_level="warning")

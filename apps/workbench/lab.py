@@ -251,3 +251,33 @@ def lab_choices(run: RunData) -> dict:
     abilities = [{"name": a, "label": ability_label(a), "main_only": a in MAIN_ONLY_ABILITIES}
                  for a in ABILITIES]
     return {"weapons": weapons, "other_weapons": others, "abilities": abilities}
+
+
+def lab_url(weapon: int, abilities, *, feature: int | None = None,
+            value: float | None = None) -> str:
+    """The build lab's address with a build loaded, as ``static/lab.js`` reads it:
+    ``/lab?weapon=GID&abilities=name:AP,...`` (``abilities``: ``{name: AP}`` or pairs),
+    with ``feature`` (and ``value``, default 0) as a feature edit."""
+    from urllib.parse import urlencode
+
+    pairs = abilities.items() if isinstance(abilities, dict) else abilities
+    params = {"weapon": int(weapon),
+              "abilities": ",".join(f"{name}:{int(ap)}" for name, ap in pairs)}
+    if feature is not None:
+        params["feature"] = int(feature)
+        params["value"] = f"{0.0 if value is None else float(value):.4g}"
+    return "/lab?" + urlencode(params)
+
+
+def feature_activation(run: RunData, weapon: int, abilities: dict, feature: int) -> float:
+    """``feature``'s activation on a partial build (the lab's own forward pass)."""
+    req = lab_request({"weapon": weapon, "abilities": abilities}, run)
+    _, vocab, weapon_vocab, sae = run.models()
+    tokens, weapons, mask = _inputs(req.row, req.weapon, vocab, weapon_vocab)
+    with run.lock:
+        graphdef, state = run.split_primary()
+        h, _, _ = _lab_forward(graphdef, state, sae.params(), jnp.asarray(tokens),
+                               jnp.asarray(weapons), jnp.asarray(mask),
+                               jnp.zeros((0,), jnp.int32), jnp.zeros((0,), jnp.float32),
+                               spec=sae.config.encoder)
+    return float(np.asarray(h)[0, feature])

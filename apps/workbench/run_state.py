@@ -9,8 +9,10 @@ builds) is computed once, saved beside the run as ``workbench/index.npz`` and pa
 through afterwards, so a 24,576-feature SAE lists as fast as a small one.
 
 Feature pages are built for any feature id from the index, the SAE's logit influence and
-steering tables, steered completions and co-activations computed on demand (a bounded
-number of pages cached in memory); when the static report shows the feature, its steering
+steering tables, steered completions, co-activations, the features that fire together
+with it (:mod:`apps.workbench.cofiring`) and examples from each band of its activations
+(:mod:`apps.workbench.activation_bands`) computed on demand (a bounded number of pages
+cached in memory); when the static report shows the feature, its steering
 tables, concept, co-activations and steered builds are taken from ``report/features.json``.
 """
 
@@ -24,8 +26,10 @@ from pathlib import Path
 import numpy as np
 
 from apps.analysis.report import token_label
+from apps.workbench.activation_bands import activation_bands
+from apps.workbench.cofiring import fires_together
 from runkit.run_dir import RunDir, RunDirError
-from sae_jax.activity import live_mask, window_mask
+from sae_jax.activity import is_active, live_mask, window_mask
 from sae_jax.feature_labels import (
     CATEGORIES,
     LabelError,
@@ -73,8 +77,10 @@ class RunData:
         self._index = None
         self._influence = None
         self._sparse = None
+        self._active_counts = None
         self._pages: OrderedDict[int, dict] = OrderedDict()
         self._curves: dict[int, dict] = {}
+        self._rung_edits = None
         self.completions: OrderedDict[tuple, object] = OrderedDict()
         self._explanations = None
         self._report = None
@@ -201,6 +207,28 @@ class RunData:
                                        total_rows=len(pooled)).sort_by_value()
             return self._sparse
 
+    def active_counts(self) -> np.ndarray:
+        """``(F,)`` analysis builds each feature is active on."""
+        with self.lock:
+            if self._active_counts is None:
+                sparse = self.activations()
+                running = np.concatenate([[0], np.cumsum(is_active(sparse.values))])
+                self._active_counts = running[sparse.indptr[1:]] - running[sparse.indptr[:-1]]
+            return self._active_counts
+
+    def top_build_start(self, feature: int) -> tuple[int, dict[str, int]] | None:
+        """``(weapon game id, {ability: AP})``: the mains of the feature's strongest build,
+        where the build lab starts when the feature is set (None: it never fires)."""
+        from apps.analysis.steered_views import mains_only
+
+        feature = self.check_feature(feature)
+        idx = self.index()
+        row, value = int(idx["top_rows"][feature][0]), float(idx["top_values"][feature][0])
+        if row < 0 or value <= 0:
+            return None
+        builds, _ = self.builds()
+        return int(builds.weapons[row]), mains_only(builds.ap[row])
+
     # ------------------------------------------------------------------ the index
 
     def _index_path(self) -> Path:
@@ -310,8 +338,16 @@ class RunData:
         ranked = self.ranked()
         rank = np.flatnonzero(ranked == feature)
         f = feature
-        examples = [dict(_describe_build(builds, int(r)), row=int(r), activation=float(v))
-                    for r, v in zip(idx["top_rows"][f], idx["top_values"][f]) if r >= 0 and v > 0]
+        def example(r, v) -> dict:
+            return dict(_describe_build(builds, int(r)), row=int(r), activation=float(v),
+                        weapon_id=int(builds.weapons[int(r)]))
+
+        examples = [example(r, v) for r, v in zip(idx["top_rows"][f], idx["top_values"][f])
+                    if r >= 0 and v > 0]
+        sparse = self.activations()
+        a, b = sparse.indptr[f], sparse.indptr[f + 1]
+        bands = [dict(band, examples=[example(r, v) for r, v in band["examples"]])
+                 for band in activation_bands(sparse.rows[a:b], sparse.values[a:b])]
         infl = self.influence()[f]
         order = np.argsort(-infl, kind="stable")
         promoted = [(vocab.id_to_token[int(t)], float(infl[t])) for t in order[:INFLUENCE_TOKENS]
@@ -325,7 +361,7 @@ class RunData:
                 "max_act": float(idx["max_act"][f]), "hist": idx["hist"][f].tolist(),
                 "top_examples": examples, "promoted": promoted, "suppressed": suppressed,
                 "steering": [], "concept": self._concept_of(f), "coactive": [],
-                "steered_builds": [],
+                "steered_builds": [], "bands": bands,
                 "pairs": pair_memberships(concepts).get(f, []) if concepts else []}
         report = self._report_page(f)
         if report is not None:  # the report computed these over the same builds
@@ -337,10 +373,11 @@ class RunData:
             page["steering"] = steering_tables(
                 primary, sae, vocab, pooled, [f], idx["top_rows"], idx["top_values"],
                 idx["max_act"])[f]
+        counts = coactivation_counts(sparse, [f])[0]
         if not page["coactive"]:
-            counts = coactivation_counts(self.activations(), [f])[0]
             live = live_mask(idx["frequency"])
             page["coactive"] = coactive_features(counts, f, live)
+        page["fires_together"] = fires_together(counts, self.active_counts(), f)
         if not page["steered_builds"] and examples:
             row = examples[0]["row"]
             observed = mains_only(builds.ap[row])
@@ -360,16 +397,28 @@ class RunData:
             return expl["rung_curves"]
         with self.lock:
             if feature not in self._curves:
-                from bridge.causal import rung_curves
+                from bridge.causal import curves_of
+
+                self._curves[feature] = curves_of(self.models()[3], self.rung_edits(),
+                                                  [feature])[feature]
+            return self._curves[feature]
+
+    def rung_edits(self):
+        """The sample's builds at every rung of every ability, pooled
+        (``bridge.causal.rung_edits``): the same for every feature, so made once; a
+        feature's curves are then one SAE encoding of them."""
+        with self.lock:
+            if self._rung_edits is None:
+                from bridge.causal import rung_edits
 
                 builds, _ = self.builds()
-                primary, vocab, weapon_vocab, sae = self.models()
+                primary, vocab, weapon_vocab, _ = self.models()
                 rng = np.random.default_rng(0)
                 sample = np.sort(rng.choice(len(builds), min(CURVE_BUILDS, len(builds)),
                                             replace=False))
-                self._curves[feature] = rung_curves(primary, vocab, weapon_vocab, sae,
-                                                    builds.subset(sample), [feature])[feature]
-            return self._curves[feature]
+                self._rung_edits = rung_edits(primary, vocab, weapon_vocab,
+                                              builds.subset(sample))
+            return self._rung_edits
 
     def _concept_of(self, feature: int) -> dict | None:
         """The planted concept this feature is the best detector of (concepts.json)."""

@@ -5,14 +5,26 @@
 Pages (server-rendered from the report's Jinja2 templates; plain JavaScript from
 ``apps/workbench/static/``, nothing fetched from the network):
 
-- ``/``: every feature; search over ids, explanations, labels, tokens and concepts,
-  a frequency window, sorting by score, frequency or explanation F1, pages;
-- ``/feature/{id}``: the static report's feature card for any feature, with a label form;
+- ``/``: the interpretable features (the 1-30% window) best explained first, or all
+  (``?scope=all``); search over ids, explanations, labels, tokens and concepts (exact
+  matches of a name first), a frequency window, sorting by explanation F1, score,
+  frequency or id, pages;
+- ``/feature/{id}``: the static report's feature card for any feature, examples from each
+  band of its activations, the features that fire together with it, a label form;
 - ``/lab``: the build lab: a weapon and abilities in, the model's legal completion,
   token probabilities and active features out; features set to values, with a slot diff.
+  ``/lab?weapon=GID&abilities=name:AP,...&feature=F&value=V`` opens it with that build
+  (every example build links there); ``/lab?feature=F`` alone opens the mains of F's
+  strongest build with F set (:meth:`Workbench.set_link`).
 
-JSON API (also for scripts): ``GET /api/run``, ``GET /api/features?q=&sort=&offset=&limit=
-&fmin=&fmax=&window=&arch=``, ``GET /api/features/{id}``, ``POST``/``DELETE
+Started with ``warm=True`` (``apps.serve``), the server answers at once but compiles and
+loads in a background thread first (:mod:`apps.workbench.warmup`): until then the
+feature and lab pages are a "loading" page that reloads itself and their API answers 503
+``{"status": "loading"}``; ``GET /api/status`` says ``loading`` or ``ready``.
+
+JSON API (also for scripts): ``GET /api/status``, ``GET /api/run``, ``GET
+/api/features?q=&sort=&offset=&limit=&fmin=&fmax=&scope=&arch=`` (no parameters: what
+the list page opens on), ``GET /api/features/{id}``, ``POST``/``DELETE
 /api/features/{id}/label`` (``{"name", "category", "notes"}``), ``GET /api/lab``,
 ``POST /api/complete`` (``{"weapon", "abilities": {name: AP}, "edits": [{"feature",
 "value"}]}``). A bad request gets a 4xx whose ``error`` names the bad field.
@@ -23,24 +35,43 @@ from __future__ import annotations
 import json
 import math
 import threading
+import time
 from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from apps.analysis.report import TEMPLATES, feature_view, template_environment
-from apps.workbench.feature_list import MAX_LIMIT, SORTS, FeatureQuery, FeatureTable
-from apps.workbench.lab import LabRequestError, complete_lab, lab_choices, lab_request
+from apps.workbench.feature_list import (
+    DEFAULT_SCOPE,
+    DEFAULT_SORT,
+    MAX_LIMIT,
+    PAGE_SIZE,
+    SCOPES,
+    SORTS,
+    FeatureQuery,
+    FeatureTable,
+)
+from apps.workbench.lab import (
+    LabRequestError,
+    complete_lab,
+    feature_activation,
+    lab_choices,
+    lab_request,
+    lab_url,
+)
 from apps.workbench.run_state import RunData
+from apps.workbench.warmup import warm_up
+from sae_jax.activity import is_active
 from sae_jax.feature_labels import CATEGORIES, LabelError
 
 STATIC = Path(__file__).parent / "static"
-PAGE_SIZE = 50
+RETRY_SECONDS = 2  # how soon a "loading" answer asks to be tried again
 
 
 class BadRequest(ValueError):
@@ -72,19 +103,27 @@ def _float_param(params, name: str, default: float) -> float:
 
 def feature_query(params, *, percent: bool = False) -> FeatureQuery:
     """Query parameters -> :class:`FeatureQuery` (``percent``: the page's form gives the
-    frequency window in percent, the API in [0, 1])."""
+    frequency window in percent, the API in [0, 1]). Absent parameters take the
+    :class:`FeatureQuery` defaults, so the page and the API open on the same list.
+    ``window=1``/``0`` is the older spelling of ``scope=window``/``all``."""
     scale = 100.0 if percent else 1.0
+    scope = params.get("scope", "") or DEFAULT_SCOPE
     window = params.get("window", "")
     if window not in ("", "0", "1", "on"):
         raise BadRequest(f"window: expected 0 or 1, got {window!r}")
+    if window:
+        implied = "window" if window in ("1", "on") else "all"
+        if params.get("scope") and params["scope"] != implied:
+            raise BadRequest(f"window: window={window} contradicts scope={params['scope']}")
+        scope = implied
     try:
         return FeatureQuery(
-            q=params.get("q", ""), sort=params.get("sort", "score") or "score",
+            q=params.get("q", ""), sort=params.get("sort", "") or DEFAULT_SORT,
             offset=_int_param(params, "offset", 0),
             limit=_int_param(params, "limit", PAGE_SIZE),
             fmin=_float_param(params, "fmin", 0.0) / scale,
             fmax=_float_param(params, "fmax", scale) / scale,
-            window_only=window in ("1", "on"), arch=params.get("arch", ""))
+            scope=scope, arch=params.get("arch", ""))
     except ValueError as e:
         raise BadRequest(str(e)) from None
 
@@ -112,6 +151,52 @@ class Workbench:
         self.run = run
         self.table = FeatureTable(run)
         self.templates = Jinja2Templates(env=template_environment())
+        self.ready = threading.Event()  # set when warmed up (at once when not warming)
+        self.warm_seconds: dict[str, float] = {}
+        self.warm_error: str | None = None
+
+    # ------------------------------------------------------------------ startup
+
+    def warm(self) -> None:
+        """Compile and load everything the pages use (:func:`warm_up`); then ready. A
+        failure is reported and the server serves anyway (the pages show the error)."""
+        t0 = time.perf_counter()
+        try:
+            self.warm_seconds = warm_up(self.run, self.table)
+        except Exception as e:
+            self.warm_error = f"{type(e).__name__}: {e}"
+            print(f"warning: warming the workbench failed: {self.warm_error}", flush=True)
+        else:
+            print(f"workbench ready in {time.perf_counter() - t0:.1f} s", flush=True)
+        finally:
+            self.ready.set()
+
+    def status(self) -> dict:
+        out = {"status": "ready" if self.ready.is_set() else "loading"}
+        if self.warm_seconds:
+            out["warm_seconds"] = self.warm_seconds
+        if self.warm_error:
+            out["error"] = self.warm_error
+        return out
+
+    def when_ready(self, handler):
+        """``handler``, answering "loading" until the warm-up is done."""
+        async def guarded(request: Request):
+            if not self.ready.is_set():
+                return self.loading(request)
+            return await handler(request)
+        return guarded
+
+    def loading(self, request: Request):
+        headers = {"Retry-After": str(RETRY_SECONDS)}
+        if _wants_json(request):
+            return JSONResponse({"status": "loading"}, status_code=503, headers=headers)
+        html = template_environment().get_template("wb_loading.html.j2").render(
+            run=self.run_info(), retry=RETRY_SECONDS)
+        return Response(html, status_code=503, media_type="text/html", headers=headers)
+
+    async def api_status(self, request: Request):
+        return JSONResponse(self.status())
 
     # ------------------------------------------------------------------ API
 
@@ -186,9 +271,14 @@ class Workbench:
     async def list_page(self, request: Request):
         query = feature_query(request.query_params, percent=True)
         result = await _threaded(self.table.query, query)
-        params = {k: v for k, v in request.query_params.items() if k != "offset"}
+        params = {k: v for k, v in request.query_params.items()
+                  if k not in ("offset", "scope", "window")}
+        params["scope"] = query.scope
+        other = {k: v for k, v in params.items() if k != "scope"}
+        other["scope"] = next(s for s in SCOPES if s != query.scope)
         return self._page(request, "wb_list.html.j2", query=query, result=result,
-                          params=params, sorts=SORTS, title=f"Features of {self.run.name}")
+                          params=params, other_scope=other, sorts=SORTS,
+                          title=f"Features of {self.run.name}")
 
     async def feature_page(self, request: Request):
         feature = _feature_id(request)
@@ -196,11 +286,48 @@ class Workbench:
         index = self.run.index()
         view = feature_view(doc["page"], doc["explanation"], doc["label"],
                             index["hist_edges"].tolist())
+        view["top_examples"] = [_with_lab_link(ex) for ex in view["top_examples"]]
+        view["bands"] = [dict(b, examples=[_with_lab_link(ex) for ex in b["examples"]])
+                         for b in view.get("bands", [])]
+        view["fires_together"] = [self._described(g) for g in view.get("fires_together", [])]
+        set_link = await _threaded(self.set_link, feature) or f"/lab?feature={feature}"
         return self._page(request, "wb_feature.html.j2", page=view, label=doc["label"],
                           categories=CATEGORIES, edges=index["hist_edges"].tolist(),
-                          title=f"Feature {feature} of {self.run.name}")
+                          set_link=set_link, title=f"Feature {feature} of {self.run.name}")
+
+    def set_link(self, feature: int, value: float | None = None) -> str | None:
+        """The build lab with ``feature`` set on the mains of its strongest build (None: it
+        never fires): to 0 where it fires on them (what it adds to the completion), else to
+        its maximum (what it would add); or to ``value``."""
+        start = self.run.top_build_start(feature)
+        if start is None:
+            return None
+        if value is None:
+            fires = is_active(feature_activation(self.run, *start, feature))
+            value = 0.0 if fires else float(self.run.index()["max_act"][feature])
+        return lab_url(*start, feature=feature, value=value)
+
+    def _described(self, entry: dict) -> dict:
+        """A feature of a list on a page, with its label and explanation."""
+        g = entry["feature"]
+        label = self.run.labels().get(str(g))
+        return dict(entry, label=label["name"] if label else "",
+                    explanation=(self.run.explanation(g) or {}).get("rule_text", ""))
 
     async def lab_page(self, request: Request):
+        params = request.query_params
+        if params.get("feature") and not params.get("weapon"):
+            # A feature alone: start from the mains of its strongest build, not an empty one.
+            try:
+                feature = int(params["feature"])
+            except ValueError:
+                raise BadRequest(f"feature: expected an integer id, got "
+                                 f"{params['feature']!r}") from None
+            value = _float_param(params, "value", math.nan)
+            link = await _threaded(self.set_link, feature,
+                                   None if math.isnan(value) else value)
+            if link is not None:
+                return RedirectResponse(link, status_code=303)
         return self._page(request, "wb_lab.html.j2", title=f"Build lab: {self.run.name}")
 
     async def report_css(self, request: Request):
@@ -213,6 +340,13 @@ async def _threaded(fn, *args):
     from starlette.concurrency import run_in_threadpool
 
     return await run_in_threadpool(fn, *args)
+
+
+def _with_lab_link(example: dict) -> dict:
+    """An example build with the build-lab address that loads it (``lab``)."""
+    if "weapon_id" not in example:
+        return example
+    return dict(example, lab=lab_url(example["weapon_id"], example["abilities"]))
 
 
 def _wants_json(request: Request) -> bool:
@@ -228,8 +362,9 @@ def _error(request: Request, status: int, message: str):
 
 
 def create_app(workdir, *, num_builds: int | None = None, warm: bool = False) -> Starlette:
-    """The workbench app over the run in ``workdir``. Nothing heavy loads here; ``warm``
-    starts loading the models and the feature index in a background thread."""
+    """The workbench app over the run in ``workdir``. Nothing heavy loads here. ``warm``:
+    compile and load in a background thread (:meth:`Workbench.warm`), answering "loading"
+    until done; without it everything loads on first use."""
     run = RunData(workdir, num_builds=num_builds)
     bench = Workbench(run)
 
@@ -245,19 +380,22 @@ def create_app(workdir, *, num_builds: int | None = None, warm: bool = False) ->
     async def server_error(request, exc):
         return _error(request, 500, f"{type(exc).__name__}: {exc}")
 
+    gate = bench.when_ready
     routes = [
-        Route("/", bench.list_page),
-        Route("/feature/{feature}", bench.feature_page),
-        Route("/lab", bench.lab_page),
+        Route("/", gate(bench.list_page)),
+        Route("/feature/{feature}", gate(bench.feature_page)),
+        Route("/lab", gate(bench.lab_page)),
         Route("/static/report.css", bench.report_css),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
+        Route("/api/status", bench.api_status),
         Route("/api/run", bench.api_run),
-        Route("/api/features", bench.api_features),
-        Route("/api/features/{feature}", bench.api_feature),
-        Route("/api/features/{feature}/rung_curves", bench.api_rung_curves),
-        Route("/api/features/{feature}/label", bench.api_label, methods=["POST", "DELETE"]),
-        Route("/api/lab", bench.api_lab),
-        Route("/api/complete", bench.api_complete, methods=["POST"]),
+        Route("/api/features", gate(bench.api_features)),
+        Route("/api/features/{feature}", gate(bench.api_feature)),
+        Route("/api/features/{feature}/rung_curves", gate(bench.api_rung_curves)),
+        Route("/api/features/{feature}/label", gate(bench.api_label),
+              methods=["POST", "DELETE"]),
+        Route("/api/lab", gate(bench.api_lab)),
+        Route("/api/complete", gate(bench.api_complete), methods=["POST"]),
     ]
     handlers = {BadRequest: bad_request, LabRequestError: bad_request, LabelError: bad_request,
                 ValueError: bad_request, LookupError: not_found,
@@ -265,19 +403,7 @@ def create_app(workdir, *, num_builds: int | None = None, warm: bool = False) ->
     app = Starlette(routes=routes, exception_handlers=handlers)
     app.state.workbench = bench
     if warm:
-        threading.Thread(target=_warm, args=(bench,), daemon=True).start()
+        threading.Thread(target=bench.warm, daemon=True, name="workbench-warm-up").start()
+    else:
+        bench.ready.set()
     return app
-
-
-def _warm(bench: Workbench) -> None:
-    """Load the models, the index and the table; compile the lab's completion once."""
-    try:
-        bench.table.ensure()
-        choices = lab_choices(bench.run)
-        req = lab_request({"weapon": choices["weapons"][0]["id"], "abilities": {}}, bench.run)
-        complete_lab(bench.run, req)
-        complete_lab(bench.run, lab_request(  # the steered model compiles too
-            {"weapon": choices["weapons"][0]["id"], "abilities": {},
-             "edits": [{"feature": 0, "value": 0.0}]}, bench.run))
-    except Exception as e:  # the pages report the same error when asked
-        print(f"warning: warming the workbench failed: {type(e).__name__}: {e}")

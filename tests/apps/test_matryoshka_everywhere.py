@@ -83,7 +83,7 @@ def test_the_workbench_serves_a_matryoshka_run(runs):
     with TestClient(create_app(workdir, num_builds=20)) as client:
         info = client.get("/api/run").json()
         assert info["architecture"] == "matryoshka" and info["num_features"] == 32
-        listed = client.get("/api/features?arch=matryoshka&limit=5").json()
+        listed = client.get("/api/features?scope=all&arch=matryoshka&limit=5").json()
         assert listed["total"] == 32
         feature = listed["features"][0]["id"]
         assert client.get(f"/api/features/{feature}").status_code == 200

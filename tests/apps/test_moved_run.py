@@ -48,7 +48,7 @@ def test_a_moved_run_works_with_every_command(finished, tmp_path):
     # the workbench: the list, a feature page, a completion
     with TestClient(create_app(run, num_builds=ANALYSIS_BUILDS),
                     raise_server_exceptions=False) as client:
-        listing = client.get("/api/features?limit=5")
+        listing = client.get("/api/features?scope=all&limit=5")
         assert listing.status_code == 200, listing.text
         feature = listing.json()["features"][0]["id"]
         page = client.get(f"/api/features/{feature}")
@@ -88,7 +88,7 @@ def test_an_old_run_json_with_absolute_paths_still_loads_after_a_move(finished, 
     run = shutil.move(first, tmp_path / "new")
     with TestClient(create_app(run, num_builds=ANALYSIS_BUILDS),
                     raise_server_exceptions=False) as client:
-        listing = client.get("/api/features?limit=5")
+        listing = client.get("/api/features?scope=all&limit=5")
         assert listing.status_code == 200, listing.text
 
 

@@ -176,8 +176,18 @@
         abilityNames[a.name] = a.label;
         $('abilities').appendChild(abilityBox(a));
       });
+      // A build to start from: ?weapon=GID&abilities=name:AP,...&feature=F&value=V
+      // (the "open in the build lab" links of the feature pages).
       var params = new URLSearchParams(location.search);
       if (params.get('weapon')) $('weapon').value = params.get('weapon');
+      var unknown = [];
+      (params.get('abilities') || '').split(',').forEach(function (pair) {
+        if (!pair) return;
+        var parts = pair.split(':');
+        var box = document.querySelector('.ability[data-ability="' + CSS.escape(parts[0]) + '"]');
+        if (box) box.querySelector('input').value = parseInt(parts[1], 10) || 0;
+        else unknown.push(parts[0]);
+      });
       if (params.get('feature')) addEdit(params.get('feature'), params.get('value') || 0);
       $('weapon').addEventListener('change', changed);
       $('addedit').addEventListener('click', function () { addEdit(); });
@@ -187,6 +197,8 @@
         changed();
       });
       complete();
+      if (unknown.length) $('error').textContent = 'abilities in the address that the lab ' +
+        'does not know: ' + unknown.join(', ');
     });
   });
 })();

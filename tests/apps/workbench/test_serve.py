@@ -2,6 +2,7 @@
 
 import html.parser
 import json
+import re
 
 import jax.numpy as jnp
 import numpy as np
@@ -11,6 +12,7 @@ from starlette.testclient import TestClient
 from apps.workbench.run_state import RunData
 from apps.workbench.server import create_app
 from bridge.steered_completion import steered_builds
+from primary.vocab import ABILITIES
 from runkit.run_dir import RunDir
 from sae_jax.feature_labels import read_labels
 from sae_jax.model import encode
@@ -47,35 +49,38 @@ def test_startup_loads_nothing_and_says_what_is_missing(tmp_path):
 
 def test_list_sorts_pages_and_filters(served):
     client, run, _ = served
-    first = client.get("/api/features?limit=20").json()
+    first = client.get("/api/features?scope=all&sort=score&limit=20").json()
     assert first["total"] == NUM_FEATURES
     scores = [r["score"] for r in first["features"]]
     assert scores == sorted(scores, reverse=True)
-    second = client.get("/api/features?limit=20&offset=20").json()
+    second = client.get("/api/features?scope=all&sort=score&limit=20&offset=20").json()
     assert not {r["id"] for r in first["features"]} & {r["id"] for r in second["features"]}
     assert second["features"][0]["score"] <= scores[-1]
-    by_freq = client.get("/api/features?sort=frequency&limit=500").json()["features"]
+    by_freq = client.get("/api/features?scope=all&sort=frequency&limit=500").json()["features"]
     freqs = [r["frequency"] for r in by_freq]
     assert freqs == sorted(freqs, reverse=True) and len(by_freq) == NUM_FEATURES
-    window = client.get("/api/features?fmin=0.01&fmax=0.3&limit=500").json()
+    window = client.get("/api/features?scope=all&fmin=0.01&fmax=0.3&limit=500").json()
     expected = np.flatnonzero((run.index()["frequency"] >= 0.01)
                               & (run.index()["frequency"] <= 0.3))
     assert sorted(r["id"] for r in window["features"]) == expected.tolist()
-    assert client.get(f"/api/features?arch={run.architecture}").json()["total"] == NUM_FEATURES
-    assert client.get("/api/features?arch=other").json()["total"] == 0
+    assert client.get(f"/api/features?scope=all&arch={run.architecture}").json()["total"] == \
+        NUM_FEATURES
+    assert client.get("/api/features?scope=all&arch=other").json()["total"] == 0
 
 
 def test_search_finds_explanation_token_and_id(served):
     client, _, _ = served
     feature, text = next(iter(EXPLAINED.items()))
-    hits = client.get("/api/features", params={"q": text.lower()}).json()["features"]
+    hits = client.get("/api/features", params={"q": text.lower(), "scope": "all"}).json()[
+        "features"]
     assert [r["id"] for r in hits] == [feature] and hits[0]["explanation"] == text
-    by_f1 = client.get("/api/features?sort=f1&limit=2").json()["features"]
+    by_f1 = client.get("/api/features?scope=all&sort=f1&limit=2").json()["features"]
     assert [r["id"] for r in by_f1] == [9, 5]  # explanation F1 0.6, 0.5
-    row = client.get("/api/features?q=f17").json()["features"]
+    row = client.get("/api/features?scope=all&q=f17").json()["features"]
     assert [r["id"] for r in row] == [17]
     token = row[0]["tokens"][0]
-    hits = client.get("/api/features", params={"q": token, "limit": 500}).json()["features"]
+    hits = client.get("/api/features", params={"q": token, "limit": 500, "scope": "all"}).json()[
+        "features"]
     assert 17 in [r["id"] for r in hits]
 
 
@@ -131,12 +136,12 @@ def test_label_is_saved_searched_and_removed(served):
                                                    "category": "tactical", "notes": "n"})
     assert r.status_code == 200, r.text
     assert read_labels(RunDir(workdir).labels_path)[7].name == "Zebra stacker"
-    hits = client.get("/api/features?q=zebra").json()["features"]
+    hits = client.get("/api/features?scope=all&q=zebra").json()["features"]
     assert [h["id"] for h in hits] == [7] and hits[0]["label"] == "Zebra stacker"
     assert "Zebra stacker" in client.get("/feature/7").text
     assert client.delete("/api/features/7/label").status_code == 200
     assert 7 not in read_labels(RunDir(workdir).labels_path)
-    assert client.get("/api/features?q=zebra").json()["total"] == 0
+    assert client.get("/api/features?scope=all&q=zebra").json()["total"] == 0
 
 
 def test_complete_is_legal_and_matches_steered_builds(served):
@@ -210,6 +215,11 @@ BAD = [
     ("get", "/api/features?fmin=nan", None, 400, "fmin"),
     ("get", "/api/features?fmin=0.5&fmax=0.1", None, 400, "fmin"),
     ("get", "/api/features?window=maybe", None, 400, "window"),
+    ("get", "/api/features?scope=some", None, 400, "scope"),
+    ("get", "/api/features?window=1&scope=all", None, 400, "window"),
+    ("get", "/?scope=some", None, 400, "scope"),
+    ("get", "/lab?feature=abc", None, 400, "feature"),
+    ("get", "/lab?feature=100000", None, 404, "out of range"),
     ("get", "/api/features/abc", None, 400, "feature"),
     ("get", "/api/features/-1", None, 404, "out of range"),
     ("get", "/api/features/128", None, 404, "out of range"),
@@ -364,6 +374,22 @@ def test_rung_curves_on_demand(served):
         assert c["ap"][0] == 0 and c["ap"] == sorted(c["ap"]), ability
         assert len(c["mean"]) == len(c["ap"]) and min(c["mean"]) >= 0
     assert "compute rung curves" in client.get(f"/feature/{live}").text
+    # The rung edits are made once for all features: each feature's curves are still the
+    # analysis's own (bridge.causal.rung_curves on the same seeded sample of the builds).
+    from bridge.causal import rung_curves
+
+    builds, _ = run.builds()
+    sample = np.sort(np.random.default_rng(0).choice(len(builds), min(128, len(builds)),
+                                                     replace=False))
+    other = int(np.argsort(-run.index()["frequency"])[6])
+    direct = rung_curves(*run.models(), builds.subset(sample), [live, other])
+    for f in (live, other):
+        got = client.get(f"/api/features/{f}/rung_curves").json()["curves"]
+        assert set(got) == set(direct[f])
+        for ability, c in got.items():
+            assert c["ap"] == direct[f][ability]["ap"] and c["n"] == direct[f][ability]["n"]
+            np.testing.assert_allclose(c["mean"], direct[f][ability]["mean"], rtol=1e-5,
+                                       atol=1e-7)
 
 
 def test_serves_an_imported_splatnlp_run(tmp_path):
@@ -378,7 +404,7 @@ def test_serves_an_imported_splatnlp_run(tmp_path):
     with TestClient(app) as client:
         info = client.get("/api/run").json()
         assert any("apps.analyze" in m for m in info["missing"])
-        listed = client.get("/api/features?limit=3").json()
+        listed = client.get("/api/features?scope=all&limit=3").json()
         assert listed["total"] == info["num_features"] and len(listed["features"]) == 3
         assert "python -m apps.analyze" in client.get("/lab").text
         weapon = client.get("/api/lab").json()["weapons"][0]["id"]
@@ -422,3 +448,132 @@ def test_feature_page_names_the_concept_pairs_it_belongs_to(served):
         assert client.get("/api/features/4").json()["page"]["pairs"] == []
     finally:
         path.unlink()
+
+
+def _dense(run) -> np.ndarray:
+    """The SAE's activations on the analysis builds, (n, F)."""
+    _, pooled = run.builds()
+    sae = run.models()[3]
+    return np.asarray(encode(sae.params(), jnp.asarray(pooled), sae.config.encoder)[1])
+
+
+def _busy_feature(run) -> int:
+    """A live feature active on many builds (all its bands full)."""
+    freq = run.index()["frequency"]
+    return next(int(f) for f in np.argsort(-freq, kind="stable") if freq[f] < 0.3)
+
+
+def test_feature_page_shows_examples_across_its_activations(served):
+    client, run, _ = served
+    feature = _busy_feature(run)
+    page = client.get(f"/api/features/{feature}").json()["page"]
+    h = _dense(run)[:, feature]
+    active = np.sort(h[h > 0.01])[::-1]
+    bands = page["bands"]
+    assert len(bands) == 5 and sum(b["count"] for b in bands) == len(active)
+    assert bands[0]["high"] == pytest.approx(active[0], rel=1e-5)
+    assert bands[-1]["low"] == pytest.approx(active[-1], rel=1e-5)  # down to the weakest
+    builds, _ = run.builds()
+    for b in bands:
+        assert len(b["examples"]) == 4
+        for ex in b["examples"]:
+            assert ex["activation"] == pytest.approx(h[ex["row"]], rel=1e-5)
+            assert b["low"] - 1e-6 <= ex["activation"] <= b["high"] + 1e-6
+            assert ex["weapon_id"] == int(builds.weapons[ex["row"]])
+    html = client.get(f"/feature/{feature}").text
+    assert 'id="bands"' in html and html.count('class="band"') == 5
+
+
+def test_feature_page_lists_the_features_that_fire_together_linked(served):
+    client, run, _ = served
+    feature = _busy_feature(run)
+    page = client.get(f"/api/features/{feature}").json()["page"]
+    fired = _dense(run) > 0.01
+    both = (fired[:, feature, None] & fired).sum(0)
+    union = (fired[:, feature, None] | fired).sum(0)
+    jaccard = both / np.maximum(union, 1)
+    jaccard[feature] = 0
+    expect = sorted(np.flatnonzero(jaccard > 0), key=lambda g: (-jaccard[g], g))[:8]
+    together = page["fires_together"]
+    assert [g["feature"] for g in together] == [int(g) for g in expect]
+    for g in together:
+        assert g["jaccard"] == pytest.approx(jaccard[g["feature"]])
+        assert g["both"] == both[g["feature"]]
+    html = client.get(f"/feature/{feature}").text
+    table = html[html.index('id="togethertable"'):]
+    table = table[:table.index("</table>")]
+    assert [int(m) for m in re.findall(r'href="/feature/(\d+)"', table)] == \
+        [g["feature"] for g in together]
+
+
+def _lab_links(html: str) -> list[dict]:
+    from urllib.parse import parse_qs, urlsplit
+
+    out = []
+    for href in re.findall(r'<a class="tolab" href="([^"]+)">open in the build lab</a>', html):
+        query = parse_qs(urlsplit(href.replace("&amp;", "&")).query)
+        pairs = (p.split(":") for p in query["abilities"][0].split(","))
+        out.append({"weapon": int(query["weapon"][0]),
+                    "abilities": {name: int(ap) for name, ap in pairs}})
+    return out
+
+
+def test_every_example_build_opens_in_the_build_lab(served):
+    client, run, _ = served
+    feature = _busy_feature(run)
+    page = client.get(f"/api/features/{feature}").json()["page"]
+    examples = page["top_examples"] + [ex for b in page["bands"] for ex in b["examples"]]
+    links = _lab_links(client.get(f"/feature/{feature}").text)
+    assert len(links) == len(examples) == len(page["top_examples"]) + 20
+    builds, _ = run.builds()
+    for ex, link in zip(examples, links):
+        row = builds.ap[ex["row"]]
+        assert link["weapon"] == int(builds.weapons[ex["row"]])
+        assert link["abilities"] == {a: int(v) for a, v in zip(ABILITIES, row) if v > 0}
+    for link in links[:2] + links[-1:]:  # what the lab asks for with them: the build itself
+        out = client.post("/api/complete", json=link)
+        assert out.status_code == 200, out.text
+        assert out.json()["build"]["ap"] == link["abilities"]
+        assert out.json()["build"]["weapon"] == link["weapon"]
+
+
+def test_set_it_in_the_build_lab_starts_from_its_strongest_build(served):
+    from apps.analysis.steered_views import mains_only
+
+    client, run, _ = served
+    feature = _busy_feature(run)
+    idx = run.index()
+    builds, _ = run.builds()
+    top = int(idx["top_rows"][feature][0])
+    html = client.get(f"/feature/{feature}").text
+    link = re.search(r'<a id="setlab" href="([^"]+)"', html).group(1).replace("&amp;", "&")
+    query = dict(p.split("=", 1) for p in link.split("?", 1)[1].split("&"))
+    assert int(query["weapon"]) == int(builds.weapons[top])
+    mains = mains_only(builds.ap[top])
+    assert query["abilities"] == "%2C".join(f"{a}%3A{ap}" for a, ap in mains.items())
+    assert int(query["feature"]) == feature
+    # Set to 0 where it fires on those mains (what it adds), else to its maximum.
+    partial = client.post("/api/complete", json={"weapon": int(query["weapon"]),
+                                                 "abilities": mains}).json()
+    fires = feature in [f["feature"] for f in partial["active_features"]]
+    assert float(query["value"]) == (0.0 if fires else pytest.approx(
+        float(idx["max_act"][feature]), rel=1e-3))
+    moved = client.get(f"/lab?feature={feature}", follow_redirects=False)
+    assert moved.status_code == 303 and moved.headers["location"] == link
+    assert 'id="abilities"' in client.get(link).text
+    chosen = client.get(f"/lab?feature={feature}&value=1.25", follow_redirects=False)
+    assert chosen.headers["location"].endswith(f"feature={feature}&value=1.25")
+    for other in (f for f in np.argsort(-idx["frequency"]) if idx["frequency"][f] > 0):
+        start = run.top_build_start(int(other))
+        out = client.post("/api/complete", json={"weapon": start[0], "abilities": start[1]})
+        if int(other) not in [f["feature"] for f in out.json()["active_features"]]:
+            break  # a feature silent on its own strongest build's mains: set to its maximum
+    else:
+        pytest.fail("every live feature fires on the mains of its strongest build")
+    other_link = client.get(f"/lab?feature={int(other)}", follow_redirects=False)
+    assert other_link.headers["location"].endswith(
+        f"feature={int(other)}&value={float(idx['max_act'][other]):.4g}")
+    dead = np.flatnonzero(idx["frequency"] == 0)
+    if len(dead):  # a feature that never fires has no build to start from: the plain lab
+        plain = client.get(f"/lab?feature={int(dead[0])}", follow_redirects=False)
+        assert plain.status_code == 200 and 'id="abilities"' in plain.text

@@ -62,6 +62,8 @@ def server(tmp_path_factory):
         if time.time() > deadline or not thread.is_alive():
             pytest.fail("the workbench server did not start")
         time.sleep(0.05)
+    if not app.state.workbench.ready.wait(600):  # until then the pages say "loading"
+        pytest.fail("the workbench did not finish warming up in 10 minutes")
     yield f"http://127.0.0.1:{port}", app.state.workbench.run, workdir
     srv.should_exit = True
     thread.join(timeout=10)
@@ -112,7 +114,7 @@ def test_list_search_and_open_a_feature(server, browser):
     from selenium.webdriver.common.by import By
 
     base, _, _ = server
-    browser.get(base + "/")
+    browser.get(base + "/?scope=all")
     rows = browser.find_elements(By.CSS_SELECTOR, "#features tbody tr")
     assert len(rows) == 50  # the first page
     _shots(browser, "list")
@@ -230,3 +232,60 @@ def test_lab_lists_the_roster_with_the_models_weapons_choosable(server, browser)
     group = browser.find_element(By.CSS_SELECTOR, "#weapon optgroup")
     assert group.get_attribute("label") == "not known to this model"
     assert "Charcoal Decavitator" in group.text
+
+
+def _lab_state(driver) -> tuple[int, dict]:
+    """The lab's weapon and its abilities with AP above 0, as the page holds them."""
+    from selenium.webdriver.common.by import By
+
+    weapon = int(driver.find_element(By.ID, "weapon").get_attribute("value"))
+    abilities = {}
+    for box in driver.find_elements(By.CSS_SELECTOR, ".ability"):
+        ap = int(box.find_element(By.TAG_NAME, "input").get_attribute("value") or 0)
+        if ap:
+            abilities[box.get_attribute("data-ability")] = ap
+    return weapon, abilities
+
+
+def test_an_example_build_opens_in_the_build_lab(server, browser):
+    from selenium.webdriver.common.by import By
+
+    from apps.analysis.report import ability_label
+
+    base, run, _ = server
+    freq = run.index()["frequency"]
+    feature = next(int(f) for f in freq.argsort()[::-1] if freq[f] < 0.3)
+    page = run.feature_page(feature)
+    browser.get(f"{base}/feature/{feature}")
+    links = browser.find_elements(By.CSS_SELECTOR, f"#f{feature} a.tolab")
+    assert len(links) == len(page["top_examples"])
+    example = page["top_examples"][1]
+    links[1].click()
+    _wait(browser, lambda d: d.find_elements(By.ID, "buildtable"))
+    assert _lab_state(browser) == (example["weapon_id"], dict(example["abilities"]))
+    ap = browser.find_element(By.ID, "build").text
+    for ability, points in example["abilities"]:  # the full build completes to itself
+        assert f"{ability_label(ability)} {points}" in ap, (ability, ap)
+    assert browser.find_element(By.ID, "error").text == ""
+    # a band's example too
+    browser.get(f"{base}/feature/{feature}")
+    band = page["bands"][-1]["examples"][0]
+    browser.find_element(By.CSS_SELECTOR, "#band4 a.tolab").click()
+    _wait(browser, lambda d: d.find_elements(By.ID, "buildtable"))
+    assert _lab_state(browser) == (band["weapon_id"], dict(band["abilities"]))
+
+
+def test_set_it_in_the_build_lab_opens_its_strongest_build_not_an_empty_one(server, browser):
+    from selenium.webdriver.common.by import By
+
+    base, run, _ = server
+    freq = run.index()["frequency"]
+    feature = next(int(f) for f in freq.argsort()[::-1] if freq[f] < 0.3)
+    weapon, mains = run.top_build_start(feature)
+    browser.get(f"{base}/feature/{feature}")
+    browser.find_element(By.ID, "setlab").click()
+    _wait(browser, lambda d: d.find_elements(By.ID, "buildtable"))
+    assert _lab_state(browser) == (weapon, mains) and mains
+    edit = browser.find_element(By.CSS_SELECTOR, ".edit .efeature")
+    assert edit.get_attribute("value") == str(feature)
+    assert f"feature {feature} = " in browser.find_element(By.ID, "build").text

@@ -1,0 +1,61 @@
+"""What the workbench computes at startup, before it answers feature and lab requests.
+
+Every first use of a jitted program compiles it (seconds each on a CPU; the persistent
+compilation cache, :mod:`runkit.compile_cache`, makes a restart read them from disk
+instead). :func:`warm_up` runs each kind of request once: the list's table, a plain and
+two steered completions with the lab's forward pass, one feature page computed from scratch
+(steering tables, steered builds, co-activations, activation bands) and one feature's
+rung curves; so the first request a person makes finds its programs compiled.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from apps.workbench.feature_list import FeatureTable
+from apps.workbench.lab import complete_lab, lab_choices, lab_request
+from apps.workbench.run_state import RunData
+from sae_jax.activity import live_mask
+
+
+def warm_features(run: RunData) -> tuple[int | None, int | None]:
+    """``(page, curves)``: the most frequent live feature whose page the static report
+    does not hold (its page computes everything; else the most frequent live one), and the
+    most frequent live one without stored rung curves (None where there is none)."""
+    freq = run.index()["frequency"]
+    live = [int(f) for f in np.argsort(-freq, kind="stable") if live_mask(freq)[f]]
+    if not live:
+        return None, None
+    in_report = {p["id"] for p in run.report_doc().get("pages", [])}
+    page = next((f for f in live if f not in in_report), live[0])
+    curves = next((f for f in live if not (run.explanation(f) or {}).get("rung_curves")), None)
+    return page, curves
+
+
+def warm_up(run: RunData, table: FeatureTable) -> dict[str, float]:
+    """Compile and load what the pages need; returns the seconds of each step."""
+    seconds: dict[str, float] = {}
+
+    def step(name: str, fn, *args):
+        t0 = time.perf_counter()
+        fn(*args)
+        seconds[name] = round(time.perf_counter() - t0, 2)
+
+    step("feature table", table.ensure)
+    weapon = lab_choices(run)["weapons"][0]["id"]
+    plain = {"weapon": weapon, "abilities": {}}  # what the lab asks for first
+    step("completion", lambda: complete_lab(run, lab_request(plain, run)))
+    # The steered programs compile per number of edits: one ("set to 0" on a feature, the
+    # feature pages' links) and two; more compile on first use.
+    for n in (1, 2):
+        edits = [{"feature": f, "value": 0.0} for f in range(min(n, run.num_features))]
+        step(f"steered completion, {n} edit{'s' if n > 1 else ''}",
+             lambda e=edits: complete_lab(run, lab_request(dict(plain, edits=e), run)))
+    page, curves = warm_features(run)
+    if page is not None:
+        step("feature page", run.feature_page, page)
+    if curves is not None:
+        step("rung curves", run.rung_curves, curves)
+    return seconds
