@@ -14,6 +14,12 @@ range and dropped.
 Blocks start at multiples of ``C`` in the run's global batch index, so the rows
 that share a group are a pure function of the data order: a resumed run
 harvests every row exactly as an uninterrupted one did.
+
+A run that passes over the same examples several times (epochs) need not harvest
+them again: the frozen primary gives an example the same pooled vector every time.
+Where every example's vector fits in as many rows as the activation buffer holds,
+:func:`harvest_every_example` harvests each example once, up front, and
+:func:`gather_block` fills each block's staging array from that table.
 """
 
 from __future__ import annotations
@@ -69,14 +75,16 @@ class BlockLayout:
 class HostBlock:
     """One block's inputs on the host. ``groups``: ``(width, arrays)`` with ``tokens``,
     ``weapons``, ``key_padding_mask`` and ``positions`` (flat ``batch * B + row`` in the
-    block; ``layout.rows`` for padding rows), ``group_rows`` rows each; ``is_null`` and
-    ``weapons``: ``(C, B)``."""
+    block; ``layout.rows`` for padding rows), ``group_rows`` rows each; ``is_null``,
+    ``weapons`` and ``examples`` (the example index of each row, 0 past the block's
+    batches): ``(C, B)``."""
 
     first_batch: int
     num_batches: int
     groups: list[tuple[int, dict[str, np.ndarray]]]
     is_null: np.ndarray
     weapons: np.ndarray
+    examples: np.ndarray
 
 
 def block_example_indices(examples: Examples, *, seed: int, batch_size: int,
@@ -112,18 +120,29 @@ def host_block(examples: Examples, layout: BlockLayout, indices: np.ndarray,
     is_null[:len(flat)] = null_rows(examples, flat)
     weapons = np.zeros(layout.rows, np.int32)
     weapons[:len(flat)] = examples.weapons[flat, 0]
+    rows = np.zeros(layout.rows, np.int32)
+    rows[:len(flat)] = flat
     harvested = np.flatnonzero(~is_null[:len(flat)])
+    groups = _length_groups(examples, flat, harvested, layout.group_rows, layout.rows)
+    return HostBlock(first_batch, n, groups, is_null.reshape(layout.batches, b),
+                     weapons.reshape(layout.batches, b), rows.reshape(layout.batches, b))
+
+
+def _length_groups(examples: Examples, flat: np.ndarray, harvested: np.ndarray,
+                   group_rows: int, out_of_range: int) -> list[tuple[int, dict]]:
+    """The model inputs of examples ``flat[harvested]`` in groups of ``group_rows`` rows of
+    similar length, each with the ``positions`` (into ``flat``) its pooled vectors go to;
+    a short last group is filled with copies of a real row sent to ``out_of_range``."""
     groups = []
-    for width, pos in length_groups(examples.lengths[flat[harvested]], layout.group_rows):
+    for width, pos in length_groups(examples.lengths[flat[harvested]], group_rows):
         positions = harvested[pos]
-        short = layout.group_rows - len(positions)
+        short = group_rows - len(positions)
         arrays = model_rows(examples, flat[np.concatenate([positions, np.repeat(
             positions[:1], short)])], width)  # padding rows repeat a real one
         arrays["positions"] = np.concatenate(
-            [positions, np.full(short, layout.rows)]).astype(np.int32)
+            [positions, np.full(short, out_of_range)]).astype(np.int32)
         groups.append((width, arrays))
-    return HostBlock(first_batch, n, groups, is_null.reshape(layout.batches, b),
-                     weapons.reshape(layout.batches, b))
+    return groups
 
 
 def _block_sharding(mesh: Mesh) -> NamedSharding:
@@ -144,15 +163,20 @@ class DeviceBlock:
     groups: list[tuple[int, dict[str, jax.Array]]]
     is_null: jax.Array
     weapons: jax.Array
+    examples: jax.Array
+
+
+def _place_groups(groups: list[tuple[int, dict]], mesh: Mesh) -> list[tuple[int, dict]]:
+    rows = NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+    return [(w, {k: _place(np.asarray(v), rows) for k, v in arrays.items()})
+            for w, arrays in groups]
 
 
 def to_device(block: HostBlock, mesh: Mesh) -> DeviceBlock:
-    rows = NamedSharding(mesh, PartitionSpec(DATA_AXIS))
-    groups = [(w, {k: _place(np.asarray(v), rows) for k, v in arrays.items()})
-              for w, arrays in block.groups]
     sharding = _block_sharding(mesh)
-    return DeviceBlock(block.first_batch, block.num_batches, groups,
-                       _place(block.is_null, sharding), _place(block.weapons, sharding))
+    return DeviceBlock(block.first_batch, block.num_batches, _place_groups(block.groups, mesh),
+                       _place(block.is_null, sharding), _place(block.weapons, sharding),
+                       _place(block.examples, sharding))
 
 
 def create_staging(layout: BlockLayout, dim: int, mesh: Mesh, dtype="float32") -> jax.Array:
@@ -188,6 +212,38 @@ def harvest_block(graphdef: nnx.GraphDef, primary_state, block: DeviceBlock,
     for _, group in block.groups:
         staging = fn(primary_state, staging, group)
     return staging
+
+
+def fits_example_table(examples: Examples, buffer_rows: int) -> bool:
+    """Whether :func:`harvest_every_example`'s table is worth keeping: no more rows than the
+    activation buffer already holds (so it at most doubles the loop's device memory), in a
+    single process (each process would need the whole table)."""
+    return len(examples) <= buffer_rows and jax.process_count() == 1
+
+
+def harvest_every_example(graphdef: nnx.GraphDef, primary_state, examples: Examples,
+                          layout: BlockLayout, mesh: Mesh, dim: int) -> jax.Array:
+    """``(ceil(n / B), B, d)``: every example's pooled vector at flat position = its index,
+    harvested once in groups of similar length; the lone ``[<NULL>]`` inputs' rows stay
+    zero (the loop takes those from :func:`null_pooled_table`)."""
+    n, b = len(examples), layout.batch_size
+    batches = -(-n // b)
+    table = create_staging(BlockLayout(batches, b, layout.group_rows), dim, mesh)
+    every = np.arange(n)
+    harvested = np.flatnonzero(~null_rows(examples, every))
+    fn = make_group_harvest_fn(graphdef)
+    for _, group in _place_groups(_length_groups(examples, every, harvested,
+                                                 layout.group_rows, batches * b), mesh):
+        table = fn(primary_state, table, group)
+    return table
+
+
+@jax.jit
+def gather_block(table: jax.Array, examples: jax.Array) -> jax.Array:
+    """``(C, B, d)``: the pooled vectors of a block's ``examples`` ``(C, B)`` read from
+    :func:`harvest_every_example`'s table, what :func:`harvest_block` would compute
+    without the forward passes."""
+    return table.reshape(-1, table.shape[-1])[examples]
 
 
 def device_blocks(examples: Examples, layout: BlockLayout, mesh: Mesh, *, seed: int,

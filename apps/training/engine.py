@@ -38,7 +38,10 @@ from bridge.harvest_blocks import (
     BlockLayout,
     create_staging,
     device_blocks,
+    fits_example_table,
+    gather_block,
     harvest_block,
+    harvest_every_example,
     null_pooled_table,
 )
 from runkit.checkpoints import Checkpoints
@@ -202,6 +205,10 @@ def run_loop(cfg: SAETrainConfig, plan, trainee: Trainee, primary, train_example
     primary_state = replicate(primary_state, mesh)
     null_table = null_pooled_table(primary, train_examples.null_id, mesh)
     staging = create_staging(layout, d_in, mesh)
+    # Over several epochs each example would be harvested once per epoch, to the same vector.
+    table = (harvest_every_example(graphdef, primary_state, train_examples, layout, mesh, d_in)
+             if plan.total_batches > plan.batches_per_epoch
+             and fits_example_table(train_examples, cfg.buffer_size) else None)
     # Made here, once per run: each is compiled at its first call.
     chunk_fns = {train: make_chunk_fn(trainee.steps, layout.batches, train=train,
                                       batch_sharding=rows)
@@ -219,7 +226,8 @@ def run_loop(cfg: SAETrainConfig, plan, trainee: Trainee, primary, train_example
             block_first = schedule.block_of(chunk.first)[0]
             if block is None or block.first_batch != block_first:
                 block = next(blocks)
-                staging = harvest_block(graphdef, primary_state, block, staging)
+                staging = (harvest_block(graphdef, primary_state, block, staging)
+                           if table is None else gather_block(table, block.examples))
             state, buffer, health, metrics = chunk_fns[chunk.train](
                 state, buffer, key, health, staging, null_table, block.is_null, block.weapons,
                 np.int32(chunk.first - block_first), np.int32(chunk.end - chunk.first))

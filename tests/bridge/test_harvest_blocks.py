@@ -13,7 +13,10 @@ from bridge.harvest_blocks import (
     block_example_indices,
     create_staging,
     device_blocks,
+    fits_example_table,
+    gather_block,
     harvest_block,
+    harvest_every_example,
     host_block,
     null_pooled_table,
     to_device,
@@ -127,3 +130,29 @@ def test_layout_and_refusals(world):
 def test_groups_never_outgrow_a_small_block():
     assert BlockLayout.for_batch_size(16, block_rows=64) == BlockLayout(4, 16, 16)
     assert BlockLayout.for_batch_size(16, block_rows=1024) == BlockLayout(64, 16, 128)
+
+
+def test_every_example_table_gives_the_blocks_the_harvest_gives(world):
+    """Each block read from the table of every example's pooled vector (harvested once)
+    holds the vectors the block's own harvest computes, row for row."""
+    examples, model = world
+    graphdef, state = nnx.split(model)
+    mesh = make_mesh(jax.devices()[:1])
+    layout = BlockLayout(batches=4, batch_size=8, group_rows=8)
+    table = harvest_every_example(graphdef, state, examples, layout, mesh, HIDDEN)
+    assert table.shape == (-(-len(examples) // 8), 8, HIDDEN)
+    null_table = null_pooled_table(model, examples.null_id, mesh)
+    indices = block_example_indices(examples, seed=3, batch_size=8, batches_per_epoch=9,
+                                    first_batch=9, num_batches=3)  # epoch 1, a short block
+    want, block = harvested(model, examples, indices, layout, mesh)
+    staging = gather_block(table, block.examples)
+    got = jax.vmap(batch_rows, in_axes=(None, None, None, None, 0))(
+        staging, null_table, block.is_null, block.weapons, jnp.arange(layout.batches))
+    np.testing.assert_allclose(np.asarray(got)[:3], want[:3], rtol=1e-5, atol=1e-6)
+    assert np.abs(want[:3]).sum() > 0
+
+
+def test_the_table_is_kept_only_where_it_fits_the_buffer(world):
+    examples, _ = world
+    assert fits_example_table(examples, len(examples))
+    assert not fits_example_table(examples, len(examples) - 1)
