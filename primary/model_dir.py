@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import jax
 from flax import nnx
 
 from primary.concept_sets import write_concept_set
@@ -61,9 +62,16 @@ def load_primary(directory: str | os.PathLike) -> tuple[SetCompletionModel, Voca
     if len(weapon_vocab) != config.weapon_vocab_size:
         raise ValueError(f"{d}: weapon_vocab.json has {len(weapon_vocab)} weapons, config.json "
                          f"says weapon_vocab_size {config.weapon_vocab_size}")
-    model = create_model(config)
+    # An abstract model (shapes only): initialising real weights only to overwrite them
+    # costs seconds of small compiles on a CPU.
+    model = nnx.eval_shape(lambda: create_model(config))
     like = params_dict(model)
     state = nnx.state(model, nnx.Param)
     state.replace_by_pure_dict(load_tree(d / "params", like))
     nnx.update(model, state)
+    unset = [jax.tree_util.keystr(k) for k, x in
+             jax.tree_util.tree_leaves_with_path(nnx.state(model))
+             if isinstance(x, jax.ShapeDtypeStruct)]
+    if unset:
+        raise ValueError(f"{d}: the stored parameters leave {unset[:3]} unset")
     return model, vocab, weapon_vocab
