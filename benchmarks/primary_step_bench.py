@@ -8,8 +8,8 @@ size), the same ``--batches`` batches of the first epoch in both forms, from the
 initial state:
 
 - ``parts``: each batch cut by ``primary.examples.split_by_length`` into the run's length
-  parts (``primary.training.train_parts``, or ``--parts``; widths from ``part_widths`` over
-  every epoch of the run), as ``primary.training`` trains;
+  parts (at most ``primary.training.TRAIN_PARTS``, or ``--parts``; rows and widths from
+  ``part_layout`` over every epoch of the run), as ``primary.training`` trains;
 - ``whole``: each batch padded to the widest bucket (16 positions), one part: the form
   the step had before.
 
@@ -56,7 +56,7 @@ def bench(flagfile: str, batches: int, rounds: int, parts: int | None = None) ->
         LENGTH_BUCKETS,
         iterate_batches,
         pad_to_width,
-        part_widths,
+        part_layout,
         split_by_length,
     )
 
@@ -66,13 +66,12 @@ def bench(flagfile: str, batches: int, rounds: int, parts: int | None = None) ->
     model_cfg = cfg.model_config(len(data.vocab), len(data.weapon_vocab), pad_id)
     graphdef, params = nnx.split(training.create_model(model_cfg, cfg.seed), nnx.Param)
     tx = training.make_optimizer(cfg.lr, cfg.weight_decay)
-    parts = parts or training.train_parts(cfg.batch_size, 1)
-    widths = part_widths(data.train, cfg.batch_size, parts, seed=cfg.seed,
-                         epochs=range(cfg.epochs))
+    layout = part_layout(data.train, cfg.batch_size, parts or training.TRAIN_PARTS,
+                         seed=cfg.seed, epochs=range(cfg.epochs))
     taken = [b for _, b in zip(range(batches), iterate_batches(
         data.train, cfg.batch_size, seed=cfg.seed, epoch=0))]
     forms = {
-        "parts": [split_by_length(b, widths, pad_id) for b in taken],
+        "parts": [split_by_length(b, layout, pad_id) for b in taken],
         "whole": [(pad_to_width(b, LENGTH_BUCKETS[-1], pad_id),) for b in taken],
     }
     key = jax.random.key(cfg.seed)
@@ -95,8 +94,8 @@ def bench(flagfile: str, batches: int, rounds: int, parts: int | None = None) ->
             state[name] = (p, o)
         return run
 
-    log(f"primary step: {batches} batches of {cfg.batch_size}, {parts} parts at widths "
-        f"{widths} against whole batches at {LENGTH_BUCKETS[-1]}, {rounds} rounds ...")
+    log(f"primary step: {batches} batches of {cfg.batch_size}, parts (rows, width) "
+        f"{layout} against whole batches at {LENGTH_BUCKETS[-1]}, {rounds} rounds ...")
     times = time_interleaved({name: one_pass(name) for name in forms}, rounds=rounds, warmup=1)
     t_parts, t_whole = np.asarray(times["parts"]), np.asarray(times["whole"])
     ratio = t_parts / t_whole
@@ -107,7 +106,7 @@ def bench(flagfile: str, batches: int, rounds: int, parts: int | None = None) ->
                                 jax.tree.leaves(state["whole"][0])))
     return {
         "flagfile": flagfile, "batch_size": cfg.batch_size, "batches": batches,
-        "rounds": rounds, "parts": parts, "widths": list(widths),
+        "rounds": rounds, "parts": len(layout), "layout": [list(p) for p in layout],
         "hidden_dim": cfg.hidden_dim, "num_layers": cfg.num_layers,
         "parts_ms_per_step_median": 1e3 * float(np.median(t_parts)) / batches,
         "whole_ms_per_step_median": 1e3 * float(np.median(t_whole)) / batches,
@@ -138,7 +137,7 @@ def main(argv=None) -> dict:
     r = result["primary_step"]
     table("primary training step (median over rounds)",
           ["form", "ms per step", "compile s"],
-          [["parts " + str(r["widths"]), r["parts_ms_per_step_median"], r["compile_s"]["parts"]],
+          [["parts " + str(r["layout"]), r["parts_ms_per_step_median"], r["compile_s"]["parts"]],
            ["whole (16)", r["whole_ms_per_step_median"], r["compile_s"]["whole"]]])
     log(f"parts / whole: {r['parts_over_whole_median']:.3f} (per round "
         f"{', '.join(f'{x:.3f}' for x in r['parts_over_whole_all'])}); parameters end "

@@ -42,7 +42,7 @@ from primary.examples import (
     make_examples,
     num_batches,
     pad_to_width,
-    part_widths,
+    part_layout,
     split_by_length,
 )
 from primary.model import PrimaryConfig, SetCompletionModel, count_params, create_model
@@ -85,7 +85,10 @@ class PrimaryTrainConfig:
     use_layer_norm: bool = setting(True, "Layer norm inside attention blocks and layers.")
     dropout: float = setting(0.0, "Dropout rate in training.")
     # Optimisation.
-    lr: float = setting(1e-4, "AdamW learning rate (constant).")
+    lr: float = setting(1e-4, "AdamW learning rate (peak, with --lr_final_fraction).")
+    lr_final_fraction: float = setting(
+        1.0, "The learning rate falls along a cosine from --lr to this fraction of it over "
+        "the run; 1 keeps it constant, as the original does.")
     weight_decay: float = setting(0.01, "AdamW weight decay.")
     batch_size: int = setting(
         1024, "Examples per step, split over all devices (a multiple of their number).")
@@ -125,11 +128,14 @@ class PrimaryTrainConfig:
             if int(getattr(self, name)) <= 0:
                 raise ValueError(f"--{name} must be positive, got {getattr(self, name)}")
         # Finite first: NaN passes every comparison below (nan <= 0 is False).
-        for name in ("lr", "weight_decay", "dropout", "skew_factor"):
+        for name in ("lr", "lr_final_fraction", "weight_decay", "dropout", "skew_factor"):
             if not np.isfinite(getattr(self, name)):
                 raise ValueError(f"--{name} must be a finite number, got {getattr(self, name)}")
         if self.lr <= 0:
             raise ValueError(f"--lr must be positive, got {self.lr}")
+        if not 0.0 <= self.lr_final_fraction <= 1.0:
+            raise ValueError(f"--lr_final_fraction must be in [0, 1], got "
+                             f"{self.lr_final_fraction}")
         if self.weight_decay < 0:
             raise ValueError(f"--weight_decay must be >= 0, got {self.weight_decay}")
         if not 0.0 <= self.dropout < 1.0:
@@ -148,12 +154,15 @@ class PrimaryTrainConfig:
         )
 
     def to_dict(self) -> dict:
-        """The recorded settings; the concept set keys only when a custom set is used, so
-        runs recorded before concept sets existed still match."""
+        """The recorded settings; the concept set keys only when a custom set is used and
+        the learning-rate decay only when there is one, so runs recorded before these
+        settings existed still match."""
         d = dataclasses.asdict(self)
         for k in CONCEPT_SET_SETTINGS:
             if not d[k]:
                 del d[k]
+        if d["lr_final_fraction"] == 1.0:
+            del d["lr_final_fraction"]
         return d
 
     def with_concept_set(self) -> tuple[PrimaryTrainConfig, tuple | None]:
@@ -171,15 +180,21 @@ CONCEPT_SET_SETTINGS = ("concepts_file", "concept_set_sha256")
 
 
 @functools.lru_cache(maxsize=8)
-def make_optimizer(lr: float, weight_decay: float) -> optax.GradientTransformation:
-    """AdamW; cached so that runs with equal settings share one compiled step."""
+def make_optimizer(lr: float, weight_decay: float, *, total_steps: int = 0,
+                   final_fraction: float = 1.0) -> optax.GradientTransformation:
+    """AdamW, its learning rate constant or (``final_fraction < 1``) falling along a cosine
+    to ``final_fraction * lr`` over ``total_steps``; cached so that runs with equal
+    settings share one compiled step."""
+    if final_fraction < 1.0:
+        lr = optax.cosine_decay_schedule(lr, decay_steps=max(int(total_steps), 1),
+                                         alpha=final_fraction)
     return optax.adamw(lr, weight_decay=weight_decay)
 
 
-# Training batches are cut into this many parts by length (split_by_length). On the demo
-# primary (2-core CPU) the step takes 0.72-0.77x the time of the batch padded whole, for
-# 1.5x its compile time; 4 parts: 0.67x for 2.6x (benchmarks/primary_step_bench.py).
-TRAIN_PARTS = 2
+# Training batches are cut into at most this many parts by length (split_by_length, at the
+# cuts part_layout finds). On the demo primary (2-core CPU) 4 parts take 0.80x the FLOPs
+# of 2 equal ones for about 1.7x their compile time (benchmarks/primary_step_bench.py).
+TRAIN_PARTS = 4
 
 
 def _bce_sums(model: SetCompletionModel, batch: dict, dropout_key):
@@ -217,15 +232,6 @@ def batch_loss(params, parts: tuple[dict, ...], dropout_key, graphdef) -> jax.Ar
 def _part_key(dropout_key, i: int):
     # Each part draws its own dropout masks (a single part keeps the step's key).
     return dropout_key if dropout_key is None or i == 0 else jax.random.fold_in(dropout_key, i)
-
-
-def train_parts(batch_size: int, shards: int) -> int:
-    """How many length parts each training batch is cut into: :data:`TRAIN_PARTS`, or
-    fewer where the batch does not split into that many parts whole over the shards."""
-    parts = TRAIN_PARTS
-    while parts > 1 and batch_size % (parts * shards):
-        parts //= 2
-    return parts
 
 
 train_step_jit = jax.jit(train_step, static_argnames=("graphdef", "tx"), donate_argnums=(0, 1))
@@ -402,7 +408,8 @@ def _run(cfg, workdir, data, model_cfg, mesh, steps_per_epoch, ckpts, stop_after
     pad_id = model_cfg.pad_token_id
     model = create_model(model_cfg, cfg.seed)
     graphdef, params = nnx.split(model, nnx.Param)
-    tx = make_optimizer(cfg.lr, cfg.weight_decay)
+    tx = make_optimizer(cfg.lr, cfg.weight_decay, total_steps=total_steps,
+                        final_fraction=cfg.lr_final_fraction)
     state = replicate((params, tx.init(params)), mesh)
 
     base = freq_baseline.fit_baseline(data.train, len(data.weapon_vocab), pad_id=pad_id,
@@ -421,10 +428,9 @@ def _run(cfg, workdir, data, model_cfg, mesh, steps_per_epoch, ckpts, stop_after
         log.restart_at(start if restored is not None else None)
 
     base_key = jax.random.key(cfg.seed)
-    # One set of part widths for every batch of the run: the step compiles once.
-    widths = part_widths(data.train, cfg.batch_size, train_parts(cfg.batch_size,
-                                                                 num_data_shards(mesh)),
-                         seed=cfg.seed, epochs=range(cfg.epochs))
+    # One part layout for every batch of the run: the step compiles once.
+    layout = part_layout(data.train, cfg.batch_size, TRAIN_PARTS, seed=cfg.seed,
+                         epochs=range(cfg.epochs), row_step=num_data_shards(mesh))
     params, opt_state = state
     t0 = time.perf_counter()
     loss_sum, loss_n = jnp.zeros((), jnp.float32), 0
@@ -442,7 +448,7 @@ def _run(cfg, workdir, data, model_cfg, mesh, steps_per_epoch, ckpts, stop_after
                 continue
             where = f"training batch {i} of epoch {epoch}"
             parts = tuple(shard_batch(part, mesh, where=where)
-                          for part in split_by_length(batch, widths, pad_id))
+                          for part in split_by_length(batch, layout, pad_id))
             dropout_key = jax.random.fold_in(base_key, step)
             params, opt_state, loss = train_step_jit(params, opt_state, parts, dropout_key,
                                                      graphdef=graphdef, tx=tx)

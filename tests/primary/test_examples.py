@@ -274,16 +274,17 @@ def test_model_rows_null_rows_and_epoch_order(examples):
 
 
 def test_split_by_length_keeps_every_row_once_at_its_parts_width(examples, vocabs):
-    from primary.examples import part_widths, split_by_length
+    from primary.examples import part_layout, split_by_length
 
     vocab, _ = vocabs
-    widths = part_widths(examples, 64, 4, seed=0, epochs=range(3))
-    assert list(widths) == sorted(widths) and set(widths) <= set(LENGTH_BUCKETS)
-    assert widths[0] < widths[-1]  # the short parts really are narrower
+    layout = part_layout(examples, 64, 4, seed=0, epochs=range(3))
+    widths = [w for _, w in layout]
+    assert len(layout) == 4 and sum(r for r, _ in layout) == 64
+    assert widths == sorted(widths) and widths[0] < widths[-1]  # short parts are narrower
     for epoch in range(3):
         for batch in iterate_batches(examples, 64, seed=0, epoch=epoch):
-            parts = split_by_length(batch, widths, vocab.pad_id)
-            assert [p["tokens"].shape for p in parts] == [(16, w) for w in widths]
+            parts = split_by_length(batch, layout, vocab.pad_id)
+            assert [p["tokens"].shape for p in parts] == list(layout)
             lengths = np.concatenate([(~p["key_padding_mask"]).sum(1) for p in parts])
             assert (np.diff(lengths) >= 0).all()  # parts in length order
             # The same rows (tokens, weapon, targets, weight), each once.
@@ -305,13 +306,39 @@ def test_split_by_length_keeps_every_row_once_at_its_parts_width(examples, vocab
                 np.testing.assert_array_equal(p["key_padding_mask"], p["tokens"] == vocab.pad_id)
     last = max(int((~b["key_padding_mask"]).sum(1).max())
                for e in range(3) for b in iterate_batches(examples, 64, seed=0, epoch=e))
-    assert widths[-1] == bucket_length(last)
+    assert widths[-1] == last
 
     batch = next(iterate_batches(examples, 64, seed=0, epoch=0))
     with pytest.raises(ValueError,
-                       match=r"part 3 of the batch holds a row of \d+ tokens, more than its width"):
-        split_by_length(batch, (16, 16, 16, 4), vocab.pad_id)
-    with pytest.raises(ValueError, match="64 rows does not split into 3 equal parts"):
-        split_by_length(batch, (4, 8, 16), vocab.pad_id)
-    with pytest.raises(ValueError, match="batch_size 64 does not split into 3 equal parts"):
-        part_widths(examples, 64, 3, seed=0, epochs=[0])
+                       match=r"part 1 of the batch holds a row of \d+ tokens, more than its width"):
+        split_by_length(batch, ((16, 16), (48, 1)), vocab.pad_id)
+    with pytest.raises(ValueError, match="a batch of 64 rows does not fit the part layout"):
+        split_by_length(batch, ((32, 4), (16, 16)), vocab.pad_id)
+    with pytest.raises(ValueError, match="batch_size 64 does not cut into parts of whole "
+                                         "multiples of 3 rows"):
+        part_layout(examples, 64, 3, seed=0, epochs=[0], row_step=3)
+
+
+def test_part_layout_leaves_the_fewest_padded_positions(examples):
+    """Every other cut of the batch into at most as many parts pads at least as much."""
+    import itertools
+
+    from primary.examples import epoch_order, num_batches, part_layout
+
+    layout = part_layout(examples, 16, 3, seed=1, epochs=range(2), row_step=2)
+    assert all(rows % 2 == 0 for rows, _ in layout)
+    need = np.zeros(16, np.int64)
+    for epoch in range(2):
+        order = epoch_order(examples, seed=1, epoch=epoch)
+        count = num_batches(examples, 16)
+        need = np.maximum(need, np.sort(examples.lengths[order[:count * 16]].reshape(count, 16),
+                                        axis=1).max(axis=0))
+    assert [w for _, w in layout] == [int(need[end - 1]) for end in
+                                      np.cumsum([r for r, _ in layout])]
+
+    def padded(cuts):
+        return sum((b - a) * int(need[b - 1]) for a, b in zip(cuts, cuts[1:]))
+    chosen = padded([0, *np.cumsum([r for r, _ in layout])])
+    every = [padded([0, *inner, 16]) for k in range(3)
+             for inner in itertools.combinations(range(2, 16, 2), k)]
+    assert chosen == min(every) < padded([0, 16])
