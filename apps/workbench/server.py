@@ -285,7 +285,7 @@ class Workbench:
         doc = await _threaded(self.feature_doc, feature)
         index = self.run.index()
         view = feature_view(doc["page"], doc["explanation"], doc["label"],
-                            index["hist_edges"].tolist())
+                            index["hist_edges"].tolist(), int(index["num_builds"]))
         view["top_examples"] = [_with_lab_link(ex) for ex in view["top_examples"]]
         view["bands"] = [dict(b, examples=[_with_lab_link(ex) for ex in b["examples"]])
                          for b in view.get("bands", [])]

@@ -323,10 +323,12 @@ def test_pages_render_with_local_assets_only(served, url, needle):
 
 
 def test_feature_page_shows_explanation_and_rung_curves(served):
-    client, _, _ = served
+    client, run, _ = served
     feature, text = next(iter(EXPLAINED.items()))
     page = client.get(f"/feature/{feature}").text
     assert "Fires on builds with" in page and "AP rung curves" in page and "labelform" in page
+    # The frequency names its base: how many analysis builds the index counts.
+    assert f"of {int(run.index()['num_builds']):,} analysis builds" in page
     other = client.get("/feature/1").text
     assert "No explanation for this feature" in other
 
