@@ -96,6 +96,7 @@ def test_time_interleaved_runs_one_call_of_each_per_round():
     assert sorted(times) == ["a", "b"] and all(len(t) == 3 for t in times.values())
 
 
+@pytest.mark.slow  # runs the benchmark suite's smoke pass end to end
 def test_smoke_run_reports_consistent_ratios(tmp_path):
     out = tmp_path / "smoke.json"
     bench_run.main(["--smoke", "--skip", "harvest,loop,scaling", "--out", str(out)])
@@ -325,6 +326,7 @@ def test_sweep_chain_reports_every_form_against_the_matmul():
         assert out[f"{form}_roofline_fraction_median"] == pytest.approx(np.median(fractions))
 
 
+@pytest.mark.slow  # compiles and times a stacked sweep step
 def test_sweep_step_times_a_what_if_variant_beside_the_stack(monkeypatch):
     from benchmarks import profile_sae_step, sweep_bench
 
@@ -344,6 +346,7 @@ def test_sweep_step_times_a_what_if_variant_beside_the_stack(monkeypatch):
     assert 0 < out["stacked_two_pass_counts_roofline_fraction_median"]
 
 
+@pytest.mark.slow  # compiles a sweep step of every architecture
 def test_sweep_step_takes_every_architecture_matryoshka_included():
     from benchmarks import sweep_bench
 
@@ -355,6 +358,7 @@ def test_sweep_step_takes_every_architecture_matryoshka_included():
     assert "matryoshka" in sweep_bench.ARCHITECTURES
 
 
+@pytest.mark.slow  # compiles and times the primary step in two forms
 def test_primary_step_bench_times_both_forms_of_the_same_steps(tmp_path):
     from benchmarks import primary_step_bench
 

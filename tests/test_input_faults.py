@@ -340,6 +340,7 @@ def _run_all(commands: dict[str, list[str]]) -> dict[str, subprocess.CompletedPr
     return out
 
 
+@pytest.mark.slow  # starts every command in its own process
 def test_clis_print_one_error_line_and_write_nothing(tmp_path):
     no_heads = shutil.copytree(SPLATNLP_FIXTURE, tmp_path / "no_heads")
     _params_file(no_heads, drop=("num_heads",))

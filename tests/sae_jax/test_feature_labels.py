@@ -147,6 +147,7 @@ def _cli(*args, cwd):
                             text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
+@pytest.mark.slow  # starts the label command in several processes
 def test_cli_sets_lists_removes_and_reports_errors_on_one_line(tmp_path):
     run = sae_run(tmp_path)
     w = f"--workdir={run}"
