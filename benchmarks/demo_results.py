@@ -159,9 +159,9 @@ def _pct(x: float) -> str:
 
 
 def _architecture(fig: dict) -> str:
-    name = {"batchtopk": "BatchTopK", "topk": "TopK", "relu_l1": "ReLU + L1",
-            "jumprelu": "JumpReLU", "matryoshka": "Matryoshka"}.get(fig["architecture"],
-                                                                  fig["architecture"])
+    from sae_jax.architectures.registry import get_architecture
+
+    name = get_architecture(fig["architecture"]).display_name
     return f"{name}, k = {fig['k']}" if fig.get("k") else name
 
 

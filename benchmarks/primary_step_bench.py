@@ -8,7 +8,7 @@ size), the same ``--batches`` batches of the first epoch in both forms, from the
 initial state:
 
 - ``parts``: each batch cut by ``primary.examples.split_by_length`` into the run's length
-  parts (at most ``primary.training.TRAIN_PARTS``, or ``--parts``; rows and widths from
+  parts (at most ``primary.training.train_parts``, or ``--parts``; rows and widths from
   ``part_layout`` over every epoch of the run), as ``primary.training`` trains;
 - ``whole``: each batch padded to the widest bucket (16 positions), one part: the form
   the step had before.
@@ -66,7 +66,7 @@ def bench(flagfile: str, batches: int, rounds: int, parts: int | None = None) ->
     model_cfg = cfg.model_config(len(data.vocab), len(data.weapon_vocab), pad_id)
     graphdef, params = nnx.split(training.create_model(model_cfg, cfg.seed), nnx.Param)
     tx = training.make_optimizer(cfg.lr, cfg.weight_decay)
-    layout = part_layout(data.train, cfg.batch_size, parts or training.TRAIN_PARTS,
+    layout = part_layout(data.train, cfg.batch_size, parts or training.train_parts(cfg.batch_size),
                          seed=cfg.seed, epochs=range(cfg.epochs))
     taken = [b for _, b in zip(range(batches), iterate_batches(
         data.train, cfg.batch_size, seed=cfg.seed, epoch=0))]

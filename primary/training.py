@@ -195,6 +195,14 @@ def make_optimizer(lr: float, weight_decay: float, *, total_steps: int = 0,
 # cuts part_layout finds). On the demo primary (2-core CPU) 4 parts take 0.80x the FLOPs
 # of 2 equal ones for about 1.7x their compile time (benchmarks/primary_step_bench.py).
 TRAIN_PARTS = 4
+# ... and no more parts than this many rows each fill on average: a small batch saves too
+# little padding to pay for each part's share of the compile.
+MIN_PART_ROWS = 48
+
+
+def train_parts(batch_size: int) -> int:
+    """How many length parts at most a training batch of ``batch_size`` rows is cut into."""
+    return max(1, min(TRAIN_PARTS, batch_size // MIN_PART_ROWS))
 
 
 def _bce_sums(model: SetCompletionModel, batch: dict, dropout_key):
@@ -429,7 +437,7 @@ def _run(cfg, workdir, data, model_cfg, mesh, steps_per_epoch, ckpts, stop_after
 
     base_key = jax.random.key(cfg.seed)
     # One part layout for every batch of the run: the step compiles once.
-    layout = part_layout(data.train, cfg.batch_size, TRAIN_PARTS, seed=cfg.seed,
+    layout = part_layout(data.train, cfg.batch_size, train_parts(cfg.batch_size), seed=cfg.seed,
                          epochs=range(cfg.epochs), row_step=num_data_shards(mesh))
     params, opt_state = state
     t0 = time.perf_counter()

@@ -88,8 +88,10 @@ class Architecture(abc.ABC):
     frozen base does not freeze a subclass); ``cfg`` is an
     :class:`~sae_jax.config.SAETrainConfig`, ``config`` an :class:`~sae_jax.model.SAEConfig`."""
 
-    # Our name (``--architecture``) and SAELens's name for the same encoder.
+    # Our name (``--architecture``), the name people read, and SAELens's name for the same
+    # encoder.
     name = ""
+    display_name = ""
     saelens_architecture = ""
     # Extra parameters: ((name, kind), ...) with kind in PARAM_KINDS. (Class attributes
     # without annotations: the dataclass has no fields, every instance is the same value.)

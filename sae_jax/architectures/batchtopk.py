@@ -24,6 +24,7 @@ from sae_jax.architectures.masks import batch_topk_mask
 @dataclass(frozen=True)
 class BatchTopK(AuxKRecipe):
     name = "batchtopk"
+    display_name = "BatchTopK"
     saelens_architecture = "jumprelu"
     extra_params = (("threshold", "scalar"),)
 

@@ -94,6 +94,7 @@ def l0_coefficient(step, cfg) -> jax.Array:
 @dataclass(frozen=True)
 class JumpReLU(SparseRecipe):
     name = "jumprelu"
+    display_name = "JumpReLU"
     saelens_architecture = "jumprelu"
     extra_params = (("log_threshold", "features"),)
     penalty_setting = "l0_coeff"

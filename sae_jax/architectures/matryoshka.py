@@ -35,6 +35,7 @@ def nested_groups(d_sae: int, levels: int = 4) -> tuple[int, ...]:
 @dataclass(frozen=True)
 class Matryoshka(BatchTopK):
     name = "matryoshka"
+    display_name = "Matryoshka BatchTopK"
 
     def required_settings(self, d_sae):
         return {**super().required_settings(d_sae), "matryoshka_groups": nested_groups(d_sae)}

@@ -26,6 +26,7 @@ from sae_jax.model import SAEConfig
 @dataclass(frozen=True)
 class ReluL1(Architecture):
     name = "relu_l1"
+    display_name = "ReLU + L1"
     saelens_architecture = "standard"
     masked_weight_decay = False
     penalty_setting = "l1_coeff"

@@ -17,6 +17,7 @@ from sae_jax.architectures.masks import topk_mask
 @dataclass(frozen=True)
 class TopK(AuxKRecipe):
     name = "topk"
+    display_name = "TopK"
     saelens_architecture = "topk"
 
     def training_features(self, params, pre, cfg):

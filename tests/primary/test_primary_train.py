@@ -193,9 +193,9 @@ def test_a_batch_in_length_parts_has_the_loss_and_gradient_of_the_whole_batch():
     data = prepare_data(TINY)
     cfg = TINY.model_config(len(data.vocab), len(data.weapon_vocab), data.vocab.pad_id)
     graphdef, params = nnx.split(create_model(cfg, 0), nnx.Param)
-    layout = part_layout(data.train, 32, training.TRAIN_PARTS, seed=0, epochs=[0])
-    assert len(layout) >= 2 and layout[0][1] < layout[-1][1]
-    batch = next(iterate_batches(data.train, 32, seed=0, epoch=0))
+    layout = part_layout(data.train, 96, training.train_parts(96), seed=0, epochs=[0])
+    assert len(layout) == 2 and layout[0][1] < layout[-1][1]
+    batch = next(iterate_batches(data.train, 96, seed=0, epoch=0))
     whole = (pad_to_width(batch, 16, data.vocab.pad_id),)
     parts = split_by_length(batch, layout, data.vocab.pad_id)
     grad_fn = jax.jit(jax.value_and_grad(training.batch_loss), static_argnums=(3,))
@@ -205,3 +205,5 @@ def test_a_batch_in_length_parts_has_the_loss_and_gradient_of_the_whole_batch():
     norm = float(optax.tree.norm(g1))
     assert norm > 1e-3
     assert float(optax.tree.norm(jax.tree.map(lambda a, b: a - b, g1, g2))) < 1e-5 * norm
+    # Up to TRAIN_PARTS parts, none of them cut from too few rows.
+    assert [training.train_parts(n) for n in (32, 96, 150, 256, 1024)] == [1, 2, 3, 4, 4]

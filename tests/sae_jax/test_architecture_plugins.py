@@ -138,3 +138,8 @@ def test_the_protocol_check_sees_a_missing_method():
         **{m: getattr(base, m) for m in _abstract_methods() - {"export_fields"}}})
     assert missing_from_protocol(incomplete) == ["export_fields"]
     assert missing_from_protocol(type("Nameless", (base,), {"name": ""})) == ["name"]
+
+
+def test_every_architecture_has_its_own_display_name():
+    shown = [get_architecture(name).display_name for name in ARCHITECTURES]
+    assert all(shown) and len(set(shown)) == len(shown)
