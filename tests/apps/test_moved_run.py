@@ -38,6 +38,7 @@ def copied(finished, tmp_path):
     return shutil.copytree(finished, tmp_path / "elsewhere" / "copied")
 
 
+@pytest.mark.slow  # runs every command on a moved run
 def test_a_moved_run_works_with_every_command(finished, tmp_path):
     run = copied(finished, tmp_path)
 

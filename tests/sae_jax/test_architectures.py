@@ -489,6 +489,7 @@ def test_jumprelu_resampling_resets_thresholds_and_their_moments():
         assert np.all(m[dead] == 0) and np.all(m[~dead] != 0)
 
 
+@pytest.mark.slow  # two whole training runs (the resume of every run is tested on relu_l1)
 def test_a_batchtopk_run_stopped_and_resumed_ends_as_an_uninterrupted_one(tmp_path):
     """The whole run (harvest, train, checkpoint, resume, evaluate) on a tiny primary."""
     from apps.training.single_run import train_sae

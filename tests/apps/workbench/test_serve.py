@@ -363,6 +363,7 @@ def test_cli_refuses_bad_flags_with_one_error_line(tmp_path, args, message):
     assert len(errors) == 1 and message in errors[0], out.stderr
 
 
+@pytest.mark.slow  # computes every rung curve of a feature through the server
 def test_rung_curves_on_demand(served):
     client, run, _ = served
     feature = next(iter(EXPLAINED))
