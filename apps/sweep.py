@@ -45,7 +45,7 @@ def define_flags() -> None:
     flags.DEFINE_bool("analyze", True, "Analyze every member after training.")
     flags.DEFINE_integer("stop_after_steps", None,
                          "Checkpoint and stop after this many SAE steps, resumable "
-                         "(default: run to the end).")
+                         "(default: run to the end).", lower_bound=1)
     flags.DEFINE_integer("analysis_builds", None, "Analyze each member on at most this many "
                          "held-out builds (default: all --eval_builds).")
     flags.DEFINE_string("members", "[{}]", "JSON list of member groups: each an object of the "

@@ -27,7 +27,8 @@ _PRIMARY_DIR = flags.DEFINE_string(
 _ANALYZE = flags.DEFINE_bool("analyze", True, "Run the feature analysis after training.")
 _STOP_AFTER = flags.DEFINE_integer(
     "stop_after_steps", None,
-    "Checkpoint and stop after this many SAE steps, resumable (default: run to the end).")
+    "Checkpoint and stop after this many SAE steps, resumable (default: run to the end).",
+    lower_bound=1)
 _OVERRIDE = flags.DEFINE_bool(
     "override", False, "Continue a workdir's run under settings other than those it was "
     "started with (recorded in config_changes.jsonl).")

@@ -22,6 +22,9 @@ SCORE_NOTE = ("score: the model's log-odds summed over the ability tokens the co
               "added; higher is better (the model finds the build likelier).")
 
 
+MAX_BEAM = 64
+
+
 def parse_abilities(text: str) -> dict[str, int]:
     """``--abilities`` JSON -> ``{ability: AP}``, each ability by the project's name (any
     name :func:`primary.vocab.resolve_ability` takes); values are checked later."""
@@ -44,6 +47,8 @@ def run(primary_dir: str, weapon: str, abilities: str, beam_size: int, as_json: 
 
     if beam_size < 1:
         raise UserError(f"--beam_size must be at least 1, got {beam_size}")
+    if beam_size > MAX_BEAM:  # the search's work grows with the beam: a huge one never ends
+        raise UserError(f"--beam_size must be at most {MAX_BEAM}, got {beam_size}")
     observed = parse_abilities(abilities)
     # Checked before the model loads: a mistake is reported at once.
     check_observed(min_ap_row(observed, where="--abilities")[None], where="--abilities")
@@ -95,7 +100,8 @@ if __name__ == "__main__":
                         "or English name (any case); required.")
     flags.DEFINE_string("abilities", "{}", 'Observed abilities as JSON {"ability": min AP}; '
                         "an ability by its name, English name or game code (any case).")
-    flags.DEFINE_integer("beam_size", 4, "Beam width of the search (1 = greedy).")
+    flags.DEFINE_integer("beam_size", 4,
+                         f"Beam width of the search (1 = greedy, at most {MAX_BEAM}).")
     flags.DEFINE_bool("json", False, "Print the result as JSON.")
     flags.DEFINE_bool("list_weapons", False, "Print every weapon (game id, English name, "
                       "class, sub, special) and exit.")

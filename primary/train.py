@@ -25,7 +25,8 @@ _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Run directory (created; resumed if it exists); required.")
 _STOP_AFTER = flags.DEFINE_integer(
     "stop_after_steps", None,
-    "Stop after this many steps, as if killed, resumable (default: run to the end).")
+    "Stop after this many steps, as if killed, resumable (default: run to the end).",
+    lower_bound=1)
 _OVERRIDE = flags.DEFINE_bool(
     "override", False, "Continue a workdir's run under settings other than those it was "
     "started with (recorded in config_changes.jsonl).")

@@ -184,6 +184,10 @@ class RunDir:
 
     # ------------------------------------------------------------------ run.json
 
+    def has_analysis(self) -> bool:
+        """Whether the analysis ran to its end (``report/features.json`` is its last file)."""
+        return self.report_features_path.is_file()
+
     def is_run(self) -> bool:
         return self.run_path.is_file()
 

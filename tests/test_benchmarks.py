@@ -366,16 +366,17 @@ def test_primary_step_bench_times_both_forms_of_the_same_steps(tmp_path):
     flagfile.write_text("\n".join([
         "--data_source=synthetic", "--num_builds=80", "--seed=0", "--embedding_dim=8",
         "--hidden_dim=16", "--num_layers=1", "--num_heads=2", "--num_inducing_points=4",
-        "--batch_size=16", "--epochs=1", "--dropout=0.0"]) + "\n")
+        "--batch_size=96", "--epochs=1", "--dropout=0.0"]) + "\n")
     out = tmp_path / "step.json"
     res = primary_step_bench.main([f"--flagfile={flagfile}", "--batches=2", "--rounds=2",
                                    f"--out={out}"])
     r = res["primary_step"]
     written = json.loads(out.read_text())["primary_step"]
     assert written["parts_over_whole_all"] == pytest.approx(r["parts_over_whole_all"])
-    assert (r["batch_size"], r["batches"], r["rounds"], r["hidden_dim"]) == (16, 2, 2, 16)
-    assert len(r["widths"]) == r["parts"] == 2
-    assert list(r["widths"]) == sorted(r["widths"]) and r["widths"][-1] <= 16
+    assert (r["batch_size"], r["batches"], r["rounds"], r["hidden_dim"]) == (96, 2, 2, 16)
+    assert len(r["layout"]) == r["parts"] == 2 and sum(rows for rows, _ in r["layout"]) == 96
+    widths = [w for _, w in r["layout"]]
+    assert widths == sorted(widths) and widths[0] < widths[-1] <= 16
     assert len(r["parts_over_whole_all"]) == 2 and all(x > 0 for x in r["parts_over_whole_all"])
     assert r["parts_over_whole_median"] == pytest.approx(
         float(np.median(r["parts_over_whole_all"])))

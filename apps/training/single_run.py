@@ -46,6 +46,7 @@ from runkit.hosts import (
 from runkit.jsonio import read_json
 from runkit.lock import WorkdirLock
 from runkit.resume import claim_settings
+from runkit.run_dir import RunDir
 from runkit.sharding import batch_sharding, replicate
 from sae_jax.config import SAETrainConfig
 from sae_jax.model import create_sae
@@ -117,6 +118,13 @@ def train_sae(cfg: SAETrainConfig, workdir, *, primary_dir=None, primary_flagfil
     cfg, concepts, mesh = open_settings(cfg, primary_dir, devices)
     finished = _finished_result(cfg, workdir, override)
     if finished is not None:  # before the data is read: a finished run needs none
+        if analyze and is_writer() and not RunDir(workdir).has_analysis():
+            # Killed during its analysis: the run is done, the analysis is not.
+            print(f"{workdir} holds a finished run with these settings whose analysis is "
+                  f"missing or was cut short; analyzing it now")
+            with WorkdirLock(workdir):
+                _run_analysis(workdir)
+            return finished
         print(f"{workdir} holds a finished run with these settings; reporting its metrics")
         return finished
     plan = estimate_plan(cfg, primary_dir, concepts)

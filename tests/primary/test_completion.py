@@ -251,6 +251,12 @@ def test_cli_errors_name_the_bad_value(primary_dir):
         run(str(primary_dir), "Nope", "{}", 2, False)
     with pytest.raises(FileNotFoundError, match="not a primary model directory"):
         run(str(primary_dir.parent / "missing"), "40", "{}", 2, False)
+    # Huge values and beams are refused up front, naming the value (no overflow, no hang).
+    with pytest.raises(BuildError, match=r"AP of 'swim_speed_up' is 10{23}, more than a whole "
+                                         r"build holds \(57\) in --abilities"):
+        run(str(primary_dir), "40", '{"swim_speed_up": 100000000000000000000000}', 2, False)
+    with pytest.raises(UserError, match="--beam_size must be at most 64, got 100000"):
+        run(str(primary_dir), "40", "{}", 100000, False)
     text = run(str(primary_dir), "Splattershot", '{"ninja_squid": 10}', 2, False)
     # In-game names, as the lab and the report show them, and what the score means.
     assert "clothes  main Ninja Squid " in text and "ninja_squid" not in text

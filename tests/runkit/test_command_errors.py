@@ -22,6 +22,8 @@ def run(*argv, cwd):
     (["apps.analyze"], "error: --workdir is required"),  # an absl required flag
     (["sae_jax.train", "--workdir=w", "--k=abc"], "error: flag --k=abc: invalid literal"),
     (["primary.complete", "--bogus=1"], "error: Unknown command line flag 'bogus'"),
+    (["sae_jax.train", "--workdir=w", "--stop_after_steps=-5"],
+     "error: flag --stop_after_steps=-5: -5 is not a positive integer"),
 ])
 def test_bad_command_line_is_one_error_line(argv, message, tmp_path):
     done = run(*argv, cwd=tmp_path)

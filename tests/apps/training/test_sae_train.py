@@ -262,3 +262,23 @@ def test_non_finite_evaluation_is_refused_not_written(reference, tmp_path, monke
         train_sae(CFG, tmp_path, primary_dir=reference[0] / "primary_run" / "model",
                   analyze=False)
     assert not (tmp_path / "metrics.json").exists()
+
+
+def test_a_finished_run_whose_analysis_was_cut_short_is_analyzed_on_the_rerun(reference,
+                                                                               tmp_path):
+    workdir = tmp_path / "run"
+    shutil.copytree(reference[0], workdir)  # finished, with no analysis (as if killed in it)
+    assert not (workdir / "report" / "features.json").exists()
+    out = tmp_path / "out.txt"
+    with open(out, "w") as f, redirect_stdout(f), redirect_stderr(f):
+        again = train_sae(CFG, workdir, primary_flagfile_cfg=PRIMARY)
+    assert "whose analysis is missing or was cut short; analyzing it now" in out.read_text()
+    assert again == reference[1]
+    for name in ("explanations.json", "report/index.html", "report/features.json"):
+        assert (workdir / name).is_file(), name
+    # Analyzed now: a further rerun only reports.
+    stamp = (workdir / "report" / "features.json").stat().st_mtime_ns
+    with open(out, "w") as f, redirect_stdout(f), redirect_stderr(f):
+        train_sae(CFG, workdir, primary_flagfile_cfg=PRIMARY)
+    assert "reporting its metrics" in out.read_text()
+    assert (workdir / "report" / "features.json").stat().st_mtime_ns == stamp
