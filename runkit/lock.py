@@ -32,13 +32,17 @@ def _pid_alive(pid: int) -> bool:
 
 
 class WorkdirLock:
-    """``with WorkdirLock(workdir):`` holds ``workdir`` for this process (created if needed)."""
+    """``with WorkdirLock(workdir):`` holds ``workdir`` for this process (created if needed).
+    A workdir the lock created is removed again when the block fails before anything but
+    the lock was written in it: a failed start leaves no trace."""
 
     def __init__(self, workdir: str | os.PathLike):
         self.path = Path(workdir) / LOCK_NAME
         self._file = None
+        self._created = False
 
     def acquire(self) -> WorkdirLock:
+        self._created = not self.path.parent.exists()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         f = open(self.path, "a+")
         try:
@@ -74,5 +78,12 @@ class WorkdirLock:
     def __enter__(self):
         return self.acquire()
 
-    def __exit__(self, *exc):
+    def __exit__(self, exc_type, *exc):
         self.release()
+        if exc_type is not None and self._created:
+            try:
+                if [p.name for p in self.path.parent.iterdir()] == [LOCK_NAME]:
+                    self.path.unlink()
+                    self.path.parent.rmdir()
+            except OSError:  # another process got in between: leave it
+                pass

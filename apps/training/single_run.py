@@ -132,9 +132,13 @@ def train_sae(cfg: SAETrainConfig, workdir, *, primary_dir=None, primary_flagfil
     with ExitStack() as stack:
         if is_writer():
             stack.enter_context(WorkdirLock(workdir))
-        claim_settings(workdir, cfg.to_dict(), override=override, write=is_writer())
+        if not override:  # refuse changed settings before any work
+            claim_settings(workdir, cfg.to_dict(), write=False)
         inputs = load_inputs(cfg, workdir, concepts, primary_dir=primary_dir,
                              primary_cfg=primary_flagfile_cfg, devices=devices)
+        # Recorded once the inputs are good: a start that fails on them does not pin its
+        # settings on the workdir.
+        claim_settings(workdir, cfg.to_dict(), override=override, write=is_writer())
         record_run(workdir, cfg, inputs, write=is_writer())
         sae_config = cfg.sae_config(inputs.primary.config.hidden_dim)
         print(f"SAE {sae_config.input_dim} -> {sae_config.hidden_dim} features; "

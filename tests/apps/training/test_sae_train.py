@@ -282,3 +282,22 @@ def test_a_finished_run_whose_analysis_was_cut_short_is_analyzed_on_the_rerun(re
         train_sae(CFG, workdir, primary_flagfile_cfg=PRIMARY)
     assert "reporting its metrics" in out.read_text()
     assert (workdir / "report" / "features.json").stat().st_mtime_ns == stamp
+
+
+def test_a_start_that_fails_on_its_inputs_leaves_no_trace(reference, tmp_path):
+    """A primary whose parameter files are damaged fails as its model loads: neither the
+    new workdir nor the failed start's settings stay behind to block the corrected rerun."""
+    primary = tmp_path / "primary"
+    shutil.copytree(reference[0] / "primary_run" / "model", primary)
+    biggest = max((p for p in (primary / "params").rglob("*") if p.is_file()),
+                  key=lambda p: p.stat().st_size)
+    biggest.write_bytes(biggest.read_bytes()[: biggest.stat().st_size // 2])
+    workdir = tmp_path / "new"
+    with pytest.raises(Exception):
+        train_sae(CFG, workdir, primary_dir=str(primary), analyze=False)
+    assert not workdir.exists()
+    # In a workdir that already existed, the failed start records no settings.
+    workdir.mkdir()
+    with pytest.raises(Exception):
+        train_sae(CFG, workdir, primary_dir=str(primary), analyze=False)
+    assert not (workdir / "train_config.json").exists()
