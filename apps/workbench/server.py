@@ -136,12 +136,31 @@ def _feature_id(request: Request) -> int:
         raise BadRequest(f"feature: expected an integer id, got {raw!r}") from None
 
 
+# A build with its edits, or a label, is a few hundred bytes: a bigger body is refused as
+# soon as it passes this, never read whole.
+MAX_BODY_BYTES = 65_536
+
+
+def _too_large(size: str) -> HTTPException:
+    return HTTPException(413, f"body: {size} bytes, more than the {MAX_BODY_BYTES:,} a "
+                              f"request may hold")
+
+
 async def _json_body(request: Request):
-    raw = await request.body()
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise _too_large(f"{int(declared):,}")
+    raw = bytearray()
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > MAX_BODY_BYTES:
+            raise _too_large("over " + f"{MAX_BODY_BYTES:,}")
     try:
         return json.loads(raw.decode("utf-8") if raw else "null")
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise BadRequest(f"body: not valid JSON ({e})") from None
+    except RecursionError:  # e.g. 100,000 nested brackets
+        raise BadRequest("body: JSON nested too deeply") from None
 
 
 class Workbench:

@@ -297,6 +297,13 @@ def test_malformed_json_and_non_finite_values(served):
     assert r.status_code == 400 and "edits[0].value" in r.json()["error"]
     r = client.post("/api/complete", content=b"\xff\xfe")
     assert r.status_code == 400
+    # Hostile bodies: deep nesting is a 400 naming the body, a huge one a 413 unread.
+    r = client.post("/api/complete", content=b"[" * 60_000 + b"]" * 60_000)
+    assert r.status_code == 413 and "body" in r.json()["error"]
+    r = client.post("/api/complete", content=b"[" * 30_000 + b"]" * 30_000)
+    assert r.status_code == 400 and "nested too deeply" in r.json()["error"]
+    r = client.post("/api/features/3/label", content=b"x" * 10_000_000)
+    assert r.status_code == 413 and "65,536" in r.json()["error"]
 
 
 class _Links(html.parser.HTMLParser):
