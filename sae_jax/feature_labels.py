@@ -132,6 +132,22 @@ def write_labels(path: str | os.PathLike, labels: Mapping[int, FeatureLabel]) ->
 
 # ------------------------------------------------------------------ changes to a label file
 
+# What a person types as a label; files written elsewhere are read as they are.
+MAX_NAME_CHARS = 200
+MAX_NOTES_CHARS = 5_000
+
+
+def _check_text(field_name: str, value, limit: int) -> None:
+    if not isinstance(value, str):
+        raise LabelError(f"label {field_name} must be a string, got {json.dumps(value)}")
+    if len(value) > limit:
+        raise LabelError(f"label {field_name} is {len(value):,} characters, more than "
+                         f"{limit:,}")
+    bad = next((c for c in value if ord(c) < 32 and c not in "\n\t"), None)
+    if bad is not None:
+        raise LabelError(f"label {field_name} holds the control character {bad!r}")
+
+
 def set_label(path: str | os.PathLike, feature: int, name: str, *,
               category: str | None = None, notes: str | None = None,
               num_features: int | None = None, timestamp: str | None = None) -> FeatureLabel:
@@ -140,6 +156,9 @@ def set_label(path: str | os.PathLike, feature: int, name: str, *,
     left None keep the old ones, a new label gets "none" / ""; returns the stored label."""
     if not isinstance(name, str) or not name.strip():
         raise LabelError("a label needs a non-empty name")
+    _check_text("name", name, MAX_NAME_CHARS)
+    if notes is not None:
+        _check_text("notes", notes, MAX_NOTES_CHARS)
     check_feature(int(feature), num_features, where="label")
     labels = read_labels(path, num_features=num_features)
     old = labels.get(int(feature), FeatureLabel(name))

@@ -106,6 +106,15 @@ def test_set_relabel_remove_keep_other_fields(tmp_path):
         set_label(path, 4, "  ")
     with pytest.raises(LabelError, match="out of range"):
         set_label(path, NUM_FEATURES, "x", num_features=NUM_FEATURES)
+    # What a person types: bounded, and no control characters (a file is read as it is).
+    with pytest.raises(LabelError, match="label name is 100,000 characters, more than 200"):
+        set_label(path, 4, "x" * 100_000)
+    with pytest.raises(LabelError, match=r"label name holds the control character '\\x00'"):
+        set_label(path, 4, "zero\x00day")
+    with pytest.raises(LabelError, match="label notes is 5,001 characters"):
+        set_label(path, 4, "ok", notes="n" * 5_001)
+    assert set_label(path, 4, "ok", notes="two\nlines\tand a tab").notes == "two\nlines\tand a tab"
+    assert set(read_labels(path)) == {4, 5}
 
 
 def test_import_keeps_existing_labels_unless_told(tmp_path):
