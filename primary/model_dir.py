@@ -15,6 +15,7 @@ orbax ``CheckpointManager``; a model directory is the finished, portable model.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -47,6 +48,19 @@ def save_primary(directory: str | os.PathLike, model: SetCompletionModel, vocab:
             write_concept_set(d, concepts)
     save_tree(d / "params", params_dict(model))
     return d
+
+
+def model_fingerprint(directory: str | os.PathLike) -> str:
+    """sha256 over every file of a model directory (relative path and bytes, in path
+    order): equal for a copy or a move, different for another model or other weights."""
+    d = Path(directory)
+    h = hashlib.sha256()
+    for path in sorted(p for p in d.rglob("*") if p.is_file()):
+        h.update(path.relative_to(d).as_posix().encode() + b"\0")
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
 
 
 def load_primary(directory: str | os.PathLike) -> tuple[SetCompletionModel, Vocab, WeaponVocab]:

@@ -23,9 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from primary import PRIMARY_CONFIGS
-from primary.model_dir import load_primary
+from primary.model_dir import load_primary, model_fingerprint
 from runkit.flags import config_from_flagfile
 from runkit.jsonio import read_json
+from runkit.resume import SettingsChanged
 from runkit.run_dir import IMPORTED_PRIMARY, RunDir
 from sae_jax.config import SAETrainConfig
 
@@ -190,6 +191,25 @@ def known_d_sae(cfg: SAETrainConfig, primary_dir) -> int | None:
     return int(int(hidden) * cfg.expansion_factor) if hidden else None
 
 
+def check_same_primary(rundir: Path, primary_dir: Path, *, override: bool = False) -> None:
+    """Refuse to go on with a run started on another primary model (other files or
+    weights: the SAE would train on two models' activations), unless ``override``. Runs
+    recorded before the primary's fingerprint was kept are taken as they are."""
+    run = RunDir(rundir)
+    if not run.is_run():
+        return
+    started = run.read_run().extra.get("primary_sha256")
+    if started is None or started == model_fingerprint(primary_dir):
+        return
+    recorded = run.read_run().primary_model_dir
+    message = (f"{rundir} holds a run started on another primary model ({recorded}, "
+               f"fingerprint {started[:12]}); --primary_dir {primary_dir} differs")
+    if not override:
+        raise SettingsChanged(message + "; use a fresh --workdir, or pass --override to "
+                              "continue this run on the new primary")
+    print(f"note: {message}; continuing under --override")
+
+
 def write_run_json(workdir: Path, cfg: SAETrainConfig, primary_dir: Path, num_builds: int,
                    seed: int, concepts=None, *, within=None):
     """``run.json``, and ``concept_set.json`` (the set the run plants) when ``concepts``.
@@ -199,7 +219,8 @@ def write_run_json(workdir: Path, cfg: SAETrainConfig, primary_dir: Path, num_bu
 
     run = RunDir(workdir)
     record = run.new_record(primary_dir, data_source=cfg.data_source, data_path=cfg.data_path,
-                            num_builds=num_builds, seed=seed, within=within)
+                            num_builds=num_builds, seed=seed, within=within,
+                            primary_sha256=model_fingerprint(primary_dir))
     if concepts is not None:
         write_concept_set(workdir, concepts)
     run.write_run(record)
@@ -330,10 +351,12 @@ def load_inputs(cfg: SAETrainConfig, workdir: Path, concepts, *, primary_dir=Non
 
 
 def record_run(rundir: Path, cfg: SAETrainConfig, inputs: RunInputs, *, write: bool,
-               within=None) -> None:
-    """Check the settings against the primary's size, then write ``rundir``'s ``run.json``
-    (when ``write``; ``within``: the sweep holding the run, see :func:`write_run_json`)."""
+               within=None, override: bool = False) -> None:
+    """Check the settings against the primary's size and the primary against the one the
+    run started on, then write ``rundir``'s ``run.json`` (when ``write``; ``within``: the
+    sweep holding the run, see :func:`write_run_json`)."""
     cfg.validate(d_sae=int(inputs.primary.config.hidden_dim * cfg.expansion_factor))
+    check_same_primary(rundir, inputs.primary_dir, override=override)
     if write:
         write_run_json(rundir, cfg, inputs.primary_dir, inputs.num_builds, inputs.seed,
                        inputs.concepts, within=within)

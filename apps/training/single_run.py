@@ -139,7 +139,7 @@ def train_sae(cfg: SAETrainConfig, workdir, *, primary_dir=None, primary_flagfil
         # Recorded once the inputs are good: a start that fails on them does not pin its
         # settings on the workdir.
         claim_settings(workdir, cfg.to_dict(), override=override, write=is_writer())
-        record_run(workdir, cfg, inputs, write=is_writer())
+        record_run(workdir, cfg, inputs, write=is_writer(), override=override)
         sae_config = cfg.sae_config(inputs.primary.config.hidden_dim)
         print(f"SAE {sae_config.input_dim} -> {sae_config.hidden_dim} features; "
               f"{plan.total_batches} primary batches of {cfg.primary_batch_size}, "

@@ -149,15 +149,16 @@ def test_nan_activations_stop_run_and_keep_last_good_checkpoint(reference, tmp_p
     table = model.weapon_embedding.embedding
     table[...] = table[...] * np.nan
     save_primary(primary_dir, model, vocab, weapon_vocab)
+    # Other weights make another primary: going on with them takes --override.
     with pytest.raises(TrainingFault, match=r"non-finite activations .* at SAE step 6\b.*"
                                             r"last good checkpoint \(SAE step 6\)"):
-        train_sae(CFG, workdir, primary_dir=primary_dir, analyze=False)
+        train_sae(CFG, workdir, primary_dir=primary_dir, analyze=False, override=True)
     with Checkpoints(workdir / "checkpoints") as ckpt:
         assert ckpt.steps()[-1] == 6
     # The kept checkpoint is good: with the primary repaired, the run finishes exactly as
     # the uninterrupted reference did.
     save_primary(primary_dir, *good)
-    train_sae(CFG, workdir, primary_dir=primary_dir, analyze=False)
+    train_sae(CFG, workdir, primary_dir=primary_dir, analyze=False, override=True)
     want, got = final_params(ref_dir), final_params(workdir)
     for k in want:
         np.testing.assert_array_equal(got[k], want[k], err_msg=k)
@@ -301,3 +302,21 @@ def test_a_start_that_fails_on_its_inputs_leaves_no_trace(reference, tmp_path):
     with pytest.raises(ValueError):
         train_sae(CFG, workdir, primary_dir=str(primary), analyze=False)
     assert not (workdir / "train_config.json").exists()
+
+
+def test_the_primary_is_a_checked_setting(reference, tmp_path):
+    """A half-trained run resumed on another primary (other weights) is refused with the
+    difference named; the same primary copied elsewhere resumes."""
+    first = copy_primary(reference[0], tmp_path / "a")
+    workdir = tmp_path / "run"
+    train_sae(CFG, workdir, primary_dir=str(first), stop_after_steps=5, analyze=False)
+    _, vocab, weapon_vocab = tiny_world(CFG.num_builds, CFG.seed)
+    other = tmp_path / "other"
+    save_primary(other, primary_for(vocab, weapon_vocab, seed=7), vocab, weapon_vocab)
+    with pytest.raises(SettingsChanged, match="started on another primary model .* "
+                                              "--primary_dir .*other differs"):
+        train_sae(CFG, workdir, primary_dir=str(other), stop_after_steps=10, analyze=False)
+    moved = tmp_path / "moved"
+    shutil.copytree(first, moved)
+    done = train_sae(CFG, workdir, primary_dir=str(moved), stop_after_steps=10, analyze=False)
+    assert done["stopped"] and done["steps"] == 10
