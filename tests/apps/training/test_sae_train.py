@@ -265,6 +265,7 @@ def test_non_finite_evaluation_is_refused_not_written(reference, tmp_path, monke
     assert not (tmp_path / "metrics.json").exists()
 
 
+@pytest.mark.slow  # runs a whole analysis
 def test_a_finished_run_whose_analysis_was_cut_short_is_analyzed_on_the_rerun(reference,
                                                                                tmp_path):
     workdir = tmp_path / "run"
