@@ -48,7 +48,7 @@ class FeatureLabel:
             value = getattr(self, name)
             if not isinstance(value, str):
                 raise LabelError(f"label field {name!r} must be a string, got "
-                                 f"{json.dumps(value)}")
+                                 f"{json.dumps(value, default=repr)}")
         if self.category not in CATEGORIES:
             raise LabelError(f"unknown label category {self.category!r}; categories: "
                              f"{', '.join(CATEGORIES)}")
@@ -139,7 +139,8 @@ MAX_NOTES_CHARS = 5_000
 
 def _check_text(field_name: str, value, limit: int) -> None:
     if not isinstance(value, str):
-        raise LabelError(f"label {field_name} must be a string, got {json.dumps(value)}")
+        raise LabelError(f"label {field_name} must be a string, got "
+                         f"{json.dumps(value, default=repr)}")
     if len(value) > limit:
         raise LabelError(f"label {field_name} is {len(value):,} characters, more than "
                          f"{limit:,}")

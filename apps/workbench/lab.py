@@ -40,6 +40,17 @@ TOP_FEATURES = 24
 ACTIVE = 0.01
 MAX_EDITS = 16
 MAX_AP = 57
+# A feature set beyond this is far past any activation the SAE produces, and float32
+# products of it overflow.
+MAX_EDIT_VALUE = 1e4
+
+
+def _shown(value) -> str:
+    """``repr`` of a request value, except an integer too long to print (Python refuses to
+    turn one of over 4,300 digits into text): then its length."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        return f"an integer of about {int(value.bit_length() * math.log10(2)) + 1:,} digits"
+    return f"{value!r:.60}"
 
 
 class LabRequestError(ValueError):
@@ -71,8 +82,9 @@ def lab_request(body, run: RunData) -> LabRequest:
     if "weapon" not in body:
         raise LabRequestError("weapon", "missing (a game id or a weapon name)")
     weapon = body["weapon"]
-    if isinstance(weapon, bool) or not isinstance(weapon, (int, str)):
-        raise LabRequestError("weapon", f"a game id or a weapon name, got {weapon!r}")
+    if (isinstance(weapon, bool) or not isinstance(weapon, (int, str))
+            or isinstance(weapon, int) and weapon.bit_length() > 64):
+        raise LabRequestError("weapon", f"a game id or a weapon name, got {_shown(weapon)}")
     try:
         gid = resolve_weapon(weapon, weapon_vocab)
     except BuildError as e:
@@ -92,7 +104,7 @@ def lab_request(body, run: RunData) -> LabRequest:
         named[ability] = name
         if isinstance(ap, bool) or not isinstance(ap, int) or not 0 <= ap <= MAX_AP:
             raise LabRequestError(f"abilities.{name}", f"AP must be an integer 0..{MAX_AP}, "
-                                                       f"got {ap!r}")
+                                                       f"got {_shown(ap)}")
     abilities = {ability: abilities[name] for ability, name in named.items()}
     row = min_ap_row(abilities, where="abilities")
     try:
@@ -113,9 +125,12 @@ def lab_request(body, run: RunData) -> LabRequest:
         f, v = e["feature"], e["value"]
         if isinstance(f, bool) or not isinstance(f, int) or not 0 <= f < run.num_features:
             raise LabRequestError(f"{where}.feature", f"a feature id 0..{run.num_features - 1}, "
-                                                      f"got {f!r}")
+                                                      f"got {_shown(f)}")
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-            raise LabRequestError(f"{where}.value", f"a finite number, got {v!r}")
+            raise LabRequestError(f"{where}.value", f"a finite number, got {_shown(v)}")
+        if abs(v) > MAX_EDIT_VALUE:
+            raise LabRequestError(f"{where}.value", f"a number within ±{MAX_EDIT_VALUE:g}, "
+                                                    f"got {_shown(v)}")
         if f in features:
             raise LabRequestError(f"{where}.feature", f"feature {f} is set twice")
         features.append(f)

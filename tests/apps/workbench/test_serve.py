@@ -297,6 +297,15 @@ def test_malformed_json_and_non_finite_values(served):
     assert r.status_code == 400 and "edits[0].value" in r.json()["error"]
     r = client.post("/api/complete", content=b"\xff\xfe")
     assert r.status_code == 400
+    # Huge numbers get a 400 naming their field (a 5000-digit integer cannot even be printed).
+    huge = b"9" * 5000
+    for body, field in [(b'{"weapon": ' + huge + b'}', "weapon"),
+                        (b'{"weapon": 40, "edits": [{"feature": ' + huge + b', "value": 0}]}',
+                         "edits[0].feature"),
+                        (b'{"weapon": 40, "edits": [{"feature": 1, "value": 1e308}]}',
+                         "edits[0].value")]:
+        r = client.post("/api/complete", content=body)
+        assert r.status_code == 400 and r.json()["error"].startswith(field), r.text
     # Hostile bodies: deep nesting is a 400 naming the body, a huge one a 413 unread.
     r = client.post("/api/complete", content=b"[" * 60_000 + b"]" * 60_000)
     assert r.status_code == 413 and "body" in r.json()["error"]
