@@ -209,6 +209,7 @@ def _without_seconds(doc: dict) -> dict:
     return out
 
 
+@pytest.mark.slow  # explains two SAEs twice
 def test_shared_explanation_builds_give_each_sae_its_own_document(setup, monkeypatch):
     """Builds made once (fresh top-up, conditions, split, rung edits) and shared by two SAEs
     give each the document it gets alone; the primary then runs only on the causal edits."""

@@ -305,6 +305,7 @@ def test_a_start_that_fails_on_its_inputs_leaves_no_trace(reference, tmp_path):
     assert not (workdir / "train_config.json").exists()
 
 
+@pytest.mark.slow  # three runs on two primaries
 def test_the_primary_is_a_checked_setting(reference, tmp_path):
     """A half-trained run resumed on another primary (other weights) is refused with the
     difference named; the same primary copied elsewhere resumes."""
