@@ -109,8 +109,9 @@ def block_example_indices(examples: Examples, *, seed: int, batch_size: int,
 
 
 def host_block(examples: Examples, layout: BlockLayout, indices: np.ndarray,
-               first_batch: int) -> HostBlock:
-    """The block of the example ``indices`` ``(n, B)`` (n <= C batches)."""
+               first_batch: int, *, with_groups: bool = True) -> HostBlock:
+    """The block of the example ``indices`` ``(n, B)`` (n <= C batches); without its
+    harvest groups where the vectors come from :func:`harvest_every_example`'s table."""
     n, b = indices.shape
     if n > layout.batches or b != layout.batch_size:
         raise ValueError(f"a block of {n} batches of {b} rows does not fit the layout "
@@ -123,7 +124,8 @@ def host_block(examples: Examples, layout: BlockLayout, indices: np.ndarray,
     rows = np.zeros(layout.rows, np.int32)
     rows[:len(flat)] = flat
     harvested = np.flatnonzero(~is_null[:len(flat)])
-    groups = _length_groups(examples, flat, harvested, layout.group_rows, layout.rows)
+    groups = (_length_groups(examples, flat, harvested, layout.group_rows, layout.rows)
+              if with_groups else [])
     return HostBlock(first_batch, n, groups, is_null.reshape(layout.batches, b),
                      weapons.reshape(layout.batches, b), rows.reshape(layout.batches, b))
 
@@ -247,8 +249,8 @@ def gather_block(table: jax.Array, examples: jax.Array) -> jax.Array:
 
 
 def device_blocks(examples: Examples, layout: BlockLayout, mesh: Mesh, *, seed: int,
-                  batches_per_epoch: int, total_batches: int, first_batch: int
-                  ) -> Iterator[DeviceBlock]:
+                  batches_per_epoch: int, total_batches: int, first_batch: int,
+                  with_groups: bool = True) -> Iterator[DeviceBlock]:
     """The blocks holding global batches ``first_batch`` to ``total_batches - 1``, in order,
     placed on the devices. Each is built on the host in a worker thread while the caller
     uses the one before, so the device never waits for the host. Closing the iterator early
@@ -260,7 +262,8 @@ def device_blocks(examples: Examples, layout: BlockLayout, mesh: Mesh, *, seed: 
         indices = block_example_indices(examples, seed=seed, batch_size=layout.batch_size,
                                         batches_per_epoch=batches_per_epoch, first_batch=first,
                                         num_batches=end - first, orders=orders)
-        return to_device(host_block(examples, layout, indices, first), mesh)
+        return to_device(host_block(examples, layout, indices, first,
+                                    with_groups=with_groups), mesh)
 
     starts = range(first_batch - first_batch % layout.batches, total_batches, layout.batches)
     if first_batch >= total_batches:

@@ -25,6 +25,7 @@ from primary.vocab import (
     GEAR_PIECES,
     MAIN_AP,
     MAIN_ONLY_ABILITIES,
+    MAX_AP,
     PIECE_OF_MAIN_ONLY,
     STANDARD_ABILITIES,
     SUB_AP,
@@ -34,7 +35,6 @@ from primary.vocab import (
 
 N_MAINS = len(GEAR_PIECES)
 N_SUBS = N_MAINS * SUBS_PER_PIECE
-BUILD_AP = N_MAINS * MAIN_AP + N_SUBS * SUB_AP  # what a whole build holds: 57
 N_MAIN_ONLY = len(MAIN_ONLY_ABILITIES)
 _INF = 10**9
 
@@ -89,9 +89,9 @@ def min_ap_row(min_ap, *, where: str = "minimum AP") -> np.ndarray:
                 raise BuildError(f"unknown ability {name!r} in {where}")
             if isinstance(ap, bool) or not isinstance(ap, (int, np.integer)):
                 raise BuildError(f"AP of {name!r} must be an integer, got {ap!r} in {where}")
-            if ap > BUILD_AP:  # also keeps huge integers out of the int64 row
+            if ap > MAX_AP:  # also keeps huge integers out of the int64 row
                 raise BuildError(f"AP of {name!r} is {ap}, more than a whole build holds "
-                                 f"({BUILD_AP}) in {where}")
+                                 f"({MAX_AP}) in {where}")
             row[ABILITY_INDEX[name]] = int(ap)
     else:
         arr = np.asarray(min_ap)

@@ -191,17 +191,19 @@ def known_d_sae(cfg: SAETrainConfig, primary_dir) -> int | None:
     return int(int(hidden) * cfg.expansion_factor) if hidden else None
 
 
-def check_same_primary(rundir: Path, primary_dir: Path, *, override: bool = False) -> None:
+def check_same_primary(rundir: Path, primary_dir: Path, fingerprint: str, *,
+                       override: bool = False) -> None:
     """Refuse to go on with a run started on another primary model (other files or
     weights: the SAE would train on two models' activations), unless ``override``. Runs
     recorded before the primary's fingerprint was kept are taken as they are."""
     run = RunDir(rundir)
     if not run.is_run():
         return
-    started = run.read_run().extra.get("primary_sha256")
-    if started is None or started == model_fingerprint(primary_dir):
+    record = run.read_run()
+    started = record.extra.get("primary_sha256")
+    if started is None or started == fingerprint:
         return
-    recorded = run.read_run().primary_model_dir
+    recorded = record.primary_model_dir
     message = (f"{rundir} holds a run started on another primary model ({recorded}, "
                f"fingerprint {started[:12]}); --primary_dir {primary_dir} differs")
     if not override:
@@ -211,7 +213,7 @@ def check_same_primary(rundir: Path, primary_dir: Path, *, override: bool = Fals
 
 
 def write_run_json(workdir: Path, cfg: SAETrainConfig, primary_dir: Path, num_builds: int,
-                   seed: int, concepts=None, *, within=None):
+                   seed: int, concepts=None, *, primary_sha256: str, within=None):
     """``run.json``, and ``concept_set.json`` (the set the run plants) when ``concepts``.
     Paths inside the run (or inside ``within``, the sweep holding it) are recorded
     relative to it (:meth:`runkit.run_dir.RunDir.record_path`)."""
@@ -220,7 +222,7 @@ def write_run_json(workdir: Path, cfg: SAETrainConfig, primary_dir: Path, num_bu
     run = RunDir(workdir)
     record = run.new_record(primary_dir, data_source=cfg.data_source, data_path=cfg.data_path,
                             num_builds=num_builds, seed=seed, within=within,
-                            primary_sha256=model_fingerprint(primary_dir))
+                            primary_sha256=primary_sha256)
     if concepts is not None:
         write_concept_set(workdir, concepts)
     run.write_run(record)
@@ -337,6 +339,7 @@ class RunInputs:
     eval_examples: object
     num_builds: int
     concepts: object
+    primary_sha256: str  # :func:`primary.model_dir.model_fingerprint` of primary_dir
 
 
 def load_inputs(cfg: SAETrainConfig, workdir: Path, concepts, *, primary_dir=None,
@@ -347,7 +350,7 @@ def load_inputs(cfg: SAETrainConfig, workdir: Path, concepts, *, primary_dir=Non
     train_examples, eval_examples, num_builds = prepare_data(cfg, vocab, weapon_vocab,
                                                              seed=seed, concepts=concepts)
     return RunInputs(primary, vocab, weapon_vocab, primary_dir, seed, train_examples,
-                     eval_examples, num_builds, concepts)
+                     eval_examples, num_builds, concepts, model_fingerprint(primary_dir))
 
 
 def record_run(rundir: Path, cfg: SAETrainConfig, inputs: RunInputs, *, write: bool,
@@ -356,7 +359,7 @@ def record_run(rundir: Path, cfg: SAETrainConfig, inputs: RunInputs, *, write: b
     run started on, then write ``rundir``'s ``run.json`` (when ``write``; ``within``: the
     sweep holding the run, see :func:`write_run_json`)."""
     cfg.validate(d_sae=int(inputs.primary.config.hidden_dim * cfg.expansion_factor))
-    check_same_primary(rundir, inputs.primary_dir, override=override)
+    check_same_primary(rundir, inputs.primary_dir, inputs.primary_sha256, override=override)
     if write:
         write_run_json(rundir, cfg, inputs.primary_dir, inputs.num_builds, inputs.seed,
-                       inputs.concepts, within=within)
+                       inputs.concepts, within=within, primary_sha256=inputs.primary_sha256)

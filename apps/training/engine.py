@@ -220,7 +220,8 @@ def run_loop(cfg: SAETrainConfig, plan, trainee: Trainee, primary, train_example
     stopped, block = False, None
     blocks = device_blocks(train_examples, layout, mesh, seed=cfg.seed,
                            batches_per_epoch=plan.batches_per_epoch,
-                           total_batches=plan.total_batches, first_batch=next_batch)
+                           total_batches=plan.total_batches, first_batch=next_batch,
+                           with_groups=table is None)
     with closing(blocks):
         for chunk in schedule.chunks(next_batch):
             block_first = schedule.block_of(chunk.first)[0]

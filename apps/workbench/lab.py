@@ -31,7 +31,7 @@ from primary.completion import (
     resolve_weapon,
 )
 from primary.examples import LENGTH_BUCKETS
-from primary.vocab import ABILITIES, BuildError, ap_to_token_multihot, resolve_ability
+from primary.vocab import ABILITIES, MAX_AP, BuildError, ap_to_token_multihot, resolve_ability
 from sae_jax.model import encode
 
 BEAM_SIZE = 4
@@ -39,7 +39,7 @@ TOP_PROBABILITIES = 15
 TOP_FEATURES = 24
 ACTIVE = 0.01
 MAX_EDITS = 16
-MAX_AP = 57
+
 # A feature set beyond this is far past any activation the SAE produces, and float32
 # products of it overflow.
 MAX_EDIT_VALUE = 1e4
