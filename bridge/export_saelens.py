@@ -127,9 +127,14 @@ def saelens_config(sae: SparseAutoencoder, *, hook_name: str, model_name: str,
 def clipped_fraction(sae: SparseAutoencoder, activations) -> float:
     """Share of active features (``h > 0.01``) at the clip on ``activations (n, d_in)``."""
     x = np.asarray(activations, np.float32)
-    if x.ndim != 2 or x.shape[1] != sae.config.input_dim:
+    if x.ndim != 2 or x.shape[1] != sae.config.input_dim or len(x) == 0:
         raise ValueError(f"activations have shape {x.shape}; the SAE reads rows of "
                          f"{sae.config.input_dim}")
+    bad_rows = np.flatnonzero(~np.isfinite(x).all(axis=1))
+    if bad_rows.size:
+        raise ValueError(f"activations hold non-finite values (NaN or inf) in {bad_rows.size:,} "
+                         f"of {len(x):,} rows, the first at row {bad_rows[0]}; the share at the "
+                         "clip cannot be measured on them")
     clip = sae.config.encoder.clip_max
     _, h = encode(sae.params(), jnp.asarray(x), sae.config.encoder)
     h = np.asarray(h)
@@ -159,6 +164,11 @@ def export_saelens(sae: SparseAutoencoder, out: str | os.PathLike, *,
 
     An SAE that clips warns (:class:`ClipWarning`) with the share of active features at
     the clip, measured on ``activations (n, d_in)`` when given, else ``clipped_share``."""
+    tensors = saelens_tensors(sae)
+    broken = sorted(name for name, t in tensors.items() if not np.isfinite(t).all())
+    if broken:
+        raise ValueError(f"the SAE's {', '.join(broken)} hold non-finite values (NaN or inf); "
+                         "refusing to export a broken SAE")
     where = "the run's evaluation builds"
     if activations is not None:
         clipped_share = clipped_fraction(sae, activations)
@@ -166,7 +176,7 @@ def export_saelens(sae: SparseAutoencoder, out: str | os.PathLike, *,
     _warn_clip(sae, clipped_share, where)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    save_file(saelens_tensors(sae), str(out / WEIGHTS_FILENAME))
+    save_file(tensors, str(out / WEIGHTS_FILENAME))
     extra = dict(extra_metadata or {})
     if sae.config.encoder.clip_max is not None:
         extra["clipped_fraction"] = clipped_share
@@ -238,7 +248,16 @@ def main(argv):
     if f.activations:
         if not Path(f.activations).is_file():
             raise FileNotFoundError(f"--activations {f.activations} is not a file")
-        activations = np.load(f.activations)
+        try:
+            activations = np.load(f.activations)
+        except (ValueError, OSError) as e:
+            raise ValueError(f"--activations {f.activations} is not a readable .npy array: "
+                             f"{e}") from None
+        if not (isinstance(activations, np.ndarray)
+                and np.issubdtype(activations.dtype, np.floating)):
+            raise ValueError(f"--activations {f.activations} holds "
+                             f"{getattr(activations, 'dtype', type(activations).__name__)}, "
+                             "not floating-point activations")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ClipWarning)
         out = export_workdir(f.workdir, f.out, hook_name=f.hook_name, model_name=f.model_name,
