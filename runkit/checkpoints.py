@@ -20,6 +20,7 @@ coordinates which process writes what).
 from __future__ import annotations
 
 import os
+import sys
 import time
 import zlib
 from dataclasses import dataclass
@@ -188,6 +189,7 @@ class Checkpoints:
             restored = self._manager.restore(int(step), args=ocp.args.Composite(
                 state=ocp.args.StandardRestore(abstract)))["state"]
         except Exception as e:
+            silence_reads_after_a_failure()
             raise DamagedCheckpoint(f"{step_dir}: arrays unreadable: "
                                     f"{str(e).splitlines()[0][:200]}") from None
         tree = jax.tree_util.tree_unflatten(treedef, [restored[k] for k in named_like])
@@ -265,7 +267,8 @@ def save_tree(path: str | os.PathLike, tree) -> None:
 
 def load_tree(path: str | os.PathLike, like):
     """Read a pytree saved by :func:`save_tree` into the structure and shapes of ``like``;
-    a shape mismatch is an error naming the parameter and both shapes."""
+    a shape mismatch is an error naming the parameter and both shapes, a damaged or
+    truncated store a ``ValueError`` naming the directory."""
     path = Path(path).absolute()
     if not path.exists():
         raise FileNotFoundError(f"no parameters at {path}")
@@ -274,7 +277,34 @@ def load_tree(path: str | os.PathLike, like):
         stored = getattr(meta, "item_metadata", meta)
         _check_shapes(stored, _str_keys(like), where=str(path))
         abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), _str_keys(like))
-        return _int_keys_like(ckptr.restore(path, abstract), like)
+        try:
+            restored = ckptr.restore(path, abstract)
+        except Exception as e:  # orbax/tensorstore errors of a damaged store
+            silence_reads_after_a_failure()
+            raise ValueError(f"{path}: the stored parameters are damaged or truncated "
+                             f"({str(e).splitlines()[0][:200]})") from None
+        return _int_keys_like(restored, like)
+
+
+def _is_closed_loop_callback(unraisable) -> bool:
+    return (isinstance(unraisable.exc_value, RuntimeError)
+            and str(unraisable.exc_value) == "Event loop is closed")
+
+
+def silence_reads_after_a_failure() -> None:
+    """Once a restore has failed, tensorstore's other reads still finish and try to report
+    to orbax's event loop, which is closed by then: each would print a traceback (hundreds
+    in all) after the real error. Drop exactly those; any other unraisable is shown."""
+    shown = sys.unraisablehook
+    if getattr(shown, "drops_closed_loop_callbacks", False):
+        return
+
+    def hook(unraisable):
+        if not _is_closed_loop_callback(unraisable):
+            shown(unraisable)
+
+    hook.drops_closed_loop_callbacks = True
+    sys.unraisablehook = hook
 
 
 def _check_shapes(stored, like, *, where: str) -> None:
@@ -287,6 +317,9 @@ def _check_shapes(stored, like, *, where: str) -> None:
         }
     except Exception:  # metadata of an unexpected form: let orbax report
         return
+    if flat_like and not flat_stored:
+        raise ValueError(f"{where}: the stored parameters are damaged or truncated (their "
+                         "metadata names no arrays)")
     missing = sorted(set(flat_like) - set(flat_stored))
     extra = sorted(set(flat_stored) - set(flat_like))
     if missing or extra:

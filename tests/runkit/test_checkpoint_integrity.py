@@ -94,3 +94,36 @@ def test_intact_checkpoints_restore_exactly(three):
     assert got.step == 10
     np.testing.assert_array_equal(got.tree["opt"][0], np.arange(5) * 10)
     assert int(got.tree["opt"][1]) == 10
+
+
+def test_truncated_model_parameters_are_named_and_late_reads_stay_quiet(tmp_path, monkeypatch):
+    import sys
+    from types import SimpleNamespace
+
+    from runkit.checkpoints import load_tree, save_tree
+
+    like = {"a": np.zeros((256, 64), np.float32), "b": np.zeros((128, 32), np.float32)}
+    rng = np.random.default_rng(0)  # random values: the stored files do not compress away
+    save_tree(tmp_path / "params", {k: rng.normal(size=v.shape) for k, v in like.items()})
+    arrays = [p for p in (tmp_path / "params").rglob("*") if p.is_file() and p.parent.name == "d"]
+    truncate(max(arrays, key=lambda p: p.stat().st_size))
+    shown = []
+    monkeypatch.setattr(sys, "unraisablehook", shown.append)
+    with pytest.raises(ValueError, match="params: the stored parameters are damaged or truncated"):
+        load_tree(tmp_path / "params", like)
+    # Reads still in flight report to a closed event loop: dropped. Anything else: shown.
+    late = SimpleNamespace(exc_value=RuntimeError("Event loop is closed"))
+    other = SimpleNamespace(exc_value=RuntimeError("something else"))
+    sys.unraisablehook(late)
+    sys.unraisablehook(other)
+    assert shown == [other]
+
+
+def test_model_parameters_with_damaged_metadata_are_named(tmp_path):
+    from runkit.checkpoints import load_tree, save_tree
+
+    like = {"a": np.zeros((8, 4), np.float32)}
+    save_tree(tmp_path / "params", like)
+    truncate(tmp_path / "params" / "_METADATA")
+    with pytest.raises(ValueError, match="damaged or truncated .their metadata names no arrays"):
+        load_tree(tmp_path / "params", like)

@@ -295,12 +295,12 @@ def test_a_start_that_fails_on_its_inputs_leaves_no_trace(reference, tmp_path):
                   key=lambda p: p.stat().st_size)
     biggest.write_bytes(biggest.read_bytes()[: biggest.stat().st_size // 2])
     workdir = tmp_path / "new"
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="damaged or truncated"):
         train_sae(CFG, workdir, primary_dir=str(primary), analyze=False)
     assert not workdir.exists()
     # In a workdir that already existed, the failed start records no settings.
     workdir.mkdir()
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="damaged or truncated"):
         train_sae(CFG, workdir, primary_dir=str(primary), analyze=False)
     assert not (workdir / "train_config.json").exists()
 
