@@ -19,7 +19,10 @@ coordinates which process writes what).
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
+import shutil
 import sys
 import time
 import zlib
@@ -121,6 +124,23 @@ def _array_table(named: dict) -> dict:
 # ------------------------------------------------------------------ training checkpoints
 
 
+def _is_disk_full(error: BaseException) -> bool:
+    return ((isinstance(error, OSError) and error.errno == errno.ENOSPC)
+            or "No space left on device" in str(error))
+
+
+class _DropOrbaxThreadTracebacks(logging.Filter):
+    """orbax logs each failed writer thread's traceback before the same error reaches the
+    save that waits on it, where the command reports it in one line: drop the log copy."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not ("orbax" in record.pathname
+                    and "_SignalingThread.run() raised an exception" in str(record.msg))
+
+
+logging.getLogger("absl").addFilter(_DropOrbaxThreadTracebacks())
+
+
 @dataclass
 class Restored:
     step: int
@@ -133,6 +153,8 @@ class Checkpoints:
 
     def __init__(self, directory: str | os.PathLike, *, keep: int = 3):
         self.directory = Path(directory).absolute()
+        self._remove_unfinished("*")
+        wait_for_all("checkpoints_unfinished_removed")
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                                enable_async_checkpointing=False)
         # Handlers named up front, so a fresh manager (a resumed run) reads what it
@@ -142,6 +164,13 @@ class Checkpoints:
             item_handlers={"state": ocp.StandardCheckpointHandler(),
                            "progress": ocp.JsonCheckpointHandler()})
 
+    def _remove_unfinished(self, step: int | str) -> None:
+        """Delete what an unfinished save of ``step`` (``"*"``: of any step) left: a kill or
+        a full disk leaves orbax's temporary directory, which holds no usable state."""
+        if is_writer() and self.directory.is_dir():
+            for partial in self.directory.glob(f"{step}.orbax-checkpoint-tmp*"):
+                shutil.rmtree(partial, ignore_errors=True)
+
     def steps(self) -> list[int]:
         return sorted(self._manager.all_steps())
 
@@ -149,10 +178,19 @@ class Checkpoints:
         """Write ``tree`` (a pytree of arrays) and ``progress`` (JSON-able) for ``step``."""
         named, _ = flatten_named(tree)
         progress = {**progress, "step": int(step), "arrays": _array_table(named)}
-        self._manager.save(int(step), args=ocp.args.Composite(
-            state=ocp.args.StandardSave(named), progress=ocp.args.JsonSave(progress)),
-            force=True)
-        self._manager.wait_until_finished()
+        try:
+            self._manager.save(int(step), args=ocp.args.Composite(
+                state=ocp.args.StandardSave(named), progress=ocp.args.JsonSave(progress)),
+                force=True)
+            self._manager.wait_until_finished()
+        except Exception as e:  # orbax/tensorstore report a full disk as a ValueError
+            if not _is_disk_full(e):
+                raise
+            self._remove_unfinished(int(step))
+            raise OSError(errno.ENOSPC, f"no space left on the device while writing the "
+                          f"checkpoint of step {step} in {self.directory}; free some space "
+                          "and run the command again: it resumes from the last checkpoint"
+                          ) from None
         if is_writer():
             write_manifest(self.directory / str(int(step)))
 

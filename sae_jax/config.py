@@ -192,7 +192,7 @@ class SAETrainConfig:
         check("dead_threshold", self.dead_threshold >= 0, "must be >= 0")
         check("data_fraction", 0 < self.data_fraction <= 1, "must be in (0, 1]")
         for name in ("sae_batch_size", "primary_batch_size", "sae_steps_per_primary_step",
-                     "epochs", "log_every", "checkpoint_every"):
+                     "epochs", "log_every", "checkpoint_every", "eval_builds"):
             check(name, getattr(self, name) > 0, "must be positive")
         if self.buffer_size < self.sae_batch_size:
             errors.append(f"--buffer_size {self.buffer_size} is smaller than one SAE batch "
