@@ -2,7 +2,7 @@
 
     python -m primary.eval_completion --primary_dir=DIR [--protocol=ours|splatnlp]
         [--data_source=synthetic|statink|splatnlp_tsv --data_path=...] [--num_builds=2000]
-        [--beam_size=4] [--out=DIR]
+        [--beam_size=N] [--out=DIR]
 
 Held-out builds: where the primary's training settings sit beside its model
 directory (``<primary_dir>/../train_config.json``, as ``primary.train`` writes
@@ -455,23 +455,26 @@ def plot(result: dict, path: str | os.PathLike) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
-    fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=120)
+    keys = figures(result)
     styles = dict(zip(FIGURES, ("-", "--", ":")))
+    fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=120)
     for i, method in enumerate(METHODS):
-        for key in figures(result):
-            several = len(figures(result)) > 1
+        for key in keys:
             ax.plot(result["k"], result["methods"][method][key], marker="o", color=f"C{i}",
-                    linestyle=styles[key],
-                    label=f"{method}, {FIGURES[key]}" if several else method)
+                    linestyle=styles[key], label=method if key == keys[0] else None)
     ax.set_xlabel("hidden slots k (of 12)")
-    ax.set_ylabel("completion_slot_acc" if len(figures(result)) > 1
-                  else "completion_slot_acc (top-1)")
+    ax.set_ylabel("completion_slot_acc" + ("" if len(keys) > 1 else " (top-1)"))
     ax.set_ylim(0, 1)
     ax.set_title(f"slot recovery on {result['num_builds']} held-out builds "
                  f"({result['protocol']} protocol)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize="small" if len(figures(result)) > 1 else None)
+    methods = ax.legend(loc="upper left", fontsize="small")
+    if len(keys) > 1:  # a second legend: which line style is which figure
+        ax.add_artist(methods)
+        ax.legend([Line2D([], [], color="gray", linestyle=styles[key]) for key in keys],
+                  [FIGURES[key] for key in keys], loc="upper right", fontsize="small")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
