@@ -425,17 +425,19 @@ def evaluate_completion(model, vocab: Vocab, weapon_vocab: WeaponVocab, held: He
                 r["observed_dropped"].append(
                     int(observed_dropped(mains, subs, true_mains, true_subs, hidden).sum()))
             r["illegal"].append(int(bad.sum()))
-    out = {"protocol": protocol, "completer_input": COMPLETER_INPUT[protocol],
-           "k": list(ks), "methods": result, "num_builds": len(test), "beam_size": beam_size,
-           "seed": seed, "data": held.origin, "skipped_builds": held.skipped,
-           "matching": "multiset of (slot kind, ability); recovered = |(P - O) & H|"}
+    report = {"protocol": protocol, "completer_input": COMPLETER_INPUT[protocol],
+              "k": list(ks), "methods": result, "num_builds": len(test),
+              "beam_size": beam_size, "seed": seed, "data": held.origin,
+              "skipped_builds": held.skipped,
+              "matching": "multiset of (slot kind, ability); recovered = |(P - O) & H|"}
     if splatnlp:
-        out["best_of_3"] = ("of the beam's top 3 distinct builds, the one nearest the truth in "
-                            "AP (1 - L1 / 114, SplatNLP's best_accuracy); ties: the better-ranked")
-        out["any_reference"] = ("top-1 scored against the best of the evaluated builds of the "
-                                "same weapon that hold every observed slot item (SplatNLP's "
-                                "Tier-1 set scoring)")
-    return out
+        report["best_of_3"] = ("of the beam's top 3 distinct builds, the one nearest the truth "
+                               "in AP (1 - L1 / 114, SplatNLP's best_accuracy); ties: the "
+                               "better-ranked")
+        report["any_reference"] = ("top-1 scored against the best of the evaluated builds of "
+                                   "the same weapon that hold every observed slot item "
+                                   "(SplatNLP's Tier-1 set scoring)")
+    return report
 
 
 FIGURES = {  # result key -> how the plot and the summary name it
