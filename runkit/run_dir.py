@@ -14,6 +14,7 @@ What an SAE run (``python -m sae_jax.train``, or a sweep member) holds::
     primary_run/          the demo primary's own run, when no --primary_dir was given
     concept_set.json      the concept set planted in synthetic builds
     concepts.json         concept recovery (the analysis)
+    absorption.json       absorption and splitting of the AP rungs (the analysis)
     explanations.json     feature explanations (the analysis)
     feature_labels.json   human feature labels
     report/               the static feature browser: index.html, the cards it loads
@@ -135,6 +136,7 @@ class RunDir:
     primary_run_dir = property(lambda self: self.root / PRIMARY_RUN)
     concept_set_path = property(lambda self: self.root / "concept_set.json")
     concepts_path = property(lambda self: self.root / "concepts.json")
+    absorption_path = property(lambda self: self.root / "absorption.json")
     explanations_path = property(lambda self: self.root / "explanations.json")
     labels_path = property(lambda self: self.root / LABELS_FILE)
     report_dir = property(lambda self: self.root / "report")
@@ -274,6 +276,9 @@ class RunDir:
 
     def concepts(self) -> dict | None:
         return self._optional_object(self.concepts_path, "concept recovery file")
+
+    def absorption(self) -> dict | None:
+        return self._optional_object(self.absorption_path, "absorption file")
 
     def report_features(self) -> dict:
         """``report/features.json`` (the static report's pages; {} when absent)."""

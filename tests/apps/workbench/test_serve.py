@@ -469,6 +469,32 @@ def test_feature_page_names_the_concept_pairs_it_belongs_to(served):
         path.unlink()
 
 
+def test_feature_page_names_the_rungs_it_is_a_main_latent_of_or_absorbs(served):
+    """absorption.json's roles reach any feature's page: main latent of a rung (split with
+    another latent) and absorber of another rung."""
+    _, _, workdir = served
+    rung = {"concept": "swim_speed_up>=12", "text": "Swim Speed Up \u226512",
+            "family": "swim_speed_up", "positives": 30, "status": "measured",
+            "probe_f1": 0.95, "ksparse_f1": [0.7, 0.9, 0.91], "main_latents": [6, 2],
+            "main_f1": 0.9, "main_cos": [0.5, 0.4], "split": True, "checked": 12,
+            "mains_silent": 0.25, "absorption_fraction": 0.3, "full_absorption": 0.25,
+            "absorbers": [{"feature": 4, "rows": 3, "cos": 0.3, "main_of": []}]}
+    path = workdir / "absorption.json"
+    path.write_text(json.dumps({"concepts": [rung], "summary": {}}))
+    try:
+        client = TestClient(create_app(workdir, num_builds=ANALYSIS_BUILDS))
+        assert client.get("/api/features/6").json()["page"]["absorption"]["main"][0][
+            "split_with"] == [2]
+        text = client.get("/feature/6").text
+        assert "main latent of <b>Swim Speed Up \u226512</b>" in text
+        assert "split with #2" in text and "absorbed most by #4" in text
+        assert "absorbs\n<b>Swim Speed Up \u226512</b> on 3 of its 12 checked builds" in \
+            client.get("/feature/4").text
+        assert client.get("/api/features/5").json()["page"]["absorption"] is None
+    finally:
+        path.unlink()
+
+
 def _dense(run) -> np.ndarray:
     """The SAE's activations on the analysis builds, (n, F)."""
     _, pooled = run.builds()
