@@ -2,11 +2,14 @@
 
 A probe predicts a binary label from a few columns (k-sparse probing on SAE latents) or
 from a whole vector (a concept probe on the SAE's input). :func:`fit_logistic` fits a
-batch of independent problems together by Newton's method, vectorised over the batch:
-each problem has at most a few dozen inputs, so its Hessian is small and a dozen Newton
-steps reach the optimum where gradient descent would take hundreds. Each step is
-shortened when a shorter one lowers the loss more (a few step sizes tried at once), so a
-nearly separable problem does not overshoot.
+batch of independent problems together by Newton's method, vectorised over the batch: a
+dozen Newton steps reach the optimum where gradient descent would take hundreds. A
+problem with few inputs solves its small Hessian directly; problems sharing one wide
+input (a 512-d vector) are fitted on its principal components and solve each step by
+conjugate gradients (preconditioned by the Hessian's diagonal) from Hessian-vector
+products, never forming the Hessians. Each step is shortened when a shorter one lowers
+the loss more (a few step sizes tried at once), so a nearly separable problem does not
+overshoot.
 
 Probes are scored the way the project scores detectors: the threshold is the one with
 the best F1 on the rows the probe was fitted on (:func:`best_f1_threshold`), and the F1
@@ -20,11 +23,13 @@ import numpy as np
 L2 = 1e-3  # weight decay on the mean loss (the bias is not decayed)
 NEWTON_STEPS = 12
 STEP_SIZES = (1.0, 0.5, 0.25, 0.1)  # tried at every Newton step; the best is taken
-OUTER_BUDGET = 1 << 24  # floats of row outer products held at once (shared inputs)
+OUTER_BUDGET = 1 << 24  # floats of row outer products: above, Newton steps go by CG
+CG_STEPS = 12  # conjugate-gradient steps per Newton step (wide shared inputs)
 
 
 def _mean_loss(z: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Mean binary cross-entropy over the last axis, from the logits (stable for any z)."""
+    z = z.astype(np.float64)
     return np.mean(np.maximum(z, 0) - z * y + np.log1p(np.exp(-np.abs(z))), axis=-1)
 
 
@@ -32,36 +37,61 @@ def _products(x1: np.ndarray, w: np.ndarray) -> np.ndarray:
     """``(..., B, n)`` logits of ``x1 (B, n, d + 1)`` (or ``(1, n, d + 1)``, shared) and
     weights ``w (..., B, d + 1)``."""
     w = w.astype(np.float32)
-    if x1.shape[0] == 1:
-        return w @ x1[0].T
+    if x1.shape[0] == 1:  # one matrix product for every problem and step size
+        return (w.reshape(-1, w.shape[-1]) @ x1[0].T).reshape(*w.shape[:-1], -1)
     return np.matmul(x1, w[..., None])[..., 0]
 
 
 class _Outer:
     """Every row's outer product ``x_i x_i^T`` of a shared ``x (n, d)``, flattened: the
     Hessians of all problems are then one matrix product, ``curvature (B, n) @ outer (n,
-    d * d)``. Made once when it fits in ``OUTER_BUDGET`` floats, else by row blocks at
-    each use."""
+    d * d)``. Only for inputs small enough (:func:`_fits_outer`)."""
 
     def __init__(self, x: np.ndarray):
-        self.x = x
-        n, d = x.shape
-        self.block = max(1, OUTER_BUDGET // (d * d))
-        self.whole = self._rows(0, n) if self.block >= n else None
-
-    def _rows(self, start: int, stop: int) -> np.ndarray:
-        part = self.x[start:stop]
-        return (part[:, :, None] * part[:, None, :]).reshape(len(part), -1)
+        self.d = x.shape[1]
+        self.whole = (x[:, :, None] * x[:, None, :]).reshape(len(x), -1)
 
     def weighted_sum(self, weights: np.ndarray) -> np.ndarray:
         """``(B, d, d)``: ``sum_i weights[b, i] x_i x_i^T``."""
-        n, d = self.x.shape
-        if self.whole is not None:
-            return (weights @ self.whole).reshape(-1, d, d)
-        out = np.zeros((len(weights), d * d), np.float32)
-        for start in range(0, n, self.block):
-            out += weights[:, start:start + self.block] @ self._rows(start, start + self.block)
-        return out.reshape(-1, d, d)
+        return (weights @ self.whole).reshape(-1, self.d, self.d)
+
+
+def _fits_outer(n: int, d: int) -> bool:
+    return n * d * d <= OUTER_BUDGET
+
+
+def _conjugate_gradient(hvp, g: np.ndarray, scale: np.ndarray, steps: int) -> np.ndarray:
+    """Solve ``H d = g`` for every row of ``g (B, d)`` by conjugate gradients preconditioned
+    with ``H``'s diagonal ``scale (B, d)``; ``hvp(v)`` gives ``H v`` for a ``(B, d)`` batch
+    (``H`` symmetric positive definite). A row whose residual vanishes stops moving."""
+    out = np.zeros_like(g)
+    r = g.copy()
+    z = r / scale
+    direction = z.copy()
+    rz = np.sum(r * z, axis=1)
+    for _ in range(steps):
+        hd = hvp(direction)
+        curvature = np.sum(direction * hd, axis=1)
+        alpha = np.divide(rz, curvature, out=np.zeros_like(rz), where=curvature > 0)
+        out += alpha[:, None] * direction
+        r -= alpha[:, None] * hd
+        z = r / scale
+        rz_next = np.sum(r * z, axis=1)
+        beta = np.divide(rz_next, rz, out=np.zeros_like(rz), where=rz > 0)
+        direction = z + beta[:, None] * direction
+        rz = rz_next
+    return out
+
+
+def _principal_axes(x: np.ndarray) -> np.ndarray:
+    """``(d, d)`` orthonormal axes of ``x (n, d)``'s principal components. In their
+    coordinates the logistic Hessian is nearly diagonal, so a diagonal preconditioner
+    serves conjugate gradients well; a rotation leaves the weights' decay unchanged."""
+    _, _, vt = np.linalg.svd(x - x.mean(0), full_matrices=False)
+    if vt.shape[0] < x.shape[1]:  # fewer rows than columns: complete the basis
+        q, _ = np.linalg.qr(np.concatenate([vt.T, np.eye(x.shape[1])], axis=1))
+        return q[:, :x.shape[1]].astype(np.float32)
+    return vt.T.astype(np.float32)
 
 
 def fit_logistic(x, y, *, l2: float = L2, steps: int = NEWTON_STEPS) -> np.ndarray:
@@ -78,6 +108,11 @@ def fit_logistic(x, y, *, l2: float = L2, steps: int = NEWTON_STEPS) -> np.ndarr
     b, n = y.shape
     shared = x.ndim == 2
     x = x[None] if shared else x
+    # Wide shared inputs are fitted on their principal components, then rotated back.
+    axes = (_principal_axes(x[0]) if shared and not _fits_outer(n, x.shape[2] + 1)
+            else None)
+    if axes is not None:
+        x = x @ axes
     x1 = np.concatenate([x, np.ones((*x.shape[:2], 1), np.float32)], axis=2)
     d1 = x1.shape[2]
     reg = np.full(d1, l2, np.float64)
@@ -89,27 +124,41 @@ def fit_logistic(x, y, *, l2: float = L2, steps: int = NEWTON_STEPS) -> np.ndarr
         return _mean_loss(_products(x1, w_all), y) + 0.5 * np.sum(reg * w_all**2, axis=-1)
 
     current = loss(w)
-    outer = _Outer(x1[0]) if shared else None
+    # Shared inputs: the Hessians from the rows' outer products when those fit, else
+    # Newton steps solved by conjugate gradients from Hessian-vector products.
+    outer = _Outer(x1[0]) if shared and _fits_outer(n, d1) else None
+    damping = reg + 1e-6
     for _ in range(steps):
         z = _products(x1, w)
         p = 1.0 / (1.0 + np.exp(-z))
         curvature = p * (1 - p)
         if shared:
             grad = (p - y) @ x1[0] / n
-            hess = outer.weighted_sum(curvature)
         else:
             grad = np.matmul((p - y)[:, None], x1)[:, 0] / n
-            hess = np.matmul((curvature[:, :, None] * x1).transpose(0, 2, 1), x1)
         grad = grad.astype(np.float64) + reg * w
-        hess = hess.astype(np.float64) / n + np.diag(reg + 1e-6)
-        direction = np.linalg.solve(hess.astype(np.float64), grad[..., None])[..., 0]
+        if shared and outer is None:
+            def hvp(v, c=curvature):
+                return (((v.astype(np.float32) @ x1[0].T) * c) @ x1[0] / n + damping * v)
+
+            diagonal = curvature @ (x1[0] * x1[0]) / n + damping
+            direction = _conjugate_gradient(hvp, grad, diagonal, CG_STEPS)
+        else:
+            hess = (outer.weighted_sum(curvature) if shared else np.matmul(
+                (curvature[:, :, None] * x1).transpose(0, 2, 1), x1))
+            hess = hess.astype(np.float64) / n + np.diag(damping)
+            direction = np.linalg.solve(hess, grad[..., None])[..., 0]
         tried = w[None] - sizes[:, None, None] * direction[None]  # (S, B, d + 1)
         losses = loss(tried)
         pick = np.argmin(losses, axis=0)
         best = losses[pick, np.arange(b)]
-        better = best < current  # keep w where no step lowers the loss
+        # Keep w where every step raises the loss beyond float32 rounding (near the
+        # optimum the loss no longer resolves the step, and the Newton step is the right one).
+        better = best <= current + 1e-6 * np.abs(current)
         w = np.where(better[:, None], tried[pick, np.arange(b)], w)
         current = np.where(better, best, current)
+    if axes is not None:
+        w = np.concatenate([w[:, :-1] @ axes.T, w[:, -1:]], axis=1)
     return w.astype(np.float32)
 
 
