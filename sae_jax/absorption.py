@@ -1,7 +1,8 @@
 """Feature absorption and splitting: how an SAE carries binary concepts it was never told.
 
 After SAEBench's absorption metric (Chanin et al., "A is for Absorption"), for concepts
-given as label columns over the rows an SAE encoded. For each concept ``c``:
+given as label columns over the rows an SAE encoded (at most the first ``MAX_ROWS``).
+For each concept ``c``:
 
 1. **Probe.** A logistic regression on the SAE's input (standardised) predicts ``c``;
    it is fitted on the even rows, its threshold is the best-F1 one there, and its F1 is
@@ -67,7 +68,18 @@ MAX_ABSORBERS = 3  # how many absorbing latents together may take a row's projec
 ABSORBED_SHARE = 0.4  # the share of the input's projection that counts as absorbed
 FULL_COS = 0.025  # full absorption: the top latent's least cosine with the probe
 TOP_ABSORBERS = 3  # absorbing latents listed per concept
-PROBE_CHUNK = 64  # concepts whose input probes are fitted together
+MAX_ROWS = 4000  # rows measured: the first ones (the analysis builds are in random order)
+
+
+def first_rows(sparse: SparseActivations, m: int) -> SparseActivations:
+    """The activations of rows ``0 .. m - 1`` alone (each feature's entries in order)."""
+    if m >= sparse.num_rows:
+        return sparse
+    keep = sparse.rows < m
+    feat = sparse.feature_of_entries(0, sparse.nnz)[keep]
+    counts = np.bincount(feat, minlength=sparse.num_features)
+    indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    return SparseActivations(m, indptr, sparse.rows[keep], sparse.values[keep])
 
 
 def _halves(n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -91,22 +103,15 @@ def input_probes(pooled: np.ndarray, labels: np.ndarray, fit: np.ndarray, held: 
     unit directions (C, D) in the input's coordinates, calls (n, C) bool)`` (a call: the
     probe says positive)."""
     x, _, sd = _standardise(np.asarray(pooled, np.float32), fit, axis=0)
-    num = labels.shape[1]
-    f1 = np.zeros(num)
-    directions = np.zeros((num, x.shape[1]), np.float32)
-    calls = np.zeros(labels.shape, bool)
-    for c0 in range(0, num, PROBE_CHUNK):
-        part = labels[:, c0:c0 + PROBE_CHUNK].T  # (B, n)
-        w = fit_logistic(x[fit], part[:, fit])
-        z = logits(x, w)
-        threshold, _ = best_f1_threshold(z[:, fit], part[:, fit])
-        f1[c0:c0 + len(part)] = f1_at(z[:, held], part[:, held], threshold)
-        calls[:, c0:c0 + len(part)] = (z >= threshold[:, None]).T
-        # Standardised weights back to the input's coordinates: w_j / sd_j.
-        raw = w[:, :-1] / np.where(sd > 1e-8, sd, np.inf)
-        norm = np.linalg.norm(raw, axis=1, keepdims=True)
-        directions[c0:c0 + len(part)] = raw / np.maximum(norm, 1e-12)
-    return f1, directions, calls
+    y = np.ascontiguousarray(labels.T)  # (C, n)
+    w = fit_logistic(x[fit], y[:, fit])
+    z = logits(x, w)
+    threshold, _ = best_f1_threshold(z[:, fit], y[:, fit])
+    f1 = f1_at(z[:, held], y[:, held], threshold)
+    # Standardised weights back to the input's coordinates: w_j / sd_j.
+    raw = w[:, :-1] / np.where(sd > 1e-8, sd, np.inf)
+    directions = raw / np.maximum(np.linalg.norm(raw, axis=1, keepdims=True), 1e-12)
+    return f1, directions.astype(np.float32), (z >= threshold[:, None]).T
 
 
 def mean_differences(sparse: SparseActivations, labels: np.ndarray, rows: np.ndarray
@@ -266,15 +271,18 @@ def absorption(pooled, sparse: SparseActivations, atoms, b_dec, labels, names, *
     ``{"concepts": [...], "summary": {...}, "settings": {...}}``."""
     pooled = np.asarray(pooled, np.float32)
     labels = np.asarray(labels, bool)
-    n, num = labels.shape
+    total, num = labels.shape
     texts = list(names) if texts is None else list(texts)
     families = list(names) if families is None else list(families)
     if not (len(names) == len(texts) == len(families) == num):
         raise ValueError(f"{num} label columns for {len(names)} names, {len(texts)} texts "
                          f"and {len(families)} families")
-    if sparse.num_rows != n or len(pooled) != n:
+    if sparse.num_rows != total or len(pooled) != total:
         raise ValueError(f"rows differ: pooled {pooled.shape}, activations "
                          f"{sparse.num_rows} rows, labels {labels.shape}")
+    # The probes' cost grows with the rows; a few thousand measure every rung well.
+    n = min(total, MAX_ROWS)
+    pooled, labels, sparse = pooled[:n], labels[:n], first_rows(sparse, n)
     atoms = np.asarray(atoms, np.float32)
     fit, held = _halves(n)
     rows = []
@@ -327,7 +335,7 @@ def absorption(pooled, sparse: SparseActivations, atoms, b_dec, labels, names, *
                          "min_rows": MIN_ROWS, "min_probe_f1": MIN_PROBE_F1,
                          "absorber_cos": ABSORBER_COS, "max_absorbers": MAX_ABSORBERS,
                          "absorbed_share": ABSORBED_SHARE, "full_cos": FULL_COS,
-                         "num_rows": int(n)}}
+                         "num_rows": int(n), "of_rows": int(total)}}
 
 
 def _mean(values) -> float | None:

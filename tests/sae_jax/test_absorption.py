@@ -152,6 +152,23 @@ def test_roles_name_what_a_feature_is(planted):
     assert absorption_roles(doc, 6) is None and absorption_roles(None, 0) is None
 
 
+def test_only_the_first_rows_are_measured(monkeypatch):
+    from sae_jax import absorption as module
+
+    rng = np.random.default_rng(2)
+    acts = np.maximum(rng.normal(size=(300, 5)), 0).astype(np.float32)
+    sparse = _sparse(acts)
+    head = module.first_rows(sparse, 120)
+    np.testing.assert_array_equal(head.dense(), acts[:120])
+    assert module.first_rows(sparse, 300) is sparse
+    labels = (rng.random((300, 1)) < 0.5) & (np.arange(300) < 120)[:, None]
+    labels[200:] = True  # past the cap: would change the counts if measured
+    monkeypatch.setattr(module, "MAX_ROWS", 120)
+    doc = absorption(acts[:, :3] + labels, sparse, np.eye(5, 3), np.zeros(3), labels, ["c"])
+    assert doc["settings"]["num_rows"] == 120 and doc["settings"]["of_rows"] == 300
+    assert doc["concepts"][0]["positives"] == int(labels[:120].sum())
+
+
 def test_mismatched_inputs_are_refused():
     with pytest.raises(ValueError, match="names"):
         absorption(np.zeros((4, 2)), _sparse(np.zeros((4, 2))), np.eye(2), np.zeros(2),
