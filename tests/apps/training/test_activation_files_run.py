@@ -152,3 +152,28 @@ def test_other_data_under_the_same_path_is_a_changed_setting(data, tmp_path):
     np.save(tmp_path / "acts.npy", x[::-1].copy())
     with pytest.raises(SettingsChanged, match=r"started on other activations .* --override"):
         train_sae(cfg, tmp_path / "run", analyze=False)
+
+
+def test_the_analysis_ranks_features_over_the_held_out_rows(data, reference):
+    from apps.analysis.pipeline import analyze
+
+    _, x = data
+    workdir, cfg, _ = reference
+    analyze(workdir, top_features=5)
+    doc = json.loads((workdir / "report" / "features.json").read_text())
+    assert doc["on_activations"] and doc["num_builds"] == 200 and len(doc["pages"]) == 5
+    held_out = evaluation_split(ROWS, cfg.eval_rows, cfg.seed).held_out
+    sae = load_sae(workdir / "sae")
+    page = doc["pages"][0]
+    rows = [ex["table_row"] for ex in page["top_examples"]]
+    assert set(rows) <= set(held_out.tolist())  # never a row it trained on
+    # Its strongest rows, by the SAE's own activations on every held-out row.
+    h = np.asarray(sae.encode(x[held_out])[1])[:, page["id"]]
+    assert rows[0] == held_out[np.argmax(h)]
+    assert page["top_examples"][0]["activation"] == pytest.approx(h.max(), rel=1e-5)
+    assert page["top_examples"][0]["where"] == f"row {rows[0]}"
+    assert page["frequency"] == pytest.approx((h > 0.01).mean())
+    html = (workdir / "report" / "index.html").read_text()
+    assert "200 held-out rows" in html and "pooled vectors" not in html
+    card = (workdir / "report" / "cards" / f"f{page['id']}.js").read_text()
+    assert "Top activating rows" in card and "Promotes" not in card
