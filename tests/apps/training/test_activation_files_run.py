@@ -177,3 +177,24 @@ def test_the_analysis_ranks_features_over_the_held_out_rows(data, reference):
     assert "200 held-out rows" in html and "pooled vectors" not in html
     card = (workdir / "report" / "cards" / f"f{page['id']}.js").read_text()
     assert "Top activating rows" in card and "Promotes" not in card
+
+
+def test_the_saelens_export_takes_the_users_hook_name(reference, tmp_path):
+    from bridge.export_saelens import export_workdir, load_saelens_export
+    from runkit.errors import UserError
+
+    workdir, cfg, _ = reference
+    with pytest.raises(UserError, match=r"trained on the activations in .*acts\.npy.* give "
+                                        r"--hook_name"):
+        export_workdir(workdir, tmp_path / "none")
+    assert not (tmp_path / "none").exists()
+    out = export_workdir(workdir, tmp_path / "out", hook_name="blocks.6.hook_resid_post")
+    saved = json.loads((out / "cfg.json").read_text())
+    assert saved["hook_name"] == "blocks.6.hook_resid_post" and saved["d_in"] == D
+    assert saved["model_name"] is None and saved["metadata"]["model_class_name"] is None
+    assert saved["metadata"]["activations"] == cfg.activations
+    assert "primary_model_dir" not in saved["metadata"]
+    back = load_saelens_export(out).params()
+    for k, v in params(workdir).items():
+        if k != "W_dec":  # exported with unit rows, as the forward pass uses them
+            np.testing.assert_array_equal(np.asarray(back[k]), v, err_msg=k)
