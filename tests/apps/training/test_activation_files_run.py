@@ -198,3 +198,66 @@ def test_the_saelens_export_takes_the_users_hook_name(reference, tmp_path):
     for k, v in params(workdir).items():
         if k != "W_dec":  # exported with unit rows, as the forward pass uses them
             np.testing.assert_array_equal(np.asarray(back[k]), v, err_msg=k)
+
+
+@pytest.mark.slow  # a sweep of five members, each analyzed
+def test_a_sweep_trains_every_architecture_on_the_files(data, reference, tmp_path):
+    from apps.training.sweep_run import SweepMember, train_sweep
+
+    _, cfg, _ = reference
+    members = [SweepMember(name, cfg.__class__(**{**cfg.__dict__, **settings}))
+               for name, settings in [
+                   ("topk", {}),
+                   ("batchtopk", dict(architecture="batchtopk")),
+                   ("matryoshka", dict(architecture="matryoshka", matryoshka_groups=(8, 16))),
+                   ("relu_l1", dict(architecture="relu_l1", l1_coeff=1e-3, resample_steps=(30,),
+                                    l1_warmup_steps=10, usage_warmup_steps=10)),
+                   ("jumprelu", dict(architecture="jumprelu", l0_coeff=3e-3,
+                                     jumprelu_bandwidth=0.05, jumprelu_init_threshold=0.05,
+                                     l1_warmup_steps=10))]]
+    results = train_sweep(cfg, members, tmp_path, analyze=True)
+    for name, result in results.items():
+        assert result["steps"] == TOTAL_STEPS and result["activations"] == cfg.activations
+        assert result["num_inputs"] == 200 and np.isfinite(result["fve"])
+        assert (tmp_path / "members" / name / "report" / "index.html").exists()
+    single = json.loads((reference[0] / "metrics.json").read_text())
+    # The topk member trained the reference's settings on the same rows and batches.
+    assert results["topk"]["fve"] == pytest.approx(single["fve"], rel=1e-4)
+
+
+@pytest.mark.slow  # starts the commands in their own processes
+def test_the_commands_train_on_files_and_refuse_bad_ones_in_one_line(data, reference, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    root, x = data
+    np.save(tmp_path / "ints.npy", np.zeros((100, 4), np.int32))
+    bad = x.copy()
+    bad[77] = np.inf
+    np.save(tmp_path / "inf.npy", bad)
+
+    def run(*argv):
+        env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+        return subprocess.run([sys.executable, "-m", *argv], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=300)
+
+    small = ["--architecture=topk", "--k=4", "--resample_steps=", "--buffer_size=512",
+             "--min_buffer=256", "--primary_batch_size=64", "--sae_batch_size=64",
+             "--epochs=1", "--data_fraction=1", "--eval_rows=200"]
+    for name, expected in (("ints.npy", "ints.npy: the array has dtype int32"),
+                           ("inf.npy", "inf.npy: row 77 holds a non-finite value")):
+        done = run("sae_jax.train", f"--activations={tmp_path / name}", "--workdir=w", *small)
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == 1 and len(lines) == 1, done.stderr
+        assert lines[0].startswith("error: ") and expected in lines[0], lines[0]
+    assert not (tmp_path / "w").exists()
+    done = run("sae_jax.train", f"--activations={root / 'shards'}", "--workdir=run", *small)
+    assert done.returncode == 0, done.stderr
+    assert "done: run" in done.stdout and "fve" in done.stdout
+    assert (tmp_path / "run" / "report" / "index.html").exists()
+    done = run("bridge.export_saelens", "--workdir=run", "--out=out")
+    assert done.returncode == 1 and "give --hook_name" in done.stderr
+    done = run("bridge.export_saelens", "--workdir=run", "--out=out", "--hook_name=resid.6")
+    assert done.returncode == 0, done.stderr
+    assert json.loads((tmp_path / "out" / "cfg.json").read_text())["hook_name"] == "resid.6"
