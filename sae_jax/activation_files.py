@@ -45,6 +45,7 @@ TENSOR_NAME = "activations"  # the tensor read from a .safetensors file holding 
 MAX_SAFETENSORS_HEADER = 100 * 2**20  # as the safetensors format itself limits it
 SCAN_BYTES = 32 * 2**20  # rows checked per step of check_finite
 SAMPLED_ROWS = 16  # rows the fingerprint reads
+FAULT_AROUND = 64 * 2**10
 
 
 class ActivationFileError(UserError, ValueError):
@@ -80,8 +81,10 @@ class Shard:
         if stop <= start or not hasattr(mmap, "MADV_DONTNEED"):
             return
         row_bytes = self.rows.strides[0]
-        first = self.offset + start * row_bytes
-        end = min(self.offset + stop * row_bytes, len(self.memory_map))
+        # A page fault maps the pages around it too (the kernel's fault-around, 64 KiB):
+        # those are released with the rows' own.
+        first = max(0, self.offset + start * row_bytes - FAULT_AROUND)
+        end = min(self.offset + stop * row_bytes + FAULT_AROUND, len(self.memory_map))
         aligned = first - first % mmap.PAGESIZE
         self.memory_map.madvise(mmap.MADV_DONTNEED, aligned, end - aligned)
 

@@ -50,6 +50,7 @@ from sae_jax.config import SAETrainConfig
 from sae_jax.row_split import EpochOrder, RowSplit, evaluation_split
 
 BLOCK_ROWS = 4096  # rows read from files per block (as many as a harvest block holds)
+FILE_BLOCKS_IN_FLIGHT = 2
 
 
 @dataclass(frozen=True)
@@ -65,11 +66,14 @@ class FedBlock:
 class Feed:
     """What the loop reads: blocks of ``batches_per_block`` batches from any global batch
     on (``blocks(first_batch)``, a closable iterator); ``batch_rows(*inputs, i)``, traced in
-    the chunk, gives batch ``i`` of a block as ``(B, d_in)`` float32."""
+    the chunk, gives batch ``i`` of a block as ``(B, d_in)`` float32.
+    ``blocks_in_flight``: how many blocks the loop may hand the device before it waits for
+    the oldest to be done (None: no bound)."""
 
     batches_per_block: int
     batch_rows: Callable
     blocks: Callable[[int], Iterator[FedBlock]]
+    blocks_in_flight: int | None = None
 
 
 def plan_source(cfg: SAETrainConfig, primary_dir, concepts):
@@ -261,7 +265,9 @@ class FileSource:
                       if first_batch < plan.total_batches else range(0))
             return made_ahead(read, starts)
 
-        return Feed(per_block, _one_batch, blocks)
+        # Reading a block is much quicker than training on it: unbounded, the loop would
+        # queue block after block on the device (each a new array) until its next sync.
+        return Feed(per_block, _one_batch, blocks, blocks_in_flight=FILE_BLOCKS_IN_FLIGHT)
 
     def eval_batches(self, batch_size: int, limit: int | None = None) -> Iterator[np.ndarray]:
         """The held-out rows (the first ``limit``), read ``batch_size`` at a time."""

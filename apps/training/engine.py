@@ -23,6 +23,7 @@ written only after that check, so the last one is always good.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import time
 from collections.abc import Callable
@@ -203,10 +204,15 @@ def run_loop(cfg: SAETrainConfig, plan, trainee: Trainee, source, mesh, ckpt: Ch
                         dynamic_ncols=True, disable=not is_writer())
     stopped, block = False, None
     blocks = feed.blocks(next_batch)
+    in_flight = collections.deque()  # blocks whose chunks the device may not have run yet
     with closing(blocks):
         for chunk in schedule.chunks(next_batch):
             block_first = schedule.block_of(chunk.first)[0]
             if block is None or block.first_batch != block_first:
+                if feed.blocks_in_flight is not None and block is not None:
+                    in_flight.append(health)  # the output of the block just dispatched
+                    if len(in_flight) >= feed.blocks_in_flight:
+                        jax.block_until_ready(in_flight.popleft())
                 block = next(blocks)
             state, buffer, health, metrics = chunk_fns[chunk.train](
                 state, buffer, key, health, *block.inputs,
