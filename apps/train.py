@@ -1,7 +1,11 @@
-"""Train a sparse autoencoder on the primary model's pooled activations.
+"""Train a sparse autoencoder on the primary model's pooled activations, or on your own.
 
     python -m sae_jax.train --flagfile=configs/demo.flags --workdir=DIR [--primary_dir=...]
+    python -m sae_jax.train --activations=PATH --workdir=DIR [--architecture=topk ...]
 
+With ``--activations`` (a .npy or .safetensors file of ``(rows, d_in)`` floats, or a folder
+of such shards) no primary model is needed: the rows are streamed from disk and
+``--eval_rows`` of them held out (docs/training.md, "Your own activations").
 Without ``--primary_dir`` the demo primary model is trained first (into
 ``DIR/primary_run``, settings from ``primary/configs/primary_demo.flags``). Writes
 ``DIR/{metrics.json, metrics.jsonl, train_config.json, run.json, checkpoints/,
