@@ -25,6 +25,7 @@ no model (:mod:`sae_jax.reconstruction_metrics`).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator
 from contextlib import closing
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ import numpy as np
 from apps.runs.setup import (
     RunInputs,
     check_same_activations,
+    demo_primary_config,
     estimate_plan,
     known_input_dim,
     load_inputs,
@@ -83,6 +85,44 @@ def plan_source(cfg: SAETrainConfig, primary_dir, concepts):
         source = FileSource.open(cfg)
         return source.plan(cfg), source.d_in
     return estimate_plan(cfg, primary_dir, concepts), known_input_dim(primary_dir)
+
+
+# Rows of a file run's buffer at most (float32): the primary's default buffer of 819,200
+# rows holds 64-512-wide vectors; a model's 4096-wide residual stream would need 13 GiB.
+FILE_BUFFER_BYTES = 1 << 30
+
+
+def implied_settings(cfg: SAETrainConfig, unset: frozenset, primary_dir=None) -> SAETrainConfig:
+    """``cfg`` with the settings the user left unset (``unset``: their names) chosen to fit
+    what the run reads: the architecture's required settings (no resampling where AuxK
+    replaces it, Matryoshka's nested groups) once the input size is known, and for
+    ``--activations`` the whole file each epoch, rows read 1,024 at a time, a buffer of at
+    most the training rows and 1 GiB, and training from half a buffer on. The defaults
+    themselves stay the original SplatNLP recipe's."""
+    if not unset:
+        return cfg
+    changes = {}
+    d_in = None
+    if cfg.activations:
+        files = open_activations(cfg.activations)
+        d_in = files.d_in
+        train_rows = files.num_rows - min(int(cfg.eval_rows), files.num_rows // 10)
+        per_row = 4 * d_in  # the buffer's float32 rows (bfloat16 would hold twice as many)
+        buffer_size = min(cfg.buffer_size, max(train_rows, 1),
+                          max(FILE_BUFFER_BYTES // per_row, cfg.sae_batch_size))
+        changes.update(data_fraction=1.0, primary_batch_size=1024,
+                       buffer_size=max(buffer_size, cfg.sae_batch_size))
+        changes["min_buffer"] = min(cfg.min_buffer, changes["buffer_size"] // 2)
+    elif primary_dir is not None:
+        if (Path(primary_dir) / "config.json").is_file():  # else open_settings says so
+            d_in = known_input_dim(primary_dir)
+    else:  # the demo primary, trained first: its width is in its settings
+        d_in = demo_primary_config(cfg).hidden_dim
+    d_sae = features_of(cfg, d_in)
+    if d_sae:
+        changes.update(cfg.arch.required_settings(d_sae))
+    picked = {k: v for k, v in changes.items() if k in unset}
+    return dataclasses.replace(cfg, **picked) if picked else cfg
 
 
 def features_of(cfg: SAETrainConfig, d_in: int | None) -> int | None:

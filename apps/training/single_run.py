@@ -17,6 +17,7 @@ push; a non-finite loss stops the run) and finishes the run directory
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -28,7 +29,12 @@ import jax
 
 from apps.analysis.pipeline import analyze
 from apps.runs.setup import open_settings
-from apps.training.activation_sources import features_of, open_source, plan_source
+from apps.training.activation_sources import (
+    features_of,
+    implied_settings,
+    open_source,
+    plan_source,
+)
 from apps.training.chunk import single_steps
 from apps.training.engine import Trainee, TrainingFault, run_loop
 from apps.training.run_finish import finish_sae
@@ -98,20 +104,23 @@ def _finished_result(cfg: SAETrainConfig, workdir: Path, override: bool) -> dict
 
 def train_sae(cfg: SAETrainConfig, workdir, *, primary_dir=None, primary_flagfile_cfg=None,
               devices=None, stop_after_steps: int | None = None, analyze: bool = True,
-              override: bool = False) -> dict:
+              override: bool = False, unset: frozenset = frozenset()) -> dict:
     """Run (or resume, or return the finished run in) ``workdir``; returns the final metrics.
 
     ``primary_dir``: a primary model directory; None trains the demo primary into
     ``workdir/primary_run`` (``primary_flagfile_cfg``, a PrimaryTrainConfig, replaces
     ``primary/configs/primary_demo.flags``). ``devices``: the data-parallel mesh (default all, of
     every process). ``stop_after_steps``: checkpoint and return once this many SAE steps are
-    done (the run resumes from there when called again). ``analyze``: run
+    done (the run resumes from there when called again). ``unset``: names of settings the
+    user left at their defaults, chosen instead to fit the run's inputs
+    (:func:`~apps.training.activation_sources.implied_settings`). ``analyze``: run
     ``apps.analysis.pipeline`` afterwards. ``override``: go on with settings other than those the
     workdir's run was started with (:mod:`runkit.resume`). The settings, the primary model
     directory and the data are checked before anything is written to ``workdir``.
     """
     t_start = time.perf_counter()
     workdir = Path(workdir).absolute()
+    cfg = implied_settings(cfg, unset, primary_dir)
     cfg, concepts, mesh = open_settings(cfg, primary_dir, devices)
     finished = _finished_result(cfg, workdir, override)
     if finished is not None:  # before the data is read: a finished run needs none
@@ -125,6 +134,9 @@ def train_sae(cfg: SAETrainConfig, workdir, *, primary_dir=None, primary_flagfil
         print(f"{workdir} holds a finished run with these settings; reporting its metrics")
         return finished
     plan, d_in = plan_source(cfg, primary_dir, concepts)
+    if "resample_steps" in unset:  # the default steps this run reaches
+        cfg = dataclasses.replace(cfg, resample_steps=tuple(
+            s for s in cfg.resample_steps if s <= plan.total_sae_steps))
     cfg.validate(total_sae_steps=plan.total_sae_steps, d_sae=features_of(cfg, d_in))
     with ExitStack() as stack:
         if is_writer():

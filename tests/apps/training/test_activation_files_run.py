@@ -261,3 +261,26 @@ def test_the_commands_train_on_files_and_refuse_bad_ones_in_one_line(data, refer
     done = run("bridge.export_saelens", "--workdir=run", "--out=out", "--hook_name=resid.6")
     assert done.returncode == 0, done.stderr
     assert json.loads((tmp_path / "out" / "cfg.json").read_text())["hook_name"] == "resid.6"
+
+
+def test_settings_left_unset_are_chosen_to_fit_the_files(data):
+    """The original's defaults (0.5% of the data per epoch, an 819,200-row buffer, resampling)
+    do not fit a file run: those the user did not give are chosen from the file."""
+    import dataclasses
+
+    from apps.training.activation_sources import implied_settings
+
+    root, x = data
+    cfg = SAETrainConfig(architecture="matryoshka", k=4, activations=str(root / "acts.npy"))
+    unset = frozenset(f.name for f in dataclasses.fields(SAETrainConfig)) - {
+        "architecture", "k", "activations"}
+    fitted = implied_settings(cfg, unset)
+    assert fitted.data_fraction == 1.0 and fitted.resample_steps == ()
+    train_rows = ROWS - min(cfg.eval_rows, ROWS // 10)
+    assert fitted.buffer_size == max(train_rows, cfg.sae_batch_size)
+    assert fitted.min_buffer == fitted.buffer_size // 2
+    assert sum(fitted.matryoshka_groups) == D * cfg.expansion_factor
+    fitted.validate(d_sae=int(D * cfg.expansion_factor))
+    # What the user gave stays, even where it cannot work (validation then says so).
+    given = implied_settings(cfg, unset - {"resample_steps", "data_fraction"})
+    assert given.resample_steps == cfg.resample_steps and given.data_fraction == 0.005
