@@ -104,7 +104,9 @@ def member_record(mdir: Path, cfg) -> dict:
     rec["explanation_f1"] = explanation_summary.get("median_f1_window")
     rec["causal_agreement"] = explanation_summary.get("causal_agreement")
     # Absorption and splitting on the AP rungs (sae_jax/absorption.py), over the rungs
-    # each member measured.
+    # each member measured; a member trained on activation files has no rungs.
+    if getattr(cfg, "activations", None):
+        rec["on_activations"] = True
     absorption = (RunDir(mdir).absorption() or {}).get("summary", {})
     rec["absorption_fraction"] = absorption.get("mean_absorption_fraction")
     rec["full_absorption"] = absorption.get("mean_full_absorption")

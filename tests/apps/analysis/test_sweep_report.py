@@ -89,6 +89,23 @@ def test_sweep_page_tables_scroll_inside_their_boxes(tmp_path):
     assert re.search(r"\.scroll\s*\{[^}]*overflow-x:\s*auto", html)
 
 
+def test_a_sweep_on_activation_files_says_absorption_is_not_measured(tmp_path):
+    from apps.analysis.sweep_report import write_sweep_html
+
+    on_files = SAETrainConfig(architecture="topk", k=4, seed=0, activations="acts.npy")
+    records = [member_record(_member(tmp_path, "topk.k-4.seed-0", fve=0.9, l0=4.0,
+                                     explanation_f1=None, causal=None, analyzed=False),
+                             on_files)]
+    assert records[0]["on_activations"] and records[0]["absorption_fraction"] is None
+    html = write_sweep_html(tmp_path, records, summarise(records)).read_text()
+    assert "Absorption (absorption_fraction, full_absorption, rungs_split) is not measured" in html
+    # A sweep on the gear model's builds says nothing of the kind.
+    gear = [member_record(_member(tmp_path / "gear", "topk.k-4.seed-0", fve=0.9, l0=4.0,
+                                  explanation_f1=0.8, causal=1.0),
+                          SAETrainConfig(architecture="topk", k=4, seed=0))]
+    assert "not measured" not in write_sweep_html(tmp_path, gear, summarise(gear)).read_text()
+
+
 def test_frontier_draws_one_line_per_architecture_and_dictionary_size(tmp_path, monkeypatch):
     import matplotlib.axes
 
