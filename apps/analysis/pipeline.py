@@ -453,16 +453,18 @@ def explanations_line(summary: dict) -> str:
             f"{summary['explained_f1']:g}, {causal}, median F1 in the window {window}")
 
 
-def absorption_line(summary: dict) -> str:
-    """The printed line on absorption and splitting (``absorption.json``'s summary)."""
+def absorption_line(summary: dict, seconds: float | None = None) -> str:
+    """The printed line on absorption and splitting (``absorption.json``'s summary; the
+    ``seconds`` it took, when known)."""
+    took = "" if seconds is None else f" ({seconds:.1f}s)"
     if not summary["measured"]:
         return (f"absorption: no AP rung concept measured ({summary['few_builds']} with too "
-                f"few builds, {summary['weak_probe']} the input barely encodes)")
+                f"few builds, {summary['weak_probe']} the input barely encodes){took}")
     return (f"absorption on the AP rungs: {summary['measured']} of {summary['concepts']} "
             f"concepts measured; mean absorption fraction "
             f"{summary['mean_absorption_fraction']:.3f}, fully absorbed "
             f"{100 * summary['mean_full_absorption']:.1f}%, split "
-            f"{100 * summary['split_share']:.0f}%")
+            f"{100 * summary['split_share']:.0f}%{took}")
 
 
 def analyze(workdir, *, top_features: int = 64, num_builds: int | None = None,
@@ -493,10 +495,11 @@ def analyze(workdir, *, top_features: int = 64, num_builds: int | None = None,
         raise ValueError(f"{run.sae_dir} takes {sae.config.input_dim}-d inputs but the primary "
                          f"model in {record.primary_model_dir} pools to "
                          f"{primary.config.hidden_dim}")
+    timer = StageTimer()
     doc = analyze_and_write(workdir, primary, vocab, weapon_vocab, sae, inputs.builds,
                             inputs.pooled, run=record.to_json(), top_features=top_features,
                             explanations=explanations, concept_set=inputs.concept_set,
-                            shared_explanation_builds=inputs.explanation_builds)
+                            timer=timer, shared_explanation_builds=inputs.explanation_builds)
     summary = doc["concepts"]["summary"] if doc["concepts"] is not None else {}
     print(f"analyzed {doc['num_builds']} held-out builds, {doc['num_features']} features "
           f"({doc['num_ranked']} in the 1%-30% window) in {time.perf_counter() - t0:.1f}s")
@@ -505,7 +508,7 @@ def analyze(workdir, *, top_features: int = 64, num_builds: int | None = None,
               f"SAE F1 >= 0.8; mean F1 SAE {summary['mean_sae_f1']:.3f} vs raw neuron "
               f"{summary['mean_neuron_f1']:.3f}")
         print(f"  {pairs_line(doc['concepts'])}")
-    print(absorption_line(doc["absorption"]["summary"]))
+    print(absorption_line(doc["absorption"]["summary"], timer.seconds.get("absorption")))
     if doc["explanations"] is not None:
         print(explanations_line(doc["explanations"]["summary"]))
     print(f"feature browser: {doc['index']}")
