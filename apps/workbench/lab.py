@@ -7,12 +7,20 @@ partial build, the SAE features active on it with their labels and what they pus
 when features are set, the steered completion (:mod:`bridge.steered_completion`) with a
 slot-by-slot diff. Plain completions are cached, so setting a feature on the build just
 completed costs one completion.
+
+:func:`complete_labs` answers several requests at once (the workbench's batcher,
+:mod:`apps.workbench.completion_batcher`, gathers them): one beam search for all their plain
+completions, one for the steered ones of each number of edits, each padded to a size of
+:data:`BATCH_SIZES` so that the compiled shapes stay few (the warm-up compiles them). A
+lone request is :func:`complete_lab`, number for number; in a batch the model runs on more
+rows per call, which XLA may round differently in the last bits of a float (the builds are
+the same unless two moves tie to within that).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 import jax
@@ -22,11 +30,17 @@ from flax import nnx
 
 from apps.analysis.report import token_label
 from apps.workbench.run_state import COMPLETION_CACHE, RunData
-from bridge.steered_completion import diff_builds, edit_features_params, steered_logits_fn
+from bridge.steered_completion import (
+    diff_builds,
+    edit_features_params,
+    steered_batch_logits_fn,
+)
 from primary.allocator import min_ap_row
 from primary.completion import (
+    CompletedBuild,
     check_observed,
-    complete_build,
+    complete_builds,
+    model_logits_fn,
     prefers_fixed_width,
     resolve_weapon,
 )
@@ -39,6 +53,10 @@ TOP_PROBABILITIES = 15
 TOP_FEATURES = 24
 ACTIVE = 0.01
 MAX_EDITS = 16
+# Requests completed in one call: a batch is padded to the next of these sizes, so each
+# program compiles for these few shapes only.
+BATCH_SIZES = (1, 2, 4, 8)
+MAX_BATCH = BATCH_SIZES[-1]
 
 # A feature set beyond this is far past any activation the SAE produces, and float32
 # products of it overflow.
@@ -170,30 +188,94 @@ def complete_lab(run: RunData, req: LabRequest, *, beam_size: int = BEAM_SIZE) -
     """The build lab's answer (JSON-ready): ``build`` (the completion, steered when there are
     edits), ``before`` and ``diff`` (with edits), ``probabilities`` (the model's top ability
     tokens for the partial build), ``active_features``."""
-    primary, vocab, weapon_vocab, sae = run.models()
-    fixed = prefers_fixed_width(primary)
+    return complete_labs(run, [req], beam_size=beam_size)[0]
+
+
+def complete_labs(run: RunData, reqs: list[LabRequest], *, beam_size: int = BEAM_SIZE
+                  ) -> list[dict]:
+    """:func:`complete_lab` of each request, completed together (see the module docstring);
+    more than :data:`MAX_BATCH` requests go in several batches."""
+    if len(reqs) > MAX_BATCH:
+        return [answer for start in range(0, len(reqs), MAX_BATCH)
+                for answer in complete_labs(run, reqs[start:start + MAX_BATCH],
+                                            beam_size=beam_size)]
     with run.lock:
-        key = (req.weapon, req.row.tobytes(), beam_size)
-        before = run.completions.get(key)
-        if before is None:  # a steered request usually follows its plain one: reuse it
-            before = complete_build(primary, vocab, weapon_vocab, req.weapon, req.row,
-                                    beam_size=beam_size, fixed_width=fixed).best
-            run.completions[key] = before
-            while len(run.completions) > COMPLETION_CACHE:
-                run.completions.popitem(last=False)
+        befores = _plain_completions(run, reqs, beam_size)
+        afters = list(befores)
+        for k in sorted({len(r.features) for r in reqs} - {0}):
+            group = [i for i, r in enumerate(reqs) if len(r.features) == k]
+            steered = lab_completions(run, [reqs[i] for i in group], beam_size=beam_size)
+            for i, build in zip(group, steered):
+                afters[i] = build
+        forwards = [_forward(run, req) for req in reqs]
+    return [_answer(run, req, before, after, forward)
+            for req, before, after, forward in zip(reqs, befores, afters, forwards)]
+
+
+def _forward(run: RunData, req: LabRequest):
+    """The lab's forward pass of one request: SAE activations as is and as edited, and the
+    edited model's logits, each ``(1, ...)``."""
+    _, vocab, weapon_vocab, sae = run.models()
+    graphdef, state = run.split_primary()
+    tokens, weapons, mask = _inputs(req.row, req.weapon, vocab, weapon_vocab)
+    return _lab_forward(graphdef, state, sae.params(), jnp.asarray(tokens), jnp.asarray(weapons),
+                        jnp.asarray(mask), jnp.asarray(req.features, jnp.int32),
+                        jnp.asarray(req.values, jnp.float32), spec=sae.config.encoder)
+
+
+def _plain_completions(run: RunData, reqs: list[LabRequest], beam_size: int
+                       ) -> list[CompletedBuild]:
+    """Each request's unsteered completion: from the cache, else all that are missing in one
+    batched call (a steered request usually follows its plain one: it is reused)."""
+    keys = [(r.weapon, r.row.tobytes(), beam_size) for r in reqs]
+    found, missing = {}, {}
+    for key, req in zip(keys, reqs):
+        if key in run.completions:
+            found[key] = run.completions[key]
+        else:
+            missing.setdefault(key, replace(req, features=(), values=()))
+    if missing:
+        built = lab_completions(run, list(missing.values()), beam_size=beam_size)
+        for key, build in zip(missing, built):
+            found[key] = run.completions[key] = build
+        while len(run.completions) > COMPLETION_CACHE:
+            run.completions.popitem(last=False)
+    for key in keys:
         run.completions.move_to_end(key)
-        after = before
-        if req.features:
-            fn = steered_logits_fn(primary, sae, list(req.features), list(req.values))
-            after = complete_build(primary, vocab, weapon_vocab, req.weapon, req.row,
-                                   beam_size=beam_size, logits_fn=fn, fixed_width=fixed).best
-        graphdef, state = run.split_primary()
-        tokens, weapons, mask = _inputs(req.row, req.weapon, vocab, weapon_vocab)
-        h0, h1, logits = _lab_forward(
-            graphdef, state, sae.params(), jnp.asarray(tokens), jnp.asarray(weapons),
-            jnp.asarray(mask), jnp.asarray(req.features, jnp.int32),
-            jnp.asarray(req.values, jnp.float32), spec=sae.config.encoder)
-    h0, h1, logits = np.asarray(h0)[0], np.asarray(h1)[0], np.asarray(logits)[0]
+    return [found[key] for key in keys]
+
+
+def lab_completions(run: RunData, reqs: list[LabRequest], *, beam_size: int = BEAM_SIZE
+                    ) -> list[CompletedBuild]:
+    """The best completion of each request, in one batched beam search padded to the next
+    size of :data:`BATCH_SIZES`; steered by each request's own edits, which must all have
+    the same number of features (none: the plain model). No cache."""
+    primary, vocab, weapon_vocab, sae = run.models()
+    size = next((b for b in BATCH_SIZES if b >= len(reqs)), None)
+    edits = {len(r.features) for r in reqs}
+    if size is None or len(edits) != 1:
+        raise ValueError(f"lab_completions takes 1..{MAX_BATCH} requests with the same "
+                         f"number of edits, got {len(reqs)} with {sorted(edits)} edits")
+    split = run.split_primary()
+    if edits == {0}:
+        logits_fn, inputs = model_logits_fn(primary, split=split), ()
+    else:
+        logits_fn = steered_batch_logits_fn(primary, sae, split=split)
+        inputs = (np.array([r.features for r in reqs], np.int32),
+                  np.array([r.values for r in reqs], np.float32))
+    weapons = np.array([r.weapon for r in reqs])
+    rows = np.stack([r.row for r in reqs])
+    batch = complete_builds(primary, vocab, weapon_vocab, weapons, rows, beam_size=beam_size,
+                            logits_fn=logits_fn, rows_per_call=size * beam_size,
+                            fixed_width=prefers_fixed_width(primary), logits_inputs=inputs)
+    return [batch.best_build(i, r.weapon, r.row) for i, r in enumerate(reqs)]
+
+
+def _answer(run: RunData, req: LabRequest, before: CompletedBuild, after: CompletedBuild,
+            forward) -> dict:
+    """The JSON-ready answer from the completions and the lab's forward pass."""
+    _, vocab, _, _ = run.models()
+    h0, h1, logits = (np.asarray(x)[0] for x in forward)
     probs = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
     have = np.flatnonzero(vocab.ability_token_ids >= 0)
     token_ids = vocab.ability_token_ids[have]
@@ -287,12 +369,6 @@ def lab_url(weapon: int, abilities, *, feature: int | None = None,
 def feature_activation(run: RunData, weapon: int, abilities: dict, feature: int) -> float:
     """``feature``'s activation on a partial build (the lab's own forward pass)."""
     req = lab_request({"weapon": weapon, "abilities": abilities}, run)
-    _, vocab, weapon_vocab, sae = run.models()
-    tokens, weapons, mask = _inputs(req.row, req.weapon, vocab, weapon_vocab)
     with run.lock:
-        graphdef, state = run.split_primary()
-        h, _, _ = _lab_forward(graphdef, state, sae.params(), jnp.asarray(tokens),
-                               jnp.asarray(weapons), jnp.asarray(mask),
-                               jnp.zeros((0,), jnp.int32), jnp.zeros((0,), jnp.float32),
-                               spec=sae.config.encoder)
+        h, _, _ = _forward(run, req)  # the same calls as a plain request: nothing new to trace
     return float(np.asarray(h)[0, feature])

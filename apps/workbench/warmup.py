@@ -5,7 +5,10 @@ compilation cache, :mod:`runkit.compile_cache`, makes a restart read them from d
 instead). :func:`warm_up` runs each kind of request once: the list's table, a plain and
 two steered completions with the lab's forward pass, one feature page computed from scratch
 (steering tables, steered builds, co-activations, activation bands) and one feature's
-rung curves; so the first request a person makes finds its programs compiled.
+rung curves; so the first request a person makes finds its programs compiled. When the
+server batches lab requests (:mod:`apps.workbench.completion_batcher`), it also completes
+a batch of each padded size (:data:`apps.workbench.lab.BATCH_SIZES`) plain and with one and
+two edits, so that no batch compiles under load.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import time
 import numpy as np
 
 from apps.workbench.feature_list import FeatureTable
-from apps.workbench.lab import complete_lab, lab_choices, lab_request
+from apps.workbench.lab import complete_lab, lab_choices, lab_completions, lab_request
 from apps.workbench.run_state import RunData
 from sae_jax.activity import live_mask
 
@@ -34,8 +37,9 @@ def warm_features(run: RunData) -> tuple[int | None, int | None]:
     return page, curves
 
 
-def warm_up(run: RunData, table: FeatureTable) -> dict[str, float]:
-    """Compile and load what the pages need; returns the seconds of each step."""
+def warm_up(run: RunData, table: FeatureTable, *, batch_sizes=()) -> dict[str, float]:
+    """Compile and load what the pages need; returns the seconds of each step.
+    ``batch_sizes``: the batch sizes of lab requests to compile besides one."""
     seconds: dict[str, float] = {}
 
     def step(name: str, fn, *args):
@@ -53,6 +57,12 @@ def warm_up(run: RunData, table: FeatureTable) -> dict[str, float]:
         edits = [{"feature": f, "value": 0.0} for f in range(min(n, run.num_features))]
         step(f"steered completion, {n} edit{'s' if n > 1 else ''}",
              lambda e=edits: complete_lab(run, lab_request(dict(plain, edits=e), run)))
+    for size in batch_sizes:
+        reqs = [lab_request(dict(plain, edits=[{"feature": f, "value": 0.0}
+                                               for f in range(min(n, run.num_features))]), run)
+                for n in (0, 1, 2)]
+        step(f"batched completions, {size} builds",
+             lambda r=reqs, s=size: [lab_completions(run, [q] * s) for q in r])
     page, curves = warm_features(run)
     if page is not None:
         step("feature page", run.feature_page, page)
