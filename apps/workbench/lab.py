@@ -230,8 +230,9 @@ def _plain_completions(run: RunData, reqs: list[LabRequest], beam_size: int
     keys = [(r.weapon, r.row.tobytes(), beam_size) for r in reqs]
     found, missing = {}, {}
     for key, req in zip(keys, reqs):
-        if key in run.completions:
+        if key in run.completions:  # used now: the last to be dropped
             found[key] = run.completions[key]
+            run.completions.move_to_end(key)
         else:
             missing.setdefault(key, replace(req, features=(), values=()))
     if missing:
@@ -240,8 +241,6 @@ def _plain_completions(run: RunData, reqs: list[LabRequest], beam_size: int
             found[key] = run.completions[key] = build
         while len(run.completions) > COMPLETION_CACHE:
             run.completions.popitem(last=False)
-    for key in keys:
-        run.completions.move_to_end(key)
     return [found[key] for key in keys]
 
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from starlette.testclient import TestClient
 
-from apps.workbench.lab import complete_lab, complete_labs, lab_request
-from apps.workbench.run_state import RunData
+from apps.workbench.lab import BEAM_SIZE, complete_lab, complete_labs, lab_request
+from apps.workbench.run_state import COMPLETION_CACHE, RunData
 from apps.workbench.server import create_app
 from bridge.steered_completion import steered_builds
 from primary.vocab import ABILITIES
@@ -212,6 +212,26 @@ def test_batched_completions_are_the_single_ones(served):
         # A build's score sums logits that XLA computes for more rows per call in a batch,
         # rounding the last bits of a float32 differently (measured: ~5e-7 relative).
         assert batched_scores == pytest.approx(single_scores, rel=1e-5, abs=1e-5)
+
+
+def test_a_full_cache_keeps_what_a_batch_found_in_it(served):
+    # The cache is full and the batch's cached build is its oldest entry: the batch's new
+    # build must drop another one.
+    _, run, _ = served
+    cached, new = (lab_request(b, run) for b in BATCH_BODIES[:2])
+    complete_lab(run, cached)
+    key = next(reversed(run.completions))
+    run.completions.move_to_end(key, last=False)
+    for i in range(COMPLETION_CACHE - len(run.completions)):
+        run.completions[("filler", i)] = None
+    new_key = (new.weapon, new.row.tobytes(), BEAM_SIZE)
+    run.completions.pop(new_key, None)
+    answers = complete_labs(run, [cached, new])
+    assert [a["build"]["weapon"] for a in answers] == [cached.weapon, new.weapon]
+    assert key in run.completions and new_key in run.completions
+    assert len(run.completions) == COMPLETION_CACHE
+    for k in [k for k in run.completions if k[0] == "filler"]:
+        del run.completions[k]
 
 
 def test_a_bad_request_among_good_ones_gets_its_own_4xx(served):
