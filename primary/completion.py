@@ -46,7 +46,7 @@ from primary.allocator import (
 )
 from primary.builds import N_MAIN_ONLY, N_MAINS, N_SUBS
 from primary.examples import LENGTH_BUCKETS, bucket_length
-from primary.model import SetCompletionModel
+from primary.model import HashedGraph, SetCompletionModel
 from primary.vocab import (
     ABILITIES,
     ABILITY_INDEX,
@@ -95,16 +95,16 @@ DEFAULT_ROWS_PER_CALL = 1024
 FIXED_WIDTH_MAX_HIDDEN = 128
 
 
-@partial(jax.jit, static_argnames=("graphdef",))
-def _model_logits(graphdef, state, tokens, weapons, key_padding_mask):
-    return nnx.merge(graphdef, state)(tokens, weapons, key_padding_mask)
+@partial(jax.jit, static_argnames=("graph",))
+def _model_logits(graph, state, tokens, weapons, key_padding_mask):
+    return nnx.merge(graph.graphdef, state)(tokens, weapons, key_padding_mask)
 
 
 def model_logits_fn(primary: SetCompletionModel, *, split=None) -> LogitsFn:
     """The plain model as a ``logits_fn`` (one jitted forward per input shape). ``split``:
     ``nnx.split(primary)`` when the caller keeps one (splitting takes milliseconds)."""
     graphdef, state = split or nnx.split(primary)
-    return partial(_model_logits, graphdef, state)
+    return partial(_model_logits, HashedGraph(graphdef), state)
 
 
 # ----------------------------------------------------------------------------- inputs

@@ -9,12 +9,15 @@ slot-by-slot diff. Plain completions are cached, so setting a feature on the bui
 completed costs one completion.
 
 :func:`complete_labs` answers several requests at once (the workbench's batcher,
-:mod:`apps.workbench.completion_batcher`, gathers them): one beam search for all their plain
-completions, one for the steered ones of each number of edits, each padded to a size of
-:data:`BATCH_SIZES` so that the compiled shapes stay few (the warm-up compiles them). A
-lone request is :func:`complete_lab`, number for number; in a batch the model runs on more
-rows per call, which XLA may round differently in the last bits of a float (the builds are
-the same unless two moves tie to within that).
+:mod:`apps.workbench.completion_batcher`, gathers them) with one beam search for all the
+completions they need, plain and steered: each build steered by its own edits
+(:func:`bridge.steered_completion.steered_batch_logits_fn`; a plain one by none), the
+builds padded to a size of :data:`BATCH_SIZES` and the edits to a count of
+:data:`EDIT_SIZES`, so that the compiled shapes stay few (the warm-up compiles them). A
+padding edit changes nothing, to the bit: each build's logits are those of its own
+completion in a call of the same size. Calls of other sizes XLA may round differently in
+the last bits of a float, so a batched answer equals the one-at-a-time one but for the
+last bits of the builds' scores (and its build, should two moves tie to within that).
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from primary.completion import (
     resolve_weapon,
 )
 from primary.examples import LENGTH_BUCKETS
+from primary.model import HashedGraph
 from primary.vocab import ABILITIES, MAX_AP, BuildError, ap_to_token_multihot, resolve_ability
 from sae_jax.model import encode
 
@@ -53,10 +57,13 @@ TOP_PROBABILITIES = 15
 TOP_FEATURES = 24
 ACTIVE = 0.01
 MAX_EDITS = 16
-# Requests completed in one call: a batch is padded to the next of these sizes, so each
-# program compiles for these few shapes only.
-BATCH_SIZES = (1, 2, 4, 8)
-MAX_BATCH = BATCH_SIZES[-1]
+
+# Builds completed in one beam search, padded to the next of these sizes, and the edits per
+# build, padded to the next of these counts: each program compiles for these shapes only.
+BATCH_SIZES = (1, 2, 4, 8, 16)
+EDIT_SIZES = (2, 4, 8, MAX_EDITS)
+# Requests answered together: each may need a plain and a steered completion.
+MAX_BATCH = BATCH_SIZES[-1] // 2
 
 # A feature set beyond this is far past any activation the SAE produces, and float32
 # products of it overflow.
@@ -156,10 +163,10 @@ def lab_request(body, run: RunData) -> LabRequest:
     return LabRequest(gid, row, tuple(features), tuple(values))
 
 
-@partial(jax.jit, static_argnames=("graphdef", "spec"))
-def _lab_forward(graphdef, state, sae_params, tokens, weapons, mask, features, values, *, spec):
+@partial(jax.jit, static_argnames=("graph", "spec"))
+def _lab_forward(graph, state, sae_params, tokens, weapons, mask, features, values, *, spec):
     """Pooled input -> (SAE activations as is, as edited, logits of the edited model)."""
-    model = nnx.merge(graphdef, state)
+    model = nnx.merge(graph.graphdef, state)
     pooled = model.pooled(tokens, weapons, mask)
     _, h = encode(sae_params, pooled, spec)
     if features.shape[0] == 0:
@@ -199,69 +206,77 @@ def complete_labs(run: RunData, reqs: list[LabRequest], *, beam_size: int = BEAM
         return [answer for start in range(0, len(reqs), MAX_BATCH)
                 for answer in complete_labs(run, reqs[start:start + MAX_BATCH],
                                             beam_size=beam_size)]
+    keys = [(r.weapon, r.row.tobytes(), beam_size) for r in reqs]
     with run.lock:
-        befores = _plain_completions(run, reqs, beam_size)
+        plain = _cached(run, keys)  # a steered request usually follows its plain one
+        missing = {key: replace(req, features=(), values=())
+                   for key, req in zip(keys, reqs) if key not in plain}
+        steered = [i for i, r in enumerate(reqs) if r.features]
+        built = lab_completions(run, list(missing.values()) + [reqs[i] for i in steered],
+                                beam_size=beam_size)
+        for key, build in zip(missing, built):
+            plain[key] = run.completions[key] = build
+        while len(run.completions) > COMPLETION_CACHE:
+            run.completions.popitem(last=False)
+        befores = [plain[key] for key in keys]
         afters = list(befores)
-        for k in sorted({len(r.features) for r in reqs} - {0}):
-            group = [i for i, r in enumerate(reqs) if len(r.features) == k]
-            steered = lab_completions(run, [reqs[i] for i in group], beam_size=beam_size)
-            for i, build in zip(group, steered):
-                afters[i] = build
-        forwards = [_forward(run, req) for req in reqs]
+        for i, build in zip(steered, built[len(missing):]):
+            afters[i] = build
+        graph = HashedGraph(run.split_primary()[0])
+        forwards = [_forward(run, req, graph) for req in reqs]
     return [_answer(run, req, before, after, forward)
             for req, before, after, forward in zip(reqs, befores, afters, forwards)]
 
 
-def _forward(run: RunData, req: LabRequest):
+def _cached(run: RunData, keys: list[tuple]) -> dict:
+    """The plain completions of ``keys`` the cache holds, each marked used (so that the
+    completions added next drop others first)."""
+    found = {}
+    for key in keys:
+        if key in run.completions:
+            found[key] = run.completions[key]
+            run.completions.move_to_end(key)
+    return found
+
+
+def _forward(run: RunData, req: LabRequest, graph: HashedGraph):
     """The lab's forward pass of one request: SAE activations as is and as edited, and the
-    edited model's logits, each ``(1, ...)``."""
+    edited model's logits, each ``(1, ...)``; ``graph``: the primary's, hashed once."""
     _, vocab, weapon_vocab, sae = run.models()
-    graphdef, state = run.split_primary()
+    state = run.split_primary()[1]
     tokens, weapons, mask = _inputs(req.row, req.weapon, vocab, weapon_vocab)
-    return _lab_forward(graphdef, state, sae.params(), jnp.asarray(tokens), jnp.asarray(weapons),
+    return _lab_forward(graph, state, sae.params(), jnp.asarray(tokens), jnp.asarray(weapons),
                         jnp.asarray(mask), jnp.asarray(req.features, jnp.int32),
                         jnp.asarray(req.values, jnp.float32), spec=sae.config.encoder)
 
 
-def _plain_completions(run: RunData, reqs: list[LabRequest], beam_size: int
-                       ) -> list[CompletedBuild]:
-    """Each request's unsteered completion: from the cache, else all that are missing in one
-    batched call (a steered request usually follows its plain one: it is reused)."""
-    keys = [(r.weapon, r.row.tobytes(), beam_size) for r in reqs]
-    found, missing = {}, {}
-    for key, req in zip(keys, reqs):
-        if key in run.completions:  # used now: the last to be dropped
-            found[key] = run.completions[key]
-            run.completions.move_to_end(key)
-        else:
-            missing.setdefault(key, replace(req, features=(), values=()))
-    if missing:
-        built = lab_completions(run, list(missing.values()), beam_size=beam_size)
-        for key, build in zip(missing, built):
-            found[key] = run.completions[key] = build
-        while len(run.completions) > COMPLETION_CACHE:
-            run.completions.popitem(last=False)
-    return [found[key] for key in keys]
-
-
 def lab_completions(run: RunData, reqs: list[LabRequest], *, beam_size: int = BEAM_SIZE
                     ) -> list[CompletedBuild]:
-    """The best completion of each request, in one batched beam search padded to the next
-    size of :data:`BATCH_SIZES`; steered by each request's own edits, which must all have
-    the same number of features (none: the plain model). No cache."""
-    primary, vocab, weapon_vocab, sae = run.models()
+    """The best completion of each request (none when ``reqs`` is empty), each steered by
+    its own edits, in one beam search: up to ``BATCH_SIZES[-1]`` requests, padded to the
+    next size of :data:`BATCH_SIZES`, their edits to the next count of :data:`EDIT_SIZES`
+    with edits of feature -1 (which change nothing); the plain model when no request has
+    edits. No cache."""
+    if not reqs:
+        return []
     size = next((b for b in BATCH_SIZES if b >= len(reqs)), None)
-    edits = {len(r.features) for r in reqs}
-    if size is None or len(edits) != 1:
-        raise ValueError(f"lab_completions takes 1..{MAX_BATCH} requests with the same "
-                         f"number of edits, got {len(reqs)} with {sorted(edits)} edits")
+    if size is None:
+        raise ValueError(f"lab_completions takes at most {BATCH_SIZES[-1]} requests, got "
+                         f"{len(reqs)}")
+    primary, vocab, weapon_vocab, sae = run.models()
     split = run.split_primary()
-    if edits == {0}:
+    most = max(len(r.features) for r in reqs)
+    if most == 0:
         logits_fn, inputs = model_logits_fn(primary, split=split), ()
     else:
+        k = next(e for e in EDIT_SIZES if e >= most)
+        features = np.full((len(reqs), k), -1, np.int32)
+        values = np.zeros((len(reqs), k), np.float32)
+        for i, r in enumerate(reqs):
+            features[i, :len(r.features)] = r.features
+            values[i, :len(r.values)] = r.values
         logits_fn = steered_batch_logits_fn(primary, sae, split=split)
-        inputs = (np.array([r.features for r in reqs], np.int32),
-                  np.array([r.values for r in reqs], np.float32))
+        inputs = (features, values)
     weapons = np.array([r.weapon for r in reqs])
     rows = np.stack([r.row for r in reqs])
     batch = complete_builds(primary, vocab, weapon_vocab, weapons, rows, beam_size=beam_size,
@@ -369,5 +384,6 @@ def feature_activation(run: RunData, weapon: int, abilities: dict, feature: int)
     """``feature``'s activation on a partial build (the lab's own forward pass)."""
     req = lab_request({"weapon": weapon, "abilities": abilities}, run)
     with run.lock:
-        h, _, _ = _forward(run, req)  # the same calls as a plain request: nothing new to trace
+        # the same calls as a plain request: nothing new to trace
+        h, _, _ = _forward(run, req, HashedGraph(run.split_primary()[0]))
     return float(np.asarray(h)[0, feature])

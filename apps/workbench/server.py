@@ -66,7 +66,6 @@ from apps.workbench.feature_list import (
     FeatureTable,
 )
 from apps.workbench.lab import (
-    BATCH_SIZES,
     LabRequestError,
     complete_lab,
     feature_activation,
@@ -208,8 +207,7 @@ class Workbench:
         failure is reported and the server serves anyway (the pages show the error)."""
         t0 = time.perf_counter()
         try:
-            self.warm_seconds = warm_up(self.run, self.table,
-                                        batch_sizes=BATCH_SIZES[1:] if self.batcher else ())
+            self.warm_seconds = warm_up(self.run, self.table, batched=self.batcher is not None)
         except Exception as e:
             self.warm_error = f"{type(e).__name__}: {e}"
             print(f"warning: warming the workbench failed: {self.warm_error}", flush=True)

@@ -70,6 +70,21 @@ def test_edits_per_row_are_each_rows_joint_edit_number_for_number(tiny, keep_err
             want = joint(params, spec, x, jnp.asarray(features[b], jnp.int32),
                          jnp.asarray(values[b]), keep_error)
             np.testing.assert_array_equal(got[b], np.asarray(want)[b], err_msg=f"k={k} row {b}")
+    if not keep_error:
+        return
+    # Padding edits (feature -1) change nothing: one edit padded to two and to four is the
+    # edit alone, and padding only is the input itself.
+    features = rng.choice(sae.hidden_dim, (len(x), 1)).astype(np.int32)
+    values = rng.normal(0, 2, (len(x), 1)).astype(np.float32)
+    alone = np.asarray(rows(params, spec, x, jnp.asarray(features), jnp.asarray(values), True))
+    for pad in (1, 3):
+        padded = np.concatenate([features, np.full((len(x), pad), -1, np.int32)], 1)
+        zeros = np.concatenate([values, np.zeros((len(x), pad), np.float32)], 1)
+        np.testing.assert_array_equal(alone, np.asarray(rows(
+            params, spec, x, jnp.asarray(padded), jnp.asarray(zeros), True)))
+    nothing = rows(params, spec, x, jnp.full((len(x), 2), -1, jnp.int32),
+                   jnp.zeros((len(x), 2)), True)
+    np.testing.assert_array_equal(np.asarray(nothing), np.asarray(x))
 
 
 def test_steered_logits_equal_the_hooked_edit(tiny):

@@ -107,7 +107,7 @@ def test_after_the_warm_up_requests_compile_nothing(tmp_path):
         "feature table", "completion", "steered completion, 1 edit",
         "steered completion, 2 edits", "feature page", "rung curves",
         "batched completions, 2 builds", "batched completions, 4 builds",
-        "batched completions, 8 builds"}
+        "batched completions, 8 builds", "batched completions, 16 builds"}
     run = bench.run
     freq = run.index()["frequency"]
     warmed = {p for p in run._pages}
