@@ -1,13 +1,16 @@
 """Concurrent build-lab requests completed together.
 
 The completer takes many builds at once (:func:`apps.workbench.lab.complete_labs`: one beam
-search for all plain completions, one per number of edits), so a request that waits a few
+search for every completion a batch needs, plain and steered), so a request that waits a few
 milliseconds for company costs little and saves much under load. :class:`CompletionBatcher`
-keeps one worker thread: a batch closes ``window_s`` after its first request arrived, or as
-soon as ``max_batch`` requests wait; while a batch runs, new requests queue and form the
-next one. Requests reach it already checked (:func:`apps.workbench.lab.lab_request`), so a
-bad field never fails a batch; should a batch fail anyway, each of its requests is redone
-alone, and only the one that fails gets the error.
+keeps one worker thread: a batch closes ``window_s`` after its first request arrived, or after
+the previous batch ended if that is later, or as soon as ``max_batch`` requests wait. While a
+batch runs, new requests queue; when it ends, the window lets the clients it answered send
+their next requests into the same batch as those queued (under steady load the batches fill
+up rather than split in two). Requests reach it already checked
+(:func:`apps.workbench.lab.lab_request`), so a bad field never fails a batch; should a batch
+fail anyway, each of its requests is redone alone, and only the one that fails gets the
+error.
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ class CompletionBatcher:
         self._wake = threading.Condition()
         self._worker: threading.Thread | None = None
         self._closed = False
+        self._free_since = 0.0  # when the last batch ended
         self.batches = 0  # batches run, and the requests they held
         self.requests = 0
 
@@ -88,7 +92,8 @@ class CompletionBatcher:
                 if len(self._pending) >= self.max_batch:
                     break
                 if self._pending:
-                    left = self._pending[0].arrived + self.window_s - time.monotonic()
+                    opened = max(self._pending[0].arrived, self._free_since)
+                    left = opened + self.window_s - time.monotonic()
                     if left <= 0 or self._closed:
                         break
                     self._wake.wait(left)
@@ -104,17 +109,21 @@ class CompletionBatcher:
         while batch := self._next_batch():
             self.batches += 1
             self.requests += len(batch)
-            try:
-                answers = self._complete(self.run, [w.req for w in batch])
-            except Exception as e:
-                if len(batch) == 1:
-                    batch[0].answer.set_exception(e)
-                else:  # each redone alone: the error reaches only the request it belongs to
-                    for w in batch:
-                        self._answer_alone(w)
-                continue
-            for w, answer in zip(batch, answers):
-                w.answer.set_result(answer)
+            self._run(batch)
+            self._free_since = time.monotonic()
+
+    def _run(self, batch: list[_Waiting]) -> None:
+        try:
+            answers = self._complete(self.run, [w.req for w in batch])
+        except Exception as e:
+            if len(batch) == 1:
+                batch[0].answer.set_exception(e)
+            else:  # each redone alone: the error reaches only the request it belongs to
+                for w in batch:
+                    self._answer_alone(w)
+            return
+        for w, answer in zip(batch, answers):
+            w.answer.set_result(answer)
 
     def _answer_alone(self, waiting: _Waiting) -> None:
         try:

@@ -104,16 +104,19 @@ def test_the_window_gathers_requests_and_a_full_batch_goes_at_once():
 
 
 def test_requests_that_arrive_during_a_batch_form_the_next():
+    # ... together with those sent within the window after it ends (by the clients it
+    # answered, under steady load)
     complete = _Recorder(hold=True)
-    batcher = CompletionBatcher(None, 0.01, max_batch=8, complete=complete)
+    batcher = CompletionBatcher(None, 1.0, max_batch=8, complete=complete)
     try:
         lone = batcher.submit(_req(1))
         assert complete.running.wait(30)  # the lone request's batch is running
         later = [batcher.submit(_req(w)) for w in (2, 3, 4)]
         complete.release.set()
         assert lone.result(30) == {"weapon": 1}
-        assert [f.result(30)["weapon"] for f in later] == [2, 3, 4]
-        assert complete.batches == [[1], [2, 3, 4]]
+        later.append(batcher.submit(_req(5)))
+        assert [f.result(30)["weapon"] for f in later] == [2, 3, 4, 5]
+        assert complete.batches == [[1], [2, 3, 4, 5]]
     finally:
         batcher.close()
 
