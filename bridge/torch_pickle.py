@@ -18,7 +18,10 @@ and offset, copied into contiguous arrays. bfloat16 comes back as
 
 Every member's declared (uncompressed) size is checked against
 :data:`MAX_MEMBER_BYTES`, and their sum against :data:`MAX_TOTAL_BYTES`, before
-anything is read, so a zip bomb is refused instead of filling memory. A file
+anything is read, so a zip bomb is refused instead of filling memory. Each tensor's
+shape, strides and offset are checked against its storage's real length, and the bytes
+its copy needs against the same caps, before it is copied, so a tiny file cannot claim a
+huge tensor through zero strides. A file
 that is not a readable checkpoint raises :class:`CheckpointFormatError` (a
 ``ValueError``) naming the file.
 """
@@ -26,7 +29,9 @@ that is not a readable checkpoint raises :class:`CheckpointFormatError` (a
 from __future__ import annotations
 
 import collections
+import functools
 import io
+import math
 import os
 import pickle
 import struct
@@ -82,26 +87,66 @@ class StorageType:
         raise UnsafeCheckpointError(f"checkpoint tries to modify storage type {self.name}")
 
 
-def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=False,
-                       backward_hooks=None, metadata=None):
-    """Our stand-in for ``torch._utils._rebuild_tensor_v2``: a strided view, copied."""
-    if not isinstance(storage, np.ndarray):
-        raise CheckpointFormatError(f"tensor storage is {type(storage).__name__}, not a storage")
+class TensorBudget:
+    """Bytes the reader may still allocate for tensor copies. A copy is never larger than
+    its storage (zero strides that repeat elements are refused), and all copies together
+    stay under the total cap, so memory is bounded before a byte is copied."""
+
+    def __init__(self, where: str, max_total_bytes: int):
+        self.where = where
+        self.left = max_total_bytes
+        self.max_total_bytes = max_total_bytes
+
+    def take(self, nbytes: int) -> None:
+        if nbytes > self.left:
+            raise CheckpointFormatError(
+                f"{self.where}: its tensors need more than {self.max_total_bytes:,} bytes in "
+                "all; refusing to allocate them")
+        self.left -= nbytes
+
+
+def _checked_layout(storage: np.ndarray, storage_offset, size, stride, where: str):
+    """``(offset, size, stride)`` as ints once they fit the storage: same rank, nothing
+    negative, and the last element read inside the storage's real length."""
     size, stride = tuple(int(s) for s in size), tuple(int(s) for s in stride)
     offset = int(storage_offset)
     if len(size) != len(stride):
-        raise CheckpointFormatError(f"tensor size {size} and stride {stride} differ in rank")
+        raise CheckpointFormatError(f"{where}: tensor size {size} and stride {stride} differ "
+                                    "in rank")
     if any(s < 0 for s in size) or any(s < 0 for s in stride) or offset < 0:
-        raise CheckpointFormatError(f"negative size/stride/offset: {size} {stride} {offset}")
+        raise CheckpointFormatError(
+            f"{where}: negative size/stride/offset: {size} {stride} {offset}")
     if 0 in size:
-        return np.zeros(size, storage.dtype)
+        return offset, size, stride
+    # A dimension of length 1 never steps, whatever its stride says.
+    stride = tuple(0 if n == 1 else s for n, s in zip(size, stride))
     last = offset + sum((n - 1) * s for n, s in zip(size, stride))
     if last >= storage.size:
         raise CheckpointFormatError(
-            f"tensor of size {size}, stride {stride}, offset {offset} reads element {last} "
-            f"of a storage with {storage.size} elements"
+            f"{where}: tensor of size {size}, stride {stride}, offset {offset} reads element "
+            f"{last} of a storage with {storage.size} elements"
         )
+    return offset, size, stride
+
+
+def _rebuild_tensor(budget: TensorBudget, storage, storage_offset, size, stride,
+                    requires_grad=False, backward_hooks=None, metadata=None):
+    """Our stand-in for ``torch._utils._rebuild_tensor_v2``: a strided view, checked, then
+    copied."""
+    if not isinstance(storage, np.ndarray):
+        raise CheckpointFormatError(f"tensor storage is {type(storage).__name__}, not a storage")
+    offset, size, stride = _checked_layout(storage, storage_offset, size, stride, budget.where)
     item = storage.dtype.itemsize
+    numel = math.prod(size)
+    if numel > storage.size:
+        # Only zero strides let a view hold more elements than its storage; saved
+        # parameters never do, and a copy would turn a few bytes into gigabytes.
+        raise CheckpointFormatError(
+            f"{budget.where}: a tensor of shape {size} and stride {stride} repeats its "
+            f"storage's {storage.size:,} elements {numel:,} times over; refusing to expand it")
+    budget.take(numel * item)
+    if 0 in size:
+        return np.zeros(size, storage.dtype)
     view = np.lib.stride_tricks.as_strided(
         storage[offset:], shape=size, strides=tuple(s * item for s in stride), writeable=False
     )
@@ -132,7 +177,6 @@ class _AllowedCall:
 
 _ALLOWED_CALLABLES = {
     ("collections", "OrderedDict"): collections.OrderedDict,
-    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_v2,
     ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
 }
 
@@ -140,8 +184,10 @@ _ALLOWED_CALLABLES = {
 class RestrictedUnpickler(pickle.Unpickler):
     """Unpickles ``data.pkl``, resolving storages from the zip and refusing other globals."""
 
-    def __init__(self, file, archive: zipfile.ZipFile, prefix: str, byteorder: str, where: str):
+    def __init__(self, file, archive: zipfile.ZipFile, prefix: str, byteorder: str, where: str,
+                 budget: TensorBudget):
         super().__init__(file)
+        self._budget = budget
         self._archive = archive
         self._prefix = prefix
         self._byteorder = byteorder
@@ -149,6 +195,9 @@ class RestrictedUnpickler(pickle.Unpickler):
         self._storages: dict[str, np.ndarray] = {}
 
     def find_class(self, module: str, name: str):
+        if (module, name) == ("torch._utils", "_rebuild_tensor_v2"):
+            return _AllowedCall(functools.partial(_rebuild_tensor, self._budget),
+                                f"{module}.{name}")
         if (module, name) in _ALLOWED_CALLABLES:
             return _AllowedCall(_ALLOWED_CALLABLES[(module, name)], f"{module}.{name}")
         if module == "torch" and name in STORAGE_DTYPES:
@@ -201,6 +250,11 @@ def _archive_prefix(archive: zipfile.ZipFile, where: str) -> str:
     return pickles[0][: -len("data.pkl")]
 
 
+def _starts_like_a_zip(path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(4) == b"PK\x03\x04"
+
+
 def check_declared_sizes(archive: zipfile.ZipFile, where: str, *,
                          max_member_bytes: int = MAX_MEMBER_BYTES,
                          max_total_bytes: int = MAX_TOTAL_BYTES) -> None:
@@ -227,11 +281,16 @@ def load_torch_pickle(path: str | os.PathLike, *, max_member_bytes: int = MAX_ME
     """The object a ``torch.save`` zip holds, with tensors as numpy arrays.
 
     ``max_member_bytes``, ``max_total_bytes``: caps on the declared uncompressed sizes
-    (:func:`check_declared_sizes`)."""
+    (:func:`check_declared_sizes`), and on the tensors' copies: one tensor, and all
+    together (:class:`TensorBudget`)."""
     where = str(path)
     if not Path(path).is_file():
         raise FileNotFoundError(f"no checkpoint file at {where}")
     if not zipfile.is_zipfile(path):
+        if _starts_like_a_zip(path):
+            raise CheckpointFormatError(
+                f"{where} is truncated or damaged: it starts as a zip checkpoint but its zip "
+                "directory (at the end of the file) is missing; copy or download it again")
         raise CheckpointFormatError(
             f"{where} is not a zip checkpoint; only torch.save's default (zip) format is read. "
             "Re-save it with torch >= 1.6 without _use_new_zipfile_serialization=False"
@@ -247,7 +306,9 @@ def load_torch_pickle(path: str | os.PathLike, *, max_member_bytes: int = MAX_ME
             if byteorder not in ("little", "big"):
                 raise CheckpointFormatError(f"{where}: unknown byteorder {byteorder[:40]!r}")
             data = archive.read(f"{prefix}data.pkl")
-            unpickler = RestrictedUnpickler(io.BytesIO(data), archive, prefix, byteorder, where)
+            budget = TensorBudget(where, max_total_bytes)
+            unpickler = RestrictedUnpickler(io.BytesIO(data), archive, prefix, byteorder, where,
+                                            budget)
             return unpickler.load()
     except (UnsafeCheckpointError, CheckpointFormatError):
         raise

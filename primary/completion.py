@@ -258,10 +258,24 @@ class Completion:
 
 
 @dataclass(frozen=True)
+class RankedBuilds:
+    """The distinct builds the beam finished with, per completion, best score first:
+    ``mains (n, R, 3)``, ``subs (n, R, 9)``, ``ap (n, R, 26)`` int16, ``score (n, R)``. Two
+    beams that fill into the same build count once; -inf scores (at the end) mark no build."""
+
+    mains: np.ndarray
+    subs: np.ndarray
+    ap: np.ndarray
+    score: np.ndarray
+
+
+@dataclass(frozen=True)
 class CompletionBatch:
     """``n`` completions as arrays (the best build of each): ``mains (n, 3)``, ``subs (n, 9)``,
     ``ap (n, 26)`` int16, ``score (n,)``; ``rows (n, R, 26)`` and ``row_scores (n, R)`` are
-    the finished beam rows (minimum AP before filling), best first (-inf: no such beam)."""
+    the finished beam rows (minimum AP before filling), best first (-inf: no such beam).
+    ``ranked`` holds every finished beam's build, distinct and best first (see
+    :class:`RankedBuilds`); its first build is the best one above."""
 
     mains: np.ndarray
     subs: np.ndarray
@@ -269,6 +283,7 @@ class CompletionBatch:
     score: np.ndarray
     rows: np.ndarray
     row_scores: np.ndarray
+    ranked: RankedBuilds
 
     def best_build(self, i: int, weapon: int, observed: np.ndarray) -> CompletedBuild:
         """Build ``i`` as a :class:`CompletedBuild` (what :func:`complete_build` gives as
@@ -468,6 +483,24 @@ def _finished_builds(rows: np.ndarray, score: np.ndarray, last: np.ndarray):
     return mains, subs, ap, total
 
 
+def _ranked_builds(mains, subs, ap, total) -> RankedBuilds:
+    """Every beam's build of :func:`_finished_builds`, best first, a repeated build kept once
+    (at its best score)."""
+    def take(arrays, order):
+        return [np.take_along_axis(x, order if x.ndim == 2 else order[..., None], 1)
+                for x in arrays]
+
+    mains, subs, ap, total = take((mains, subs, ap, total),
+                                  np.argsort(-total, axis=1, kind="stable"))
+    same = (ap[:, :, None, :] == ap[:, None, :, :]).all(-1)  # (n, R, R)
+    before = np.tril(np.ones(same.shape[1:], bool), -1)  # [r, s]: s ranks before r
+    repeat = (same & before).any(-1) | ~np.isfinite(total)
+    total = np.where(repeat, -np.inf, total)
+    # Distinct builds first, in their order.
+    return RankedBuilds(*take((mains, subs, ap.astype(np.int16), total),
+                              np.argsort(repeat, axis=1, kind="stable")))
+
+
 def _check_inputs(primary, logits_fn, vocab, weapon_vocab, beam_size):
     if beam_size < 1:
         raise ValueError(f"beam_size must be at least 1, got {beam_size}")
@@ -527,7 +560,7 @@ def complete_builds(primary: SetCompletionModel | None, vocab: Vocab, weapon_voc
     best = total.argmax(1)
     take = (np.arange(len(best)), best)
     return CompletionBatch(mains[take], subs[take], ap[take].astype(np.int16), total[take], rows,
-                           score)
+                           score, _ranked_builds(mains, subs, ap, total))
 
 
 def complete_build(primary: SetCompletionModel | None, vocab: Vocab, weapon_vocab: WeaponVocab,
@@ -567,6 +600,6 @@ def complete_build(primary: SetCompletionModel | None, vocab: Vocab, weapon_voca
     return Completion(builds[0], tuple(builds[1:]))
 
 
-__all__ = ["CompletedBuild", "Completion", "CompletionBatch", "LogitsFn", "check_observed",
-           "complete_build", "complete_builds", "model_logits_fn", "prefers_fixed_width",
-           "resolve_weapon"]
+__all__ = ["CompletedBuild", "Completion", "CompletionBatch", "LogitsFn", "RankedBuilds",
+           "check_observed", "complete_build", "complete_builds", "model_logits_fn",
+           "prefers_fixed_width", "resolve_weapon"]

@@ -1,7 +1,8 @@
 """How well completion recovers hidden slots of held-out builds.
 
-    python -m primary.eval_completion --primary_dir=DIR [--data_source=synthetic|statink|
-        splatnlp_tsv --data_path=...] [--num_builds=2000] [--beam_size=4] [--out=DIR]
+    python -m primary.eval_completion --primary_dir=DIR [--protocol=ours|splatnlp]
+        [--data_source=synthetic|statink|splatnlp_tsv --data_path=...] [--num_builds=2000]
+        [--beam_size=N] [--out=DIR]
 
 Held-out builds: where the primary's training settings sit beside its model
 directory (``<primary_dir>/../train_config.json``, as ``primary.train`` writes
@@ -33,6 +34,25 @@ recovered / total hidden. Every completion is checked independently
 (``check_slots_legal``, ``check_ap_legal`` of its slots, observed AP kept);
 the count of failures is reported as ``illegal``.
 
+Two protocols, on the same hidden slots (``protocol`` in the JSON says which made it):
+
+- ``ours`` (the default): the completers get the exact observed AP and the top-1 build is
+  scored (``completion_slot_acc``).
+- ``splatnlp``: SplatNLP's Sendou evaluation. The beam completers get only the observed
+  ability tokens, i.e. each observed ability at its highest token's minimum AP
+  (:func:`context_input`: 13 AP observed is a minimum of 12); random, as SplatNLP's random
+  baseline, keeps the observed slot items. Beam 3 unless ``--beam_size`` says otherwise.
+  Matching is the same (O is still the observed slot items); scored are the top-1 build
+  (``completion_slot_acc``), the best of the beam's top 3 distinct builds
+  (``completion_slot_acc_best_of_3``: the one nearest the truth in AP, SplatNLP's pick,
+  :func:`best_of`; nearest in AP is not always the one recovering most, so it can score
+  below top-1 on a build) and top-1 against any evaluated build of the same weapon that
+  holds every observed slot item (``completion_slot_acc_any_reference``, SplatNLP's
+  multi-reference "Tier-1 set" scoring, the one behind its published 0.673 at k = 6,
+  :func:`any_reference_recovered`). ``illegal`` counts builds (top-1 or the best-of-3
+  pick) failing the check against what their completer was given; ``observed_dropped``
+  counts top-1 builds lacking an observed slot item.
+
 Writes ``completion_eval.json`` and ``completion_eval.png`` (accuracy over k)
 under ``--out``.
 """
@@ -59,7 +79,7 @@ from primary.builds import (
     check_slots_legal,
     slots_to_ap,
 )
-from primary.completion import complete_builds
+from primary.completion import RankedBuilds, complete_builds
 from primary.concept_sets import recorded_concept_set
 from primary.examples import make_examples
 from primary.splits import data_splits
@@ -73,6 +93,7 @@ from primary.vocab import (
     SUB_AP,
     Vocab,
     WeaponVocab,
+    visible_ap,
 )
 from runkit.jsonio import read_json, write_json
 from runkit.progress import show_progress
@@ -82,6 +103,15 @@ N_SLOTS = N_MAINS + N_SUBS
 N_AB = len(ABILITIES)
 KS = (1, 2, 3, 4, 5, 6)
 METHODS = ("random", "baseline", "model")
+PROTOCOLS = ("ours", "splatnlp")
+# SplatNLP's Sendou evaluation: a beam of 3, the best of its top 3 builds.
+DEFAULT_BEAM = {"ours": 4, "splatnlp": 3}
+BEST_OF = 3
+COMPLETER_INPUT = {
+    "ours": "the exact observed AP (minimum AP, never lowered)",
+    "splatnlp": "the observed ability tokens only: each observed ability at its highest "
+                "token's minimum AP (13 AP -> 12); random keeps the observed slot items",
+}
 
 
 # ----------------------------------------------------------------------------- data
@@ -238,6 +268,62 @@ def legal(mains, subs, observed) -> np.ndarray:
             & (ap.astype(np.int64) >= observed).all(1))
 
 
+# ----------------------------------------------------------------------------- SplatNLP's protocol
+
+
+def context_input(observed: np.ndarray) -> np.ndarray:
+    """What SplatNLP's completer is told of the observed slots: their tokens only, so each
+    observed ability is the minimum AP of its highest token (13 AP -> 12, 10 -> 6; a
+    main-only ability stays 10). ``(n, 26)`` -> ``(n, 26)``."""
+    return visible_ap(np.asarray(observed)).astype(np.int64)
+
+
+def ap_closeness(pred_ap: np.ndarray, true_ap: np.ndarray) -> np.ndarray:
+    """SplatNLP's build similarity (its ``best_accuracy``): ``1 - |P - T|_1 / (2 * 57)`` over
+    the 26 abilities' AP."""
+    diff = np.abs(np.asarray(pred_ap, np.int64) - np.asarray(true_ap, np.int64)).sum(-1)
+    return 1.0 - diff / (2 * MAX_AP)
+
+
+def best_of(ranked: RankedBuilds, true_ap: np.ndarray, top: int = BEST_OF) -> np.ndarray:
+    """``(n,)`` the build SplatNLP's best-of-``top`` scores: of the first ``top`` ranked
+    builds, the one nearest the truth by :func:`ap_closeness` (ties: the better-ranked).
+    Nearest in AP is not always the one recovering most hidden slots."""
+    close = ap_closeness(ranked.ap[:, :top], np.asarray(true_ap)[:, None, :])
+    close = np.where(np.isfinite(ranked.score[:, :top]), close, -np.inf)
+    return close.argmax(1)  # the first of equal ones: the better-ranked
+
+
+def any_reference_recovered(pred_mains, pred_subs, true_mains, true_subs, hidden,
+                            weapons: np.ndarray, chunk: int = 256) -> np.ndarray:
+    """``(n,)`` hidden items recovered when any evaluated build of the same weapon whose
+    slot items hold the observed ones may serve as the truth (the true build is one), the
+    best of them counted: SplatNLP's multi-reference ("Tier-1 set") scoring. Each such
+    reference hides as many items as the true build, so the rate's denominator is the
+    same."""
+    pred = item_counts(pred_mains, pred_subs).astype(np.int16)
+    seen = item_counts(true_mains, true_subs, ~hidden).astype(np.int16)
+    full = item_counts(true_mains, true_subs).astype(np.int16)
+    added = np.maximum(pred - seen, 0)
+    out = np.zeros(len(pred), np.int64)
+    for w in np.unique(weapons):
+        refs = full[weapons == w]
+        rows = np.flatnonzero(weapons == w)
+        for start in range(0, len(rows), chunk):
+            r = rows[start:start + chunk]
+            missing = refs[None] - seen[r, None]  # (m, refs, 52)
+            holds = (missing >= 0).all(-1)
+            got = np.minimum(added[r, None], np.maximum(missing, 0)).sum(-1)
+            out[r] = np.where(holds, got, -1).max(1)
+    return out
+
+
+def observed_dropped(mains, subs, true_mains, true_subs, hidden) -> np.ndarray:
+    """``(n,)`` bool: a completed build lacks one of the observed slot items."""
+    seen = item_counts(true_mains, true_subs, ~hidden)
+    return (item_counts(mains, subs) < seen).any(1)
+
+
 # ----------------------------------------------------------------------------- completers
 
 
@@ -285,36 +371,85 @@ def fit_frequencies(train: BuildSet, vocab: Vocab, weapon_vocab: WeaponVocab) ->
 
 
 def evaluate_completion(model, vocab: Vocab, weapon_vocab: WeaponVocab, held: HeldOut, *,
-                        beam_size: int = 4, seed: int = 0, ks=KS, progress: bool = True) -> dict:
-    """``completion_slot_acc`` and illegal counts per method and k (see the module docstring)."""
+                        beam_size: int = 4, seed: int = 0, ks=KS, progress: bool = True,
+                        protocol: str = "ours") -> dict:
+    """``completion_slot_acc`` and illegal counts per method and k (see the module docstring);
+    ``protocol="splatnlp"`` adds the best-of-3 and any-reference figures."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {list(PROTOCOLS)}, got {protocol!r}")
+    splatnlp = protocol == "splatnlp"
     test = held.test
     true_mains, true_subs = slot_items(test.ap)
     logits = {"baseline": frequency_logits_fn(fit_frequencies(held.train, vocab, weapon_vocab)),
               "model": None}
-    result = {m: {"completion_slot_acc": [], "recovered": [], "hidden": [], "illegal": [],
-                  "seconds": []} for m in METHODS}
+    keys = ["completion_slot_acc", "recovered", "hidden", "illegal", "seconds"]
+    if splatnlp:
+        keys += ["completion_slot_acc_best_of_3", "recovered_best_of_3",
+                 "completion_slot_acc_any_reference", "recovered_any_reference",
+                 "observed_dropped"]
+    result = {m: {key: [] for key in keys} for m in METHODS}
     for k in show_progress(ks, desc="hidden slots k", disable=not progress):
         observed, hidden = hide(true_mains, true_subs, k, np.random.default_rng([seed, k]))
+        n_hidden = int(hidden.sum())
         for method in METHODS:
             t0 = time.perf_counter()
+            # SplatNLP's random baseline, like ours, keeps the observed slot items.
+            given = context_input(observed) if splatnlp and method != "random" else observed
             if method == "random":
-                mains, subs = random_completion(observed, np.random.default_rng([seed, k, 1]))
+                mains, subs = random_completion(given, np.random.default_rng([seed, k, 1]))
+                picked = (mains, subs)  # one build: the best of 3 is itself
             else:
                 out = complete_builds(model if method == "model" else None, vocab,
-                                      weapon_vocab, test.weapons, observed,
+                                      weapon_vocab, test.weapons, given,
                                       beam_size=beam_size, logits_fn=logits[method])
                 mains, subs = out.mains, out.subs
+                pick = (np.arange(len(test)), best_of(out.ranked, test.ap))
+                picked = (out.ranked.mains[pick], out.ranked.subs[pick])
             seconds = time.perf_counter() - t0
             got = int(recovered(mains, subs, true_mains, true_subs, hidden).sum())
+            bad = ~legal(mains, subs, given)
             r = result[method]
             r["recovered"].append(got)
-            r["hidden"].append(int(hidden.sum()))
-            r["completion_slot_acc"].append(got / int(hidden.sum()))
-            r["illegal"].append(int((~legal(mains, subs, observed)).sum()))
+            r["hidden"].append(n_hidden)
+            r["completion_slot_acc"].append(got / n_hidden)
             r["seconds"].append(round(seconds, 3))
-    return {"k": list(ks), "methods": result, "num_builds": len(test), "beam_size": beam_size,
-            "seed": seed, "data": held.origin, "skipped_builds": held.skipped,
-            "matching": "multiset of (slot kind, ability); recovered = |(P - O) & H|"}
+            if splatnlp:
+                best = int(recovered(*picked, true_mains, true_subs, hidden).sum())
+                anyref = int(any_reference_recovered(mains, subs, true_mains, true_subs, hidden,
+                                                     test.weapons).sum())
+                bad |= ~legal(*picked, given)
+                r["recovered_best_of_3"].append(best)
+                r["completion_slot_acc_best_of_3"].append(best / n_hidden)
+                r["recovered_any_reference"].append(anyref)
+                r["completion_slot_acc_any_reference"].append(anyref / n_hidden)
+                r["observed_dropped"].append(
+                    int(observed_dropped(mains, subs, true_mains, true_subs, hidden).sum()))
+            r["illegal"].append(int(bad.sum()))
+    report = {"protocol": protocol, "completer_input": COMPLETER_INPUT[protocol],
+              "k": list(ks), "methods": result, "num_builds": len(test),
+              "beam_size": beam_size, "seed": seed, "data": held.origin,
+              "skipped_builds": held.skipped,
+              "matching": "multiset of (slot kind, ability); recovered = |(P - O) & H|"}
+    if splatnlp:
+        report["best_of_3"] = ("of the beam's top 3 distinct builds, the one nearest the truth "
+                               "in AP (1 - L1 / 114, SplatNLP's best_accuracy); ties: the "
+                               "better-ranked")
+        report["any_reference"] = ("top-1 scored against the best of the evaluated builds of "
+                                   "the same weapon that hold every observed slot item "
+                                   "(SplatNLP's Tier-1 set scoring)")
+    return report
+
+
+FIGURES = {  # result key -> how the plot and the summary name it
+    "completion_slot_acc": "top-1",
+    "completion_slot_acc_best_of_3": "best of 3",
+    "completion_slot_acc_any_reference": "top-1, any same-weapon reference",
+}
+
+
+def figures(result: dict) -> list[str]:
+    """The ``completion_slot_acc`` variants ``result`` holds (top-1 first)."""
+    return [key for key in FIGURES if key in result["methods"][METHODS[0]]]
 
 
 def plot(result: dict, path: str | os.PathLike) -> None:
@@ -322,26 +457,40 @@ def plot(result: dict, path: str | os.PathLike) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
+    keys = figures(result)
+    styles = dict(zip(FIGURES, ("-", "--", ":")))
     fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=120)
-    for method in METHODS:
-        ax.plot(result["k"], result["methods"][method]["completion_slot_acc"], marker="o",
-                label=method)
+    for i, method in enumerate(METHODS):
+        for key in keys:
+            ax.plot(result["k"], result["methods"][method][key], marker="o", color=f"C{i}",
+                    linestyle=styles[key], label=method if key == keys[0] else None)
     ax.set_xlabel("hidden slots k (of 12)")
-    ax.set_ylabel("completion_slot_acc (top-1)")
+    ax.set_ylabel("completion_slot_acc" + ("" if len(keys) > 1 else " (top-1)"))
     ax.set_ylim(0, 1)
-    ax.set_title(f"slot recovery on {result['num_builds']} held-out builds")
+    ax.set_title(f"slot recovery on {result['num_builds']} held-out builds "
+                 f"({result['protocol']} protocol)")
     ax.grid(alpha=0.3)
-    ax.legend()
+    methods = ax.legend(loc="upper left", fontsize="small")
+    if len(keys) > 1:  # a second legend: which line style is which figure
+        ax.add_artist(methods)
+        ax.legend([Line2D([], [], color="gray", linestyle=styles[key]) for key in keys],
+                  [FIGURES[key] for key in keys], loc="upper right", fontsize="small")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
 
 
 def run(primary_dir: str, out: str, *, data_source: str | None, data_path: str, num_builds: int,
-        beam_size: int, seed: int) -> dict:
+        beam_size: int | None, seed: int, protocol: str = "ours") -> dict:
+    """Evaluate, write ``completion_eval.json`` and ``.png`` under ``out``; ``beam_size``
+    None: :data:`DEFAULT_BEAM` of the protocol."""
     from primary.model_dir import load_primary
 
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"--protocol must be one of {list(PROTOCOLS)}, got {protocol!r}")
+    beam_size = DEFAULT_BEAM[protocol] if beam_size is None else beam_size
     if num_builds <= 0:
         raise ValueError(f"--num_builds must be positive, got {num_builds}")
     if beam_size < 1:
@@ -354,7 +503,7 @@ def run(primary_dir: str, out: str, *, data_source: str | None, data_path: str, 
                            data_path=data_path, num_builds=num_builds, seed=seed)
     t0 = time.perf_counter()
     result = evaluate_completion(model, vocab, weapon_vocab, held, beam_size=beam_size,
-                                 seed=seed)
+                                 seed=seed, protocol=protocol)
     result["seconds"] = round(time.perf_counter() - t0, 1)
     result["primary_dir"] = str(primary_dir)
     out_dir = Path(out)
@@ -365,13 +514,16 @@ def run(primary_dir: str, out: str, *, data_source: str | None, data_path: str, 
 
 
 def summary_lines(result: dict) -> list[str]:
-    lines = [f"{result['num_builds']} builds from {result['data']}; beam {result['beam_size']}",
-             "k  " + "  ".join(f"{m:>9}" for m in METHODS) + "   illegal"]
-    for i, k in enumerate(result["k"]):
-        accs = "  ".join(f"{result['methods'][m]['completion_slot_acc'][i]:9.3f}"
-                         for m in METHODS)
-        bad = sum(result["methods"][m]["illegal"][i] for m in METHODS)
-        lines.append(f"{k}  {accs}   {bad}")
+    lines = [f"{result['num_builds']} builds from {result['data']}; beam {result['beam_size']}; "
+             f"{result['protocol']} protocol (completer given {result['completer_input']})"]
+    for key in figures(result):
+        lines.append(f"completion_slot_acc, {FIGURES[key]}:")
+        lines.append("k  " + "  ".join(f"{m:>9}" for m in METHODS)
+                     + ("   illegal" if key == "completion_slot_acc" else ""))
+        for i, k in enumerate(result["k"]):
+            accs = "  ".join(f"{result['methods'][m][key][i]:9.3f}" for m in METHODS)
+            bad = sum(result["methods"][m]["illegal"][i] for m in METHODS)
+            lines.append(f"{k}  {accs}" + (f"   {bad}" if key == "completion_slot_acc" else ""))
     return lines
 
 
@@ -383,7 +535,8 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
     f = flags.FLAGS
     result = run(f.primary_dir, f.out, data_source=f.data_source, data_path=f.data_path,
-                 num_builds=f.num_builds, beam_size=f.beam_size, seed=f.seed)
+                 num_builds=f.num_builds, beam_size=f.beam_size, seed=f.seed,
+                 protocol=f.protocol)
     print("\n".join(summary_lines(result)))
     print(f"wrote {Path(f.out) / 'completion_eval.json'} and completion_eval.png")
     return 0
@@ -400,7 +553,12 @@ if __name__ == "__main__":
                       "test split).")
     flags.DEFINE_string("data_path", "", "File of --data_source (statink, splatnlp_tsv).")
     flags.DEFINE_integer("num_builds", 2000, "Held-out builds to complete (at most).")
-    flags.DEFINE_integer("beam_size", 4, "Beam width of the model and baseline completers.")
+    flags.DEFINE_enum("protocol", "ours", list(PROTOCOLS),
+                      "ours: the completers get the exact observed AP, top-1 is scored. "
+                      "splatnlp: SplatNLP's Sendou evaluation: they get only the observed "
+                      "ability tokens, and top-1, best-of-3 and any-reference top-1 are scored.")
+    flags.DEFINE_integer("beam_size", None, "Beam width of the model and baseline completers "
+                         "(default: 4; 3 with --protocol=splatnlp, as SplatNLP's evaluation).")
     flags.DEFINE_integer("seed", 0, "Seed of which slots are hidden, and of the split when it "
                          "is not the primary's.")
     flags.DEFINE_string("out", "completion_eval", "Output directory (completion_eval.json, "

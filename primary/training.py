@@ -428,9 +428,14 @@ def _run(cfg, workdir, data, model_cfg, mesh, steps_per_epoch, ckpts, stop_after
     log = MetricsLog(workdir / "metrics.jsonl")
     start, seconds_before = 0, 0.0
     restored = ckpts.restore_latest(state, what=f"this primary run ({model_cfg})")
+    # Losses of steps since the last log line: checkpointed with the state so that the first
+    # line after a resume averages the same steps as an uninterrupted run's.
+    loss_sum, loss_n = jnp.zeros((), jnp.float32), 0
     if restored is not None:
         state, start = restored.tree, restored.step
         seconds_before = float(restored.progress.get("seconds", 0.0))
+        loss_sum = jnp.asarray(restored.progress.get("unlogged_loss_sum", 0.0), jnp.float32)
+        loss_n = int(restored.progress.get("unlogged_steps", 0))
         print(f"resuming the primary run from its checkpoint at step {start}")
     if is_writer():
         log.restart_at(start if restored is not None else None)
@@ -441,7 +446,6 @@ def _run(cfg, workdir, data, model_cfg, mesh, steps_per_epoch, ckpts, stop_after
                          epochs=range(cfg.epochs), row_step=num_data_shards(mesh))
     params, opt_state = state
     t0 = time.perf_counter()
-    loss_sum, loss_n = jnp.zeros((), jnp.float32), 0
     finite = jnp.asarray(True)
     bar = show_progress(total=total_steps, initial=start, desc="primary training", unit="step",
                         disable=not is_writer())
@@ -477,7 +481,8 @@ def _run(cfg, workdir, data, model_cfg, mesh, steps_per_epoch, ckpts, stop_after
                               "the loss or the parameters became non-finite (NaN or Inf)", ckpts)
                 ckpts.save(step, (params, opt_state), {
                     "epoch": step // steps_per_epoch, "batch_in_epoch": step % steps_per_epoch,
-                    "seconds": seconds_before + time.perf_counter() - t0})
+                    "seconds": seconds_before + time.perf_counter() - t0,
+                    "unlogged_loss_sum": float(loss_sum), "unlogged_steps": loss_n})
             if stop_after_steps is not None and step >= stop_after_steps:
                 bar.close()
                 return {"stopped_at_step": step}

@@ -19,7 +19,11 @@ coordinates which process writes what).
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
+import shutil
+import sys
 import time
 import zlib
 from dataclasses import dataclass
@@ -120,6 +124,23 @@ def _array_table(named: dict) -> dict:
 # ------------------------------------------------------------------ training checkpoints
 
 
+def _is_disk_full(error: BaseException) -> bool:
+    return ((isinstance(error, OSError) and error.errno == errno.ENOSPC)
+            or "No space left on device" in str(error))
+
+
+class _DropOrbaxThreadTracebacks(logging.Filter):
+    """orbax logs each failed writer thread's traceback before the same error reaches the
+    save that waits on it, where the command reports it in one line: drop the log copy."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not ("orbax" in record.pathname
+                    and "_SignalingThread.run() raised an exception" in str(record.msg))
+
+
+logging.getLogger("absl").addFilter(_DropOrbaxThreadTracebacks())
+
+
 @dataclass
 class Restored:
     step: int
@@ -132,6 +153,8 @@ class Checkpoints:
 
     def __init__(self, directory: str | os.PathLike, *, keep: int = 3):
         self.directory = Path(directory).absolute()
+        self._remove_unfinished("*")
+        wait_for_all("checkpoints_unfinished_removed")
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                                enable_async_checkpointing=False)
         # Handlers named up front, so a fresh manager (a resumed run) reads what it
@@ -141,6 +164,13 @@ class Checkpoints:
             item_handlers={"state": ocp.StandardCheckpointHandler(),
                            "progress": ocp.JsonCheckpointHandler()})
 
+    def _remove_unfinished(self, step: int | str) -> None:
+        """Delete what an unfinished save of ``step`` (``"*"``: of any step) left: a kill or
+        a full disk leaves orbax's temporary directory, which holds no usable state."""
+        if is_writer() and self.directory.is_dir():
+            for partial in self.directory.glob(f"{step}.orbax-checkpoint-tmp*"):
+                shutil.rmtree(partial, ignore_errors=True)
+
     def steps(self) -> list[int]:
         return sorted(self._manager.all_steps())
 
@@ -148,10 +178,19 @@ class Checkpoints:
         """Write ``tree`` (a pytree of arrays) and ``progress`` (JSON-able) for ``step``."""
         named, _ = flatten_named(tree)
         progress = {**progress, "step": int(step), "arrays": _array_table(named)}
-        self._manager.save(int(step), args=ocp.args.Composite(
-            state=ocp.args.StandardSave(named), progress=ocp.args.JsonSave(progress)),
-            force=True)
-        self._manager.wait_until_finished()
+        try:
+            self._manager.save(int(step), args=ocp.args.Composite(
+                state=ocp.args.StandardSave(named), progress=ocp.args.JsonSave(progress)),
+                force=True)
+            self._manager.wait_until_finished()
+        except Exception as e:  # orbax/tensorstore report a full disk as a ValueError
+            if not _is_disk_full(e):
+                raise
+            self._remove_unfinished(int(step))
+            raise OSError(errno.ENOSPC, f"no space left on the device while writing the "
+                          f"checkpoint of step {step} in {self.directory}; free some space "
+                          "and run the command again: it resumes from the last checkpoint"
+                          ) from None
         if is_writer():
             write_manifest(self.directory / str(int(step)))
 
@@ -188,6 +227,7 @@ class Checkpoints:
             restored = self._manager.restore(int(step), args=ocp.args.Composite(
                 state=ocp.args.StandardRestore(abstract)))["state"]
         except Exception as e:
+            silence_reads_after_a_failure()
             raise DamagedCheckpoint(f"{step_dir}: arrays unreadable: "
                                     f"{str(e).splitlines()[0][:200]}") from None
         tree = jax.tree_util.tree_unflatten(treedef, [restored[k] for k in named_like])
@@ -265,7 +305,8 @@ def save_tree(path: str | os.PathLike, tree) -> None:
 
 def load_tree(path: str | os.PathLike, like):
     """Read a pytree saved by :func:`save_tree` into the structure and shapes of ``like``;
-    a shape mismatch is an error naming the parameter and both shapes."""
+    a shape mismatch is an error naming the parameter and both shapes, a damaged or
+    truncated store a ``ValueError`` naming the directory."""
     path = Path(path).absolute()
     if not path.exists():
         raise FileNotFoundError(f"no parameters at {path}")
@@ -274,7 +315,34 @@ def load_tree(path: str | os.PathLike, like):
         stored = getattr(meta, "item_metadata", meta)
         _check_shapes(stored, _str_keys(like), where=str(path))
         abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), _str_keys(like))
-        return _int_keys_like(ckptr.restore(path, abstract), like)
+        try:
+            restored = ckptr.restore(path, abstract)
+        except Exception as e:  # orbax/tensorstore errors of a damaged store
+            silence_reads_after_a_failure()
+            raise ValueError(f"{path}: the stored parameters are damaged or truncated "
+                             f"({str(e).splitlines()[0][:200]})") from None
+        return _int_keys_like(restored, like)
+
+
+def _is_closed_loop_callback(unraisable) -> bool:
+    return (isinstance(unraisable.exc_value, RuntimeError)
+            and str(unraisable.exc_value) == "Event loop is closed")
+
+
+def silence_reads_after_a_failure() -> None:
+    """Once a restore has failed, tensorstore's other reads still finish and try to report
+    to orbax's event loop, which is closed by then: each would print a traceback (hundreds
+    in all) after the real error. Drop exactly those; any other unraisable is shown."""
+    shown = sys.unraisablehook
+    if getattr(shown, "drops_closed_loop_callbacks", False):
+        return
+
+    def hook(unraisable):
+        if not _is_closed_loop_callback(unraisable):
+            shown(unraisable)
+
+    hook.drops_closed_loop_callbacks = True
+    sys.unraisablehook = hook
 
 
 def _check_shapes(stored, like, *, where: str) -> None:
@@ -287,6 +355,9 @@ def _check_shapes(stored, like, *, where: str) -> None:
         }
     except Exception:  # metadata of an unexpected form: let orbax report
         return
+    if flat_like and not flat_stored:
+        raise ValueError(f"{where}: the stored parameters are damaged or truncated (their "
+                         "metadata names no arrays)")
     missing = sorted(set(flat_like) - set(flat_stored))
     extra = sorted(set(flat_stored) - set(flat_like))
     if missing or extra:

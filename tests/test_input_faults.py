@@ -272,6 +272,7 @@ def test_import_without_num_heads_is_refused(tmp_path):
 @pytest.mark.parametrize("change, flag", [
     (dict(checkpoint_every=0), "--checkpoint_every must be positive"),
     (dict(log_every=-1), "--log_every must be positive"),
+    (dict(eval_builds=0), "--eval_builds must be positive, got 0"),
     (dict(l1_coeff=-1e-3), "--l1_coeff must be >= 0"),
     (dict(clip_max=0.0), "--clip_max must be > 0"),
     (dict(usage_ema_decay=1.0), r"--usage_ema_decay must be in \(0, 1\)"),

@@ -43,7 +43,12 @@ class _Pickle:
         self.out += b"X" + struct.pack("<I", len(raw)) + raw
 
     def int_(self, v: int):
-        self.out += b"J" + struct.pack("<i", int(v))
+        v = int(v)
+        if -(2**31) <= v < 2**31:
+            self.out += b"J" + struct.pack("<i", v)
+        else:  # LONG1: a little-endian two's-complement integer of any length
+            raw = v.to_bytes((v.bit_length() + 8) // 8, "little", signed=True)
+            self.out += b"\x8a" + bytes([len(raw)]) + raw
 
     def int_tuple(self, values):
         self.op(b"(")

@@ -5,7 +5,8 @@ compilation cache, :mod:`runkit.compile_cache`, makes a restart read them from d
 instead). :func:`warm_up` runs each kind of request once: the list's table, a plain and
 two steered completions with the lab's forward pass, one feature page computed from scratch
 (steering tables, steered builds, co-activations, activation bands) and one feature's
-rung curves; so the first request a person makes finds its programs compiled. A lab
+rung curves (a run on activation files: the table and a feature page); so the first
+request a person makes finds its programs compiled. A lab
 request completes its plain and its steered build in one call of two, so that size is
 compiled too; when the server batches lab requests
 (:mod:`apps.workbench.completion_batcher`), every padded size of
@@ -56,6 +57,11 @@ def warm_up(run: RunData, table: FeatureTable, *, batched: bool = False) -> dict
         seconds[name] = round(time.perf_counter() - t0, 2)
 
     step("feature table", table.ensure)
+    page, curves = warm_features(run)
+    if run.on_activations:  # no primary model: no completions, no rung curves
+        if page is not None:
+            step("feature page", run.feature_page, page)
+        return seconds
     weapon = lab_choices(run)["weapons"][0]["id"]
     plain = {"weapon": weapon, "abilities": {}}  # what the lab asks for first
     step("completion", lambda: complete_lab(run, lab_request(plain, run)))
@@ -71,7 +77,6 @@ def warm_up(run: RunData, table: FeatureTable, *, batched: bool = False) -> dict
     for size in BATCH_SIZES[1:] if batched else BATCH_SIZES[1:2]:
         step(f"batched completions, {size} builds",
              lambda s=size: [lab_completions(run, [q] * s) for q in reqs])
-    page, curves = warm_features(run)
     if page is not None:
         step("feature page", run.feature_page, page)
     if curves is not None:

@@ -173,6 +173,27 @@ def test_relu_l1_export_warns_with_the_measured_clip_share(tmp_path):
         clipped_fraction(sae, x[:, :3])
 
 
+def test_non_finite_activations_are_refused_naming_the_first_bad_row(tmp_path):
+    sae = _arch_sae("relu_l1")
+    x = np.ones((10, 8), np.float32)
+    x[3, 2], x[7] = np.inf, np.nan
+    with pytest.raises(ValueError, match="non-finite .* in 2 of 10 rows, the first at row 3"):
+        clipped_fraction(sae, x)
+    with pytest.raises(ValueError, match="in 10 of 10 rows, the first at row 0"):
+        export_saelens(sae, tmp_path / "out", activations=np.full((10, 8), np.nan, np.float32))
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_sae_with_non_finite_weights_is_not_exported(tmp_path):
+    sae = _arch_sae("topk")
+    params = sae.params()
+    params["b_dec"] = params["b_dec"].at[1].set(jnp.nan)
+    broken = sae_from_params(sae.config, params, usage_ema=sae.usage_ema)
+    with pytest.raises(ValueError, match="b_dec hold non-finite values"):
+        export_saelens(broken, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
 def test_workdir_export_takes_the_share_from_the_run_evaluation(tmp_path):
     save_sae(tmp_path / "sae", _arch_sae("relu_l1"))
     (tmp_path / "metrics.json").write_text(json.dumps({"clipped_fraction": 0.0123}))

@@ -167,13 +167,52 @@ def test_non_state_dict_object_is_refused(tmp_path):
 def test_build_opcode_cannot_alter_the_readers_functions(tmp_path):
     import bridge.torch_pickle as tp
 
-    defaults = tp._rebuild_tensor_v2.__defaults__
+    defaults = tp._rebuild_tensor.__defaults__
     # GLOBAL rebuild fn; state (None, {"__defaults__": (1,)}); BUILD; STOP
     data = (b"\x80\x02ctorch._utils\n_rebuild_tensor_v2\nN}X\x0c\x00\x00\x00__defaults__"
             b"(K\x01ts\x86b.")
     with pytest.raises(UnsafeCheckpointError, match="modify torch._utils._rebuild_tensor_v2"):
         load_torch_pickle(write_archive(tmp_path / "build.pth", data))
-    assert tp._rebuild_tensor_v2.__defaults__ == defaults
+    assert tp._rebuild_tensor.__defaults__ == defaults
     marker = b"\x80\x02ctorch\nFloatStorage\n}X\x05\x00\x00\x00dtypeX\x01\x00\x00\x00Osb."
     with pytest.raises(UnsafeCheckpointError, match="modify storage type"):
         load_torch_pickle(write_archive(tmp_path / "marker.pth", marker))
+
+
+@pytest.mark.parametrize("size, stride, refused", [
+    ((2**16, 2**13), (0, 0), "repeats its storage's 1 elements"),  # 2 GiB from 4 bytes
+    ((2**30, 2**30), (0, 0), "repeats"),                # 4 EiB
+    ((2, 3), (2**62, 1), "reads element"),              # a stride far past the storage
+    ((3,), (-1,), "negative"),
+    ((4,), (1,), "reads element 3 of a storage with 1"),  # a view past the end
+])
+def test_hostile_tensor_layouts_are_refused_before_any_copy(tmp_path, size, stride, refused):
+    path = write_state_dict(tmp_path / "hostile.pth", {"base": np.ones(1, np.float32)},
+                            views={"bad": ("base", 0, size, stride)})
+    with pytest.raises(CheckpointFormatError, match=refused):
+        load_state_dict(path)
+
+
+def test_tensor_copies_count_against_the_caps(tmp_path):
+    # Views of one 1024-element storage: each copy fits the cap alone, not all together.
+    views = {f"v{i}": ("base", 0, (1024,), (1,)) for i in range(4)}
+    path = write_state_dict(tmp_path / "many.pth", {"base": np.ones(1024, np.float32)},
+                            views=views)
+    assert set(load_torch_pickle(path, max_total_bytes=1 << 20)) == {"base", *views}
+    with pytest.raises(CheckpointFormatError, match="more than 12,288 bytes in all"):
+        load_torch_pickle(path, max_member_bytes=4096, max_total_bytes=12288)
+
+
+def test_a_length_one_dimension_ignores_its_stride(tmp_path):
+    base = np.arange(6, dtype=np.float32)
+    path = write_state_dict(tmp_path / "one.pth", {"base": base},
+                            views={"row": ("base", 2, (1, 3), (2**40, 1))})
+    np.testing.assert_array_equal(load_state_dict(path)["row"], base[None, 2:5])
+
+
+def test_a_truncated_checkpoint_is_called_truncated(tmp_path):
+    path = write_state_dict(tmp_path / "whole.pth", {"w": np.arange(64, dtype=np.float32)})
+    cut = tmp_path / "cut.pth"
+    cut.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(CheckpointFormatError, match="cut.pth is truncated or damaged"):
+        load_state_dict(cut)

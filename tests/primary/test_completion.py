@@ -68,6 +68,33 @@ def test_every_completion_is_legal_and_keeps_the_observed():
         assert np.isfinite(out.score).all()
 
 
+def test_ranked_builds_are_distinct_legal_and_best_first():
+    builds, vocab, weapon_vocab = tiny_world()
+    model = primary_for(vocab, weapon_vocab)
+    rng = np.random.default_rng(1)
+    observed = np.stack([hide_slots(b, 6, rng) for b in builds.ap])
+    out = complete_builds(model, vocab, weapon_vocab, builds.weapons, observed, beam_size=4,
+                          rows_per_call=36, fixed_width=True)
+    ranked = out.ranked
+    assert ranked.ap.shape == (len(builds), 4, len(ABILITIES))
+    # The first ranked build is the best build.
+    np.testing.assert_array_equal(ranked.ap[:, 0], out.ap)
+    np.testing.assert_array_equal(ranked.score[:, 0], out.score)
+    for i in range(len(builds)):
+        real = np.isfinite(ranked.score[i])
+        assert real[0] and (real[:real.sum()]).all()  # missing builds come last
+        scores = ranked.score[i, real]
+        assert (np.diff(scores) <= 0).all()
+        assert len({tuple(row) for row in ranked.ap[i, real]}) == real.sum()
+        assert_legal_and_kept(ranked.mains[i, real], ranked.subs[i, real], ranked.ap[i, real],
+                              observed[i][None])
+    # A beam of one ranks one build.
+    greedy = complete_builds(model, vocab, weapon_vocab, builds.weapons, observed, beam_size=1,
+                             rows_per_call=36, fixed_width=True)
+    assert greedy.ranked.ap.shape[1] == 1
+    np.testing.assert_array_equal(greedy.ranked.ap[:, 0], greedy.ap)
+
+
 def test_single_completion_has_legal_distinct_runners_up():
     builds, vocab, weapon_vocab = tiny_world()
     model = primary_for(vocab, weapon_vocab)

@@ -1,4 +1,5 @@
-"""Slot-recovery evaluation: item matching, the held-out split, and a run on an imported model."""
+"""Slot-recovery evaluation: item matching, the held-out split, SplatNLP's protocol (context
+tokens only, best of 3, any reference), and a run on an imported model."""
 
 import json
 from pathlib import Path
@@ -6,20 +7,31 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from primary.builds import slots_to_ap
+from primary.completion import RankedBuilds, complete_builds
 from primary.eval_completion import (
+    HeldOut,
+    any_reference_recovered,
+    ap_closeness,
+    best_of,
+    context_input,
+    evaluate_completion,
     full_build_in_ranges,
     held_out_builds,
     hide,
     legal,
+    observed_dropped,
     random_completion,
     recovered,
     run,
     slot_items,
+    summary_lines,
 )
 from primary.examples import split_builds
 from primary.sources import default_vocabs
-from primary.vocab import ABILITY_INDEX, ap_to_token_multihot
+from primary.vocab import ABILITIES, ABILITY_INDEX, ap_to_token_multihot
 from tests.fixture_paths import SPLATNLP_FIXTURE
+from tests.tiny_setup import primary_for, tiny_world
 
 A = ABILITY_INDEX
 
@@ -63,6 +75,143 @@ def test_hide_removes_exactly_k_items():
         m, s = random_completion(observed, np.random.default_rng(0))
         assert legal(m, s, observed).all()
         assert (recovered(mains, subs, mains, subs, hidden) == k).all()
+
+
+def ap_row(**ap) -> np.ndarray:
+    row = np.zeros(len(ABILITIES), np.int64)
+    for name, value in ap.items():
+        row[A[name]] = value
+    return row
+
+
+def test_the_context_input_is_each_observed_ability_at_its_top_tokens_minimum():
+    observed = ap_row(swim_speed_up=13, ninja_squid=10, ink_saver_main=10, run_speed_up=3,
+                      quick_respawn=20, special_charge_up=0)
+    want = ap_row(swim_speed_up=12, ninja_squid=10, ink_saver_main=6, run_speed_up=3,
+                  quick_respawn=15)
+    got = context_input(observed[None])
+    np.testing.assert_array_equal(got[0], want)
+    # The same tokens as the observed: the completer is told exactly what the tokens say.
+    np.testing.assert_array_equal(ap_to_token_multihot(got), ap_to_token_multihot(observed[None]))
+
+
+def build_from(mains, subs):
+    """``(1, 3)``, ``(1, 9)`` slot arrays of ability names."""
+    return (np.array([[A[a] for a in mains]]), np.array([[A[a] for a in subs]]))
+
+
+def test_best_of_3_takes_the_build_nearest_in_ap_not_the_one_recovering_most():
+    # Hidden: the head main (swim) and the three head subs (ism): swim 10, ism 9 to find.
+    true_mains, true_subs = build_from(
+        ["swim_speed_up", "ninja_squid", "run_speed_up"],
+        ["ink_saver_main"] * 3 + ["quick_respawn"] * 3 + ["special_saver"] * 3)
+    hidden = np.zeros((1, 12), bool)
+    hidden[0, [0, 3, 4, 5]] = True
+    observed_part = (["ninja_squid", "run_speed_up"], ["quick_respawn"] * 3
+                     + ["special_saver"] * 3)
+    # Top-1: swim main right, three wrong subs (1 recovered, AP off by 9 + 9).
+    top1 = build_from(["swim_speed_up"] + observed_part[0],
+                      ["sub_power_up"] * 3 + observed_part[1])
+    # Second: the two swapped, ism main and swim subs (0 recovered, AP off by 1 + 1).
+    second = build_from(["ink_saver_main"] + observed_part[0],
+                        ["swim_speed_up"] * 3 + observed_part[1])
+    third = build_from(["quick_respawn"] + observed_part[0],
+                       ["quick_respawn"] * 3 + observed_part[1])
+    cands = [top1, second, third]
+    ranked = RankedBuilds(
+        np.stack([c[0][0] for c in cands])[None], np.stack([c[1][0] for c in cands])[None],
+        np.stack([slots_to_ap(*c)[0] for c in cands])[None], np.array([[3.0, 2.0, 1.0]]))
+    true_ap = slots_to_ap(true_mains, true_subs)
+    assert ap_closeness(ranked.ap[0], true_ap[0]).tolist() == pytest.approx(
+        [1 - 18 / 114, 1 - 2 / 114, 1 - 38 / 114])
+    assert best_of(ranked, true_ap).tolist() == [1]
+    got = [recovered(*c, true_mains, true_subs, hidden)[0] for c in cands]
+    assert got == [1, 0, 0]  # so best of 3 (0) scores below top-1 (1) here
+    # Only the top 3 count, a missing build never, and equal closeness goes to the better rank.
+    assert best_of(ranked, true_ap, top=1).tolist() == [0]
+    missing = RankedBuilds(ranked.mains, ranked.subs, ranked.ap, np.array([[3.0, -np.inf,
+                                                                           -np.inf]]))
+    assert best_of(missing, true_ap).tolist() == [0]
+    twice = RankedBuilds(ranked.mains, ranked.subs, ranked.ap[:, [1, 1, 0]], ranked.score)
+    assert best_of(twice, true_ap).tolist() == [0]
+    # A beam of one ranks one build (tests/primary/test_completion.py): best of 3 is top-1.
+    one = RankedBuilds(ranked.mains[:, :1], ranked.subs[:, :1], ranked.ap[:, :1],
+                       ranked.score[:, :1])
+    assert best_of(one, true_ap).tolist() == [0]
+
+
+def test_any_reference_counts_the_best_same_weapon_build_that_holds_the_observed():
+    truth = build_from(["swim_speed_up", "ninja_squid", "run_speed_up"],
+                       ["ink_saver_main"] * 3 + ["quick_respawn"] * 3 + ["special_saver"] * 3)
+    # Same weapon, same observed items, the hidden head subs are swim subs instead.
+    other = build_from(["swim_speed_up", "ninja_squid", "run_speed_up"],
+                       ["swim_speed_up"] * 3 + ["quick_respawn"] * 3 + ["special_saver"] * 3)
+    # Holds other slot items than the observed: never a reference for the first build.
+    unrelated = build_from(["comeback", "haunt", "stealth_jump"], ["ink_resistance_up"] * 9)
+    true_mains = np.concatenate([truth[0], other[0], unrelated[0]])
+    true_subs = np.concatenate([truth[1], other[1], unrelated[1]])
+    hidden = np.zeros((3, 12), bool)
+    hidden[:, [3, 4, 5]] = True
+    # Each completion fills the hidden subs with swim subs.
+    pred_mains = true_mains.copy()
+    pred_subs = true_subs.copy()
+    pred_subs[:, :3] = A["swim_speed_up"]
+    single = recovered(pred_mains, pred_subs, true_mains, true_subs, hidden)
+    assert single.tolist() == [0, 3, 0]
+    same = np.array([40, 40, 40])
+    got = any_reference_recovered(pred_mains, pred_subs, true_mains, true_subs, hidden, same)
+    assert got.tolist() == [3, 3, 0]  # the first is scored against the second build
+    # Another weapon: its builds are no references; each build alone is the single truth.
+    apart = np.array([40, 50, 40])
+    np.testing.assert_array_equal(
+        any_reference_recovered(pred_mains, pred_subs, true_mains, true_subs, hidden, apart),
+        single)
+    assert not observed_dropped(pred_mains, pred_subs, true_mains, true_subs, hidden).any()
+    pred_mains[0, 1] = A["haunt"]  # the observed ninja main swapped out
+    assert observed_dropped(pred_mains, pred_subs, true_mains, true_subs, hidden).tolist() == [
+        True, False, False]
+
+
+def tiny_held_out():
+    builds, vocab, weapon_vocab = tiny_world()
+    return HeldOut(builds, builds, "the tiny world", 0), vocab, weapon_vocab
+
+
+def test_the_two_protocols_differ_in_what_the_completer_is_given():
+    held, vocab, weapon_vocab = tiny_held_out()
+    model = primary_for(vocab, weapon_vocab)
+    ks = (4,)
+    ours = evaluate_completion(model, vocab, weapon_vocab, held, beam_size=3, seed=2, ks=ks,
+                               progress=False)
+    theirs = evaluate_completion(model, vocab, weapon_vocab, held, beam_size=3, seed=2, ks=ks,
+                                 progress=False, protocol="splatnlp")
+    assert (ours["protocol"], theirs["protocol"]) == ("ours", "splatnlp")
+    assert "completion_slot_acc_best_of_3" not in ours["methods"]["model"]
+    # Recomputed by hand: the same hidden slots; ours completes the exact observed AP,
+    # SplatNLP's protocol the observed tokens' minimum AP.
+    mains, subs = slot_items(held.test.ap)
+    observed, hidden = hide(mains, subs, 4, np.random.default_rng([2, 4]))
+    for result, given in ((ours, observed), (theirs, context_input(observed))):
+        out = complete_builds(model, vocab, weapon_vocab, held.test.weapons, given, beam_size=3)
+        want = int(recovered(out.mains, out.subs, mains, subs, hidden).sum())
+        assert result["methods"]["model"]["recovered"] == [want]
+        assert result["methods"]["model"]["completion_slot_acc"] == [want / hidden.sum()]
+        if result is theirs:
+            pick = best_of(out.ranked, held.test.ap)
+            take = (np.arange(len(pick)), pick)
+            best = recovered(out.ranked.mains[take], out.ranked.subs[take], mains, subs, hidden)
+            assert result["methods"]["model"]["recovered_best_of_3"] == [int(best.sum())]
+    # The random completer keeps the observed slot items in both: the same builds.
+    assert ours["methods"]["random"]["recovered"] == theirs["methods"]["random"]["recovered"]
+    for method, r in theirs["methods"].items():
+        assert r["illegal"] == [0]
+        assert r["recovered_any_reference"][0] >= r["recovered"][0]
+        if method == "random":
+            assert r["recovered_best_of_3"] == r["recovered"] and r["observed_dropped"] == [0]
+    text = "\n".join(summary_lines(theirs))
+    assert "splatnlp protocol" in text and "best of 3" in text
+    with pytest.raises(ValueError, match="protocol must be one of"):
+        evaluate_completion(model, vocab, weapon_vocab, held, protocol="sendou")
 
 
 def test_held_out_builds_are_the_primarys_test_split(tmp_path):

@@ -87,10 +87,15 @@ def test_killed_and_resumed_run_ends_with_the_same_parameters(full_run, tmp_path
     assert resumed["steps"] == metrics["steps"]
     jax.tree.map(np.testing.assert_array_equal, params_of(tmp_path), params_of(workdir))
     assert resumed["val_f1"] == metrics["val_f1"]
-    # Log lines of the lost steps were dropped, so each step is logged once.
-    steps = [json.loads(x)["step"] for x in (tmp_path / "metrics.jsonl").read_text().splitlines()
-             if "train_loss" in x]
-    assert steps == sorted(set(steps))
+    # Log lines of the lost steps were dropped, so each step is logged once, and every line
+    # equals the uninterrupted run's: the first after the resume (step 6) averages steps 5
+    # and 6 as that run's does, though the checkpoint came between them.
+    def losses(run):
+        return [(r["step"], r["train_loss"]) for r in map(
+            json.loads, (run / "metrics.jsonl").read_text().splitlines()) if "train_loss" in r]
+
+    assert [step for step, _ in losses(tmp_path)] == list(range(2, metrics["steps"] + 1, 2))
+    assert losses(tmp_path) == losses(workdir)
 
 
 def drop_key_biases(params: dict) -> dict:
