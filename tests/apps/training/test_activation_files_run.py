@@ -224,6 +224,9 @@ def test_a_sweep_trains_every_architecture_on_the_files(data, reference, tmp_pat
         assert result["steps"] == TOTAL_STEPS and result["activations"] == cfg.activations
         assert result["num_inputs"] == 200 and np.isfinite(result["fve"])
         assert (tmp_path / "members" / name / "report" / "index.html").exists()
+        assert not (tmp_path / "members" / name / "absorption.json").exists()
+    assert "Absorption (absorption_fraction, full_absorption, rungs_split) is not measured" \
+        in (tmp_path / "sweep.html").read_text()
     single = json.loads((reference[0] / "metrics.json").read_text())
     # The topk member trained the reference's settings on the same rows and batches.
     assert results["topk"]["fve"] == pytest.approx(single["fve"], rel=1e-4)
