@@ -47,6 +47,7 @@ from pathlib import Path
 from runkit.errors import UserError
 from runkit.jsonio import parse_json_file, write_json
 from runkit.lock import LOCK_NAME
+from runkit.output_manifest import gaps, seal
 from runkit.resume import CHANGES_NAME, CONFIG_NAME, effective_settings
 
 RUN_FILE = "run.json"
@@ -55,6 +56,7 @@ SAE_CONFIG = "config.json"
 PRIMARY_RUN = "primary_run"
 IMPORTED_PRIMARY = "model"  # an imported run's primary model directory
 LABELS_FILE = "feature_labels.json"
+ANALYSIS_RECORD = "analysis_files.json"  # the analysis's outputs and digests, written last
 SWEEP_MEMBERS = "members"  # a sweep's runs: <sweep>/members/<name>
 ACTIVATIONS_SOURCE = "activations"  # run.json's data_source of a run on a user's activations
 
@@ -207,9 +209,19 @@ class RunDir:
 
     # ------------------------------------------------------------------ run.json
 
+    def seal_analysis(self) -> Path:
+        """Record the analysis's outputs (:mod:`runkit.output_manifest`); its last step."""
+        return seal(self.root, ANALYSIS_RECORD, [
+            self.concepts_path, self.absorption_path, self.explanations_path,
+            self.report_dir])
+
+    def analysis_gaps(self) -> list[str]:
+        """What of the analysis is missing or changed since it was written ([]: none)."""
+        return gaps(self.root, ANALYSIS_RECORD)
+
     def has_analysis(self) -> bool:
-        """Whether the analysis ran to its end (``report/features.json`` is its last file)."""
-        return self.report_features_path.is_file()
+        """Whether the analysis ran to its end and every file it wrote is intact."""
+        return not self.analysis_gaps()
 
     def is_run(self) -> bool:
         return self.run_path.is_file()

@@ -147,6 +147,7 @@ def analyze_rows(workdir, *, top_features: int = 64, num_rows: int | None = None
     if run.curves_path.exists():
         doc["curves_png"] = str(run.curves_path)
     doc["index"] = str(write_report(run.report_dir, doc))
+    run.seal_analysis()
     print(f"analyzed {doc['num_builds']} held-out rows, {doc['num_features']} features "
           f"({doc['num_ranked']} in the 1%-30% window) in {time.perf_counter() - t0:.1f}s")
     print("absorption: not measured (activation files carry no AP rungs to probe)")

@@ -396,6 +396,7 @@ def analyze_and_write(workdir, primary, vocab, weapon_vocab, sae, builds, pooled
             write_explanations(run.explanations_path, doc["explanations"])
     with timer("report"):
         doc["index"] = str(write_report(run.report_dir, doc))
+        run.seal_analysis()
     return doc
 
 
