@@ -20,6 +20,8 @@ What an SAE run (``python -m sae_jax.train``, or a sweep member) holds::
     feature_labels.json   human feature labels
     report/               the static feature browser: index.html, the cards it loads
                           (cards/), table.js, features.json, curves.png
+    analysis_files.json   the analysis's files with their SHA-256, written last: a rerun
+                          analyzes again when it is missing or a file does not match
     workbench/            the workbench's feature index
     diverged.json         a sweep member whose loss became non-finite
     .lock                 one process per run (runkit.lock)
