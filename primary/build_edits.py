@@ -285,9 +285,11 @@ def _meets(builds: BuildSet, conj: np.ndarray, conditions) -> np.ndarray:
     return out
 
 
-def _edit_weapons(builds: BuildSet, conj: np.ndarray, conditions, *, meet: bool, pool,
+def edit_weapons(builds: BuildSet, conj: np.ndarray, conditions, *, meet: bool, pool,
                   seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """New weapons for rows whose weapon side must change; ``(weapons, ok)``."""
+    """New weapons for the rows whose conjunction's weapon conditions are not met (``meet``)
+    or are met in part (remove); ``(weapons, ok)``. ``builds``: anything
+    :func:`primary.conditions.condition_matrix` reads (full or partial builds)."""
     weapons = builds.weapons.astype(np.int64)
     ok = np.ones(len(weapons), bool)
     is_w = np.array([c.kind in WEAPON_KINDS for c in conditions] + [False])
@@ -342,8 +344,8 @@ def edit_conjunctions(builds: BuildSet, conj, conditions: Sequence[Condition], *
         lo, hi = _target_range(c, add)
         ap[rows], fine = set_ability_range(ap[rows], c.ability, lo, hi, prot[rows])
         ok[rows] &= fine
-    weapons, fine = _edit_weapons(builds, conj, conditions, meet=add, pool=weapon_pool,
-                                  seed=seed)
+    weapons, fine = edit_weapons(builds, conj, conditions, meet=add, pool=weapon_pool,
+                                 seed=seed)
     ok &= fine
     edited = BuildSet(weapons, ap)
     after = _meets(edited, conj, conditions)
@@ -393,5 +395,5 @@ def set_ability_rung(builds: BuildSet, ability: str, ap_value: int) -> tuple[Bui
     return BuildSet(builds.weapons, ap), ok
 
 
-__all__ = ["add_conditions", "attainable", "edit_conjunctions", "exact_fits", "legal",
-           "remove_conditions", "set_ability_range", "set_ability_rung", "slot_use"]
+__all__ = ["add_conditions", "attainable", "edit_conjunctions", "edit_weapons", "exact_fits",
+           "legal", "remove_conditions", "set_ability_range", "set_ability_rung", "slot_use"]

@@ -32,12 +32,18 @@ from primary.examples import NUM_INSTANCES, make_examples
 from primary.vocab import (
     ABILITY_TOKENS,
     AP_THRESHOLDS,
+    GEAR_PIECES,
     MAIN_AP,
     MAIN_ONLY_ABILITIES,
+    PIECE_OF_MAIN_ONLY,
     STANDARD_ABILITIES,
+    SUB_AP,
+    SUBS_PER_PIECE,
 )
 
 _N_MAIN_ONLY = len(MAIN_ONLY_ABILITIES)
+_N_MAINS = len(GEAR_PIECES)
+_N_SUBS = _N_MAINS * SUBS_PER_PIECE
 
 
 def seen_ap(tokens: np.ndarray) -> np.ndarray:
@@ -49,6 +55,32 @@ def seen_ap(tokens: np.ndarray) -> np.ndarray:
     rungs = tokens[:, _N_MAIN_ONLY:].reshape(m, len(STANDARD_ABILITIES), len(AP_THRESHOLDS))
     standard = (rungs * np.asarray(AP_THRESHOLDS)[None, None, :]).max(-1, initial=0)
     return np.concatenate([main_only, standard], axis=1).astype(np.int16)
+
+
+def fits_a_build(ap: np.ndarray) -> np.ndarray:
+    """``(m, 26)`` seen AP -> ``(m,)`` bool: some legal build shows at least this much of
+    every ability (so a token set showing it is part of that build's tokens): at most one
+    main-only ability per piece, and every standard ability ``a`` given mains ``m`` and
+    subs ``s`` with ``10 m + 3 s >= a``, within the mains the main-only abilities leave
+    and the nine subs (the fewest subs for each number of mains used, ability by ability)."""
+    ap = np.asarray(ap).astype(np.int64)
+    m = len(ap)
+    pieces = np.array([GEAR_PIECES.index(PIECE_OF_MAIN_ONLY[a]) for a in MAIN_ONLY_ABILITIES])
+    per_piece = np.stack([(ap[:, :_N_MAIN_ONLY][:, pieces == p] > 0).sum(1)
+                          for p in range(_N_MAINS)], 1)
+    free_mains = _N_MAINS - per_piece.sum(1)
+    big = _N_SUBS + 1 + MAIN_AP * _N_MAINS  # more subs than any build has
+    fewest = np.full((m, _N_MAINS + 1), big)  # mains used -> fewest subs
+    fewest[:, 0] = 0
+    for a in ap[:, _N_MAIN_ONLY:].T:
+        subs = [-(-np.maximum(a - MAIN_AP * k, 0) // SUB_AP) for k in range(_N_MAINS + 1)]
+        nxt = np.full_like(fewest, big)
+        for used in range(_N_MAINS + 1):
+            for k in range(used + 1):
+                nxt[:, used] = np.minimum(nxt[:, used], fewest[:, used - k] + subs[k])
+        fewest = nxt
+    within = np.arange(_N_MAINS + 1)[None, :] <= free_mains[:, None]
+    return (per_piece <= 1).all(1) & (np.where(within, fewest, big).min(1) <= _N_SUBS)
 
 
 @dataclass(frozen=True)
@@ -89,6 +121,15 @@ class PartialBuilds:
     def subset(self, idx) -> PartialBuilds:
         return PartialBuilds(self.weapons[idx], self.tokens[idx], self.build_index[idx])
 
+    @classmethod
+    def concat(cls, parts) -> PartialBuilds:
+        parts = list(parts)
+        if not parts:
+            raise ValueError("PartialBuilds.concat needs at least one PartialBuilds")
+        return cls(np.concatenate([p.weapons for p in parts]),
+                   np.concatenate([p.tokens for p in parts]),
+                   np.concatenate([p.build_index for p in parts]))
+
     def token_names(self, i: int) -> list[str]:
         """Row ``i``'s tokens in tokenisation order."""
         return [ABILITY_TOKENS[j] for j in np.flatnonzero(self.tokens[i])]
@@ -127,4 +168,4 @@ def partial_builds(builds, vocab, weapon_vocab, *, instances: int = 1,
     return PartialBuilds(np.asarray(builds.weapons)[index], tokens, index)
 
 
-__all__ = ["PartialBuilds", "partial_builds", "seen_ap"]
+__all__ = ["PartialBuilds", "fits_a_build", "partial_builds", "seen_ap"]

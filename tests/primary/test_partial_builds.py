@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from primary.build_edits import legal
 from primary.builds import BuildSet
 from primary.conditions import (
     CATALOGUE,
@@ -12,7 +13,7 @@ from primary.conditions import (
     families,
 )
 from primary.examples import NUM_INSTANCES
-from primary.partial_builds import PartialBuilds, partial_builds, seen_ap
+from primary.partial_builds import PartialBuilds, fits_a_build, partial_builds, seen_ap
 from primary.synthetic import generate_builds
 from primary.vocab import (
     ABILITIES,
@@ -132,3 +133,24 @@ def test_bad_partial_builds_are_refused():
     with pytest.raises(ValueError, match="1..5"):
         partial_builds(builds, Vocab.canonical(), WeaponVocab.from_game_ids(builds.weapons),
                        instances=0)
+
+
+def test_what_a_partial_build_shows_fits_a_legal_build(drawn):
+    _, part = drawn
+    assert fits_a_build(part.ap).all()  # drawn from legal builds
+    ap = np.zeros((4, len(ABILITIES)), np.int64)
+    ap[0, ABILITY_INDEX["swim_speed_up"]] = 51
+    ap[0, ABILITY_INDEX["quick_respawn"]] = 29  # 80 AP: too much
+    ap[1, ABILITY_INDEX["ninja_squid"]] = ap[1, ABILITY_INDEX["haunt"]] = 10  # one piece
+    ap[2, ABILITY_INDEX["swim_speed_up"]] = 21  # 7 subs, or a main and 4 subs ...
+    ap[2, ABILITY_INDEX["quick_respawn"]] = 29  # ... beside 2 mains and 3 subs: fits
+    ap[3, ABILITY_INDEX["swim_speed_up"]] = 38  # 3 mains and 3 subs ...
+    ap[3, ABILITY_INDEX["stealth_jump"]] = 10  # ... but the shoes' main is taken
+    ap[3, ABILITY_INDEX["ink_saver_sub"]] = 21  # and 7 more subs: no
+    assert fits_a_build(ap).tolist() == [False, False, True, False]
+    # Every legal AP fits (it is its own build); random shown AP at least as often.
+    rng = np.random.default_rng(0)
+    shown = np.zeros((3000, len(ABILITIES)), np.int64)
+    shown[:, 12:] = rng.choice([0, 3, 6, 12, 15, 21, 29], size=(3000, 14),
+                               p=[.7, .1, .08, .05, .03, .02, .02])
+    assert (fits_a_build(shown) >= legal(shown)).all()
