@@ -28,6 +28,7 @@ All functions are vectorised over the rows of a :class:`~primary.builds.BuildSet
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 
 import numpy as np
 
@@ -218,10 +219,16 @@ def _rung_range(threshold: int, *, below: bool) -> tuple[int, int]:
 
 def _weapon_table(pool: Sequence[int] | None):
     """``(game_ids (W,), attributes {kind: (W,) object})`` of the pool's known weapons."""
+    return _weapon_table_of(None if pool is None else tuple(sorted({int(g) for g in pool})))
+
+
+@lru_cache(maxsize=8)
+def _weapon_table_of(pool: tuple[int, ...] | None):
+    # Built once per pool: every distinct conjunction of a causal check asks for it.
     known = {w.game_id for w in WEAPONS}
-    ids = np.array(sorted(known if pool is None else {int(g) for g in pool} & known), np.int64)
-    attrs = {k: np.array([weapon_attribute_table(k)[int(g)] for g in ids], object)
-             for k in WEAPON_KINDS}
+    ids = np.array(sorted(known if pool is None else set(pool) & known), np.int64)
+    tables = {k: weapon_attribute_table(k) for k in WEAPON_KINDS}
+    attrs = {k: np.array([tables[k][int(g)] for g in ids], object) for k in WEAPON_KINDS}
     return ids, attrs
 
 

@@ -19,7 +19,8 @@ Per feature, on the FIT rows:
   first misses, kept only when the OR gains ``or_min_gain`` F1 on the fit rows and the
   second conjunction adds at least ``min_support`` true positives;
 - where that rule is broader than the feature (fit precision below ``broad_ratio`` times
-  fit recall: it holds on many inputs where the feature is silent), the conjunction that
+  fit recall: it holds on many inputs where the feature is silent) and the feature has
+  ``min_level_positives`` positives on the search rows, the conjunction that
   restores precision: the first conjunction extended one condition at a time (up to
   ``max_terms``), each step the extension of best F1 among those that raise precision,
   until precision is at least ``broad_ratio`` times recall; it replaces the shorter rule
@@ -464,8 +465,9 @@ def _restore_precision(table: ConditionTable, a_fit: np.ndarray, conjs: np.ndarr
     tp, pred = (rule & act_t).sum(1).astype(np.float64), rule.sum(1).astype(np.float64)
     precision = np.where(pred > 0, tp / np.maximum(pred, 1), 0.0)
     recall = np.where(pos > 0, tp / np.maximum(pos, 1), 0.0)
+    # Only rules with positives enough to tell (as for levels above "active").
     todo = np.flatnonzero((precision < cfg.broad_ratio * recall) & (conjs[:, 0, -1] < 0)
-                          & (conjs[:, 0, 0] >= 0))
+                          & (conjs[:, 0, 0] >= 0) & (pos >= cfg.min_level_positives))
     if not len(todo):
         return conjs, fit_f1, restored
     trial = conjs[todo].copy()
@@ -710,11 +712,13 @@ def percent(x: float) -> str:
 
 
 def sentence(rule: Sequence[Sequence[int]], texts: Sequence[str], f1: float,
-             frequency: float, *, level: float | None = None) -> str:
+             frequency: float, *, level: float | None = None, on: str | None = None) -> str:
     """``"Ninja Squid and Swim Speed Up ≥15 (F1 0.93, fires 11%)"``; with an activity
-    ``level``: ``"... (F1 0.93 at activation ≥ 1.6, fires 11%)"``."""
+    ``level``: ``"... (F1 0.93 at activation ≥ 1.6, fires 11%)"``; with the inputs it
+    was read ``on``: ``"... (on partial builds, F1 0.93, fires 11%)"``."""
     at = "" if level is None else f" at activation ≥ {level:.2g}"
-    return f"{rule_text(rule, texts)} (F1 {f1:.2f}{at}, fires {percent(frequency)})"
+    where = "" if on is None else f"{on}, "
+    return f"{rule_text(rule, texts)} ({where}F1 {f1:.2f}{at}, fires {percent(frequency)})"
 
 
 __all__ = ["ActiveMatrix", "ExplainConfig", "Explanations", "as_active_matrix",
