@@ -232,6 +232,9 @@ def test_the_printed_explanations_line_is_rounded():
     assert explanations_line(none) == (
         "explanations: 22 features with held-out F1 >= 0.5, causal agreement n/a (no explained "
         "feature checked), median F1 in the window n/a (no feature in the window)")
+    shared = {**summary, "explained_share": 22 / 30, "nondead": 30}
+    assert explanations_line(shared).startswith(
+        "explanations: 22 features with held-out F1 >= 0.5 (73.3% of the 30 that fire), causal")
 
 
 def test_too_few_builds_give_an_empty_document(setup):
