@@ -24,10 +24,16 @@ kind            one condition per                   name                  text
 tokens_at_most  count (0, 1, 2, 3, 4, 6, 8)         ``tokens<=2``         ≤2 tokens
 tokens_at_least count (2, 3, 4, 6, 8, 10, 12)       ``tokens>=6``         ≥6 tokens
 open_main       gear piece                          ``open_main:head``    head main open
+shown_from      standard ability, rung above the    ``a:from>=21``        A shown only ≥21
+                first
 ==============  ==================================  ====================  ================
 
 ``tokens<=0`` is the empty input (``no tokens``). A piece's main is open when none of
-the main-only abilities that piece holds is seen (the slot may still take one).
+the main-only abilities that piece holds is seen (the slot may still take one). An ability
+is *shown only from* a rung when the partial build holds some of its tokens and none below
+that rung: a full build's tokens start at the first rung, so its lower rungs are what the
+model must fill in (``a`` stands for the ability's name: ``swim_speed_up:from>=21``,
+"Swim Speed Up shown only ≥21").
 
 An ability condition holds when the build has at least the rung's AP (``ap >= t``), which
 is exactly when the rung's token is in the build's tokens. An ``absent`` condition holds
@@ -62,7 +68,7 @@ from primary.weapons import WEAPON_CLASSES, WEAPONS
 
 ABILITY_KINDS = ("ability", "main_only", "absent")
 WEAPON_KINDS = ("weapon", "class", "sub", "special")
-PARTIAL_KINDS = ("tokens_at_most", "tokens_at_least", "open_main")
+PARTIAL_KINDS = ("tokens_at_most", "tokens_at_least", "open_main", "shown_from")
 KINDS = ABILITY_KINDS + WEAPON_KINDS + PARTIAL_KINDS
 # Token counts the partial builds' conditions test, strictest first (ties go to it).
 TOKENS_AT_MOST = (0, 1, 2, 3, 4, 6, 8)
@@ -94,6 +100,8 @@ class Condition:
             return f"ability:{self.ability}"
         if self.kind in ("tokens_at_most", "tokens_at_least"):
             return self.kind
+        if self.kind == "shown_from":
+            return f"shown_from:{self.ability}"
         return self.name
 
     @property
@@ -129,6 +137,10 @@ def _partial_conditions() -> tuple[Condition, ...]:
             for k in TOKENS_AT_LEAST]
     out += [Condition(f"open_main:{p}", "open_main", f"{p} main open", value=p)
             for p in GEAR_PIECES if MAIN_ONLY_BY_PIECE[p]]
+    for a in STANDARD_ABILITIES:
+        for t in reversed(AP_THRESHOLDS[1:]):  # highest rung first, as in the catalogue
+            out.append(Condition(f"{a}:from>={t}", "shown_from",
+                                 f"{ability_text(a)} shown only ≥{t}", a, t))
     return tuple(out)
 
 
@@ -182,6 +194,21 @@ def token_counts(builds) -> np.ndarray:
                       ap_to_token_multihot(np.asarray(builds.ap)).sum(1))
 
 
+def lowest_rungs(builds) -> np.ndarray:
+    """``(n, 26)``: per ability the lowest rung among the build's tokens (0 without one; a
+    main-only ability's AP). A full build's (its tokens are the rungs its AP reaches) start
+    at the first rung; a partial build's need not."""
+    ap = np.asarray(builds.ap)
+    # A partial build's token set is an array; a BuildSet's ``tokens`` is a method.
+    tokens = getattr(builds, "tokens", None)
+    tokens = np.asarray(tokens if isinstance(tokens, np.ndarray)
+                        else ap_to_token_multihot(ap), bool)
+    n_main = len(MAIN_ONLY_ABILITIES)
+    rungs = tokens[:, n_main:].reshape(len(tokens), len(STANDARD_ABILITIES), len(AP_THRESHOLDS))
+    lowest = np.where(rungs.any(-1), np.asarray(AP_THRESHOLDS)[rungs.argmax(-1)], 0)
+    return np.concatenate([ap[:, :n_main], lowest], axis=1)
+
+
 def condition_matrix(builds, conditions=CATALOGUE) -> np.ndarray:
     """``(n, K)`` bool: does build ``i`` meet condition ``k``? ``builds`` is a
     :class:`~primary.builds.BuildSet` (or anything with ``weapons (n,)`` and ``ap (n, 26)``),
@@ -190,7 +217,7 @@ def condition_matrix(builds, conditions=CATALOGUE) -> np.ndarray:
     n = len(ap)
     out = np.zeros((n, len(conditions)), bool)
     weapon_cols = []
-    counts = None
+    counts = lowest = None
     for j, c in enumerate(conditions):
         if c.kind == "ability":
             out[:, j] = ap[:, ABILITY_INDEX[c.ability]] >= c.threshold
@@ -205,6 +232,9 @@ def condition_matrix(builds, conditions=CATALOGUE) -> np.ndarray:
         elif c.kind == "open_main":
             cols = [ABILITY_INDEX[a] for a in MAIN_ONLY_BY_PIECE[c.value]]
             out[:, j] = (ap[:, cols] == 0).all(1)
+        elif c.kind == "shown_from":
+            lowest = lowest_rungs(builds) if lowest is None else lowest
+            out[:, j] = lowest[:, ABILITY_INDEX[c.ability]] >= c.threshold
         elif c.kind in WEAPON_KINDS:
             weapon_cols.append(j)
         else:
@@ -228,5 +258,5 @@ def families(conditions=CATALOGUE) -> np.ndarray:
 
 __all__ = ["ABILITY_KINDS", "CATALOGUE", "CONDITION_INDEX", "Condition", "KINDS",
            "PARTIAL_CATALOGUE", "PARTIAL_CONDITIONS", "PARTIAL_KINDS", "WEAPON_KINDS",
-           "ability_text", "condition_by_name", "condition_matrix", "families", "occurring",
-           "token_counts", "weapon_attribute_table"]
+           "ability_text", "condition_by_name", "condition_matrix", "families",
+           "lowest_rungs", "occurring", "token_counts", "weapon_attribute_table"]

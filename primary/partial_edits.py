@@ -80,7 +80,7 @@ def _named_columns(conj: np.ndarray, conditions) -> np.ndarray:
     out = np.zeros((len(conj), len(ABILITY_TOKENS)), bool)
     for k in np.unique(conj[conj >= 0]):
         c = conditions[k]
-        if c.kind in ABILITY_KINDS:
+        if c.kind in ABILITY_KINDS or c.kind == "shown_from":
             rows = (conj == k).any(1)
             out[np.ix_(rows, token_columns(c.ability))] = True
         elif c.kind == "open_main":
@@ -107,6 +107,15 @@ def _set_tokens(tokens: np.ndarray, c: Condition, rows: np.ndarray, add: bool) -
                 tokens[np.ix_(rows, [token_columns(a)[0] for a in rivals])] = False
         else:
             tokens[np.ix_(rows, cols)] = False
+    elif c.kind == "shown_from":
+        cols = token_columns(c.ability)
+        at = AP_THRESHOLDS.index(c.threshold)
+        if add:  # the rungs below go; the rung itself comes in where none above is shown
+            tokens[np.ix_(rows, cols[:at])] = False
+            bare = rows[~tokens[np.ix_(rows, cols[at:])].any(1)]
+            tokens[bare, cols[at]] = True
+        else:  # its first rung shown as well
+            tokens[rows, cols[0]] = True
     elif c.kind == "open_main":
         cols = [token_columns(a)[0] for a in MAIN_ONLY_BY_PIECE[c.value]]
         if add:

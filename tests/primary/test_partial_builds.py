@@ -97,6 +97,11 @@ def test_partial_conditions_read_what_a_partial_build_shows():
     assert meets("weapon:2010") == [True, True, True]
     assert condition_by_name("tokens<=0").text == "no tokens"
     assert condition_by_name("tokens>=6").text == "≥6 tokens"
+    # Shown only from a rung: some token of the ability, none below the rung.
+    assert meets("swim_speed_up:from>=29") == [True, False, False]
+    assert meets("swim_speed_up:from>=38") == [False, False, False]
+    assert meets("ink_saver_sub:from>=6") == [False, False, False]  # its first rung is there
+    assert condition_by_name("swim_speed_up:from>=21").text == "Swim Speed Up shown only ≥21"
 
 
 def test_partial_conditions_on_full_builds_count_their_tokens():
@@ -106,6 +111,8 @@ def test_partial_conditions_on_full_builds_count_their_tokens():
     m = condition_matrix(BuildSet(builds.weapons, ap), PARTIAL_CATALOGUE)[0]
     assert m[PARTIAL_CATALOGUE.index(condition_by_name("tokens>=3"))]
     assert not m[PARTIAL_CATALOGUE.index(condition_by_name("tokens>=4"))]
+    # A full build shows every rung up to its AP: never only from a higher one.
+    assert not m[[k for k, c in enumerate(PARTIAL_CATALOGUE) if c.kind == "shown_from"]].any()
 
 
 def test_partial_catalogue_extends_the_catalogue_with_count_families():
@@ -118,6 +125,11 @@ def test_partial_catalogue_extends_the_catalogue_with_count_families():
     assert len(set(fam[at_most].tolist())) == 1 and len(set(fam[at_least].tolist())) == 1
     assert fam[at_most[0]] != fam[at_least[0]]
     assert len(set(fam[opens].tolist())) == len(opens) == 3
+    # One family per ability for "shown only from", apart from the ability's rungs.
+    shown = [c for c in PARTIAL_CATALOGUE if c.kind == "shown_from"]
+    assert len({c.family for c in shown}) == 14 and len(shown) == 14 * 8
+    assert condition_by_name("swim_speed_up:from>=21").family != condition_by_name(
+        "swim_speed_up>=21").family
     # Strictest count first, so that ties go to it.
     assert [PARTIAL_CATALOGUE[k].threshold for k in at_most] == sorted(
         PARTIAL_CATALOGUE[k].threshold for k in at_most)

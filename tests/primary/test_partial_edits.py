@@ -18,7 +18,7 @@ def partial():
 
 
 NAMES = ["swim_speed_up>=15", "ninja_squid", "no:quick_respawn", "open_main:head",
-         "tokens<=2", "tokens>=6", "class:shooter"]
+         "tokens<=2", "tokens>=6", "class:shooter", "quick_super_jump:from>=12"]
 
 
 @pytest.mark.parametrize("name", NAMES)
