@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 import jax
@@ -97,7 +97,10 @@ ABSENT_COST = 0.02
 # share of its rate on partial builds; otherwise on full builds (where concepts are defined).
 FULL_SHARE = 0.5
 # Partial builds drawn per explanation build (and empty inputs in proportion).
-PARTIAL_INSTANCES = 1
+PARTIAL_INSTANCES = 2
+# The rule search on partial builds reads up to this many fit rows (the full builds' search
+# samples fewer): most features explained there fire on well under 1% of partial builds.
+PARTIAL_MAX_FIT_ROWS = 20_000
 # A non-dead feature active on fewer held-out rows of its distribution than this is too
 # rare for its held-out F1 to say much (the summary counts these).
 MIN_HELDOUT_ACTIVE = 10
@@ -519,7 +522,9 @@ def compute_explanations(primary, vocab, weapon_vocab, sae, builds, pooled: np.n
         # Only the features explained on partial builds are searched there, and of those
         # only the ones active often enough for a held-out score to mean something.
         searched = on_partial & (activity[3] >= MIN_HELDOUT_ACTIVE)
-        readings.append(_read("partial", shared.partial, sae, activity, explain_config,
+        partial_config = replace(explain_config, max_fit_rows=max(
+            explain_config.max_fit_rows, PARTIAL_MAX_FIT_ROWS))
+        readings.append(_read("partial", shared.partial, sae, activity, partial_config,
                               progress, features=np.flatnonzero(searched)))
     t_rules = time.perf_counter() - t0
     choice = np.where(on_partial, len(readings) - 1, 0)  # index into readings per feature
@@ -603,7 +608,7 @@ def explanation_summary(readings: list[_Reading], choice: np.ndarray, causal: li
     agrees = np.stack([c["agrees"] for c in causal])[choice, cols]
     checked = explained & ~np.isnan(agrees)
     window = window_mask(frequency)
-    full = readings[0]
+    full, own = readings[0], readings[-1]
     full_window = window_mask(full.frequency)
     broader = pick(lambda r: broader_than_feature(r.ex.precision, r.ex.recall)) & has_rule
     by = {r.name: {"features": int((choice == i).sum()),
@@ -621,6 +626,10 @@ def explanation_summary(readings: list[_Reading], choice: np.ndarray, causal: li
         "explained": int(explained.sum()), "explained_f1": EXPLAINED_F1,
         "nondead": int(nondead.sum()),
         "explained_share": float(explained.sum() / nondead.sum()) if nondead.any() else None,
+        # Where most features are rare, the share of the activations they carry says more
+        # about how much of the SAE's work is explained (the last inputs: the SAE's own).
+        "explained_activity_share": float(own.total[explained].sum() / own.total.sum())
+        if own.total.sum() > 0 else None,
         "too_rare": int(rare.sum()), "min_heldout_active": MIN_HELDOUT_ACTIVE,
         "explained_on_full": int(((full.ex.f1 >= EXPLAINED_F1)
                                   & (full.ex.conjunctions[:, 0] >= 0).any(1)).sum()),

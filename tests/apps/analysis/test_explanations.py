@@ -78,6 +78,12 @@ def test_document_schema(setup):
             "explained_share", "nondead", "by_distribution", "too_rare"} <= set(summary)
     assert summary["ground_truth"] is None
     assert summary["explained_share"] == pytest.approx(summary["explained"] / summary["nondead"])
+    # The activations on partial builds that explained features carry, of all of them.
+    on = [e["frequency_partial"] for e in doc["features"].values()]
+    carried = [e["frequency_partial"] for e in doc["features"].values()
+               if e["rule"] and e["f1"] >= summary["explained_f1"]]
+    assert summary["explained_activity_share"] == pytest.approx(sum(carried) / sum(on))
+    assert 0 < summary["explained_activity_share"] < 1
     assert sum(d["features"] for d in summary["by_distribution"].values()) == s.sae.hidden_dim
     part = doc["partial_builds"]
     assert part["fit_rows"] + part["heldout_rows"] == part["rows"] and part["empty_inputs"] > 0
