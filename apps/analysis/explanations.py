@@ -82,6 +82,8 @@ CURVE_BUILDS = 128  # sample of held-out builds for the rung curves
 MIN_BUILDS = 4  # fewer cannot be split into fit and held-out rows worth scoring
 TOP_CLASSES = 5
 TOP_WEAPONS = 5
+# Distinct partial builds listed per feature explained on them, strongest first.
+TOP_PARTIAL_EXAMPLES = 5
 MIN_WEAPON_SUPPORT = 5
 ACT_BATCH = 1024  # a multiple of 8: packed batches concatenate row for row
 # Activity levels besides "active": these fractions of each feature's largest activation.
@@ -342,6 +344,46 @@ def _activity(rows, sae, chunk: int):
     return levels, thresholds, total, held_active
 
 
+@partial(jax.jit, static_argnames=("spec", "k"))
+def _top_rows_jit(params, x, valid, *, spec, k):
+    """``(values (F, k), rows (F, k))``: each feature's ``k`` largest activations in the batch."""
+    h = jnp.where(valid[:, None], encode(params, x, spec)[1], -jnp.inf)
+    return jax.lax.top_k(h.T, k)
+
+
+def top_partial_examples(sae, rows: PartialRows, features: np.ndarray,
+                         k: int = TOP_PARTIAL_EXAMPLES) -> dict[int, list[dict]]:
+    """``{feature: [{"activation", "weapon", "game_id", "tokens"}, ...]}``: each of
+    ``features``' ``k`` strongest distinct partial builds (an input drawn twice, such as the
+    empty input of one weapon, is listed once), active ones only."""
+    features = np.asarray(features, np.int64)
+    if not len(features):
+        return {}
+    part = rows.builds
+    key = np.concatenate([np.asarray(part.weapons, np.int64)[:, None],
+                          np.packbits(part.tokens, axis=1).astype(np.int64)], axis=1)
+    _, first = np.unique(key, axis=0, return_index=True)
+    pooled = rows.pooled[first]
+    params, spec = sae.params(), sae.config.encoder
+    k = min(k, len(first))
+    size = max(8, min(ACT_BATCH, -(-len(first) // 8) * 8))
+    best_v = np.full((sae.hidden_dim, 0), -np.inf, np.float32)
+    best_r = np.zeros((sae.hidden_dim, 0), np.int64)
+    for start, (x, valid, _) in zip(range(0, len(first), size), _padded_batches(pooled, size)):
+        v, r = _top_rows_jit(params, x, valid, spec=spec, k=min(k, size))
+        best_v = np.concatenate([best_v, np.asarray(v)], axis=1)
+        best_r = np.concatenate([best_r, np.asarray(r) + start], axis=1)
+        keep = np.argsort(-best_v, axis=1, kind="stable")[:, :k]
+        best_v = np.take_along_axis(best_v, keep, 1)
+        best_r = np.take_along_axis(best_r, keep, 1)
+    out = {}
+    for f in features:
+        out[int(f)] = [{"activation": float(v), "weapon": weapon_name(int(part.weapons[row])),
+                        "game_id": int(part.weapons[row]), "tokens": part.token_names(row)}
+                       for v, row in zip(best_v[f], first[best_r[f]]) if v > ACTIVE_THRESHOLD]
+    return out
+
+
 def _widened(ex: Explanations, features: np.ndarray, num_f: int) -> Explanations:
     """``ex`` of ``features`` spread over all ``num_f`` features (the others: no rule)."""
     out = {}
@@ -533,6 +575,8 @@ def compute_explanations(primary, vocab, weapon_vocab, sae, builds, pooled: np.n
     t_causal = time.perf_counter() - t0 - t_rules
 
     breakdowns = [_breakdowns(r, explain_config.feature_chunk) for r in readings]
+    top_partial = {} if shared.partial is None else top_partial_examples(
+        sae, shared.partial, np.flatnonzero(on_partial))
     curve_features = sorted({int(f) for f in curve_features})
     curves = {}
     if curve_features:
@@ -565,6 +609,8 @@ def compute_explanations(primary, vocab, weapon_vocab, sae, builds, pooled: np.n
                                     w_support, [weapon_name(int(g)) for g in game_ids],
                                     TOP_WEAPONS, MIN_WEAPON_SUPPORT, "weapon",
                                     [{"game_id": int(g)} for g in game_ids])
+        if f in top_partial:
+            entry["top_partial"] = top_partial[f]
         if f in curves:
             entry["rung_curves"] = curves[f]
         features[str(f)] = entry

@@ -94,6 +94,15 @@ def test_document_schema(setup):
     assert set(zero["by_distribution"]) == {"full", "partial"}
     assert zero["by_distribution"]["partial"]["rule"] == zero["rule"]
     assert zero["causal"]["add"]["n"] + zero["causal"]["remove"]["n"] > 0
+    # Its strongest partial builds, distinct and strongest first: the empty input of a
+    # weapon (the feature reads what sets it apart from full builds).
+    top = zero["top_partial"]
+    assert 0 < len(top) <= 5 and [t["activation"] for t in top] == sorted(
+        (t["activation"] for t in top), reverse=True)
+    assert len({(t["game_id"], tuple(t["tokens"])) for t in top}) == len(top)
+    assert top[0]["tokens"] == [] and top[0]["activation"] > 0.01
+    assert all("top_partial" not in e for e in doc["features"].values()
+               if e["distribution"] == "full")
     assert sorted(doc["features"], key=int) == [str(f) for f in range(s.sae.hidden_dim)]
     with_rule = 0
     for f, e in doc["features"].items():

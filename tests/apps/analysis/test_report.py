@@ -638,7 +638,11 @@ def test_a_card_read_on_partial_builds_says_so_and_shows_a_broader_rule(setup):
     features[str(first)].update(
         distribution="partial", frequency_partial=0.2, frequency_full=0.01, precision=0.3,
         recall=0.9, broader=True, restored=False,
-        by_distribution={"partial": {}, "full": full_rule})
+        by_distribution={"partial": {}, "full": full_rule},
+        top_partial=[{"activation": 0.75, "weapon": "Splat Charger", "game_id": 2010,
+                      "tokens": ["swim_speed_up_21"]},
+                     {"activation": 0.5, "weapon": "Splat Charger", "game_id": 2010,
+                      "tokens": []}])
     features[str(second)].update(distribution="full", broader=False, restored=True,
                                  frequency_partial=0.1, frequency_full=0.1)
     doc["explanations"]["summary"].update(
@@ -650,9 +654,13 @@ def test_a_card_read_on_partial_builds_says_so_and_shows_a_broader_rule(setup):
         in card
     assert "precision 0.30 · recall 0.90" in card and "broader than the feature" in card
     assert "on full builds: Full rule 0 (precision 0.80, recall 0.70, F1 0.75)" in card
+    assert "Top activating partial builds" in card
+    # Cells run together in the plain text: activation, weapon, tokens (none: empty input).
+    assert "0.750Splat ChargerSwim Speed Up ≥21" in card and "0.500Splat Chargernone" in card
     other = _plain(_script_args(files[f"cards/f{second}.js"], "reportCard")[1])
     assert "read on full builds" in other and "broader than the feature" not in other
     assert "precision restored by a longer conjunction" in other
+    assert "Top activating partial builds" not in other
     summary = _plain(files["index.html"].split('class="summary"')[1].split("</p>")[0])
     assert ("3 of the 4 features that fire (75%) have a rule of held-out F1 ≥ 0.5 on the "
             "builds they fire on (1 read on partial builds") in summary
