@@ -662,8 +662,8 @@ def test_a_card_read_on_partial_builds_says_so_and_shows_a_broader_rule(setup):
     assert "precision restored by a longer conjunction" in other
     assert "Top activating partial builds" not in other
     summary = _plain(files["index.html"].split('class="summary"')[1].split("</p>")[0])
-    assert ("3 of the 4 features that fire (75%) have a rule of held-out F1 ≥ 0.5 on the "
-            "builds they fire on (1 read on partial builds") in summary
+    assert ("of the explained features. 3 of the 4 features that fire (75%) have a rule of "
+            "held-out F1 ≥ 0.5 on the builds they fire on (1 read on partial builds") in summary
     assert "1 of those rules are broader than their feature" in summary
     detector = doc["concepts"]["rows"][0]["feature"]
     features[str(detector)] = dict(features[str(first)], rule_text="Partial rule")
