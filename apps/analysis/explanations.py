@@ -2,27 +2,35 @@
 
 For the analysis builds of a run (``apps.analysis.pipeline``), topped up with fresh builds from
 the same synthetic world where the builds come from one (:data:`MIN_EXPLAIN_BUILDS`; real
-data cannot be topped up): the condition matrix of the builds
+data cannot be topped up), and for the partial builds drawn from them as primary training
+draws the SAE's inputs (:class:`PartialRows`): the condition matrix of each kind of input
 (:mod:`primary.conditions`), which features are active (``sae_jax.activity``), a seeded
-fit / held-out split, then
+fit / held-out split, then, each feature on the inputs it fires on
+(:func:`explained_on_partial`; the other kind's rule kept beside it)
 
-- per feature a rule, its held-out precision / recall / F1 and the top lifts
-  (:mod:`sae_jax.rule_search`), read as a sentence;
-- the causal check of the rule's first conjunction on held-out builds
+- per feature a rule, its held-out precision / recall / F1 (and whether the rule is broader
+  than the feature) and the top lifts (:mod:`sae_jax.rule_search`), read as a sentence
+  that names the inputs;
+- the causal check of the rule's first conjunction on held-out inputs of that kind
   (:mod:`bridge.causal`);
 - which weapon classes and weapons it fires on, against its base rate;
+- for a feature explained on partial builds, its strongest distinct partial builds;
 - for the features the report shows, AP-rung response curves per ability.
 
 Written to ``workdir/explanations.json`` (schema version 1, below) and put in the report
 document. Nothing here reads the planted concepts except :func:`ground_truth_check`, which
-compares the finished explanations with them.
+compares the finished explanations (on full builds) with them.
 
 Schema: ``{"version", "num_builds", "fresh_builds", "fit_rows", "heldout_rows", "search_rows",
-"num_conditions", "summary": {"median_f1_window", "window_features", "explained",
-"explained_f1", "causal_agreement", "causal_checked", "ground_truth"}, "features": {"<id>":
-{"rule", "rule_text", "sentence", "precision", "recall", "f1", "fit_f1", "frequency",
-"rule_frequency", "lifts", "causal", "classes", "weapons", "rung_curves" (shown features
-only)}}}``.
+"num_conditions", "partial_builds": {"rows", "fit_rows", "heldout_rows", "num_conditions",
+"empty_inputs"} (null: full builds only), "summary": {"median_f1_window",
+"window_features", "explained", "explained_f1", "explained_share", "nondead",
+"explained_activity_share", "by_distribution", "broader", "restored", "too_rare",
+"causal_agreement", "causal_checked", "ground_truth", ...}, "features": {"<id>": {"rule",
+"rule_text", "sentence", "distribution", "frequency_full", "frequency_partial",
+"by_distribution", "precision", "recall", "f1", "fit_f1", "broader", "restored",
+"frequency", "rule_frequency", "lifts", "causal", "classes", "weapons", "top_partial"
+(features explained on partial builds), "rung_curves" (shown features only)}}}``.
 """
 
 from __future__ import annotations
