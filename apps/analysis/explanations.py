@@ -108,6 +108,9 @@ ABSENT_COST = 0.02
 FULL_SHARE = 0.5
 # Partial builds drawn per explanation build (and empty inputs in proportion).
 PARTIAL_INSTANCES = 2
+# Partial builds are drawn from at most this many explanation builds (two each, plus empty
+# inputs): they bound the rows, and with them the memory of a wide SAE's activity on them.
+PARTIAL_MAX_BUILDS = 20_000
 # The rule search on partial builds reads up to this many fit rows (the full builds' search
 # samples fewer): most features explained there fire on well under 1% of partial builds.
 PARTIAL_MAX_FIT_ROWS = 20_000
@@ -230,14 +233,22 @@ class PartialRows:
 
 def partial_rows(primary, vocab, weapon_vocab, builds: BuildSet, fit: np.ndarray, *,
                  seed: int, batch_size: int) -> PartialRows:
-    """:class:`PartialRows` drawn from ``builds`` (whose fit rows are ``fit``)."""
+    """:class:`PartialRows` drawn from ``builds`` (whose fit rows are ``fit``), from a
+    seeded sample of :data:`PARTIAL_MAX_BUILDS` of them where there are more."""
+    on_fit = np.zeros(len(builds), bool)
+    on_fit[fit] = True
+    source = np.arange(len(builds))
+    if len(builds) > PARTIAL_MAX_BUILDS:
+        source = np.sort(np.random.default_rng([int(seed), 0x9A]).choice(
+            len(builds), PARTIAL_MAX_BUILDS, replace=False))
+        builds = builds.subset(source)
     part = partial_builds(builds, vocab, weapon_vocab, instances=PARTIAL_INSTANCES, seed=seed)
+    # Rows name the explanation build they come from.
+    part = PartialBuilds(part.weapons, part.tokens, source[part.build_index])
     pooled = pooled_of_partial_builds(primary, part, vocab, weapon_vocab,
                                       batch_size=batch_size)
     cond_all = condition_matrix(part, PARTIAL_CATALOGUE)
     keep = occurring(cond_all)
-    on_fit = np.zeros(len(builds), bool)
-    on_fit[fit] = True
     rows_fit = on_fit[part.build_index]
     return PartialRows(part, pooled, [PARTIAL_CATALOGUE[k] for k in keep], cond_all[:, keep],
                        np.flatnonzero(rows_fit), np.flatnonzero(~rows_fit))

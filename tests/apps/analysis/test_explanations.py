@@ -134,6 +134,25 @@ def test_document_schema(setup):
     assert curve["ap"][0] == 0 and len(curve["ap"]) == len(curve["mean"])
 
 
+def test_partial_builds_come_from_at_most_the_cap_of_builds_on_their_side(setup,
+                                                                          monkeypatch):
+    from apps.analysis import explanations
+
+    s = setup
+    monkeypatch.setattr(explanations, "PARTIAL_MAX_BUILDS", 50)
+    fit = np.arange(0, len(s.builds), 2)
+    rows = explanations.partial_rows(s.primary, s.vocab, s.weapon_vocab, s.builds, fit,
+                                     seed=4, batch_size=64)
+    sources = np.unique(rows.builds.build_index)
+    assert len(sources) <= 50 and sources.max() >= 50  # a sample, not the first 50
+    # Two per build plus empty inputs in training's proportion (one in six rows).
+    assert len(rows.builds) == 2 * 50 + 20 and len(rows.pooled) == len(rows.builds)
+    # Each row on the side of the build it comes from; weapons follow their build.
+    assert (rows.builds.build_index[rows.fit] % 2 == 0).all()
+    assert (rows.builds.build_index[rows.held] % 2 == 1).all()
+    assert (rows.builds.weapons == s.builds.weapons[rows.builds.build_index]).all()
+
+
 def test_a_feature_is_explained_on_partial_builds_where_it_fires_mostly_there():
     full = np.array([0.2, 0.1, 0.0, 0.0, 0.04, 0.05])
     partial = np.array([0.1, 0.2, 0.3, 0.0, 0.1, 0.1])
