@@ -29,7 +29,7 @@ RUN_METRICS = ("fve", "mse", "l0", "dead_fraction", "dense_fraction", "loss_reco
                "kl_spliced", "logit_cosine", "top5_agreement", "shrinkage")
 # Columns of the table and keys averaged over seeds.
 SUMMARY_METRICS = RUN_METRICS + ("concepts_recovered", "concepts_with_pairs",
-                                  "mean_concept_f1", "explained",
+                                  "mean_concept_f1", "explained", "explained_share",
                                   "explanation_f1", "causal_agreement")
 FRONTIER = (("fve", "FVE"), ("concepts_recovered", "concepts recovered (F1 >= 0.8)"),
             ("loss_recovered", "loss recovered"),
@@ -96,6 +96,8 @@ def member_record(mdir: Path, cfg) -> dict:
         if (mdir / "explanations.json").exists() else {}
     explanation_summary = explanations.get("summary", {})
     rec["explained"] = explanation_summary.get("explained")
+    # Of the features that fire, each counted on the inputs it is explained on.
+    rec["explained_share"] = explanation_summary.get("explained_share")
     # How well rules explain the features depends on the recipe (README, "Explanations").
     rec["explanation_f1"] = explanation_summary.get("median_f1_window")
     rec["causal_agreement"] = explanation_summary.get("causal_agreement")
