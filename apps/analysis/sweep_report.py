@@ -5,8 +5,8 @@
 - ``sweep.json``: per member its settings and metrics (fve, l0, dead_fraction,
   loss_recovered, kl_spliced, concepts recovered by one feature and by one feature or a
   pair, explained features and their share, the median explanation F1 and causal
-  agreement, ...), and per
-  setting (a member's name less its seed) the mean and standard deviation over seeds;
+  agreement, ...), and per setting (a member's name less its seed) the mean and standard
+  deviation over seeds;
 - ``frontier.png``: FVE, concepts recovered (dashed: by one feature or a pair), loss
   recovered and the median explanation F1 (features firing on 1-30% of builds) against
   L0, each setting at its mean over seeds with error bars of one std, one line per
