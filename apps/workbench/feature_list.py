@@ -83,7 +83,7 @@ class FeatureTable:
                 self.f1[f] = e.get("f1", np.nan)
                 self.rule[f] = e.get("rule_text", "")
                 self.reading[f] = {k: e.get(k) for k in ("distribution", "precision", "recall",
-                                                         "broader")}
+                                                         "broader", "frequency_partial")}
         self.tokens = idx["top_tokens"].tolist()
         self.concept = [""] * self.num_features
         for r in (run.concepts() or {}).get("rows", []):
@@ -170,4 +170,7 @@ class FeatureTable:
                 "precision": self.reading[f].get("precision"),
                 "recall": self.reading[f].get("recall"),
                 "broader": bool(self.reading[f].get("broader")),
+                # The list's frequency counts full builds; a feature read on partial builds
+                # fires mostly there.
+                "frequency_partial": self.reading[f].get("frequency_partial"),
                 "tokens": self.tokens[f], "concept": self.concept[f]}

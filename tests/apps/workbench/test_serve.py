@@ -362,7 +362,8 @@ def test_list_and_page_show_where_a_rule_is_read_and_when_it_is_broader(served):
     listing = client.get("/?scope=all&sort=f1&limit=500").text
     row = listing[listing.index(f'href="/feature/{BROADER}"'):]
     row = row[:row.index("</tr>")]
-    assert ">partial<" in row and "0.30 / 0.90" in row and "broader" in row
+    assert ">partial <" in row and "(1.23%)" in row and "0.30 / 0.90" in row and "broader" in row
+    assert rows[BROADER]["frequency_partial"] == 0.0123
     assert "broader" not in listing[listing.index(f'href="/feature/{narrow}"'):].split(
         "</tr>")[0]
     page = " ".join(client.get(f"/feature/{BROADER}").text.split())

@@ -38,7 +38,7 @@ def make_run(directory: Path, *, explained: bool = True) -> Path:
         features = {str(f): explanation(t, 0.5 + 0.1 * i)
                     for i, (f, t) in enumerate(EXPLAINED.items())}
         features[str(BROADER)].update(distribution="partial", precision=0.3, recall=0.9,
-                                      broader=True)
+                                      broader=True, frequency_partial=0.0123)
         (directory / "explanations.json").write_text(json.dumps({
             "version": 1, "summary": {}, "features": features}))
     return directory
