@@ -319,6 +319,24 @@ def test_first_load_is_the_index_with_a_small_row_per_card(setup, tmp_path):
     assert len(render_report(long)) - len(render_report(doc)) <= 8  # the count in a summary
 
 
+def test_doc_carries_absorption_of_every_rung_and_each_page_its_roles(setup):
+    from apps.analysis.rung_absorption import rung_conditions
+    from sae_jax.absorption import absorption_roles
+
+    absorption = setup.doc["absorption"]
+    rungs = rung_conditions()
+    assert [r["concept"] for r in absorption["concepts"]] == [c.name for c in rungs]
+    assert [r["family"] for r in absorption["concepts"]] == [c.ability for c in rungs]
+    summary = absorption["summary"]
+    assert summary["measured"] + summary["few_builds"] + summary["weak_probe"] == len(rungs)
+    assert summary["measured"] > 0  # the commonest rungs have builds enough
+    for page in setup.doc["pages"]:
+        assert page["absorption"] == absorption_roles(absorption, page["id"])
+    text = render_report(setup.doc)
+    assert "Absorption on the AP rungs" in text
+    assert f"<b>{summary['measured']}</b> of {len(rungs)} rungs" in text
+
+
 def test_analyze_workdir_end_to_end(setup, tmp_path):
     """analyze() on a run directory: rebuilds the test split, writes concepts.json and
     the report, returns the concept summary."""
@@ -338,6 +356,10 @@ def test_analyze_workdir_end_to_end(setup, tmp_path):
     assert summary["total"] == len(builds.concept_names)
     assert {"concept", "feature", "sae_f1", "sae_auroc", "neuron", "neuron_f1",
             "neuron_sign"} <= set(concepts["rows"][0])
+    # The rungs' absorption is the run's own file, not copied into the report's pages.
+    absorption = RunDir(tmp_path).absorption()
+    assert len(absorption["concepts"]) == 126 and "summary" in absorption
+    assert "absorption" not in json.loads((tmp_path / "report" / "features.json").read_text())
     text = (tmp_path / "report" / "index.html").read_text()
     detectors = {r["feature"] for r in concepts["rows"]}
     detectors |= {f for r in concepts["rows"] if r["pair_better"] for f in r["pair_features"]}

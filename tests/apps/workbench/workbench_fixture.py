@@ -42,3 +42,11 @@ def make_run(directory: Path, *, explained: bool = True) -> Path:
         (directory / "explanations.json").write_text(json.dumps({
             "version": 1, "summary": {}, "features": features}))
     return directory
+
+
+def scores_apart(answer: dict) -> tuple[dict, list[float]]:
+    """A build-lab answer without its builds' scores, and the scores: a batched answer equals
+    the one-at-a-time one but for the last bits of those (see apps.workbench.lab)."""
+    scores = [answer[k]["score"] for k in ("build", "before") if k in answer]
+    return {k: (dict(v, score=None) if k in ("build", "before") else v)
+            for k, v in answer.items()}, scores
