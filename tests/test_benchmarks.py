@@ -188,7 +188,7 @@ def test_concept_probe_finds_a_linear_concept_and_not_noise():
 def test_run_summary_reads_a_run_and_averages_runs_of_one_label(tmp_path):
     from benchmarks.run_summary import parse_runs, summarise_groups, summarise_run
 
-    def run(name, fve, rates, f1s, median, matched):
+    def run(name, fve, rates, f1s, median, matched, share=None):
         d = tmp_path / name
         d.mkdir()
         (d / "metrics.json").write_text(json.dumps(
@@ -201,11 +201,13 @@ def test_run_summary_reads_a_run_and_averages_runs_of_one_label(tmp_path):
         (d / "explanations.json").write_text(json.dumps(
             {"features": feats, "summary": {
                 "median_f1_window": median, "window_features": 2, "causal_agreement": 1.0,
+                "explained_share": share, "explained_activity_share": share,
                 "ground_truth": {"share": matched / 2, "matched": matched, "checked": 2}}}))
         return d
 
     a = run("a", 0.98, [0.0, 0.005, 0.02, 0.2, 0.5], [0.0, 0.1, 0.6, 0.8, 0.9], 0.7, 2)
-    b = run("b", 0.96, [0.0005, 0.0005, 0.05, 0.1, 0.4], [0.2, 0.2, 0.4, 0.5, 0.6], 0.45, 1)
+    b = run("b", 0.96, [0.0005, 0.0005, 0.05, 0.1, 0.4], [0.2, 0.2, 0.4, 0.5, 0.6], 0.45, 1,
+            share=0.4)
     rows = [summarise_run(a), summarise_run(b)]
     assert rows[0]["features_by_rate"] == {"0%-0.1%": 1, "0.1%-1%": 1, "1%-30%": 2,
                                            "30%-100%": 1}
@@ -218,6 +220,9 @@ def test_run_summary_reads_a_run_and_averages_runs_of_one_label(tmp_path):
     assert groups["x"]["fve"]["mean"] == pytest.approx(0.97)
     assert groups["x"]["fve"]["std"] == pytest.approx(0.01)
     assert groups["x"]["ground_truth_share"]["mean"] == pytest.approx(0.75)
+    # A share only one run has (the other read full builds only) is that run's.
+    assert rows[0]["explained_share"] is None and rows[1]["explained_share"] == 0.4
+    assert groups["x"]["explained_share"] == {"mean": 0.4, "std": 0.0}
     assert parse_runs("p=d1,d2") == [("p", Path("d1")), ("d2", Path("d2"))]
     with pytest.raises(ValueError, match="no run directories"):
         parse_runs(",")

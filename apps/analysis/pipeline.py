@@ -441,7 +441,8 @@ def analysis_inputs(workdir, *, num_builds: int | None = None, explanations: boo
 
 def explanations_line(summary: dict) -> str:
     """The printed line on the explanations (``explanations.json``'s summary), rounded for
-    people: the agreement as a percentage of the features checked, F1 to 3 digits."""
+    people: the explained share and the agreement as percentages of the features that fire
+    and of those checked, F1 to 3 digits."""
     agreement, checked = summary["causal_agreement"], summary["causal_checked"]
     if agreement is None:
         causal = "causal agreement n/a (no explained feature checked)"
@@ -450,8 +451,10 @@ def explanations_line(summary: dict) -> str:
                   f"{checked} checked)")
     median = summary["median_f1_window"]
     window = "n/a (no feature in the window)" if median is None else f"{median:.3f}"
+    share, nondead = summary.get("explained_share"), summary.get("nondead")
+    of = "" if share is None else f" ({100 * share:.1f}% of the {nondead} that fire)"
     return (f"explanations: {summary['explained']} features with held-out F1 >= "
-            f"{summary['explained_f1']:g}, {causal}, median F1 in the window {window}")
+            f"{summary['explained_f1']:g}{of}, {causal}, median F1 in the window {window}")
 
 
 def absorption_line(summary: dict, seconds: float | None = None) -> str:

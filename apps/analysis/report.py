@@ -317,7 +317,10 @@ def _concept_rows(concepts: dict, explained: dict, ground_truth: dict | None) ->
     paired = matches((ground_truth or {}).get("pairs"))
 
     def text(f):
-        return (explained.get(str(f)) or {}).get("rule_text", "")
+        # A concept is defined on full builds: its row shows the rule read there (the one
+        # the ground-truth check judges), whichever inputs the feature's card is read on.
+        entry = explained.get(str(f)) or {}
+        return ((entry.get("by_distribution") or {}).get("full") or entry).get("rule_text", "")
 
     return [dict(r, explanation=text(r["feature"]), gt_match=single.get(r["concept"]),
                  pair_explanations=[text(f) for f in r.get("pair_features") or ()],

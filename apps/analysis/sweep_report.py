@@ -4,10 +4,10 @@
 
 - ``sweep.json``: per member its settings and metrics (fve, l0, dead_fraction,
   loss_recovered, kl_spliced, concepts recovered by one feature and by one feature or a
-  pair, explained features, the median explanation F1 and causal agreement, absorption
-  and splitting on the AP rungs, ...), per setting (a member's name less its seed) the
-  mean and standard deviation over seeds, and per architecture the same over all its
-  members;
+  pair, explained features and their share, the median explanation F1 and causal
+  agreement, absorption and splitting on the AP rungs, ...), per setting (a member's name
+  less its seed) the mean and standard deviation over seeds, and per architecture the same
+  over all its members;
 - ``frontier.png``: FVE, concepts recovered (dashed: by one feature or a pair), loss
   recovered and the median explanation F1 (features firing on 1-30% of builds) against
   L0, each setting at its mean over seeds with error bars of one std, one line per
@@ -32,7 +32,7 @@ RUN_METRICS = ("fve", "mse", "l0", "dead_fraction", "dense_fraction", "loss_reco
                "kl_spliced", "logit_cosine", "top5_agreement", "shrinkage")
 # Columns of the table and keys averaged over seeds.
 SUMMARY_METRICS = RUN_METRICS + ("concepts_recovered", "concepts_with_pairs",
-                                  "mean_concept_f1", "explained",
+                                  "mean_concept_f1", "explained", "explained_share",
                                   "explanation_f1", "causal_agreement",
                                   "absorption_fraction", "full_absorption", "rungs_split")
 FRONTIER = (("fve", "FVE"), ("concepts_recovered", "concepts recovered (F1 >= 0.8)"),
@@ -100,6 +100,8 @@ def member_record(mdir: Path, cfg) -> dict:
         if (mdir / "explanations.json").exists() else {}
     explanation_summary = explanations.get("summary", {})
     rec["explained"] = explanation_summary.get("explained")
+    # Of the features that fire, each counted on the inputs it is explained on.
+    rec["explained_share"] = explanation_summary.get("explained_share")
     # How well rules explain the features depends on the recipe (README, "Explanations").
     rec["explanation_f1"] = explanation_summary.get("median_f1_window")
     rec["causal_agreement"] = explanation_summary.get("causal_agreement")

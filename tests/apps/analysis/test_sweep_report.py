@@ -27,7 +27,7 @@ def _member(root, name, *, fve, l0, explanation_f1, causal, analyzed=True, with_
                          "recovered_with_pairs": with_pairs}}))
         (d / "explanations.json").write_text(json.dumps(
             {"summary": {"explained": 5, "median_f1_window": explanation_f1,
-                         "causal_agreement": causal}}))
+                         "causal_agreement": causal, "explained_share": 5 / (6 + with_pairs)}}))
         (d / "absorption.json").write_text(json.dumps(
             {"summary": {"measured": 40, "mean_absorption_fraction": absorbed,
                          "mean_full_absorption": absorbed / 2, "split_share": 0.25}}))
@@ -58,6 +58,9 @@ def test_members_explanation_f1_is_recorded_averaged_and_plotted(tmp_path):
     assert topk["concepts_recovered"]["mean"] == 3
     assert topk["concepts_with_pairs"]["mean"] == pytest.approx(3.5)
     assert settings["relu_l1"]["concepts_with_pairs"] is None
+    # The explained share of the features that fire, averaged as the others.
+    assert topk["explained_share"]["mean"] == pytest.approx((0.5 + 5 / 9) / 2)
+    assert settings["relu_l1"]["explained_share"] is None
     # Absorption on the AP rungs, per setting and per architecture over all its members.
     assert records[0]["absorption_fraction"] == 0.1 and records[0]["rungs_measured"] == 40
     assert records[2]["absorption_fraction"] is None

@@ -20,6 +20,7 @@ from sae_jax.feature_labels import read_labels
 from sae_jax.model import encode
 from tests.apps.workbench.workbench_fixture import (
     ANALYSIS_BUILDS,
+    BROADER,
     EXPLAINED,
     make_run,
     scores_apart,
@@ -434,6 +435,27 @@ def test_feature_page_shows_explanation_and_rung_curves(served):
     assert f"of {int(run.index()['num_builds']):,} analysis builds" in page
     other = client.get("/feature/1").text
     assert "No explanation for this feature" in other
+
+
+def test_list_and_page_show_where_a_rule_is_read_and_when_it_is_broader(served):
+    client, _, _ = served
+    rows = {r["id"]: r for r in client.get("/api/features?scope=all&limit=500").json()[
+        "features"]}
+    narrow = next(f for f in EXPLAINED if f != BROADER)
+    assert rows[BROADER]["distribution"] == "partial" and rows[BROADER]["broader"]
+    assert (rows[BROADER]["precision"], rows[BROADER]["recall"]) == (0.3, 0.9)
+    assert rows[narrow]["distribution"] == "full" and not rows[narrow]["broader"]
+    unexplained = next(f for f in rows if str(f) not in map(str, EXPLAINED))
+    assert rows[unexplained]["distribution"] is None and not rows[unexplained]["broader"]
+    listing = client.get("/?scope=all&sort=f1&limit=500").text
+    row = listing[listing.index(f'href="/feature/{BROADER}"'):]
+    row = row[:row.index("</tr>")]
+    assert ">partial <" in row and "(1.23%)" in row and "0.30 / 0.90" in row and "broader" in row
+    assert rows[BROADER]["frequency_partial"] == 0.0123
+    assert "broader" not in listing[listing.index(f'href="/feature/{narrow}"'):].split(
+        "</tr>")[0]
+    page = " ".join(client.get(f"/feature/{BROADER}").text.split())
+    assert "read on <b>partial builds</b>" in page and "broader than the feature" in page
 
 
 def test_index_is_saved_and_reused(served):
