@@ -64,7 +64,8 @@ def test_the_table_rounds_for_people(tmp_path):
     table = dr.render_table(results)
     for cell in ("| **0.651** vs 0.599 |", "| **0.923** |", "| 0.877 |", "| 7.0 of 64 |",
                  "| 12.5% |", "3,000 held-out", "| **5 / 9** |", "| 8 / 9 |",
-                 "| 21 of 64, carrying 95.2% of the activity |", "| **0.81** |", "over the 13 features",
+                 "| 21 of 64, carrying 95.2% of the activity |", "| **0.81** |",
+                 "over the 13 features",
                  "| 90.0% (18 of 20) |", "| 4 / 6 |",
                  "| 2 min 5 s (load average 1.25 at the start, 2.5 at the end) |",
                  "BatchTopK, k = 7",
