@@ -5,7 +5,9 @@
 
 Writes ``DIR/concepts.json`` (when the builds carry planted concepts),
 ``DIR/explanations.json`` and ``DIR/report/index.html``
-(:func:`apps.analysis.pipeline.analyze`).
+(:func:`apps.analysis.pipeline.analyze`). A run trained on activation files
+(``--activations``) gets the report alone, over its held-out rows (``--num_builds``: at
+most this many of them).
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ from runkit.run_dir import RunDir
 flags.DEFINE_string("workdir", None, "SAE run directory (holds run.json and sae/); required.")
 flags.DEFINE_integer("top_features", 64, "Top-ranked features given a full section in the "
                      "report.")
-flags.DEFINE_integer("num_builds", None, "Analyze at most this many held-out builds "
-                     "(default: the run's --eval_builds).")
+flags.DEFINE_integer("num_builds", None, "Analyze at most this many held-out builds, or rows "
+                     "of a run on activation files (default: the run's --eval_builds or "
+                     "--eval_rows).")
 flags.DEFINE_bool("explanations", True, "Compute explanations.json (the longest stage for a "
                   "large SAE; without it an earlier explanations.json is left as it is).")
 
@@ -42,7 +45,10 @@ def main(argv):
     run = RunDir(workdir)
     record = run.read_run()  # checked before any work: run.json, the SAE, the primary
     run.sae_config()
-    run.primary_dir(record)
+    if record.on_activations:
+        run.activations_path(record)
+    else:
+        run.primary_dir(record)
     if f.num_builds is not None and f.num_builds <= 0:
         raise ValueError(f"--num_builds must be positive, got {f.num_builds}")
     if f.top_features < 0:

@@ -2,6 +2,9 @@
 
     python -m apps.sweep --flagfile=configs/sweep_demo.flags --workdir=DIR [--primary_dir=...]
 
+``--activations=PATH`` trains the members on your own activations instead of a primary's
+(as ``sae_jax.train --activations`` does; it is a sweep-wide setting).
+
 The flags of ``sae_jax.train`` set the settings every member starts from (and the
 sweep-wide ones: data, buffer, loop; ``--seed`` is the shared batch order). The members:
 

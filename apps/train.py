@@ -1,17 +1,27 @@
-"""Train a sparse autoencoder on the primary model's pooled activations.
+"""Train a sparse autoencoder on the primary model's pooled activations, or on your own.
 
     python -m sae_jax.train --flagfile=configs/demo.flags --workdir=DIR [--primary_dir=...]
+    python -m sae_jax.train --activations=PATH --workdir=DIR [--architecture=topk ...]
 
+With ``--activations`` (a .npy or .safetensors file of ``(rows, d_in)`` floats, or a folder
+of such shards) no primary model is needed: the rows are streamed from disk and
+``--eval_rows`` of them held out (docs/training.md, "Your own activations").
 Without ``--primary_dir`` the demo primary model is trained first (into
 ``DIR/primary_run``, settings from ``primary/configs/primary_demo.flags``). Writes
 ``DIR/{metrics.json, metrics.jsonl, train_config.json, run.json, checkpoints/,
 sae/, curves.png}`` and, for synthetic data, ``DIR/concept_set.json`` (the concepts
 planted: ``--concepts_file``, the primary's recorded set, or the built-in 19);
 restarting with the same ``--workdir`` resumes from the latest checkpoint. Flags
-given on the command line override the flagfile.
+given on the command line override the flagfile. Settings given nowhere take the
+original's defaults, except where those cannot fit the run: no resampling for the
+architectures AuxK revives, Matryoshka's groups from the SAE's width, and for
+``--activations`` every row each epoch and a buffer sized to the file
+(:func:`apps.training.activation_sources.implied_settings`).
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 from absl import app, flags, logging
 
@@ -42,6 +52,12 @@ def config_from_flags(values=flags.FLAGS) -> SAETrainConfig:
     return config_from_dataclass_flags(SAETrainConfig, values, skip=_NOT_FLAGS)
 
 
+def unset_settings(values=flags.FLAGS) -> frozenset:
+    """Names of the settings neither the command line nor a flagfile gave."""
+    return frozenset(f.name for f in dataclasses.fields(SAETrainConfig)
+                     if f.name not in _NOT_FLAGS and not values[f.name].present)
+
+
 @report_user_errors
 def main(argv) -> int:
     if len(argv) > 1:
@@ -56,7 +72,7 @@ def main(argv) -> int:
     cfg = config_from_flags()
     result = train_sae(cfg, _WORKDIR.value, primary_dir=_PRIMARY_DIR.value,
                        stop_after_steps=_STOP_AFTER.value, analyze=_ANALYZE.value,
-                       override=_OVERRIDE.value)
+                       override=_OVERRIDE.value, unset=unset_settings())
     if result.get("stopped"):
         print(f"stopped after {result['steps']} SAE steps; run again to resume")
         return 0

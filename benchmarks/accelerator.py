@@ -1,9 +1,12 @@
 """Accelerator benchmark: matmul roofline, SAE step in float32 and bfloat16, bfloat16's
 accuracy cost, harvesting 819,200 activations from the full-size primary, the whole
 training loop (harvest + SAE steps) swept over the primary batch size, a sweep's stacked
-step against its members one at a time, and the analysis of a 24,576-feature SAE over
+step against its members one at a time, the analysis of a 24,576-feature SAE over
 100,000 builds (statistics, concept recovery, steering, report; the explanations, which
-run on the host, are ``benchmarks/analysis_scale.py --explanations``).
+run on the host, are ``benchmarks/analysis_scale.py --explanations``), and the synthetic
+yardstick: our BatchTopK and Matryoshka on a SynthSAEBench-16k-shaped world
+(``benchmarks/synth_yardstick.py``), scored against its true features beside the
+published figures.
 
     python benchmarks/accelerator.py                  # on a GPU: every target, several minutes
     python benchmarks/accelerator.py --harvest_rows 8192   # on a CPU: a short default run
@@ -51,7 +54,7 @@ import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from benchmarks import harvest_bench, sae_bench, sae_fix_quality  # noqa: E402
+from benchmarks import harvest_bench, sae_bench, sae_fix_quality, synth_yardstick  # noqa: E402
 from benchmarks.output import log, table, write_results  # noqa: E402
 from benchmarks.timing import load_average, machine_info, time_calls  # noqa: E402
 from bridge.harvest import make_harvest_fn  # noqa: E402
@@ -99,6 +102,27 @@ LOOP_SMOKE = dict(loop_full_size=False, loop_builds=300, loop_batch_sweep=(16, 3
                   loop_rounds=1)
 
 
+# The synthetic yardstick (benchmarks/synth_yardstick.py). On a GPU: SynthSAEBench's 16k
+# world (16,384 true features in 768 dimensions, 128 x 128 mutually exclusive hierarchy,
+# L0 25), our BatchTopK and Matryoshka at width 4,096 and k = 25, 200 M samples each (the
+# published sweep's budget), fresh samples drawn 2 M at a time. A CPU gets a small world.
+SYNTH_FULL = dict(synth_world=dataclasses.asdict(synth_yardstick.SYNTH_16K), synth_width=4096,
+                  synth_k=25, synth_samples=200_000_000, synth_batch=4096,
+                  synth_fill_rows=2_097_152, synth_steps_per_call=64, synth_lr=3e-4,
+                  synth_eval_rows=100_000, synth_archs=("batchtopk", "matryoshka"))
+SYNTH_CPU = dict(SYNTH_FULL, synth_world=dataclasses.asdict(synth_yardstick.World(
+    num_features=1024, d_in=128, roots=32, target_l0=8)), synth_width=512, synth_k=8,
+    synth_samples=1_000_000, synth_batch=1024, synth_fill_rows=131_072,
+    synth_steps_per_call=32, synth_lr=1e-3, synth_eval_rows=20_000)
+SYNTH_SMOKE = dict(SYNTH_CPU, synth_world=dataclasses.asdict(synth_yardstick.World(
+    num_features=128, d_in=32, roots=8, target_l0=4)), synth_width=64, synth_k=4,
+    synth_samples=20_000, synth_batch=256, synth_fill_rows=8192, synth_steps_per_call=8,
+    synth_eval_rows=2048)
+# SynthSAEBench's published figures at L0 25 on its 16k world (F1, MCC).
+SYNTH_PUBLISHED = {"matryoshka": (0.88, 0.79), "batchtopk": (0.73, 0.76),
+                   "jumprelu": (0.73, 0.75), "relu_l1": (0.56, 0.60)}
+
+
 def _plan(backend: str, smoke: bool) -> dict:
     """Sizes for this backend; ``harvest_rows``/``harvest_batch`` may be overridden by flags."""
     if smoke:
@@ -113,7 +137,8 @@ def _plan(backend: str, smoke: bool) -> dict:
                     harvest_full_size=False, harvest_rows=256, harvest_batch=64,
                     harvest_fills=1, **LOOP_SMOKE, sweep_members=4, sweep_shape=(32, 128),
                     sweep_batch=64, sweep_steps_per_call=2, sweep_rounds=2,
-                    analysis_sizes=((64, 400),), analysis_explanations=False)
+                    analysis_sizes=((64, 400),), analysis_explanations=False,
+                    **SYNTH_SMOKE)
     if backend == "cpu":
         # On a CPU float32 "default" and "highest" are the same product: measure it once.
         return dict(mode="cpu", matmul_n=2048, matmul_reps=5,
@@ -127,7 +152,8 @@ def _plan(backend: str, smoke: bool) -> dict:
                     loop_batch_sweep=(32,), loop_rows=64, loop_rounds=1,
                     sweep_members=8, sweep_shape=ROOFLINE_SHAPE, sweep_batch=1024,
                     sweep_steps_per_call=2, sweep_rounds=3,
-                    analysis_sizes=((2048, 10_000),), analysis_explanations=False)
+                    analysis_sizes=((2048, 10_000),), analysis_explanations=False,
+                    **SYNTH_CPU)
     return dict(mode="accelerator", matmul_n=8192, matmul_reps=10,
                 sae_shapes=(ROOFLINE_SHAPE, (512, 24_576)), sae_batch=ROOFLINE_BATCH,
                 sae_buffer_rows=262_144, sae_steps_per_call=32, sae_calls=5,
@@ -138,7 +164,8 @@ def _plan(backend: str, smoke: bool) -> dict:
                 loop_batch_sweep=(32, 256, 1024), loop_rows=16_384, loop_rounds=3,
                 sweep_members=8, sweep_shape=ROOFLINE_SHAPE, sweep_batch=1024,
                 sweep_steps_per_call=16, sweep_rounds=5,
-                analysis_sizes=((24_576, 100_000),), analysis_explanations=False)
+                analysis_sizes=((24_576, 100_000),), analysis_explanations=False,
+                **SYNTH_FULL)
 
 
 def _precision(variant: str):
@@ -452,7 +479,25 @@ def run_analysis(plan: dict) -> dict:
     return out
 
 
-# --- 8. targets, tables, entry point -------------------------------------------------------
+# --- 8. the synthetic yardstick -------------------------------------------------------------
+
+
+def run_synth(plan: dict) -> dict:
+    """Our BatchTopK and Matryoshka on a SynthSAEBench-style world, scored against its true
+    features (``benchmarks/synth_yardstick.py``), beside the published figures."""
+    world = synth_yardstick.World(**plan["synth_world"])
+    out = synth_yardstick.run_yardstick(
+        world, archs=plan["synth_archs"], width=plan["synth_width"], k=plan["synth_k"],
+        samples=plan["synth_samples"], batch=plan["synth_batch"],
+        fill_rows=plan["synth_fill_rows"], steps_per_call=plan["synth_steps_per_call"],
+        lr=plan["synth_lr"], eval_rows=plan["synth_eval_rows"], log=log)
+    out["published_at_16k"] = {arch: {"f1": f1, "mcc": mcc}
+                               for arch, (f1, mcc) in SYNTH_PUBLISHED.items()}
+    out["full_size"] = plan["synth_world"] == dataclasses.asdict(synth_yardstick.SYNTH_16K)
+    return out
+
+
+# --- 9. targets, tables, entry point -------------------------------------------------------
 
 
 def targets(results: dict) -> dict:
@@ -555,6 +600,20 @@ def print_tables(results: dict) -> None:
               [[size, r["seconds"], r["seconds_without_explanations"], r["peak_gib"],
                 r["device_peak_gib_so_far"] if r["device_peak_gib_so_far"] is not None
                 else "-"] for size, r in analysis.items()])
+    synth = results.get("synth")
+    if synth:
+        world = synth["world"]
+        published = synth["published_at_16k"] if synth["full_size"] else {}
+        table(f"synthetic yardstick: {world['num_features']:,} true features in "
+              f"{world['d_in']} dims, width {synth['width']:,}, k {synth['k']}, "
+              f"{synth['samples']:,} samples (published: SynthSAEBench at 16k)",
+              ["architecture", "F1", "MCC", "FVE", "L0", "recovered", "samples/s",
+               "published F1 / MCC"],
+              [[arch, a["mean"]["f1"], a["mean"]["mcc"], a["mean"]["explained_variance"],
+                a["mean"]["l0"], a["mean"]["features_recovered"],
+                a["runs"][0]["samples_per_s"],
+                "{:.2f} / {:.2f}".format(*published[arch].values()) if arch in published
+                else "-"] for arch, a in synth["architectures"].items()])
     print("\ntargets")
     for name, t in results["targets"].items():
         value = t["value"]
@@ -562,7 +621,7 @@ def print_tables(results: dict) -> None:
         print(f"  {name}: {shown} (target {t['target']}, met {t['met']})")
 
 
-SECTIONS = ("sae", "quality", "harvest", "loop", "sweep", "analysis")
+SECTIONS = ("sae", "quality", "harvest", "loop", "sweep", "analysis", "synth")
 
 
 def main(argv=None) -> dict:
@@ -606,7 +665,7 @@ def main(argv=None) -> dict:
     runners = {"sae": partial(run_sae, plan, results["matmul"]),
                **{name: partial(fn, plan) for name, fn in (
                    ("quality", run_quality), ("harvest", run_harvest), ("loop", run_loop),
-                   ("sweep", run_sweep), ("analysis", run_analysis))}}
+                   ("sweep", run_sweep), ("analysis", run_analysis), ("synth", run_synth))}}
     for section in (s for s in SECTIONS if s not in skip):
         results[section] = runners[section]()
         # Written after every section: a run cut short (a device lent for minutes) keeps

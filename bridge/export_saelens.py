@@ -4,7 +4,10 @@
         [--activations=X.npy]
 
 ``DIR`` is an SAE run workdir or an import output (anything with ``DIR/sae``, an
-SAE directory). Writes ``OUT/cfg.json`` and ``OUT/sae_weights.safetensors``
+SAE directory). A run trained on activation files (``sae_jax.train --activations``) has
+no primary model, so its export needs ``--hook_name`` (where its activations were taken)
+and records ``--model_name`` only when given. Writes ``OUT/cfg.json`` and
+``OUT/sae_weights.safetensors``
 holding float32 ``W_enc (d_in, d_sae)``, ``b_enc (d_sae,)``, ``W_dec (d_sae, d_in)``
 and ``b_dec (d_in,)`` (plus ``threshold (d_sae,)`` for a jumprelu export). ``W_dec``
 is written with unit-norm rows (our atoms as the forward pass uses them), because
@@ -45,6 +48,7 @@ from runkit.cli import report_user_errors, run_with_flagfiles
 from runkit.errors import UserError
 from runkit.jsonio import read_json, write_json
 from runkit.run_dir import RunDir
+from sae_jax.activation_files import open_activations
 from sae_jax.architectures import ARCHITECTURES, get_architecture
 from sae_jax.model import SAEConfig, SparseAutoencoder, encode, sae_from_params, unit_rows
 from sae_jax.sae_dir import load_sae
@@ -67,11 +71,15 @@ def define_flags() -> None:
                         "required.")
     flags.DEFINE_string("out", None, "Output directory for cfg.json and the safetensors; "
                         "required.")
-    flags.DEFINE_string("hook_name", DEFAULT_HOOK_NAME, "Hook point name to record.")
-    flags.DEFINE_string("model_name", DEFAULT_MODEL_NAME, "Model name to record.")
-    flags.DEFINE_string("activations", None, ".npy of SAE inputs (n, d_in) to "
-                        "measure the share of features at the clip on (default: the run's "
-                        "evaluation, metrics.json).")
+    flags.DEFINE_string("hook_name", None, "Hook point name to record (default: "
+                        f"{DEFAULT_HOOK_NAME!r}, the primary's pooled vector; required for a "
+                        "run trained on activation files).")
+    flags.DEFINE_string("model_name", None, "Model name to record (default: "
+                        f"{DEFAULT_MODEL_NAME!r}; none for a run trained on activation "
+                        "files).")
+    flags.DEFINE_string("activations", None, "SAE inputs (n, d_in) to measure the share of "
+                        "features at the clip on: a .npy or .safetensors file or a folder of "
+                        "shards (default: the run's evaluation, metrics.json).")
     flags.mark_flags_as_required(["workdir", "out"])
 
 
@@ -88,7 +96,7 @@ def saelens_tensors(sae: SparseAutoencoder) -> dict[str, np.ndarray]:
     return {k: np.ascontiguousarray(np.asarray(v, np.float32)) for k, v in out.items()}
 
 
-def saelens_config(sae: SparseAutoencoder, *, hook_name: str, model_name: str,
+def saelens_config(sae: SparseAutoencoder, *, hook_name: str, model_name: str | None,
                    extra_metadata: dict | None = None) -> dict:
     """SAELens v6 ``cfg.json`` (architecture per the module docstring)."""
     config = sae.config
@@ -157,7 +165,8 @@ def _warn_clip(sae: SparseAutoencoder, share: float | None, where: str) -> None:
 
 
 def export_saelens(sae: SparseAutoencoder, out: str | os.PathLike, *,
-                   hook_name: str = DEFAULT_HOOK_NAME, model_name: str = DEFAULT_MODEL_NAME,
+                   hook_name: str = DEFAULT_HOOK_NAME,
+                   model_name: str | None = DEFAULT_MODEL_NAME,
                    extra_metadata: dict | None = None, activations=None,
                    clipped_share: float | None = None) -> Path:
     """Write ``out/cfg.json`` and ``out/sae_weights.safetensors``.
@@ -187,18 +196,34 @@ def export_saelens(sae: SparseAutoencoder, out: str | os.PathLike, *,
 
 
 def export_workdir(workdir: str | os.PathLike, out: str | os.PathLike, *,
-                   hook_name: str = DEFAULT_HOOK_NAME,
-                   model_name: str = DEFAULT_MODEL_NAME, activations=None) -> Path:
+                   hook_name: str | None = None, model_name: str | None = None,
+                   activations=None) -> Path:
     """Export ``workdir/sae``; ``workdir/run.json`` (if present) names the primary model,
-    ``workdir/metrics.json`` (if present) gives the clip share when ``activations`` is None."""
+    or the activation files the run trained on, ``workdir/metrics.json`` (if present) gives
+    the clip share when ``activations`` is None. ``hook_name``, ``model_name``: None takes
+    the primary's (:data:`DEFAULT_HOOK_NAME`, :data:`DEFAULT_MODEL_NAME`); a run on
+    activation files must be given ``hook_name`` and records no model unless given one."""
     run = RunDir(workdir)
     if not run.sae_dir.is_dir():
         raise FileNotFoundError(f"{run.root} holds no sae/ directory: give an SAE run workdir "
                                 "or the output of bridge.import_splatnlp with an SAE")
-    sae = load_sae(run.sae_dir)
+    record = run.read_run() if run.is_run() else None
     extra = {"exported_from": str(run.root)}
-    if run.is_run():  # where the primary model is now (run.json may record it relative)
-        extra["primary_model_dir"] = str(run.resolve(run.read_run().primary_model_dir))
+    if record is not None and record.on_activations:
+        if not hook_name:
+            raise UserError(f"{run.root} trained on the activations in {record.data_path}, "
+                            "not on the primary model: give --hook_name, the hook point "
+                            "they were taken at")
+        extra.update(activations=str(run.resolve(record.data_path)),
+                     activations_sha256=record.extra.get("activations_sha256"),
+                     model_class_name=None)
+    else:
+        model_name = model_name or DEFAULT_MODEL_NAME
+    sae = load_sae(run.sae_dir)
+    hook_name = hook_name or DEFAULT_HOOK_NAME
+    if record is not None and not record.on_activations:
+        # where the primary model is now (run.json may record it relative)
+        extra["primary_model_dir"] = str(run.resolve(record.primary_model_dir))
     share = None
     if activations is None:
         share = run.metrics().get("clipped_fraction")
@@ -246,18 +271,9 @@ def main(argv):
         raise FileExistsError(f"--out {f.out} exists and is not a directory")
     activations = None
     if f.activations:
-        if not Path(f.activations).is_file():
-            raise FileNotFoundError(f"--activations {f.activations} is not a file")
-        try:
-            activations = np.load(f.activations)
-        except (ValueError, OSError) as e:
-            raise ValueError(f"--activations {f.activations} is not a readable .npy array: "
-                             f"{e}") from None
-        if not (isinstance(activations, np.ndarray)
-                and np.issubdtype(activations.dtype, np.floating)):
-            raise ValueError(f"--activations {f.activations} holds "
-                             f"{getattr(activations, 'dtype', type(activations).__name__)}, "
-                             "not floating-point activations")
+        files = open_activations(f.activations)
+        files.check_finite()
+        activations = files.read_range(0, files.num_rows)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ClipWarning)
         out = export_workdir(f.workdir, f.out, hook_name=f.hook_name, model_name=f.model_name,

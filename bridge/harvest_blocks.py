@@ -25,7 +25,6 @@ Where every example's vector fits in as many rows as the activation buffer holds
 from __future__ import annotations
 
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache, partial
 
@@ -37,7 +36,14 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from bridge.harvest import pooled_of_inputs, pooled_vectors
 from primary.examples import Examples, epoch_order, length_groups, model_rows, null_rows
-from runkit.sharding import DATA_AXIS, num_data_shards, replicate
+from runkit.prefetch import made_ahead
+from runkit.sharding import (
+    DATA_AXIS,
+    block_sharding,
+    from_own_rows,
+    num_data_shards,
+    replicate,
+)
 
 # Rows per block and per harvest group: large enough that an accelerator is not
 # dispatch-bound, small enough that a block is harvested in seconds on a CPU.
@@ -147,17 +153,6 @@ def _length_groups(examples: Examples, flat: np.ndarray, harvested: np.ndarray,
     return groups
 
 
-def _block_sharding(mesh: Mesh) -> NamedSharding:
-    """``(C, B, ...)`` block arrays: the batch-row axis split like a batch."""
-    return NamedSharding(mesh, PartitionSpec(None, DATA_AXIS))
-
-
-def _place(host: np.ndarray, sharding: NamedSharding) -> jax.Array:
-    """A host array every process holds whole, placed under ``sharding`` (each process
-    transfers only the slices its devices hold)."""
-    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
-
-
 @dataclass(frozen=True)
 class DeviceBlock:
     first_batch: int
@@ -170,15 +165,16 @@ class DeviceBlock:
 
 def _place_groups(groups: list[tuple[int, dict]], mesh: Mesh) -> list[tuple[int, dict]]:
     rows = NamedSharding(mesh, PartitionSpec(DATA_AXIS))
-    return [(w, {k: _place(np.asarray(v), rows) for k, v in arrays.items()})
+    return [(w, {k: from_own_rows(np.asarray(v), rows) for k, v in arrays.items()})
             for w, arrays in groups]
 
 
 def to_device(block: HostBlock, mesh: Mesh) -> DeviceBlock:
-    sharding = _block_sharding(mesh)
+    sharding = block_sharding(mesh)
     return DeviceBlock(block.first_batch, block.num_batches, _place_groups(block.groups, mesh),
-                       _place(block.is_null, sharding), _place(block.weapons, sharding),
-                       _place(block.examples, sharding))
+                       from_own_rows(block.is_null, sharding),
+                       from_own_rows(block.weapons, sharding),
+                       from_own_rows(block.examples, sharding))
 
 
 def create_staging(layout: BlockLayout, dim: int, mesh: Mesh, dtype="float32") -> jax.Array:
@@ -187,7 +183,7 @@ def create_staging(layout: BlockLayout, dim: int, mesh: Mesh, dtype="float32") -
     if layout.batch_size % num_data_shards(mesh):
         raise ValueError(f"batch size {layout.batch_size} does not split over the "
                          f"{num_data_shards(mesh)} devices")
-    return jax.jit(lambda: jnp.zeros(shape, dtype), out_shardings=_block_sharding(mesh))()
+    return jax.jit(lambda: jnp.zeros(shape, dtype), out_shardings=block_sharding(mesh))()
 
 
 def _harvest_group(graphdef, primary_state, staging: jax.Array, group: dict) -> jax.Array:
@@ -265,15 +261,9 @@ def device_blocks(examples: Examples, layout: BlockLayout, mesh: Mesh, *, seed: 
         return to_device(host_block(examples, layout, indices, first,
                                     with_groups=with_groups), mesh)
 
-    starts = range(first_batch - first_batch % layout.batches, total_batches, layout.batches)
-    if first_batch >= total_batches:
-        return
-    with ThreadPoolExecutor(max_workers=1) as worker:
-        upcoming = worker.submit(build, starts[0]) if len(starts) else None
-        for i in range(len(starts)):
-            block = upcoming.result()
-            upcoming = worker.submit(build, starts[i + 1]) if i + 1 < len(starts) else None
-            yield block
+    starts = (range(first_batch - first_batch % layout.batches, total_batches, layout.batches)
+              if first_batch < total_batches else range(0))
+    return made_ahead(build, starts)
 
 
 def null_pooled_table(primary, null_id: int, mesh: Mesh) -> jax.Array:

@@ -12,6 +12,7 @@ Nothing here imports ``primary``, ``sae_jax`` or ``bridge``. Modules:
   records, paths recorded relative to the run.
 - ``hosts``: joining a multi-process run, and which process writes files.
 - ``sharding``: the data-parallel mesh and the batch each process feeds it.
+- ``prefetch``: items made in a worker thread one step ahead of their use.
 - ``flags``: absl flags from config dataclasses, and flagfiles read into them.
 - ``errors``, ``cli``: the one-line ``error:`` for user mistakes and stopped runs.
 """

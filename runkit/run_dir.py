@@ -5,7 +5,8 @@ What an SAE run (``python -m sae_jax.train``, or a sweep member) holds::
 
     train_config.json     the settings it was started with (runkit.resume)
     config_changes.jsonl  setting changes accepted with --override
-    run.json              the primary model and the data the run drew (RunRecord)
+    run.json              the primary model and the data the run drew, or the activations
+                          file it trained on (RunRecord)
     metrics.jsonl         the training log (runkit.metrics_log)
     metrics.json          the held-out evaluation of the finished run
     curves.png            training curves
@@ -21,6 +22,9 @@ What an SAE run (``python -m sae_jax.train``, or a sweep member) holds::
     workbench/            the workbench's feature index
     diverged.json         a sweep member whose loss became non-finite
     .lock                 one process per run (runkit.lock)
+
+A run on activations a user brought (``--activations``) records ``data_source``
+"activations", the file in ``data_path`` and no primary model (``primary_model_dir`` "").
 
 An imported run (``bridge.import_splatnlp``) holds ``run.json``, ``model/`` (its primary),
 ``sae/`` and maybe ``feature_labels.json``.
@@ -51,6 +55,7 @@ PRIMARY_RUN = "primary_run"
 IMPORTED_PRIMARY = "model"  # an imported run's primary model directory
 LABELS_FILE = "feature_labels.json"
 SWEEP_MEMBERS = "members"  # a sweep's runs: <sweep>/members/<name>
+ACTIVATIONS_SOURCE = "activations"  # run.json's data_source of a run on a user's activations
 
 
 class RunDirError(UserError, ValueError):
@@ -70,7 +75,9 @@ def _is_within(path: Path, base: Path) -> bool:
 class RunRecord:
     """``run.json``: the primary model directory (as recorded: relative to the run, or
     absolute outside it) and the data the run drew: its source, file, number of builds and
-    the seed that drew and split them. ``extra``: other keys (kept for round trips)."""
+    the seed that drew and split them. A run on a user's activations has ``data_source``
+    :data:`ACTIVATIONS_SOURCE`, the activations in ``data_path`` and no primary model
+    directory. ``extra``: other keys (kept for round trips)."""
 
     primary_model_dir: str
     data_source: str = "synthetic"
@@ -89,7 +96,15 @@ class RunRecord:
         """Check the parsed ``run.json``; an error names ``where`` and the bad field."""
         if not isinstance(raw, dict):
             raise RunDirError(f"{where}: expected a JSON object, got {type(raw).__name__}")
-        if not isinstance(raw.get("primary_model_dir"), str) or not raw["primary_model_dir"]:
+        on_activations = raw.get("data_source") == ACTIVATIONS_SOURCE
+        if on_activations and not (isinstance(raw.get("data_path"), str) and raw["data_path"]):
+            raise RunDirError(f"{where}: field 'data_path' (the activations the run trained "
+                              f"on) is missing or not a path: {raw.get('data_path')!r}")
+        if on_activations and raw.get("primary_model_dir", "") != "":
+            raise RunDirError(f"{where}: a run on activations has no primary model, but "
+                              f"'primary_model_dir' is {raw['primary_model_dir']!r}")
+        if not on_activations and (not isinstance(raw.get("primary_model_dir"), str)
+                                   or not raw["primary_model_dir"]):
             raise RunDirError(f"{where}: field 'primary_model_dir' (the primary model "
                               f"directory) is missing or not a path: "
                               f"{raw.get('primary_model_dir')!r}")
@@ -102,7 +117,13 @@ class RunRecord:
                 raise RunDirError(f"{where}: field {name!r} must be an integer, got "
                                   f"{raw[name]!r}")
         values = {k: raw[k] for k in cls._FIELDS if raw.get(k) is not None}
+        values.setdefault("primary_model_dir", "")
         return cls(**values, extra={k: v for k, v in raw.items() if k not in cls._FIELDS})
+
+    @property
+    def on_activations(self) -> bool:
+        """Whether the run trained on a user's activations (no primary model)."""
+        return self.data_source == ACTIVATIONS_SOURCE
 
 
 @dataclass(frozen=True)
@@ -212,10 +233,22 @@ class RunDir:
                          self.record_path(data_path, within=within) if data_path else "",
                          int(num_builds), int(seed), extra)
 
+    def new_activations_record(self, data_path: str | os.PathLike, *, seed: int,
+                               within: str | os.PathLike | None = None,
+                               **extra) -> RunRecord:
+        """The record of a run on the activations at ``data_path``."""
+        return RunRecord("", ACTIVATIONS_SOURCE, self.record_path(data_path, within=within),
+                         0, int(seed), extra)
+
     def primary_dir(self, record: RunRecord | None = None) -> Path:
         """The run's primary model directory, checked: one recorded outside the run that is
-        gone is an error naming it and the flag it came from."""
+        gone is an error naming it and the flag it came from; a run on activations has
+        none (an error saying so)."""
         record = record or self.read_run()
+        if record.on_activations:
+            raise RunDirError(f"{self.run_path}: the run trained on the activations in "
+                              f"{record.data_path}, not on a primary model: there is no "
+                              "primary model to load")
         path = self.resolve(record.primary_model_dir)
         if not (path / "config.json").is_file():
             given = Path(record.primary_model_dir).is_absolute()
@@ -226,6 +259,21 @@ class RunDir:
                    "there, or write its new place into 'primary_model_dir' of "
                    f"{self.run_path}" if given else
                    f"; the run folder {self.root} is incomplete (copy it whole)"))
+        return path
+
+    def activations_path(self, record: RunRecord | None = None) -> Path:
+        """The activations a run on activations trained on, checked: gone is an error naming
+        the place and how to fix it."""
+        record = record or self.read_run()
+        if not record.on_activations:
+            raise RunDirError(f"{self.run_path}: the run trained on a primary model's "
+                              "activations, not on activations from a file")
+        path = self.resolve(record.data_path)
+        if not path.exists():
+            raise RunDirError(f"{self.run_path}: the activations {path} do not exist; they "
+                              "were given to sae_jax.train as --activations: put them back "
+                              f"there, or write their new place into 'data_path' of "
+                              f"{self.run_path}")
         return path
 
     def data_path(self, record: RunRecord | None = None) -> str:

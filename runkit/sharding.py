@@ -34,6 +34,11 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
 
 
+def block_sharding(mesh: Mesh) -> NamedSharding:
+    """``(C, B, ...)`` blocks of C batches: the batch-row axis split like a batch."""
+    return NamedSharding(mesh, PartitionSpec(None, DATA_AXIS))
+
+
 def replicated(mesh: Mesh) -> NamedSharding:
     """A full copy on every device of the mesh (parameters, optimiser state)."""
     return NamedSharding(mesh, PartitionSpec())
@@ -97,11 +102,11 @@ def shard_batch(batch: Mapping[str, np.ndarray], mesh: Mesh, *, where: str = "ba
     if per_process is None:
         per_process = jax.process_count() > 1
     if per_process:
-        return {k: _from_own_rows(np.asarray(v), sharding) for k, v in batch.items()}
+        return {k: from_own_rows(np.asarray(v), sharding) for k, v in batch.items()}
     return {k: jax.device_put(np.asarray(v), sharding) for k, v in batch.items()}
 
 
-def _from_own_rows(host: np.ndarray, sharding: NamedSharding) -> jax.Array:
+def from_own_rows(host: np.ndarray, sharding: NamedSharding) -> jax.Array:
     """The global array ``host`` under ``sharding``, built from the slices this process's
-    devices hold (the other processes supply theirs)."""
+    devices hold (the other processes supply theirs; every process holds ``host`` whole)."""
     return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])

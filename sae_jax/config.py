@@ -114,7 +114,7 @@ class SAETrainConfig:
         50_000, "Buffered activations needed before SAE training starts.")
     primary_batch_size: int = setting(
         32, "Examples per primary model forward pass whose pooled activations enter the "
-        "buffer.")
+        "buffer (with --activations: rows read into the buffer at a time).")
     sae_batch_size: int = setting(
         1024, "Activation rows sampled from the buffer per SAE step.")
     sae_steps_per_primary_step: int = setting(
@@ -154,6 +154,12 @@ class SAETrainConfig:
         1000, "SAE steps between checkpoints.")
     eval_builds: int = setting(
         20_000, "Held-out builds used for evaluation (at most).")
+    activations: str = setting(
+        "", "Train on activations you already have instead of the primary's: a .npy or "
+        ".safetensors file of (rows, d_in) floats, or a folder of such shards (name order).")
+    eval_rows: int = setting(
+        20_000, "With --activations: rows held out for evaluation and the analysis (at most "
+        "a tenth of the rows).")
     concepts_file: str = setting(
         "", "synthetic only: JSON concept set to plant (default: the built-in 19; with "
         "--primary_dir, the set that primary was trained on).")
@@ -191,6 +197,7 @@ class SAETrainConfig:
         check("usage_ema_decay", 0 < self.usage_ema_decay < 1, "must be in (0, 1)")
         check("dead_threshold", self.dead_threshold >= 0, "must be >= 0")
         check("data_fraction", 0 < self.data_fraction <= 1, "must be in (0, 1]")
+        check("eval_rows", self.eval_rows > 0, "must be positive")
         for name in ("sae_batch_size", "primary_batch_size", "sae_steps_per_primary_step",
                      "epochs", "log_every", "checkpoint_every", "eval_builds"):
             check(name, getattr(self, name) > 0, "must be positive")
@@ -246,8 +253,9 @@ class SAETrainConfig:
         for k in CONCEPT_SET_SETTINGS:
             if not d[k]:
                 del d[k]
-        # Architecture settings only where they differ from the defaults, for the same reason.
-        for k in ARCHITECTURE_SETTINGS:
+        # Architecture and activation-file settings only where they differ from the
+        # defaults, for the same reason.
+        for k in ARCHITECTURE_SETTINGS + ACTIVATION_FILE_SETTINGS:
             if d[k] == _DEFAULTS[k]:
                 del d[k]
         return d
@@ -276,5 +284,6 @@ class SAETrainConfig:
 ARCHITECTURE_SETTINGS = ("architecture", "k", "clip_all", "k_aux", "aux_coeff", "aux_relu",
                          "dead_after_rows", "threshold_decay", "jumprelu_bandwidth",
                          "jumprelu_init_threshold", "l0_coeff", "matryoshka_groups")
+ACTIVATION_FILE_SETTINGS = ("activations", "eval_rows")
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(SAETrainConfig)
-             if f.name in ARCHITECTURE_SETTINGS}
+             if f.name in ARCHITECTURE_SETTINGS + ACTIVATION_FILE_SETTINGS}

@@ -181,3 +181,15 @@ def test_bad_flags_are_refused():
         accelerator.main(["--smoke", "--harvest_rows", "0"])
     with pytest.raises(ValueError, match="multiple of the harvest batch"):
         accelerator.host_batches(accelerator.TOY_PRIMARY, rows=100, batch=64, length=4)
+
+
+def test_synthetic_yardstick_scores_both_architectures(smoke):
+    _, written = smoke
+    synth = written["synth"]
+    assert set(synth["architectures"]) == set(written["plan"]["synth_archs"])
+    for arch, entry in synth["architectures"].items():
+        run = entry["runs"][0]
+        assert 0 <= run["f1"] <= 1 and 0 <= run["mcc"] <= 1, arch
+        assert run["samples"] == run["steps"] * synth["batch"]
+        assert run["l0"] == pytest.approx(synth["k"], rel=0.5)
+    assert synth["full_size"] is False  # the published figures are set beside 16k runs only

@@ -383,3 +383,23 @@ def test_primary_step_bench_times_both_forms_of_the_same_steps(tmp_path):
     assert all(s > 0 for s in r["compile_s"].values())
     # Same steps from the same start in both forms: only float rounding between them.
     assert r["params_max_abs_difference"] < 1e-4
+
+
+@pytest.mark.slow  # trains twice, each run in its own process
+def test_byo_memory_measures_both_runs_and_removes_its_files(tmp_path):
+    import subprocess
+    import sys
+
+    out, scratch = tmp_path / "byo.json", tmp_path / "scratch"
+    done = subprocess.run(
+        [sys.executable, "benchmarks/byo_memory.py", "--rows=60000", "--small_rows=40000",
+         "--dim=16", "--buffer_size=16384", f"--scratch={scratch}", f"--out={out}"],
+        cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    res = json.loads(out.read_text())
+    assert res["buffer_mib"] == 16384 * 16 * 4 / 2**20
+    for name, rows in (("small", 40000), ("large", 60000)):
+        run = res["runs"][name]
+        assert run["rows"] == rows and run["peak_rss_mib"] > run["sampled_peak_anon_mib"] > 0
+        assert run["beyond_buffer_mib"] == pytest.approx(run["peak_rss_mib"] - res["buffer_mib"])
+    assert not scratch.exists()

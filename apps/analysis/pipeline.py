@@ -4,7 +4,8 @@
 the data settings), rebuilds the run's evaluation builds (the test split, made
 the way training made it), takes the pooled vector of every full build, and
 writes ``workdir/concepts.json`` (when the builds carry planted concepts) and
-``workdir/report/index.html``.
+``workdir/report/index.html``. A run trained on activation files (``--activations``)
+is analyzed by :mod:`apps.analysis.activation_analysis`.
 
 The command is :mod:`apps.analyze` (``python -m apps.analyze --workdir=DIR``).
 """
@@ -228,6 +229,16 @@ class StageTimer:
             self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
 
 
+def feature_table(summary, ranked: np.ndarray) -> list[dict]:
+    """Every feature's row of the report's table, by score (ties by id)."""
+    in_window = set(ranked.tolist())
+    return [{"id": int(f), "score": float(summary.score[f]),
+             "frequency": float(summary.frequency[f]),
+             "mean_when_active": float(summary.mean_when_active[f]),
+             "max_act": float(summary.max_act[f]), "in_window": int(f) in in_window}
+            for f in np.lexsort((np.arange(len(summary.score)), -summary.score))]
+
+
 def analyze_features(primary, vocab, sae, builds, pooled: np.ndarray, *,
                      top_features: int = 64, timer: StageTimer | None = None) -> dict:
     """Everything the report shows, as a JSON-ready dict (see :mod:`apps.analysis.report`).
@@ -313,12 +324,7 @@ def analyze_features(primary, vocab, sae, builds, pooled: np.ndarray, *,
             page["coactive"] = analysis.coactive_features(coact_counts[coact_pos[f]], f, live)
             pages.append(page)
 
-        in_window = set(ranked.tolist())
-        table = [{"id": int(f), "score": float(summary.score[f]),
-                  "frequency": float(summary.frequency[f]),
-                  "mean_when_active": float(summary.mean_when_active[f]),
-                  "max_act": float(summary.max_act[f]), "in_window": int(f) in in_window}
-                 for f in np.lexsort((np.arange(num_features), -summary.score))]
+        table = feature_table(summary, ranked)
     return {
         "num_builds": int(len(pooled)), "num_features": int(num_features),
         "d_in": int(sae.config.input_dim), "clip_max": spec.clip_max, "hist_max": hist_max,
@@ -331,11 +337,11 @@ def analyze_features(primary, vocab, sae, builds, pooled: np.ndarray, *,
     }
 
 
-def _training_metrics(workdir: Path) -> dict:
+def training_metrics(workdir: Path) -> dict:
     """The held-out evaluation numbers of the run (``metrics.json``), if any."""
     metrics = RunDir(workdir).metrics()
     keys = ("fve", "mse", "l0", "dead_fraction", "dense_fraction", "loss_recovered",
-            "kl_spliced", "logit_cosine", "top5_agreement", "shrinkage", "steps")
+            "kl_spliced", "logit_cosine", "top5_agreement", "shrinkage", "recon_cosine", "steps")
     return {k: metrics[k] for k in keys if isinstance(metrics.get(k), (int, float))}
 
 
@@ -363,7 +369,7 @@ def analyze_and_write(workdir, primary, vocab, weapon_vocab, sae, builds, pooled
     doc["title"] = f"SAE features of {workdir.name}"
     doc["run"] = {k: (run or {}).get(k) for k in ("primary_model_dir", "data_source",
                                                   "num_builds", "seed")}
-    doc["metrics"] = _training_metrics(workdir)
+    doc["metrics"] = training_metrics(workdir)
     # Human labels are shown beside the explanations; nothing here writes them.
     run = RunDir(workdir)
     doc["labels"] = labels_to_json(read_labels(run.labels_path, num_features=sae.hidden_dim))
@@ -452,6 +458,11 @@ def analyze(workdir, *, top_features: int = 64, num_builds: int | None = None,
     run = RunDir(workdir)
     workdir = run.root
     record = run.read_run()
+    if record.on_activations:  # no primary model: what applies to rows of a file
+        from apps.analysis.activation_analysis import analyze_rows
+
+        return analyze_rows(workdir, top_features=top_features, num_rows=num_builds,
+                            inputs=inputs)
     if inputs is None:
         inputs = analysis_inputs(workdir, num_builds=num_builds, explanations=explanations)
     elif explanations and inputs.explanation_builds is None:

@@ -200,8 +200,12 @@ def dead_sentence(doc: dict) -> str:
     """The run's two dead counts in one sentence, each with the inputs it counts: the
     analysis's full builds, and the evaluation's partial builds (the model's inputs
     mid-completion, which the SAE was trained on). A feature silent on full builds can
-    fire on partial ones, so the two differ."""
+    fire on partial ones, so the two differ. A run on activation files analyzes its
+    evaluation's rows: one count."""
     dead = doc["dead"]
+    if doc.get("on_activations"):
+        return (f"{_never_fire(dead, 'feature' if dead == 1 else 'features')} on the "
+                f"{doc['num_builds']:,} held-out analysis rows.")
     full = (f"{_never_fire(dead, 'feature' if dead == 1 else 'features')} on the "
             f"{doc['num_builds']:,} full analysis builds")
     fraction = (doc.get("metrics") or {}).get("dead_fraction")
@@ -218,6 +222,7 @@ _METRIC_NAMES = {"fve": "variance explained", "mse": "MSE",
                  "loss_recovered": "loss recovered",
                  "kl_spliced": "KL of spliced predictions", "logit_cosine": "logit cosine",
                  "top5_agreement": "top-5 agreement", "shrinkage": "shrinkage (1 = none)",
+                 "recon_cosine": "input-reconstruction cosine",
                  "steps": "SAE steps"}
 
 
@@ -255,7 +260,8 @@ def _page_view(page: dict, expl: dict | None, label: dict | None, edges,
     """A page of the analysis with what the templates need attached."""
     view = dict(page, expl=expl and dict(expl, claim=rule_claim(expl)), label=label)
     # What the card's one frequency counts.
-    view["base"] = f"{num_builds:,} analysis builds" if num_builds else "the analysis builds"
+    inputs = "rows" if page.get("on_rows") else "builds"
+    view["base"] = f"{num_builds:,} analysis {inputs}" if num_builds else f"the analysis {inputs}"
     view["search"] = _search_text(
         f"f{page['id']}", page["id"], expl and expl.get("sentence"), label and label.get("name"),
         label and label.get("notes"),
@@ -346,6 +352,7 @@ def _parts(doc: dict) -> _Parts:
         edges=edges, num_top=num_top, extras=len(pages) - num_top,
         run_line=" \u00b7 ".join(f"{k}: {v}" for k, v in run.items() if v is not None),
         dead_sentence=dead_sentence(doc), metric_items=_metric_items(doc),
+        on_rows=bool(doc.get("on_activations")),
         curves=bool(doc.get("curves_png")), concepts=concepts, ground_truth=ground_truth,
         expl_summary=summary or None, num_table=len(doc["features"]),
         card_path=card_path, table_path=TABLE_SCRIPT,

@@ -1,12 +1,9 @@
 """Held-out evaluation of an SAE on the frozen primary model's pooled vectors.
 
-Reconstruction: ``mse`` (mean over elements), ``fve`` (fraction of variance
-explained, ``1 - sum||x - recon||^2 / sum||x - mean(x)||^2``). Sparsity: ``l0``
-(mean active features per input), ``dead_fraction`` (never active on the set),
-``dense_fraction`` (active on 30% of inputs or more); active, dead and dense as
-:mod:`sae_jax.activity` defines them; ``clipped_fraction`` (SAEs that clip: the share
-of active feature activations at the clip, which an SAELens export does not reproduce).
-Downstream fidelity:
+Reconstruction and sparsity, the figures that need no model: ``mse``, ``fve``, ``l0``,
+``dead_fraction``, ``dense_fraction``, ``shrinkage``, ``recon_cosine`` and, for SAEs that
+clip, ``clipped_fraction`` (:mod:`sae_jax.reconstruction_metrics` defines them and adds
+them up). Downstream fidelity:
 the primary's binary cross-entropy against the multi-hot targets with the true
 pooled vector (``l_true``), the SAE reconstruction spliced in (``l_spliced``)
 and the pooled vector mean-ablated (``l_ablated``);
@@ -17,12 +14,10 @@ comparisons): ``kl_spliced``, the mean over inputs and tokens of the Bernoulli K
 ``KL(sigmoid(z_true) || sigmoid(z_spliced))`` (the model predicts every token
 independently, so each token is a Bernoulli); ``logit_cosine``, the mean cosine
 between the two logit vectors; ``top5_agreement``, the mean share of the 5
-highest-scoring tokens the two predictions share. Shrinkage: ``shrinkage``, the
-relative reconstruction bias ``sum ||recon||^2 / sum <x, recon>`` (1 when
-unbiased, below 1 when the SAE shrinks its reconstructions).
+highest-scoring tokens the two predictions share.
 
 One jitted call per batch returns per-batch sums; the host combines them in
-float64 (variance through per-batch means, which stays exact for large sets).
+float64 (:func:`sae_jax.reconstruction_metrics.combine_sums`).
 """
 
 from __future__ import annotations
@@ -37,8 +32,12 @@ from flax import nnx
 
 from bridge.harvest import model_inputs, pad_batch, pooled_vectors
 from primary.examples import pad_to_width
-from sae_jax.activity import dead_mask, dense_mask, is_active
 from sae_jax.model import decode, encode
+from sae_jax.reconstruction_metrics import (
+    combine_sums,
+    reconstruction_metrics,
+    reconstruction_sums,
+)
 
 
 def _sums(graphdef, primary_state, sae_params, x, targets, weight, encoder):
@@ -46,18 +45,12 @@ def _sums(graphdef, primary_state, sae_params, x, targets, weight, encoder):
     model = nnx.merge(graphdef, primary_state)
     valid = weight > 0
     vf = valid.astype(jnp.float32)
-    n = vf.sum()
     _, h = encode(sae_params, x, encoder)
     recon = decode(sae_params, h)
-    clip = encoder.clip_max
+    sums = reconstruction_sums(x, recon, h, valid, encoder.clip_max)
     # Padding rows may hold anything (even NaN): zero them before any sum.
     x = jnp.where(valid[:, None], x, 0.0)
     recon = jnp.where(valid[:, None], recon, 0.0)
-    mean_b = x.sum(0) / jnp.maximum(n, 1.0)
-    m2 = jnp.sum(vf * jnp.sum((x - mean_b) ** 2, axis=-1))
-    sq_err = jnp.sum((x - recon) ** 2)
-    active = is_active(h) & valid[:, None]
-    clipped = (active & (h >= clip)) if clip is not None else jnp.zeros_like(active)
     targets = targets.astype(jnp.float32)
 
     def bce_rows(z):  # (B,) mean over the vocabulary
@@ -65,19 +58,11 @@ def _sums(graphdef, primary_state, sae_params, x, targets, weight, encoder):
 
     z_true, z_spliced = model.head(x), model.head(recon)
     return {
-        "n": n,
-        "mean": mean_b,
-        "m2": m2,
-        "sq_err": sq_err,
-        "active_per_feature": active.sum(0),
-        "active_total": active.sum(),
-        "clipped_total": clipped.sum(),
+        **sums,
         "bce_true": jnp.sum(vf * bce_rows(z_true)),
         "bce_spliced": jnp.sum(vf * bce_rows(z_spliced)),
         "target_sum": (targets * vf[:, None]).sum(0),
         **_prediction_sums(z_true, z_spliced, vf),
-        "recon_sq": jnp.sum(recon * recon),
-        "x_dot_recon": jnp.sum(x * recon),
     }
 
 
@@ -115,28 +100,6 @@ def _prediction_sums(z_true, z_spliced, vf):
 @partial(jax.jit, static_argnums=0)
 def _head(graphdef, primary_state, pooled):
     return nnx.merge(graphdef, primary_state).head(pooled)
-
-
-def _combine(parts: list[dict]) -> dict:
-    """Per-batch device sums -> float64 host totals."""
-    host = jax.device_get(parts)
-    n_b = np.array([p["n"] for p in host], np.float64)
-    means = np.stack([p["mean"] for p in host]).astype(np.float64)
-    n = n_b.sum()
-    mean = (n_b[:, None] * means).sum(0) / n
-    # Total scatter = within-batch scatter + between-batch scatter (exact).
-    m2 = sum(float(p["m2"]) for p in host) + float((n_b * ((means - mean) ** 2).sum(1)).sum())
-
-    def total(name):
-        return sum(np.asarray(p[name], np.float64) for p in host)
-
-    return {"n": n, "mean": mean, "m2": m2, "sq_err": total("sq_err"),
-            "active_per_feature": total("active_per_feature"),
-            "active_total": total("active_total"), "clipped_total": total("clipped_total"),
-            "bce_true": total("bce_true"),
-            "bce_spliced": total("bce_spliced"), "target_sum": total("target_sum"),
-            **{k: total(k) for k in ("kl_sum", "cosine_sum", "topk_sum", "recon_sq",
-                                     "x_dot_recon")}}
 
 
 def evaluate_sae(primary, sae, examples, *, batch_size: int,
@@ -178,7 +141,7 @@ def evaluate_sae(primary, sae, examples, *, batch_size: int,
                                         batch["weight"], sae.config.encoder))
     if not parts:
         raise ValueError("evaluation set is empty: no examples to evaluate the SAE on")
-    t = _combine(parts)
+    t = combine_sums(parts)
     n = t["n"]
     if n == 0:
         raise ValueError("evaluation set has no rows with weight > 0")
@@ -191,18 +154,8 @@ def evaluate_sae(primary, sae, examples, *, batch_size: int,
     l_spliced = float(t["bce_spliced"] / n)
     gap = l_ablated - l_true
     loss_recovered = float((l_ablated - l_spliced) / gap) if abs(gap) > 1e-12 else float("nan")
-    frac_active = t["active_per_feature"] / n
-    clipped = {}
-    if sae.config.encoder.clip_max is not None:  # share of active features at the clip
-        clipped["clipped_fraction"] = (float(t["clipped_total"] / t["active_total"])
-                                       if t["active_total"] > 0 else 0.0)
     return {
-        "num_inputs": int(n),
-        "mse": float(t["sq_err"] / (n * d_model)),
-        "fve": float(1.0 - t["sq_err"] / t["m2"]) if t["m2"] > 0 else float("nan"),
-        "l0": float(t["active_total"] / n),
-        "dead_fraction": float(np.mean(dead_mask(frac_active))),
-        "dense_fraction": float(np.mean(dense_mask(frac_active))),
+        **reconstruction_metrics(t, d_in=d_model, clips=sae.config.encoder.clip_max is not None),
         "l_true": l_true,
         "l_spliced": l_spliced,
         "l_ablated": l_ablated,
@@ -210,8 +163,5 @@ def evaluate_sae(primary, sae, examples, *, batch_size: int,
         "kl_spliced": float(t["kl_sum"] / n),
         "logit_cosine": float(t["cosine_sum"] / n),
         f"top{TOP_K_AGREEMENT}_agreement": float(t["topk_sum"] / n),
-        "shrinkage": (float(t["recon_sq"] / t["x_dot_recon"]) if abs(t["x_dot_recon"]) > 0
-                      else float("nan")),
-        **clipped,
         "original_behaviour": bool(original_behaviour),
     }

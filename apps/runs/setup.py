@@ -9,7 +9,7 @@
 - :func:`plan_run`: how many primary batches per epoch (``data_fraction``) and
   how many SAE steps the run will make; known before any work, so the settings
   can be validated against it (:func:`estimate_plan` works it out from the data
-  settings alone, :func:`known_d_sae` the number of features from a given primary).
+  settings alone, :func:`known_input_dim` the SAE's input size from a given primary).
 - :func:`run_concept_set` / :func:`run_concepts`: the concept set a run plants
   in its synthetic builds (its ``--concepts_file``, or the set a reused primary
   was trained on), and, after the run, the set read back from its directory.
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -181,14 +182,26 @@ def estimate_plan(cfg: SAETrainConfig, primary_dir, concepts=None) -> RunPlan:
     return plan_run(cfg, num_batches(examples, cfg.primary_batch_size, drop_remainder=True))
 
 
-def known_d_sae(cfg: SAETrainConfig, primary_dir) -> int | None:
-    """The number of features, when a given primary model directory tells its size (the
-    settings that depend on it are then checked before anything is written)."""
+def known_input_dim(primary_dir) -> int | None:
+    """The SAE's input size, when a given primary model directory tells it (the settings
+    that depend on it are then checked before anything is written)."""
     if primary_dir is None:
         return None
     hidden = read_json(Path(primary_dir) / "config.json", what="primary model config").get(
         "hidden_dim")
-    return int(int(hidden) * cfg.expansion_factor) if hidden else None
+    return int(hidden) if hidden else None
+
+
+def _refuse_switch(rundir: Path, record, *, on_activations: bool) -> None:
+    """A run never changes between a primary model and activations files (the SAE's input
+    is another quantity), not even with --override."""
+    if record.on_activations == on_activations:
+        return
+    started = (f"the activations in {record.data_path}" if record.on_activations
+               else f"the primary model {record.primary_model_dir}")
+    now = "activations from a file" if on_activations else "a primary model"
+    raise SettingsChanged(f"{rundir} holds a run started on {started}; it cannot go on on "
+                          f"{now}: use a fresh --workdir")
 
 
 def check_same_primary(rundir: Path, primary_dir: Path, fingerprint: str, *,
@@ -200,6 +213,7 @@ def check_same_primary(rundir: Path, primary_dir: Path, fingerprint: str, *,
     if not run.is_run():
         return
     record = run.read_run()
+    _refuse_switch(rundir, record, on_activations=False)
     started = record.extra.get("primary_sha256")
     if started is None or started == fingerprint:
         return
@@ -209,6 +223,28 @@ def check_same_primary(rundir: Path, primary_dir: Path, fingerprint: str, *,
     if not override:
         raise SettingsChanged(message + "; use a fresh --workdir, or pass --override to "
                               "continue this run on the new primary")
+    print(f"note: {message}; continuing under --override")
+
+
+def check_same_activations(rundir: Path, path: Path, fingerprint: str, *,
+                           override: bool = False) -> None:
+    """Refuse to go on with a run started on other activations (another file, or the same
+    file rewritten: :meth:`sae_jax.activation_files.ActivationFiles.fingerprint`), unless
+    ``override``."""
+    run = RunDir(rundir)
+    if not run.is_run():
+        return
+    record = run.read_run()
+    _refuse_switch(rundir, record, on_activations=True)
+    started = record.extra.get("activations_sha256")
+    if started == fingerprint:
+        return
+    message = (f"{rundir} holds a run started on other activations ({record.data_path}, "
+               f"fingerprint {str(started)[:12]}); --activations {path} holds other data "
+               f"(fingerprint {fingerprint[:12]})")
+    if not override:
+        raise SettingsChanged(message + "; use a fresh --workdir, or pass --override to "
+                              "continue this run on the new activations")
     print(f"note: {message}; continuing under --override")
 
 
@@ -309,16 +345,40 @@ def check_data_settings(cfg: SAETrainConfig) -> None:
         raise ValueError("invalid SAE training settings: " + "; ".join(errors))
 
 
+def check_activation_settings(cfg: SAETrainConfig, primary_dir) -> SAETrainConfig:
+    """Refuse settings that name another source of data beside ``--activations`` (the
+    other build settings are left unused); the path made absolute, so that a rerun from
+    another folder names the same file."""
+    errors = []
+    if primary_dir is not None:
+        errors.append("--activations trains without a primary model; leave out --primary_dir")
+    if cfg.data_source != "synthetic" or cfg.data_path:
+        errors.append(f"--activations replaces the builds; leave out --data_source "
+                      f"{cfg.data_source!r} and --data_path {cfg.data_path!r}")
+    if cfg.concepts_file:
+        errors.append(f"--concepts_file plants concepts in synthetic builds; --activations "
+                      f"has none (got {cfg.concepts_file!r})")
+    if errors:
+        raise ValueError("invalid SAE training settings: " + "; ".join(errors))
+    return dataclasses.replace(cfg, activations=os.path.abspath(cfg.activations))
+
+
 def open_settings(cfg: SAETrainConfig, primary_dir, devices):
     """``(cfg, concepts, mesh)``: the settings checked (with the devices and
     ``--primary_dir``, before anything is read or written) and given their concept set's
-    digest (:func:`run_concept_set`), and the data-parallel mesh of ``devices``."""
+    digest (:func:`run_concept_set`; none with ``--activations``), and the data-parallel
+    mesh of ``devices``."""
     from runkit.sharding import make_mesh
 
     cfg.validate()
-    check_data_settings(cfg)
+    if cfg.activations:
+        cfg = check_activation_settings(cfg, primary_dir)
+    else:
+        check_data_settings(cfg)
     mesh = make_mesh(devices)
     check_devices(cfg, mesh.size)
+    if cfg.activations:
+        return cfg, None, mesh
     if primary_dir is not None and not (Path(primary_dir) / "config.json").exists():
         raise FileNotFoundError(f"--primary_dir {primary_dir} is not a primary model directory "
                                 "(no config.json): give the model/ folder of a primary run")

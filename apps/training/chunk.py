@@ -1,7 +1,8 @@
 """Many primary batches of the training loop in one jitted call.
 
-A chunk takes a block of already harvested pooled vectors (``staging``,
-``(C, B, d)``: C primary batches of B rows) and, for ``count`` of its batches
+A chunk takes a block of activations already on the device (the primary's harvested
+pooled vectors, ``staging`` ``(C, B, d)``: C primary batches of B rows, or rows read from
+activation files: :mod:`apps.training.activation_sources`) and, for ``count`` of its batches
 starting at ``first``, does on the device what the loop used to do with three
 host calls per batch: push the batch's rows into the activation buffer, run
 its SAE steps (:class:`BatchSteps`: a single run's or a sweep's) and fold the
@@ -32,7 +33,7 @@ from sae_jax.step import steps_body
 
 
 class Health(NamedTuple):
-    """Device-side fault record: the first SAE step at which the primary gave non-finite
+    """Device-side fault record: the first SAE step at which a batch held non-finite
     activations, and at which the SAE loss was non-finite (-1: never)."""
 
     bad_activation_step: jax.Array
@@ -88,13 +89,16 @@ def single_steps(cfg: SAETrainConfig, total_steps: int, steps_per_batch: int,
 
 
 def make_chunk_fn(steps: BatchSteps, batches_per_block: int, *, train: bool,
-                  batch_sharding: jax.sharding.Sharding | None = None):
-    """``fn(state, buffer, key, health, staging, null_table, is_null, weapons, first, count)
-    -> (state, buffer, health, metrics)``.
+                  batch_sharding: jax.sharding.Sharding | None = None,
+                  rows_of: Callable = batch_rows):
+    """``fn(state, buffer, key, health, *inputs, first, count) -> (state, buffer, health,
+    metrics)``.
 
-    ``staging``: ``(C, B, d)`` pooled vectors of a block of ``C = batches_per_block``
-    primary batches; ``is_null`` ``(C, B)`` bool and ``weapons`` ``(C, B)`` int: which rows
-    to take from ``null_table`` ``(num_weapons, d)`` instead; ``first``, ``count``: int32
+    ``inputs``: the block's arrays, batch ``i`` of which is ``rows_of(*inputs, i)``, a
+    ``(B, d)`` float32 array; by default (:func:`batch_rows`) the primary's block:
+    ``staging`` ``(C, B, d)`` pooled vectors of ``C = batches_per_block`` primary batches,
+    ``null_table`` ``(num_weapons, d)``, ``is_null`` ``(C, B)`` bool and ``weapons`` ``(C,
+    B)`` int (which rows to take from ``null_table`` instead). ``first``, ``count``: int32
     scalars, the batches of the block to run. ``train``: run ``steps`` after each push
     (False: only fill the buffer; ``metrics`` is then None). ``state`` and ``buffer`` are
     donated. ``metrics``: ``steps``' metrics, each leaf per batch of the block, ``(C, ...)``.
@@ -104,8 +108,8 @@ def make_chunk_fn(steps: BatchSteps, batches_per_block: int, *, train: bool,
         raise ValueError(f"batches_per_block must be positive, got {batches_per_block}")
     batches = int(batches_per_block)
 
-    def run(state, buffer: ActivationBuffer, key, health: Health, staging, null_table, is_null,
-            weapons, first, count):
+    def run(state, buffer: ActivationBuffer, key, health: Health, *rest):
+        *inputs, first, count = rest
         metrics = None
         if train:
             shapes = jax.eval_shape(steps.run, state, buffer, key)[1]
@@ -113,7 +117,7 @@ def make_chunk_fn(steps: BatchSteps, batches_per_block: int, *, train: bool,
 
         def body(i, carry):
             state, buffer, health, metrics = carry
-            x = batch_rows(staging, null_table, is_null, weapons, i)
+            x = rows_of(*inputs, i)
             if batch_sharding is not None:
                 x = jax.lax.with_sharding_constraint(x, batch_sharding)
             activations_ok = jnp.all(jnp.isfinite(x))

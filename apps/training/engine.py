@@ -2,11 +2,13 @@
 
 What is trained is a :class:`Trainee`: a state, the SAE steps that follow each primary
 batch (:class:`apps.training.chunk.BatchSteps`: one SAE's, or every stack's of a sweep), one
-metrics log per member and the state's part of a checkpoint. The loop around it is this
-module's alone: restore the latest checkpoint, harvest the primary batches a block at a
-time (:mod:`bridge.harvest_blocks`), run the chunks :mod:`apps.training.chunk_plan` lays out
-(one jitted call each, :mod:`apps.training.chunk`), check the device's fault record, write the
-metrics lines and the checkpoints, stop after a requested number of SAE steps.
+metrics log per member and the state's part of a checkpoint. The activations come from the
+run's source (:mod:`apps.training.activation_sources`: the primary's harvest blocks or rows
+of activation files), a block of batches at a time. The loop around it is this module's
+alone: restore the latest checkpoint, take the source's blocks, run the chunks
+:mod:`apps.training.chunk_plan` lays out (one jitted call each, :mod:`apps.training.chunk`),
+check the device's fault record, write the metrics lines and the checkpoints, stop after a
+requested number of SAE steps.
 
 Exact resume: the data order is a pure function of (seed, epoch, batch index), blocks
 start at fixed batch indices, the steps draw their randomness with ``fold_in(key, step)``
@@ -21,6 +23,7 @@ written only after that check, so the last one is always good.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import time
 from collections.abc import Callable
@@ -30,20 +33,9 @@ from typing import Any, NamedTuple
 
 import jax
 import numpy as np
-from flax import nnx
 
 from apps.training.chunk import BatchSteps, Health, fresh_health, make_chunk_fn
 from apps.training.chunk_plan import LoopSchedule
-from bridge.harvest_blocks import (
-    BlockLayout,
-    create_staging,
-    device_blocks,
-    fits_example_table,
-    gather_block,
-    harvest_block,
-    harvest_every_example,
-    null_pooled_table,
-)
 from runkit.checkpoints import Checkpoints
 from runkit.errors import RunFault
 from runkit.hosts import is_writer
@@ -58,9 +50,11 @@ class TrainingFault(RunFault):
     """Training stopped on non-finite activations or loss; the last checkpoint is good."""
 
 
-def raise_if_unhealthy(health: Health, ckpt: Checkpoints) -> None:
+def raise_if_unhealthy(health: Health, ckpt: Checkpoints,
+                       origin: str = "came out of the primary model") -> None:
     """Raise :class:`TrainingFault` naming the first fault ``health`` holds (reads the device
-    record: call it where the loop syncs anyway, before writing anything)."""
+    record: call it where the loop syncs anyway, before writing anything); ``origin``
+    says where non-finite activations came from."""
     bad_act, bad_loss = int(health.bad_activation_step), int(health.bad_loss_step)
     if bad_act < 0 and bad_loss < 0:
         return
@@ -68,8 +62,7 @@ def raise_if_unhealthy(health: Health, ckpt: Checkpoints) -> None:
     kept = (f"the last good checkpoint (SAE step {steps[-1]}) in {ckpt.directory} is intact"
             if steps else "no checkpoint had been written yet")
     if bad_act >= 0:
-        what = (f"non-finite activations (NaN or Inf) came out of the primary model at SAE "
-                f"step {bad_act}")
+        what = f"non-finite activations (NaN or Inf) {origin} at SAE step {bad_act}"
     else:
         what = f"the SAE loss became non-finite (NaN or Inf) at SAE step {bad_loss}"
     raise TrainingFault(f"training stopped: {what}; {kept}")
@@ -154,16 +147,16 @@ def _saved_lines(progress: dict, members: int) -> list[dict]:
     return saved if len(saved) == members else [{} for _ in range(members)]
 
 
-def run_loop(cfg: SAETrainConfig, plan, trainee: Trainee, primary, train_examples, mesh,
-             ckpt: Checkpoints, *, d_in: int, stop_after_steps: int | None,
-             desc: str) -> LoopResult:
-    """Harvest and train to the end of ``plan`` (or to ``stop_after_steps``), resuming from
-    ``ckpt``'s latest checkpoint. ``cfg``: the harvest and loop settings (buffer, batch
-    sizes, seed of the data order and of the batch draws, log and checkpoint cadence);
-    ``d_in``: the primary's pooled width; ``desc``: the progress bar's label."""
+def run_loop(cfg: SAETrainConfig, plan, trainee: Trainee, source, mesh, ckpt: Checkpoints,
+             *, stop_after_steps: int | None, desc: str) -> LoopResult:
+    """Train on ``source``'s activations to the end of ``plan`` (or to
+    ``stop_after_steps``), resuming from ``ckpt``'s latest checkpoint. ``cfg``: the data
+    and loop settings (buffer, batch sizes, seed of the data order and of the batch draws,
+    log and checkpoint cadence); ``source``: an activation source
+    (:mod:`apps.training.activation_sources`); ``desc``: the progress bar's label."""
     rows = batch_sharding(mesh)
     state = trainee.state
-    buffer = create_buffer(cfg.buffer_size, d_in, cfg.buffer_dtype, rows)
+    buffer = create_buffer(cfg.buffer_size, source.d_in, cfg.buffer_dtype, rows)
     buffer = buffer._replace(write_pos=replicate(buffer.write_pos, mesh),
                              fill=replicate(buffer.fill, mesh))
     key = replicate(jax.random.PRNGKey(cfg.seed), mesh)
@@ -190,53 +183,45 @@ def run_loop(cfg: SAETrainConfig, plan, trainee: Trainee, primary, train_example
         for log in logs:
             log.restart_at(latest)
 
-    layout = BlockLayout.for_batch_size(cfg.primary_batch_size)
+    feed = source.feed(cfg, plan, mesh)
     schedule = LoopSchedule(
         total_batches=plan.total_batches, batch_size=cfg.primary_batch_size,
         buffer_size=cfg.buffer_size, min_buffer=cfg.min_buffer,
         steps_per_batch=plan.sae_steps_per_batch, log_every=cfg.log_every,
-        checkpoint_every=cfg.checkpoint_every, batches_per_block=layout.batches,
+        checkpoint_every=cfg.checkpoint_every, batches_per_block=feed.batches_per_block,
         stop_after_steps=stop_after_steps)
     if schedule.steps_after(next_batch - 1) != int(latest or 0):
         raise TrainingFault(f"the checkpoint at SAE step {latest} says primary batch "
                             f"{next_batch} is next, which this run's plan puts at SAE step "
                             f"{schedule.steps_after(next_batch - 1)}")
-    graphdef, primary_state = nnx.split(primary)
-    primary_state = replicate(primary_state, mesh)
-    null_table = null_pooled_table(primary, train_examples.null_id, mesh)
-    staging = create_staging(layout, d_in, mesh)
-    # Over several epochs each example would be harvested once per epoch, to the same vector.
-    table = (harvest_every_example(graphdef, primary_state, train_examples, layout, mesh, d_in)
-             if plan.total_batches > plan.batches_per_epoch
-             and fits_example_table(train_examples, cfg.buffer_size) else None)
     # Made here, once per run: each is compiled at its first call.
-    chunk_fns = {train: make_chunk_fn(trainee.steps, layout.batches, train=train,
-                                      batch_sharding=rows)
+    chunk_fns = {train: make_chunk_fn(trainee.steps, feed.batches_per_block, train=train,
+                                      batch_sharding=rows, rows_of=feed.batch_rows)
                  for train in (False, True)}
     health, reader = fresh_health(), _LogReader()
     t0 = time.perf_counter()
     bar = show_progress(total=plan.total_batches, initial=next_batch, unit="batch", desc=desc,
                         dynamic_ncols=True, disable=not is_writer())
     stopped, block = False, None
-    blocks = device_blocks(train_examples, layout, mesh, seed=cfg.seed,
-                           batches_per_epoch=plan.batches_per_epoch,
-                           total_batches=plan.total_batches, first_batch=next_batch,
-                           with_groups=table is None)
+    blocks = feed.blocks(next_batch)
+    in_flight = collections.deque()  # blocks whose chunks the device may not have run yet
     with closing(blocks):
         for chunk in schedule.chunks(next_batch):
             block_first = schedule.block_of(chunk.first)[0]
             if block is None or block.first_batch != block_first:
+                if feed.blocks_in_flight is not None and block is not None:
+                    in_flight.append(health)  # the output of the block just dispatched
+                    if len(in_flight) >= feed.blocks_in_flight:
+                        jax.block_until_ready(in_flight.popleft())
                 block = next(blocks)
-                staging = (harvest_block(graphdef, primary_state, block, staging)
-                           if table is None else gather_block(table, block.examples))
             state, buffer, health, metrics = chunk_fns[chunk.train](
-                state, buffer, key, health, staging, null_table, block.is_null, block.weapons,
+                state, buffer, key, health, *block.inputs,
                 np.int32(chunk.first - block_first), np.int32(chunk.end - chunk.first))
             bar.update(chunk.end - chunk.first)
             if chunk.train:
                 reader.add(metrics, chunk.first - block_first, chunk.end - block_first)
             for g in chunk.log_at:
-                raise_if_unhealthy(health, ckpt)
+                raise_if_unhealthy(health, ckpt, source.origin)
                 extra = dict(step=schedule.steps_after(g), epoch=g // plan.batches_per_epoch,
                              primary_batch=g + 1,
                              buffer_fill=min((g + 1) * cfg.primary_batch_size, cfg.buffer_size),
@@ -247,7 +232,7 @@ def run_loop(cfg: SAETrainConfig, plan, trainee: Trainee, primary, train_example
                         log.append(row)
                 _show(bar, last_logged)
             if chunk.checkpoint:
-                raise_if_unhealthy(health, ckpt)
+                raise_if_unhealthy(health, ckpt, source.origin)
                 ckpt.save(schedule.steps_after(chunk.end - 1), tree(state, buffer, key), {
                     "next_batch": chunk.end,
                     "rows_seen": chunk.end * cfg.primary_batch_size,
@@ -257,7 +242,7 @@ def run_loop(cfg: SAETrainConfig, plan, trainee: Trainee, primary, train_example
                 stopped = True
                 break
     bar.close()
-    raise_if_unhealthy(health, ckpt)
+    raise_if_unhealthy(health, ckpt, source.origin)
     return LoopResult(state, stopped, last_logged, seconds_before,
                       seconds_before + time.perf_counter() - t0)
 

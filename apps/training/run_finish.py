@@ -1,6 +1,7 @@
 """What a trained SAE's run directory gets once its loop is done: the SAE, its evaluation on
-held-out builds (``metrics.json``) and its training curves. A single run and each member of
-a sweep finish here."""
+held-out inputs (``metrics.json``: held-out builds through the primary, or held-out rows of
+activation files) and its training curves. A single run and each member of a sweep finish
+here."""
 
 from __future__ import annotations
 
@@ -11,11 +12,9 @@ import jax
 import numpy as np
 
 from apps.runs.curves import plot_curves
-from apps.runs.evaluation import evaluate_sae
 from apps.training.engine import TrainingFault
 from runkit.hosts import is_writer
 from runkit.jsonio import write_json
-from runkit.run_dir import RunDir
 from sae_jax.config import SAETrainConfig
 from sae_jax.model import sae_from_params
 from sae_jax.sae_dir import save_sae
@@ -42,12 +41,12 @@ def check_result(result: dict) -> dict:
     return result
 
 
-def finish_sae(rundir: Path, cfg: SAETrainConfig, sae_config, state: TrainState, primary,
-               eval_examples, *, last_logged: dict, seconds: Callable[[], float],
-               num_devices: int, primary_dir, pooled: np.ndarray | None = None,
-               extra: dict | None = None, within=None) -> dict:
-    """Save the SAE ``state`` holds in ``rundir/sae``, evaluate it on ``eval_examples``
-    (``pooled``: their pooled vectors, when already harvested), write ``metrics.json``
+def finish_sae(rundir: Path, cfg: SAETrainConfig, sae_config, state: TrainState, source, *,
+               last_logged: dict, seconds: Callable[[], float], num_devices: int,
+               shared_evaluation=None, extra: dict | None = None, within=None) -> dict:
+    """Save the SAE ``state`` holds in ``rundir/sae``, evaluate it on ``source``'s held-out
+    inputs (:mod:`apps.training.activation_sources`; ``shared_evaluation``: what several
+    SAEs share of that, made once by ``source.shared_evaluation``), write ``metrics.json``
     and ``curves.png``; returns the result. ``last_logged``: the run's latest metrics line;
     ``seconds()``: the run's time so far (read after the evaluation); ``extra``: more keys
     for the result; ``within``: the sweep holding the run (paths inside it are recorded
@@ -57,15 +56,14 @@ def finish_sae(rundir: Path, cfg: SAETrainConfig, sae_config, state: TrainState,
         raise TrainingFault("the trained SAE has non-finite parameters; it is not saved")
     sae = sae_from_params(sae_config, params, usage_ema)
     save_sae(rundir / "sae", sae, write=is_writer())
-    print("evaluating on held-out builds ...")
-    result = check_result(evaluate_sae(primary, sae, eval_examples, batch_size=EVAL_BATCH_SIZE,
-                                       original_behaviour=cfg.original_behaviour,
-                                       pooled=pooled))
+    print(f"evaluating on {source.held_out} ...")
+    result = check_result(source.evaluate(sae, cfg, batch_size=EVAL_BATCH_SIZE,
+                                          shared=shared_evaluation))
     result.update(
         steps=int(state.step), seconds=round(seconds(), 2), num_devices=num_devices,
         num_processes=jax.process_count(),
         d_in=sae_config.input_dim, d_sae=sae_config.hidden_dim,
-        primary_model_dir=RunDir(rundir).record_path(primary_dir, within=within),
+        **source.result_fields(rundir, within=within),
         final_train={k: last_logged[k] for k in FINAL_TRAIN_KEYS if k in last_logged},
         **(extra or {}),
     )

@@ -4,7 +4,9 @@
 the original's decoupled scheme (docs/original.md §5): every primary batch is run
 through the frozen primary model and its pooled vectors are pushed into the
 device-resident activation buffer; once the buffer holds ``min_buffer`` rows,
-``sae_steps_per_primary_step`` SAE steps follow each push.
+``sae_steps_per_primary_step`` SAE steps follow each push. With ``--activations`` the
+batches are rows of the user's files instead, and no primary model is needed
+(:mod:`apps.training.activation_sources` holds both sources).
 
 The loop is :mod:`apps.training.engine`'s, the one a sweep runs too (resume, chunks,
 health checks, metrics lines, checkpoints); this module gives it one SAE to
@@ -15,6 +17,7 @@ push; a non-finite loss stops the run) and finishes the run directory
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -25,12 +28,12 @@ from pathlib import Path
 import jax
 
 from apps.analysis.pipeline import analyze
-from apps.runs.setup import (
-    estimate_plan,
-    known_d_sae,
-    load_inputs,
-    open_settings,
-    record_run,
+from apps.runs.setup import open_settings
+from apps.training.activation_sources import (
+    features_of,
+    implied_settings,
+    open_source,
+    plan_source,
 )
 from apps.training.chunk import single_steps
 from apps.training.engine import Trainee, TrainingFault, run_loop
@@ -101,20 +104,23 @@ def _finished_result(cfg: SAETrainConfig, workdir: Path, override: bool) -> dict
 
 def train_sae(cfg: SAETrainConfig, workdir, *, primary_dir=None, primary_flagfile_cfg=None,
               devices=None, stop_after_steps: int | None = None, analyze: bool = True,
-              override: bool = False) -> dict:
+              override: bool = False, unset: frozenset = frozenset()) -> dict:
     """Run (or resume, or return the finished run in) ``workdir``; returns the final metrics.
 
     ``primary_dir``: a primary model directory; None trains the demo primary into
     ``workdir/primary_run`` (``primary_flagfile_cfg``, a PrimaryTrainConfig, replaces
     ``primary/configs/primary_demo.flags``). ``devices``: the data-parallel mesh (default all, of
     every process). ``stop_after_steps``: checkpoint and return once this many SAE steps are
-    done (the run resumes from there when called again). ``analyze``: run
+    done (the run resumes from there when called again). ``unset``: names of settings the
+    user left at their defaults, chosen instead to fit the run's inputs
+    (:func:`~apps.training.activation_sources.implied_settings`). ``analyze``: run
     ``apps.analysis.pipeline`` afterwards. ``override``: go on with settings other than those the
     workdir's run was started with (:mod:`runkit.resume`). The settings, the primary model
     directory and the data are checked before anything is written to ``workdir``.
     """
     t_start = time.perf_counter()
     workdir = Path(workdir).absolute()
+    cfg = implied_settings(cfg, unset, primary_dir)
     cfg, concepts, mesh = open_settings(cfg, primary_dir, devices)
     finished = _finished_result(cfg, workdir, override)
     if finished is not None:  # before the data is read: a finished run needs none
@@ -127,36 +133,36 @@ def train_sae(cfg: SAETrainConfig, workdir, *, primary_dir=None, primary_flagfil
             return finished
         print(f"{workdir} holds a finished run with these settings; reporting its metrics")
         return finished
-    plan = estimate_plan(cfg, primary_dir, concepts)
-    cfg.validate(total_sae_steps=plan.total_sae_steps, d_sae=known_d_sae(cfg, primary_dir))
+    plan, d_in = plan_source(cfg, primary_dir, concepts)
+    if "resample_steps" in unset:  # the default steps this run reaches
+        cfg = dataclasses.replace(cfg, resample_steps=tuple(
+            s for s in cfg.resample_steps if s <= plan.total_sae_steps))
+    cfg.validate(total_sae_steps=plan.total_sae_steps, d_sae=features_of(cfg, d_in))
     with ExitStack() as stack:
         if is_writer():
             stack.enter_context(WorkdirLock(workdir))
         if not override:  # refuse changed settings before any work
             claim_settings(workdir, cfg.to_dict(), write=False)
-        inputs = load_inputs(cfg, workdir, concepts, primary_dir=primary_dir,
+        source = open_source(cfg, workdir, concepts, primary_dir=primary_dir,
                              primary_cfg=primary_flagfile_cfg, devices=devices)
         # Recorded once the inputs are good: a start that fails on them does not pin its
         # settings on the workdir.
         claim_settings(workdir, cfg.to_dict(), override=override, write=is_writer())
-        record_run(workdir, cfg, inputs, write=is_writer(), override=override)
-        sae_config = cfg.sae_config(inputs.primary.config.hidden_dim)
+        source.record(workdir, cfg, write=is_writer(), override=override)
+        sae_config = cfg.sae_config(source.d_in)
         print(f"SAE {sae_config.input_dim} -> {sae_config.hidden_dim} features; "
-              f"{plan.total_batches} primary batches of {cfg.primary_batch_size}, "
+              f"{plan.total_batches} {source.batch_name} of {cfg.primary_batch_size}, "
               f"{plan.total_sae_steps} SAE steps of {cfg.sae_batch_size} on {mesh.size} "
               f"device(s) in {jax.process_count()} process(es)")
         ckpt = stack.enter_context(Checkpoints(workdir / "checkpoints", keep=CHECKPOINTS_KEPT))
         loop = run_loop(cfg, plan, single_trainee(cfg, plan, sae_config, mesh, workdir),
-                        inputs.primary, inputs.train_examples, mesh, ckpt,
-                        d_in=sae_config.input_dim, stop_after_steps=stop_after_steps,
-                        desc="SAE run")
+                        source, mesh, ckpt, stop_after_steps=stop_after_steps, desc="SAE run")
         if loop.stopped:
             return {"stopped": True, "steps": int(loop.state.step),
                     "seconds": time.perf_counter() - t_start}
         result = finish_sae(
-            workdir, cfg, sae_config, loop.state, inputs.primary, inputs.eval_examples,
+            workdir, cfg, sae_config, loop.state, source,
             last_logged=loop.last_logged[0], num_devices=mesh.size,
-            primary_dir=inputs.primary_dir,
             seconds=lambda: loop.seconds_before + time.perf_counter() - t_start)
         if is_writer() and analyze:
             _run_analysis(workdir)

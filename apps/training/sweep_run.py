@@ -35,18 +35,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from apps.runs.setup import (
-    RunInputs,
-    estimate_plan,
-    known_d_sae,
-    load_inputs,
-    open_settings,
-    record_run,
-)
+from apps.runs.setup import open_settings
+from apps.training.activation_sources import features_of, open_source, plan_source
 from apps.training.chunk import BatchSteps
 from apps.training.engine import Trainee, run_loop
 from apps.training.run_finish import EVAL_BATCH_SIZE, finish_sae
-from bridge.harvest import harvest_array
 from runkit.checkpoints import Checkpoints
 from runkit.jsonio import read_json, write_json
 from runkit.lock import WorkdirLock
@@ -71,7 +64,8 @@ CHECKPOINTS_KEPT = 2
 SWEEP_WIDE = ("buffer_size", "buffer_dtype", "min_buffer", "primary_batch_size",
               "sae_batch_size", "sae_steps_per_primary_step", "epochs", "data_fraction",
               "data_source", "data_path", "num_builds", "log_every", "checkpoint_every",
-              "eval_builds", "concepts_file", "concept_set_sha256", "extra")
+              "eval_builds", "concepts_file", "concept_set_sha256", "activations", "eval_rows",
+              "extra")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,31 +138,28 @@ def sweep_trainee(stacks: list[list[SweepMember]], plan, sae_config_of, mesh,
         what=f"this sweep ({sum(map(len, stacks))} members)")
 
 
-def _finish_member(member: SweepMember, state, finite: bool, inputs: RunInputs, evaluation,
+def _finish_member(member: SweepMember, state, finite: bool, source, evaluation,
                    sae_config, run_info: dict, analysis_inputs) -> dict:
     """Write member ``member``'s run directory (:func:`apps.training.run_finish.finish_sae`;
-    ``evaluation``: the held-out examples' pooled vectors, shared by every member) and,
-    given the sweep's shared ``analysis_inputs`` (:class:`apps.analysis.pipeline.AnalysisInputs`),
-    its analysis."""
+    ``evaluation``: what every member shares of the evaluation, ``source.shared_evaluation``)
+    and, given the sweep's shared ``analysis_inputs`` (``source.analysis_inputs``), its
+    analysis."""
     mdir = run_info["members_dir"] / member.name
     if not finite:
         result = {"diverged": True, "steps": int(state.step)}
         write_json(mdir / "diverged.json", result)
         print(f"member {member.name}: the loss became non-finite; no SAE written")
         return result
-    result = finish_sae(mdir, member.cfg, sae_config, state, inputs.primary,
-                        inputs.eval_examples, pooled=evaluation,
-                        last_logged=run_info["last_logged"],
+    result = finish_sae(mdir, member.cfg, sae_config, state, source,
+                        shared_evaluation=evaluation, last_logged=run_info["last_logged"],
                         seconds=lambda: run_info["train_seconds"], num_devices=1,
-                        primary_dir=inputs.primary_dir, within=run_info["workdir"],
+                        within=run_info["workdir"],
                         extra={"sweep": RunDir(mdir).record_path(
                                    run_info["workdir"], within=run_info["workdir"]),
                                "trained_in_stack_of": run_info["stack_size"]})
     if analysis_inputs is not None:
-        from apps.analysis.pipeline import analyze as analyze_run
-
         print(f"analyzing member {member.name} ...")
-        analyze_run(mdir, inputs=analysis_inputs)
+        source.analyze(mdir, analysis_inputs)
     return result
 
 
@@ -206,25 +197,24 @@ def train_sweep(base: SAETrainConfig, members: list[SweepMember], workdir, *,
     base, concepts, mesh = open_settings(base, primary_dir, jax.devices()[:1])
     members = [SweepMember(m.name, dataclasses.replace(
         m.cfg, concept_set_sha256=base.concept_set_sha256)) for m in members]
-    plan = estimate_plan(base, primary_dir, concepts)
+    plan, d_in = plan_source(base, primary_dir, concepts)
     for m in members:
         try:
-            m.cfg.validate(total_sae_steps=plan.total_sae_steps,
-                           d_sae=known_d_sae(m.cfg, primary_dir))
+            m.cfg.validate(total_sae_steps=plan.total_sae_steps, d_sae=features_of(m.cfg, d_in))
         except ValueError as e:
             raise ValueError(f"member {m.name}: {e}") from None
     with ExitStack() as stack:
         workdir.mkdir(parents=True, exist_ok=True)
         stack.enter_context(WorkdirLock(workdir))
         _claim_sweep(workdir, members)
-        inputs = load_inputs(base, workdir, concepts, primary_dir=primary_dir)
-        hidden = inputs.primary.config.hidden_dim
+        source = open_source(base, workdir, concepts, primary_dir=primary_dir)
+        hidden = source.d_in
         for m in members:
             mdir = members_dir(workdir) / m.name
             mdir.mkdir(parents=True, exist_ok=True)
             claim_settings(mdir, m.cfg.to_dict())
             try:
-                record_run(mdir, m.cfg, inputs, write=True, within=workdir)
+                source.record(mdir, m.cfg, write=True, within=workdir)
             except ValueError as e:
                 raise ValueError(f"member {m.name}: {e}") from None
         groups = [[members[i] for i in g] for g in group_into_stacks([m.cfg for m in members])]
@@ -233,9 +223,8 @@ def train_sweep(base: SAETrainConfig, members: list[SweepMember], workdir, *,
               f"batches, {plan.total_sae_steps} SAE steps of {base.sae_batch_size}")
         ckpt = stack.enter_context(Checkpoints(workdir / "checkpoints", keep=CHECKPOINTS_KEPT))
         trainee = sweep_trainee(groups, plan, lambda c: c.sae_config(hidden), mesh, workdir)
-        loop = run_loop(base, plan, trainee, inputs.primary, inputs.train_examples, mesh, ckpt,
-                        d_in=hidden, stop_after_steps=stop_after_steps,
-                        desc=f"sweep ({len(groups)} stacks)")
+        loop = run_loop(base, plan, trainee, source, mesh, ckpt,
+                        stop_after_steps=stop_after_steps, desc=f"sweep ({len(groups)} stacks)")
         states, _, healthy = loop.state
         train_seconds = loop.seconds
         if loop.stopped:
@@ -249,17 +238,14 @@ def train_sweep(base: SAETrainConfig, members: list[SweepMember], workdir, *,
                    if not _member_done(members_dir(workdir) / m.name, analyze)}
         to_analyze = [m.name for s, i, m in todo
                       if analyze and m.name in pending and np.asarray(healthy[s])[i]]
-        # The evaluation's pooled vectors, made once: every member reads the same ones.
-        evaluation = (harvest_array(inputs.primary, inputs.eval_examples, EVAL_BATCH_SIZE)
+        # What the members share of the evaluation (the primary's pooled vectors), made once.
+        evaluation = (source.shared_evaluation(EVAL_BATCH_SIZE)
                       if any(np.asarray(healthy[s])[i] for s, i, m in todo if m.name in pending)
                       else None)
         shared = None  # what the members' analyzes share, made once (all share the data)
         if to_analyze:
-            from apps.analysis.pipeline import analysis_inputs
-
-            shared = analysis_inputs(members_dir(workdir) / to_analyze[0],
-                                     num_builds=analysis_builds,
-                                     primary=(inputs.primary, inputs.vocab, inputs.weapon_vocab))
+            shared = source.analysis_inputs(members_dir(workdir) / to_analyze[0],
+                                            num_builds=analysis_builds)
         for s, i, m in show_progress(todo, desc="members", unit="member"):
             mdir = members_dir(workdir) / m.name
             if m.name not in pending:
@@ -269,7 +255,7 @@ def train_sweep(base: SAETrainConfig, members: list[SweepMember], workdir, *,
             info = {"workdir": workdir, "members_dir": members_dir(workdir),
                     "stack_size": len(groups[s]), "last_logged": last_logged[m.name],
                     "train_seconds": train_seconds}
-            results[m.name] = _finish_member(m, member_state(states[s], i), finite, inputs,
+            results[m.name] = _finish_member(m, member_state(states[s], i), finite, source,
                                              evaluation, m.cfg.sae_config(hidden), info, shared)
         timing = {"train_seconds": round(train_seconds, 2),
                   "members_seconds": round(time.perf_counter() - t_members, 2)}

@@ -8,6 +8,9 @@ score, top activating builds and histogram of every feature over the run's analy
 builds) is computed once, saved beside the run as ``workbench/index.npz`` and paged
 through afterwards, so a 24,576-feature SAE lists as fast as a small one.
 
+A run trained on activation files is an :class:`ActivationRunData` (:func:`open_run` picks
+the class): what applies without a primary model.
+
 Feature pages are built for any feature id from the index, the SAE's logit influence and
 steering tables, steered completions, co-activations, the features that fire together
 with it (:mod:`apps.workbench.cofiring`) and examples from each band of its activations
@@ -64,7 +67,7 @@ class RunData:
         try:
             self.run = self.rundir.read_run()
             self.sae_config = self.rundir.sae_config()
-            self.primary_dir = self.rundir.primary_dir(self.run)  # a path check, no loading
+            self._check_inputs()
         except RunDirError as e:
             raise RunError(str(e)) from None
         self.num_builds = num_builds
@@ -84,6 +87,11 @@ class RunData:
         self.completions: OrderedDict[tuple, object] = OrderedDict()
         self._explanations = None
         self._report = None
+
+    on_activations = False  # trained on activation files: no primary model (ActivationRunData)
+
+    def _check_inputs(self) -> None:
+        self.primary_dir = self.rundir.primary_dir(self.run)  # a path check, no loading
 
     # ------------------------------------------------------------------ files
 
@@ -272,9 +280,7 @@ class RunData:
                                            hist_edges=analysis.histogram_edges(HIST_BINS,
                                                                                hist_max))
         summary = analysis.summarize(stats)
-        _, vocab, _, _ = self.models()
-        top = np.argsort(-self.influence(), axis=1)[:, :LIST_TOKENS]
-        data = {"top_tokens": np.array(vocab.id_to_token, dtype=str)[top],
+        data = {"top_tokens": self._top_tokens(),
                 "frequency": summary.frequency, "mean_when_active": summary.mean_when_active,
                 "score": summary.score, "max_act": summary.max_act,
                 "top_rows": np.asarray(stats.top_rows), "top_values": np.asarray(stats.top_values),
@@ -289,6 +295,12 @@ class RunData:
         except OSError:
             pass
         return data
+
+    def _top_tokens(self) -> np.ndarray:
+        """``(F, LIST_TOKENS)``: each feature's most promoted tokens (the list shows them)."""
+        _, vocab, _, _ = self.models()
+        top = np.argsort(-self.influence(), axis=1)[:, :LIST_TOKENS]
+        return np.array(vocab.id_to_token, dtype=str)[top]
 
     def ranked(self) -> np.ndarray:
         """Feature ids in the 1%-30% window, by score (the report's ranking)."""
@@ -450,6 +462,109 @@ class RunData:
         with self.lock:
             return remove_label(self.rundir.labels_path, feature,
                                 num_features=self.num_features).to_json()
+
+
+class ActivationRunData(RunData):
+    """A run trained on activation files (``--activations``): no primary model, so no
+    builds, tokens, steering, build lab or rung curves. Its analysis rows are the run's
+    held-out rows (:mod:`apps.analysis.activation_analysis`); a feature's page shows its
+    statistics, its top rows and rows from each band of its activations by their index in
+    the files, and the features it fires with."""
+
+    on_activations = True
+
+    def _check_inputs(self) -> None:
+        self.primary_dir = None
+        self.activations_path = self.rundir.activations_path(self.run)  # a path check
+
+    def missing(self) -> list[str]:
+        return []  # explanations and steering need the primary model: nothing to compute
+
+    def no_primary(self, what: str) -> LookupError:
+        return LookupError(f"{what} needs a primary model; this run trained on the "
+                           f"activations in {self.activations_path}")
+
+    def models(self):
+        """``(None, None, None, sae)``: the SAE alone."""
+        with self.lock:
+            if self._models is None:
+                from sae_jax.sae_dir import load_sae
+
+                self._models = (None, None, None, load_sae(self.rundir.sae_dir))
+            return self._models
+
+    def builds(self):
+        """``(rows, pooled (n, D))``: the analysis rows
+        (:class:`~apps.analysis.activation_analysis.RowAnalysisInputs`) and their
+        activations."""
+        with self.lock:
+            if self._builds is None:
+                from apps.analysis.activation_analysis import analysis_rows
+
+                rows = analysis_rows(self.workdir, num_rows=self.num_builds)
+                if rows.files.d_in != self.models()[3].config.input_dim:
+                    raise RunError(f"{self.rundir.sae_dir} takes "
+                                   f"{self.models()[3].config.input_dim}-d inputs but the "
+                                   f"activations in {rows.files.path} have {rows.files.d_in}")
+                self._builds = (rows, rows.pooled)
+            return self._builds
+
+    def influence(self) -> np.ndarray:
+        raise self.no_primary("the features' token influence")
+
+    def _top_tokens(self) -> np.ndarray:
+        return np.zeros((self.num_features, 0), dtype=str)
+
+    def top_build_start(self, feature: int):
+        self.check_feature(feature)
+        return None
+
+    def rung_curves(self, feature: int) -> dict:
+        self.check_feature(feature)
+        raise self.no_primary("AP rung curves")
+
+    def rung_edits(self):
+        raise self.no_primary("AP rung curves")
+
+    def example(self, r: int, v: float) -> dict:
+        """Analysis row ``r`` with activation ``v``, named by its place in the files."""
+        rows, _ = self.builds()
+        table_row = int(rows.rows[r])
+        return {"row": int(r), "table_row": table_row, "where": rows.files.where(table_row),
+                "activation": float(v)}
+
+    def _compute_page(self, feature: int) -> dict:
+        from sae_jax.feature_stats import coactivation_counts, coactive_features
+
+        idx, f = self.index(), feature
+        ranked = self.ranked()
+        rank = np.flatnonzero(ranked == f)
+        examples = [self.example(r, v) for r, v in zip(idx["top_rows"][f], idx["top_values"][f])
+                    if r >= 0 and v > 0]
+        sparse = self.activations()
+        a, b = sparse.indptr[f], sparse.indptr[f + 1]
+        bands = [dict(band, examples=[self.example(r, v) for r, v in band["examples"]])
+                 for band in activation_bands(sparse.rows[a:b], sparse.values[a:b])]
+        counts = coactivation_counts(sparse, [f])[0]
+        return {"id": f, "rank": int(rank[0]) + 1 if len(rank) else None,
+                "score": float(idx["score"][f]), "frequency": float(idx["frequency"][f]),
+                "mean_when_active": float(idx["mean_when_active"][f]),
+                "max_act": float(idx["max_act"][f]), "hist": idx["hist"][f].tolist(),
+                "top_examples": examples, "promoted": [], "suppressed": [], "steering": [],
+                "concept": None, "coactive": coactive_features(counts, f,
+                                                               live_mask(idx["frequency"])),
+                "steered_builds": [], "bands": bands, "pairs": [], "on_rows": True,
+                "fires_together": fires_together(counts, self.active_counts(), f)}
+
+
+def open_run(workdir, *, num_builds: int | None = None) -> RunData:
+    """The workbench's view of the run in ``workdir``: :class:`ActivationRunData` for a run
+    on activation files, else :class:`RunData`."""
+    try:
+        on_activations = RunDir(workdir).read_run().on_activations
+    except RunDirError as e:
+        raise RunError(str(e)) from None
+    return (ActivationRunData if on_activations else RunData)(workdir, num_builds=num_builds)
 
 
 def search_text(feature: int, expl: dict | None, label: dict | None, tokens, concept) -> str:

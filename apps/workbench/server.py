@@ -22,6 +22,10 @@ loads in a background thread first (:mod:`apps.workbench.warmup`): until then th
 feature and lab pages are a "loading" page that reloads itself and their API answers 503
 ``{"status": "loading"}``; ``GET /api/status`` says ``loading`` or ``ready``.
 
+A run trained on activation files (``--activations``) has no primary model: its pages show
+what applies without one (:class:`apps.workbench.run_state.ActivationRunData`), and the
+build lab and rung curves answer 404 saying so.
+
 JSON API (also for scripts): ``GET /api/status``, ``GET /api/run``, ``GET
 /api/features?q=&sort=&offset=&limit=&fmin=&fmax=&scope=&arch=`` (no parameters: what
 the list page opens on), ``GET /api/features/{id}``, ``POST``/``DELETE
@@ -65,7 +69,7 @@ from apps.workbench.lab import (
     lab_request,
     lab_url,
 )
-from apps.workbench.run_state import RunData
+from apps.workbench.run_state import RunData, open_run
 from apps.workbench.warmup import warm_up
 from sae_jax.activity import is_active
 from sae_jax.feature_labels import CATEGORIES, LabelError
@@ -245,6 +249,7 @@ class Workbench:
         run = self.run
         return {"name": run.name, "workdir": str(run.workdir), "num_features": run.num_features,
                 "architecture": run.architecture, "missing": run.missing(),
+                "on_activations": run.on_activations,
                 "categories": list(CATEGORIES), "sorts": list(SORTS), "max_limit": MAX_LIMIT}
 
     async def api_run(self, request: Request):
@@ -257,6 +262,11 @@ class Workbench:
     async def api_feature(self, request: Request):
         feature = _feature_id(request)
         return JSONResponse(await _threaded(self.feature_doc, feature))
+
+    def needs_primary(self, what: str) -> None:
+        """A run on activation files has no primary model: ``what`` is not found (404)."""
+        if self.run.on_activations:
+            raise self.run.no_primary(what)
 
     async def api_rung_curves(self, request: Request):
         from apps.analysis.report import rung_curves_svg
@@ -288,9 +298,11 @@ class Workbench:
         return JSONResponse({"feature": feature, "label": label})
 
     async def api_lab(self, request: Request):
+        self.needs_primary("the build lab")
         return JSONResponse(await _threaded(lab_choices, self.run))
 
     async def api_complete(self, request: Request):
+        self.needs_primary("the build lab")
         body = await _json_body(request)
         req = await _threaded(lab_request, body, self.run)
         return JSONResponse(await _threaded(complete_lab, self.run, req))
@@ -324,7 +336,8 @@ class Workbench:
         view["bands"] = [dict(b, examples=[_with_lab_link(ex) for ex in b["examples"]])
                          for b in view.get("bands", [])]
         view["fires_together"] = [self._described(g) for g in view.get("fires_together", [])]
-        set_link = await _threaded(self.set_link, feature) or f"/lab?feature={feature}"
+        set_link = (None if self.run.on_activations else
+                    await _threaded(self.set_link, feature) or f"/lab?feature={feature}")
         return self._page(request, "wb_feature.html.j2", page=view, label=doc["label"],
                           categories=CATEGORIES, edges=index["hist_edges"].tolist(),
                           set_link=set_link, title=f"Feature {feature} of {self.run.name}")
@@ -349,6 +362,7 @@ class Workbench:
                     explanation=(self.run.explanation(g) or {}).get("rule_text", ""))
 
     async def lab_page(self, request: Request):
+        self.needs_primary("the build lab")
         params = request.query_params
         if params.get("feature") and not params.get("weapon"):
             # A feature alone: start from the mains of its strongest build, not an empty one.
@@ -399,7 +413,7 @@ def create_app(workdir, *, num_builds: int | None = None, warm: bool = False) ->
     """The workbench app over the run in ``workdir``. Nothing heavy loads here. ``warm``:
     compile and load in a background thread (:meth:`Workbench.warm`), answering "loading"
     until done; without it everything loads on first use."""
-    run = RunData(workdir, num_builds=num_builds)
+    run = open_run(workdir, num_builds=num_builds)
     bench = Workbench(run)
 
     async def bad_request(request, exc):

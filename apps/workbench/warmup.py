@@ -5,7 +5,8 @@ compilation cache, :mod:`runkit.compile_cache`, makes a restart read them from d
 instead). :func:`warm_up` runs each kind of request once: the list's table, a plain and
 two steered completions with the lab's forward pass, one feature page computed from scratch
 (steering tables, steered builds, co-activations, activation bands) and one feature's
-rung curves; so the first request a person makes finds its programs compiled.
+rung curves (a run on activation files: the table and a feature page); so the first request
+a person makes finds its programs compiled.
 """
 
 from __future__ import annotations
@@ -44,6 +45,11 @@ def warm_up(run: RunData, table: FeatureTable) -> dict[str, float]:
         seconds[name] = round(time.perf_counter() - t0, 2)
 
     step("feature table", table.ensure)
+    page, curves = warm_features(run)
+    if run.on_activations:  # no primary model: no completions, no rung curves
+        if page is not None:
+            step("feature page", run.feature_page, page)
+        return seconds
     weapon = lab_choices(run)["weapons"][0]["id"]
     plain = {"weapon": weapon, "abilities": {}}  # what the lab asks for first
     step("completion", lambda: complete_lab(run, lab_request(plain, run)))
@@ -53,7 +59,6 @@ def warm_up(run: RunData, table: FeatureTable) -> dict[str, float]:
         edits = [{"feature": f, "value": 0.0} for f in range(min(n, run.num_features))]
         step(f"steered completion, {n} edit{'s' if n > 1 else ''}",
              lambda e=edits: complete_lab(run, lab_request(dict(plain, edits=e), run)))
-    page, curves = warm_features(run)
     if page is not None:
         step("feature page", run.feature_page, page)
     if curves is not None:

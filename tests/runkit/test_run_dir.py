@@ -1,6 +1,7 @@
 """The run directory value: recorded paths, run.json checks, moved runs, optional records."""
 
 import json
+import re
 import shutil
 
 import pytest
@@ -157,3 +158,33 @@ def test_record_from_json_keeps_unknown_keys():
     record = RunRecord.from_json(raw, where="run.json")
     assert record.extra == {"splatnlp": {"model": "model.pth"}}
     assert record.to_json()["splatnlp"] == {"model": "model.pth"}
+
+
+def test_a_run_on_activation_files_records_them_and_has_no_primary(tmp_path):
+    data = tmp_path / "data" / "acts.npy"
+    data.parent.mkdir()
+    data.write_bytes(b"x")
+    run = RunDir(tmp_path / "run")
+    run.root.mkdir()
+    run.write_run(run.new_activations_record(data, seed=4, activations_sha256="ab" * 32))
+    record = run.read_run()
+    assert record.on_activations and record.primary_model_dir == "" and record.seed == 4
+    assert run.activations_path(record) == data
+    with pytest.raises(RunDirError, match=r"trained on the activations in .*acts\.npy, not on "
+                                          r"a primary model"):
+        run.primary_dir(record)
+    data.unlink()
+    with pytest.raises(RunDirError, match=r"the activations .*acts\.npy do not exist; they were "
+                                          r"given to sae_jax.train as --activations"):
+        run.activations_path(record)
+
+
+@pytest.mark.parametrize("content, needle", [
+    ({"data_source": "activations"}, "field 'data_path' (the activations"),
+    ({"data_source": "activations", "data_path": "/a.npy", "primary_model_dir": "m"},
+     "a run on activations has no primary model, but 'primary_model_dir' is 'm'"),
+])
+def test_a_bad_record_of_a_run_on_activations_names_the_field(tmp_path, content, needle):
+    (tmp_path / "run.json").write_text(json.dumps(content))
+    with pytest.raises(RunDirError, match=re.escape(needle)):
+        RunDir(tmp_path).read_run()

@@ -44,6 +44,7 @@ def test_perfect_reconstruction_gives_fve_and_loss_recovered_one(setup):
     assert out["logit_cosine"] == pytest.approx(1.0, abs=1e-6)
     assert out["top5_agreement"] == pytest.approx(1.0)
     assert out["shrinkage"] == pytest.approx(1.0, abs=1e-5)
+    assert out["recon_cosine"] == pytest.approx(1.0, abs=1e-5)
 
 
 def bce(z, t):
@@ -91,6 +92,8 @@ def test_metrics_match_numpy(setup):
         "loss_recovered": (l_ablated - l_spliced) / (l_ablated - l_true),
         "kl_spliced": kl, "logit_cosine": cosine, "top5_agreement": np.mean(top),
         "shrinkage": (recon * recon).sum() / (x * recon).sum(),
+        "recon_cosine": ((x * recon).sum(1) / np.linalg.norm(x, axis=1)
+                         / np.linalg.norm(recon, axis=1)).mean(),
     }
     assert 0 < kl and cosine < 1 and np.mean(top) < 1  # an imperfect SAE: the checks can fail
     assert want["dead_fraction"] >= 5 / 64 and want["dense_fraction"] >= 4 / 64

@@ -253,12 +253,12 @@ def test_a_busy_workdir_is_refused_at_once(reference, tmp_path):
 
 
 def test_non_finite_evaluation_is_refused_not_written(reference, tmp_path, monkeypatch):
-    from apps.training import run_finish
+    from apps.runs import evaluation
     def nan_recovered(*args, **kwargs):
         return {"fve": 0.9, "l_true": 0.1, "l_spliced": 0.2, "l_ablated": 0.3,
                 "loss_recovered": float("nan")}
 
-    monkeypatch.setattr(run_finish, "evaluate_sae", nan_recovered)
+    monkeypatch.setattr(evaluation, "evaluate_sae", nan_recovered)
     with pytest.raises(TrainingFault, match=r"non-finite \['loss_recovered'\]"):
         train_sae(CFG, tmp_path, primary_dir=reference[0] / "primary_run" / "model",
                   analyze=False)
