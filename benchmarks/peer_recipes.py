@@ -5,12 +5,15 @@ batch size and the same number of training samples; each uses its own recommende
 optimiser and schedule:
 
 - ours: ``configs/demo.flags`` (AdamW, lr 1e-3 cosine-annealed to 1e-4, weight decay
-  0.01, gradients clipped at norm 1; AuxK dead after 262,144 rows), with
-  ``configs/demo_relu_l1.flags``'s L1 and usage settings and ``configs/demo_jumprelu.flags``'s
-  JumpReLU settings, the warm-ups and resampling steps scaled to the run's length as the
-  demo's are to its 6,000 steps (warm-ups over the first sixth, resampling at a sixth and a
-  third, the usage cosine's period ten sixths). The relu_l1 clip is raised out of reach
-  (SAELens's standard SAE has none).
+  0.01, gradients clipped at norm 1; AuxK counts a latent dead after 32,768 silent rows
+  and weighs its loss 0.125), with ``configs/demo_jumprelu.flags``'s JumpReLU bandwidth,
+  the warm-ups and resampling steps scaled to the run's length as the demo's are to its
+  6,000 steps (warm-ups over the first sixth, resampling at a sixth and a third). Two
+  changes for this world: relu_l1's usage penalty is off (it pushes every latent towards
+  firing on 5% of rows, four times this world's mean rate; SAELens's standard SAE has
+  none) and its clip is raised out of reach (SAELens's has none either); JumpReLU's
+  thresholds start at 0.1 rather than 0.05 (at 0.05 they had not risen far enough by the
+  end of the run: L0 23 against the true 6.4).
 - SAELens: ``SyntheticSAERunnerConfig``'s defaults (Adam, lr 3e-4 constant, no warm-up,
   betas 0.9 / 0.999, gradients clipped at norm 1 by its trainer, dead latents after 1,000
   steps without firing) and each training SAE config's defaults.
@@ -31,17 +34,17 @@ import numpy as np
 from sae_jax.architectures import ARCHITECTURES, get_architecture
 
 OURS_OPTIMISER = {"lr": 1e-3, "lr_final_fraction": 0.1, "weight_decay": 0.01, "grad_clip": 1.0}
-# configs/demo_relu_l1.flags (usage) and demo_jumprelu.flags (JumpReLU kernel), demo.flags.
-OURS_RECIPE = {"target_usage": 0.05, "usage_coeff": 1.5, "usage_floor": 0.05,
-               "jumprelu_bandwidth": 0.05, "jumprelu_init_threshold": 0.05,
-               "dead_after_rows": 262_144, "threshold_decay": 0.99, "clip_max": 1e4}
+# demo.flags (AuxK), demo_jumprelu.flags (kernel); usage off, threshold 0.1 (docstring).
+OURS_RECIPE = {"usage_coeff": 0.0, "usage_floor": 0.0,
+               "jumprelu_bandwidth": 0.05, "jumprelu_init_threshold": 0.1,
+               "dead_after_rows": 32_768, "aux_coeff": 0.125, "threshold_decay": 0.99, "clip_max": 1e4}
 SAELENS_LR = 3e-4  # SyntheticSAERunnerConfig's default, constant
 
 # Sparsity coefficients, keyed by our setting's name (the plugin's penalty_setting), for
 # each library; chosen on the default world to land near its true L0 (module docstring).
 PENALTIES = {
-    "ours": {"l1_coeff": 1e-2, "l0_coeff": 1e-2},
-    "saelens": {"l1_coeff": 1.0, "l0_coeff": 1.0},
+    "ours": {"l1_coeff": 1.5e-2, "l0_coeff": 1e-2},
+    "saelens": {"l1_coeff": 2.5, "l0_coeff": 1.0},  # l0: SAELens's default
 }
 # SAELens's config field for each of our penalty settings.
 SAELENS_PENALTY_FIELD = {"l1_coeff": "l1_coefficient", "l0_coeff": "l0_coefficient"}

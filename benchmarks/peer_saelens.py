@@ -10,7 +10,7 @@
    folder); both libraries get the same arrays.
 2. Per architecture (relu_l1 / SAELens ``standard``, TopK, BatchTopK, JumpReLU, Matryoshka
    BatchTopK) and seed (``--seed`` and the next two), one SAE of 512 latents per library on
-   2,048,000 samples in batches of 1,024, k = 6 where the architecture takes k, each
+   3,072,000 samples in batches of 1,024, k = 6 where the architecture takes k, each
    library's recommended optimiser and schedule (:mod:`benchmarks.peer_recipes`), trained
    one after the other, ours then SAELens's, each timed end to end.
 3. Every SAE scored as a SAELens inference SAE with SAELens's synthetic evaluation and our
@@ -48,7 +48,7 @@ from benchmarks.timing import load_average, machine_info  # noqa: E402
 TORCH_THREADS = 2
 ENCODE_CHECK_ROWS = 256
 DEFAULT_OUT = os.path.join(REPO_ROOT, "benchmarks", "results", "peer_saelens.json")
-FULL = {"samples": 2_048_000, "train_rows": 1_000_000, "eval_rows": 40_000,
+FULL = {"samples": 3_072_000, "train_rows": 1_000_000, "eval_rows": 40_000,
         "sweep_samples": 409_600, "seeds": 3, "width": 512, "k": 6, "batch": 1024}
 # The smoke run: a small world, two architectures, short runs (minutes of work -> seconds).
 QUICK = {"samples": 20_480, "train_rows": 20_000, "eval_rows": 4_000,
