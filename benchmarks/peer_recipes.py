@@ -37,7 +37,8 @@ OURS_OPTIMISER = {"lr": 1e-3, "lr_final_fraction": 0.1, "weight_decay": 0.01, "g
 # demo.flags (AuxK), demo_jumprelu.flags (kernel); usage off, threshold 0.1 (docstring).
 OURS_RECIPE = {"usage_coeff": 0.0, "usage_floor": 0.0,
                "jumprelu_bandwidth": 0.05, "jumprelu_init_threshold": 0.1,
-               "dead_after_rows": 32_768, "aux_coeff": 0.125, "threshold_decay": 0.99, "clip_max": 1e4}
+               "dead_after_rows": 32_768, "aux_coeff": 0.125, "threshold_decay": 0.99,
+               "clip_max": 1e4}
 SAELENS_LR = 3e-4  # SyntheticSAERunnerConfig's default, constant
 
 # Sparsity coefficients, keyed by our setting's name (the plugin's penalty_setting), for
