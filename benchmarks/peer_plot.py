@@ -38,7 +38,6 @@ def plot_peer(runs: list[dict], true_l0: float, out_png: str | os.PathLike) -> P
                 ax.scatter([l0.mean()], [value.mean()], s=90, marker=marker,
                            color=colours[arch], linewidths=2)
         ax.axvline(true_l0, color="grey", linestyle="--", linewidth=1)
-        ax.set_xscale("log")
         ax.set_xlabel("L0 (evaluation rows)")
         ax.set_title(title)
         ax.grid(alpha=0.3)
