@@ -222,7 +222,8 @@ def run(args, sizes) -> dict:
                            sizes["sweep_samples"])
     result = summarize(runs, sweep)
     result.update({
-        "command": "python -m benchmarks.peer_saelens" + (" --quick" if args.quick else ""),
+        "command": f"python -m benchmarks.peer_saelens --seed={args.seed}"
+                   + (" --quick" if args.quick else ""),
         "mode": "quick" if args.quick else "full", "seed": args.seed, "seeds": seeds,
         "world": {**spec.to_dict(), "true_l0": true_l0, "train_rows": sizes["train_rows"],
                   "eval_rows": sizes["eval_rows"], "generator": "sae_lens.synthetic."
