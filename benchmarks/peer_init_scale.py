@@ -10,7 +10,7 @@ a smaller draw) this trains one SAE per case, each library's recipe from
 scaled by 0.1, or SAELens's ``decoder_init_norm`` (and so its tied encoder) set to 1.
 TopK is the control: selecting k latents does not depend on the encoder's scale. Every SAE
 is scored by SAELens's synthetic evaluation (:func:`benchmarks.peer_scoring.saelens_scores`).
-About 5 minutes on a 2-core CPU.
+About 3 minutes on a quiet 2-core CPU.
 """
 
 from __future__ import annotations
