@@ -4,6 +4,7 @@
                            [--noexplanations]
 
 Writes ``DIR/concepts.json`` (when the builds carry planted concepts),
+``DIR/absorption.json`` (absorption and splitting of the AP rungs),
 ``DIR/explanations.json`` and ``DIR/report/index.html``
 (:func:`apps.analysis.pipeline.analyze`). A run trained on activation files
 (``--activations``) gets the report alone, over its held-out rows (``--num_builds``: at

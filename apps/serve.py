@@ -1,9 +1,11 @@
 """The workbench: a local web app over one SAE run (:mod:`apps.workbench.server`).
 
-    python -m apps.serve --workdir=RUN [--host=127.0.0.1] [--port=8000]
+    python -m apps.serve --workdir=RUN [--host=127.0.0.1] [--port=8000] [--batch_window_ms=5]
 
 It answers at once and says "loading" while it compiles and loads in the background;
 compiled programs are kept on disk (:mod:`runkit.compile_cache`), so a restart is quick.
+Build-lab requests that arrive within ``--batch_window_ms`` of each other are completed in
+one batched call (:mod:`apps.workbench.completion_batcher`); 0 completes each alone.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from pathlib import Path
 
 from absl import flags
 
+from apps.workbench.completion_batcher import DEFAULT_WINDOW_MS, MAX_WINDOW_MS
 from apps.workbench.server import create_app
 from runkit.cli import report_user_errors, run_with_flagfiles
 
@@ -20,6 +23,9 @@ flags.DEFINE_string("host", "127.0.0.1", "Address the workbench listens on.")
 flags.DEFINE_integer("port", 8000, "Port the workbench listens on.")
 flags.DEFINE_integer("num_builds", None, "Held-out builds the workbench analyzes "
                      "(default: as apps.analyze, the run's --eval_builds).")
+flags.DEFINE_float("batch_window_ms", DEFAULT_WINDOW_MS, "How long a build-lab request waits "
+                   "for others to be completed with it in one batched call, in milliseconds; "
+                   "0 completes each request alone, one at a time.")
 
 
 @report_user_errors
@@ -38,10 +44,14 @@ def main(argv):
         raise ValueError(f"--port must be 1..65535, got {f.port}")
     if f.num_builds is not None and f.num_builds <= 0:
         raise ValueError(f"--num_builds must be positive, got {f.num_builds}")
+    if not 0 <= f.batch_window_ms <= MAX_WINDOW_MS:  # also refuses nan
+        raise ValueError(f"--batch_window_ms must be 0..{MAX_WINDOW_MS:g}, got "
+                         f"{f.batch_window_ms:g}")
     from runkit.compile_cache import use_persistent_cache
 
     use_persistent_cache()  # before anything compiles: a restart reads its programs back
-    application = create_app(f.workdir, num_builds=f.num_builds, warm=True)
+    application = create_app(f.workdir, num_builds=f.num_builds, warm=True,
+                             batch_window_ms=f.batch_window_ms)
     print(f"workbench for {Path(f.workdir).absolute()}: http://{f.host}:{f.port}/")
     uvicorn.run(application, host=f.host, port=f.port, log_level="warning")
     return 0

@@ -107,6 +107,8 @@ def collect(workdir: str | os.PathLike) -> dict:
         "concept_builds": get("concepts.json", "summary.num_builds"),
         "explained": get("explanations.json", "summary.explained"),
         "explained_f1": get("explanations.json", "summary.explained_f1"),
+        "explained_activity_share": get("explanations.json",
+                                        "summary.explained_activity_share"),
         "explanation_builds": get("explanations.json", "num_builds"),
         "causal_agreement": get("explanations.json", "summary.causal_agreement"),
         "causal_checked": get("explanations.json", "summary.causal_checked"),
@@ -199,9 +201,11 @@ def render_table(results: dict) -> str:
          "held-out builds"),
         ("... counting pairs", f"{f['concepts_with_pairs']} / {f['concepts_total']}",
          "one feature, or two active together"),
-        ("features explained", f"{f['explained']} of {f['d_sae']}",
-         f"whose rule reaches held-out F1 >= {f['explained_f1']:g} "
-         f"({f['explanation_builds']:,} builds, half fit, half held out)"),
+        ("features explained", f"{f['explained']} of {f['d_sae']}, carrying "
+         f"{_pct(f['explained_activity_share'])} of the activity",
+         f"whose rule reaches held-out F1 >= {f['explained_f1']:g} on the inputs where the "
+         f"feature fires, full or partial builds ({f['explanation_builds']:,} builds, half "
+         "fit, half held out)"),
         ("median explanation F1", f"**{f['median_f1_window']:.2f}**",
          f"over the {f['window_features']} features firing on 1-30% of builds"),
         ("causal agreement", f"{_pct(f['causal_agreement'])} ({agreeing} of "

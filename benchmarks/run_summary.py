@@ -2,10 +2,11 @@
 
 For each run directory (``sae_jax.train`` or a sweep member, with its ``metrics.json``,
 ``concepts.json`` and ``explanations.json``): FVE, L0, dead and dense fractions, loss
-recovered, concepts recovered, the explanation summary (median held-out F1 in the 1%-30%
-window, causal agreement, ground truth) and how the features spread over firing rates
-(each feature's rate on all explanation builds). Runs given one label (one recipe, several
-seeds) are also summarised as mean and standard deviation.
+recovered, concepts recovered, the explanation summary (explained share of the features
+that fire and of their activations, median held-out F1 in the 1%-30% window, causal
+agreement, ground truth) and how the features spread over firing rates (each feature's
+rate on the explanation inputs it is explained on: full or partial builds). Runs given
+one label (one recipe, several seeds) are also summarised as mean and standard deviation.
 
     python -m benchmarks.run_summary --runs usage-0.05=runs/a,usage-0.05=runs/b,usage-0.005=runs/c
 """
@@ -33,7 +34,8 @@ BANDS = ((0.0, 0.001), (0.001, MIN_FREQUENCY), (MIN_FREQUENCY, MAX_FREQUENCY),
          (MAX_FREQUENCY, 1.0))
 NUMBERS = ("fve", "l0", "dead_fraction", "dense_fraction", "loss_recovered",
            "concepts_recovered", "median_f1_window", "window_features", "causal_agreement",
-           "ground_truth_share", "median_f1_above_1pct")
+           "ground_truth_share", "median_f1_above_1pct", "explained_share",
+           "explained_activity_share")
 
 
 def _band_name(lo: float, hi: float) -> str:
@@ -69,6 +71,9 @@ def summarise_run(workdir: Path) -> dict:
         "ground_truth_share": truth.get("share"),
         "ground_truth": f"{truth.get('matched')}/{truth.get('checked')}" if truth else None,
         "median_f1_above_1pct": float(np.median(f1[above])) if above.any() else None,
+        # None for explanations read on full builds only (no partial builds, no share).
+        "explained_share": summary.get("explained_share"),
+        "explained_activity_share": summary.get("explained_activity_share"),
         "features_by_rate": bands,
     }
 
@@ -113,19 +118,25 @@ def main(argv=None) -> int:
     labels = [label for label, _ in runs]
     for row, label in zip(rows, labels):
         row["label"] = label
-    table("runs", ["label", "fve", "L0", "dense", "concepts", "median F1 (window)",
-                   "causal", "ground truth", "features <0.1% / 0.1-1% / 1-30% / >30%"],
+    def pct(x):
+        return "-" if x is None else f"{100 * x:.1f}%"
+
+    table("runs", ["label", "fve", "L0", "dense", "concepts", "explained", "activity",
+                   "median F1 (window)", "causal", "ground truth",
+                   "features <0.1% / 0.1-1% / 1-30% / >30%"],
           [[r["label"], f"{r['fve']:.4f}", f"{r['l0']:.1f}", f"{r['dense_fraction']:.3f}",
-            f"{r['concepts_recovered']}/{r['concepts_total']}",
+            f"{r['concepts_recovered']}/{r['concepts_total']}", pct(r["explained_share"]),
+            pct(r["explained_activity_share"]),
             f"{r['median_f1_window']:.3f} ({r['window_features']})",
             f"{r['causal_agreement']:.3f}", str(r["ground_truth"]),
             " / ".join(str(v) for v in r["features_by_rate"].values())] for r in rows])
     groups = summarise_groups(rows, labels)
-    table("by label (mean ± std)", ["label", "runs", "fve", "median F1 (window)", "causal",
-                                    "ground truth"],
+    table("by label (mean ± std)", ["label", "runs", "fve", "explained", "median F1 (window)",
+                                    "causal", "ground truth"],
           [[label, str(g["runs"])] + [
               f"{g[k]['mean']:.3f} ± {g[k]['std']:.3f}" if k in g else "-"
-              for k in ("fve", "median_f1_window", "causal_agreement", "ground_truth_share")]
+              for k in ("fve", "explained_share", "median_f1_window", "causal_agreement",
+                        "ground_truth_share")]
            for label, g in groups.items()])
     out = {"machine": machine_info(), "runs": rows, "groups": groups,
            "wall_s": time.perf_counter() - t0}

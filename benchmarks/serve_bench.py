@@ -28,11 +28,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
-import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -43,8 +40,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.output import log  # noqa: E402
 from benchmarks.timing import machine_info, summarize  # noqa: E402
+from benchmarks.workbench_server import Server  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
 _DEMO = flags.DEFINE_string("demo_run", "runs/demo", "the demo SAE run (read only)")
 _SCRATCH = flags.DEFINE_string("scratch", "/tmp/serve_bench", "where copies and synthetic "
                                "runs are made (replaced)")
@@ -62,64 +59,6 @@ LAB_ABILITIES = [{},  # the first: from empty, its search passes through every l
                  {"special_charge_up": 10, "special_saver": 3}, {"ink_resistance_up": 6},
                  {"sub_power_up": 10, "ink_saver_sub": 3}, {"stealth_jump": 10},
                  {"intensify_action": 12}, {"quick_super_jump": 3, "thermal_ink": 10}]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """``python -m apps.serve`` in a subprocess (started, timed, stopped)."""
-
-    def __init__(self, workdir: Path):
-        self.port = _free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        t0 = time.perf_counter()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "apps.serve", f"--workdir={workdir}",
-             f"--port={self.port}"], cwd=ROOT, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL)
-        while True:
-            try:
-                self.get("/api/run")
-                break
-            except OSError:
-                if self.proc.poll() is not None or time.perf_counter() - t0 > 120:
-                    raise RuntimeError(f"the server for {workdir} did not start") from None
-                time.sleep(0.05)
-        self.startup_s = time.perf_counter() - t0
-        while self.get("/api/status")["status"] != "ready":  # feature requests answer 503
-            if self.proc.poll() is not None or time.perf_counter() - t0 > 1800:
-                raise RuntimeError(f"the server for {workdir} did not get ready") from None
-            time.sleep(0.1)
-        self.ready_s = time.perf_counter() - t0
-
-    def get(self, path: str) -> dict:
-        with urllib.request.urlopen(self.base + path, timeout=600) as r:
-            return json.loads(r.read())
-
-    def post(self, path: str, body) -> dict:
-        req = urllib.request.Request(self.base + path, data=json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=600) as r:
-            return json.loads(r.read())
-
-    def timed(self, fn, *args) -> tuple[float, dict]:
-        t0 = time.perf_counter()
-        out = fn(*args)
-        return time.perf_counter() - t0, out
-
-    def rss_mb(self) -> float:
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        return float("nan")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=30)
 
 
 def _latency(call, reps: int) -> dict:

@@ -6,7 +6,10 @@ should raise f's activation, and removing them from builds that have R should lo
 :func:`causal_check` edits held-out builds both ways (:mod:`primary.build_edits`: legal
 builds only), runs the primary model and the SAE on the edited builds (batched, jitted),
 and reports per feature the mean activation change, the share of builds where f turns on
-(add) or off (remove), and whether the signs agree with the rule.
+(add) or off (remove), and whether the signs agree with the rule. A feature explained on
+partial builds (:mod:`primary.partial_builds`, the SAE's own inputs) is checked on them
+the same way: :func:`causal_check` given partial builds edits their tokens
+(:mod:`primary.partial_edits`).
 
 Builds are edited once per distinct conjunction (features that share a rule share the
 edited builds), and only the activation of each feature on its own edited builds is
@@ -25,11 +28,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bridge.harvest import pooled_of_inputs
+from bridge.harvest import pooled_of_inputs, pooled_of_partial_builds
 from primary.build_edits import edit_conjunctions, set_ability_rung
 from primary.build_inputs import full_build_inputs
 from primary.builds import BuildSet
 from primary.examples import max_build_tokens, pad_to_width
+from primary.partial_builds import PartialBuilds
+from primary.partial_edits import edit_partial_conjunctions
 from primary.vocab import (
     AP_THRESHOLDS,
     MAIN_AP,
@@ -103,9 +108,12 @@ def feature_activations(sae, x: np.ndarray, features: np.ndarray) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros((0, len(features)), np.float32)
 
 
-def _known(builds: BuildSet, vocab, weapon_vocab) -> np.ndarray:
+def _known(builds, vocab, weapon_vocab) -> np.ndarray:
+    """Rows (full or partial builds) whose weapon and tokens the model's vocabularies hold."""
     ok = np.isin(builds.weapons, weapon_vocab.game_ids)
-    return ok & ~ap_to_token_multihot(builds.ap)[:, vocab.ability_token_ids < 0].any(1)
+    tokens = builds.tokens if isinstance(builds, PartialBuilds) else \
+        ap_to_token_multihot(builds.ap)
+    return ok & ~tokens[:, vocab.ability_token_ids < 0].any(1)
 
 
 def pooled_of_builds(primary, builds: BuildSet, vocab, weapon_vocab,
@@ -145,12 +153,26 @@ def _pick_rows(cond: np.ndarray, uniq: np.ndarray, per_direction: int, rng):
     return np.concatenate(rows), np.concatenate(ids), np.concatenate(adds)
 
 
-def causal_check(primary, vocab, weapon_vocab, sae, builds: BuildSet, pooled: np.ndarray,
+def _edits_of(builds):
+    """``(edit, concat, pooled)``: how rows of ``builds`` (full or partial) are edited,
+    stacked and run through the primary."""
+    if isinstance(builds, PartialBuilds):
+        def pooled(primary, rows, vocab, weapon_vocab, batch_size):
+            return pooled_of_partial_builds(primary, rows, vocab, weapon_vocab,
+                                            batch_size=batch_size)
+
+        return edit_partial_conjunctions, PartialBuilds.concat, pooled
+    return edit_conjunctions, BuildSet.concat, pooled_of_builds
+
+
+def causal_check(primary, vocab, weapon_vocab, sae, builds, pooled: np.ndarray,
                  cond: np.ndarray, conditions, conjunctions: np.ndarray, *,
                  config: CausalConfig = CausalConfig(), thresholds=None,
                  priority=None) -> dict:
     """Add and remove each feature's conjunction on ``builds`` and measure the feature.
 
+    ``builds``: a :class:`~primary.builds.BuildSet` or
+    :class:`~primary.partial_builds.PartialBuilds` (edited as tokens);
     ``pooled (n, D)``: the primary's pooled vectors of ``builds``; ``cond (n, K)`` their
     condition matrix over ``conditions``; ``conjunctions (F, T)`` each feature's
     conjunction as indices into ``conditions`` (-1 padded; all -1: no rule, not checked).
@@ -195,24 +217,24 @@ def causal_check(primary, vocab, weapon_vocab, sae, builds: BuildSet, pooled: np
     feature_conj = feature_conj.reshape(-1)
     rng = np.random.default_rng(config.seed)
     src, conj_id, add = _pick_rows(np.asarray(cond, bool), uniq, per_dir, rng)
+    edit, concat, pooled_of = _edits_of(builds)
     edited_parts, ok_parts, order = [], [], []
     for direction in (True, False):
         sel = np.flatnonzero(add == direction)
         if not len(sel):
             continue
-        e, ok = edit_conjunctions(builds.subset(src[sel]), uniq[conj_id[sel]], conditions,
-                                  add=direction, weapon_pool=weapon_vocab.game_ids,
-                                  seed=config.seed)
+        e, ok = edit(builds.subset(src[sel]), uniq[conj_id[sel]], conditions,
+                     add=direction, weapon_pool=weapon_vocab.game_ids, seed=config.seed)
         edited_parts.append(e)
         ok_parts.append(ok & _known(e, vocab, weapon_vocab))
         order.append(sel)
     sel = np.concatenate(order)
     ok = np.concatenate(ok_parts)
-    edited = BuildSet.concat(edited_parts).subset(np.flatnonzero(ok))
+    edited = concat(edited_parts).subset(np.flatnonzero(ok))
     src, conj_id, add = src[sel][ok], conj_id[sel][ok], add[sel][ok]
     if not len(src):
         return out
-    x_edit = pooled_of_builds(primary, edited, vocab, weapon_vocab, config.batch_size)
+    x_edit = pooled_of(primary, edited, vocab, weapon_vocab, config.batch_size)
     # Every (edited build, feature with that build's conjunction) pair.
     features = np.flatnonzero(has_rule)
     by_conj = np.argsort(feature_conj, kind="stable")

@@ -9,7 +9,9 @@ harvested rows were all finite, so faults can be caught without a host sync.
 
 Evaluation and analysis: :func:`pooled_of_inputs` (and :func:`harvest_array` for an
 ``Examples`` set) streams inputs through the model and returns the pooled vectors as
-one host array.
+one host array; :func:`pooled_by_length` does the same with the rows regrouped by length
+(most partial builds hold a few tokens), as :func:`pooled_of_partial_builds` does for
+:class:`~primary.partial_builds.PartialBuilds`.
 """
 
 from __future__ import annotations
@@ -116,6 +118,61 @@ def pooled_of_inputs(primary, inputs: dict, *, batch_size: int = 512) -> np.ndar
     if not out:
         return np.zeros((0, primary.config.hidden_dim), np.float32)
     return np.concatenate(out).astype(np.float32)
+
+
+# Widths partial builds are run at (each row at the first that holds it): most hold a few
+# tokens, and each width compiles the forward once (about a second on a CPU), so two; the
+# wide one is full builds' (bridge.causal), compiled already when the analysis runs.
+PARTIAL_WIDTHS = (4, None)  # None: the most tokens a legal build holds
+
+
+def pooled_by_length(primary, inputs: dict, *, pad_id: int, batch_size: int = 512,
+                     widths=PARTIAL_WIDTHS) -> np.ndarray:
+    """:func:`pooled_of_inputs` of ``inputs``, each row run at the first of ``widths``
+    that holds its tokens (None: :func:`primary.examples.max_build_tokens`) in batches of
+    ``batch_size`` rows (the last of each width padded; ``pad_id`` fills new columns):
+    the same vectors, up to float rounding, for less work when most rows are short. Each
+    width compiles once."""
+    from primary.examples import max_build_tokens, pad_to_width
+
+    if batch_size <= 0:
+        raise ValueError(f"harvest batch size must be positive, got {batch_size}")
+    mask = np.asarray(inputs["key_padding_mask"])
+    lengths = (~mask).sum(1)
+    widths = sorted({max_build_tokens() if w is None else int(w) for w in widths})
+    widths[-1] = max(widths[-1], mask.shape[1])
+    group = np.searchsorted(widths, lengths)
+    out = np.zeros((len(lengths), primary.config.hidden_dim), np.float32)
+    for g, width in enumerate(widths):
+        rows = np.flatnonzero(group == g)
+        for start in range(0, len(rows), batch_size):
+            pos = rows[start:start + batch_size]
+            part = {k: np.asarray(inputs[k])[pos] for k in MODEL_INPUTS}
+            keep = min(width, mask.shape[1])  # the columns past keep are padding
+            part["tokens"] = part["tokens"][:, :keep]
+            part["key_padding_mask"] = part["key_padding_mask"][:, :keep]
+            part = pad_to_width(part, width, pad_id)
+            # One shape per width: a short batch is padded to the batch size.
+            part = pad_batch(dict(part, weight=np.ones(len(pos), np.float32)), batch_size)
+            out[pos] = pooled_of_inputs(primary, part, batch_size=batch_size)[:len(pos)]
+    return out
+
+
+def pooled_of_partial_builds(primary, partial, vocab, weapon_vocab, *,
+                             batch_size: int = 512) -> np.ndarray:
+    """``(m, hidden)`` pooled vectors of :class:`~primary.partial_builds.PartialBuilds`
+    (:func:`pooled_by_length`), each distinct input run once (short partial builds and the
+    empty input recur: a fifth of the analysis's rows)."""
+    from primary.build_inputs import token_inputs
+
+    key = np.concatenate([np.asarray(partial.weapons, np.int64)[:, None],
+                          np.packbits(partial.tokens, axis=1).astype(np.int64)], axis=1)
+    _, first, inverse = np.unique(key, axis=0, return_index=True, return_inverse=True)
+    distinct = partial.subset(first)
+    inputs = token_inputs(distinct.tokens, distinct.weapons, vocab, weapon_vocab,
+                          where="partial builds")
+    return pooled_by_length(primary, inputs, pad_id=vocab.pad_id,
+                            batch_size=batch_size)[inverse.reshape(-1)]
 
 
 def harvest_array(primary, examples, batch_size: int) -> np.ndarray:

@@ -13,6 +13,12 @@ By default the edit keeps the SAE's reconstruction error
 (``x + decode(h') - decode(h)``), so "after" differs from "before" only by the
 edit itself; ``keep_error=False`` feeds ``decode(h')`` onward, the original's
 EDIT mode, which also carries the reconstruction error into "after".
+
+:func:`steered_batch_logits_fn` completes many builds at once, each with its own edits:
+every model row takes its build's features and values (as many for every build: fewer are
+padded with feature -1, which sets nothing), and a row computes exactly what
+:func:`steered_logits_fn` with that build's edits computes in a call of the same size, or,
+with padding edits only, the plain model.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from flax import nnx
 from bridge.steering import check_feature_index, edit_feature_params
 from primary.allocator import min_ap_row
 from primary.completion import CompletedBuild, LogitsFn, complete_build, resolve_weapon
-from primary.model import SetCompletionModel
+from primary.model import HashedGraph, SetCompletionModel
 from primary.vocab import Vocab, WeaponVocab
 from primary.weapons import weapon_name
 from sae_jax.model import SparseAutoencoder, decode, encode, unit_rows
@@ -52,13 +58,40 @@ def edit_features_params(params, spec, x: jax.Array, features: jax.Array, values
     return decode(params, edited)
 
 
-@partial(jax.jit, static_argnames=("graphdef", "spec", "keep_error"))
-def _steered_logits(graphdef, state, sae_params, features, values, tokens, weapons,
+def edit_rows_params(params, spec, x: jax.Array, features: jax.Array, values: jax.Array,
+                     keep_error: bool = True) -> jax.Array:
+    """Set features ``features (B, k)`` to ``values (B, k)`` in ``x (B, d_in)``, each row its
+    own edits; row ``b`` is :func:`edit_features_params` with ``features[b]``, ``values[b]``
+    (the same operations, so the same numbers). A feature of -1 sets nothing (its one-hot
+    row is zero): with ``keep_error`` a row's numbers are those of its other edits alone, and
+    a row of padding only is ``x`` itself."""
+    if features.shape[1] == 1:
+        return edit_feature_params(params, spec, x, features[:, 0], values[:, 0], keep_error)
+    _, h = encode(params, x, spec)
+    select = jax.nn.one_hot(features, h.shape[-1], dtype=h.dtype)  # (B, k, F)
+    mask = jnp.minimum(select.sum(1), 1.0)
+    target = jnp.einsum("bk,bkf->bf", values.astype(h.dtype), select)
+    edited = h * (1.0 - mask) + target
+    if keep_error:
+        return x.astype(h.dtype) + (edited - h) @ unit_rows(params["W_dec"])
+    return decode(params, edited)
+
+
+@partial(jax.jit, static_argnames=("graph", "spec", "keep_error"))
+def _steered_logits(graph, state, sae_params, features, values, tokens, weapons,
                     key_padding_mask, *, spec, keep_error):
-    model = nnx.merge(graphdef, state)
+    model = nnx.merge(graph.graphdef, state)
     pooled = model.pooled(tokens, weapons, key_padding_mask)
     return model.head(edit_features_params(sae_params, spec, pooled, features, values,
                                            keep_error))
+
+
+@partial(jax.jit, static_argnames=("graph", "spec", "keep_error"))
+def _steered_batch_logits(graph, state, sae_params, tokens, weapons, key_padding_mask,
+                          features, values, *, spec, keep_error):
+    model = nnx.merge(graph.graphdef, state)
+    pooled = model.pooled(tokens, weapons, key_padding_mask)
+    return model.head(edit_rows_params(sae_params, spec, pooled, features, values, keep_error))
 
 
 def _edits(feature, value, num_features: int) -> tuple[np.ndarray, np.ndarray]:
@@ -86,8 +119,23 @@ def steered_logits_fn(primary: SetCompletionModel, sae: SparseAutoencoder, featu
                          f"model's hidden_dim {primary.config.hidden_dim}")
     features, values = _edits(feature, value, sae.hidden_dim)
     graphdef, state = nnx.split(primary)
-    return partial(_steered_logits, graphdef, state, sae.params(), jnp.asarray(features),
+    return partial(_steered_logits, HashedGraph(graphdef), state, sae.params(),
+                   jnp.asarray(features),
                    jnp.asarray(values), spec=sae.config.encoder, keep_error=bool(keep_error))
+
+
+def steered_batch_logits_fn(primary: SetCompletionModel, sae: SparseAutoencoder, *,
+                            keep_error: bool = True, split=None):
+    """A ``logits_fn`` for :func:`primary.completion.complete_builds` with
+    ``logits_inputs=(features (n, k) int32, values (n, k) float32)``: each build completed
+    with its own ``k`` features set (distinct per build, checked by the caller; -1 pads).
+    ``split``: ``nnx.split(primary)`` when the caller keeps one."""
+    if sae.config.input_dim != primary.config.hidden_dim:
+        raise ValueError(f"SAE input_dim {sae.config.input_dim} does not match the primary "
+                         f"model's hidden_dim {primary.config.hidden_dim}")
+    graphdef, state = split or nnx.split(primary)
+    return partial(_steered_batch_logits, HashedGraph(graphdef), state, sae.params(),
+                   spec=sae.config.encoder, keep_error=bool(keep_error))
 
 
 # ----------------------------------------------------------------------------- diff
@@ -216,5 +264,5 @@ def steered_builds(primary: SetCompletionModel, sae: SparseAutoencoder, vocab: V
             "after": after.to_dict(), "diff": diff.to_dict(), "text": text}
 
 
-__all__ = ["BuildDiff", "SlotChange", "diff_builds", "edit_features_params", "steered_builds",
-           "steered_logits_fn"]
+__all__ = ["BuildDiff", "SlotChange", "diff_builds", "edit_features_params", "edit_rows_params",
+           "steered_batch_logits_fn", "steered_builds", "steered_logits_fn"]

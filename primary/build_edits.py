@@ -28,6 +28,7 @@ All functions are vectorised over the rows of a :class:`~primary.builds.BuildSet
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 
 import numpy as np
 
@@ -218,10 +219,16 @@ def _rung_range(threshold: int, *, below: bool) -> tuple[int, int]:
 
 def _weapon_table(pool: Sequence[int] | None):
     """``(game_ids (W,), attributes {kind: (W,) object})`` of the pool's known weapons."""
+    return _weapon_table_of(None if pool is None else tuple(sorted({int(g) for g in pool})))
+
+
+@lru_cache(maxsize=8)
+def _weapon_table_of(pool: tuple[int, ...] | None):
+    # Built once per pool: every distinct conjunction of a causal check asks for it.
     known = {w.game_id for w in WEAPONS}
-    ids = np.array(sorted(known if pool is None else {int(g) for g in pool} & known), np.int64)
-    attrs = {k: np.array([weapon_attribute_table(k)[int(g)] for g in ids], object)
-             for k in WEAPON_KINDS}
+    ids = np.array(sorted(known if pool is None else set(pool) & known), np.int64)
+    tables = {k: weapon_attribute_table(k) for k in WEAPON_KINDS}
+    attrs = {k: np.array([tables[k][int(g)] for g in ids], object) for k in WEAPON_KINDS}
     return ids, attrs
 
 
@@ -285,9 +292,11 @@ def _meets(builds: BuildSet, conj: np.ndarray, conditions) -> np.ndarray:
     return out
 
 
-def _edit_weapons(builds: BuildSet, conj: np.ndarray, conditions, *, meet: bool, pool,
+def edit_weapons(builds: BuildSet, conj: np.ndarray, conditions, *, meet: bool, pool,
                   seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """New weapons for rows whose weapon side must change; ``(weapons, ok)``."""
+    """New weapons for the rows whose conjunction's weapon conditions are not met (``meet``)
+    or are met in part (remove); ``(weapons, ok)``. ``builds``: anything
+    :func:`primary.conditions.condition_matrix` reads (full or partial builds)."""
     weapons = builds.weapons.astype(np.int64)
     ok = np.ones(len(weapons), bool)
     is_w = np.array([c.kind in WEAPON_KINDS for c in conditions] + [False])
@@ -342,8 +351,8 @@ def edit_conjunctions(builds: BuildSet, conj, conditions: Sequence[Condition], *
         lo, hi = _target_range(c, add)
         ap[rows], fine = set_ability_range(ap[rows], c.ability, lo, hi, prot[rows])
         ok[rows] &= fine
-    weapons, fine = _edit_weapons(builds, conj, conditions, meet=add, pool=weapon_pool,
-                                  seed=seed)
+    weapons, fine = edit_weapons(builds, conj, conditions, meet=add, pool=weapon_pool,
+                                 seed=seed)
     ok &= fine
     edited = BuildSet(weapons, ap)
     after = _meets(edited, conj, conditions)
@@ -393,5 +402,5 @@ def set_ability_rung(builds: BuildSet, ability: str, ap_value: int) -> tuple[Bui
     return BuildSet(builds.weapons, ap), ok
 
 
-__all__ = ["add_conditions", "attainable", "edit_conjunctions", "exact_fits", "legal",
-           "remove_conditions", "set_ability_range", "set_ability_rung", "slot_use"]
+__all__ = ["add_conditions", "attainable", "edit_conjunctions", "edit_weapons", "exact_fits",
+           "legal", "remove_conditions", "set_ability_range", "set_ability_rung", "slot_use"]

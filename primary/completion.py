@@ -19,7 +19,10 @@ model likes best), so the result is always a full 57-AP build. The build's
 score is the beam score plus what the filling gained.
 
 The model call is pluggable: ``logits_fn(tokens (B, L), weapons (B, 1),
-key_padding_mask (B, L)) -> logits (B, V)``, so steering can drive completion.
+key_padding_mask (B, L)) -> logits (B, V)``, so steering can drive completion. A batch of
+builds may carry inputs of its own per build (``logits_inputs`` of :func:`complete_builds`,
+e.g. each build's own feature edits): each model row then gets its build's entries as
+further arguments.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ from primary.allocator import (
 )
 from primary.builds import N_MAIN_ONLY, N_MAINS, N_SUBS
 from primary.examples import LENGTH_BUCKETS, bucket_length
-from primary.model import SetCompletionModel
+from primary.model import HashedGraph, SetCompletionModel
 from primary.vocab import (
     ABILITIES,
     ABILITY_INDEX,
@@ -92,15 +95,16 @@ DEFAULT_ROWS_PER_CALL = 1024
 FIXED_WIDTH_MAX_HIDDEN = 128
 
 
-@partial(jax.jit, static_argnames=("graphdef",))
-def _model_logits(graphdef, state, tokens, weapons, key_padding_mask):
-    return nnx.merge(graphdef, state)(tokens, weapons, key_padding_mask)
+@partial(jax.jit, static_argnames=("graph",))
+def _model_logits(graph, state, tokens, weapons, key_padding_mask):
+    return nnx.merge(graph.graphdef, state)(tokens, weapons, key_padding_mask)
 
 
-def model_logits_fn(primary: SetCompletionModel) -> LogitsFn:
-    """The plain model as a ``logits_fn`` (one jitted forward per input shape)."""
-    graphdef, state = nnx.split(primary)
-    return partial(_model_logits, graphdef, state)
+def model_logits_fn(primary: SetCompletionModel, *, split=None) -> LogitsFn:
+    """The plain model as a ``logits_fn`` (one jitted forward per input shape). ``split``:
+    ``nnx.split(primary)`` when the caller keeps one (splitting takes milliseconds)."""
+    graphdef, state = split or nnx.split(primary)
+    return partial(_model_logits, HashedGraph(graphdef), state)
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -156,9 +160,11 @@ def _token_matrix(rows: np.ndarray, vocab: Vocab, width: int | None = None
 
 
 def _token_logits(logits_fn: LogitsFn, vocab: Vocab, rows: np.ndarray, weapon_ids: np.ndarray,
-                  chunk: int, width: int | None = None) -> np.ndarray:
+                  chunk: int, width: int | None = None, row_inputs: tuple = ()) -> np.ndarray:
     """``(n, 26)`` rows -> ``(n, 138)`` logits of the ability tokens (0 where the vocabulary
-    lacks the token), in fixed ``chunk``-row calls so each length bucket compiles once."""
+    lacks the token), in fixed ``chunk``-row calls so each length bucket compiles once.
+    ``row_inputs``: arrays with one entry per row, passed on to ``logits_fn`` (filler rows
+    get zeros)."""
     tokens, mask = _token_matrix(rows, vocab, width)
     out = np.zeros((len(rows), N_TOKENS), np.float32)
     have = vocab.ability_token_ids >= 0
@@ -170,7 +176,12 @@ def _token_logits(logits_fn: LogitsFn, vocab: Vocab, rows: np.ndarray, weapon_id
         w = np.zeros((chunk, 1), np.int32)
         t[:stop - start], m[:stop - start] = tokens[start:stop], mask[start:stop]
         w[:stop - start, 0] = weapon_ids[start:stop]
-        logits = np.asarray(logits_fn(jnp.asarray(t), jnp.asarray(w), jnp.asarray(m)))
+        extra = []
+        for x in row_inputs:
+            filled = np.zeros((chunk,) + x.shape[1:], x.dtype)
+            filled[:stop - start] = x[start:stop]
+            extra.append(jnp.asarray(filled))
+        logits = np.asarray(logits_fn(jnp.asarray(t), jnp.asarray(w), jnp.asarray(m), *extra))
         if logits.shape != (chunk, len(vocab)):
             raise ValueError(f"logits_fn returned shape {logits.shape}, expected "
                              f"({chunk}, {len(vocab)})")
@@ -274,6 +285,14 @@ class CompletionBatch:
     row_scores: np.ndarray
     ranked: RankedBuilds
 
+    def best_build(self, i: int, weapon: int, observed: np.ndarray) -> CompletedBuild:
+        """Build ``i`` as a :class:`CompletedBuild` (what :func:`complete_build` gives as
+        ``best`` for the same inputs); ``weapon`` and ``observed`` ``(26,)`` as completed."""
+        return CompletedBuild(int(weapon), self.mains[i], self.subs[i],
+                              {ABILITIES[c]: int(v) for c, v in enumerate(self.ap[i]) if v > 0},
+                              float(self.score[i]),
+                              {ABILITIES[c]: int(v) for c, v in enumerate(observed) if v > 0})
+
 
 # ----------------------------------------------------------------------------- search
 
@@ -291,9 +310,11 @@ def _legal_moves(rows: np.ndarray, movable: np.ndarray) -> np.ndarray:
     return movable & raise_fits(rows, TOKEN_ABILITY, TOKEN_LEVEL)
 
 
-def _beam_search(logits_fn, vocab, rows0, weapon_ids, beam_size, chunk, progress, width=None):
+def _beam_search(logits_fn, vocab, rows0, weapon_ids, beam_size, chunk, progress, width=None,
+                 inputs=()):
     """Returns finished rows ``(n, B, 26)``, scores ``(n, B)`` (-inf empty), their last
-    token logits ``(n, B, 138)``, all best first."""
+    token logits ``(n, B, 138)``, all best first. ``inputs``: arrays with one entry per
+    problem, handed to ``logits_fn`` for each of its rows."""
     n, B = len(rows0), beam_size
     rows = np.repeat(rows0[:, None, :], B, 1).astype(np.int64)
     score = np.full((n, B), -np.inf)
@@ -308,7 +329,7 @@ def _beam_search(logits_fn, vocab, rows0, weapon_ids, beam_size, chunk, progress
             break
         idx = np.argwhere(live)
         ell = _token_logits(logits_fn, vocab, rows[live], np.repeat(weapon_ids, B)[live.ravel()],
-                            chunk, width)
+                            chunk, width, tuple(x[idx[:, 0]] for x in inputs))
         last[live] = ell
         hot = ap_to_token_multihot(rows[live])
         # Gain of each move: the logits of every token it newly implies.
@@ -504,14 +525,17 @@ def prefers_fixed_width(primary: SetCompletionModel) -> bool:
 def complete_builds(primary: SetCompletionModel | None, vocab: Vocab, weapon_vocab: WeaponVocab,
                     weapons: np.ndarray, observed: np.ndarray, *, beam_size: int = 4,
                     logits_fn: LogitsFn | None = None, rows_per_call: int | None = None,
-                    fixed_width: bool = False, progress: bool = False) -> CompletionBatch:
+                    fixed_width: bool = False, progress: bool = False,
+                    logits_inputs: tuple[np.ndarray, ...] = ()) -> CompletionBatch:
     """Complete ``n`` builds at once: ``weapons (n,)`` game ids, ``observed (n, 26)`` minimum AP.
 
     Every step runs the model once on all live beams of all builds, in calls of
     ``rows_per_call`` rows (default: ``n * beam_size`` up to 1024), each padded to the
     smallest length bucket that fits, or with ``fixed_width`` to the largest (one shape to
-    compile: quicker for small runs, more work per call). Observed rows that
-    cannot be part of a legal build raise :class:`BuildError` naming the row and why.
+    compile: quicker for small runs, more work per call). ``logits_inputs``: arrays whose
+    first axis is the ``n`` builds; ``logits_fn`` is called with each row's entries as
+    further arguments (``(rows_per_call, ...)`` each; zeros for filler rows). Observed rows
+    that cannot be part of a legal build raise :class:`BuildError` naming the row and why.
     """
     logits_fn = _check_inputs(primary, logits_fn, vocab, weapon_vocab, beam_size)
     observed = np.asarray(observed)
@@ -521,12 +545,17 @@ def complete_builds(primary: SetCompletionModel | None, vocab: Vocab, weapon_voc
     weapons = np.asarray(weapons)
     if weapons.shape != (len(observed),):
         raise ValueError(f"weapons must have shape ({len(observed)},), got {weapons.shape}")
+    for i, x in enumerate(logits_inputs):
+        if len(x) != len(observed):
+            raise ValueError(f"logits_inputs[{i}] has {len(x)} entries, expected one per build "
+                             f"({len(observed)})")
     check_observed(observed)
     weapon_ids = weapon_vocab.encode_game_ids(weapons, where="weapons to complete")
     chunk = rows_per_call or min(len(observed) * beam_size, DEFAULT_ROWS_PER_CALL)
     rows, score, last = _beam_search(logits_fn, vocab, observed.astype(np.int64), weapon_ids,
                                      beam_size, chunk, progress,
-                                     LENGTH_BUCKETS[-1] if fixed_width else None)
+                                     LENGTH_BUCKETS[-1] if fixed_width else None,
+                                     tuple(np.asarray(x) for x in logits_inputs))
     mains, subs, ap, total = _finished_builds(rows, score, last)
     best = total.argmax(1)
     take = (np.arange(len(best)), best)

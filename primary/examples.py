@@ -67,6 +67,9 @@ def max_build_tokens() -> int:
 
 
 MAX_BUILD_TOKENS = max_build_tokens()
+# Examples made from each build by default, as primary training makes them; with the one
+# empty input per build, empty inputs are one example in NUM_INSTANCES + 1.
+NUM_INSTANCES = 5
 LENGTH_BUCKETS: tuple[int, ...] = (4, 8, 12, 16)
 if LENGTH_BUCKETS[-1] < MAX_BUILD_TOKENS:
     raise AssertionError(f"largest length bucket {LENGTH_BUCKETS[-1]} < {MAX_BUILD_TOKENS}")
@@ -168,8 +171,8 @@ def _removal_examples(rng, tok: np.ndarray, counts: np.ndarray, num_instances: i
 
 
 def make_examples(builds: BuildSet, vocab: Vocab, weapon_vocab: WeaponVocab, *,
-                  num_instances: int = 5, skew_factor: float = 1.2, include_null: bool = True,
-                  seed: int = 0) -> Examples:
+                  num_instances: int = NUM_INSTANCES, skew_factor: float = 1.2,
+                  include_null: bool = True, seed: int = 0) -> Examples:
     """Training examples from ``builds`` (see the module docstring); deterministic per seed."""
     if len(builds) == 0:
         raise ValueError("make_examples: the BuildSet is empty")

@@ -15,10 +15,13 @@ What an SAE run (``python -m sae_jax.train``, or a sweep member) holds::
     primary_run/          the demo primary's own run, when no --primary_dir was given
     concept_set.json      the concept set planted in synthetic builds
     concepts.json         concept recovery (the analysis)
+    absorption.json       absorption and splitting of the AP rungs (the analysis)
     explanations.json     feature explanations (the analysis)
     feature_labels.json   human feature labels
     report/               the static feature browser: index.html, the cards it loads
                           (cards/), table.js, features.json, curves.png
+    analysis_files.json   the analysis's files with their SHA-256, written last: a rerun
+                          analyzes again when it is missing or a file does not match
     workbench/            the workbench's feature index
     diverged.json         a sweep member whose loss became non-finite
     .lock                 one process per run (runkit.lock)
@@ -46,6 +49,7 @@ from pathlib import Path
 from runkit.errors import UserError
 from runkit.jsonio import parse_json_file, write_json
 from runkit.lock import LOCK_NAME
+from runkit.output_manifest import gaps, seal
 from runkit.resume import CHANGES_NAME, CONFIG_NAME, effective_settings
 
 RUN_FILE = "run.json"
@@ -54,6 +58,7 @@ SAE_CONFIG = "config.json"
 PRIMARY_RUN = "primary_run"
 IMPORTED_PRIMARY = "model"  # an imported run's primary model directory
 LABELS_FILE = "feature_labels.json"
+ANALYSIS_RECORD = "analysis_files.json"  # the analysis's outputs and digests, written last
 SWEEP_MEMBERS = "members"  # a sweep's runs: <sweep>/members/<name>
 ACTIVATIONS_SOURCE = "activations"  # run.json's data_source of a run on a user's activations
 
@@ -156,6 +161,7 @@ class RunDir:
     primary_run_dir = property(lambda self: self.root / PRIMARY_RUN)
     concept_set_path = property(lambda self: self.root / "concept_set.json")
     concepts_path = property(lambda self: self.root / "concepts.json")
+    absorption_path = property(lambda self: self.root / "absorption.json")
     explanations_path = property(lambda self: self.root / "explanations.json")
     labels_path = property(lambda self: self.root / LABELS_FILE)
     report_dir = property(lambda self: self.root / "report")
@@ -205,9 +211,19 @@ class RunDir:
 
     # ------------------------------------------------------------------ run.json
 
+    def seal_analysis(self) -> Path:
+        """Record the analysis's outputs (:mod:`runkit.output_manifest`); its last step."""
+        return seal(self.root, ANALYSIS_RECORD, [
+            self.concepts_path, self.absorption_path, self.explanations_path,
+            self.report_dir])
+
+    def analysis_gaps(self) -> list[str]:
+        """What of the analysis is missing or changed since it was written ([]: none)."""
+        return gaps(self.root, ANALYSIS_RECORD)
+
     def has_analysis(self) -> bool:
-        """Whether the analysis ran to its end (``report/features.json`` is its last file)."""
-        return self.report_features_path.is_file()
+        """Whether the analysis ran to its end and every file it wrote is intact."""
+        return not self.analysis_gaps()
 
     def is_run(self) -> bool:
         return self.run_path.is_file()
@@ -322,6 +338,9 @@ class RunDir:
 
     def concepts(self) -> dict | None:
         return self._optional_object(self.concepts_path, "concept recovery file")
+
+    def absorption(self) -> dict | None:
+        return self._optional_object(self.absorption_path, "absorption file")
 
     def report_features(self) -> dict:
         """``report/features.json`` (the static report's pages; {} when absent)."""

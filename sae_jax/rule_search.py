@@ -18,6 +18,15 @@ Per feature, on the FIT rows:
 - optionally an OR with a second conjunction, searched the same way on the positives the
   first misses, kept only when the OR gains ``or_min_gain`` F1 on the fit rows and the
   second conjunction adds at least ``min_support`` true positives;
+- where that rule is broader than the feature (fit precision below ``broad_ratio`` times
+  fit recall: it holds on many inputs where the feature is silent) and the feature has
+  ``min_level_positives`` positives on the search rows, the conjunction that
+  restores precision: the first conjunction extended one condition at a time (up to
+  ``max_terms``), each step the extension of best F1 among those that raise precision,
+  until precision is at least ``broad_ratio`` times recall; it replaces the shorter rule
+  when its fit F1, less the new conditions' costs, is within ``restore_tolerance`` of the
+  shorter rule's (``Explanations.restored``). A broad rule that no conjunction restores
+  is kept, and its held-out precision and recall say that it is broader;
 - the same preference for the specific within a family: each condition of the chosen rule
   is replaced by the strictest condition of its family that holds only where it holds
   and keeps the rule's fit F1 within ``tighten_tolerance`` ("Quick Super Jump >= 12"
@@ -54,6 +63,11 @@ class ExplainConfig:
     # firing inputs have rather than the least of it. Negative: no tightening.
     tighten_tolerance: float = 0.01
     or_min_gain: float = 0.03  # F1 an OR with a second conjunction must add on the fit rows
+    # A rule is broader than its feature when its precision is below this times its recall
+    # (on the fit rows); then the conjunction that restores precision is searched, and
+    # taken when its fit F1 is within restore_tolerance of the broad rule's. 0: never.
+    broad_ratio: float = 0.6
+    restore_tolerance: float = 0.05
     or_below_recall: float = 0.9  # an OR is searched only where the first part's recall is lower
     allow_or: bool = True
     # Search the OR part only at the level each feature is explained at (chosen by its first
@@ -82,6 +96,10 @@ class ExplainConfig:
             if getattr(self, name) <= 0:
                 raise ValueError(f"ExplainConfig.{name} must be positive, got "
                                  f"{getattr(self, name)}")
+        if not 0 <= self.broad_ratio <= 1 or self.restore_tolerance < 0:
+            raise ValueError(f"ExplainConfig.broad_ratio must be in [0, 1] and "
+                             f"restore_tolerance >= 0, got {self.broad_ratio} and "
+                             f"{self.restore_tolerance}")
 
 
 def split_rows(n: int, *, fit_fraction: float = 0.5, seed: int = 0):
@@ -172,6 +190,7 @@ class Explanations:
     lift: np.ndarray
     lift_precision: np.ndarray
     lift_support: np.ndarray
+    restored: np.ndarray  # (F,) bool: the rule is a conjunction that restored precision
     fit_rows: int
     search_rows: int
     heldout_rows: int
@@ -413,6 +432,83 @@ def _or_parts(table: ConditionTable, a_fit: np.ndarray, conj: np.ndarray,
     return conj2, fit_f1
 
 
+def _extension_counts(table: ConditionTable, act_t: np.ndarray, conjs: np.ndarray):
+    """True positives and predictions ``(Fr, K)`` of each rule with its first conjunction
+    extended by each condition (its OR part kept); ``act_t (Fr, n)``, ``conjs (Fr, 2, T)``."""
+    first = table.rows_meeting(conjs[:, 0])
+    other = np.zeros_like(first)
+    for q in range(1, conjs.shape[1]):
+        other |= table.conjunction_rows(conjs[:, q])
+    only_first = first & ~other  # rows the first conjunction adds to the others
+    tp = (act_t & other).sum(1)[:, None] + (act_t & only_first).astype(np.float32) @ table.cf
+    pred = other.sum(1)[:, None] + only_first.astype(np.float32) @ table.cf
+    return tp, pred
+
+
+def _restore_precision(table: ConditionTable, a_fit: np.ndarray, conjs: np.ndarray,
+                       fit_f1: np.ndarray, cfg: ExplainConfig):
+    """Rules broader than their feature (fit precision below ``cfg.broad_ratio`` times fit
+    recall) replaced by the conjunction that restores precision, where one does within
+    ``cfg.restore_tolerance`` of fit F1 (see the module docstring).
+
+    ``a_fit (n, Fc)`` bool: activity at each feature's chosen level on the search rows;
+    ``conjs (Fc, 2, T)``. Returns ``(conjs, fit_f1, restored (Fc,) bool)``, new arrays."""
+    conjs, fit_f1 = conjs.copy(), fit_f1.copy()
+    restored = np.zeros(len(conjs), bool)
+    if cfg.broad_ratio <= 0:
+        return conjs, fit_f1, restored
+    act_t = np.ascontiguousarray(a_fit.T)
+    pos = act_t.sum(1).astype(np.float64)
+    rule = table.conjunction_rows(conjs[:, 0])
+    for q in range(1, conjs.shape[1]):
+        rule |= table.conjunction_rows(conjs[:, q])
+    tp, pred = (rule & act_t).sum(1).astype(np.float64), rule.sum(1).astype(np.float64)
+    precision = np.where(pred > 0, tp / np.maximum(pred, 1), 0.0)
+    recall = np.where(pos > 0, tp / np.maximum(pos, 1), 0.0)
+    # Only rules with positives enough to tell (as for levels above "active").
+    todo = np.flatnonzero((precision < cfg.broad_ratio * recall) & (conjs[:, 0, -1] < 0)
+                          & (conjs[:, 0, 0] >= 0) & (pos >= cfg.min_level_positives))
+    if not len(todo):
+        return conjs, fit_f1, restored
+    trial = conjs[todo].copy()
+    added_cost = np.zeros(len(todo))
+    done = np.zeros(len(todo), bool)
+    prec = precision[todo]
+    floor = max(1, cfg.min_rule_support)
+    for _ in range(conjs.shape[2]):
+        slot = (trial[:, 0] < 0).argmax(1)  # the first free term of each first conjunction
+        live = np.flatnonzero(~done & (trial[np.arange(len(todo)), 0, slot] < 0))
+        if not len(live):
+            break
+        tp_k, pred_k = _extension_counts(table, act_t[todo[live]], trial[live])
+        p_k = np.where(pred_k > 0, tp_k / np.maximum(pred_k, 1), 0.0)
+        r_k = tp_k / np.maximum(pos[todo[live], None], 1)
+        f1_k = _f1(tp_k, pos[todo[live], None], pred_k)
+        terms = trial[live, 0]
+        same_family = ((table.fam[np.maximum(terms, 0)][:, :, None] == table.fam[None, None, :])
+                       & (terms >= 0)[:, :, None]).any(1)
+        ok = ~same_family & (pred_k >= floor) & (p_k > prec[live, None])
+        pick = np.argmax(np.where(ok, f1_k, -1.0), axis=1)
+        rows = np.arange(len(live))
+        step = ok[rows, pick]
+        grow = live[step]
+        trial[grow, 0, slot[grow]] = pick[step]
+        added_cost[grow] += table.costs[pick[step]]
+        prec[grow] = p_k[rows, pick][step]
+        fit_new = f1_k[rows, pick]
+        done[live[~step]] = True  # nothing raises precision: stop
+        reached = step & (p_k[rows, pick] >= cfg.broad_ratio * r_k[rows, pick])
+        for i, j in zip(live[reached], rows[reached]):
+            done[i] = True
+            f = todo[i]
+            if fit_new[j] - added_cost[i] >= fit_f1[f] - cfg.restore_tolerance:
+                key = np.where(trial[i, 0] < 0, np.iinfo(np.int64).max, trial[i, 0])
+                conjs[f, 0] = trial[i, 0][np.argsort(key, kind="stable")]
+                fit_f1[f] = fit_new[j]
+                restored[f] = True
+    return conjs, fit_f1, restored
+
+
 def _tighten(table: ConditionTable, a_fit: np.ndarray, conjs: np.ndarray,
              fit_f1: np.ndarray, cfg: ExplainConfig):
     """Each condition of each rule replaced, one at a time, by the strictest condition of
@@ -528,7 +624,8 @@ def explain(cond: np.ndarray, active, *, fit_rows: np.ndarray, heldout_rows: np.
         frequency=np.zeros(num_f), rule_frequency=np.zeros(num_f),
         heldout_active=np.zeros(num_f, np.int64),
         lift_condition=np.full((num_f, nl), -1, np.int64), lift=np.zeros((num_f, nl)),
-        lift_precision=np.zeros((num_f, nl)), lift_support=np.zeros((num_f, nl), np.int64))
+        lift_precision=np.zeros((num_f, nl)), lift_support=np.zeros((num_f, nl), np.int64),
+        restored=np.zeros(num_f, bool))
     chunks = range(0, num_f, config.feature_chunk)
     for f0 in show_progress(chunks, desc="explaining features", unit="chunk",
                             disable=not progress, leave=False):
@@ -570,6 +667,8 @@ def explain(cond: np.ndarray, active, *, fit_rows: np.ndarray, heldout_rows: np.
                         table, blocks[lv][search][:, these], best["conjs"][these, 0],
                         best["fit_f1"][these], config)
         a_chosen = np.stack(a_fits)[best["level"], :, np.arange(fc)].T  # (n_search, Fc)
+        best["conjs"], best["fit_f1"], restored = _restore_precision(
+            table, a_chosen, best["conjs"], best["fit_f1"], config)
         best["conjs"], best["fit_f1"] = _tighten(table, a_chosen, best["conjs"],
                                                  best["fit_f1"], config)
         held = np.stack([b[heldout_rows] for b in blocks], 0)  # (L, n_h, Fc)
@@ -590,6 +689,7 @@ def explain(cond: np.ndarray, active, *, fit_rows: np.ndarray, heldout_rows: np.
         out["heldout_active"][sl] = pos.astype(np.int64)
         out["lift_condition"][sl], out["lift"][sl] = best["lc"], best["lv"]
         out["lift_precision"][sl], out["lift_support"][sl] = best["lp"], best["ls"]
+        out["restored"][sl] = restored
     return Explanations(**out, fit_rows=len(fit_rows), search_rows=len(search),
                         heldout_rows=len(heldout_rows))
 
@@ -612,11 +712,13 @@ def percent(x: float) -> str:
 
 
 def sentence(rule: Sequence[Sequence[int]], texts: Sequence[str], f1: float,
-             frequency: float, *, level: float | None = None) -> str:
+             frequency: float, *, level: float | None = None, on: str | None = None) -> str:
     """``"Ninja Squid and Swim Speed Up ≥15 (F1 0.93, fires 11%)"``; with an activity
-    ``level``: ``"... (F1 0.93 at activation ≥ 1.6, fires 11%)"``."""
+    ``level``: ``"... (F1 0.93 at activation ≥ 1.6, fires 11%)"``; with the inputs it
+    was read ``on``: ``"... (on partial builds, F1 0.93, fires 11%)"``."""
     at = "" if level is None else f" at activation ≥ {level:.2g}"
-    return f"{rule_text(rule, texts)} (F1 {f1:.2f}{at}, fires {percent(frequency)})"
+    where = "" if on is None else f"{on}, "
+    return f"{rule_text(rule, texts)} ({where}F1 {f1:.2f}{at}, fires {percent(frequency)})"
 
 
 __all__ = ["ActiveMatrix", "ExplainConfig", "Explanations", "as_active_matrix",

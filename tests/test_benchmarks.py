@@ -119,6 +119,45 @@ def test_smoke_run_reports_consistent_ratios(tmp_path):
         assert res["headline"]["sae_speedup_vs_original"] == fixed["speedup_vs_original"]
 
 
+def test_serve_load_mix_is_seeded_legal_and_partly_steered():
+    from benchmarks.serve_load import request_mix
+    from primary.allocator import fits
+    from primary.vocab import ABILITIES
+
+    bodies = request_mix(300, [40, 50, 60], [3, 7, 9], seed=1)
+    assert bodies == request_mix(300, [40, 50, 60], [3, 7, 9], seed=1)
+    assert bodies != request_mix(300, [40, 50, 60], [3, 7, 9], seed=2)
+    rows = np.array([[b["abilities"].get(a, 0) for a in ABILITIES] for b in bodies])
+    assert fits(rows).all() and {b["weapon"] for b in bodies} == {40, 50, 60}
+    assert {len(b["abilities"]) for b in bodies} >= {0, 1, 2, 3}
+    edits = [b["edits"] for b in bodies if "edits" in b]
+    assert 0.25 < len(edits) / len(bodies) < 0.42  # about a third
+    assert {len(e) for e in edits} == {1, 2}
+    assert all(len({x["feature"] for x in e}) == len(e) for e in edits)
+
+
+@pytest.mark.slow  # starts the workbench server twice (each compiling its programs)
+def test_serve_load_measures_both_servers_on_a_small_run(tmp_path):
+    from benchmarks import serve_load
+    from tests.apps.workbench.workbench_fixture import make_run
+
+    run = make_run(tmp_path / "run")
+    out = tmp_path / "serve_load.json"
+    assert serve_load.main([f"--demo_run={run}", f"--scratch={tmp_path / 'scratch'}",
+                            "--requests=12", "--cold=4", "--alone=2", "--clients=3",
+                            f"--out={out}"]) == 0
+    got = json.loads(out.read_text())
+    for name in ("off", "on"):
+        for phase, n in (("cold", 4), ("warm", 12), ("alone", 2)):
+            figures = got[name][phase]
+            assert figures["requests"] == n and figures["errors"] == 0, (name, phase, figures)
+            assert figures["p50_ms"] <= figures["p90_ms"] <= figures["p99_ms"] <= \
+                figures["max_ms"]
+    assert got["on"]["warm"]["mean_batch"] >= 1 and "mean_batch" not in got["off"]["warm"]
+    assert got["ratios_on_off"]["warm_requests_per_s"] == pytest.approx(
+        got["on"]["warm"]["requests_per_s"] / got["off"]["warm"]["requests_per_s"], abs=0.01)
+
+
 def test_example_harvest_pads_less_than_the_original_and_agrees_with_it():
     examples, vocab, weapon_vocab = harvest_bench.demo_examples(200)
     cfg = harvest_bench.with_vocab(PrimaryConfig(
@@ -149,7 +188,7 @@ def test_concept_probe_finds_a_linear_concept_and_not_noise():
 def test_run_summary_reads_a_run_and_averages_runs_of_one_label(tmp_path):
     from benchmarks.run_summary import parse_runs, summarise_groups, summarise_run
 
-    def run(name, fve, rates, f1s, median, matched):
+    def run(name, fve, rates, f1s, median, matched, share=None):
         d = tmp_path / name
         d.mkdir()
         (d / "metrics.json").write_text(json.dumps(
@@ -162,11 +201,13 @@ def test_run_summary_reads_a_run_and_averages_runs_of_one_label(tmp_path):
         (d / "explanations.json").write_text(json.dumps(
             {"features": feats, "summary": {
                 "median_f1_window": median, "window_features": 2, "causal_agreement": 1.0,
+                "explained_share": share, "explained_activity_share": share,
                 "ground_truth": {"share": matched / 2, "matched": matched, "checked": 2}}}))
         return d
 
     a = run("a", 0.98, [0.0, 0.005, 0.02, 0.2, 0.5], [0.0, 0.1, 0.6, 0.8, 0.9], 0.7, 2)
-    b = run("b", 0.96, [0.0005, 0.0005, 0.05, 0.1, 0.4], [0.2, 0.2, 0.4, 0.5, 0.6], 0.45, 1)
+    b = run("b", 0.96, [0.0005, 0.0005, 0.05, 0.1, 0.4], [0.2, 0.2, 0.4, 0.5, 0.6], 0.45, 1,
+            share=0.4)
     rows = [summarise_run(a), summarise_run(b)]
     assert rows[0]["features_by_rate"] == {"0%-0.1%": 1, "0.1%-1%": 1, "1%-30%": 2,
                                            "30%-100%": 1}
@@ -179,6 +220,9 @@ def test_run_summary_reads_a_run_and_averages_runs_of_one_label(tmp_path):
     assert groups["x"]["fve"]["mean"] == pytest.approx(0.97)
     assert groups["x"]["fve"]["std"] == pytest.approx(0.01)
     assert groups["x"]["ground_truth_share"]["mean"] == pytest.approx(0.75)
+    # A share only one run has (the other read full builds only) is that run's.
+    assert rows[0]["explained_share"] is None and rows[1]["explained_share"] == 0.4
+    assert groups["x"]["explained_share"] == {"mean": 0.4, "std": 0.0}
     assert parse_runs("p=d1,d2") == [("p", Path("d1")), ("d2", Path("d2"))]
     with pytest.raises(ValueError, match="no run directories"):
         parse_runs(",")

@@ -21,7 +21,8 @@ def fake_run(root):
     _write(root / "concepts.json", {"rows": [], "summary": {
         "recovered": 5, "recovered_with_pairs": 8, "total": 9, "num_builds": 500}})
     _write(root / "explanations.json", {"num_builds": 4000, "features": {}, "summary": {
-        "explained": 21, "explained_f1": 0.5, "causal_agreement": 0.9, "causal_checked": 20,
+        "explained": 21, "explained_f1": 0.5, "explained_activity_share": 0.9517,
+        "causal_agreement": 0.9, "causal_checked": 20,
         "median_f1_window": 0.8149, "window_features": 13,
         "ground_truth": {"matched": 4, "checked": 6}}})
     _write(root / "primary_run" / "metrics.json", {
@@ -37,6 +38,7 @@ def test_collect_reads_each_figure_from_its_file(tmp_path):
     assert (fig["concepts_recovered"], fig["concepts_with_pairs"], fig["concepts_total"]) == (
         5, 8, 9)
     assert (fig["explained"], fig["causal_agreement"], fig["causal_checked"]) == (21, 0.9, 20)
+    assert fig["explained_activity_share"] == 0.9517
     assert (fig["median_f1_window"], fig["window_features"]) == (0.8149, 13)
     assert (fig["ground_truth_matched"], fig["ground_truth_checked"]) == (4, 6)
 
@@ -62,7 +64,7 @@ def test_the_table_rounds_for_people(tmp_path):
     table = dr.render_table(results)
     for cell in ("| **0.651** vs 0.599 |", "| **0.923** |", "| 0.877 |", "| 7.0 of 64 |",
                  "| 12.5% |", "3,000 held-out", "| **5 / 9** |", "| 8 / 9 |",
-                 "| 21 of 64 |", "| **0.81** |", "over the 13 features",
+                 "| 21 of 64, carrying 95.2% of the activity |", "| **0.81** |", "over the 13 features",
                  "| 90.0% (18 of 20) |", "| 4 / 6 |",
                  "| 2 min 5 s (load average 1.25 at the start, 2.5 at the end) |",
                  "BatchTopK, k = 7",

@@ -5,8 +5,8 @@ to, so the analysis is what the activations alone give: over the run's held-out 
 (the evaluation's rows, never trained on; at most ``num_rows`` of them) each feature's
 frequency, activation histogram, mean and maximum, its top rows by index in the files,
 the ranking, the features it fires with (co-activation) and the run's evaluation. It
-writes ``report/`` (the static report, :mod:`apps.analysis.report`); no explanations
-and no concept recovery.
+writes ``report/`` (the static report, :mod:`apps.analysis.report`); no explanations,
+no concept recovery and no absorption (it is measured on the gear model's AP rungs).
 
 :func:`analysis_rows` reads the rows once (several members of a sweep share them);
 :func:`analyze_rows` analyzes one run.
@@ -147,8 +147,10 @@ def analyze_rows(workdir, *, top_features: int = 64, num_rows: int | None = None
     if run.curves_path.exists():
         doc["curves_png"] = str(run.curves_path)
     doc["index"] = str(write_report(run.report_dir, doc))
+    run.seal_analysis()
     print(f"analyzed {doc['num_builds']} held-out rows, {doc['num_features']} features "
           f"({doc['num_ranked']} in the 1%-30% window) in {time.perf_counter() - t0:.1f}s")
+    print("absorption: not measured (activation files carry no AP rungs to probe)")
     print(f"feature browser: {doc['index']}")
     return {}
 

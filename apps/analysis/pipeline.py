@@ -3,9 +3,11 @@
 ``analyze(workdir)`` reads ``workdir/run.json`` (the primary model directory and
 the data settings), rebuilds the run's evaluation builds (the test split, made
 the way training made it), takes the pooled vector of every full build, and
-writes ``workdir/concepts.json`` (when the builds carry planted concepts) and
-``workdir/report/index.html``. A run trained on activation files (``--activations``)
-is analyzed by :mod:`apps.analysis.activation_analysis`.
+writes ``workdir/concepts.json`` (when the builds carry planted concepts),
+``workdir/absorption.json`` (absorption and splitting of the AP rungs,
+:mod:`apps.analysis.rung_absorption`) and ``workdir/report/index.html``. A run
+trained on activation files (``--activations``) is analyzed by
+:mod:`apps.analysis.activation_analysis` (no AP rungs, so no absorption).
 
 The command is :mod:`apps.analyze` (``python -m apps.analyze --workdir=DIR``).
 """
@@ -23,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from apps.analysis.rung_absorption import rung_absorption
 from apps.analysis.steered_views import add_steered_builds
 from bridge.harvest import pooled_of_inputs
 from bridge.steering import edit_feature_params
@@ -37,6 +40,7 @@ from primary.vocab import (
 )
 from runkit.run_dir import RunDir, RunRecord
 from sae_jax import feature_stats as analysis
+from sae_jax.absorption import absorption_roles, write_absorption
 from sae_jax.activity import dead_mask, dense_mask, live_mask
 from sae_jax.concept_recovery import assigned_concept, concept_recovery, write_concepts
 from sae_jax.feature_labels import labels_to_json, read_labels
@@ -276,6 +280,8 @@ def analyze_features(primary, vocab, sae, builds, pooled: np.ndarray, *,
                 progress=True)
         with timer("concept pairs"):
             concepts = with_pairs(concepts, sparse, builds.concepts, sae_f1)
+    with timer("absorption"):
+        absorption = rung_absorption(builds, pooled, sparse, sae)
 
     if concepts is not None:
         # Concept detectors (single and paired) get a section too, even when they rank
@@ -318,6 +324,7 @@ def analyze_features(primary, vocab, sae, builds, pooled: np.ndarray, *,
                                for t in suppressed[f] if influence[f, t] < 0],
                 "steering": steering.get(f, []),
                 "concept": None, "coactive": [], "pairs": pairs_of.get(f, []),
+                "absorption": absorption_roles(absorption, f),
             }
             if concepts is not None:
                 page["concept"] = assigned_concept(concepts, f)
@@ -333,7 +340,7 @@ def analyze_features(primary, vocab, sae, builds, pooled: np.ndarray, *,
         "dead": int(np.sum(dead_mask(summary.frequency))),
         "dense": int(np.sum(dense_mask(summary.frequency))),
         "positive_activations": int(positive_activations),
-        "pages": pages, "features": table, "concepts": concepts,
+        "pages": pages, "features": table, "concepts": concepts, "absorption": absorption,
     }
 
 
@@ -350,10 +357,10 @@ def analyze_and_write(workdir, primary, vocab, weapon_vocab, sae, builds, pooled
                       explanations: bool = True, concept_set=None,
                       timer: StageTimer | None = None, shared_explanation_builds=None) -> dict:
     """The analysis of ``builds`` (with their ``pooled (n, D)`` vectors) written into
-    ``workdir``: ``concepts.json`` (when the builds carry concepts), ``explanations.json``
-    (unless ``explanations`` is False) and ``report/``. ``run``: the run's ``run.json``
-    (shown on the page); ``concept_set``: the planted set, the explanations' ground truth
-    (None: the built-in set); ``shared_explanation_builds``: the
+    ``workdir``: ``concepts.json`` (when the builds carry concepts), ``absorption.json``,
+    ``explanations.json`` (unless ``explanations`` is False) and ``report/``. ``run``: the
+    run's ``run.json`` (shown on the page); ``concept_set``: the planted set, the
+    explanations' ground truth (None: the built-in set); ``shared_explanation_builds``: the
     :func:`apps.analysis.explanations.explanation_builds` of these builds, when several SAEs
     share them (None: made here).
     Returns the report document; ``timer`` records each stage's seconds."""
@@ -377,6 +384,7 @@ def analyze_and_write(workdir, primary, vocab, weapon_vocab, sae, builds, pooled
         doc["curves_png"] = str(run.curves_path)
     if doc["concepts"] is not None:
         write_concepts(run.concepts_path, doc["concepts"])
+    write_absorption(run.absorption_path, doc["absorption"])
     doc["explanations"] = None
     if explanations:
         with timer("explanations"):
@@ -388,6 +396,7 @@ def analyze_and_write(workdir, primary, vocab, weapon_vocab, sae, builds, pooled
             write_explanations(run.explanations_path, doc["explanations"])
     with timer("report"):
         doc["index"] = str(write_report(run.report_dir, doc))
+        run.seal_analysis()
     return doc
 
 
@@ -432,7 +441,8 @@ def analysis_inputs(workdir, *, num_builds: int | None = None, explanations: boo
 
 def explanations_line(summary: dict) -> str:
     """The printed line on the explanations (``explanations.json``'s summary), rounded for
-    people: the agreement as a percentage of the features checked, F1 to 3 digits."""
+    people: the explained share and the agreement as percentages of the features that fire
+    and of those checked, F1 to 3 digits."""
     agreement, checked = summary["causal_agreement"], summary["causal_checked"]
     if agreement is None:
         causal = "causal agreement n/a (no explained feature checked)"
@@ -441,17 +451,33 @@ def explanations_line(summary: dict) -> str:
                   f"{checked} checked)")
     median = summary["median_f1_window"]
     window = "n/a (no feature in the window)" if median is None else f"{median:.3f}"
+    share, nondead = summary.get("explained_share"), summary.get("nondead")
+    of = "" if share is None else f" ({100 * share:.1f}% of the {nondead} that fire)"
     return (f"explanations: {summary['explained']} features with held-out F1 >= "
-            f"{summary['explained_f1']:g}, {causal}, median F1 in the window {window}")
+            f"{summary['explained_f1']:g}{of}, {causal}, median F1 in the window {window}")
+
+
+def absorption_line(summary: dict, seconds: float | None = None) -> str:
+    """The printed line on absorption and splitting (``absorption.json``'s summary; the
+    ``seconds`` it took, when known)."""
+    took = "" if seconds is None else f" ({seconds:.1f}s)"
+    if not summary["measured"]:
+        return (f"absorption: no AP rung concept measured ({summary['few_builds']} with too "
+                f"few builds, {summary['weak_probe']} the input barely encodes){took}")
+    return (f"absorption on the AP rungs: {summary['measured']} of {summary['concepts']} "
+            f"concepts measured; mean absorption fraction "
+            f"{summary['mean_absorption_fraction']:.3f}, fully absorbed "
+            f"{100 * summary['mean_full_absorption']:.1f}%, split "
+            f"{100 * summary['split_share']:.0f}%{took}")
 
 
 def analyze(workdir, *, top_features: int = 64, num_builds: int | None = None,
             explanations: bool = True, inputs: AnalysisInputs | None = None) -> dict:
     """Analyze the SAE run in ``workdir``; writes ``concepts.json`` (synthetic data only),
-    ``explanations.json`` (unless ``explanations`` is False) and ``report/index.html``.
-    ``inputs``: :func:`analysis_inputs` made once for several runs that share them (then
-    ``num_builds`` is theirs; None: made here). Returns the concept summary (empty dict
-    without concepts)."""
+    ``absorption.json``, ``explanations.json`` (unless ``explanations`` is False) and
+    ``report/index.html``. ``inputs``: :func:`analysis_inputs` made once for several runs
+    that share them (then ``num_builds`` is theirs; None: made here). Returns the concept
+    summary (empty dict without concepts)."""
     from sae_jax.sae_dir import load_sae
 
     t0 = time.perf_counter()
@@ -473,10 +499,11 @@ def analyze(workdir, *, top_features: int = 64, num_builds: int | None = None,
         raise ValueError(f"{run.sae_dir} takes {sae.config.input_dim}-d inputs but the primary "
                          f"model in {record.primary_model_dir} pools to "
                          f"{primary.config.hidden_dim}")
+    timer = StageTimer()
     doc = analyze_and_write(workdir, primary, vocab, weapon_vocab, sae, inputs.builds,
                             inputs.pooled, run=record.to_json(), top_features=top_features,
                             explanations=explanations, concept_set=inputs.concept_set,
-                            shared_explanation_builds=inputs.explanation_builds)
+                            timer=timer, shared_explanation_builds=inputs.explanation_builds)
     summary = doc["concepts"]["summary"] if doc["concepts"] is not None else {}
     print(f"analyzed {doc['num_builds']} held-out builds, {doc['num_features']} features "
           f"({doc['num_ranked']} in the 1%-30% window) in {time.perf_counter() - t0:.1f}s")
@@ -485,6 +512,7 @@ def analyze(workdir, *, top_features: int = 64, num_builds: int | None = None,
               f"SAE F1 >= 0.8; mean F1 SAE {summary['mean_sae_f1']:.3f} vs raw neuron "
               f"{summary['mean_neuron_f1']:.3f}")
         print(f"  {pairs_line(doc['concepts'])}")
+    print(absorption_line(doc["absorption"]["summary"], timer.seconds.get("absorption")))
     if doc["explanations"] is not None:
         print(explanations_line(doc["explanations"]["summary"]))
     print(f"feature browser: {doc['index']}")

@@ -10,9 +10,12 @@ builds, plus the run's explanations (``explanations.json``) and human labels
 - a legend for every number on the page;
 - the concept-recovery table (best SAE feature vs best raw neuron per concept,
   with its threshold and its explanation);
+- absorption and splitting on the AP rungs (``absorption.json``): the run's figures and a
+  table of the measured rungs;
 - one row per top-ranked feature that opens into its card: explanation with held-out
-  scores and causal check, human label, histogram, weapon-class breakdown, AP-rung
-  curves, top activating builds, promoted and suppressed tokens, steering;
+  scores and causal check, the AP rungs it is a main latent of or absorbs, human label,
+  histogram, weapon-class breakdown, AP-rung curves, top activating builds, promoted and
+  suppressed tokens, steering;
 - a sortable table of every feature (compact JSON rows drawn by report.js a page at a
   time); search over ids, explanations, labels, tokens and concepts; a frequency filter;
   ordering by score or explanation F1.
@@ -314,7 +317,10 @@ def _concept_rows(concepts: dict, explained: dict, ground_truth: dict | None) ->
     paired = matches((ground_truth or {}).get("pairs"))
 
     def text(f):
-        return (explained.get(str(f)) or {}).get("rule_text", "")
+        # A concept is defined on full builds: its row shows the rule read there (the one
+        # the ground-truth check judges), whichever inputs the feature's card is read on.
+        entry = explained.get(str(f)) or {}
+        return ((entry.get("by_distribution") or {}).get("full") or entry).get("rule_text", "")
 
     return [dict(r, explanation=text(r["feature"]), gt_match=single.get(r["concept"]),
                  pair_explanations=[text(f) for f in r.get("pair_features") or ()],
@@ -354,6 +360,7 @@ def _parts(doc: dict) -> _Parts:
         dead_sentence=dead_sentence(doc), metric_items=_metric_items(doc),
         on_rows=bool(doc.get("on_activations")),
         curves=bool(doc.get("curves_png")), concepts=concepts, ground_truth=ground_truth,
+        absorption=doc.get("absorption"),
         expl_summary=summary or None, num_table=len(doc["features"]),
         card_path=card_path, table_path=TABLE_SCRIPT,
         css=_package_text("report.css"), js=_package_text("report.js"))
@@ -439,8 +446,8 @@ def write_report(out_dir: str | os.PathLike, doc: dict) -> Path:
         shutil.copyfile(doc["curves_png"], out / "curves.png")
     # The full table and the explanations of every feature stay out: the table is in
     # table.js, the explanations in the run's explanations.json (74 MB here would copy it
-    # for a 24,576-feature SAE).
+    # for a 24,576-feature SAE); the absorption is the run's absorption.json.
     write_json(out / "features.json",
-               {k: v for k, v in doc.items() if k not in ("features", "explanations")},
-               indent=None)
+               {k: v for k, v in doc.items()
+                if k not in ("features", "explanations", "absorption")}, indent=None)
     return out / "index.html"

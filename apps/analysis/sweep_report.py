@@ -4,15 +4,17 @@
 
 - ``sweep.json``: per member its settings and metrics (fve, l0, dead_fraction,
   loss_recovered, kl_spliced, concepts recovered by one feature and by one feature or a
-  pair, explained features, the median explanation F1 and causal agreement, ...), and per
-  setting (a member's name less its seed) the mean and standard deviation over seeds;
+  pair, explained features and their share, the median explanation F1 and causal
+  agreement, absorption and splitting on the AP rungs, ...), per setting (a member's name
+  less its seed) the mean and standard deviation over seeds, and per architecture the same
+  over all its members;
 - ``frontier.png``: FVE, concepts recovered (dashed: by one feature or a pair), loss
   recovered and the median explanation F1 (features firing on 1-30% of builds) against
   L0, each setting at its mean over seeds with error bars of one std, one line per
   architecture (per architecture and dictionary size, learning rate, ... where a sweep
   varies those too: :func:`frontier_series`);
 - ``sweep.html``: the settings table (mean +- std over seeds) linking to every member's
-  report.
+  report, and the architectures table.
 """
 
 from __future__ import annotations
@@ -23,14 +25,16 @@ from pathlib import Path
 import numpy as np
 
 from runkit.jsonio import read_json, write_json
+from runkit.run_dir import RunDir
 
 # Metrics gathered from a member's metrics.json.
 RUN_METRICS = ("fve", "mse", "l0", "dead_fraction", "dense_fraction", "loss_recovered",
                "kl_spliced", "logit_cosine", "top5_agreement", "shrinkage")
 # Columns of the table and keys averaged over seeds.
 SUMMARY_METRICS = RUN_METRICS + ("concepts_recovered", "concepts_with_pairs",
-                                  "mean_concept_f1", "explained",
-                                  "explanation_f1", "causal_agreement")
+                                  "mean_concept_f1", "explained", "explained_share",
+                                  "explanation_f1", "causal_agreement",
+                                  "absorption_fraction", "full_absorption", "rungs_split")
 FRONTIER = (("fve", "FVE"), ("concepts_recovered", "concepts recovered (F1 >= 0.8)"),
             ("loss_recovered", "loss recovered"),
             ("explanation_f1", "explanation F1 (median, 1-30% window)"))
@@ -96,10 +100,28 @@ def member_record(mdir: Path, cfg) -> dict:
         if (mdir / "explanations.json").exists() else {}
     explanation_summary = explanations.get("summary", {})
     rec["explained"] = explanation_summary.get("explained")
+    # Of the features that fire, each counted on the inputs it is explained on.
+    rec["explained_share"] = explanation_summary.get("explained_share")
     # How well rules explain the features depends on the recipe (README, "Explanations").
     rec["explanation_f1"] = explanation_summary.get("median_f1_window")
     rec["causal_agreement"] = explanation_summary.get("causal_agreement")
+    # Absorption and splitting on the AP rungs (sae_jax/absorption.py), over the rungs
+    # each member measured; a member trained on activation files has no rungs.
+    if getattr(cfg, "activations", None):
+        rec["on_activations"] = True
+    absorption = (RunDir(mdir).absorption() or {}).get("summary", {})
+    rec["absorption_fraction"] = absorption.get("mean_absorption_fraction")
+    rec["full_absorption"] = absorption.get("mean_full_absorption")
+    rec["rungs_split"] = absorption.get("split_share")
+    rec["rungs_measured"] = absorption.get("measured")
     return rec
+
+
+def _spread(records: list[dict], metric: str) -> dict | None:
+    """``{"mean", "std", "n"}`` of ``metric`` over the records that have it (None if none)."""
+    vals = [float(r[metric]) for r in records if isinstance(r.get(metric), (int, float))]
+    return ({"mean": float(np.mean(vals)), "std": float(np.std(vals)), "n": len(vals)}
+            if vals else None)
 
 
 def summarise(records: list[dict]) -> list[dict]:
@@ -117,10 +139,19 @@ def summarise(records: list[dict]) -> list[dict]:
         recs = [r for r in records if r["setting"] == entry["setting"]]
         entry["seeds"] = [r["seed"] for r in recs]
         for k in SUMMARY_METRICS:
-            vals = [float(r[k]) for r in recs if isinstance(r.get(k), (int, float))]
-            entry[k] = ({"mean": float(np.mean(vals)), "std": float(np.std(vals)),
-                         "n": len(vals)} if vals else None)
+            entry[k] = _spread(recs, k)
     return list(out.values())
+
+
+def per_architecture(records: list[dict]) -> list[dict]:
+    """Per architecture: its members and ``{metric: {"mean", "std", "n"}}`` over all of
+    them, every setting and seed together (None where no member has the metric)."""
+    out = []
+    for arch in dict.fromkeys(r["architecture"] for r in records):
+        recs = [r for r in records if r["architecture"] == arch]
+        out.append({"architecture": arch, "members": [r["name"] for r in recs],
+                    **{k: _spread(recs, k) for k in SUMMARY_METRICS}})
+    return out
 
 
 def plot_frontier(settings: list[dict], out_png: str | os.PathLike) -> Path:
@@ -172,12 +203,14 @@ def plot_frontier(settings: list[dict], out_png: str | os.PathLike) -> Path:
     return out_png
 
 
-def write_sweep_html(workdir: Path, records: list[dict], settings: list[dict]) -> Path:
+def write_sweep_html(workdir: Path, records: list[dict], settings: list[dict],
+                     architectures: list[dict] | None = None) -> Path:
     from apps.analysis.report import template_environment
 
     template = template_environment().get_template("sweep.html.j2")
     html = template.render(title=f"SAE sweep {workdir.name}", metrics=SUMMARY_METRICS,
                            settings=settings, records=records,
+                           architectures=architectures or per_architecture(records),
                            has_frontier=(workdir / "frontier.png").exists())
     path = workdir / "sweep.html"
     path.write_text(html, encoding="utf-8")
@@ -191,9 +224,11 @@ def write_sweep_report(workdir, members, *, timing: dict | None = None) -> dict:
     workdir = Path(workdir)
     records = [member_record(workdir / "members" / m.name, m.cfg) for m in members]
     settings = summarise(records)
-    doc = {"members": records, "settings": settings, "timing": timing or {}}
+    architectures = per_architecture(records)
+    doc = {"members": records, "settings": settings, "architectures": architectures,
+           "timing": timing or {}}
     write_json(workdir / "sweep.json", doc)
     if any(s.get("l0") for s in settings):
         plot_frontier(settings, workdir / "frontier.png")
-    write_sweep_html(workdir, records, settings)
+    write_sweep_html(workdir, records, settings, architectures)
     return doc

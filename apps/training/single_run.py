@@ -124,10 +124,11 @@ def train_sae(cfg: SAETrainConfig, workdir, *, primary_dir=None, primary_flagfil
     cfg, concepts, mesh = open_settings(cfg, primary_dir, devices)
     finished = _finished_result(cfg, workdir, override)
     if finished is not None:  # before the data is read: a finished run needs none
-        if analyze and is_writer() and not RunDir(workdir).has_analysis():
-            # Killed during its analysis: the run is done, the analysis is not.
+        gaps = RunDir(workdir).analysis_gaps() if analyze and is_writer() else []
+        if gaps:  # killed during its analysis, or its files damaged since
+            shown = "; ".join(gaps[:3]) + (f"; {len(gaps) - 3} more" if len(gaps) > 3 else "")
             print(f"{workdir} holds a finished run with these settings whose analysis is "
-                  f"missing or was cut short; analyzing it now")
+                  f"missing, cut short or damaged ({shown}); analyzing it again")
             with WorkdirLock(workdir):
                 _run_analysis(workdir)
             return finished

@@ -75,11 +75,15 @@ class FeatureTable:
         explained = run.explanations().get("features") or {}
         self.f1 = np.full(self.num_features, np.nan)
         self.rule = [""] * self.num_features
+        # Where each rule was read and how its precision stands to its recall.
+        self.reading = [{}] * self.num_features
         for key, e in explained.items():
             f = int(key)
             if 0 <= f < self.num_features:
                 self.f1[f] = e.get("f1", np.nan)
                 self.rule[f] = e.get("rule_text", "")
+                self.reading[f] = {k: e.get(k) for k in ("distribution", "precision", "recall",
+                                                         "broader", "frequency_partial")}
         self.tokens = idx["top_tokens"].tolist()
         self.concept = [""] * self.num_features
         for r in (run.concepts() or {}).get("rows", []):
@@ -162,4 +166,11 @@ class FeatureTable:
                 "max_act": float(idx["max_act"][f]), "in_window": bool(self.in_window[f]),
                 "f1": None if np.isnan(self.f1[f]) else float(self.f1[f]),
                 "explanation": self.rule[f], "label": label["name"] if label else "",
+                "distribution": self.reading[f].get("distribution"),
+                "precision": self.reading[f].get("precision"),
+                "recall": self.reading[f].get("recall"),
+                "broader": bool(self.reading[f].get("broader")),
+                # The list's frequency counts full builds; a feature read on partial builds
+                # fires mostly there.
+                "frequency_partial": self.reading[f].get("frequency_partial"),
                 "tokens": self.tokens[f], "concept": self.concept[f]}

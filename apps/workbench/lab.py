@@ -7,12 +7,23 @@ partial build, the SAE features active on it with their labels and what they pus
 when features are set, the steered completion (:mod:`bridge.steered_completion`) with a
 slot-by-slot diff. Plain completions are cached, so setting a feature on the build just
 completed costs one completion.
+
+:func:`complete_labs` answers several requests at once (the workbench's batcher,
+:mod:`apps.workbench.completion_batcher`, gathers them) with one beam search for all the
+completions they need, plain and steered: each build steered by its own edits
+(:func:`bridge.steered_completion.steered_batch_logits_fn`; a plain one by none), the
+builds padded to a size of :data:`BATCH_SIZES` and the edits to a count of
+:data:`EDIT_SIZES`, so that the compiled shapes stay few (the warm-up compiles them). A
+padding edit changes nothing, to the bit: each build's logits are those of its own
+completion in a call of the same size. Calls of other sizes XLA may round differently in
+the last bits of a float, so a batched answer equals the one-at-a-time one but for the
+last bits of the builds' scores (and its build, should two moves tie to within that).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 import jax
@@ -22,15 +33,22 @@ from flax import nnx
 
 from apps.analysis.report import token_label
 from apps.workbench.run_state import COMPLETION_CACHE, RunData
-from bridge.steered_completion import diff_builds, edit_features_params, steered_logits_fn
+from bridge.steered_completion import (
+    diff_builds,
+    edit_features_params,
+    steered_batch_logits_fn,
+)
 from primary.allocator import min_ap_row
 from primary.completion import (
+    CompletedBuild,
     check_observed,
-    complete_build,
+    complete_builds,
+    model_logits_fn,
     prefers_fixed_width,
     resolve_weapon,
 )
 from primary.examples import LENGTH_BUCKETS
+from primary.model import HashedGraph
 from primary.vocab import ABILITIES, MAX_AP, BuildError, ap_to_token_multihot, resolve_ability
 from sae_jax.model import encode
 
@@ -39,6 +57,13 @@ TOP_PROBABILITIES = 15
 TOP_FEATURES = 24
 ACTIVE = 0.01
 MAX_EDITS = 16
+
+# Builds completed in one beam search, padded to the next of these sizes, and the edits per
+# build, padded to the next of these counts: each program compiles for these shapes only.
+BATCH_SIZES = (1, 2, 4, 8, 16)
+EDIT_SIZES = (2, 4, 8, MAX_EDITS)
+# Requests answered together: each may need a plain and a steered completion.
+MAX_BATCH = BATCH_SIZES[-1] // 2
 
 # A feature set beyond this is far past any activation the SAE produces, and float32
 # products of it overflow.
@@ -138,10 +163,10 @@ def lab_request(body, run: RunData) -> LabRequest:
     return LabRequest(gid, row, tuple(features), tuple(values))
 
 
-@partial(jax.jit, static_argnames=("graphdef", "spec"))
-def _lab_forward(graphdef, state, sae_params, tokens, weapons, mask, features, values, *, spec):
+@partial(jax.jit, static_argnames=("graph", "spec"))
+def _lab_forward(graph, state, sae_params, tokens, weapons, mask, features, values, *, spec):
     """Pooled input -> (SAE activations as is, as edited, logits of the edited model)."""
-    model = nnx.merge(graphdef, state)
+    model = nnx.merge(graph.graphdef, state)
     pooled = model.pooled(tokens, weapons, mask)
     _, h = encode(sae_params, pooled, spec)
     if features.shape[0] == 0:
@@ -170,30 +195,101 @@ def complete_lab(run: RunData, req: LabRequest, *, beam_size: int = BEAM_SIZE) -
     """The build lab's answer (JSON-ready): ``build`` (the completion, steered when there are
     edits), ``before`` and ``diff`` (with edits), ``probabilities`` (the model's top ability
     tokens for the partial build), ``active_features``."""
-    primary, vocab, weapon_vocab, sae = run.models()
-    fixed = prefers_fixed_width(primary)
+    return complete_labs(run, [req], beam_size=beam_size)[0]
+
+
+def complete_labs(run: RunData, reqs: list[LabRequest], *, beam_size: int = BEAM_SIZE
+                  ) -> list[dict]:
+    """:func:`complete_lab` of each request, completed together (see the module docstring);
+    more than :data:`MAX_BATCH` requests go in several batches."""
+    if len(reqs) > MAX_BATCH:
+        return [answer for start in range(0, len(reqs), MAX_BATCH)
+                for answer in complete_labs(run, reqs[start:start + MAX_BATCH],
+                                            beam_size=beam_size)]
+    keys = [(r.weapon, r.row.tobytes(), beam_size) for r in reqs]
     with run.lock:
-        key = (req.weapon, req.row.tobytes(), beam_size)
-        before = run.completions.get(key)
-        if before is None:  # a steered request usually follows its plain one: reuse it
-            before = complete_build(primary, vocab, weapon_vocab, req.weapon, req.row,
-                                    beam_size=beam_size, fixed_width=fixed).best
-            run.completions[key] = before
-            while len(run.completions) > COMPLETION_CACHE:
-                run.completions.popitem(last=False)
-        run.completions.move_to_end(key)
-        after = before
-        if req.features:
-            fn = steered_logits_fn(primary, sae, list(req.features), list(req.values))
-            after = complete_build(primary, vocab, weapon_vocab, req.weapon, req.row,
-                                   beam_size=beam_size, logits_fn=fn, fixed_width=fixed).best
-        graphdef, state = run.split_primary()
-        tokens, weapons, mask = _inputs(req.row, req.weapon, vocab, weapon_vocab)
-        h0, h1, logits = _lab_forward(
-            graphdef, state, sae.params(), jnp.asarray(tokens), jnp.asarray(weapons),
-            jnp.asarray(mask), jnp.asarray(req.features, jnp.int32),
-            jnp.asarray(req.values, jnp.float32), spec=sae.config.encoder)
-    h0, h1, logits = np.asarray(h0)[0], np.asarray(h1)[0], np.asarray(logits)[0]
+        plain = _cached(run, keys)  # a steered request usually follows its plain one
+        missing = {key: replace(req, features=(), values=())
+                   for key, req in zip(keys, reqs) if key not in plain}
+        steered = [i for i, r in enumerate(reqs) if r.features]
+        built = lab_completions(run, list(missing.values()) + [reqs[i] for i in steered],
+                                beam_size=beam_size)
+        for key, build in zip(missing, built):
+            plain[key] = run.completions[key] = build
+        while len(run.completions) > COMPLETION_CACHE:
+            run.completions.popitem(last=False)
+        befores = [plain[key] for key in keys]
+        afters = list(befores)
+        for i, build in zip(steered, built[len(missing):]):
+            afters[i] = build
+        graph = HashedGraph(run.split_primary()[0])
+        forwards = [_forward(run, req, graph) for req in reqs]
+    return [_answer(run, req, before, after, forward)
+            for req, before, after, forward in zip(reqs, befores, afters, forwards)]
+
+
+def _cached(run: RunData, keys: list[tuple]) -> dict:
+    """The plain completions of ``keys`` the cache holds, each marked used (so that the
+    completions added next drop others first)."""
+    found = {}
+    for key in keys:
+        if key in run.completions:
+            found[key] = run.completions[key]
+            run.completions.move_to_end(key)
+    return found
+
+
+def _forward(run: RunData, req: LabRequest, graph: HashedGraph):
+    """The lab's forward pass of one request: SAE activations as is and as edited, and the
+    edited model's logits, each ``(1, ...)``; ``graph``: the primary's, hashed once."""
+    _, vocab, weapon_vocab, sae = run.models()
+    state = run.split_primary()[1]
+    tokens, weapons, mask = _inputs(req.row, req.weapon, vocab, weapon_vocab)
+    return _lab_forward(graph, state, sae.params(), jnp.asarray(tokens), jnp.asarray(weapons),
+                        jnp.asarray(mask), jnp.asarray(req.features, jnp.int32),
+                        jnp.asarray(req.values, jnp.float32), spec=sae.config.encoder)
+
+
+def lab_completions(run: RunData, reqs: list[LabRequest], *, beam_size: int = BEAM_SIZE
+                    ) -> list[CompletedBuild]:
+    """The best completion of each request (none when ``reqs`` is empty), each steered by
+    its own edits, in one beam search: up to ``BATCH_SIZES[-1]`` requests, padded to the
+    next size of :data:`BATCH_SIZES`, their edits to the next count of :data:`EDIT_SIZES`
+    with edits of feature -1 (which change nothing); the plain model when no request has
+    edits. No cache."""
+    if not reqs:
+        return []
+    size = next((b for b in BATCH_SIZES if b >= len(reqs)), None)
+    if size is None:
+        raise ValueError(f"lab_completions takes at most {BATCH_SIZES[-1]} requests, got "
+                         f"{len(reqs)}")
+    primary, vocab, weapon_vocab, sae = run.models()
+    split = run.split_primary()
+    most = max(len(r.features) for r in reqs)
+    if most == 0:
+        logits_fn, inputs = model_logits_fn(primary, split=split), ()
+    else:
+        k = next(e for e in EDIT_SIZES if e >= most)
+        features = np.full((len(reqs), k), -1, np.int32)
+        values = np.zeros((len(reqs), k), np.float32)
+        for i, r in enumerate(reqs):
+            features[i, :len(r.features)] = r.features
+            values[i, :len(r.values)] = r.values
+        logits_fn = steered_batch_logits_fn(primary, sae, split=split)
+        inputs = (features, values)
+    weapons = np.array([r.weapon for r in reqs])
+    rows = np.stack([r.row for r in reqs])
+    batch = complete_builds(primary, vocab, weapon_vocab, weapons, rows, beam_size=beam_size,
+                            logits_fn=logits_fn, rows_per_call=size * beam_size,
+                            fixed_width=prefers_fixed_width(primary), logits_inputs=inputs)
+    return [batch.best_build(i, r.weapon, r.row) for i, r in enumerate(reqs)]
+
+
+def _answer(run: RunData, req: LabRequest, before: CompletedBuild, after: CompletedBuild,
+            forward) -> dict:
+    """The JSON-ready answer from the completions and the lab's forward pass."""
+    _, vocab, _, _ = run.models()
+    h0, h1, logits = (np.asarray(x)[0] for x in forward)
     probs = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
     have = np.flatnonzero(vocab.ability_token_ids >= 0)
     token_ids = vocab.ability_token_ids[have]
@@ -287,12 +383,7 @@ def lab_url(weapon: int, abilities, *, feature: int | None = None,
 def feature_activation(run: RunData, weapon: int, abilities: dict, feature: int) -> float:
     """``feature``'s activation on a partial build (the lab's own forward pass)."""
     req = lab_request({"weapon": weapon, "abilities": abilities}, run)
-    _, vocab, weapon_vocab, sae = run.models()
-    tokens, weapons, mask = _inputs(req.row, req.weapon, vocab, weapon_vocab)
     with run.lock:
-        graphdef, state = run.split_primary()
-        h, _, _ = _lab_forward(graphdef, state, sae.params(), jnp.asarray(tokens),
-                               jnp.asarray(weapons), jnp.asarray(mask),
-                               jnp.zeros((0,), jnp.int32), jnp.zeros((0,), jnp.float32),
-                               spec=sae.config.encoder)
+        # the same calls as a plain request: nothing new to trace
+        h, _, _ = _forward(run, req, HashedGraph(run.split_primary()[0]))
     return float(np.asarray(h)[0, feature])

@@ -16,7 +16,8 @@ steering tables, steered completions, co-activations, the features that fire tog
 with it (:mod:`apps.workbench.cofiring`) and examples from each band of its activations
 (:mod:`apps.workbench.activation_bands`) computed on demand (a bounded number of pages
 cached in memory); when the static report shows the feature, its steering
-tables, concept, co-activations and steered builds are taken from ``report/features.json``.
+tables, concept, co-activations and steered builds are taken from ``report/features.json``;
+the AP rungs it is a main latent of or absorbs from ``absorption.json``.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from apps.analysis.report import token_label
 from apps.workbench.activation_bands import activation_bands
 from apps.workbench.cofiring import fires_together
 from runkit.run_dir import RunDir, RunDirError
+from sae_jax.absorption import absorption_roles
 from sae_jax.activity import is_active, live_mask, window_mask
 from sae_jax.feature_labels import (
     CATEGORIES,
@@ -374,7 +376,8 @@ class RunData:
                 "top_examples": examples, "promoted": promoted, "suppressed": suppressed,
                 "steering": [], "concept": self._concept_of(f), "coactive": [],
                 "steered_builds": [], "bands": bands,
-                "pairs": pair_memberships(concepts).get(f, []) if concepts else []}
+                "pairs": pair_memberships(concepts).get(f, []) if concepts else [],
+                "absorption": absorption_roles(self.rundir.absorption(), f)}
         report = self._report_page(f)
         if report is not None:  # the report computed these over the same builds
             for key in ("steering", "concept", "coactive", "steered_builds"):

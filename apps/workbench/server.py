@@ -17,10 +17,17 @@ Pages (server-rendered from the report's Jinja2 templates; plain JavaScript from
   (every example build links there); ``/lab?feature=F`` alone opens the mains of F's
   strongest build with F set (:meth:`Workbench.set_link`).
 
+Build-lab completions that arrive together are completed together
+(:mod:`apps.workbench.completion_batcher`): a request waits up to ``batch_window_ms`` (a few
+milliseconds; ``apps.serve --batch_window_ms``) for others, and up to
+:data:`apps.workbench.lab.MAX_BATCH` go in one batched call; 0 completes each alone, one at
+a time.
+
 Started with ``warm=True`` (``apps.serve``), the server answers at once but compiles and
 loads in a background thread first (:mod:`apps.workbench.warmup`): until then the
 feature and lab pages are a "loading" page that reloads itself and their API answers 503
-``{"status": "loading"}``; ``GET /api/status`` says ``loading`` or ``ready``.
+``{"status": "loading"}``; ``GET /api/status`` says ``loading`` or ``ready`` (and, once lab
+requests were batched, ``completion_batches``: how many batches held how many requests).
 
 A run trained on activation files (``--activations``) has no primary model: its pages show
 what applies without one (:class:`apps.workbench.run_state.ActivationRunData`), and the
@@ -51,6 +58,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from apps.analysis.report import TEMPLATES, feature_view, template_environment
+from apps.workbench.completion_batcher import DEFAULT_WINDOW_MS, CompletionBatcher
 from apps.workbench.feature_list import (
     DEFAULT_SCOPE,
     DEFAULT_SORT,
@@ -183,11 +191,14 @@ async def _json_body(request: Request):
 
 
 class Workbench:
-    """The app's state: the run, its feature table and the templates."""
+    """The app's state: the run, its feature table, the templates and the lab's batcher
+    (None: lab requests complete one at a time)."""
 
-    def __init__(self, run: RunData):
+    def __init__(self, run: RunData, *, batch_window_ms: float = DEFAULT_WINDOW_MS):
         self.run = run
         self.table = FeatureTable(run)
+        self.batcher = (CompletionBatcher(run, batch_window_ms / 1e3) if batch_window_ms > 0
+                        else None)
         self.templates = Jinja2Templates(env=template_environment())
         self.ready = threading.Event()  # set when warmed up (at once when not warming)
         self.warm_seconds: dict[str, float] = {}
@@ -200,7 +211,7 @@ class Workbench:
         failure is reported and the server serves anyway (the pages show the error)."""
         t0 = time.perf_counter()
         try:
-            self.warm_seconds = warm_up(self.run, self.table)
+            self.warm_seconds = warm_up(self.run, self.table, batched=self.batcher is not None)
         except Exception as e:
             self.warm_error = f"{type(e).__name__}: {e}"
             print(f"warning: warming the workbench failed: {self.warm_error}", flush=True)
@@ -215,6 +226,9 @@ class Workbench:
             out["warm_seconds"] = self.warm_seconds
         if self.warm_error:
             out["error"] = self.warm_error
+        if self.batcher is not None and self.batcher.batches:
+            out["completion_batches"] = {"batches": self.batcher.batches,
+                                         "requests": self.batcher.requests}
         return out
 
     def when_ready(self, handler):
@@ -304,8 +318,10 @@ class Workbench:
     async def api_complete(self, request: Request):
         self.needs_primary("the build lab")
         body = await _json_body(request)
-        req = await _threaded(lab_request, body, self.run)
-        return JSONResponse(await _threaded(complete_lab, self.run, req))
+        req = await _threaded(lab_request, body, self.run)  # a bad field fails here, alone
+        if self.batcher is None:
+            return JSONResponse(await _threaded(complete_lab, self.run, req))
+        return JSONResponse(await self.batcher.complete(req))
 
     # ------------------------------------------------------------------ pages
 
@@ -409,12 +425,14 @@ def _error(request: Request, status: int, message: str):
     return Response(html, status_code=status, media_type="text/html")
 
 
-def create_app(workdir, *, num_builds: int | None = None, warm: bool = False) -> Starlette:
+def create_app(workdir, *, num_builds: int | None = None, warm: bool = False,
+               batch_window_ms: float = DEFAULT_WINDOW_MS) -> Starlette:
     """The workbench app over the run in ``workdir``. Nothing heavy loads here. ``warm``:
     compile and load in a background thread (:meth:`Workbench.warm`), answering "loading"
-    until done; without it everything loads on first use."""
+    until done; without it everything loads on first use. ``batch_window_ms``: how long a
+    lab request waits for others to complete with (0: each alone)."""
     run = open_run(workdir, num_builds=num_builds)
-    bench = Workbench(run)
+    bench = Workbench(run, batch_window_ms=batch_window_ms)
 
     async def bad_request(request, exc):
         return _error(request, 400, str(exc))

@@ -124,3 +124,40 @@ def test_pair_activations_use_the_architectures_own_encoder(setup):
     rows, feats = np.array([0, 3, 3, 150]), np.array([1, 2, 5, 31])
     np.testing.assert_allclose(pair_activations(sae, setup.pooled, rows, feats),
                                full[rows, feats], rtol=1e-5, atol=1e-6)
+
+
+def test_partial_builds_are_checked_by_editing_their_tokens(setup):
+    from bridge.harvest import pooled_of_partial_builds
+    from primary.conditions import PARTIAL_CATALOGUE
+    from primary.partial_builds import partial_builds
+    from primary.partial_edits import edit_partial_conjunctions
+
+    s = setup
+    # Few rows in batches of 64: few widths to compile.
+    part = partial_builds(s.builds.subset(np.arange(100)), s.vocab, s.weapon_vocab,
+                          instances=1, seed=0)
+
+    def pooled(p):
+        return pooled_of_partial_builds(s.primary, p, s.vocab, s.weapon_vocab, batch_size=64)
+
+    x = pooled(part)
+    k = PARTIAL_CATALOGUE.index(CATALOGUE[CONDITION_INDEX["swim_speed_up>=12"]])
+    cond = condition_matrix(part, PARTIAL_CATALOGUE)
+    lack = np.flatnonzero(~cond[:, k])
+    edited, ok = edit_partial_conjunctions(part.subset(lack), np.array([k]), PARTIAL_CATALOGUE,
+                                           add=True)
+    d = (pooled(edited.subset(np.flatnonzero(ok))) - x[lack[ok]]).mean(0)
+    d /= np.linalg.norm(d)
+    sae = create_sae(SAEConfig(input_dim=16, expansion_factor=2 / 16), seed=0)
+    params = sae.params()
+    w = np.stack([d, -d], 1).astype(np.float32)
+    params["W_enc"] = jnp.asarray(w)
+    params["b_enc"] = jnp.asarray(-np.median(x @ w, axis=0))
+    params["b_dec"] = jnp.zeros(16)
+    sae.set_params(params)
+    out = causal_check(s.primary, s.vocab, s.weapon_vocab, sae, part, x, cond,
+                       PARTIAL_CATALOGUE, np.array([[k], [k]]),
+                       config=CausalConfig(per_direction=12, batch_size=64))
+    assert out["add_n"].tolist() == [12, 12] and out["remove_n"].min() > 0
+    assert out["add_mean_change"][0] > 0 and out["remove_mean_change"][0] < 0
+    assert out["agrees"].tolist() == [1.0, 0.0]

@@ -139,3 +139,20 @@ def test_padding_to_full_width_leaves_harvest_unchanged():
     wide_buf, _ = harvest(state, create_buffer(32, HIDDEN), wide)
     np.testing.assert_allclose(np.asarray(wide_buf.data), np.asarray(narrow_buf.data),
                                rtol=1e-5, atol=1e-6)
+
+
+def test_pooled_of_partial_builds_equals_the_full_width_forward_in_row_order():
+    from bridge.harvest import pooled_of_inputs, pooled_of_partial_builds
+    from primary.build_inputs import token_inputs
+    from primary.partial_builds import partial_builds
+
+    builds, vocab, weapon_vocab = tiny_world()
+    part = partial_builds(builds, vocab, weapon_vocab, instances=3, seed=2)
+    model = tiny_primary()
+    # Batches of 8 over rows of several lengths: groups of each width, the last padded.
+    got = pooled_of_partial_builds(model, part, vocab, weapon_vocab, batch_size=8)
+    inputs = token_inputs(part.tokens, part.weapons, vocab, weapon_vocab)
+    assert len(set((~inputs["key_padding_mask"]).sum(1).tolist())) > 2
+    want = pooled_of_inputs(model, inputs, batch_size=8)
+    assert got.shape == (len(part), HIDDEN)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)

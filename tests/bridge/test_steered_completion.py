@@ -10,6 +10,7 @@ import pytest
 from bridge.steered_completion import (
     diff_builds,
     edit_features_params,
+    edit_rows_params,
     steered_builds,
     steered_logits_fn,
 )
@@ -47,6 +48,43 @@ def test_joint_edit_sets_every_feature_and_matches_the_single_edit(tiny):
     # Keeping the error: setting features to their own values changes nothing.
     same = edit_features_params(params, spec, x[:1], jnp.array([1, 7]), h[0, jnp.array([1, 7])])
     np.testing.assert_allclose(same, x[:1], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("keep_error", [True, False])
+def test_edits_per_row_are_each_rows_joint_edit_number_for_number(tiny, keep_error):
+    # Each row with its own features and values computes what the joint edit of those
+    # computes in a call of the same size, to the bit (so a batched lab request gets the
+    # answer it gets alone, but for XLA's rounding of different call sizes).
+    *_, sae = tiny
+    params, spec = sae.params(), sae.config.encoder
+    x = jax.random.normal(jax.random.key(1), (6, HIDDEN))
+    rows = jax.jit(edit_rows_params, static_argnums=(1, 5))
+    joint = jax.jit(edit_features_params, static_argnums=(1, 5))
+    rng = np.random.default_rng(0)
+    for k in (1, 2, 3):
+        features = np.stack([rng.choice(sae.hidden_dim, k, replace=False) for _ in x])
+        values = rng.normal(0, 2, (len(x), k)).astype(np.float32)
+        got = np.asarray(rows(params, spec, x, jnp.asarray(features, jnp.int32),
+                              jnp.asarray(values), keep_error))
+        for b in range(len(x)):
+            want = joint(params, spec, x, jnp.asarray(features[b], jnp.int32),
+                         jnp.asarray(values[b]), keep_error)
+            np.testing.assert_array_equal(got[b], np.asarray(want)[b], err_msg=f"k={k} row {b}")
+    if not keep_error:
+        return
+    # Padding edits (feature -1) change nothing: one edit padded to two and to four is the
+    # edit alone, and padding only is the input itself.
+    features = rng.choice(sae.hidden_dim, (len(x), 1)).astype(np.int32)
+    values = rng.normal(0, 2, (len(x), 1)).astype(np.float32)
+    alone = np.asarray(rows(params, spec, x, jnp.asarray(features), jnp.asarray(values), True))
+    for pad in (1, 3):
+        padded = np.concatenate([features, np.full((len(x), pad), -1, np.int32)], 1)
+        zeros = np.concatenate([values, np.zeros((len(x), pad), np.float32)], 1)
+        np.testing.assert_array_equal(alone, np.asarray(rows(
+            params, spec, x, jnp.asarray(padded), jnp.asarray(zeros), True)))
+    nothing = rows(params, spec, x, jnp.full((len(x), 2), -1, jnp.int32),
+                   jnp.zeros((len(x), 2)), True)
+    np.testing.assert_array_equal(np.asarray(nothing), np.asarray(x))
 
 
 def test_steered_logits_equal_the_hooked_edit(tiny):

@@ -18,7 +18,15 @@ from primary.completion import (
     complete_builds,
     resolve_weapon,
 )
-from primary.vocab import ABILITIES, ABILITY_INDEX, ABILITY_TOKENS, BuildError, Vocab, WeaponVocab
+from primary.vocab import (
+    ABILITIES,
+    ABILITY_INDEX,
+    ABILITY_TOKENS,
+    BuildError,
+    Vocab,
+    WeaponVocab,
+    ap_to_token_multihot,
+)
 from tests.tiny_setup import primary_for, tiny_world
 
 REPO = Path(__file__).resolve().parents[2]
@@ -211,6 +219,34 @@ def test_wide_beam_matches_exhaustive_search_on_random_toys(seed):
     # A narrow beam never beats the optimum (the search only visits legal rows).
     narrow, _, _ = run_toy(base, pairs, observed, beam=2, other=-1000.0)
     assert narrow.row_scores[0, 0] <= want + 1e-4
+
+
+def test_each_build_gets_its_own_logits_inputs():
+    # A scorer that likes one token, named per build by logits_inputs: each completion takes
+    # its own token and is what completing that build alone gives. Calls of 4 rows, so a
+    # step's 10 rows span three calls, the last with filler rows.
+    favourites = ["ninja_squid", "comeback", "swim_speed_up_3", "run_speed_up_6", "haunt"]
+    ids = np.array([TOK[t] for t in favourites], np.int32)
+
+    def fn(tokens, weapons, key_padding_mask, favourite):
+        assert favourite.shape == (tokens.shape[0],)
+        return jnp.where(jnp.arange(len(VOCAB))[None, :] == favourite[:, None], 5.0, -4.0)
+
+    n = len(favourites)
+    empty = np.zeros((n, len(ABILITIES)), np.int64)
+    out = complete_builds(None, VOCAB, WEAPONS, np.full(n, 40), empty, beam_size=2,
+                          logits_fn=fn, rows_per_call=4, logits_inputs=(ids,))
+    hot = ap_to_token_multihot(out.ap)
+    for i, t in enumerate(favourites):
+        assert hot[i, ABILITY_TOKENS.index(t)] and hot[i].sum() > 1, t
+        alone = complete_builds(None, VOCAB, WEAPONS, np.array([40]), empty[:1], beam_size=2,
+                                logits_fn=fn, logits_inputs=(ids[i:i + 1],))
+        np.testing.assert_array_equal(alone.ap[0], out.ap[i])
+        assert alone.best_build(0, 40, empty[0]).to_dict() == out.best_build(
+            i, 40, empty[i]).to_dict()
+    with pytest.raises(ValueError, match=r"logits_inputs\[0\] has 4 entries"):
+        complete_builds(None, VOCAB, WEAPONS, np.full(n, 40), empty, logits_fn=fn,
+                        logits_inputs=(ids[:4],))
 
 
 # ----------------------------------------------------------------------------- inputs

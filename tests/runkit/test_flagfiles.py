@@ -71,6 +71,25 @@ def test_every_shipped_sae_flagfile_reads_into_valid_settings():
     assert sweep["epochs"] == "8" and sweep["buffer_size"] == str(relu.buffer_size)
 
 
+def test_the_every_architecture_sweep_is_the_demo_sweep_with_matryoshka_added():
+    from apps.sweep import parse_members
+    from sae_jax.architectures import ARCHITECTURES
+
+    base = config_from_flagfile(SAETrainConfig, REPO / "configs" / "demo_relu_l1.flags")
+    plain = read_flag_lines(REPO / "configs" / "sweep_demo.flags")
+    every = read_flag_lines(REPO / "configs" / "sweep_demo_all.flags")
+    assert {k: v for k, v in every.items() if k != "members"} == \
+        {k: v for k, v in plain.items() if k != "members"}
+    seeds = every["seeds"].split(",")
+    members = parse_members(every["members"], seeds, base)
+    demo = parse_members(plain["members"], seeds, base)
+    assert [m for m in members if m.cfg.architecture != "matryoshka"] == demo
+    assert {m.cfg.architecture for m in members} == set(ARCHITECTURES)
+    assert len(members) == 30
+    for m in members:
+        m.cfg.validate()
+
+
 def test_arguments_after_a_double_dash_are_left_alone(tmp_path):
     top = write(tmp_path / "top.flags", "--lr=0.1")
     argv = ["prog", f"--flagfile={top}", "--", "child", "--flagfile=absent.flags"]

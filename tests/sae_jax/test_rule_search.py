@@ -229,3 +229,47 @@ def test_a_level_with_few_positives_is_not_searched(cond):
         ex = explain(cond, [weak[:, None], strong[:, None]], fit_rows=fit, heldout_rows=held,
                      config=ExplainConfig(min_level_positives=floor), progress=False)
         assert ex.level[0] == level, floor
+
+
+def _broad_case(seed=0, n=6000):
+    """A feature that fires only where condition 0 holds: always on 0 & 1 (about a quarter
+    of 0's rows), and on a random 40% of the rest of 0, which no condition describes.
+    Condition 0 alone is its best rule by F1 (precision ~0.55, recall 1: broader than the
+    feature); 0 and 1 together is fully precise at a slightly lower F1."""
+    rng = np.random.default_rng(seed)
+    c = rng.random((n, 12)) < 0.3
+    c[:, 0] = rng.random(n) < 0.5
+    c[:, 1] = rng.random(n) < 0.25
+    hidden = rng.random(n) < 0.4
+    active = c[:, 0] & (c[:, 1] | hidden)
+    return c, active
+
+
+def test_a_rule_broader_than_its_feature_gets_the_conjunction_that_restores_precision():
+    c, active = _broad_case()
+    fit, held = split_rows(len(c), seed=2)
+    plain = explain(c, active[:, None], fit_rows=fit, heldout_rows=held, progress=False,
+                    config=ExplainConfig(broad_ratio=0.0, allow_or=False))
+    assert plain.rule(0) == [[0]] and not plain.restored[0]
+    assert plain.precision[0] < 0.6 * plain.recall[0]  # broader than the feature
+    ex = explain(c, active[:, None], fit_rows=fit, heldout_rows=held, progress=False,
+                 config=ExplainConfig(allow_or=False))
+    assert ex.rule(0) == [[0, 1]] and ex.restored[0]
+    assert ex.precision[0] == 1.0 and ex.precision[0] >= 0.6 * ex.recall[0]
+    # It costs some fit F1, within the tolerance; with none allowed the broad rule stays.
+    assert plain.fit_f1[0] - 0.05 <= ex.fit_f1[0] < plain.fit_f1[0]
+    strict = explain(c, active[:, None], fit_rows=fit, heldout_rows=held, progress=False,
+                     config=ExplainConfig(allow_or=False, restore_tolerance=0.0))
+    assert strict.rule(0) == [[0]] and not strict.restored[0]
+
+
+def test_a_precise_rule_is_left_as_it_is(cond):
+    active = (cond[:, 3] & cond[:, 7])[:, None]
+    fit, held = split_rows(N, seed=1)
+    ex = explain(cond, active, fit_rows=fit, heldout_rows=held, progress=False)
+    assert ex.rule(0) == [[3, 7]] and not ex.restored.any()
+
+
+def test_broad_ratio_is_checked():
+    with pytest.raises(ValueError, match="broad_ratio"):
+        ExplainConfig(broad_ratio=1.5)

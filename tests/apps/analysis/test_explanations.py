@@ -7,12 +7,20 @@ import jax
 import numpy as np
 import pytest
 
-from apps.analysis.explanations import compute_explanations, fresh_builds, ground_truth_check
+from apps.analysis.explanations import (
+    broader_than_feature,
+    compute_explanations,
+    explained_on_partial,
+    fresh_builds,
+    ground_truth_check,
+)
 from apps.analysis.pipeline import analyze, explanations_line
 from bridge.causal import CausalConfig, pooled_of_builds
+from bridge.harvest import pooled_of_partial_builds
 from primary.builds import BuildSet
 from primary.model import PrimaryConfig, create_model
 from primary.model_dir import save_primary
+from primary.partial_builds import partial_builds
 from primary.planted_concepts import CONCEPTS
 from primary.synthetic import generate_builds
 from primary.vocab import Vocab, WeaponVocab
@@ -21,7 +29,8 @@ from sae_jax.rule_search import ExplainConfig
 from sae_jax.sae_dir import save_sae
 
 FEATURE_KEYS = {"rule", "rule_text", "sentence", "precision", "recall", "f1", "frequency",
-                "lifts", "causal", "classes", "weapons", "level"}
+                "lifts", "causal", "classes", "weapons", "level", "distribution",
+                "by_distribution", "broader", "restored", "frequency_full", "frequency_partial"}
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +47,17 @@ def setup():
     params = sae.params()
     pre = pooled @ np.asarray(params["W_enc"])
     target = np.random.default_rng(0).uniform(0.03, 0.4, size=pre.shape[1])
-    params["b_enc"] = jax.numpy.asarray(
-        -np.array([np.quantile(pre[:, j], 1 - t) for j, t in enumerate(target)]))
+    bias = -np.array([np.quantile(pre[:, j], 1 - t) for j, t in enumerate(target)])
+    # Feature 0 reads what sets the empty input (the weapon alone) apart from full builds:
+    # it fires on partial builds only.
+    part = partial_builds(builds, vocab, weapon_vocab, seed=0)
+    x_part = pooled_of_partial_builds(primary, part, vocab, weapon_vocab, batch_size=64)
+    d = x_part[part.token_counts == 0].mean(0) - pooled.mean(0)
+    w = np.asarray(params["W_enc"]).copy()
+    w[:, 0] = d / np.linalg.norm(d)
+    params["W_enc"] = jax.numpy.asarray(w)
+    bias[0] = -max(np.quantile(x_part @ w[:, 0], 0.9), (pooled @ w[:, 0]).max())
+    params["b_enc"] = jax.numpy.asarray(bias)
     sae.set_params(params)
     return SimpleNamespace(builds=builds, vocab=vocab, weapon_vocab=weapon_vocab,
                            primary=primary, sae=sae, pooled=pooled)
@@ -55,9 +73,36 @@ def test_document_schema(setup):
     assert doc["version"] == 1 and doc["num_builds"] == len(s.builds)
     assert doc["fit_rows"] + doc["heldout_rows"] == len(s.builds)
     assert 0 < doc["num_conditions"] <= doc["num_catalogue_conditions"]
-    assert {"median_f1_window", "explained", "causal_agreement", "ground_truth"} <= set(
-        doc["summary"])
-    assert doc["summary"]["ground_truth"] is None
+    summary = doc["summary"]
+    assert {"median_f1_window", "explained", "causal_agreement", "ground_truth",
+            "explained_share", "nondead", "by_distribution", "too_rare"} <= set(summary)
+    assert summary["ground_truth"] is None
+    assert summary["explained_share"] == pytest.approx(summary["explained"] / summary["nondead"])
+    # The activations on partial builds that explained features carry, of all of them.
+    on = [e["frequency_partial"] for e in doc["features"].values()]
+    carried = [e["frequency_partial"] for e in doc["features"].values()
+               if e["rule"] and e["f1"] >= summary["explained_f1"]]
+    assert summary["explained_activity_share"] == pytest.approx(sum(carried) / sum(on))
+    assert 0 < summary["explained_activity_share"] < 1
+    assert sum(d["features"] for d in summary["by_distribution"].values()) == s.sae.hidden_dim
+    part = doc["partial_builds"]
+    assert part["fit_rows"] + part["heldout_rows"] == part["rows"] and part["empty_inputs"] > 0
+    # Feature 0 fires on partial builds only: it is explained there, and says so.
+    zero = doc["features"]["0"]
+    assert zero["distribution"] == "partial" and zero["frequency_full"] == 0
+    assert zero["frequency_partial"] > 0.05 and "on partial builds" in zero["sentence"]
+    assert set(zero["by_distribution"]) == {"full", "partial"}
+    assert zero["by_distribution"]["partial"]["rule"] == zero["rule"]
+    assert zero["causal"]["add"]["n"] + zero["causal"]["remove"]["n"] > 0
+    # Its strongest partial builds, distinct and strongest first: the empty input of a
+    # weapon (the feature reads what sets it apart from full builds).
+    top = zero["top_partial"]
+    assert 0 < len(top) <= 5 and [t["activation"] for t in top] == sorted(
+        (t["activation"] for t in top), reverse=True)
+    assert len({(t["game_id"], tuple(t["tokens"])) for t in top}) == len(top)
+    assert top[0]["tokens"] == [] and top[0]["activation"] > 0.01
+    assert all("top_partial" not in e for e in doc["features"].values()
+               if e["distribution"] == "full")
     assert sorted(doc["features"], key=int) == [str(f) for f in range(s.sae.hidden_dim)]
     with_rule = 0
     for f, e in doc["features"].items():
@@ -75,13 +120,47 @@ def test_document_schema(setup):
             assert {"weapon", "game_id", "rate", "lift", "support"} <= set(row)
         for row in e["lifts"]:
             assert {"condition", "text", "lift", "precision", "support"} <= set(row)
+        assert e["distribution"] in e["by_distribution"]
+        assert e["broader"] == (bool(e["rule"]) and e["precision"] < 0.6 * e["recall"])
+        if e["distribution"] == "full":
+            assert e["frequency_full"] >= 0.5 * e["frequency_partial"]
         if e["rule"]:
             with_rule += 1
             assert e["sentence"].startswith(e["rule_text"]) and "F1" in e["sentence"]
+            assert f"on {e['distribution']} builds" in e["sentence"]
             assert e["causal"]["agrees"] in (True, False, None)
     assert with_rule > 0
     curve = doc["features"]["0"]["rung_curves"]["swim_speed_up"]
     assert curve["ap"][0] == 0 and len(curve["ap"]) == len(curve["mean"])
+
+
+def test_partial_builds_come_from_at_most_the_cap_of_builds_on_their_side(setup,
+                                                                          monkeypatch):
+    from apps.analysis import explanations
+
+    s = setup
+    monkeypatch.setattr(explanations, "PARTIAL_MAX_BUILDS", 50)
+    fit = np.arange(0, len(s.builds), 2)
+    rows = explanations.partial_rows(s.primary, s.vocab, s.weapon_vocab, s.builds, fit,
+                                     seed=4, batch_size=64)
+    sources = np.unique(rows.builds.build_index)
+    assert len(sources) <= 50 and sources.max() >= 50  # a sample, not the first 50
+    # Two per build plus empty inputs in training's proportion (one in six rows).
+    assert len(rows.builds) == 2 * 50 + 20 and len(rows.pooled) == len(rows.builds)
+    # Each row on the side of the build it comes from; weapons follow their build.
+    assert (rows.builds.build_index[rows.fit] % 2 == 0).all()
+    assert (rows.builds.build_index[rows.held] % 2 == 1).all()
+    assert (rows.builds.weapons == s.builds.weapons[rows.builds.build_index]).all()
+
+
+def test_a_feature_is_explained_on_partial_builds_where_it_fires_mostly_there():
+    full = np.array([0.2, 0.1, 0.0, 0.0, 0.04, 0.05])
+    partial = np.array([0.1, 0.2, 0.3, 0.0, 0.1, 0.1])
+    # Half the partial rate or more on full builds: full builds, where concepts live.
+    assert explained_on_partial(full, partial).tolist() == [False, False, True, False, True,
+                                                            False]
+    assert broader_than_feature([0.5, 0.6, 0.9], [1.0, 1.0, 0.5]).tolist() == [True, False,
+                                                                               False]
 
 
 def _doc(rules):
@@ -114,6 +193,12 @@ def test_ground_truth_check_names_exact_abilities_within_one_rung():
     with pytest.raises(ValueError, match="stealth_slayer"):
         ground_truth_check(doc, rows, [zombie])
     assert gt["pairs"]["checked"] == 0  # no pairs in these rows
+    # A feature explained on partial builds is checked on its full-build rule.
+    doc["features"]["0"] = {"rule": [["tokens<=2"]], "rule_text": "≤2 tokens",
+                            "distribution": "partial",
+                            "by_distribution": {"full": doc["features"]["0"]}}
+    again = ground_truth_check(doc, rows, [stealth, zombie, anchor, hardy])
+    assert again["concepts"] == gt["concepts"]
 
 
 def test_ground_truth_check_of_concepts_only_a_pair_recovers():
@@ -181,6 +266,9 @@ def test_the_printed_explanations_line_is_rounded():
     assert explanations_line(none) == (
         "explanations: 22 features with held-out F1 >= 0.5, causal agreement n/a (no explained "
         "feature checked), median F1 in the window n/a (no feature in the window)")
+    shared = {**summary, "explained_share": 22 / 30, "nondead": 30}
+    assert explanations_line(shared).startswith(
+        "explanations: 22 features with held-out F1 >= 0.5 (73.3% of the 30 that fire), causal")
 
 
 def test_too_few_builds_give_an_empty_document(setup):

@@ -319,6 +319,24 @@ def test_first_load_is_the_index_with_a_small_row_per_card(setup, tmp_path):
     assert len(render_report(long)) - len(render_report(doc)) <= 8  # the count in a summary
 
 
+def test_doc_carries_absorption_of_every_rung_and_each_page_its_roles(setup):
+    from apps.analysis.rung_absorption import rung_conditions
+    from sae_jax.absorption import absorption_roles
+
+    absorption = setup.doc["absorption"]
+    rungs = rung_conditions()
+    assert [r["concept"] for r in absorption["concepts"]] == [c.name for c in rungs]
+    assert [r["family"] for r in absorption["concepts"]] == [c.ability for c in rungs]
+    summary = absorption["summary"]
+    assert summary["measured"] + summary["few_builds"] + summary["weak_probe"] == len(rungs)
+    assert summary["measured"] > 0  # the commonest rungs have builds enough
+    for page in setup.doc["pages"]:
+        assert page["absorption"] == absorption_roles(absorption, page["id"])
+    text = render_report(setup.doc)
+    assert "Absorption on the AP rungs" in text
+    assert f"<b>{summary['measured']}</b> of {len(rungs)} rungs" in text
+
+
 def test_analyze_workdir_end_to_end(setup, tmp_path):
     """analyze() on a run directory: rebuilds the test split, writes concepts.json and
     the report, returns the concept summary."""
@@ -338,6 +356,10 @@ def test_analyze_workdir_end_to_end(setup, tmp_path):
     assert summary["total"] == len(builds.concept_names)
     assert {"concept", "feature", "sae_f1", "sae_auroc", "neuron", "neuron_f1",
             "neuron_sign"} <= set(concepts["rows"][0])
+    # The rungs' absorption is the run's own file, not copied into the report's pages.
+    absorption = RunDir(tmp_path).absorption()
+    assert len(absorption["concepts"]) == 126 and "summary" in absorption
+    assert "absorption" not in json.loads((tmp_path / "report" / "features.json").read_text())
     text = (tmp_path / "report" / "index.html").read_text()
     detectors = {r["feature"] for r in concepts["rows"]}
     detectors |= {f for r in concepts["rows"] if r["pair_better"] for f in r["pair_features"]}
@@ -623,3 +645,49 @@ def test_rule_claim_drops_only_the_sentence_frequency():
     assert rule_claim({"sentence": "no rule: never active on the fit split (fires 4%)"}) == (
         "no rule: never active on the fit split")
     assert rule_claim({"sentence": "Fires on builds with a."}) == "Fires on builds with a."
+
+
+def test_a_card_read_on_partial_builds_says_so_and_shows_a_broader_rule(setup):
+    """A feature explained on partial builds: its card names the inputs and both firing
+    rates, marks a rule broader than the feature, and gives the full builds' rule beside
+    it; the summary counts the explained share; the concept table shows the full builds'
+    rule (the one the ground-truth check judges)."""
+    doc = dict(setup.doc, explanations=_fake_explanations(setup.doc))
+    first, second = doc["pages"][0]["id"], doc["pages"][1]["id"]
+    features = doc["explanations"]["features"]
+    full_rule = {"rule": [["c"]], "rule_text": "Full rule 0", "precision": 0.8, "recall": 0.7,
+                 "f1": 0.75}
+    features[str(first)].update(
+        distribution="partial", frequency_partial=0.2, frequency_full=0.01, precision=0.3,
+        recall=0.9, broader=True, restored=False,
+        by_distribution={"partial": {}, "full": full_rule},
+        top_partial=[{"activation": 0.75, "weapon": "Splat Charger", "game_id": 2010,
+                      "tokens": ["swim_speed_up_21"]},
+                     {"activation": 0.5, "weapon": "Splat Charger", "game_id": 2010,
+                      "tokens": []}])
+    features[str(second)].update(distribution="full", broader=False, restored=True,
+                                 frequency_partial=0.1, frequency_full=0.1)
+    doc["explanations"]["summary"].update(
+        explained=3, nondead=4, explained_share=0.75, explained_f1=0.5, broader=1,
+        by_distribution={"full": {"features": 3}, "partial": {"features": 1}})
+    files = report_files(doc)
+    card = _plain(_script_args(files[f"cards/f{first}.js"], "reportCard")[1])
+    assert "read on partial builds (fires on 20.0% of partial builds, 1.0% of full builds)" \
+        in card
+    assert "precision 0.30 · recall 0.90" in card and "broader than the feature" in card
+    assert "on full builds: Full rule 0 (precision 0.80, recall 0.70, F1 0.75)" in card
+    assert "Top activating partial builds" in card
+    # Cells run together in the plain text: activation, weapon, tokens (none: empty input).
+    assert "0.750Splat ChargerSwim Speed Up ≥21" in card and "0.500Splat Chargernone" in card
+    other = _plain(_script_args(files[f"cards/f{second}.js"], "reportCard")[1])
+    assert "read on full builds" in other and "broader than the feature" not in other
+    assert "precision restored by a longer conjunction" in other
+    assert "Top activating partial builds" not in other
+    summary = _plain(files["index.html"].split('class="summary"')[1].split("</p>")[0])
+    assert ("of the explained features. 3 of the 4 features that fire (75%) have a rule of "
+            "held-out F1 ≥ 0.5 on the builds they fire on (1 read on partial builds") in summary
+    assert "1 of those rules are broader than their feature" in summary
+    detector = doc["concepts"]["rows"][0]["feature"]
+    features[str(detector)] = dict(features[str(first)], rule_text="Partial rule")
+    table = report_files(doc)["index.html"].split('id="concepts"')[1].split("</table>")[0]
+    assert "Full rule 0" in table and "Partial rule" not in table

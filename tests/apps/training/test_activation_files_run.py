@@ -154,12 +154,15 @@ def test_other_data_under_the_same_path_is_a_changed_setting(data, tmp_path):
         train_sae(cfg, tmp_path / "run", analyze=False)
 
 
-def test_the_analysis_ranks_features_over_the_held_out_rows(data, reference):
+def test_the_analysis_ranks_features_over_the_held_out_rows(data, reference, capsys):
     from apps.analysis.pipeline import analyze
 
     _, x = data
     workdir, cfg, _ = reference
     analyze(workdir, top_features=5)
+    # No AP rungs in activation files: absorption is skipped, and the run says so.
+    assert "absorption: not measured" in capsys.readouterr().out
+    assert not (workdir / "absorption.json").exists()
     doc = json.loads((workdir / "report" / "features.json").read_text())
     assert doc["on_activations"] and doc["num_builds"] == 200 and len(doc["pages"]) == 5
     held_out = evaluation_split(ROWS, cfg.eval_rows, cfg.seed).held_out
@@ -175,6 +178,7 @@ def test_the_analysis_ranks_features_over_the_held_out_rows(data, reference):
     assert page["frequency"] == pytest.approx((h > 0.01).mean())
     html = (workdir / "report" / "index.html").read_text()
     assert "200 held-out rows" in html and "pooled vectors" not in html
+    assert "Absorption is not measured" in html and 'id="absorption"' not in html
     card = (workdir / "report" / "cards" / f"f{page['id']}.js").read_text()
     assert "Top activating rows" in card and "Promotes" not in card
 
@@ -220,6 +224,9 @@ def test_a_sweep_trains_every_architecture_on_the_files(data, reference, tmp_pat
         assert result["steps"] == TOTAL_STEPS and result["activations"] == cfg.activations
         assert result["num_inputs"] == 200 and np.isfinite(result["fve"])
         assert (tmp_path / "members" / name / "report" / "index.html").exists()
+        assert not (tmp_path / "members" / name / "absorption.json").exists()
+    assert "Absorption (absorption_fraction, full_absorption, rungs_split) is not measured" \
+        in (tmp_path / "sweep.html").read_text()
     single = json.loads((reference[0] / "metrics.json").read_text())
     # The topk member trained the reference's settings on the same rows and batches.
     assert results["topk"]["fve"] == pytest.approx(single["fve"], rel=1e-4)

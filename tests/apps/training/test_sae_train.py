@@ -274,7 +274,8 @@ def test_a_finished_run_whose_analysis_was_cut_short_is_analyzed_on_the_rerun(re
     out = tmp_path / "out.txt"
     with open(out, "w") as f, redirect_stdout(f), redirect_stderr(f):
         again = train_sae(CFG, workdir, primary_flagfile_cfg=PRIMARY)
-    assert "whose analysis is missing or was cut short; analyzing it now" in out.read_text()
+    assert ("whose analysis is missing, cut short or damaged (analysis_files.json (the step "
+            "never finished)); analyzing it again") in out.read_text()
     assert again == reference[1]
     for name in ("explanations.json", "report/index.html", "report/features.json"):
         assert (workdir / name).is_file(), name
@@ -284,6 +285,12 @@ def test_a_finished_run_whose_analysis_was_cut_short_is_analyzed_on_the_rerun(re
         train_sae(CFG, workdir, primary_flagfile_cfg=PRIMARY)
     assert "reporting its metrics" in out.read_text()
     assert (workdir / "report" / "features.json").stat().st_mtime_ns == stamp
+    # A file of the analysis damaged since: analyzed again, the file named.
+    (workdir / "explanations.json").write_text("{}")
+    with open(out, "w") as f, redirect_stdout(f), redirect_stderr(f):
+        train_sae(CFG, workdir, primary_flagfile_cfg=PRIMARY)
+    assert "(explanations.json (changed or damaged since it was written))" in out.read_text()
+    assert json.loads((workdir / "explanations.json").read_text()) != {}
 
 
 def test_a_start_that_fails_on_its_inputs_leaves_no_trace(reference, tmp_path):

@@ -3,20 +3,28 @@
 import html.parser
 import json
 import re
+import threading
 
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from starlette.testclient import TestClient
 
-from apps.workbench.run_state import RunData
+from apps.workbench.lab import BEAM_SIZE, complete_lab, complete_labs, lab_request
+from apps.workbench.run_state import COMPLETION_CACHE, RunData
 from apps.workbench.server import create_app
 from bridge.steered_completion import steered_builds
 from primary.vocab import ABILITIES
 from runkit.run_dir import RunDir
 from sae_jax.feature_labels import read_labels
 from sae_jax.model import encode
-from tests.apps.workbench.workbench_fixture import ANALYSIS_BUILDS, EXPLAINED, make_run
+from tests.apps.workbench.workbench_fixture import (
+    ANALYSIS_BUILDS,
+    BROADER,
+    EXPLAINED,
+    make_run,
+    scores_apart,
+)
 
 NUM_FEATURES = 128  # demo_small's SAE: 32 -> 128
 
@@ -170,10 +178,90 @@ def test_complete_is_legal_and_matches_steered_builds(served):
     direct = steered_builds(primary, sae, vocab, weapon_vocab, body["weapon"],
                             body["abilities"], feature, 0.0, fixed_width=True)
     assert edited["build"]["pieces"] == direct["after"]["pieces"]
+    # a lone request, batched on its own, computes exactly what the steered completion does
+    assert edited["build"]["score"] == direct["after"]["score"]
     assert edited["before"]["pieces"] == direct["before"]["pieces"] == build["pieces"]
     assert edited["diff"]["changed_slots"] == direct["diff"]["changed_slots"]
     zeroed = {f["feature"]: f for f in edited["active_features"]}
     assert zeroed[feature]["activation"] == 0 and zeroed[feature]["unedited"] > 0
+
+
+# Two plain builds and two with a feature set: batched, one call for the four plain
+# completions and one for the two steered ones.
+BATCH_BODIES = [
+    {"weapon": "Splat Roller", "abilities": {}},
+    {"weapon": "Luna Blaster", "abilities": {"ninja_squid": 10}},
+    {"weapon": "Splattershot", "abilities": {"stealth_jump": 10},
+     "edits": [{"feature": 7, "value": 3.0}]},
+    {"weapon": "Splat Charger", "abilities": {"quick_respawn": 13, "comeback": 10},
+     "edits": [{"feature": 100, "value": 2.5}]},
+]
+
+
+def test_batched_completions_are_the_single_ones(served):
+    _, run, _ = served
+    reqs = [lab_request(b, run) for b in BATCH_BODIES]
+    run.completions.clear()
+    alone = [complete_lab(run, r) for r in reqs]
+    run.completions.clear()
+    together = complete_labs(run, reqs)
+    assert len({str(a["build"]["pieces"]) for a in alone}) == len(reqs)  # they differ
+    for body, single, batched in zip(BATCH_BODIES, alone, together):
+        single, single_scores = scores_apart(single)
+        batched, batched_scores = scores_apart(batched)
+        assert batched == single, body
+        # A build's score sums logits that XLA computes for more rows per call in a batch,
+        # rounding the last bits of a float32 differently (measured: ~5e-7 relative).
+        assert batched_scores == pytest.approx(single_scores, rel=1e-5, abs=1e-5)
+
+
+def test_a_full_cache_keeps_what_a_batch_found_in_it(served):
+    # The cache is full and the batch's cached build is its oldest entry: the batch's new
+    # build must drop another one.
+    _, run, _ = served
+    cached, new = (lab_request(b, run) for b in BATCH_BODIES[:2])
+    complete_lab(run, cached)
+    key = next(reversed(run.completions))
+    run.completions.move_to_end(key, last=False)
+    for i in range(COMPLETION_CACHE - len(run.completions)):
+        run.completions[("filler", i)] = None
+    new_key = (new.weapon, new.row.tobytes(), BEAM_SIZE)
+    run.completions.pop(new_key, None)
+    answers = complete_labs(run, [cached, new])
+    assert [a["build"]["weapon"] for a in answers] == [cached.weapon, new.weapon]
+    assert key in run.completions and new_key in run.completions
+    assert len(run.completions) == COMPLETION_CACHE
+    for k in [k for k in run.completions if k[0] == "filler"]:
+        del run.completions[k]
+
+
+def test_a_bad_request_among_good_ones_gets_its_own_4xx(served):
+    _, run, workdir = served
+    # A window long enough that the concurrent requests share a batch.
+    app = create_app(workdir, num_builds=ANALYSIS_BUILDS, batch_window_ms=300)
+    bad = dict(BATCH_BODIES[3], edits=[{"feature": 5, "value": 1e9}])
+    bodies = BATCH_BODIES[:2] + [bad] + BATCH_BODIES[2:]
+    answers = [None] * len(bodies)
+    with TestClient(app) as client:
+        def post(i):
+            answers[i] = client.post("/api/complete", json=bodies[i])
+
+        threads = [threading.Thread(target=post, args=(i,)) for i in range(len(bodies))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        status = client.get("/api/status").json()
+    assert answers[2].status_code == 400
+    assert answers[2].json()["error"].startswith("edits[0].value:")
+    for body, answer in zip(bodies, answers):
+        if body is not bad:
+            assert answer.status_code == 200, answer.text
+            alone = complete_lab(run, lab_request(body, run))
+            assert scores_apart(answer.json())[0] == scores_apart(alone)[0]
+    # the bad one never reached the batcher; the good ones went in fewer batches than four
+    batches = status["completion_batches"]
+    assert batches["requests"] == 4 and batches["batches"] < 4, batches
 
 
 def test_lab_offers_the_models_weapons_and_shows_the_rest_of_the_roster(served):
@@ -349,6 +437,27 @@ def test_feature_page_shows_explanation_and_rung_curves(served):
     assert "No explanation for this feature" in other
 
 
+def test_list_and_page_show_where_a_rule_is_read_and_when_it_is_broader(served):
+    client, _, _ = served
+    rows = {r["id"]: r for r in client.get("/api/features?scope=all&limit=500").json()[
+        "features"]}
+    narrow = next(f for f in EXPLAINED if f != BROADER)
+    assert rows[BROADER]["distribution"] == "partial" and rows[BROADER]["broader"]
+    assert (rows[BROADER]["precision"], rows[BROADER]["recall"]) == (0.3, 0.9)
+    assert rows[narrow]["distribution"] == "full" and not rows[narrow]["broader"]
+    unexplained = next(f for f in rows if str(f) not in map(str, EXPLAINED))
+    assert rows[unexplained]["distribution"] is None and not rows[unexplained]["broader"]
+    listing = client.get("/?scope=all&sort=f1&limit=500").text
+    row = listing[listing.index(f'href="/feature/{BROADER}"'):]
+    row = row[:row.index("</tr>")]
+    assert ">partial <" in row and "(1.23%)" in row and "0.30 / 0.90" in row and "broader" in row
+    assert rows[BROADER]["frequency_partial"] == 0.0123
+    assert "broader" not in listing[listing.index(f'href="/feature/{narrow}"'):].split(
+        "</tr>")[0]
+    page = " ".join(client.get(f"/feature/{BROADER}").text.split())
+    assert "read on <b>partial builds</b>" in page and "broader than the feature" in page
+
+
 def test_index_is_saved_and_reused(served):
     _, run, workdir = served
     run.index()
@@ -361,13 +470,14 @@ def test_index_is_saved_and_reused(served):
 @pytest.mark.parametrize("args,message", [
     (["--workdir=/nonexistent/run"], "is not a directory"),
     (["--workdir={tmp}", "--port=0"], "--port"),
+    (["--workdir={tmp}", "--batch_window_ms=-1"], "--batch_window_ms must be 0..1000, got -1"),
     (["--workdir={tmp}"], "no run.json"),
 ])
 def test_cli_refuses_bad_flags_with_one_error_line(tmp_path, args, message):
     import subprocess
     import sys
 
-    if "--port=0" in args:
+    if "--port=0" in args or "--batch_window_ms=-1" in args:
         make_run(tmp_path / "run")
         tmp = tmp_path / "run"
     else:
@@ -465,6 +575,32 @@ def test_feature_page_names_the_concept_pairs_it_belongs_to(served):
         assert page["pairs"] == [{"concept": "anchor", "partner": 3, "f1": 0.9}]
         assert "with 3: anchor (F1 0.90)" in client.get("/feature/7").text
         assert client.get("/api/features/4").json()["page"]["pairs"] == []
+    finally:
+        path.unlink()
+
+
+def test_feature_page_names_the_rungs_it_is_a_main_latent_of_or_absorbs(served):
+    """absorption.json's roles reach any feature's page: main latent of a rung (split with
+    another latent) and absorber of another rung."""
+    _, _, workdir = served
+    rung = {"concept": "swim_speed_up>=12", "text": "Swim Speed Up \u226512",
+            "family": "swim_speed_up", "positives": 30, "status": "measured",
+            "probe_f1": 0.95, "ksparse_f1": [0.7, 0.9, 0.91], "main_latents": [6, 2],
+            "main_f1": 0.9, "main_cos": [0.5, 0.4], "split": True, "checked": 12,
+            "mains_silent": 0.25, "absorption_fraction": 0.3, "full_absorption": 0.25,
+            "absorbers": [{"feature": 4, "rows": 3, "cos": 0.3, "main_of": []}]}
+    path = workdir / "absorption.json"
+    path.write_text(json.dumps({"concepts": [rung], "summary": {}}))
+    try:
+        client = TestClient(create_app(workdir, num_builds=ANALYSIS_BUILDS))
+        assert client.get("/api/features/6").json()["page"]["absorption"]["main"][0][
+            "split_with"] == [2]
+        text = client.get("/feature/6").text
+        assert "main latent of <b>Swim Speed Up \u226512</b>" in text
+        assert "split with #2" in text and "absorbed most by #4" in text
+        assert "absorbs\n<b>Swim Speed Up \u226512</b> on 3 of its 12 checked builds" in \
+            client.get("/feature/4").text
+        assert client.get("/api/features/5").json()["page"]["absorption"] is None
     finally:
         path.unlink()
 

@@ -17,6 +17,7 @@ from jax import monitoring
 from starlette.testclient import TestClient
 
 import apps.workbench.server as server
+from apps.workbench.lab import complete_labs, lab_request
 from apps.workbench.server import create_app
 from sae_jax.activity import live_mask
 from tests.apps.workbench.workbench_fixture import ANALYSIS_BUILDS, make_run
@@ -28,7 +29,7 @@ GATED_PAGES = ["/", "/feature/3", "/lab", "/lab?feature=3"]
 def test_pages_and_api_say_loading_until_the_warm_up_is_done(tmp_path, monkeypatch):
     started, release = threading.Event(), threading.Event()
 
-    def held_warm_up(run, table):
+    def held_warm_up(run, table, **_):
         started.set()
         assert release.wait(60)
         return {"held": 0.0}
@@ -58,7 +59,7 @@ def test_pages_and_api_say_loading_until_the_warm_up_is_done(tmp_path, monkeypat
 
 
 def test_a_failed_warm_up_still_serves_and_says_why(tmp_path, monkeypatch):
-    def broken(run, table):
+    def broken(run, table, **_):
         raise RuntimeError("no memory left")
 
     monkeypatch.setattr(server, "warm_up", broken)
@@ -104,7 +105,9 @@ def test_after_the_warm_up_requests_compile_nothing(tmp_path):
     assert bench.ready.wait(600) and "error" not in bench.status(), bench.status()
     assert set(bench.status()["warm_seconds"]) == {
         "feature table", "completion", "steered completion, 1 edit",
-        "steered completion, 2 edits", "feature page", "rung curves"}
+        "steered completion, 2 edits", "feature page", "rung curves",
+        "batched completions, 2 builds", "batched completions, 4 builds",
+        "batched completions, 8 builds", "batched completions, 16 builds"}
     run = bench.run
     freq = run.index()["frequency"]
     warmed = {p for p in run._pages}
@@ -120,6 +123,15 @@ def test_after_the_warm_up_requests_compile_nothing(tmp_path):
         for f in others:
             assert client.get(f"/feature/{f}").status_code == 200
             assert client.get(f"/api/features/{f}/rung_curves").status_code == 200
+        # batches of every size the batcher makes, each mixing plain builds (not cached)
+        # with one and two edits
+        for size in (2, 3, 5, 8):
+            reqs = [lab_request({"weapon": "Splattershot",
+                                 "abilities": {"run_speed_up": 3 * size + i},
+                                 "edits": [{"feature": f, "value": 1.0}
+                                           for f in others[:i % 3]]}, run)
+                    for i in range(size)]
+            complete_labs(run, reqs)
     assert traced == []
 
 
