@@ -14,8 +14,9 @@ name, which stays the static jit argument. What it decides:
 - dead features: AuxK (:attr:`uses_auxk`) or resampling, and what resampling resets
   (:meth:`resampled_params`);
 - its SAELens export (:attr:`saelens_architecture`, :meth:`export_tensors`,
-  :meth:`export_fields`, :meth:`import_params`) and what a run's ``metrics.json`` records
-  of it (:meth:`summary_fields`);
+  :meth:`export_fields`, :meth:`import_params`), SAELens's name for training the same
+  recipe (:meth:`saelens_training_name`) and what a run's ``metrics.json`` records of it
+  (:meth:`summary_fields`);
 - which logged metrics its training curves draw (:meth:`curve_metrics`, :meth:`dead_metric`).
 """
 
@@ -93,6 +94,9 @@ class Architecture(abc.ABC):
     name = ""
     display_name = ""
     saelens_architecture = ""
+    # SAELens's name for the same training recipe where it differs from the encoder's
+    # (BatchTopK trains as "batchtopk" and is saved as a "jumprelu"); "" when the same.
+    saelens_training_architecture = ""
     # Extra parameters: ((name, kind), ...) with kind in PARAM_KINDS. (Class attributes
     # without annotations: the dataclass has no fields, every instance is the same value.)
     extra_params = ()
@@ -103,6 +107,10 @@ class Architecture(abc.ABC):
     masked_weight_decay = True
     # The dynamic setting that weights the sparsity penalty, if any (a sweep's axis).
     penalty_setting = None
+
+    def saelens_training_name(self) -> str:
+        """SAELens's architecture name for training this recipe (its training class)."""
+        return self.saelens_training_architecture or self.saelens_architecture
 
     def param_names(self) -> tuple[str, ...]:
         return tuple(name for name, _ in self.extra_params)

@@ -26,6 +26,7 @@ class BatchTopK(AuxKRecipe):
     name = "batchtopk"
     display_name = "BatchTopK"
     saelens_architecture = "jumprelu"
+    saelens_training_architecture = "batchtopk"
     extra_params = (("threshold", "scalar"),)
 
     def training_features(self, params, pre, cfg):

@@ -36,6 +36,7 @@ def nested_groups(d_sae: int, levels: int = 4) -> tuple[int, ...]:
 class Matryoshka(BatchTopK):
     name = "matryoshka"
     display_name = "Matryoshka BatchTopK"
+    saelens_training_architecture = "matryoshka_batchtopk"
 
     def required_settings(self, d_sae):
         return {**super().required_settings(d_sae), "matryoshka_groups": nested_groups(d_sae)}
