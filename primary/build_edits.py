@@ -37,7 +37,7 @@ from primary.conditions import (
     ABILITY_KINDS,
     WEAPON_KINDS,
     Condition,
-    condition_matrix,
+    rows_meet,
     weapon_attribute_table,
 )
 from primary.vocab import (
@@ -280,18 +280,6 @@ def _protected_rows(conj: np.ndarray, conditions: Sequence[Condition]) -> np.nda
     return prot[:, :len(ABILITIES)]
 
 
-def _meets(builds: BuildSet, conj: np.ndarray, conditions) -> np.ndarray:
-    """``(n, T)`` bool: does row i meet its j-th condition (True where j is unused)."""
-    used = np.unique(conj[conj >= 0])
-    sub = condition_matrix(builds, [conditions[k] for k in used])
-    pos = np.full(len(conditions) + 1, -1)
-    pos[used] = np.arange(len(used))
-    out = np.ones(conj.shape, bool)
-    rows, cols = np.nonzero(conj >= 0)
-    out[rows, cols] = sub[rows, pos[conj[rows, cols]]]
-    return out
-
-
 def edit_weapons(builds: BuildSet, conj: np.ndarray, conditions, *, meet: bool, pool,
                   seed: int) -> tuple[np.ndarray, np.ndarray]:
     """New weapons for the rows whose conjunction's weapon conditions are not met (``meet``)
@@ -304,7 +292,7 @@ def edit_weapons(builds: BuildSet, conj: np.ndarray, conditions, *, meet: bool, 
     has_w = (wconj >= 0).any(1)
     if not has_w.any():
         return weapons, ok
-    meets = _meets(builds, wconj, conditions)
+    meets = rows_meet(builds, wconj, conditions)
     change = has_w & (~meets.all(1) if meet else (meets & (wconj >= 0)).any(1))
     rng = np.random.default_rng(seed)
     keys = np.sort(wconj, axis=1)
@@ -336,7 +324,7 @@ def edit_conjunctions(builds: BuildSet, conj, conditions: Sequence[Condition], *
     ap = builds.ap.astype(np.int64)
     ok = np.ones(n, bool)
     prot = _protected_rows(conj, conditions)
-    meets = _meets(builds, conj, conditions)
+    meets = rows_meet(builds, conj, conditions)
     kind_rank = {"main_only": 0, "ability": 1, "absent": 1}
     # Main-only first when adding: they need a main, the rest then shrinks around them.
     order = sorted({int(k) for k in conj[conj >= 0]},
@@ -355,7 +343,7 @@ def edit_conjunctions(builds: BuildSet, conj, conditions: Sequence[Condition], *
                                  seed=seed)
     ok &= fine
     edited = BuildSet(weapons, ap)
-    after = _meets(edited, conj, conditions)
+    after = rows_meet(edited, conj, conditions)
     done = after.all(1) if add else ~(after & (conj >= 0)).any(1)
     return edited, ok & done & legal(edited.ap)
 

@@ -260,3 +260,17 @@ __all__ = ["ABILITY_KINDS", "CATALOGUE", "CONDITION_INDEX", "Condition", "KINDS"
            "PARTIAL_CATALOGUE", "PARTIAL_CONDITIONS", "PARTIAL_KINDS", "WEAPON_KINDS",
            "ability_text", "condition_by_name", "condition_matrix", "families",
            "lowest_rungs", "occurring", "token_counts", "weapon_attribute_table"]
+
+
+def rows_meet(builds, conj: np.ndarray, conditions) -> np.ndarray:
+    """``(n, T)`` bool: does row ``i`` of ``builds`` (full or partial, as
+    :func:`condition_matrix` reads them) meet condition ``conditions[conj[i, j]]``; True
+    where ``conj[i, j]`` is -1 (unused). Only the conditions ``conj`` names are evaluated."""
+    used = np.unique(conj[conj >= 0])
+    sub = condition_matrix(builds, [conditions[k] for k in used])
+    pos = np.full(len(conditions) + 1, -1)
+    pos[used] = np.arange(len(used))
+    out = np.ones(conj.shape, bool)
+    rows, cols = np.nonzero(conj >= 0)
+    out[rows, cols] = sub[rows, pos[conj[rows, cols]]]
+    return out

@@ -33,7 +33,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from primary.build_edits import edit_weapons
-from primary.conditions import ABILITY_KINDS, Condition, condition_matrix
+from primary.conditions import ABILITY_KINDS, Condition, rows_meet
 from primary.partial_builds import PartialBuilds, fits_a_build, seen_ap
 from primary.vocab import (
     ABILITY_INDEX,
@@ -60,18 +60,6 @@ def token_columns(ability: str) -> np.ndarray:
 def _first_rung_columns() -> np.ndarray:
     return np.array([token_columns(a)[0] for a in ABILITY_INDEX
                      if ABILITY_INDEX[a] >= _N_MAIN_ONLY])
-
-
-def _meets(partial: PartialBuilds, conj: np.ndarray, conditions) -> np.ndarray:
-    """``(n, T)`` bool: does row i meet its j-th condition (True where j is unused)."""
-    used = np.unique(conj[conj >= 0])
-    sub = condition_matrix(partial, [conditions[k] for k in used])
-    pos = np.full(len(conditions) + 1, -1)
-    pos[used] = np.arange(len(used))
-    out = np.ones(conj.shape, bool)
-    rows, cols = np.nonzero(conj >= 0)
-    out[rows, cols] = sub[rows, pos[conj[rows, cols]]]
-    return out
 
 
 def _named_columns(conj: np.ndarray, conditions) -> np.ndarray:
@@ -179,7 +167,7 @@ def edit_partial_conjunctions(partial: PartialBuilds, conj, conditions: Sequence
         raise ValueError(f"conjunctions must be (T,) or ({n}, T) indices into the "
                          f"{len(conditions)} conditions, got shape {conj.shape}")
     tokens = partial.tokens.copy()
-    meets = _meets(partial, conj, conditions)
+    meets = rows_meet(partial, conj, conditions)
     named = _named_columns(conj, conditions)
     rng = np.random.default_rng(seed)
     counts = []
@@ -199,7 +187,7 @@ def edit_partial_conjunctions(partial: PartialBuilds, conj, conditions: Sequence
     weapons, ok = edit_weapons(partial, conj, conditions, meet=add, pool=weapon_pool,
                                seed=seed)
     edited = PartialBuilds(weapons, tokens, partial.build_index)
-    after = _meets(edited, conj, conditions)
+    after = rows_meet(edited, conj, conditions)
     done = after.all(1) if add else ~(after & (conj >= 0)).any(1)
     return edited, ok & done & fits_a_build(edited.ap)
 
