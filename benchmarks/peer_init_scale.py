@@ -47,8 +47,9 @@ def train_case(library, arch, overrides, scale, world, plan, world_config, buffe
     from benchmarks import peer_ours, peer_recipes, peer_scoring, peer_theirs
 
     if library == "ours":
-        cfg = peer_recipes.ours_config(arch, plan, seed, overrides)
-        trained = peer_ours.train_single(cfg, plan.steps, buffer, encoder_scale=scale)
+        cfg = dataclasses.replace(peer_recipes.ours_config(arch, plan, seed, overrides),
+                                  encoder_init_scale=scale)
+        trained = peer_ours.train_single(cfg, plan.steps, buffer)
         return peer_scoring.inference_from_ours(trained), trained.wall_s
     sae_config = dataclasses.replace(peer_recipes.saelens_sae_config(arch, plan, overrides),
                                      decoder_init_norm=scale)

@@ -66,20 +66,13 @@ def _calls(steps: int) -> list[int]:
 
 
 def train_single(cfg, total_steps: int, buffer: ActivationBuffer, *,
-                 steps: int | None = None, encoder_scale: float = 1.0) -> Trained:
+                 steps: int | None = None) -> Trained:
     """Train one SAE of ``cfg`` (seeded by ``cfg.seed``: its initialisation and its
-    batches) for ``steps`` of a ``total_steps`` schedule (all of it when None).
-    ``encoder_scale`` multiplies the initial encoder weights (the library has no setting
-    for it; :mod:`benchmarks.peer_init_scale` measures what it does)."""
-    if encoder_scale <= 0:
-        raise ValueError(f"encoder_scale must be positive, got {encoder_scale}")
+    batches) for ``steps`` of a ``total_steps`` schedule (all of it when None)."""
     steps = total_steps if steps is None else steps
     t0 = time.perf_counter()
     sae_config = cfg.sae_config(buffer.data.shape[1])
     state = init_train_state(create_sae(sae_config, seed=cfg.seed), cfg, total_steps)
-    if encoder_scale != 1.0:
-        state = state._replace(params={**state.params,
-                                       "W_enc": state.params["W_enc"] * encoder_scale})
     key = jax.random.key(cfg.seed)
     first_call_s = None
     for n in _calls(steps):

@@ -71,6 +71,11 @@ class SAETrainConfig:
     compute_dtype: str = setting(
         "float32", "SAE step matmul operands: float32, or bfloat16 with float32 sums "
         "(parameters and optimiser state stay float32).")
+    # Where the encoder starts matters for the L1 / L0 recipes: from a unit-norm encoder
+    # their dictionaries can stay near their random start (benchmarks.peer_init_scale).
+    encoder_init_scale: float = setting(
+        1.0, "Multiplies the initial encoder weights (1: the architecture's own "
+        "initialisation; SAELens starts its encoders at 0.1).")
     original_behaviour: bool = setting(
         False, "Reproduce the original's frozen decoder and gradient-free usage term "
         "(relu_l1 only).")
@@ -186,6 +191,7 @@ class SAETrainConfig:
         check("expansion_factor", self.expansion_factor > 0, "must be > 0")
         check("clip_max", self.clip_max > 0, "must be > 0")
         check("lr", self.lr > 0, "must be positive")
+        check("encoder_init_scale", self.encoder_init_scale > 0, "must be > 0")
         check("weight_decay", self.weight_decay >= 0, "must be >= 0")
         check("grad_clip", self.grad_clip > 0, "must be positive")
         check("lr_final_fraction", 0 <= self.lr_final_fraction <= 1, "must be in [0, 1]")

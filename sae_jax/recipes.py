@@ -23,8 +23,12 @@ from sae_jax.model import SAEParams
 def init_params(params: SAEParams, cfg: SAETrainConfig) -> SAEParams:
     """The recipe's initial parameters from a fresh SAE's: relu_l1 unchanged; the others
     start with the encoder the transpose of the (unit) decoder, as all three papers do, and
-    jumprelu with every threshold at ``cfg.jumprelu_init_threshold``."""
-    return cfg.arch.init_params(params, cfg)
+    jumprelu with every threshold at ``cfg.jumprelu_init_threshold``; then the encoder
+    scaled by ``cfg.encoder_init_scale``."""
+    out = cfg.arch.init_params(params, cfg)
+    if cfg.encoder_init_scale != 1.0:
+        out = {**out, "W_enc": out["W_enc"] * cfg.encoder_init_scale}
+    return out
 
 
 def init_extra(cfg: SAETrainConfig, d_sae: int) -> dict:

@@ -287,6 +287,8 @@ def test_import_without_num_heads_is_refused(tmp_path):
     (dict(usage_ema_decay=math.nan), "--usage_ema_decay must be a finite number"),
     (dict(clip_max=math.inf), "--clip_max must be a finite number"),
     (dict(target_usage=math.nan), "--target_usage must be a finite number"),
+    (dict(encoder_init_scale=0.0), "--encoder_init_scale must be > 0, got 0.0"),
+    (dict(encoder_init_scale=math.inf), "--encoder_init_scale must be a finite number"),
 ])
 def test_sae_settings_that_cannot_work_are_refused(change, flag):
     cfg = dataclasses.replace(SAETrainConfig(), **change)

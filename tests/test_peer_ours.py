@@ -2,7 +2,6 @@
 single runs and the stacked sweep train the planned steps on an array, and the plot is
 drawn from flat runs."""
 
-import jax
 import numpy as np
 import pytest
 
@@ -53,26 +52,3 @@ def test_the_plot_is_drawn_from_flat_runs(tmp_path):
     out = peer_plot.plot_peer(runs, true_l0=6.4, out_png=tmp_path / "sub" / "peer.png")
     assert out == tmp_path / "sub" / "peer.png"
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000
-
-
-def test_the_encoder_scale_multiplies_only_the_initial_encoder(buffer, monkeypatch):
-    cfg = peer_recipes.ours_config("relu_l1", PLAN, seed=2)
-    seen = []
-    real = peer_ours._compiled
-
-    def first_state(cfg_, total, n, *, stacked):
-        step = real(cfg_, total, n, stacked=stacked)
-
-        def record(state, *rest):
-            seen.append(jax.tree.map(np.asarray, state.params))
-            return step(state, *rest)
-        return record
-
-    monkeypatch.setattr(peer_ours, "_compiled", first_state)
-    peer_ours.train_single(cfg, PLAN.steps, buffer, steps=1)
-    peer_ours.train_single(cfg, PLAN.steps, buffer, steps=1, encoder_scale=0.1)
-    plain, scaled = seen
-    np.testing.assert_allclose(scaled["W_enc"], 0.1 * plain["W_enc"], rtol=1e-6)
-    np.testing.assert_array_equal(scaled["W_dec"], plain["W_dec"])
-    with pytest.raises(ValueError, match="encoder_scale must be positive, got 0"):
-        peer_ours.train_single(cfg, PLAN.steps, buffer, encoder_scale=0)

@@ -519,3 +519,15 @@ def test_a_batchtopk_run_stopped_and_resumed_ends_as_an_uninterrupted_one(tmp_pa
     with pytest.raises(ValueError, match="--k 40 must be smaller than the number of features 32"):
         train_sae(dataclasses.replace(cfg, k=40), tmp_path / "bad", primary_dir=model_dir)
     assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize("arch", ["relu_l1", "jumprelu"])
+def test_encoder_init_scale_scales_only_the_initial_encoder(arch):
+    base = SAETrainConfig(architecture=arch, expansion_factor=2.0)
+    sae = create_sae(base.sae_config(8), seed=3)
+    plain = init_train_state(sae, base, 10).params
+    scaled = init_train_state(sae, dataclasses.replace(base, encoder_init_scale=0.1), 10).params
+    np.testing.assert_allclose(scaled["W_enc"], 0.1 * plain["W_enc"], rtol=1e-6)
+    for name in plain:
+        if name != "W_enc":
+            np.testing.assert_array_equal(scaled[name], plain[name], err_msg=name)
