@@ -20,9 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from apps.analysis.pipeline import (
-    HIST_BINS,
-    TOP_EXAMPLES,
     StageTimer,
+    feature_statistics,
     feature_table,
     sae_activations,
     training_metrics,
@@ -82,11 +81,9 @@ def row_features(sae, inputs: RowAnalysisInputs, *, top_features: int = 64,
         sparse = collect(sae_activations(sae, pooled), num_features, total_rows=len(pooled),
                          desc="SAE activations").sort_by_value()
     with timer("statistics"):
-        hist_max = analysis.histogram_max(sae.config.encoder.clip_max, sparse)
-        edges = analysis.histogram_edges(HIST_BINS, hist_max)
-        stats = analysis.stats_from_sparse(sparse, top_k=TOP_EXAMPLES, hist_edges=edges)
-        summary = analysis.summarize(stats)
-        ranked = analysis.rank_features(summary)
+        fs = feature_statistics(sparse, sae.config.encoder.clip_max)
+        stats, summary, ranked, hist_max, edges = (fs.stats, fs.summary, fs.ranked,
+                                                   fs.hist_max, fs.edges)
         shown = ranked[:top_features]
     with timer("co-activation"):
         coact_counts = analysis.coactivation_counts(sparse, shown)

@@ -243,6 +243,27 @@ def feature_table(summary, ranked: np.ndarray) -> list[dict]:
             for f in np.lexsort((np.arange(len(summary.score)), -summary.score))]
 
 
+@dataclass(frozen=True)
+class FeatureStatistics:
+    """Per-feature statistics of the sparse activations (:func:`feature_statistics`)."""
+
+    stats: object  # sae_jax.feature_stats's per-feature histograms and top rows
+    summary: object
+    ranked: np.ndarray  # features in report order
+    hist_max: float
+    edges: np.ndarray
+
+
+def feature_statistics(sparse, clip_max: float) -> FeatureStatistics:
+    """Histograms on :data:`HIST_BINS` log bins up to the largest activation (or
+    ``clip_max``), the :data:`TOP_EXAMPLES` strongest rows, their summary and ranking."""
+    hist_max = analysis.histogram_max(clip_max, sparse)
+    edges = analysis.histogram_edges(HIST_BINS, hist_max)
+    stats = analysis.stats_from_sparse(sparse, top_k=TOP_EXAMPLES, hist_edges=edges)
+    summary = analysis.summarize(stats)
+    return FeatureStatistics(stats, summary, analysis.rank_features(summary), hist_max, edges)
+
+
 def analyze_features(primary, vocab, sae, builds, pooled: np.ndarray, *,
                      top_features: int = 64, timer: StageTimer | None = None) -> dict:
     """Everything the report shows, as a JSON-ready dict (see :mod:`apps.analysis.report`).
@@ -260,11 +281,9 @@ def analyze_features(primary, vocab, sae, builds, pooled: np.ndarray, *,
                          desc="SAE activations").sort_by_value()
         positive_activations = sparse.nnz
     with timer("statistics"):
-        hist_max = analysis.histogram_max(spec.clip_max, sparse)
-        edges = analysis.histogram_edges(HIST_BINS, hist_max)
-        stats = analysis.stats_from_sparse(sparse, top_k=TOP_EXAMPLES, hist_edges=edges)
-        summary = analysis.summarize(stats)
-        ranked = analysis.rank_features(summary)
+        fs = feature_statistics(sparse, spec.clip_max)
+        stats, summary, ranked, hist_max, edges = (fs.stats, fs.summary, fs.ranked,
+                                                   fs.hist_max, fs.edges)
         shown = ranked[:top_features]
 
     with timer("logit influence"):

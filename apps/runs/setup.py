@@ -204,26 +204,40 @@ def _refuse_switch(rundir: Path, record, *, on_activations: bool) -> None:
                           f"{now}: use a fresh --workdir")
 
 
+def _check_same_source(rundir: Path, *, on_activations: bool, digest_key: str,
+                       fingerprint: str, differs, new_source: str, override: bool,
+                       unrecorded_passes: bool) -> None:
+    """The shared rule of :func:`check_same_primary` and :func:`check_same_activations`: a
+    run in ``rundir`` whose recorded ``digest_key`` is not ``fingerprint`` is refused with
+    ``differs(record, started)`` unless ``override``; ``unrecorded_passes``: a run that
+    recorded no digest goes on."""
+    run = RunDir(rundir)
+    if not run.is_run():
+        return
+    record = run.read_run()
+    _refuse_switch(rundir, record, on_activations=on_activations)
+    started = record.extra.get(digest_key)
+    if started == fingerprint or (started is None and unrecorded_passes):
+        return
+    message = differs(record, started)
+    if not override:
+        raise SettingsChanged(message + "; use a fresh --workdir, or pass --override to "
+                              f"continue this run on the new {new_source}")
+    print(f"note: {message}; continuing under --override")
+
+
 def check_same_primary(rundir: Path, primary_dir: Path, fingerprint: str, *,
                        override: bool = False) -> None:
     """Refuse to go on with a run started on another primary model (other files or
     weights: the SAE would train on two models' activations), unless ``override``. Runs
     recorded before the primary's fingerprint was kept are taken as they are."""
-    run = RunDir(rundir)
-    if not run.is_run():
-        return
-    record = run.read_run()
-    _refuse_switch(rundir, record, on_activations=False)
-    started = record.extra.get("primary_sha256")
-    if started is None or started == fingerprint:
-        return
-    recorded = record.primary_model_dir
-    message = (f"{rundir} holds a run started on another primary model ({recorded}, "
-               f"fingerprint {started[:12]}); --primary_dir {primary_dir} differs")
-    if not override:
-        raise SettingsChanged(message + "; use a fresh --workdir, or pass --override to "
-                              "continue this run on the new primary")
-    print(f"note: {message}; continuing under --override")
+    _check_same_source(
+        rundir, on_activations=False, digest_key="primary_sha256", fingerprint=fingerprint,
+        differs=lambda record, started: (
+            f"{rundir} holds a run started on another primary model "
+            f"({record.primary_model_dir}, fingerprint {started[:12]}); --primary_dir "
+            f"{primary_dir} differs"),
+        new_source="primary", override=override, unrecorded_passes=True)
 
 
 def check_same_activations(rundir: Path, path: Path, fingerprint: str, *,
@@ -231,21 +245,13 @@ def check_same_activations(rundir: Path, path: Path, fingerprint: str, *,
     """Refuse to go on with a run started on other activations (another file, or the same
     file rewritten: :meth:`sae_jax.activation_files.ActivationFiles.fingerprint`), unless
     ``override``."""
-    run = RunDir(rundir)
-    if not run.is_run():
-        return
-    record = run.read_run()
-    _refuse_switch(rundir, record, on_activations=True)
-    started = record.extra.get("activations_sha256")
-    if started == fingerprint:
-        return
-    message = (f"{rundir} holds a run started on other activations ({record.data_path}, "
-               f"fingerprint {str(started)[:12]}); --activations {path} holds other data "
-               f"(fingerprint {fingerprint[:12]})")
-    if not override:
-        raise SettingsChanged(message + "; use a fresh --workdir, or pass --override to "
-                              "continue this run on the new activations")
-    print(f"note: {message}; continuing under --override")
+    _check_same_source(
+        rundir, on_activations=True, digest_key="activations_sha256", fingerprint=fingerprint,
+        differs=lambda record, started: (
+            f"{rundir} holds a run started on other activations ({record.data_path}, "
+            f"fingerprint {str(started)[:12]}); --activations {path} holds other data "
+            f"(fingerprint {fingerprint[:12]})"),
+        new_source="activations", override=override, unrecorded_passes=False)
 
 
 def write_run_json(workdir: Path, cfg: SAETrainConfig, primary_dir: Path, num_builds: int,
