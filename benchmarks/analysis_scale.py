@@ -70,12 +70,12 @@ def _peak_rss_gib() -> float:
 
 
 class PeakTimer:
-    """A :class:`apps.analysis.pipeline.StageTimer` that also keeps each stage's peak resident
-    memory (the high-water mark reset as the stage starts, so what the stage holds from
-    before counts too)."""
+    """A :class:`apps.analysis.feature_summary.StageTimer` that also keeps each stage's peak
+    resident memory (the high-water mark reset as the stage starts, so what the stage holds
+    from before counts too)."""
 
     def __init__(self):
-        from apps.analysis.pipeline import StageTimer
+        from apps.analysis.feature_summary import StageTimer
 
         self.timer = StageTimer()
         self.seconds = self.timer.seconds

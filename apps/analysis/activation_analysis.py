@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from apps.analysis.pipeline import (
+from apps.analysis.feature_summary import (
     StageTimer,
     feature_statistics,
     feature_table,

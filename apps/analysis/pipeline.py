@@ -15,7 +15,6 @@ The command is :mod:`apps.analyze` (``python -m apps.analyze --workdir=DIR``).
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -25,6 +24,14 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from apps.analysis.feature_summary import (
+    BATCH_SIZE,
+    StageTimer,
+    feature_statistics,
+    feature_table,
+    sae_activations,
+    training_metrics,
+)
 from apps.analysis.rung_absorption import rung_absorption
 from apps.analysis.steered_views import add_steered_builds
 from bridge.harvest import pooled_of_inputs
@@ -44,7 +51,6 @@ from sae_jax.absorption import absorption_roles, write_absorption
 from sae_jax.activity import dead_mask, dense_mask, live_mask
 from sae_jax.concept_recovery import assigned_concept, concept_recovery, write_concepts
 from sae_jax.feature_labels import labels_to_json, read_labels
-from sae_jax.model import encode
 from sae_jax.pair_recovery import (
     detector_features,
     pair_memberships,
@@ -53,34 +59,12 @@ from sae_jax.pair_recovery import (
 )
 from sae_jax.sparse_activations import collect
 
-BATCH_SIZE = 512
-TOP_EXAMPLES = 8  # top activating builds shown per feature
 STEERED_EXAMPLES = 4  # of those, how many are steered (feature set to 0 and to its max)
 TOP_PREDICTIONS = 5
 INFLUENCE_TOKENS = 8
-HIST_BINS = 30
 
 
 # ---------------------------------------------------------------- evaluation builds
-
-@partial(jax.jit, static_argnames=("clip_max",))
-def _encode_jit(params, x, *, clip_max):
-    return encode(params, x, clip_max)[1]
-
-
-def sae_activations(sae, pooled: np.ndarray, *, batch_size: int = BATCH_SIZE):
-    """Yield ``(h (B, F), valid (B,))`` batches of SAE activations of ``pooled``."""
-    params, clip = sae.params(), sae.config.encoder  # the architecture-aware encoder spec
-    n = len(pooled)
-    size = min(batch_size, max(n, 1))
-    for start in range(0, n, size):
-        part = pooled[start:start + size]
-        valid = np.zeros(size, bool)
-        valid[: len(part)] = True
-        if len(part) < size:
-            part = np.concatenate([part, np.zeros((size - len(part), part.shape[1]), part.dtype)])
-        yield _encode_jit(params, jnp.asarray(part), clip_max=clip), valid
-
 
 def _run_settings(run: RunDir) -> tuple[RunRecord, object]:
     """The run's ``run.json`` and its settings (for an imported run, which has no
@@ -218,52 +202,6 @@ def _describe_build(builds, i: int) -> dict:
             "concepts": builds.concepts_of(i)}
 
 
-class StageTimer:
-    """Wall seconds of named stages, in order (``timer("name")`` as a context)."""
-
-    def __init__(self):
-        self.seconds: dict[str, float] = {}
-
-    @contextmanager
-    def __call__(self, name: str):
-        t0 = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
-
-
-def feature_table(summary, ranked: np.ndarray) -> list[dict]:
-    """Every feature's row of the report's table, by score (ties by id)."""
-    in_window = set(ranked.tolist())
-    return [{"id": int(f), "score": float(summary.score[f]),
-             "frequency": float(summary.frequency[f]),
-             "mean_when_active": float(summary.mean_when_active[f]),
-             "max_act": float(summary.max_act[f]), "in_window": int(f) in in_window}
-            for f in np.lexsort((np.arange(len(summary.score)), -summary.score))]
-
-
-@dataclass(frozen=True)
-class FeatureStatistics:
-    """Per-feature statistics of the sparse activations (:func:`feature_statistics`)."""
-
-    stats: object  # sae_jax.feature_stats's per-feature histograms and top rows
-    summary: object
-    ranked: np.ndarray  # features in report order
-    hist_max: float
-    edges: np.ndarray
-
-
-def feature_statistics(sparse, clip_max: float) -> FeatureStatistics:
-    """Histograms on :data:`HIST_BINS` log bins up to the largest activation (or
-    ``clip_max``), the :data:`TOP_EXAMPLES` strongest rows, their summary and ranking."""
-    hist_max = analysis.histogram_max(clip_max, sparse)
-    edges = analysis.histogram_edges(HIST_BINS, hist_max)
-    stats = analysis.stats_from_sparse(sparse, top_k=TOP_EXAMPLES, hist_edges=edges)
-    summary = analysis.summarize(stats)
-    return FeatureStatistics(stats, summary, analysis.rank_features(summary), hist_max, edges)
-
-
 def analyze_features(primary, vocab, sae, builds, pooled: np.ndarray, *,
                      top_features: int = 64, timer: StageTimer | None = None) -> dict:
     """Everything the report shows, as a JSON-ready dict (see :mod:`apps.analysis.report`).
@@ -361,14 +299,6 @@ def analyze_features(primary, vocab, sae, builds, pooled: np.ndarray, *,
         "positive_activations": int(positive_activations),
         "pages": pages, "features": table, "concepts": concepts, "absorption": absorption,
     }
-
-
-def training_metrics(workdir: Path) -> dict:
-    """The held-out evaluation numbers of the run (``metrics.json``), if any."""
-    metrics = RunDir(workdir).metrics()
-    keys = ("fve", "mse", "l0", "dead_fraction", "dense_fraction", "loss_recovered",
-            "kl_spliced", "logit_cosine", "top5_agreement", "shrinkage", "recon_cosine", "steps")
-    return {k: metrics[k] for k in keys if isinstance(metrics.get(k), (int, float))}
 
 
 def analyze_and_write(workdir, primary, vocab, weapon_vocab, sae, builds, pooled: np.ndarray,
