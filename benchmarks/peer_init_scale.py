@@ -29,6 +29,10 @@ from benchmarks.output import REPO_ROOT, log, table, write_results  # noqa: E402
 from benchmarks.timing import machine_info  # noqa: E402
 
 DEFAULT_OUT = os.path.join(REPO_ROOT, "benchmarks", "results", "peer_init_scale.json")
+# The study's own recipe for ours, as it was measured: the demo's learning rate unscaled
+# and the coefficients calibrated for it (the benchmark's recipes now differ: peer_recipes).
+STUDY_LR = 1e-3
+STUDY_PENALTIES = {"l1_coeff": 1.5e-2, "l0_coeff": 1e-2}
 SIZES = {"samples": 2_048_000, "train_rows": 300_000, "eval_rows": 10_000}
 # (library, architecture, penalty override, the changed initial scale): ours scales its
 # encoder, SAELens sets decoder_init_norm (its default 0.1; the encoder is tied to it).
@@ -42,13 +46,17 @@ CASES = [
 ]
 
 
+def _study_penalties(overrides):
+    return {**STUDY_PENALTIES, **(overrides or {})}
+
+
 def train_case(library, arch, overrides, scale, world, plan, world_config, buffer, seed):
     """One SAE of the case, as a SAELens inference SAE, and its training wall time."""
     from benchmarks import peer_ours, peer_recipes, peer_scoring, peer_theirs
 
     if library == "ours":
-        cfg = dataclasses.replace(peer_recipes.ours_config(arch, plan, seed, overrides),
-                                  encoder_init_scale=scale)
+        cfg = peer_recipes.ours_config(arch, plan, seed, _study_penalties(overrides))
+        cfg = dataclasses.replace(cfg, encoder_init_scale=scale, lr=STUDY_LR)
         trained = peer_ours.train_single(cfg, plan.steps, buffer)
         return peer_scoring.inference_from_ours(trained), trained.wall_s
     sae_config = dataclasses.replace(peer_recipes.saelens_sae_config(arch, plan, overrides),
@@ -86,7 +94,8 @@ def main(argv=None) -> dict:
         loaded, wall = train_case(library, arch, overrides, scale, world, plan, world_config,
                                   buffer, args.seed)
         s = peer_scoring.saelens_scores(loaded, world, SIZES["eval_rows"])
-        penalty = peer_recipes.penalty_of(library, arch, overrides)
+        penalty = peer_recipes.penalty_of(
+            library, arch, _study_penalties(overrides) if library == "ours" else overrides)
         row = {"library": library, "architecture": arch, "penalty": penalty,
                "initial_scale": scale, "wall_s": wall, "l0": s["sae_l0"],
                "f1": s["latent_f1_score"], "mcc": s["mcc"],

@@ -58,6 +58,7 @@ QUICK_WORLD = {"num_features": 128, "hidden_dim": 32, "hierarchy_roots": 8}
 
 
 def parse_args(argv=None):
+    from benchmarks.peer_recipes import RECIPES
     from sae_jax.architectures import ARCHITECTURES
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -69,6 +70,9 @@ def parse_args(argv=None):
                    help="smoke run: a small world, two architectures, short runs (< 1 min)")
     p.add_argument("--architectures", default=None,
                    help=f"comma list (default all: {','.join(ARCHITECTURES)})")
+    p.add_argument("--recipes", default="recommended", choices=sorted(RECIPES),
+                   help="recommended: each library's own learning rate; same_lr: both at "
+                        "ours (benchmarks/peer_recipes.py)")
     p.add_argument("--data_dir", default=None,
                    help="where the world's generator and arrays are saved (default: a "
                         "temporary folder, removed at the end)")
@@ -113,7 +117,7 @@ def _run_entry(library, arch, seed, trained_wall, samples, scores, **extra) -> d
             "scores": scores, **extra}
 
 
-def train_and_score(world, plan, architectures, seeds, world_config) -> list[dict]:
+def train_and_score(world, plan, architectures, seeds, world_config, recipes) -> list[dict]:
     """Step 2 and 3 of the module docstring: every (architecture, seed), ours then
     SAELens's, each scored right after it trained."""
     from benchmarks import peer_ours, peer_recipes, peer_scoring, peer_theirs
@@ -123,7 +127,7 @@ def train_and_score(world, plan, architectures, seeds, world_config) -> list[dic
     runs = []
     for arch in architectures:
         for seed in seeds:
-            cfg = peer_recipes.ours_config(arch, plan, seed)
+            cfg = peer_recipes.ours_config(arch, plan, seed, recipes=recipes)
             ours = peer_ours.train_single(cfg, plan.steps, buffer)
             loaded = peer_scoring.inference_from_ours(ours)
             runs.append(_run_entry(
@@ -132,8 +136,9 @@ def train_and_score(world, plan, architectures, seeds, world_config) -> list[dic
                 first_call_s=ours.first_call_s,
                 encoding_check=peer_scoring.encoding_gap(ours, loaded, check_rows),
                 clipped_fraction=peer_scoring.clipped_fraction(ours, check_rows)))
-            sae_config = peer_recipes.saelens_sae_config(arch, plan)
-            trainer_config = peer_recipes.saelens_trainer_config(sae_config, world_config, plan)
+            sae_config = peer_recipes.saelens_sae_config(arch, plan, recipes=recipes)
+            trainer_config = peer_recipes.saelens_trainer_config(sae_config, world_config, plan,
+                                                                 recipes)
             theirs = peer_theirs.train_single(sae_config, trainer_config, world.train, seed)
             runs.append(_run_entry(
                 "saelens", arch, seed, theirs.wall_s, theirs.steps * plan.batch,
@@ -148,22 +153,25 @@ def train_and_score(world, plan, architectures, seeds, world_config) -> list[dic
     return runs
 
 
-def time_sweep(world, plan, architectures, seeds, world_config, sweep_samples) -> dict:
+def time_sweep(world, plan, architectures, seeds, world_config, sweep_samples,
+               recipes) -> dict:
     """Step 4: every member (architecture x seed) on ``sweep_samples`` samples each, ours
     as one stack per architecture, SAELens's in one ``MultiSAETrainer``."""
     from benchmarks import peer_ours, peer_recipes, peer_theirs
 
     buffer = peer_ours.array_buffer(world.train)
     steps = sweep_samples // plan.batch
-    stacks = [[peer_recipes.ours_config(a, plan, s) for s in seeds] for a in architectures]
+    stacks = [[peer_recipes.ours_config(a, plan, s, recipes=recipes) for s in seeds]
+              for a in architectures]
     log(f"sweep: {len(stacks) * len(seeds)} members, {steps * plan.batch:,} samples each: "
         f"ours as {len(stacks)} stacks ...")
     _, ours_wall = peer_ours.train_sweep(stacks, plan.steps, buffer, key_seed=seeds[0],
                                          steps=steps)
     short = dataclasses.replace(plan, samples=steps * plan.batch)
-    members = [(f"{a}.seed-{s}", peer_recipes.saelens_sae_config(a, short), s)
-               for a in architectures for s in seeds]
-    trainer_config = peer_recipes.saelens_trainer_config(members[0][1], world_config, short)
+    members = [(f"{a}.seed-{s}", peer_recipes.saelens_sae_config(a, short, recipes=recipes),
+                s) for a in architectures for s in seeds]
+    trainer_config = peer_recipes.saelens_trainer_config(members[0][1], world_config, short,
+                                                         recipes)
     log("sweep: SAELens's MultiSAETrainer ...")
     _, theirs_wall = peer_theirs.train_multi(members, trainer_config, world.train, seeds[0])
     out = {"members": len(members), "samples_per_member": steps * plan.batch,
@@ -217,24 +225,27 @@ def run(args, sizes) -> dict:
         log(f"true L0 {true_l0:.2f}; {len(sizes['architectures'])} architectures x "
             f"{len(seeds)} seeds x 2 libraries, {plan.steps:,} steps of {plan.batch} each")
         world_config = peer_world.synthetic_model_config(spec, args.seed)
-        runs = train_and_score(world, plan, sizes["architectures"], seeds, world_config)
+        recipes = peer_recipes.RECIPES[args.recipes]
+        runs = train_and_score(world, plan, sizes["architectures"], seeds, world_config,
+                               recipes)
         sweep = time_sweep(world, plan, sizes["architectures"], seeds, world_config,
-                           sizes["sweep_samples"])
+                           sizes["sweep_samples"], recipes)
     result = summarize(runs, sweep)
     result.update({
         "command": f"python -m benchmarks.peer_saelens --seed={args.seed}"
-                   + (" --quick" if args.quick else ""),
+                   + (" --quick" if args.quick else "")
+                   + (f" --recipes={args.recipes}" if args.recipes != "recommended" else ""),
         "mode": "quick" if args.quick else "full", "seed": args.seed, "seeds": seeds,
         "world": {**spec.to_dict(), "true_l0": true_l0, "train_rows": sizes["train_rows"],
                   "eval_rows": sizes["eval_rows"], "generator": "sae_lens.synthetic."
                   "SyntheticModel", "data_dir": str(args.data_dir) if args.data_dir else None},
         "plan": plan.to_dict(),
-        "recipes": {"ours": {**peer_recipes.OURS_OPTIMISER, **peer_recipes.OURS_RECIPE,
-                             "schedule": "cosine to lr_final_fraction x lr",
-                             "penalties": peer_recipes.PENALTIES["ours"]},
-                    "saelens": {"lr": peer_recipes.SAELENS_LR, "schedule": "constant",
-                                "optimizer": "Adam(0.9, 0.999)",
-                                "penalties": peer_recipes.PENALTIES["saelens"]}},
+        "recipes": {**recipes.to_dict(plan.d_in),
+                    "ours": {**peer_recipes.OURS_OPTIMISER, **peer_recipes.OURS_RECIPE,
+                             "schedule": "cosine to ours_lr_final_fraction x lr",
+                             "penalty_encoder_init_scale":
+                                 peer_recipes.PENALTY_ENCODER_INIT_SCALE},
+                    "saelens": {"schedule": "constant", "optimizer": "Adam(0.9, 0.999)"}},
         "sweep": sweep, "runs": runs,
         "threads": {"torch": torch.get_num_threads(), "xla_cpu_cores": os.cpu_count(),
                     "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY")},

@@ -92,12 +92,24 @@ def test_our_settings_are_valid_and_match_the_plan(arch):
     cfg = peer_recipes.ours_config(arch, PLAN, seed=7)
     d_sae = cfg.sae_config(PLAN.d_in).hidden_dim
     assert d_sae == PLAN.width and cfg.seed == 7 and cfg.sae_batch_size == PLAN.batch
-    assert cfg.lr == peer_recipes.OURS_OPTIMISER["lr"]
+    # The demo's learning rate scaled to the input width: sqrt(512 / 64) times 1e-3.
+    assert cfg.lr == pytest.approx(1e-3 * 8 ** 0.5)
+    arch_ = get_architecture(arch)
+    assert cfg.encoder_init_scale == (1.0 if arch_.penalty_setting is None
+                                      else peer_recipes.PENALTY_ENCODER_INIT_SCALE)
     # The schedules are scaled to the run: resampling (where used) inside its steps.
     assert all(0 < s < PLAN.steps for s in cfg.resample_steps)
     penalty = get_architecture(arch).penalty_setting
     if penalty is not None:
-        assert getattr(cfg, penalty) == peer_recipes.PENALTIES["ours"][penalty]
+        assert getattr(cfg, penalty) == peer_recipes.DEFAULT_RECIPES.penalties["ours"][penalty]
+
+
+def test_same_lr_gives_saelens_our_learning_rate_and_recommended_its_own():
+    ours, theirs = peer_recipes.RECIPES["same_lr"].lrs(64)
+    assert ours == theirs == pytest.approx(peer_recipes.ours_lr(64))
+    ours, theirs = peer_recipes.RECIPES["recommended"].lrs(64)
+    assert theirs == peer_recipes.SAELENS_LR and ours > theirs
+    assert peer_recipes.ours_lr(512) == peer_recipes.DEMO_LR
 
 
 def test_the_plan_counts_whole_steps():
