@@ -411,10 +411,10 @@ def absorption_line(summary: dict, seconds: float | None = None) -> str:
     ``seconds`` it took, when known)."""
     took = "" if seconds is None else f" ({seconds:.1f}s)"
     if not summary["measured"]:
-        return (f"absorption: no AP rung concept measured ({summary['few_builds']} with too "
+        return (f"absorption: no AP rung measured ({summary['few_builds']} with too "
                 f"few builds, {summary['weak_probe']} the input barely encodes){took}")
     return (f"absorption on the AP rungs: {summary['measured']} of {summary['concepts']} "
-            f"concepts measured; mean absorption fraction "
+            f"rungs measured; mean absorption fraction "
             f"{summary['mean_absorption_fraction']:.3f}, fully absorbed "
             f"{100 * summary['mean_full_absorption']:.1f}%, split "
             f"{100 * summary['split_share']:.0f}%{took}")

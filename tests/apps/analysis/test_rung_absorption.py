@@ -28,9 +28,9 @@ def test_the_printed_line_gives_the_figures_and_the_seconds_they_took():
                "mean_absorption_fraction": 0.1234, "mean_full_absorption": 0.0456,
                "split_share": 0.25}
     line = absorption_line(summary, 2.46)
-    assert line == ("absorption on the AP rungs: 40 of 126 concepts measured; mean absorption "
+    assert line == ("absorption on the AP rungs: 40 of 126 rungs measured; mean absorption "
                     "fraction 0.123, fully absorbed 4.6%, split 25% (2.5s)")
     assert absorption_line(summary).endswith("split 25%")
     none = absorption_line({**summary, "measured": 0}, 0.04)
-    assert none == ("absorption: no AP rung concept measured (80 with too few builds, 6 the "
+    assert none == ("absorption: no AP rung measured (80 with too few builds, 6 the "
                     "input barely encodes) (0.0s)")
