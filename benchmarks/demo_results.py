@@ -37,6 +37,7 @@ RUN_FILES = {
     "metrics.json": "the SAE's held-out evaluation",
     "concepts.json": "concept recovery",
     "explanations.json": "feature explanations",
+    "absorption.json": "feature absorption on the AP rungs",
     "primary_run/metrics.json": "the demo primary's evaluation",
 }
 
@@ -117,6 +118,10 @@ def collect(workdir: str | os.PathLike) -> dict:
         "ground_truth_matched": _field(ground_truth, "matched",
                                        str(workdir / "explanations.json")),
         "ground_truth_checked": checked,
+        "absorption_fraction": get("absorption.json", "summary.mean_absorption_fraction"),
+        "absorption_split_share": get("absorption.json", "summary.split_share"),
+        "absorption_rungs_measured": get("absorption.json", "summary.measured"),
+        "absorption_rungs": get("absorption.json", "summary.concepts"),
     }
 
 
@@ -214,6 +219,11 @@ def render_table(results: dict) -> str:
          "are added or removed"),
         ("ground truth", f"{f['ground_truth_matched']} / {f['ground_truth_checked']}",
          "recovered concepts whose explanation names exactly their abilities"),
+        ("absorption", f"{f['absorption_fraction']:.3f}, {_pct(f['absorption_split_share'])} "
+         "of rungs split",
+         f"mean share of an AP rung's probe that other latents take when its main latents "
+         f"are silent, over the {f['absorption_rungs_measured']} of "
+         f"{f['absorption_rungs']} rungs measurable (docs/analysis.md)"),
         ("time", time_cell, "the whole training command (primary, SAE, evaluation, "
          "analysis)"),
     ]

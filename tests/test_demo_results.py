@@ -25,6 +25,9 @@ def fake_run(root):
         "causal_agreement": 0.9, "causal_checked": 20,
         "median_f1_window": 0.8149, "window_features": 13,
         "ground_truth": {"matched": 4, "checked": 6}}})
+    _write(root / "absorption.json", {"rungs": [], "summary": {
+        "mean_absorption_fraction": 0.1374, "split_share": 0.35, "measured": 52,
+        "concepts": 126}})
     _write(root / "primary_run" / "metrics.json", {
         "val_f1": 0.6512, "baseline_f1": 0.5987, "num_params": 1000, "seconds": 12.0})
     return root
@@ -41,6 +44,8 @@ def test_collect_reads_each_figure_from_its_file(tmp_path):
     assert fig["explained_activity_share"] == 0.9517
     assert (fig["median_f1_window"], fig["window_features"]) == (0.8149, 13)
     assert (fig["ground_truth_matched"], fig["ground_truth_checked"]) == (4, 6)
+    assert (fig["absorption_fraction"], fig["absorption_split_share"]) == (0.1374, 0.35)
+    assert (fig["absorption_rungs_measured"], fig["absorption_rungs"]) == (52, 126)
 
 
 def test_a_missing_file_or_field_is_named(tmp_path):
@@ -66,7 +71,8 @@ def test_the_table_rounds_for_people(tmp_path):
                  "| 12.5% |", "3,000 held-out", "| **5 / 9** |", "| 8 / 9 |",
                  "| 21 of 64, carrying 95.2% of the activity |", "| **0.81** |",
                  "over the 13 features",
-                 "| 90.0% (18 of 20) |", "| 4 / 6 |",
+                 "| 90.0% (18 of 20) |", "| 4 / 6 |", "| 0.137, 35.0% of rungs split |",
+                 "the 52 of 126 rungs",
                  "| 2 min 5 s (load average 1.25 at the start, 2.5 at the end) |",
                  "BatchTopK, k = 7",
                  "2-core CPU (X) at commit `0123456789`"):
