@@ -21,6 +21,7 @@ import numpy as np
 
 from sae_jax.buffer import ActivationBuffer
 from sae_jax.model import create_sae
+from sae_jax.recipes import inference_params
 from sae_jax.stack import make_stacked_train_steps, member_state, stack_settings, stack_states
 from sae_jax.step import init_train_state, make_train_steps
 
@@ -80,7 +81,7 @@ def train_single(cfg, total_steps: int, buffer: ActivationBuffer, *,
         if first_call_s is None:
             jax.block_until_ready(metrics)
             first_call_s = time.perf_counter() - t0
-    params = jax.tree.map(np.asarray, state.params)  # waits for the last step
+    params = jax.tree.map(np.asarray, inference_params(state.params, cfg))  # waits for it
     return Trained(params, sae_config, time.perf_counter() - t0, first_call_s, steps,
                    float(metrics["l0"]))
 
@@ -110,7 +111,8 @@ def train_sweep(stacks: list[list], total_steps: int, buffer: ActivationBuffer, 
                 first_call_s = time.perf_counter() - start
         members = []
         for i in range(len(cfgs)):
-            params = jax.tree.map(np.asarray, member_state(state, i).params)
+            params = jax.tree.map(np.asarray,
+                                  inference_params(member_state(state, i).params, cfgs[i]))
             members.append(Trained(params, sae_config, 0.0, first_call_s, steps,
                                    float(metrics["l0"][i])))
         out.append(members)

@@ -51,6 +51,10 @@ OURS_RECIPE = {"usage_coeff": 0.0, "usage_floor": 0.0,
 # dictionaries barely moved on this world (benchmarks/peer_init_scale.py); the TopK family
 # selects k latents whatever the scale and keeps 1.
 PENALTY_ENCODER_INIT_SCALE = 0.1
+# JumpReLU trains with decoder rows free in norm, started here with the encoder tied to them
+# (--decoder_init_norm, SAELens's parametrisation; folded back to unit rows after training):
+# from unit rows it kept a quarter of its latents dead on this world.
+FREE_ROWS_INIT_NORM = 0.1
 # The demo's learning rate and the input width it was chosen at (ours_lr).
 DEMO_LR, DEMO_D_IN = 1e-3, 512
 SAELENS_LR = 3e-4  # SyntheticSAERunnerConfig's default, constant
@@ -159,8 +163,9 @@ def ours_config(architecture: str, plan: Plan, seed: int, penalty_overrides=None
     settings = {
         **OURS_OPTIMISER, **OURS_RECIPE, "lr": recipes.lrs(plan.d_in)[0],
         "lr_final_fraction": recipes.ours_lr_final_fraction,
-        "encoder_init_scale": 1.0 if arch.penalty_setting is None
-        else PENALTY_ENCODER_INIT_SCALE,
+        "encoder_init_scale": PENALTY_ENCODER_INIT_SCALE
+        if arch.penalty_setting and not arch.folds_decoder_norms else 1.0,
+        "decoder_init_norm": FREE_ROWS_INIT_NORM if arch.folds_decoder_norms else 0.0,
         "architecture": architecture, "expansion_factor": plan.width / plan.d_in,
         "k": plan.k, "sae_batch_size": plan.batch, "buffer_size": plan.train_rows,
         "min_buffer": min(plan.batch, plan.train_rows), "seed": seed,

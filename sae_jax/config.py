@@ -76,6 +76,13 @@ class SAETrainConfig:
     encoder_init_scale: float = setting(
         1.0, "Multiplies the initial encoder weights (1: the architecture's own "
         "initialisation; SAELens starts its encoders at 0.1).")
+    # SAELens trains JumpReLU with decoder rows free in norm; from unit rows ours kept many
+    # latents dead on the peer benchmark's world (docs/peer_saelens.md, "What limits each").
+    decoder_init_norm: float = setting(
+        0.0, "0: the decoder rows stay unit norm through training. > 0 (jumprelu): they are "
+        "free in norm, start at this norm with the encoder tied to them, and are folded "
+        "back to unit rows (each norm moved into its encoder column, bias and threshold) "
+        "when the SAE leaves training.")
     original_behaviour: bool = setting(
         False, "Reproduce the original's frozen decoder and gradient-free usage term "
         "(relu_l1 only).")
@@ -192,6 +199,11 @@ class SAETrainConfig:
         check("clip_max", self.clip_max > 0, "must be > 0")
         check("lr", self.lr > 0, "must be positive")
         check("encoder_init_scale", self.encoder_init_scale > 0, "must be > 0")
+        check("decoder_init_norm", self.decoder_init_norm >= 0, "must be >= 0")
+        check("decoder_init_norm", self.decoder_init_norm == 0 or self.arch.folds_decoder_norms,
+              f"must be 0 for --architecture={self.architecture}: only architectures whose "
+              "inference SAE can take the decoder norms back train with free-norm rows "
+              "(jumprelu)")
         check("weight_decay", self.weight_decay >= 0, "must be >= 0")
         check("grad_clip", self.grad_clip > 0, "must be positive")
         check("lr_final_fraction", 0 <= self.lr_final_fraction <= 1, "must be in [0, 1]")

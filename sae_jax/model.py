@@ -132,10 +132,11 @@ def encode(params: SAEParams, x: jax.Array, spec, *,
 
 
 def decode(params: SAEParams, h: jax.Array, *, frozen_decoder: bool = False,
-           compute_dtype: str = "float32") -> jax.Array:
+           compute_dtype: str = "float32", unit_atoms: bool = True) -> jax.Array:
     """Pure decoder through unit-norm atoms; ``frozen_decoder`` reproduces the original's
-    no-grad dictionary (its decoder weight never learns)."""
-    atoms = unit_rows(params["W_dec"])
+    no-grad dictionary (its decoder weight never learns); ``unit_atoms=False`` decodes
+    through the rows as they are (training with free-norm rows, ``--decoder_init_norm``)."""
+    atoms = unit_rows(params["W_dec"]) if unit_atoms else params["W_dec"]
     if frozen_decoder:
         atoms = jax.lax.stop_gradient(atoms)
     return matmul(h, atoms, compute_dtype) + params["b_dec"]

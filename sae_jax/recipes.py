@@ -31,6 +31,15 @@ def init_params(params: SAEParams, cfg: SAETrainConfig) -> SAEParams:
     return out
 
 
+def inference_params(params: SAEParams, cfg: SAETrainConfig) -> SAEParams:
+    """The trained ``params`` as the SAE they encode with unit-norm decoder rows: unchanged,
+    or with free-norm rows (``cfg.decoder_init_norm``) folded into the encoder."""
+    if not cfg.decoder_init_norm:
+        return params
+    norms = jnp.linalg.norm(params["W_dec"].astype(jnp.float32), axis=1)
+    return cfg.arch.fold_decoder_norms(params, jnp.maximum(norms, 1e-12))
+
+
 def init_extra(cfg: SAETrainConfig, d_sae: int) -> dict:
     """Training state beside params, optimiser state and usage EMA (empty for relu_l1)."""
     return cfg.arch.init_extra(cfg, d_sae)

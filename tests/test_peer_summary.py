@@ -95,8 +95,10 @@ def test_our_settings_are_valid_and_match_the_plan(arch):
     # The demo's learning rate scaled to the input width: sqrt(512 / 64) times 1e-3.
     assert cfg.lr == pytest.approx(1e-3 * 8 ** 0.5)
     arch_ = get_architecture(arch)
-    assert cfg.encoder_init_scale == (1.0 if arch_.penalty_setting is None
-                                      else peer_recipes.PENALTY_ENCODER_INIT_SCALE)
+    free_rows = arch_.folds_decoder_norms  # jumprelu: free-norm rows started at 0.1
+    assert cfg.decoder_init_norm == (peer_recipes.FREE_ROWS_INIT_NORM if free_rows else 0)
+    assert cfg.encoder_init_scale == (peer_recipes.PENALTY_ENCODER_INIT_SCALE
+                                      if arch_.penalty_setting and not free_rows else 1.0)
     # The schedules are scaled to the run: resampling (where used) inside its steps.
     assert all(0 < s < PLAN.steps for s in cfg.resample_steps)
     penalty = get_architecture(arch).penalty_setting

@@ -17,6 +17,7 @@ from runkit.hosts import is_writer
 from runkit.jsonio import write_json
 from sae_jax.config import SAETrainConfig
 from sae_jax.model import sae_from_params
+from sae_jax.recipes import inference_params
 from sae_jax.sae_dir import save_sae
 from sae_jax.step import TrainState
 
@@ -51,7 +52,7 @@ def finish_sae(rundir: Path, cfg: SAETrainConfig, sae_config, state: TrainState,
     ``seconds()``: the run's time so far (read after the evaluation); ``extra``: more keys
     for the result; ``within``: the sweep holding the run (paths inside it are recorded
     relative to the run, as in run.json). Only the writing process writes."""
-    params, usage_ema = jax.device_get((state.params, state.usage_ema))
+    params, usage_ema = jax.device_get((inference_params(state.params, cfg), state.usage_ema))
     if not all(np.all(np.isfinite(v)) for v in jax.tree.leaves(params)):
         raise TrainingFault("the trained SAE has non-finite parameters; it is not saved")
     sae = sae_from_params(sae_config, params, usage_ema)

@@ -102,6 +102,9 @@ class Architecture(abc.ABC):
     extra_params = ()
     # Dead features get the AuxK loss (True) or are resampled (False).
     uses_auxk = False
+    # Whether an SAE trained with decoder rows free in norm (--decoder_init_norm) can be
+    # folded back to unit rows exactly (fold_decoder_norms).
+    folds_decoder_norms = False
     # AdamW skips the threshold parameters' weight decay (False: plain AdamW, whose
     # optimiser state has no mask: the original's).
     masked_weight_decay = True
@@ -189,6 +192,11 @@ class Architecture(abc.ABC):
         """``(metrics key, title)`` of the dead-feature count training acts on
         (resampling's or AuxK's), the title saying exactly what it counts: it is not the
         evaluation's count (:mod:`sae_jax.activity`, on held-out inputs)."""
+
+    def fold_decoder_norms(self, params, norms):
+        """``params`` with the decoder rows' ``norms (F,)`` folded into the encoder: the
+        same SAE with unit rows (only where :attr:`folds_decoder_norms`)."""
+        raise NotImplementedError(f"{self.name} cannot fold its decoder norms")
 
     # ------------------------------------------------------------ records and export
 

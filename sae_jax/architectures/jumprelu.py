@@ -20,7 +20,7 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
-from sae_jax.architectures.sparse_recipe import SparseRecipe
+from sae_jax.architectures.sparse_recipe import SparseRecipe, fold_into_encoder
 
 
 def jumprelu_threshold(params) -> jax.Array:
@@ -98,6 +98,7 @@ class JumpReLU(SparseRecipe):
     saelens_architecture = "jumprelu"
     extra_params = (("log_threshold", "features"),)
     penalty_setting = "l0_coeff"
+    folds_decoder_norms = True
 
     def training_features(self, params, pre, cfg):
         return jumprelu_ste(pre, jumprelu_threshold(params), cfg.jumprelu_bandwidth)
@@ -116,6 +117,12 @@ class JumpReLU(SparseRecipe):
         out["log_threshold"] = jnp.full_like(params["log_threshold"],
                                              log_threshold_init(cfg.jumprelu_init_threshold))
         return out
+
+    def fold_decoder_norms(self, params, norms):
+        # Pre-activation j and its threshold both scaled by n_j: the same features fire,
+        # and (pre_j n_j) times the unit row W_dec_j / n_j is the same output.
+        out = fold_into_encoder(params, norms)
+        return {**out, "log_threshold": params["log_threshold"] + jnp.log(norms)}
 
     def metric_names(self, cfg):
         return ("l0_coeff", "threshold_mean")

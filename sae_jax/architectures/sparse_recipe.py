@@ -91,7 +91,10 @@ class SparseRecipe(Architecture):
     # ------------------------------------------------------------ training
 
     def init_params(self, params, cfg):
-        return {**params, "W_enc": unit_rows(params["W_dec"]).T.astype(params["W_enc"].dtype)}
+        # Free-norm rows (cfg.decoder_init_norm > 0) start at that norm, the encoder tied.
+        rows = unit_rows(params["W_dec"]) * (cfg.decoder_init_norm or 1.0)
+        out = {**params, "W_enc": rows.T.astype(params["W_enc"].dtype)}
+        return {**out, "W_dec": rows} if cfg.decoder_init_norm else out
 
     def init_extra(self, cfg, d_sae):
         return {}
@@ -113,7 +116,8 @@ class SparseRecipe(Architecture):
 
     def reconstruction(self, params, h, x, cfg, aux) -> tuple[jax.Array, jax.Array, jax.Array]:
         """``(recon, mse, total)``: the reconstruction, its mse and the loss so far."""
-        recon = decode(params, h, compute_dtype=cfg.compute_dtype)
+        recon = decode(params, h, compute_dtype=cfg.compute_dtype,
+                       unit_atoms=not cfg.decoder_init_norm)
         mse = jnp.mean(jnp.square(recon - x))
         return recon, mse, mse
 
@@ -171,3 +175,10 @@ class SparseRecipe(Architecture):
 
     def import_params(self, tensors):
         return {}
+
+
+def fold_into_encoder(params, norms):
+    """The decoder rows divided by their ``norms (F,)``, and each feature's encoder column
+    and bias multiplied by it: every pre-activation scaled by its row's norm."""
+    return {**params, "W_dec": params["W_dec"] / norms[:, None],
+            "W_enc": params["W_enc"] * norms[None, :], "b_enc": params["b_enc"] * norms}
