@@ -15,9 +15,12 @@ benchmark's ``--recipes``): ``recommended``, each library's own learning rate, a
   latent towards firing on 5% of rows, four times this world's mean rate; SAELens's
   standard SAE has none) and its clip is raised out of reach (SAELens's has none either);
   JumpReLU's thresholds start at 0.1 rather than 0.05 (at 0.05 they had not risen far
-  enough by the end of the run: L0 23 against the true 6.4); relu_l1's and JumpReLU's
-  encoders start at a tenth of their scale (``PENALTY_ENCODER_INIT_SCALE``, as SAELens's
-  decoder_init_norm; from unit scale their dictionaries barely moved).
+  enough by the end of the run: L0 23 against the true 6.4); relu_l1's encoder starts at a
+  tenth of its scale (``PENALTY_ENCODER_INIT_SCALE``, as SAELens's decoder_init_norm; from
+  unit scale its dictionary barely moved); JumpReLU trains with decoder rows free in norm,
+  started at 0.1 with the encoder tied to them (``FREE_ROWS_INIT_NORM``,
+  ``--decoder_init_norm``: SAELens's parametrisation; with unit rows a quarter of its
+  latents stayed dead).
 - SAELens: ``SyntheticSAERunnerConfig``'s defaults (Adam, lr 3e-4 constant, no warm-up,
   betas 0.9 / 0.999, gradients clipped at norm 1 by its trainer, dead latents after 1,000
   steps without firing) and each training SAE config's defaults; ``same_lr`` changes only
