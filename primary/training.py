@@ -59,7 +59,7 @@ from runkit.jsonio import read_json, write_json
 from runkit.lock import WorkdirLock
 from runkit.metrics_log import MetricsLog
 from runkit.progress import show_progress
-from runkit.resume import claim_settings
+from runkit.resume import claim_config
 from runkit.sharding import (
     check_batch_divisible,
     make_mesh,
@@ -348,7 +348,7 @@ def _finished_metrics(cfg: PrimaryTrainConfig, workdir: Path, override: bool) ->
     none). Other settings are refused unless ``override`` (then the run goes on)."""
     if not ((workdir / "model" / "config.json").exists() and (workdir / "metrics.json").exists()):
         return None
-    if claim_settings(workdir, cfg.to_dict(), override=override, write=False):
+    if claim_config(workdir, cfg, override=override, write=False):
         return None
     return read_json(workdir / "metrics.json", what="primary run metrics")
 
@@ -405,7 +405,7 @@ def train_primary(cfg: PrimaryTrainConfig, workdir: str | os.PathLike, *, device
     with ExitStack() as stack:
         if is_writer():
             stack.enter_context(WorkdirLock(workdir))
-        claim_settings(workdir, cfg.to_dict(), override=override, write=is_writer())
+        claim_config(workdir, cfg, override=override, write=is_writer())
         ckpts = stack.enter_context(Checkpoints(workdir / "checkpoints"))
         return _run(cfg, workdir, data, model_cfg, mesh, steps_per_epoch, ckpts,
                     stop_after_steps)

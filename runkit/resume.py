@@ -24,10 +24,12 @@ class SettingsChanged(ValueError):
     """A rerun's settings differ from those the workdir's run was started with."""
 
 
-def settings_diff(recorded: dict, now: dict) -> dict:
+def settings_diff(recorded: dict, now: dict, defaults: dict | None = None) -> dict:
     """``{name: (recorded, now)}`` for every setting that differs (JSON-normalised, so a
-    tuple and the list it was stored as compare equal)."""
+    tuple and the list it was stored as compare equal). A setting the record lacks (the
+    run predates it) counts as its value in ``defaults``, the one the run trained with."""
     now = json.loads(json.dumps(now))
+    recorded = {**json.loads(json.dumps(defaults or {})), **recorded}
     names = sorted(set(recorded) | set(now))
     return {k: (recorded.get(k), now.get(k)) for k in names if recorded.get(k) != now.get(k)}
 
@@ -49,19 +51,21 @@ def effective_settings(workdir: str | os.PathLike) -> dict:
 
 
 def claim_settings(workdir: str | os.PathLike, settings: dict, *, override: bool = False,
-                   write: bool = True, flag: str = "--override") -> dict:
+                   write: bool = True, flag: str = "--override",
+                   defaults: dict | None = None) -> dict:
     """Record ``settings`` in a new workdir, or check them against the recorded ones.
 
     Returns the accepted differences (empty when equal). Raises :class:`SettingsChanged`
     naming each difference when they differ and ``override`` is false. ``write``: whether
-    this process writes files (process 0 of a multi-process run)."""
+    this process writes files (process 0 of a multi-process run); ``defaults``: every
+    setting's default, for settings added after the run was started (:func:`settings_diff`)."""
     workdir = Path(workdir)
     path = workdir / CONFIG_NAME
     if not path.exists():
         if write:
             write_json(path, settings)
         return {}
-    diff = settings_diff(effective_settings(workdir), settings)
+    diff = settings_diff(effective_settings(workdir), settings, defaults)
     if not diff:
         return {}
     shown = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in diff.items())
@@ -77,3 +81,10 @@ def claim_settings(workdir: str | os.PathLike, settings: dict, *, override: bool
     print(f"note: continuing {workdir} under changed settings ({shown}); recorded in "
           f"{workdir / CHANGES_NAME}")
     return diff
+
+
+def claim_config(workdir: str | os.PathLike, cfg, **kwargs) -> dict:
+    """:func:`claim_settings` for a settings object: its ``to_dict()``, with its class's
+    defaults (``type(cfg)().to_dict()``) standing in for settings added since the run was
+    started, so that a run recorded before a new setting existed still matches."""
+    return claim_settings(workdir, cfg.to_dict(), defaults=type(cfg)().to_dict(), **kwargs)

@@ -48,7 +48,7 @@ from runkit.hosts import (
 )
 from runkit.jsonio import read_json
 from runkit.lock import WorkdirLock
-from runkit.resume import claim_settings
+from runkit.resume import claim_config
 from runkit.run_dir import RunDir
 from runkit.sharding import batch_sharding, replicate
 from sae_jax.config import SAETrainConfig
@@ -97,7 +97,7 @@ def _finished_result(cfg: SAETrainConfig, workdir: Path, override: bool) -> dict
     """The result of a finished run in ``workdir`` under these settings, else None."""
     if not (workdir / "metrics.json").exists() or not (workdir / "sae").exists():
         return None
-    if claim_settings(workdir, cfg.to_dict(), override=override, write=False):
+    if claim_config(workdir, cfg, override=override, write=False):
         return None
     return read_json(workdir / "metrics.json", what="SAE run metrics")
 
@@ -143,12 +143,12 @@ def train_sae(cfg: SAETrainConfig, workdir, *, primary_dir=None, primary_flagfil
         if is_writer():
             stack.enter_context(WorkdirLock(workdir))
         if not override:  # refuse changed settings before any work
-            claim_settings(workdir, cfg.to_dict(), write=False)
+            claim_config(workdir, cfg, write=False)
         source = open_source(cfg, workdir, concepts, primary_dir=primary_dir,
                              primary_cfg=primary_flagfile_cfg, devices=devices)
         # Recorded once the inputs are good: a start that fails on them does not pin its
         # settings on the workdir.
-        claim_settings(workdir, cfg.to_dict(), override=override, write=is_writer())
+        claim_config(workdir, cfg, override=override, write=is_writer())
         source.record(workdir, cfg, write=is_writer(), override=override)
         sae_config = cfg.sae_config(source.d_in)
         print(f"SAE {sae_config.input_dim} -> {sae_config.hidden_dim} features; "

@@ -44,7 +44,7 @@ from runkit.checkpoints import Checkpoints
 from runkit.jsonio import read_json, write_json
 from runkit.lock import WorkdirLock
 from runkit.progress import show_progress
-from runkit.resume import claim_settings
+from runkit.resume import claim_config
 from runkit.run_dir import RunDir
 from runkit.sharding import batch_sharding, replicate
 from sae_jax.config import SAETrainConfig
@@ -212,7 +212,7 @@ def train_sweep(base: SAETrainConfig, members: list[SweepMember], workdir, *,
         for m in members:
             mdir = members_dir(workdir) / m.name
             mdir.mkdir(parents=True, exist_ok=True)
-            claim_settings(mdir, m.cfg.to_dict())
+            claim_config(mdir, m.cfg)
             try:
                 source.record(mdir, m.cfg, write=True, within=workdir)
             except ValueError as e:

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from runkit.resume import CHANGES_NAME, CONFIG_NAME, SettingsChanged, claim_settings
+from runkit.resume import CHANGES_NAME, CONFIG_NAME, SettingsChanged, claim_config, claim_settings
 
 
 def test_first_claim_records_and_equal_settings_pass(tmp_path):
@@ -37,3 +37,17 @@ def test_override_keeps_the_started_settings_and_records_the_change(tmp_path):
 def test_non_writer_checks_but_writes_nothing(tmp_path):
     assert claim_settings(tmp_path, {"a": 1}, write=False) == {}
     assert not (tmp_path / CONFIG_NAME).exists()
+
+
+def test_a_setting_added_since_the_run_started_counts_as_its_default(tmp_path):
+    from sae_jax.config import SAETrainConfig
+
+    recorded = SAETrainConfig().to_dict()
+    del recorded["decoder_init_norm"]  # a run started before the setting existed
+    (tmp_path / CONFIG_NAME).write_text(json.dumps(recorded))
+    assert claim_config(tmp_path, SAETrainConfig(), write=False) == {}
+    with pytest.raises(SettingsChanged, match=r"decoder_init_norm: 0\.0 -> 0\.1"):
+        claim_config(tmp_path, SAETrainConfig(decoder_init_norm=0.1), write=False)
+    # Without the defaults the same record reads as a change.
+    with pytest.raises(SettingsChanged, match=r"decoder_init_norm: None -> 0\.0"):
+        claim_settings(tmp_path, SAETrainConfig().to_dict(), write=False)
