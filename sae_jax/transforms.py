@@ -75,19 +75,13 @@ def make_optimizer(cfg: SAETrainConfig, total_steps: int) -> optax.GradientTrans
     # Thresholds take no weight decay (a decayed BatchTopK threshold would drift between the
     # steps that set it); relu_l1 has none and keeps its unmasked AdamW.
     mask = _decayed if cfg.arch.masked_weight_decay else None
+    clip = optax.clip_by_global_norm(cfg.grad_clip)
+    adamw = optax.adamw(learning_rate_schedule(cfg, total_steps), weight_decay=cfg.weight_decay,
+                        mask=mask)
     if cfg.decoder_init_norm:  # free-norm rows: no projection, nothing to take out of it
-        return optax.chain(
-            optax.clip_by_global_norm(cfg.grad_clip),
-            optax.adamw(learning_rate_schedule(cfg, total_steps),
-                        weight_decay=cfg.weight_decay, mask=mask),
-        )
-    return optax.chain(
-        optax.clip_by_global_norm(cfg.grad_clip),
-        remove_parallel_decoder_grad(),
-        optax.adamw(learning_rate_schedule(cfg, total_steps), weight_decay=cfg.weight_decay,
-                    mask=mask),
-        project_decoder_to_unit_norm(),
-    )
+        return optax.chain(clip, adamw)
+    return optax.chain(clip, remove_parallel_decoder_grad(), adamw,
+                       project_decoder_to_unit_norm())
 
 
 def _decayed(params: dict) -> dict:

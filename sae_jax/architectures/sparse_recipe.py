@@ -91,10 +91,11 @@ class SparseRecipe(Architecture):
     # ------------------------------------------------------------ training
 
     def init_params(self, params, cfg):
-        # Free-norm rows (cfg.decoder_init_norm > 0) start at that norm, the encoder tied.
-        rows = unit_rows(params["W_dec"]) * (cfg.decoder_init_norm or 1.0)
-        out = {**params, "W_enc": rows.T.astype(params["W_enc"].dtype)}
-        return {**out, "W_dec": rows} if cfg.decoder_init_norm else out
+        rows = unit_rows(params["W_dec"])
+        if cfg.decoder_init_norm:  # free-norm rows start at that norm, the encoder tied
+            rows = rows * cfg.decoder_init_norm
+            params = {**params, "W_dec": rows}
+        return {**params, "W_enc": rows.T.astype(params["W_enc"].dtype)}
 
     def init_extra(self, cfg, d_sae):
         return {}
